@@ -1,0 +1,56 @@
+# The appliance's tasks. `make help` lists them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+CHROMIUM ?= /usr/bin/chromium
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-test run test test-fast lint format bench bench-quick clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e '.[train,dev]'
+	@touch $@
+
+install: $(STAMP) ## install the appliance into .venv (runtime only)
+
+install-test: $(VENV)/.installed-test ## install the appliance with training and test tools into .venv
+
+run: install ## start the appliance on 127.0.0.1:8000 with SQLite and ./var
+	$(VENV)/bin/appliance serve
+
+test: install-test ## install everything and run the whole test suite (browser tests included)
+	@test -x $(CHROMIUM) || (echo "Chromium missing: apt-get install -y chromium" && exit 1)
+	$(VENV)/bin/pytest
+
+test-fast: install-test ## the suite without browser and training tests
+	$(VENV)/bin/pytest -m "not browser and not slow"
+
+lint: install-test ## ruff (format check + lint) and mypy on appliance/
+	$(VENV)/bin/ruff format --check appliance tests bench
+	$(VENV)/bin/ruff check appliance tests bench
+	$(VENV)/bin/mypy appliance
+
+format: install-test ## apply ruff's formatting and fixes
+	$(VENV)/bin/ruff format appliance tests bench
+	$(VENV)/bin/ruff check --fix appliance tests bench
+
+bench: install-test ## run every benchmark (figures as JSON on each script's last line)
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+bench-quick: install-test ## every benchmark with --quick (about a minute each)
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script --quick || exit 1; done
+
+clean: ## remove caches (not .venv, not var/)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,129 @@
+"""HTTP routes for setup, login, logout, the caller's account, and user administration."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.datastructures import Cookie, State
+from litestar.params import JSONBody, Parameter
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from appliance.auth import service
+from appliance.auth.middleware import PUBLIC, token_from
+from appliance.auth.permissions import require_admin
+from appliance.auth.schemas import (
+    Credentials,
+    PasswordChange,
+    RegisterRequest,
+    SetupRequest,
+    SetupState,
+    TokenRead,
+    UserCreate,
+    UserRead,
+    UserUpdate,
+)
+from appliance.dependencies import DB, Caller, Settings
+from appliance.errors import Unauthorized
+
+UserId = Annotated[int, Parameter(gt=0)]
+
+
+def _token_response(db: DB, user_id: int, state: State, status_code: int = 200) -> Response[TokenRead]:
+    config: Settings = state.config
+    ttl = config.token_ttl_minutes * 60
+    token = service.issue_token(db, user_id, state.jwt_secret, ttl)
+    cookie = Cookie(
+        key=service.COOKIE_NAME,
+        value=token,
+        max_age=ttl,
+        httponly=True,
+        samesite="strict",
+        secure=config.cookie_secure,
+        path="/",
+    )
+    return Response(TokenRead(access_token=token, expires_in=ttl), cookies=[cookie], status_code=status_code)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class AuthController(Controller):
+    path = "/auth"
+    tags = ["auth"]
+
+    @get("/setup", operation_id="getSetupState", opt={PUBLIC: True}, sync_to_thread=True)
+    def setup_state(self, db: DB, config: Settings) -> SetupState:
+        return SetupState(
+            needs_setup=service.user_count(db) == 0, registration_enabled=config.registration_enabled
+        )
+
+    @post("/setup", operation_id="setupFirstAdmin", opt={PUBLIC: True}, sync_to_thread=True)
+    def setup(self, data: JSONBody[SetupRequest], db: DB, state: State) -> Response[TokenRead]:
+        user = service.create_first_admin(db, data.username, data.password)
+        return _token_response(db, user.id, state, HTTP_201_CREATED)
+
+    @post("/login", operation_id="login", opt={PUBLIC: True}, sync_to_thread=True)
+    def login(
+        self, data: JSONBody[Credentials], db: DB, state: State, request: Request
+    ) -> Response[TokenRead]:
+        user_id = service.login(db, data.username, data.password, _client(request), state.login_throttle)
+        return _token_response(db, user_id, state)
+
+    @post("/logout", operation_id="logout", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True)
+    def logout(self, db: DB, user: Caller) -> Response[None]:
+        service.revoke_token(db, user.token_id)
+        response: Response[None] = Response(None, status_code=HTTP_204_NO_CONTENT)
+        response.delete_cookie(service.COOKIE_NAME, path="/")
+        return response
+
+    @get("/me", operation_id="getMe", sync_to_thread=True)
+    def me(self, db: DB, user: Caller) -> UserRead:
+        return service.user_read(service.get_user_row(db, user.id))
+
+    @post("/password", operation_id="changePassword", sync_to_thread=True)
+    def change_password(
+        self, data: JSONBody[PasswordChange], db: DB, user: Caller, state: State
+    ) -> Response[TokenRead]:
+        service.change_password(db, user, data.current_password, data.new_password)
+        return _token_response(db, user.id, state)
+
+    @post("/register", operation_id="register", opt={PUBLIC: True}, sync_to_thread=True)
+    def register(
+        self, data: JSONBody[RegisterRequest], db: DB, config: Settings, state: State, request: Request
+    ) -> UserRead:
+        """Open registration (viewer role) when enabled; otherwise only an admin may register someone."""
+        if not config.registration_enabled:
+            token = token_from(request)
+            if not token:
+                raise Unauthorized("authentication required")
+            require_admin(service.authenticate_token(db, token, state.jwt_secret))
+        return service.create_user(
+            db, UserCreate(username=data.username, password=data.password, role="viewer")
+        )
+
+
+class UsersController(Controller):
+    path = "/users"
+    tags = ["users"]
+
+    @get("/", operation_id="listUsers", sync_to_thread=True)
+    def list_users(self, db: DB, user: Caller) -> list[UserRead]:
+        require_admin(user)
+        return service.list_users(db)
+
+    @post("/", operation_id="createUser", sync_to_thread=True)
+    def create_user(self, data: JSONBody[UserCreate], db: DB, user: Caller) -> UserRead:
+        require_admin(user)
+        return service.create_user(db, data)
+
+    @patch("/{user_id:int}", operation_id="updateUser", sync_to_thread=True)
+    def update_user(self, user_id: UserId, data: JSONBody[UserUpdate], db: DB, user: Caller) -> UserRead:
+        require_admin(user)
+        return service.update_user(db, user_id, data)
+
+    @delete("/{user_id:int}", operation_id="deleteUser", sync_to_thread=True)
+    def delete_user(self, user_id: UserId, db: DB, user: Caller) -> None:
+        require_admin(user)
+        service.delete_user(db, user_id, user)

@@ -1,0 +1,79 @@
+"""Request and response bodies of the auth and users API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+Role = Literal["admin", "labeler", "viewer"]
+Username = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
+
+
+class Credentials(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
+class SetupRequest(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    password: Password
+
+
+class SetupState(msgspec.Struct):
+    needs_setup: bool
+    registration_enabled: bool
+
+
+class TokenRead(msgspec.Struct):
+    access_token: str
+    expires_in: int
+    token_type: str = "bearer"
+
+
+class UserRead(msgspec.Struct):
+    id: int
+    username: str
+    role: Role
+    disabled: bool
+    created_at: str
+
+
+class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    password: Password
+    role: Role = "labeler"
+
+
+class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    password: Password
+
+
+class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    role: Role | None = None
+    disabled: bool | None = None
+    password: Password | None = None
+
+
+class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    new_password: Password
+
+
+class CurrentUser(msgspec.Struct, frozen=True):
+    """The authenticated caller, as the middleware puts it on the request."""
+
+    id: int
+    username: str
+    role: Role
+    token_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in ("admin", "labeler")

@@ -1,0 +1,309 @@
+"""Accounts, argon2id passwords, JWTs that can be revoked, and login throttling."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from appliance.auth.schemas import CurrentUser, Role, UserCreate, UserRead, UserUpdate
+from appliance.clock import now_iso
+from appliance.db import Database, write_transaction
+from appliance.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+
+logger = logging.getLogger(__name__)
+
+JWT_ALGORITHM = "HS256"
+COOKIE_NAME = "appliance_token"
+# argon2-cffi's RFC 9106 low-memory profile (argon2id, t=3, m=64 MiB, p=4) is above OWASP's minimum
+# (m=19 MiB, t=2, p=1). Hashes made with other parameters are rehashed at the next login.
+PASSWORD_HASHER = PasswordHasher()
+# Verified against when the user does not exist, so a missing account costs the same time as a wrong password.
+_DUMMY_HASH = PASSWORD_HASHER.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return PASSWORD_HASHER.hash(password)
+
+
+def user_read(row: dict[str, Any]) -> UserRead:
+    return UserRead(
+        id=row["id"],
+        username=row["username"],
+        role=row["role"],
+        disabled=bool(row["disabled"]),
+        created_at=row["created_at"],
+    )
+
+
+# --- accounts -----------------------------------------------------------------------------------
+
+
+def user_count(db: Database) -> int:
+    return db.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+
+def get_user_row(db: Database, user_id: int) -> dict[str, Any]:
+    row = next(db.query("SELECT * FROM users WHERE id = ?", [user_id]), None)
+    if row is None:
+        raise NotFound(f"user {user_id} not found")
+    return row
+
+
+def _insert_user(db: Database, username: str, password: str, role: Role) -> UserRead:
+    if db.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone():
+        raise Conflict(f"user {username!r} already exists")
+    now = now_iso()
+    cursor = db.execute(
+        "INSERT INTO users (username, password_hash, role, created_at, password_changed_at) VALUES (?, ?, ?, ?, ?)",
+        [username, hash_password(password), role, now, now],
+    )
+    return UserRead(id=cursor.lastrowid or 0, username=username, role=role, disabled=False, created_at=now)
+
+
+def create_first_admin(db: Database, username: str, password: str) -> UserRead:
+    """The one-time setup: refused once any account exists."""
+    with write_transaction(db):
+        if user_count(db) > 0:
+            raise Conflict("setup is already done: an account exists; log in instead")
+        user = _insert_user(db, username, password, "admin")
+    logger.info("first admin %s created", username)
+    return user
+
+
+def create_user(db: Database, body: UserCreate) -> UserRead:
+    with write_transaction(db):
+        return _insert_user(db, body.username, body.password, body.role)
+
+
+def list_users(db: Database) -> list[UserRead]:
+    rows = db.query("SELECT * FROM users ORDER BY id")
+    return [user_read(row) for row in rows]
+
+
+def _active_admins(db: Database) -> int:
+    return db.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0").fetchone()[0]
+
+
+def update_user(db: Database, user_id: int, body: UserUpdate) -> UserRead:
+    with write_transaction(db):
+        row = get_user_row(db, user_id)
+        losing_admin = (
+            row["role"] == "admin"
+            and not row["disabled"]
+            and ((body.role is not None and body.role != "admin") or body.disabled is True)
+        )
+        if losing_admin and _active_admins(db) <= 1:
+            raise Conflict("this is the last active admin; make another admin first")
+        changes: dict[str, Any] = {}
+        if body.role is not None:
+            changes["role"] = body.role
+        if body.disabled is not None:
+            changes["disabled"] = int(body.disabled)
+        if body.password is not None:
+            changes["password_hash"] = hash_password(body.password)
+            changes["password_changed_at"] = now_iso()
+        if changes:
+            assignments = ", ".join(f"{name} = ?" for name in changes)
+            db.execute(f"UPDATE users SET {assignments} WHERE id = ?", [*changes.values(), user_id])
+        if body.password is not None or body.disabled or body.role is not None:
+            revoke_user_tokens(db, user_id)
+        return user_read(get_user_row(db, user_id))
+
+
+def delete_user(db: Database, user_id: int, caller: CurrentUser) -> None:
+    with write_transaction(db):
+        row = get_user_row(db, user_id)
+        if row["id"] == caller.id:
+            raise Conflict("you cannot delete your own account")
+        if row["role"] == "admin" and not row["disabled"] and _active_admins(db) <= 1:
+            raise Conflict("this is the last active admin")
+        owned = db.execute("SELECT COUNT(*) FROM datasets WHERE owner_id = ?", [user_id]).fetchone()[0]
+        if owned:
+            raise Conflict(f"user owns {owned} dataset(s); disable the account instead, or delete them first")
+        db.execute("DELETE FROM users WHERE id = ?", [user_id])
+
+
+def change_password(db: Database, user: CurrentUser, current: str, new: str) -> None:
+    with write_transaction(db):
+        row = get_user_row(db, user.id)
+        try:
+            PASSWORD_HASHER.verify(row["password_hash"], current)
+        except (VerificationError, InvalidHashError):
+            raise Forbidden("current password is wrong") from None
+        db.execute(
+            "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
+            [hash_password(new), now_iso(), user.id],
+        )
+        revoke_user_tokens(db, user.id)
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+
+def issue_token(db: Database, user_id: int, secret: str, ttl_s: int) -> str:
+    now = time.time()
+    jti = secrets.token_urlsafe(24)
+    with write_transaction(db):
+        db.execute(
+            "INSERT INTO auth_tokens (jti, user_id, issued_at, expires_at) VALUES (?, ?, ?, ?)",
+            [jti, user_id, now, now + ttl_s],
+        )
+        # Expired rows are useless; trimming here keeps the table small without a timer.
+        db.execute("DELETE FROM auth_tokens WHERE expires_at < ?", [now - 3600])
+    claims = {"sub": str(user_id), "jti": jti, "iat": int(now), "exp": int(now + ttl_s)}
+    return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM)
+
+
+def authenticate_token(db: Database, token: str, secret: str) -> CurrentUser:
+    """Signature (HS256 only), exp, not revoked, user exists and is enabled; else 401."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "sub", "jti", "iat"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("session expired; log in again") from None
+    except jwt.PyJWTError:
+        raise Unauthorized("invalid token") from None
+    row = db.execute(
+        """SELECT u.id, u.username, u.role, u.disabled, t.revoked_at, t.expires_at
+           FROM auth_tokens t JOIN users u ON u.id = t.user_id
+           WHERE t.jti = ? AND u.id = ?""",
+        [claims["jti"], _int_or_zero(claims["sub"])],
+    ).fetchone()
+    if row is None:
+        raise Unauthorized("invalid token")
+    user_id, username, role, disabled, revoked_at, expires_at = row
+    if revoked_at is not None:
+        raise Unauthorized("token revoked; log in again")
+    if disabled:
+        raise Unauthorized("account disabled")
+    if expires_at < time.time():
+        raise Unauthorized("session expired; log in again")
+    return CurrentUser(id=user_id, username=username, role=role, token_id=claims["jti"])
+
+
+def _int_or_zero(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def revoke_token(db: Database, jti: str) -> None:
+    with write_transaction(db):
+        db.execute(
+            "UPDATE auth_tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL", [time.time(), jti]
+        )
+
+
+def revoke_user_tokens(db: Database, user_id: int) -> None:
+    with write_transaction(db):
+        db.execute(
+            "UPDATE auth_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+            [time.time(), user_id],
+        )
+
+
+# --- login and throttling ----------------------------------------------------------------------
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    first_at: float = 0.0
+    locked_until: float = 0.0
+
+
+@dataclass
+class LoginThrottle:
+    """Failed logins per (account, client), per client and per account, with capped lockouts.
+
+    The per-account limit across all clients is high and its lock short (at most `account_lock_s`),
+    so an attacker spraying one account from many addresses slows the admin down, never locks
+    them out for good; the tight limits apply to the attacker's own address.
+    """
+
+    pair_limit: int = 5
+    client_limit: int = 20
+    account_limit: int = 50
+    window_s: float = 15 * 60
+    max_lock_s: float = 15 * 60
+    account_lock_s: float = 30
+    _entries: dict[tuple[str, str], _Failures] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _keys(self, username: str, client: str) -> list[tuple[tuple[str, str], int, float]]:
+        name = username.lower()
+        return [
+            (("pair", f"{name}|{client}"), self.pair_limit, self.max_lock_s),
+            (("client", client), self.client_limit, self.max_lock_s),
+            (("account", name), self.account_limit, self.account_lock_s),
+        ]
+
+    def check(self, username: str, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            wait = 0.0
+            for key, _limit, _cap in self._keys(username, client):
+                entry = self._entries.get(key)
+                if entry and entry.locked_until > now:
+                    wait = max(wait, entry.locked_until - now)
+        if wait > 0:
+            seconds = int(wait) + 1
+            raise TooManyRequests(
+                f"too many failed logins; try again in {seconds} s", headers={"Retry-After": str(seconds)}
+            )
+
+    def failed(self, username: str, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            for key, limit, cap in self._keys(username, client):
+                entry = self._entries.setdefault(key, _Failures(first_at=now))
+                if now - entry.first_at > self.window_s:
+                    entry.count, entry.first_at = 0, now
+                entry.count += 1
+                if entry.count >= limit:
+                    # Doubling lock from 1 s, capped: 1, 2, 4 ... seconds.
+                    entry.locked_until = now + min(cap, 2.0 ** (entry.count - limit))
+            if len(self._entries) > 100_000:  # bounded memory under a spray of names
+                stale = [k for k, v in self._entries.items() if now - v.first_at > self.window_s]
+                for k in stale:
+                    del self._entries[k]
+
+    def succeeded(self, username: str, client: str) -> None:
+        with self._lock:
+            self._entries.pop(("pair", f"{username.lower()}|{client}"), None)
+
+
+def login(db: Database, username: str, password: str, client: str, throttle: LoginThrottle) -> int:
+    """Verify credentials; returns the user id. Rehashes when the hash parameters changed."""
+    throttle.check(username, client)
+    row = db.execute(
+        "SELECT id, password_hash, disabled FROM users WHERE username = ?", [username]
+    ).fetchone()
+    stored = row[1] if row else _DUMMY_HASH
+    try:
+        PASSWORD_HASHER.verify(stored, password)
+        ok = row is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        ok = False
+    if not ok:
+        throttle.failed(username, client)
+        raise Unauthorized("wrong username or password")
+    user_id, password_hash, disabled = row
+    if disabled:
+        raise Unauthorized("account disabled")
+    throttle.succeeded(username, client)
+    if PASSWORD_HASHER.check_needs_rehash(password_hash):
+        with write_transaction(db):
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", [hash_password(password), user_id])
+        logger.info("rehashed password of user %s with current argon2 parameters", user_id)
+    return user_id

@@ -1,0 +1,138 @@
+"""HTTP routes for datasets, images, annotations and stats; the logic lives in catalog.service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, delete, get, patch, post, put
+from litestar.datastructures import State, UploadFile
+from litestar.params import FromQuery, JSONBody, MultipartBody, Parameter, QueryParameter
+from litestar.response import File
+
+from appliance.catalog import service
+from appliance.catalog.imagecheck import EXTENSION_TYPES, FORMATS
+from appliance.catalog.schemas import (
+    AnnotationsPut,
+    AnnotationsRead,
+    DatasetCreate,
+    DatasetRead,
+    DatasetStats,
+    DatasetUpdate,
+    ImagePage,
+    ImageRead,
+    ImageStatus,
+    UploadResult,
+)
+from appliance.dependencies import DB, Caller, Settings
+from appliance.errors import NotFound, TooLarge
+
+Id = Annotated[int, Parameter(gt=0)]
+# Content-addressed files never change: the browser may keep them (privately, behind auth).
+IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
+
+
+class DatasetController(Controller):
+    path = "/datasets"
+    tags = ["datasets"]
+
+    @get("/", operation_id="listDatasets", sync_to_thread=True)
+    def list_datasets(self, db: DB, user: Caller) -> list[DatasetRead]:
+        return service.list_datasets(db, user)
+
+    @post("/", operation_id="createDataset", sync_to_thread=True)
+    def create_dataset(self, data: JSONBody[DatasetCreate], db: DB, user: Caller) -> DatasetRead:
+        return service.create_dataset(db, data, user)
+
+    @get("/{dataset_id:int}", operation_id="getDataset", sync_to_thread=True)
+    def get_dataset(self, dataset_id: Id, db: DB, user: Caller) -> DatasetRead:
+        return service.get_dataset(db, dataset_id, user)
+
+    @patch("/{dataset_id:int}", operation_id="updateDataset", sync_to_thread=True)
+    def update_dataset(
+        self, dataset_id: Id, data: JSONBody[DatasetUpdate], db: DB, user: Caller
+    ) -> DatasetRead:
+        return service.update_dataset(db, dataset_id, data, user)
+
+    @delete("/{dataset_id:int}", operation_id="deleteDataset", sync_to_thread=True)
+    def delete_dataset(self, dataset_id: Id, db: DB, user: Caller, state: State) -> None:
+        service.delete_dataset(db, state.image_store, dataset_id, user)
+
+    @get("/{dataset_id:int}/stats", operation_id="getDatasetStats", sync_to_thread=True)
+    def stats(self, dataset_id: Id, db: DB, user: Caller) -> DatasetStats:
+        return service.dataset_stats(db, dataset_id, user)
+
+    @get("/{dataset_id:int}/images", operation_id="listImages", sync_to_thread=True)
+    def list_images(
+        self,
+        dataset_id: Id,
+        db: DB,
+        user: Caller,
+        status: FromQuery[ImageStatus | None] = None,
+        class_id: Annotated[int | None, QueryParameter(ge=0)] = None,
+        after: Annotated[int, QueryParameter(ge=0, description="keyset cursor: the last image id seen")] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+    ) -> ImagePage:
+        return service.list_images(
+            db, dataset_id, user, status=status, class_id=class_id, after=after, limit=limit
+        )
+
+    @post("/{dataset_id:int}/images", operation_id="uploadImages", sync_to_thread=True)
+    def upload_images(
+        self,
+        dataset_id: Id,
+        data: MultipartBody[list[UploadFile]],
+        db: DB,
+        user: Caller,
+        config: Settings,
+        state: State,
+    ) -> UploadResult:
+        limit = config.max_image_mb * 1024 * 1024
+        files = []
+        for upload in data:
+            content = upload.file.read(limit + 1)
+            if len(content) > limit:
+                raise TooLarge(f"{upload.filename}: larger than the {config.max_image_mb} MB image limit")
+            files.append(service.IncomingFile(name=upload.filename or "upload", data=content))
+        return service.add_images(db, state.image_store, config, dataset_id, user, files)
+
+
+class ImageController(Controller):
+    path = "/images"
+    tags = ["images"]
+
+    @get("/{image_id:int}", operation_id="getImage", sync_to_thread=True)
+    def get_image(self, image_id: Id, db: DB, user: Caller) -> ImageRead:
+        return service.get_image(db, image_id, user)
+
+    @get("/{image_id:int}/file", operation_id="getImageFile", sync_to_thread=True)
+    def image_file(self, image_id: Id, db: DB, user: Caller, state: State) -> File:
+        image = service.get_image(db, image_id, user)
+        ext = FORMATS[image.format][0]
+        path = state.image_store.image_path(image.sha256, ext)
+        if not path.exists():
+            raise NotFound(f"file of image {image_id} is missing on disk")
+        return File(
+            path, media_type=EXTENSION_TYPES[ext], content_disposition_type="inline", headers=IMMUTABLE
+        )
+
+    @get("/{image_id:int}/thumbnail", operation_id="getImageThumbnail", sync_to_thread=True)
+    def thumbnail(self, image_id: Id, db: DB, user: Caller, state: State) -> File:
+        image = service.get_image(db, image_id, user)
+        path = state.image_store.thumb_path(image.sha256)
+        if not path.exists():
+            raise NotFound(f"thumbnail of image {image_id} is missing on disk")
+        return File(path, media_type="image/webp", content_disposition_type="inline", headers=IMMUTABLE)
+
+    @delete("/{image_id:int}", operation_id="deleteImage", sync_to_thread=True)
+    def delete_image(self, image_id: Id, db: DB, user: Caller, state: State) -> None:
+        service.delete_image(db, state.image_store, image_id, user)
+
+    @get("/{image_id:int}/annotations", operation_id="getAnnotations", sync_to_thread=True)
+    def get_annotations(self, image_id: Id, db: DB, user: Caller) -> AnnotationsRead:
+        return service.get_annotations(db, image_id, user)
+
+    @put("/{image_id:int}/annotations", operation_id="putAnnotations", sync_to_thread=True)
+    def put_annotations(
+        self, image_id: Id, data: JSONBody[AnnotationsPut], db: DB, user: Caller
+    ) -> AnnotationsRead:
+        return service.put_annotations(db, image_id, data, user)

@@ -1,0 +1,200 @@
+"""Checking image bytes before they are stored: real type from magic bytes, size and pixel caps, truncation."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from appliance.errors import Invalid, TooLarge, UnsupportedType
+
+# format -> (file extension, Content-Type)
+FORMATS = {
+    "jpeg": ("jpg", "image/jpeg"),
+    "png": ("png", "image/png"),
+    "bmp": ("bmp", "image/bmp"),
+    "webp": ("webp", "image/webp"),
+    "tiff": ("tiff", "image/tiff"),
+}
+EXTENSION_TYPES = {ext: mime for ext, mime in FORMATS.values()}
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    format: str
+    width: int
+    height: int
+
+    @property
+    def ext(self) -> str:
+        return FORMATS[self.format][0]
+
+
+def sniff_format(data: bytes) -> str | None:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:2] == b"BM" and len(data) >= 26:
+        return "bmp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    i = 2
+    n = len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise Invalid("corrupt JPEG: bad marker")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        # SOF0..SOF15 except DHT (C4), JPG (C8), DAC (CC)
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > n:
+                break
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        i += 2 + length
+    raise Invalid("corrupt JPEG: no frame header found")
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise Invalid("corrupt PNG: missing IHDR")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _bmp_size(data: bytes) -> tuple[int, int]:
+    (header_size,) = struct.unpack("<I", data[14:18])
+    if header_size == 12:
+        width, height = struct.unpack("<HH", data[18:22])
+        return width, height
+    width, height = struct.unpack("<ii", data[18:26])
+    return abs(width), abs(height)
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30:
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    raise Invalid("corrupt WebP: unknown chunk")
+
+
+def _tiff_size(data: bytes) -> tuple[int, int]:
+    endian = "<" if data[:2] == b"II" else ">"
+    (offset,) = struct.unpack(endian + "I", data[4:8])
+    if offset + 2 > len(data):
+        raise Invalid("corrupt TIFF: IFD outside the file")
+    (count,) = struct.unpack(endian + "H", data[offset : offset + 2])
+    width = height = 0
+    for k in range(count):
+        entry = data[offset + 2 + 12 * k : offset + 14 + 12 * k]
+        if len(entry) < 12:
+            break
+        tag, kind = struct.unpack(endian + "HH", entry[:4])
+        value = struct.unpack(endian + ("H" if kind == 3 else "I"), entry[8 : 10 if kind == 3 else 12])[0]
+        if tag == 256:
+            width = value
+        elif tag == 257:
+            height = value
+    if not width or not height:
+        raise Invalid("corrupt TIFF: no image size")
+    return width, height
+
+
+_SIZE_READERS = {
+    "jpeg": _jpeg_size,
+    "png": _png_size,
+    "bmp": _bmp_size,
+    "webp": _webp_size,
+    "tiff": _tiff_size,
+}
+
+
+def _looks_truncated(fmt: str, data: bytes) -> bool:
+    if fmt == "jpeg":
+        return b"\xff\xd9" not in data[-64:]
+    if fmt == "png":
+        return b"IEND" not in data[-16:]
+    return False
+
+
+def check_image_bytes(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage:
+    """Everything that can be refused without decoding: type, byte size, claimed pixel count, truncation."""
+    if len(data) > max_bytes:
+        raise TooLarge(f"image is {len(data)} bytes; the limit is {max_bytes}")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise UnsupportedType("not an image: accepted types are JPEG, PNG, BMP, WebP and TIFF")
+    try:
+        width, height = _SIZE_READERS[fmt](data)
+    except (struct.error, IndexError):
+        raise Invalid(f"corrupt {fmt.upper()}: header cannot be read") from None
+    if width <= 0 or height <= 0:
+        raise Invalid(f"corrupt {fmt.upper()}: image size {width}x{height}")
+    if width * height > max_pixels:
+        raise TooLarge(f"image claims {width}x{height} pixels; the limit is {max_pixels} pixels")
+    if _looks_truncated(fmt, data):
+        raise Invalid(f"truncated {fmt.upper()}: the file ends before the image does")
+    return CheckedImage(fmt, width, height)
+
+
+def decode_image(data: bytes, checked: CheckedImage, reduce: int = 1) -> np.ndarray:
+    """Decode after check_image_bytes; `reduce` (2, 4, 8) lets JPEG decode at a fraction of the size."""
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}.get(
+        reduce, cv2.IMREAD_REDUCED_COLOR_8 if reduce >= 8 else cv2.IMREAD_COLOR
+    )
+    if checked.format != "jpeg":
+        flags = cv2.IMREAD_COLOR
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if image is None:
+        raise Invalid(f"corrupt {checked.format.upper()}: the image cannot be decoded")
+    if flags == cv2.IMREAD_COLOR and (image.shape[1], image.shape[0]) != (checked.width, checked.height):
+        raise Invalid(
+            f"corrupt {checked.format.upper()}: header says {checked.width}x{checked.height}, "
+            f"pixels are {image.shape[1]}x{image.shape[0]}"
+        )
+    return image
+
+
+def make_thumbnail(image: np.ndarray, max_px: int) -> bytes:
+    height, width = image.shape[:2]
+    scale = min(1.0, max_px / max(height, width))
+    if scale < 1.0:
+        image = cv2.resize(
+            image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+        )
+    ok, encoded = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 75])
+    if not ok:
+        raise Invalid("thumbnail could not be encoded")
+    return encoded.tobytes()
+
+
+def thumbnail_reduce_factor(checked: CheckedImage, max_px: int) -> int:
+    """Largest JPEG DCT scaling that still leaves the thumbnail at least max_px on its long side."""
+    longest = max(checked.width, checked.height)
+    for factor in (8, 4, 2):
+        if longest // factor >= max_px:
+            return factor
+    return 1

@@ -1,0 +1,572 @@
+"""Datasets, images and annotations: access rules, content-addressed uploads, versioned box edits, stats."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.auth.permissions import require_writer
+from appliance.auth.schemas import CurrentUser
+from appliance.catalog.imagecheck import (
+    FORMATS,
+    check_image_bytes,
+    decode_image,
+    make_thumbnail,
+    thumbnail_reduce_factor,
+)
+from appliance.catalog.schemas import (
+    PALETTE,
+    AnnotationsPut,
+    AnnotationsRead,
+    BoxRead,
+    ClassDef,
+    ClassRead,
+    ClassStats,
+    DatasetCreate,
+    DatasetRead,
+    DatasetStats,
+    DatasetUpdate,
+    ImagePage,
+    ImageRead,
+    SizeBucket,
+    UploadDuplicate,
+    UploadRejected,
+    UploadResult,
+)
+from appliance.clock import now_iso
+from appliance.config import Config
+from appliance.db import Database, write_transaction
+from appliance.errors import AppError, Conflict, Forbidden, Invalid, NotFound
+from appliance.storage import ImageStore, check_free_space, write_atomic
+
+logger = logging.getLogger(__name__)
+
+MIN_BUCKET, MAX_BUCKET = 3, 11  # box size buckets: <16 px, 16-32, ... 1024-2048, >=2048 (sqrt of area)
+
+
+def size_bucket(width: float, height: float) -> int:
+    side = math.sqrt(max(width * height, 1e-9))
+    return min(MAX_BUCKET, max(MIN_BUCKET, int(math.floor(math.log2(side))) if side >= 1 else MIN_BUCKET))
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+
+def _classes(raw: str) -> list[ClassRead]:
+    return [ClassRead(id=i, name=c["name"], color=c["color"]) for i, c in enumerate(json.loads(raw))]
+
+
+def _normalize_classes(items: Iterable[ClassDef | str]) -> list[dict[str, str]]:
+    classes: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        definition = ClassDef(name=item) if isinstance(item, str) else item
+        name = definition.name.strip()
+        if not name:
+            raise Invalid(f"class {i} has an empty name")
+        if name.lower() in seen:
+            raise Invalid(f"class name {name!r} appears twice")
+        seen.add(name.lower())
+        classes.append({"name": name, "color": definition.color or PALETTE[i % len(PALETTE)]})
+    return classes
+
+
+def dataset_row(db: Database, dataset_id: int) -> dict[str, Any]:
+    row = next(
+        db.query(
+            "SELECT d.*, u.username AS owner FROM datasets d JOIN users u ON u.id = d.owner_id WHERE d.id = ?",
+            [dataset_id],
+        ),
+        None,
+    )
+    if row is None:
+        raise NotFound(f"dataset {dataset_id} not found")
+    return row
+
+
+def readable_dataset(db: Database, dataset_id: int, user: CurrentUser) -> dict[str, Any]:
+    """The dataset if the caller may see it; a private dataset of someone else is simply not found."""
+    row = dataset_row(db, dataset_id)
+    if not (user.is_admin or row["owner_id"] == user.id or row["is_public"]):
+        raise NotFound(f"dataset {dataset_id} not found")
+    return row
+
+
+def writable_dataset(
+    db: Database, dataset_id: int, user: CurrentUser, *, owner_only: bool = False
+) -> dict[str, Any]:
+    """Labelers write into their own and public datasets; settings and deletion are the owner's (or an admin's)."""
+    row = readable_dataset(db, dataset_id, user)
+    require_writer(user)
+    is_owner = user.is_admin or row["owner_id"] == user.id
+    if owner_only and not is_owner:
+        raise Forbidden("only the dataset's owner or an admin may change or delete it")
+    if not is_owner and not row["is_public"]:
+        raise Forbidden("only the dataset's owner or an admin may change it")
+    return row
+
+
+def _dataset_read(db: Database, row: dict[str, Any]) -> DatasetRead:
+    count = db.execute("SELECT COUNT(*) FROM images WHERE dataset_id = ?", [row["id"]]).fetchone()[0]
+    return DatasetRead(
+        id=row["id"],
+        name=row["name"],
+        description=row["description"],
+        classes=_classes(row["classes"]),
+        is_public=bool(row["is_public"]),
+        owner_id=row["owner_id"],
+        owner=row["owner"],
+        image_count=count,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def list_datasets(db: Database, user: CurrentUser) -> list[DatasetRead]:
+    rows = db.query(
+        """SELECT d.*, u.username AS owner FROM datasets d JOIN users u ON u.id = d.owner_id
+           WHERE ? OR d.owner_id = ? OR d.is_public = 1 ORDER BY d.id""",
+        [int(user.is_admin), user.id],
+    )
+    return [_dataset_read(db, row) for row in rows]
+
+
+def get_dataset(db: Database, dataset_id: int, user: CurrentUser) -> DatasetRead:
+    return _dataset_read(db, readable_dataset(db, dataset_id, user))
+
+
+def create_dataset(db: Database, body: DatasetCreate, user: CurrentUser) -> DatasetRead:
+    require_writer(user)
+    classes = _normalize_classes(body.classes)
+    now = now_iso()
+    with write_transaction(db):
+        if db.execute(
+            "SELECT 1 FROM datasets WHERE owner_id = ? AND name = ?", [user.id, body.name.strip()]
+        ).fetchone():
+            raise Conflict(f"you already have a dataset named {body.name.strip()!r}")
+        cursor = db.execute(
+            """INSERT INTO datasets (name, description, owner_id, classes, is_public, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [
+                body.name.strip(),
+                body.description,
+                user.id,
+                json.dumps(classes),
+                int(body.is_public),
+                now,
+                now,
+            ],
+        )
+        dataset_id = cursor.lastrowid
+    assert dataset_id is not None
+    return get_dataset(db, dataset_id, user)
+
+
+def update_dataset(db: Database, dataset_id: int, body: DatasetUpdate, user: CurrentUser) -> DatasetRead:
+    with write_transaction(db):
+        row = writable_dataset(db, dataset_id, user, owner_only=True)
+        changes: dict[str, Any] = {}
+        if body.name is not None and body.name.strip() != row["name"]:
+            clash = db.execute(
+                "SELECT 1 FROM datasets WHERE owner_id = ? AND name = ? AND id != ?",
+                [row["owner_id"], body.name.strip(), dataset_id],
+            ).fetchone()
+            if clash:
+                raise Conflict(f"the owner already has a dataset named {body.name.strip()!r}")
+            changes["name"] = body.name.strip()
+        if body.description is not None:
+            changes["description"] = body.description
+        if body.is_public is not None:
+            changes["is_public"] = int(body.is_public)
+        if body.classes is not None:
+            new_classes = _normalize_classes(body.classes)
+            old_count = len(json.loads(row["classes"]))
+            if len(new_classes) < old_count:
+                # Class ids are list positions; only trailing classes without boxes may go.
+                used = db.execute(
+                    "SELECT MIN(class_id) FROM annotations WHERE dataset_id = ? AND class_id >= ?",
+                    [dataset_id, len(new_classes)],
+                ).fetchone()[0]
+                if used is not None:
+                    raise Conflict(
+                        f"class {used} still has boxes; delete or relabel them before removing the class"
+                    )
+            changes["classes"] = json.dumps(new_classes)
+        if changes:
+            changes["updated_at"] = now_iso()
+            assignments = ", ".join(f"{name} = ?" for name in changes)
+            db.execute(f"UPDATE datasets SET {assignments} WHERE id = ?", [*changes.values(), dataset_id])
+    return get_dataset(db, dataset_id, user)
+
+
+def delete_dataset(db: Database, store: ImageStore, dataset_id: int, user: CurrentUser) -> None:
+    with write_transaction(db):
+        writable_dataset(db, dataset_id, user, owner_only=True)
+        file_ids = [r[0] for r in db.execute("SELECT file_id FROM images WHERE dataset_id = ?", [dataset_id])]
+        db.execute("DELETE FROM datasets WHERE id = ?", [dataset_id])
+        db.execute("DELETE FROM dataset_class_stats WHERE dataset_id = ?", [dataset_id])
+        db.execute("DELETE FROM dataset_size_stats WHERE dataset_id = ?", [dataset_id])
+        orphans = _orphan_files(db, file_ids)
+    _remove_files(store, orphans)
+
+
+def _orphan_files(db: Database, file_ids: list[int]) -> list[tuple[str, str]]:
+    """Delete image_files rows no dataset uses any more; returns (sha256, ext) to remove after commit."""
+    orphans: list[tuple[str, str]] = []
+    for file_id in file_ids:
+        if db.execute("SELECT 1 FROM images WHERE file_id = ? LIMIT 1", [file_id]).fetchone():
+            continue
+        row = db.execute("SELECT sha256, format FROM image_files WHERE id = ?", [file_id]).fetchone()
+        if row:
+            db.execute("DELETE FROM image_files WHERE id = ?", [file_id])
+            orphans.append((row[0], _ext(row[1])))
+    return orphans
+
+
+def _remove_files(store: ImageStore, orphans: list[tuple[str, str]]) -> None:
+    for sha256, ext in orphans:
+        try:
+            store.remove(sha256, ext)
+        except OSError:
+            logger.exception("could not remove image file %s", sha256)
+
+
+def _ext(fmt: str) -> str:
+    return FORMATS[fmt][0]
+
+
+# --- images -------------------------------------------------------------------------------------
+
+IMAGE_COLUMNS = """i.id, i.dataset_id, f.sha256, f.width, f.height, f.size, f.format, i.original_name,
+                   i.status, i.version, i.box_count, i.added_at"""
+
+
+def _image_read(row: dict[str, Any] | tuple[Any, ...]) -> ImageRead:
+    if isinstance(row, tuple):
+        return ImageRead(*row)
+    return ImageRead(**{k: row[k] for k in ImageRead.__struct_fields__})
+
+
+def image_row(db: Database, image_id: int, user: CurrentUser) -> dict[str, Any]:
+    row = next(
+        db.query(
+            f"SELECT {IMAGE_COLUMNS} FROM images i JOIN image_files f ON f.id = i.file_id WHERE i.id = ?",
+            [image_id],
+        ),
+        None,
+    )
+    if row is None:
+        raise NotFound(f"image {image_id} not found")
+    try:
+        readable_dataset(db, row["dataset_id"], user)
+    except NotFound:
+        raise NotFound(f"image {image_id} not found") from None
+    return row
+
+
+def get_image(db: Database, image_id: int, user: CurrentUser) -> ImageRead:
+    return _image_read(image_row(db, image_id, user))
+
+
+@dataclass
+class IncomingFile:
+    name: str
+    data: bytes
+
+
+@dataclass
+class _Prepared:
+    name: str
+    sha256: str
+    size: int
+    width: int
+    height: int
+    format: str
+
+
+def store_image_file(store: ImageStore, config: Config, data: bytes) -> _Prepared:
+    """Check, hash and store one image (original + thumbnail), atomically; the catalog row comes after."""
+    checked = check_image_bytes(
+        data, max_bytes=config.max_image_mb * 1024 * 1024, max_pixels=config.max_image_pixels
+    )
+    sha256 = hashlib.sha256(data).hexdigest()
+    original = store.image_path(sha256, checked.ext)
+    thumb = store.thumb_path(sha256)
+    if not (original.exists() and thumb.exists()):
+        image = decode_image(data, checked, thumbnail_reduce_factor(checked, config.thumbnail_px))
+        thumb_bytes = make_thumbnail(image, config.thumbnail_px)
+        if not original.exists():
+            write_atomic(original, data)
+        write_atomic(thumb, thumb_bytes)
+    return _Prepared("", sha256, len(data), checked.width, checked.height, checked.format)
+
+
+def add_images(
+    db: Database,
+    store: ImageStore,
+    config: Config,
+    dataset_id: int,
+    user: CurrentUser,
+    files: list[IncomingFile],
+) -> UploadResult:
+    """Store many uploads; duplicates by content are reported, bad files rejected with a reason, never fatal."""
+    writable_dataset(db, dataset_id, user)
+    check_free_space(config.data_path, config.disk_min_free_mb, sum(len(f.data) for f in files))
+    prepared: list[_Prepared] = []
+    rejected: list[UploadRejected] = []
+    for incoming in files:
+        try:
+            item = store_image_file(store, config, incoming.data)
+        except AppError as exc:
+            rejected.append(
+                UploadRejected(name=incoming.name, status_code=exc.status_code, reason=exc.detail)
+            )
+            continue
+        item.name = incoming.name
+        prepared.append(item)
+    added_ids: list[int] = []
+    duplicates: list[UploadDuplicate] = []
+    now = now_iso()
+    with write_transaction(db):
+        dataset_row(db, dataset_id)  # still there?
+        for item in prepared:
+            file_id = _upsert_file(db, item, now)
+            existing = db.execute(
+                "SELECT id FROM images WHERE dataset_id = ? AND file_id = ?", [dataset_id, file_id]
+            ).fetchone()
+            if existing:
+                duplicates.append(
+                    UploadDuplicate(
+                        name=item.name, image_id=existing[0], reason="same image already in the dataset"
+                    )
+                )
+                continue
+            cursor = db.execute(
+                "INSERT INTO images (dataset_id, file_id, original_name, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
+                [dataset_id, file_id, item.name[:255], user.id, now],
+            )
+            assert cursor.lastrowid is not None
+            added_ids.append(cursor.lastrowid)
+        db.execute("UPDATE datasets SET updated_at = ? WHERE id = ?", [now, dataset_id])
+    added = _images_by_ids(db, added_ids)
+    return UploadResult(added=added, duplicates=duplicates, rejected=rejected)
+
+
+def _upsert_file(db: Database, item: _Prepared, now: str) -> int:
+    row = db.execute("SELECT id FROM image_files WHERE sha256 = ?", [item.sha256]).fetchone()
+    if row:
+        return row[0]
+    cursor = db.execute(
+        "INSERT INTO image_files (sha256, size, width, height, format, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [item.sha256, item.size, item.width, item.height, item.format, now],
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def _images_by_ids(db: Database, ids: list[int]) -> list[ImageRead]:
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(
+        f"SELECT {IMAGE_COLUMNS} FROM images i JOIN image_files f ON f.id = i.file_id WHERE i.id IN ({marks}) "
+        "ORDER BY i.id",
+        ids,
+    ).fetchall()
+    return [_image_read(tuple(r)) for r in rows]
+
+
+def list_images(
+    db: Database,
+    dataset_id: int,
+    user: CurrentUser,
+    *,
+    status: str | None = None,
+    class_id: int | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> ImagePage:
+    """Keyset pagination on image id: every page is an index range scan, however deep."""
+    readable_dataset(db, dataset_id, user)
+    where = ["i.dataset_id = ?", "i.id > ?"]
+    params: list[Any] = [dataset_id, after]
+    count_where = ["dataset_id = ?"]
+    count_params: list[Any] = [dataset_id]
+    if status is not None:
+        where.append("i.status = ?")
+        params.append(status)
+        count_where.append("status = ?")
+        count_params.append(status)
+    if class_id is not None:
+        source = """(SELECT DISTINCT image_id FROM annotations
+                     WHERE dataset_id = ? AND class_id = ? AND image_id > ? ORDER BY image_id) a
+                     JOIN images i ON i.id = a.image_id"""
+        params = [dataset_id, class_id, after, *params]
+        count_sql = (
+            "SELECT COUNT(DISTINCT a.image_id) FROM annotations a JOIN images i ON i.id = a.image_id "
+            f"WHERE a.dataset_id = ? AND a.class_id = ?{' AND i.status = ?' if status else ''}"
+        )
+        count_args: list[Any] = [dataset_id, class_id] + ([status] if status else [])
+        if status is None:
+            count_sql = "SELECT COALESCE(SUM(images), 0) FROM dataset_class_stats WHERE dataset_id = ? AND class_id = ?"
+    else:
+        source = "images i"
+        count_sql = f"SELECT COUNT(*) FROM images WHERE {' AND '.join(count_where)}"
+        count_args = count_params
+    rows = db.execute(
+        f"SELECT {IMAGE_COLUMNS} FROM {source} JOIN image_files f ON f.id = i.file_id "
+        f"WHERE {' AND '.join(where)} ORDER BY i.id LIMIT ?",
+        [*params, limit + 1],
+    ).fetchall()
+    items = [_image_read(tuple(r)) for r in rows[:limit]]
+    next_cursor = items[-1].id if len(rows) > limit else None
+    total = db.execute(count_sql, count_args).fetchone()[0]
+    return ImagePage(items=items, next_cursor=next_cursor, total=total)
+
+
+def delete_image(db: Database, store: ImageStore, image_id: int, user: CurrentUser) -> None:
+    with write_transaction(db):
+        row = image_row(db, image_id, user)
+        writable_dataset(db, row["dataset_id"], user)
+        file_id = db.execute("SELECT file_id FROM images WHERE id = ?", [image_id]).fetchone()[0]
+        db.execute("DELETE FROM images WHERE id = ?", [image_id])
+        orphans = _orphan_files(db, [file_id])
+    _remove_files(store, orphans)
+
+
+# --- annotations --------------------------------------------------------------------------------
+
+
+def get_annotations(db: Database, image_id: int, user: CurrentUser) -> AnnotationsRead:
+    row = image_row(db, image_id, user)
+    meta = db.execute("SELECT updated_at, updated_by FROM images WHERE id = ?", [image_id]).fetchone()
+    boxes = [
+        BoxRead(*r)
+        for r in db.execute(
+            "SELECT id, class_id, x1, y1, x2, y2, source, confidence, author_id FROM annotations "
+            "WHERE image_id = ? ORDER BY id",
+            [image_id],
+        )
+    ]
+    return AnnotationsRead(
+        image_id=image_id,
+        version=row["version"],
+        status=row["status"],
+        width=row["width"],
+        height=row["height"],
+        boxes=boxes,
+        updated_at=meta[0],
+        updated_by=meta[1],
+    )
+
+
+def validate_boxes(boxes: Iterable[Any], width: int, height: int, class_count: int) -> None:
+    for n, box in enumerate(boxes):
+        if box.class_id >= class_count:
+            raise Invalid(
+                f"box {n}: class {box.class_id} does not exist (the dataset has {class_count} classes)"
+            )
+        if box.x2 <= box.x1 or box.y2 <= box.y1:
+            raise Invalid(f"box {n}: x2 and y2 must be greater than x1 and y1")
+        if box.x2 > width or box.y2 > height:
+            raise Invalid(
+                f"box {n}: ({box.x1}, {box.y1}, {box.x2}, {box.y2}) is outside the {width}x{height} image"
+            )
+        if not all(math.isfinite(v) for v in (box.x1, box.y1, box.x2, box.y2)):
+            raise Invalid(f"box {n}: coordinates must be finite numbers")
+
+
+def put_annotations(db: Database, image_id: int, body: AnnotationsPut, user: CurrentUser) -> AnnotationsRead:
+    """Replace all boxes of one image in one transaction; a stale version is a 409, never a silent overwrite."""
+    with write_transaction(db):
+        row = image_row(db, image_id, user)
+        dataset = writable_dataset(db, row["dataset_id"], user)
+        if body.version != row["version"]:
+            raise Conflict(
+                f"image {image_id} was changed by someone else (your version {body.version}, "
+                f"current {row['version']}); reload it to see their boxes"
+            )
+        validate_boxes(body.boxes, row["width"], row["height"], len(json.loads(dataset["classes"])))
+        replace_boxes(db, image_id, row["dataset_id"], body.boxes, user.id)
+        status = body.status or "labeled"
+        db.execute(
+            """UPDATE images SET version = version + 1, status = ?, box_count = ?, updated_by = ?, updated_at = ?
+               WHERE id = ?""",
+            [status, len(body.boxes), user.id, now_iso(), image_id],
+        )
+    return get_annotations(db, image_id, user)
+
+
+def replace_boxes(
+    db: Database, image_id: int, dataset_id: int, boxes: Iterable[Any], author_id: int | None
+) -> None:
+    """Delete and insert an image's boxes (inside the caller's transaction); triggers keep the stats."""
+    now = now_iso()
+    db.execute("DELETE FROM annotations WHERE image_id = ?", [image_id])
+    db.conn.executemany(
+        """INSERT INTO annotations
+           (image_id, dataset_id, class_id, x1, y1, x2, y2, size_bucket, source, confidence, author_id, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [
+            (
+                image_id, dataset_id, b.class_id, b.x1, b.y1, b.x2, b.y2, size_bucket(b.x2 - b.x1, b.y2 - b.y1),
+                b.source, b.confidence, author_id, now,
+            )
+            for b in boxes
+        ],
+    )  # fmt: skip
+
+
+# --- stats --------------------------------------------------------------------------------------
+
+
+def dataset_stats(db: Database, dataset_id: int, user: CurrentUser) -> DatasetStats:
+    """Counts come from trigger-maintained tables and index counts, so they stay fast at 100,000 images."""
+    row = readable_dataset(db, dataset_id, user)
+    classes = _classes(row["classes"])
+    by_status = {"unlabeled": 0, "labeled": 0, "reviewed": 0}
+    for status, count in db.execute(
+        "SELECT status, COUNT(*) FROM images WHERE dataset_id = ? GROUP BY status", [dataset_id]
+    ):
+        by_status[status] = count
+    per_class = {
+        class_id: (boxes, images)
+        for class_id, boxes, images in db.execute(
+            "SELECT class_id, boxes, images FROM dataset_class_stats WHERE dataset_id = ?", [dataset_id]
+        )
+    }
+    class_stats = [
+        ClassStats(
+            class_id=c.id,
+            name=c.name,
+            boxes=per_class.get(c.id, (0, 0))[0],
+            images=per_class.get(c.id, (0, 0))[1],
+        )
+        for c in classes
+    ]
+    sizes = dict(
+        db.execute(
+            "SELECT bucket, boxes FROM dataset_size_stats WHERE dataset_id = ?", [dataset_id]
+        ).fetchall()
+    )
+    buckets = [
+        SizeBucket(
+            min_px=0 if b == MIN_BUCKET else 2**b,
+            max_px=None if b == MAX_BUCKET else 2 ** (b + 1),
+            boxes=sizes.get(b, 0),
+        )
+        for b in range(MIN_BUCKET, MAX_BUCKET + 1)
+    ]
+    return DatasetStats(
+        dataset_id=dataset_id,
+        images=sum(by_status.values()),
+        by_status=by_status,
+        boxes=sum(s.boxes for s in class_stats),
+        classes=class_stats,
+        box_sizes=buckets,
+    )

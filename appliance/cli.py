@@ -1,0 +1,201 @@
+"""The one command line: appliance serve | migrate | create-admin | doctor (and the worker, camera, import)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from appliance.config import Config, load_config
+from appliance.errors import AppError, ConfigError
+
+logger = logging.getLogger("appliance")
+
+# Sub-commands contributed by domains: name -> (help, add_arguments, run). Kept in one table so
+# `appliance --help` lists everything the box can do.
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Config], int]]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    name: str, help_text: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+):
+    def register(
+        run: Callable[[argparse.Namespace, Config], int],
+    ) -> Callable[[argparse.Namespace, Config], int]:
+        COMMANDS[name] = (help_text, add_arguments or (lambda parser: None), run)
+        return run
+
+    return register
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# --- serve --------------------------------------------------------------------------------------
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="listen address (config key host)")
+    parser.add_argument("--port", type=int, help="listen port (config key port)")
+
+
+@command("serve", "run the web process: API, console, live streams", _serve_arguments)
+def serve(args: argparse.Namespace, config: Config) -> int:
+    import uvicorn
+
+    from appliance.server import create_app
+    from appliance.system.notify import notify, watchdog_interval_s
+
+    class NotifyingServer(uvicorn.Server):
+        """READY=1 once the catalog is migrated and the socket listens; WATCHDOG=1 from the event loop."""
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if not self.started:
+                return
+            notify(f"READY=1\nSTATUS=serving on {config.host}:{config.port}")
+            interval = watchdog_interval_s()
+            if interval:
+                self._watchdog = asyncio.create_task(self._ping(interval))
+
+        async def _ping(self, interval: float) -> None:
+            while True:
+                notify("WATCHDOG=1")
+                await asyncio.sleep(interval)
+
+    app = create_app(config)
+    server = NotifyingServer(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=config.log_level.lower(),
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+    )
+    server.run()
+    return 0
+
+
+# --- migrate / create-admin / doctor ------------------------------------------------------------
+
+
+@command("migrate", "create or upgrade the catalog database")
+def migrate_command(args: argparse.Namespace, config: Config) -> int:
+    from appliance.db import migrate, open_database
+
+    db = open_database(config.db_path)
+    applied = migrate(db, config.db_path)
+    print(f"catalog {config.db_path}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
+    return 0
+
+
+def _create_admin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--username", required=True)
+    parser.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
+
+@command("create-admin", "create the first admin account from the shell", _create_admin_arguments)
+def create_admin(args: argparse.Namespace, config: Config) -> int:
+    import msgspec
+
+    from appliance.auth.schemas import SetupRequest
+    from appliance.auth.service import create_first_admin
+    from appliance.db import migrate, open_database
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("passwords differ", file=sys.stderr)
+            return 2
+    try:
+        body = msgspec.convert({"username": args.username, "password": password}, SetupRequest)
+    except msgspec.ValidationError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    user = create_first_admin(db, body.username, body.password)
+    print(f"admin {user.username!r} created (id {user.id})")
+    return 0
+
+
+@command("doctor", "print what the box has: versions, data dir, disk, GPU, TensorRT")
+def doctor(args: argparse.Namespace, config: Config) -> int:
+    from appliance.system.service import system_report
+
+    report = system_report(config)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+@command("worker", "run queued jobs: training, export, import")
+def worker_command(args: argparse.Namespace, config: Config) -> int:
+    from appliance.jobs.worker import run_worker
+
+    return run_worker(config)
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_domain_commands()
+    parser = argparse.ArgumentParser(prog="appliance", description=__doc__)
+    parser.add_argument(
+        "--config", help="TOML config file (default: $APPLIANCE_CONFIG or /etc/appliance/appliance.toml)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, _run) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text))
+    return parser
+
+
+def _load_domain_commands() -> None:
+    """Domains that add commands register them on import; missing optional domains are skipped."""
+    import importlib
+
+    for module in ("appliance.training.cli", "appliance.imports.cli", "appliance.camera.cli"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = {k: getattr(args, k, None) for k in ("host", "port")}
+        config = load_config(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"appliance: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    try:
+        return COMMANDS[args.command][2](args, config)
+    except AppError as exc:
+        print(f"appliance {args.command}: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""One typed configuration: a TOML file plus APPLIANCE_* environment overrides, loaded once."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from appliance.errors import ConfigError
+
+DEVICE_CONFIG_PATH = Path("/etc/appliance/appliance.toml")
+ENV_PREFIX = "APPLIANCE_"
+# Environment variables with the prefix that are not config keys.
+NON_KEY_ENV = {"APPLIANCE_CONFIG"}
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Every setting of the appliance. New keys need a default."""
+
+    data_dir: str = "./var"
+    runtime_dir: str = ""  # default: <data_dir>/run
+    host: str = "127.0.0.1"
+    port: int = 8000
+    import_roots: list[str] = msgspec.field(default_factory=lambda: ["/media", "/mnt"])
+    max_upload_mb: int = 1024  # one HTTP request body
+    max_image_mb: int = 64  # one image file
+    max_image_pixels: int = 80_000_000  # refused before decoding (decompression bombs)
+    thumbnail_px: int = 256
+    jwt_secret: str = ""  # generated into <data_dir>/jwt.key when empty
+    token_ttl_minutes: int = 12 * 60
+    cookie_secure: bool = False  # set true when the console is served over HTTPS
+    registration_enabled: bool = False
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    disk_min_free_mb: int = 512  # uploads and imports are refused below this
+    log_level: str = "INFO"
+    worker_poll_s: float = 1.0
+    heartbeat_s: float = 5.0
+    stale_after_s: float = 30.0
+    max_import_entries: int = 100_000
+    max_import_mb: int = 20_000
+    model_cache_size: int = 4
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def runtime_path(self) -> Path:
+        if self.runtime_dir:
+            return Path(self.runtime_dir).expanduser().resolve()
+        return self.data_path / "run"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_path / "appliance.db"
+
+
+def _field_types() -> dict[str, Any]:
+    return {f.name: f.type for f in msgspec.structs.fields(Config)}
+
+
+def _from_env_text(key: str, text: str, annotation: Any) -> Any:
+    """Turn an environment string into the key's type; msgspec checks it afterwards."""
+    kind = str(annotation)
+    if kind.startswith("list"):
+        text = text.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if annotation is bool or kind == "bool":
+        lowered = text.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise ConfigError(f"{ENV_PREFIX}{key.upper()}: expected true or false, got {text!r}")
+    if annotation is int or kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}{key.upper()}: expected an integer, got {text!r}") from None
+    if annotation is float or kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}{key.upper()}: expected a number, got {text!r}") from None
+    return text
+
+
+def default_config_path() -> Path | None:
+    env_path = os.environ.get("APPLIANCE_CONFIG")
+    if env_path:
+        return Path(env_path)
+    return DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None
+
+
+def load_config(
+    path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any
+) -> Config:
+    """Read the TOML file (if any), apply APPLIANCE_* variables and explicit overrides, validate."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    config_path = Path(path) if path else default_config_path()
+    if config_path is not None:
+        if not config_path.exists():
+            raise ConfigError(f"config file {config_path} does not exist")
+        try:
+            values.update(tomllib.loads(config_path.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_path}: {exc}") from None
+    types = _field_types()
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) in {config_path}: {', '.join(unknown)}")
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX) or name in NON_KEY_ENV:
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in types:
+            raise ConfigError(f"unknown config variable {name} (known keys: {', '.join(sorted(types))})")
+        values[key] = _from_env_text(key, text, types[key])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        config = msgspec.convert(values, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    if not 0 < config.port < 65536:
+        raise ConfigError(f"port must be between 1 and 65535, got {config.port}")
+    return config
+
+
+def ensure_jwt_secret(config: Config) -> str:
+    """The configured JWT key, or one generated once into the data dir with 0600 permissions."""
+    if config.jwt_secret:
+        return config.jwt_secret
+    key_path = config.data_path / "jwt.key"
+    if key_path.exists():
+        return key_path.read_text().strip()
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race
+        return key_path.read_text().strip()
+    try:
+        os.write(fd, secret.encode())
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        key_path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return secret

@@ -1,0 +1,106 @@
+"""Opening catalog connections (WAL, foreign keys, synchronous=FULL, busy timeout) and write transactions."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlite_utils import Database
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def open_database(path: str | Path, *, readonly: bool = False) -> Database:
+    """One connection with the pragmas every process sets for itself.
+
+    isolation_level=None leaves transactions to us: write_transaction() issues
+    BEGIN IMMEDIATE so a writer takes the lock up front instead of failing to
+    upgrade a read lock later.
+    """
+    path = Path(path)
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=10
+        )
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA cache_size = -32000")
+    return Database(conn)
+
+
+@contextlib.contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error; nests as a savepoint."""
+    conn = db.conn
+    if conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    else:
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+class ConnectionPool:
+    """Connections handed to one request at a time (sqlite3 objects must not be shared concurrently)."""
+
+    def __init__(self, path: str | Path, keep: int = 16) -> None:
+        self.path = Path(path)
+        self.keep = keep
+        self._idle: list[Database] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def acquire(self) -> Database:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return open_database(self.path)
+
+    def release(self, db: Database) -> None:
+        if db.conn.in_transaction:  # a handler died mid-transaction: never reuse that state
+            db.conn.execute("ROLLBACK")
+        with self._lock:
+            if not self._closed and len(self._idle) < self.keep:
+                self._idle.append(db)
+                return
+        db.conn.close()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Database]:
+        db = self.acquire()
+        try:
+            yield db
+        finally:
+            self.release(db)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for db in idle:
+            db.conn.close()
+
+
+__all__ = ["ConnectionPool", "Database", "open_database", "write_transaction"]

@@ -1,0 +1,241 @@
+"""Catalog schema as sqlite-utils Migrations: one mNNN_what(db) function each, never edited once released."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import sqlite3
+from pathlib import Path
+
+from sqlite_utils import Database, Migrations
+
+from appliance.db.connection import write_transaction
+
+logger = logging.getLogger(__name__)
+
+migrations = Migrations("appliance")
+
+
+def _run(db: Database, statements: str) -> None:
+    # executescript() would COMMIT the migration's transaction; run one complete statement at a time.
+    pending = ""
+    for line in statements.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            db.execute(pending)
+            pending = ""
+    if pending.strip():
+        db.execute(pending)
+
+
+@migrations()
+def m001_initial_schema(db: Database) -> None:
+    _run(
+        db,
+        """
+CREATE TABLE users (
+  id INTEGER PRIMARY KEY,
+  username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+  password_hash TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('admin', 'labeler', 'viewer')),
+  disabled INTEGER NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL,
+  password_changed_at TEXT
+);
+CREATE TABLE auth_tokens (
+  jti TEXT PRIMARY KEY,
+  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  issued_at REAL NOT NULL,
+  expires_at REAL NOT NULL,
+  revoked_at REAL
+);
+CREATE INDEX auth_tokens_user ON auth_tokens(user_id);
+CREATE TABLE datasets (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  description TEXT NOT NULL DEFAULT '',
+  owner_id INTEGER NOT NULL REFERENCES users(id),
+  classes TEXT NOT NULL DEFAULT '[]',
+  is_public INTEGER NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  UNIQUE (owner_id, name)
+);
+CREATE TABLE image_files (
+  id INTEGER PRIMARY KEY,
+  sha256 TEXT NOT NULL UNIQUE,
+  size INTEGER NOT NULL,
+  width INTEGER NOT NULL,
+  height INTEGER NOT NULL,
+  format TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE TABLE images (
+  id INTEGER PRIMARY KEY,
+  dataset_id INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+  file_id INTEGER NOT NULL REFERENCES image_files(id),
+  original_name TEXT NOT NULL DEFAULT '',
+  status TEXT NOT NULL DEFAULT 'unlabeled' CHECK (status IN ('unlabeled', 'labeled', 'reviewed')),
+  version INTEGER NOT NULL DEFAULT 0,
+  box_count INTEGER NOT NULL DEFAULT 0,
+  added_by INTEGER REFERENCES users(id) ON DELETE SET NULL,
+  added_at TEXT NOT NULL,
+  updated_by INTEGER REFERENCES users(id) ON DELETE SET NULL,
+  updated_at TEXT,
+  UNIQUE (dataset_id, file_id)
+);
+CREATE INDEX images_dataset_id ON images(dataset_id, id);
+CREATE INDEX images_dataset_status ON images(dataset_id, status, id);
+CREATE INDEX images_file ON images(file_id);
+CREATE TABLE annotations (
+  id INTEGER PRIMARY KEY,
+  image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+  dataset_id INTEGER NOT NULL,
+  class_id INTEGER NOT NULL CHECK (class_id >= 0),
+  x1 REAL NOT NULL,
+  y1 REAL NOT NULL,
+  x2 REAL NOT NULL,
+  y2 REAL NOT NULL,
+  size_bucket INTEGER NOT NULL,
+  source TEXT NOT NULL DEFAULT 'manual',
+  confidence REAL,
+  author_id INTEGER REFERENCES users(id) ON DELETE SET NULL,
+  created_at TEXT NOT NULL,
+  CHECK (x2 > x1 AND y2 > y1)
+);
+CREATE INDEX annotations_image ON annotations(image_id, class_id);
+CREATE INDEX annotations_dataset_class ON annotations(dataset_id, class_id, image_id);
+CREATE TABLE dataset_class_stats (
+  dataset_id INTEGER NOT NULL,
+  class_id INTEGER NOT NULL,
+  boxes INTEGER NOT NULL DEFAULT 0,
+  images INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (dataset_id, class_id)
+) WITHOUT ROWID;
+CREATE TABLE dataset_size_stats (
+  dataset_id INTEGER NOT NULL,
+  bucket INTEGER NOT NULL,
+  boxes INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (dataset_id, bucket)
+) WITHOUT ROWID;
+CREATE TRIGGER annotations_stats_insert AFTER INSERT ON annotations BEGIN
+  INSERT INTO dataset_class_stats (dataset_id, class_id, boxes, images)
+    VALUES (NEW.dataset_id, NEW.class_id, 0, 0)
+    ON CONFLICT (dataset_id, class_id) DO NOTHING;
+  UPDATE dataset_class_stats
+    SET boxes = boxes + 1,
+        images = images + ((SELECT COUNT(*) FROM annotations
+                            WHERE image_id = NEW.image_id AND class_id = NEW.class_id) = 1)
+    WHERE dataset_id = NEW.dataset_id AND class_id = NEW.class_id;
+  INSERT INTO dataset_size_stats (dataset_id, bucket, boxes) VALUES (NEW.dataset_id, NEW.size_bucket, 1)
+    ON CONFLICT (dataset_id, bucket) DO UPDATE SET boxes = boxes + 1;
+END;
+CREATE TRIGGER annotations_stats_delete AFTER DELETE ON annotations BEGIN
+  UPDATE dataset_class_stats
+    SET boxes = boxes - 1,
+        images = images - ((SELECT COUNT(*) FROM annotations
+                            WHERE image_id = OLD.image_id AND class_id = OLD.class_id) = 0)
+    WHERE dataset_id = OLD.dataset_id AND class_id = OLD.class_id;
+  UPDATE dataset_size_stats SET boxes = boxes - 1
+    WHERE dataset_id = OLD.dataset_id AND bucket = OLD.size_bucket;
+END;
+CREATE TABLE jobs (
+  id INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL,
+  status TEXT NOT NULL DEFAULT 'pending'
+    CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+  dataset_id INTEGER REFERENCES datasets(id) ON DELETE SET NULL,
+  model_id INTEGER,
+  params TEXT NOT NULL DEFAULT '{}',
+  progress TEXT NOT NULL DEFAULT '{}',
+  result TEXT NOT NULL DEFAULT '{}',
+  error TEXT,
+  log_tail TEXT,
+  created_by INTEGER REFERENCES users(id) ON DELETE SET NULL,
+  created_at TEXT NOT NULL,
+  started_at TEXT,
+  finished_at TEXT,
+  heartbeat_at REAL,
+  worker_pid INTEGER,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_status ON jobs(status, id);
+CREATE INDEX jobs_kind ON jobs(kind, id);
+CREATE TABLE job_events (
+  id INTEGER PRIMARY KEY,
+  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  at REAL NOT NULL,
+  kind TEXT NOT NULL,
+  data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX job_events_job ON job_events(job_id, id);
+CREATE TABLE models (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  dataset_id INTEGER REFERENCES datasets(id) ON DELETE SET NULL,
+  job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+  base_model TEXT NOT NULL DEFAULT '',
+  classes TEXT NOT NULL DEFAULT '[]',
+  imgsz INTEGER NOT NULL DEFAULT 640,
+  params TEXT NOT NULL DEFAULT '{}',
+  metrics TEXT NOT NULL DEFAULT '{}',
+  snapshot TEXT NOT NULL DEFAULT '{}',
+  path TEXT NOT NULL DEFAULT '',
+  deployed INTEGER NOT NULL DEFAULT 0,
+  created_by INTEGER REFERENCES users(id) ON DELETE SET NULL,
+  created_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX models_one_deployed ON models(deployed) WHERE deployed = 1;
+CREATE TABLE model_exports (
+  id INTEGER PRIMARY KEY,
+  model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+  job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+  format TEXT NOT NULL CHECK (format IN ('onnx', 'engine')),
+  precision TEXT NOT NULL DEFAULT 'fp32',
+  imgsz INTEGER NOT NULL,
+  dynamic INTEGER NOT NULL DEFAULT 0,
+  status TEXT NOT NULL DEFAULT 'pending',
+  path TEXT,
+  metadata TEXT NOT NULL DEFAULT '{}',
+  error TEXT,
+  created_at TEXT NOT NULL,
+  finished_at TEXT
+);
+CREATE INDEX model_exports_model ON model_exports(model_id);
+CREATE TABLE settings (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+)
+""",
+    )
+
+
+def backup_database(db: Database, db_path: Path) -> Path:
+    """Online copy of the catalog (sqlite backup API) before migrations change it."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    target = db_path.with_name(f"{db_path.name}.bak-{stamp}")
+    dest = sqlite3.connect(str(target))
+    try:
+        db.conn.backup(dest)
+    finally:
+        dest.close()
+    return target
+
+
+def migrate(db: Database, db_path: Path | None = None) -> list[str]:
+    """Apply pending migrations; back the file up first when it already holds a schema."""
+    pending = [m.name for m in migrations.pending(db)]
+    if not pending:
+        return []
+    has_schema = bool(migrations.applied(db))
+    if has_schema and db_path is not None and db_path.exists():
+        backup = backup_database(db, db_path)
+        logger.info("backed up catalog to %s before migrations %s", backup, pending)
+
+    # BEGIN IMMEDIATE: the web and the worker may start together; one applies, the other finds nothing pending.
+    with write_transaction(db):
+        pending = [m.name for m in migrations.pending(db)]
+        migrations.apply(db)
+    return pending

@@ -1,0 +1,251 @@
+"""`appliance worker`: runs queued jobs, one per lane (gpu: training and export; io: imports), with heartbeats.
+
+Domains register what they run with `register_job_kind`. A handler receives a JobContext and returns the
+job's result dict (completed), raises JobCancelled (cancelled) or any other exception (failed, with the
+message). Heavy work that must not take the worker down (training) is started by the handler in a child
+process; the worker itself never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.config import Config
+from appliance.db import Database, migrate, open_database
+from appliance.jobs import service
+from appliance.system.notify import notify, watchdog_interval_s
+
+logger = logging.getLogger(__name__)
+
+# Modules whose import registers job kinds; a domain not yet present is skipped.
+JOB_MODULES = ("appliance.training.jobs", "appliance.inference.jobs", "appliance.imports.jobs")
+
+
+class JobCancelled(Exception):
+    """Raised by a handler when it stopped because a user cancelled the job."""
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    lane: str  # "gpu" (one at a time: training, export) or "io" (imports, archive exports)
+    run: Callable[[JobContext], dict[str, Any]]
+    # Called at worker start for a job of this kind left running by a crash; requeue it or raise to fail it.
+    recover: Callable[[JobContext], None] | None = None
+
+
+JOB_KINDS: dict[str, JobKind] = {}
+
+
+def register_job_kind(kind: JobKind) -> JobKind:
+    JOB_KINDS[kind.name] = kind
+    return kind
+
+
+def load_job_kinds() -> dict[str, JobKind]:
+    for module in JOB_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return JOB_KINDS
+
+
+@dataclass
+class JobContext:
+    """What a handler sees: its job row, its own catalog connection, the config, progress and cancel."""
+
+    job: dict[str, Any]
+    db: Database
+    config: Config
+    progress_interval_s: float = 0.5
+    _last_progress: float = 0.0
+    _last_cancel_check: float = 0.0
+    _cancelled: bool = False
+    log_lines: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    # Set when the worker is shutting down (SIGTERM): stop child processes and leave the job running,
+    # so that recovery at the next start resumes it.
+    worker_stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def job_id(self) -> int:
+        return int(self.job["id"])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.job["params"]
+
+    def progress(self, force: bool = False, event_kind: str = "progress", **fields: Any) -> None:
+        """Record progress; throttled to one write per progress_interval_s unless forced."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < self.progress_interval_s:
+            return
+        self._last_progress = now
+        service.set_progress(self.db, self.job_id, fields, event_kind)
+
+    def event(self, kind: str, **data: Any) -> None:
+        service.add_event(self.db, self.job_id, kind, data)
+
+    def log(self, line: str) -> None:
+        self.log_lines.append(line.rstrip("\n"))
+
+    def cancel_requested(self, every_s: float = 0.5) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_cancel_check >= every_s:
+            self._last_cancel_check = now
+            self._cancelled = service.is_cancel_requested(self.db, self.job_id)
+        return self._cancelled
+
+    def requeue(self, **params_update: Any) -> None:
+        service.requeue_job(self.db, self.job_id, params_update)
+
+
+class WorkerStopping(Exception):
+    """Raised by a handler that stopped because the worker is shutting down; the job stays running."""
+
+
+def run_one(
+    job: dict[str, Any], db: Database, config: Config, worker_stop: threading.Event | None = None
+) -> str:
+    """Run one claimed job to its terminal state; returns that state. Never raises."""
+    kind = JOB_KINDS.get(job["kind"])
+    context = JobContext(job=job, db=db, config=config, worker_stop=worker_stop or threading.Event())
+    if kind is None:
+        service.finish_job(
+            db, job["id"], "failed", error=f"this worker cannot run jobs of kind {job['kind']!r}"
+        )
+        return "failed"
+    try:
+        result = kind.run(context)
+    except WorkerStopping:
+        logger.info("job %s left running for recovery at the next start", job["id"])
+        return "running"
+    except JobCancelled as exc:
+        service.finish_job(
+            db,
+            job["id"],
+            "cancelled",
+            result=exc.args[0] if exc.args else None,
+            log_tail="\n".join(context.log_lines),
+        )
+        return "cancelled"
+    except Exception as exc:
+        logger.exception("job %s (%s) failed", job["id"], job["kind"])
+        tail = "\n".join(context.log_lines) or traceback.format_exc()
+        service.finish_job(db, job["id"], "failed", error=str(exc) or type(exc).__name__, log_tail=tail)
+        return "failed"
+    service.finish_job(db, job["id"], "completed", result=result, log_tail="\n".join(context.log_lines))
+    return "completed"
+
+
+class Worker:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stop = threading.Event()
+        self.running: dict[str, int] = {}  # lane -> job id
+        self._lock = threading.Lock()
+        self.last_loop = time.monotonic()
+
+    def recover(self, db: Database) -> None:
+        """Jobs left running by a killed worker or a power cut: resume where their kind can, else fail."""
+        kinds = list(JOB_KINDS)
+        if not kinds:
+            return
+        for job in service.orphaned_jobs(db, kinds, self.config.stale_after_s):
+            kind = JOB_KINDS[job["kind"]]
+            context = JobContext(job=job, db=db, config=self.config)
+            try:
+                if kind.recover is None:
+                    raise RuntimeError("interrupted: the worker stopped while this job ran")
+                kind.recover(context)
+                logger.info("job %s (%s) recovered after an interruption", job["id"], job["kind"])
+            except Exception as exc:
+                logger.warning("job %s (%s) cannot be recovered: %s", job["id"], job["kind"], exc)
+                service.finish_job(db, job["id"], "failed", error=str(exc))
+
+    def lane_loop(self, lane: str) -> None:
+        db = open_database(self.config.db_path)
+        kinds = [k.name for k in JOB_KINDS.values() if k.lane == lane]
+        while not self.stop.is_set():
+            try:
+                job = service.claim_next_job(db, kinds)
+            except Exception:
+                logger.exception("claiming a job failed")
+                job = None
+            if job is None:
+                self.stop.wait(self.config.worker_poll_s)
+                continue
+            logger.info("job %s (%s) started", job["id"], job["kind"])
+            with self._lock:
+                self.running[lane] = job["id"]
+            notify(f"STATUS=running job {job['id']} ({job['kind']})")
+            try:
+                state = run_one(job, db, self.config, self.stop)
+            finally:
+                with self._lock:
+                    self.running.pop(lane, None)
+            logger.info("job %s (%s) %s", job["id"], job["kind"], state)
+            notify("STATUS=idle")
+        db.conn.close()
+
+    def heartbeat_loop(self) -> None:
+        db = open_database(self.config.db_path)
+        while not self.stop.wait(self.config.heartbeat_s):
+            with self._lock:
+                ids = list(self.running.values())
+            try:
+                service.heartbeat(db, ids)
+            except Exception:
+                logger.exception("heartbeat failed")
+        db.conn.close()
+
+    def run(self) -> int:
+        db = open_database(self.config.db_path)
+        migrate(db, self.config.db_path)
+        load_job_kinds()
+        self.recover(db)
+        db.conn.close()
+        lanes = sorted({k.lane for k in JOB_KINDS.values()})
+        threads = [
+            threading.Thread(target=self.lane_loop, args=(lane,), name=f"lane-{lane}", daemon=True)
+            for lane in lanes
+        ]
+        threads.append(threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True))
+        for thread in threads:
+            thread.start()
+        notify(f"READY=1\nSTATUS=idle; lanes {', '.join(lanes) or 'none'}")
+        logger.info("worker ready; job kinds: %s", ", ".join(sorted(JOB_KINDS)) or "none")
+        interval = watchdog_interval_s() or 5.0
+        # The main thread only watches: WATCHDOG=1 while every lane thread is alive.
+        while not self.stop.wait(interval):
+            if all(t.is_alive() for t in threads):
+                notify("WATCHDOG=1")
+            else:
+                logger.error("a worker thread died; stopping so systemd restarts the worker")
+                return 1
+        notify("STOPPING=1")
+        for thread in threads:
+            thread.join(timeout=10)
+        return 0
+
+
+def run_worker(config: Config) -> int:
+    worker = Worker(config)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        logger.info("signal %s: stopping after the current step", signum)
+        worker.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return worker.run()

@@ -1,0 +1,146 @@
+"""create_app(): the Litestar application with its routes, lifespan, error handler and static console."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, Request, Response, Router
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.static_files import create_static_files_router
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from appliance.auth.controllers import AuthController, UsersController
+from appliance.auth.middleware import PUBLIC, AuthMiddleware
+from appliance.auth.service import LoginThrottle
+from appliance.catalog.controllers import DatasetController, ImageController
+from appliance.config import Config, ensure_jwt_secret
+from appliance.db import ConnectionPool, migrate, open_database
+from appliance.dependencies import DEPENDENCIES
+from appliance.errors import AppError, error_body
+from appliance.storage import ImageStore
+from appliance.system.controllers import SystemController
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+WEBUI_DIR = Path(__file__).resolve().parent.parent / "webui"
+
+# The console loads only its own files: no inline script, no outside origin.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+        b"connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+        b"frame-ancestors 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def security_headers_middleware(app: ASGIApp) -> ASGIApp:
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return wrapped
+
+
+def _validation_detail(exc: ValidationException) -> str:
+    parts = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            key = item.get("key")
+            message = item.get("message", "")
+            parts.append(f"{key}: {message}" if key else str(message))
+    return "invalid request: " + ("; ".join(parts) if parts else str(exc.detail))
+
+
+def handle_error(request: Request[Any, Any, State], exc: Exception) -> Response[dict[str, Any]]:
+    """The one error shape: {"status_code": N, "detail": "..."}; a 500 is logged, never explained."""
+    if isinstance(exc, AppError):
+        return Response(
+            error_body(exc.status_code, exc.detail), status_code=exc.status_code, headers=exc.headers
+        )
+    if isinstance(exc, ValidationException):
+        return Response(error_body(400, _validation_detail(exc)), status_code=400)
+    if isinstance(exc, HTTPException):
+        headers = {k: v for k, v in (exc.headers or {}).items()}
+        return Response(
+            error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code, headers=headers
+        )
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(
+        error_body(500, "internal server error; the details are in the appliance log"), status_code=500
+    )
+
+
+def api_routers() -> list[Any]:
+    """Every domain's controllers; later domains add theirs here."""
+    return [AuthController, UsersController, DatasetController, ImageController, SystemController]
+
+
+def create_app(config: Config) -> Litestar:
+    jwt_secret = ensure_jwt_secret(config)
+
+    def open_catalog(app: Litestar) -> None:
+        config.data_path.mkdir(parents=True, exist_ok=True)
+        config.runtime_path.mkdir(parents=True, exist_ok=True)
+        loop_db = open_database(config.db_path)
+        migrate(loop_db, config.db_path)
+        app.state.loop_db = loop_db
+        app.state.pool = ConnectionPool(config.db_path)
+
+    def close_catalog(app: Litestar) -> None:
+        if "pool" in app.state:
+            app.state.pool.close()
+        if "loop_db" in app.state:
+            app.state.loop_db.conn.close()
+
+    api = Router(path=API_PREFIX, route_handlers=api_routers())
+    console = create_static_files_router(
+        path="/", directories=[WEBUI_DIR], html_mode=True, opt={PUBLIC: True}, name="console"
+    )
+    return Litestar(
+        route_handlers=[api, console],
+        dependencies=DEPENDENCIES,
+        middleware=[security_headers_middleware, AuthMiddleware],
+        exception_handlers={Exception: handle_error},
+        on_startup=[open_catalog],
+        on_shutdown=[close_catalog],
+        state=State(
+            {
+                "config": config,
+                "jwt_secret": jwt_secret,
+                "login_throttle": LoginThrottle(),
+                "image_store": ImageStore(config),
+            }
+        ),
+        request_max_body_size=config.max_upload_mb * 1024 * 1024,
+        openapi_config=OpenAPIConfig(
+            title="Appliance API",
+            version="1",
+            path=f"{API_PREFIX}/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+        debug=False,
+    )
+
+
+__all__ = ["API_PREFIX", "create_app"]

@@ -1,0 +1,1 @@
+"""Health, system facts (doctor) and talking to systemd."""

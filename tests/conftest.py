@@ -1,0 +1,73 @@
+"""Shared fixtures: a fresh catalog on disk, the real app through TestClient, a real server, a real browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from appliance.config import Config, load_config
+from appliance.server import create_app
+from tests.helpers import ServerProcess, setup_admin
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return load_config(env={}, data_dir=str(tmp_path / "data"), runtime_dir=str(tmp_path / "run"))
+
+
+@pytest.fixture
+def client(config: Config) -> Iterator[TestClient[Any]]:
+    with TestClient(app=create_app(config), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def admin(client: TestClient[Any]) -> dict[str, str]:
+    """Authorization headers of the first admin."""
+    return setup_admin(client)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real `appliance serve` on 127.0.0.1 with a fresh data folder."""
+    process = ServerProcess(tmp_path / "data")
+    process.start()
+    yield process
+    process.stop()
+
+
+# --- browser (pytest-playwright with Debian's Chromium) --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium")
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": [
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-sync",
+            "--disable-background-networking",
+            "--disable-component-update",
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Screenshots and other outputs kept after the run (not committed)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

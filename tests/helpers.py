@@ -1,0 +1,154 @@
+"""Test helpers that build their own data and talk to the appliance like a client would."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+
+API = "/api/v1"
+ADMIN = {"username": "admin", "password": "admin-password-1"}
+REPO = Path(__file__).resolve().parent.parent
+
+
+def image_bytes(width: int = 64, height: int = 48, fmt: str = ".jpg", seed: int = 0) -> bytes:
+    """A unique synthetic image: noise plus a filled rectangle, so every seed hashes differently."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    cv2.rectangle(image, (width // 4, height // 4), (width // 2, height // 2), (0, 0, 255), -1)
+    ok, encoded = cv2.imencode(fmt, image)
+    assert ok
+    return encoded.tobytes()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def setup_admin(client: Any) -> dict[str, str]:
+    response = client.post(f"{API}/auth/setup", json=ADMIN)
+    assert response.status_code == 201, response.text
+    return auth(response.json()["access_token"])
+
+
+def create_user(client: Any, admin: dict[str, str], username: str, role: str) -> dict[str, str]:
+    password = f"{username}-password"
+    response = client.post(
+        f"{API}/users", json={"username": username, "password": password, "role": role}, headers=admin
+    )
+    assert response.status_code == 201, response.text
+    login = client.post(f"{API}/auth/login", json={"username": username, "password": password})
+    assert login.status_code == 200, login.text
+    return auth(login.json()["access_token"])
+
+
+def create_dataset(
+    client: Any,
+    headers: dict[str, str],
+    name: str = "parts",
+    classes: list[str] | None = None,
+    is_public: bool = False,
+) -> dict[str, Any]:
+    body = {"name": name, "classes": classes or ["bolt", "nut"], "is_public": is_public}
+    response = client.post(f"{API}/datasets", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def upload(
+    client: Any, headers: dict[str, str], dataset_id: int, files: list[tuple[str, bytes]]
+) -> dict[str, Any]:
+    response = client.post(
+        f"{API}/datasets/{dataset_id}/images",
+        files=[("files", (name, data, "application/octet-stream")) for name, data in files],
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """`appliance serve` as a subprocess on 127.0.0.1, the way the box runs it."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "APPLIANCE_DATA_DIR": str(data_dir), **(env or {})}
+        self.env.pop("APPLIANCE_CONFIG", None)
+        self.args = args or []
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+
+    def start(self, timeout: float = 20) -> float:
+        """Start and wait for /health; returns the seconds it took to be ready."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "appliance",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        while time.perf_counter() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}: {self.log_path.read_text()[-3000:]}"
+                )
+            try:
+                if httpx.get(f"{self.url}{API}/health", timeout=1).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready after {timeout} s: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if hasattr(self, "log"):
+            self.log.close()
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
