@@ -71,3 +71,14 @@ def artifacts_dir() -> Path:
     """Screenshots and other outputs kept after the run (not committed)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """best.pt of a yolov8n trained for 2 epochs at 64 px on synthetic shapes; trained once per session."""
+    from tests.models import train_tiny_model
+
+    return train_tiny_model(tmp_path_factory.mktemp("tiny-yolo"))
