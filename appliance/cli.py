@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from appliance.config import Config, load_config
 from appliance.errors import AppError, ConfigError
@@ -35,11 +33,9 @@ def command(
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from appliance.system.journal import log_handler
+
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[log_handler()])
 
 
 # --- serve --------------------------------------------------------------------------------------
@@ -52,40 +48,14 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("serve", "run the web process: API, console, live streams", _serve_arguments)
 def serve(args: argparse.Namespace, config: Config) -> int:
-    import uvicorn
-
     from appliance.server import create_app
-    from appliance.system.notify import notify, watchdog_interval_s
+    from appliance.system.webserver import build_server
 
-    class NotifyingServer(uvicorn.Server):
-        """READY=1 once the catalog is migrated and the socket listens; WATCHDOG=1 from the event loop."""
+    if config.tls_cert:  # HTTPS console: the session cookie must then be Secure
+        import msgspec
 
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets)
-            if not self.started:
-                return
-            notify(f"READY=1\nSTATUS=serving on {config.host}:{config.port}")
-            interval = watchdog_interval_s()
-            if interval:
-                self._watchdog = asyncio.create_task(self._ping(interval))
-
-        async def _ping(self, interval: float) -> None:
-            while True:
-                notify("WATCHDOG=1")
-                await asyncio.sleep(interval)
-
-    app = create_app(config)
-    server = NotifyingServer(
-        uvicorn.Config(
-            app,
-            host=config.host,
-            port=config.port,
-            log_level=config.log_level.lower(),
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
-    )
+        config = msgspec.structs.replace(config, cookie_secure=True)
+    server = build_server(create_app(config), config)
     server.run()
     return 0
 
@@ -141,6 +111,8 @@ def doctor(args: argparse.Namespace, config: Config) -> int:
 
     report = system_report(config)
     print(json.dumps(report, indent=2))
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -37,6 +37,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     registration_enabled: bool = False
     allowed_origins: list[str] = msgspec.field(default_factory=list)
     disk_min_free_mb: int = 512  # uploads and imports are refused below this
+    disk_warn_free_mb: int = 2048  # GET /system and `appliance doctor` warn below this
+    tls_cert: str = ""  # PEM certificate: `appliance serve` speaks HTTPS (and sets secure cookies) when set
+    tls_key: str = ""  # PEM private key for tls_cert
     log_level: str = "INFO"
     worker_poll_s: float = 1.0
     heartbeat_s: float = 5.0
@@ -92,8 +95,8 @@ def _from_env_text(key: str, text: str, annotation: Any) -> Any:
     return text
 
 
-def default_config_path() -> Path | None:
-    env_path = os.environ.get("APPLIANCE_CONFIG")
+def default_config_path(env: dict[str, str] | None = None) -> Path | None:
+    env_path = (os.environ if env is None else env).get("APPLIANCE_CONFIG")
     if env_path:
         return Path(env_path)
     return DEVICE_CONFIG_PATH if DEVICE_CONFIG_PATH.exists() else None
@@ -105,7 +108,7 @@ def load_config(
     """Read the TOML file (if any), apply APPLIANCE_* variables and explicit overrides, validate."""
     env = dict(os.environ if env is None else env)
     values: dict[str, Any] = {}
-    config_path = Path(path) if path else default_config_path()
+    config_path = Path(path) if path else default_config_path(env)
     if config_path is not None:
         if not config_path.exists():
             raise ConfigError(f"config file {config_path} does not exist")

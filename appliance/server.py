@@ -17,13 +17,17 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from appliance.auth.controllers import AuthController, UsersController
 from appliance.auth.middleware import PUBLIC, AuthMiddleware
 from appliance.auth.service import LoginThrottle
+from appliance.camera.controllers import CameraController
 from appliance.catalog.controllers import DatasetController, ImageController
 from appliance.config import Config, ensure_jwt_secret
 from appliance.db import ConnectionPool, migrate, open_database
 from appliance.dependencies import DEPENDENCIES
 from appliance.errors import AppError, error_body
+from appliance.imports.controllers import ImportController
+from appliance.inference.controllers import InferenceController, ModelController, SuggestionsController
 from appliance.storage import ImageStore
 from appliance.system.controllers import SystemController
+from appliance.training.controllers import BaseModelController, TrainingJobController
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +86,11 @@ def handle_error(request: Request[Any, Any, State], exc: Exception) -> Response[
         return Response(error_body(400, _validation_detail(exc)), status_code=400)
     if isinstance(exc, HTTPException):
         headers = {k: v for k, v in (exc.headers or {}).items()}
-        return Response(
-            error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code, headers=headers
-        )
+        detail = str(exc.detail)
+        if exc.status_code == 413:
+            limit_mb = request.app.state.config.max_upload_mb
+            detail = f"request body too large: the limit is {limit_mb} MB (config key max_upload_mb)"
+        return Response(error_body(exc.status_code, detail), status_code=exc.status_code, headers=headers)
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return Response(
         error_body(500, "internal server error; the details are in the appliance log"), status_code=500
@@ -93,7 +99,20 @@ def handle_error(request: Request[Any, Any, State], exc: Exception) -> Response[
 
 def api_routers() -> list[Any]:
     """Every domain's controllers; later domains add theirs here."""
-    return [AuthController, UsersController, DatasetController, ImageController, SystemController]
+    return [
+        AuthController,
+        UsersController,
+        DatasetController,
+        ImageController,
+        SystemController,
+        CameraController,
+        TrainingJobController,
+        BaseModelController,
+        ImportController,
+        ModelController,
+        InferenceController,
+        SuggestionsController,
+    ]
 
 
 def create_app(config: Config) -> Litestar:

@@ -82,3 +82,11 @@ def tiny_yolo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.models import train_tiny_model
 
     return train_tiny_model(tmp_path_factory.mktemp("tiny-yolo"))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_yolo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model_64.onnx of the tiny YOLO, exported once per session (camera tests)."""
+    from tests.camera_sources import export_tiny_onnx
+
+    return export_tiny_onnx(tiny_yolo, tmp_path_factory.mktemp("tiny-onnx"))

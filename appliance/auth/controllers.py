@@ -10,10 +10,11 @@ from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from appliance.auth import service
-from appliance.auth.middleware import PUBLIC, token_from
+from appliance.auth.middleware import PUBLIC, PUBLIC_IF_REGISTRATION
 from appliance.auth.permissions import require_admin
 from appliance.auth.schemas import (
     Credentials,
+    CurrentUser,
     PasswordChange,
     RegisterRequest,
     SetupRequest,
@@ -89,16 +90,16 @@ class AuthController(Controller):
         service.change_password(db, user, data.current_password, data.new_password)
         return _token_response(db, user.id, state)
 
-    @post("/register", operation_id="register", opt={PUBLIC: True}, sync_to_thread=True)
+    @post("/register", operation_id="register", opt={PUBLIC_IF_REGISTRATION: True}, sync_to_thread=True)
     def register(
-        self, data: JSONBody[RegisterRequest], db: DB, config: Settings, state: State, request: Request
+        self, data: JSONBody[RegisterRequest], db: DB, config: Settings, request: Request
     ) -> UserRead:
         """Open registration (viewer role) when enabled; otherwise only an admin may register someone."""
         if not config.registration_enabled:
-            token = token_from(request)
-            if not token:
+            caller = request.scope.get("user")
+            if not isinstance(caller, CurrentUser):
                 raise Unauthorized("authentication required")
-            require_admin(service.authenticate_token(db, token, state.jwt_secret))
+            require_admin(caller)
         return service.create_user(
             db, UserCreate(username=data.username, password=data.password, role="viewer")
         )

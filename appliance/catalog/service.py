@@ -6,8 +6,9 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from appliance.auth.permissions import require_writer
@@ -112,7 +113,7 @@ def writable_dataset(
 
 
 def _dataset_read(db: Database, row: dict[str, Any]) -> DatasetRead:
-    count = db.execute("SELECT COUNT(*) FROM images WHERE dataset_id = ?", [row["id"]]).fetchone()[0]
+    count = _image_total(db, row["id"], None, None)
     return DatasetRead(
         id=row["id"],
         name=row["name"],
@@ -211,8 +212,10 @@ def delete_dataset(db: Database, store: ImageStore, dataset_id: int, user: Curre
         db.execute("DELETE FROM datasets WHERE id = ?", [dataset_id])
         db.execute("DELETE FROM dataset_class_stats WHERE dataset_id = ?", [dataset_id])
         db.execute("DELETE FROM dataset_size_stats WHERE dataset_id = ?", [dataset_id])
+        db.execute("DELETE FROM dataset_status_stats WHERE dataset_id = ?", [dataset_id])
+        db.execute("DELETE FROM dataset_class_status_stats WHERE dataset_id = ?", [dataset_id])
         orphans = _orphan_files(db, file_ids)
-    _remove_files(store, orphans)
+    _remove_files(db, store, orphans)
 
 
 def _orphan_files(db: Database, file_ids: list[int]) -> list[tuple[str, str]]:
@@ -228,12 +231,19 @@ def _orphan_files(db: Database, file_ids: list[int]) -> list[tuple[str, str]]:
     return orphans
 
 
-def _remove_files(store: ImageStore, orphans: list[tuple[str, str]]) -> None:
-    for sha256, ext in orphans:
-        try:
-            store.remove(sha256, ext)
-        except OSError:
-            logger.exception("could not remove image file %s", sha256)
+def _remove_files(db: Database, store: ImageStore, orphans: list[tuple[str, str]]) -> None:
+    """Unlink files whose rows are gone, under the write lock: an upload of the same content that
+    committed in between keeps its file (and add_images rewrites a file removed under it)."""
+    if not orphans:
+        return
+    with write_transaction(db):
+        for sha256, ext in orphans:
+            if db.execute("SELECT 1 FROM image_files WHERE sha256 = ?", [sha256]).fetchone():
+                continue
+            try:
+                store.remove(sha256, ext)
+            except OSError:
+                logger.exception("could not remove image file %s", sha256)
 
 
 def _ext(fmt: str) -> str:
@@ -287,22 +297,39 @@ class _Prepared:
     width: int
     height: int
     format: str
+    data: bytes = b""
 
 
-def store_image_file(store: ImageStore, config: Config, data: bytes) -> _Prepared:
-    """Check, hash and store one image (original + thumbnail), atomically; the catalog row comes after."""
+def _stored(path: Path, size: int | None) -> bool:
+    """The file is there and whole (a crash between write and sync can leave an empty file behind)."""
+    try:
+        found = path.stat().st_size
+    except OSError:
+        return False
+    return found == size if size is not None else found > 0
+
+
+def store_image_file(
+    store: ImageStore, config: Config, data: bytes, *, write: Callable[[Path, bytes], None] = write_atomic
+) -> _Prepared:
+    """Check, hash and store one image (original + thumbnail), atomically; the catalog row comes after.
+
+    `write` defaults to a durable write per file; bulk imports pass a rename-only writer and sync the
+    file system once per batch, before that batch's rows are committed.
+    """
     checked = check_image_bytes(
         data, max_bytes=config.max_image_mb * 1024 * 1024, max_pixels=config.max_image_pixels
     )
     sha256 = hashlib.sha256(data).hexdigest()
     original = store.image_path(sha256, checked.ext)
     thumb = store.thumb_path(sha256)
-    if not (original.exists() and thumb.exists()):
+    original_ok = _stored(original, len(data))
+    if not (original_ok and _stored(thumb, None)):
         image = decode_image(data, checked, thumbnail_reduce_factor(checked, config.thumbnail_px))
         thumb_bytes = make_thumbnail(image, config.thumbnail_px)
-        if not original.exists():
-            write_atomic(original, data)
-        write_atomic(thumb, thumb_bytes)
+        if not original_ok:
+            write(original, data)
+        write(thumb, thumb_bytes)
     return _Prepared("", sha256, len(data), checked.width, checked.height, checked.format)
 
 
@@ -314,27 +341,41 @@ def add_images(
     user: CurrentUser,
     files: list[IncomingFile],
 ) -> UploadResult:
-    """Store many uploads; duplicates by content are reported, bad files rejected with a reason, never fatal."""
+    """Store many uploads; duplicates by content are reported, bad files rejected with a reason.
+
+    One bad file does not fail a batch (it is listed under `rejected`); when no file of the request
+    is usable, the request fails with the first file's status (415 type, 413 size, 422 corrupt).
+    """
     writable_dataset(db, dataset_id, user)
+    if not files:
+        raise Invalid("no files in the upload: send one or more images as multipart form fields")
     check_free_space(config.data_path, config.disk_min_free_mb, sum(len(f.data) for f in files))
     prepared: list[_Prepared] = []
     rejected: list[UploadRejected] = []
+    first_error: AppError | None = None
     for incoming in files:
         try:
             item = store_image_file(store, config, incoming.data)
         except AppError as exc:
+            first_error = first_error or exc
             rejected.append(
                 UploadRejected(name=incoming.name, status_code=exc.status_code, reason=exc.detail)
             )
             continue
         item.name = incoming.name
+        item.data = incoming.data
         prepared.append(item)
+    if first_error is not None and not prepared:
+        error = type(first_error)(f"{rejected[0].name}: {first_error.detail}")
+        raise error
     added_ids: list[int] = []
     duplicates: list[UploadDuplicate] = []
     now = now_iso()
     with write_transaction(db):
         dataset_row(db, dataset_id)  # still there?
         for item in prepared:
+            if not store.image_path(item.sha256, FORMATS[item.format][0]).exists():
+                store_image_file(store, config, item.data)  # a concurrent delete removed it meanwhile
             file_id = _upsert_file(db, item, now)
             existing = db.execute(
                 "SELECT id FROM images WHERE dataset_id = ? AND file_id = ?", [dataset_id, file_id]
@@ -369,6 +410,11 @@ def _upsert_file(db: Database, item: _Prepared, now: str) -> int:
     return cursor.lastrowid
 
 
+def upsert_image_file(db: Database, item: _Prepared, now: str) -> int:
+    """The image_files row id of a stored file, inserted once per content hash (inside the caller's transaction)."""
+    return _upsert_file(db, item, now)
+
+
 def _images_by_ids(db: Database, ids: list[int]) -> list[ImageRead]:
     if not ids:
         return []
@@ -391,52 +437,66 @@ def list_images(
     after: int = 0,
     limit: int = 100,
 ) -> ImagePage:
-    """Keyset pagination on image id: every page is an index range scan, however deep."""
+    """Keyset pagination on image id: every page is an index range scan, however deep.
+
+    With a class filter the page walks annotations(dataset_id, class_id, image_id) in image order and
+    stops after one page; totals come from the trigger-kept count tables, never from a COUNT scan.
+    """
     readable_dataset(db, dataset_id, user)
-    where = ["i.dataset_id = ?", "i.id > ?"]
-    params: list[Any] = [dataset_id, after]
-    count_where = ["dataset_id = ?"]
-    count_params: list[Any] = [dataset_id]
-    if status is not None:
-        where.append("i.status = ?")
-        params.append(status)
-        count_where.append("status = ?")
-        count_params.append(status)
     if class_id is not None:
-        source = """(SELECT DISTINCT image_id FROM annotations
-                     WHERE dataset_id = ? AND class_id = ? AND image_id > ? ORDER BY image_id) a
-                     JOIN images i ON i.id = a.image_id"""
-        params = [dataset_id, class_id, after, *params]
-        count_sql = (
-            "SELECT COUNT(DISTINCT a.image_id) FROM annotations a JOIN images i ON i.id = a.image_id "
-            f"WHERE a.dataset_id = ? AND a.class_id = ?{' AND i.status = ?' if status else ''}"
-        )
-        count_args: list[Any] = [dataset_id, class_id] + ([status] if status else [])
-        if status is None:
-            count_sql = "SELECT COALESCE(SUM(images), 0) FROM dataset_class_stats WHERE dataset_id = ? AND class_id = ?"
+        status_join = "JOIN images s ON s.id = a.image_id AND s.status = ?" if status is not None else ""
+        source = f"""(SELECT DISTINCT a.image_id FROM annotations a {status_join}
+                      WHERE a.dataset_id = ? AND a.class_id = ? AND a.image_id > ?
+                      ORDER BY a.image_id LIMIT ?) p JOIN images i ON i.id = p.image_id"""
+        params: list[Any] = [
+            *([status] if status is not None else []),
+            dataset_id,
+            class_id,
+            after,
+            limit + 1,
+        ]
+        where = ""
     else:
         source = "images i"
-        count_sql = f"SELECT COUNT(*) FROM images WHERE {' AND '.join(count_where)}"
-        count_args = count_params
+        where = "WHERE i.dataset_id = ? AND i.id > ?" + (" AND i.status = ?" if status is not None else "")
+        params = [dataset_id, after, *([status] if status is not None else [])]
     rows = db.execute(
-        f"SELECT {IMAGE_COLUMNS} FROM {source} JOIN image_files f ON f.id = i.file_id "
-        f"WHERE {' AND '.join(where)} ORDER BY i.id LIMIT ?",
+        f"SELECT {IMAGE_COLUMNS} FROM {source} JOIN image_files f ON f.id = i.file_id {where} "
+        "ORDER BY i.id LIMIT ?",
         [*params, limit + 1],
     ).fetchall()
     items = [_image_read(tuple(r)) for r in rows[:limit]]
     next_cursor = items[-1].id if len(rows) > limit else None
-    total = db.execute(count_sql, count_args).fetchone()[0]
-    return ImagePage(items=items, next_cursor=next_cursor, total=total)
+    return ImagePage(
+        items=items, next_cursor=next_cursor, total=_image_total(db, dataset_id, status, class_id)
+    )
+
+
+def _image_total(db: Database, dataset_id: int, status: str | None, class_id: int | None) -> int:
+    if class_id is None:
+        sql = "SELECT COALESCE(SUM(images), 0) FROM dataset_status_stats WHERE dataset_id = ?"
+        args: list[Any] = [dataset_id]
+    else:
+        sql = "SELECT COALESCE(SUM(images), 0) FROM dataset_class_status_stats WHERE dataset_id = ? AND class_id = ?"
+        args = [dataset_id, class_id]
+    if status is not None:
+        sql += " AND status = ?"
+        args.append(status)
+    return int(db.execute(sql, args).fetchone()[0])
 
 
 def delete_image(db: Database, store: ImageStore, image_id: int, user: CurrentUser) -> None:
     with write_transaction(db):
         row = image_row(db, image_id, user)
-        writable_dataset(db, row["dataset_id"], user)
-        file_id = db.execute("SELECT file_id FROM images WHERE id = ?", [image_id]).fetchone()[0]
+        dataset = writable_dataset(db, row["dataset_id"], user)
+        file_id, added_by = db.execute(
+            "SELECT file_id, added_by FROM images WHERE id = ?", [image_id]
+        ).fetchone()
+        if not (user.is_admin or dataset["owner_id"] == user.id or added_by == user.id):
+            raise Forbidden("only the dataset's owner, an admin or whoever added the image may delete it")
         db.execute("DELETE FROM images WHERE id = ?", [image_id])
         orphans = _orphan_files(db, [file_id])
-    _remove_files(store, orphans)
+    _remove_files(db, store, orphans)
 
 
 # --- annotations --------------------------------------------------------------------------------
@@ -531,7 +591,7 @@ def dataset_stats(db: Database, dataset_id: int, user: CurrentUser) -> DatasetSt
     classes = _classes(row["classes"])
     by_status = {"unlabeled": 0, "labeled": 0, "reviewed": 0}
     for status, count in db.execute(
-        "SELECT status, COUNT(*) FROM images WHERE dataset_id = ? GROUP BY status", [dataset_id]
+        "SELECT status, images FROM dataset_status_stats WHERE dataset_id = ?", [dataset_id]
     ):
         by_status[status] = count
     per_class = {

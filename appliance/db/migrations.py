@@ -239,3 +239,85 @@ def migrate(db: Database, db_path: Path | None = None) -> list[str]:
         pending = [m.name for m in migrations.pending(db)]
         migrations.apply(db)
     return pending
+
+
+@migrations()
+def m200_training_snapshot_images(db: Database) -> None:
+    # The exact images (and their annotation versions) a training job used; one row per image.
+    _run(
+        db,
+        """
+CREATE TABLE training_snapshot_images (
+  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  image_id INTEGER NOT NULL,
+  version INTEGER NOT NULL,
+  split TEXT NOT NULL CHECK (split IN ('train', 'val')),
+  PRIMARY KEY (job_id, image_id)
+) WITHOUT ROWID
+""",
+    )
+
+
+@migrations()
+def m100_status_and_class_counts(db: Database) -> None:
+    """Trigger-kept image counts per status and per (class, status): list totals and stats stay O(1)."""
+    _run(
+        db,
+        """
+CREATE TABLE dataset_status_stats (
+  dataset_id INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  images INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (dataset_id, status)
+) WITHOUT ROWID;
+INSERT INTO dataset_status_stats (dataset_id, status, images)
+  SELECT dataset_id, status, COUNT(*) FROM images GROUP BY dataset_id, status;
+CREATE TABLE dataset_class_status_stats (
+  dataset_id INTEGER NOT NULL,
+  class_id INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  images INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (dataset_id, class_id, status)
+) WITHOUT ROWID;
+INSERT INTO dataset_class_status_stats (dataset_id, class_id, status, images)
+  SELECT a.dataset_id, a.class_id, i.status, COUNT(DISTINCT a.image_id)
+  FROM annotations a JOIN images i ON i.id = a.image_id GROUP BY a.dataset_id, a.class_id, i.status;
+CREATE TRIGGER images_status_stats_insert AFTER INSERT ON images BEGIN
+  INSERT INTO dataset_status_stats (dataset_id, status, images) VALUES (NEW.dataset_id, NEW.status, 1)
+    ON CONFLICT (dataset_id, status) DO UPDATE SET images = images + 1;
+END;
+CREATE TRIGGER images_status_stats_delete AFTER DELETE ON images BEGIN
+  UPDATE dataset_status_stats SET images = images - 1
+    WHERE dataset_id = OLD.dataset_id AND status = OLD.status;
+END;
+CREATE TRIGGER images_status_stats_update AFTER UPDATE OF status, dataset_id ON images
+  WHEN OLD.status IS NOT NEW.status OR OLD.dataset_id IS NOT NEW.dataset_id BEGIN
+  UPDATE dataset_status_stats SET images = images - 1
+    WHERE dataset_id = OLD.dataset_id AND status = OLD.status;
+  INSERT INTO dataset_status_stats (dataset_id, status, images) VALUES (NEW.dataset_id, NEW.status, 1)
+    ON CONFLICT (dataset_id, status) DO UPDATE SET images = images + 1;
+  UPDATE dataset_class_status_stats SET images = images - 1
+    WHERE dataset_id = OLD.dataset_id AND status = OLD.status
+      AND class_id IN (SELECT class_id FROM annotations WHERE image_id = OLD.id);
+  INSERT INTO dataset_class_status_stats (dataset_id, class_id, status, images)
+    SELECT DISTINCT NEW.dataset_id, class_id, NEW.status, 1 FROM annotations WHERE image_id = NEW.id
+    ON CONFLICT (dataset_id, class_id, status) DO UPDATE SET images = images + 1;
+END;
+-- An image's boxes go before the image itself, so the box triggers still see the image's status.
+CREATE TRIGGER images_delete_boxes_first BEFORE DELETE ON images BEGIN
+  DELETE FROM annotations WHERE image_id = OLD.id;
+END;
+CREATE TRIGGER annotations_class_status_insert AFTER INSERT ON annotations
+  WHEN (SELECT COUNT(*) FROM annotations WHERE image_id = NEW.image_id AND class_id = NEW.class_id) = 1 BEGIN
+  INSERT INTO dataset_class_status_stats (dataset_id, class_id, status, images)
+    SELECT NEW.dataset_id, NEW.class_id, status, 1 FROM images WHERE id = NEW.image_id
+    ON CONFLICT (dataset_id, class_id, status) DO UPDATE SET images = images + 1;
+END;
+CREATE TRIGGER annotations_class_status_delete AFTER DELETE ON annotations
+  WHEN (SELECT COUNT(*) FROM annotations WHERE image_id = OLD.image_id AND class_id = OLD.class_id) = 0 BEGIN
+  UPDATE dataset_class_status_stats SET images = images - 1
+    WHERE dataset_id = OLD.dataset_id AND class_id = OLD.class_id
+      AND status = (SELECT status FROM images WHERE id = OLD.image_id);
+END
+""",
+    )

@@ -23,6 +23,7 @@ from appliance.config import Config
 from appliance.db import Database, migrate, open_database
 from appliance.jobs import service
 from appliance.system.notify import notify, watchdog_interval_s
+from appliance.system.service import publish_gpu_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,9 @@ class JobContext:
     def params(self) -> dict[str, Any]:
         return self.job["params"]
 
-    def progress(self, force: bool = False, event_kind: str = "progress", **fields: Any) -> None:
-        """Record progress; throttled to one write per progress_interval_s unless forced."""
+    def progress(self, force: bool = False, event_kind: str | None = "progress", **fields: Any) -> None:
+        """Record progress; throttled to one write per progress_interval_s unless forced; event_kind=None
+        updates the job's progress without an event (e.g. a log tail nobody streams)."""
         now = time.monotonic()
         if not force and now - self._last_progress < self.progress_interval_s:
             return
@@ -142,7 +144,16 @@ def run_one(
     except Exception as exc:
         logger.exception("job %s (%s) failed", job["id"], job["kind"])
         tail = "\n".join(context.log_lines) or traceback.format_exc()
-        service.finish_job(db, job["id"], "failed", error=str(exc) or type(exc).__name__, log_tail=tail)
+        # A handler may attach what it knows about the failure (e.g. the child's final record) as exc.result.
+        failure = getattr(exc, "result", None)
+        service.finish_job(
+            db,
+            job["id"],
+            "failed",
+            result=failure if isinstance(failure, dict) else None,
+            error=str(exc) or type(exc).__name__,
+            log_tail=tail,
+        )
         return "failed"
     service.finish_job(db, job["id"], "completed", result=result, log_tail="\n".join(context.log_lines))
     return "completed"
@@ -230,6 +241,7 @@ class Worker:
         while not self.stop.wait(interval):
             if all(t.is_alive() for t in threads):
                 notify("WATCHDOG=1")
+                publish_gpu_snapshot(self.config)  # for GET /system: the web may not open GPU nodes
             else:
                 logger.error("a worker thread died; stopping so systemd restarts the worker")
                 return 1

@@ -29,8 +29,20 @@ def prepare_ultralytics_env(config_dir: Path) -> dict[str, str]:
     settings_dir.mkdir(parents=True, exist_ok=True)
     settings = settings_dir / "settings.json"
     current = json.loads(settings.read_text()) if settings.exists() else {}
-    current.update({"sync": False, "hub": False, "wandb": False, "mlflow": False, "tensorboard": False,
-                    "comet": False, "clearml": False, "neptune": False, "dvc": False, "raytune": False})
+    current.update(
+        {
+            "sync": False,
+            "hub": False,
+            "wandb": False,
+            "mlflow": False,
+            "tensorboard": False,
+            "comet": False,
+            "clearml": False,
+            "neptune": False,
+            "dvc": False,
+            "raytune": False,
+        }
+    )
     settings.write_text(json.dumps(current, indent=2))
     font = _bundled_font()
     if font is not None:

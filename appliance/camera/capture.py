@@ -1,0 +1,228 @@
+"""Frame sources (V4L2, RTSP/HTTP URL, GStreamer, looped file) read by a thread that keeps only the newest frame.
+
+Latency first: the reader thread decodes as fast as the source delivers and overwrites the one slot it
+has; the consumer always takes the newest frame and never sees a queue of stale ones. A frame that is
+overwritten before anyone took it counts as dropped. A source that fails to open or stops delivering is
+reopened with exponential backoff, and `state`/`error` say so meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_START_S = 0.25
+BACKOFF_MAX_S = 5.0
+
+
+def gstreamer_available() -> bool:
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """The part of the camera settings that decides what is opened; a change reopens the source."""
+
+    source_type: str
+    source: str
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    open_timeout_ms: int = 5000
+    read_timeout_ms: int = 5000
+
+
+@dataclass
+class Frame:
+    image: np.ndarray
+    seq: int  # counts frames read from the source since the reader started
+    captured_at: float  # time.monotonic() when the frame was decoded
+    capture_ms: float  # time spent decoding it (retrieve)
+
+
+class SourceError(Exception):
+    """The source cannot be opened with these settings (not worth a fast retry)."""
+
+
+def _v4l2_index(source: str) -> int | str:
+    match = re.fullmatch(r"(?:/dev/video)?(\d+)", source.strip())
+    return int(match.group(1)) if match else source
+
+
+def open_capture(spec: SourceSpec) -> Any:
+    """An opened cv2.VideoCapture for the spec; raises SourceError when it cannot be opened."""
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        spec.open_timeout_ms,
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        spec.read_timeout_ms,
+    ]
+    if spec.source_type == "v4l2":
+        for prop, value in (
+            (cv2.CAP_PROP_FRAME_WIDTH, spec.width),
+            (cv2.CAP_PROP_FRAME_HEIGHT, spec.height),
+            (cv2.CAP_PROP_FPS, spec.fps),
+        ):
+            if value:
+                params += [prop, int(value)]
+        params += [cv2.CAP_PROP_BUFFERSIZE, 1]  # the driver keeps one buffer, not four stale ones
+        cap = cv2.VideoCapture(_v4l2_index(spec.source), cv2.CAP_V4L2, params)
+    elif spec.source_type == "gstreamer":
+        if not gstreamer_available():
+            raise SourceError(
+                "this OpenCV build has no GStreamer support; use the device's OpenCV (JetPack) for "
+                "nvarguscamerasrc pipelines, or a v4l2/url source"
+            )
+        cap = cv2.VideoCapture(spec.source, cv2.CAP_GSTREAMER)
+    elif spec.source_type in ("url", "file"):
+        cap = cv2.VideoCapture(spec.source, cv2.CAP_FFMPEG, params)
+    else:
+        raise SourceError(f"unknown source type {spec.source_type!r}")
+    if not cap.isOpened():
+        cap.release()
+        raise OSError(f"could not open {spec.source_type} source {spec.source!r}")
+    return cap
+
+
+class FrameSource:
+    """A reader thread over one source; `latest()` hands out the newest frame exactly once."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        self.state = "starting"
+        self.error: str | None = None
+        self.reconnects = 0
+        self.dropped = 0
+        self.frames_read = 0
+        self.width = 0
+        self.height = 0
+        self._slot: Frame | None = None
+        self._taken_seq = 0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="camera-capture", daemon=True)
+        self._read_times: list[float] = []
+
+    def start(self) -> FrameSource:
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def latest(self, after_seq: int, timeout: float) -> Frame | None:
+        """The newest frame newer than `after_seq`, waiting up to `timeout`; None if none came."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._slot is None or self._slot.seq <= after_seq:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return None
+                self._cond.wait(remaining)
+            frame = self._slot
+            self._taken_seq = frame.seq
+            return frame
+
+    def source_fps(self) -> float:
+        times = self._read_times
+        if len(times) < 2 or time.monotonic() - times[-1] > 2:
+            return 0.0
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
+
+    # --- reader thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = BACKOFF_START_S
+        while not self._stop.is_set():
+            try:
+                cap = open_capture(self.spec)
+            except SourceError as exc:
+                self._fail(str(exc), "error")
+                self._stop.wait(BACKOFF_MAX_S * 2)
+                continue
+            except (OSError, cv2.error) as exc:
+                self._fail(str(exc), "reconnecting")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            try:
+                if self._read_loop(cap):
+                    backoff = BACKOFF_START_S
+            finally:
+                cap.release()
+            if not self._stop.is_set():
+                self.reconnects += 1
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        self.state = "stopped"
+
+    def _fail(self, message: str, state: str) -> None:
+        if message != self.error:
+            logger.warning("camera source %s: %s", self.spec.source, message)
+        self.error = message
+        self.state = state
+
+    def _read_loop(self, cap: Any) -> bool:
+        """Read until the source fails or we are stopped; True when at least one frame came."""
+        is_file = self.spec.source_type == "file"
+        pace = 0.0
+        if is_file:
+            file_fps = self.spec.fps or cap.get(cv2.CAP_PROP_FPS) or 25.0
+            pace = 1.0 / file_fps if file_fps > 0 else 0.04
+        next_due = time.monotonic()
+        got_any = False
+        while not self._stop.is_set():
+            if pace:
+                # A file has no clock of its own: deliver it at its frame rate, like a camera.
+                delay = next_due - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                next_due = max(next_due + pace, time.monotonic() - pace)
+            if not cap.grab():
+                if is_file and got_any:
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)  # loop the file
+                    if cap.grab():
+                        pass
+                    else:
+                        self._fail("video file stopped delivering frames", "reconnecting")
+                        return got_any
+                else:
+                    self._fail("source delivered no frame (lost or timed out); reconnecting", "reconnecting")
+                    return got_any
+            started = time.monotonic()
+            ok, image = cap.retrieve()
+            if not ok or image is None:
+                self._fail("could not decode a frame from the source", "reconnecting")
+                return got_any
+            now = time.monotonic()
+            got_any = True
+            self.frames_read += 1
+            self.height, self.width = image.shape[:2]
+            self._read_times.append(now)
+            if len(self._read_times) > 60:
+                del self._read_times[:-60]
+            with self._cond:
+                if self._slot is not None and self._slot.seq > self._taken_seq:
+                    self.dropped += 1
+                self._slot = Frame(image, self.frames_read, now, (now - started) * 1000)
+                self._cond.notify_all()
+            if self.state != "running":
+                logger.info("camera source %s delivering %dx%d", self.spec.source, self.width, self.height)
+            self.state = "running"
+            self.error = None
+        return got_any

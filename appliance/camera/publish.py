@@ -1,0 +1,165 @@
+"""The camera's hand-over to the web process: latest JPEG, its detections and the status, in the runtime folder.
+
+Files under `<runtime_dir>/camera/`, each replaced atomically (temp file + rename):
+
+    frame.jpg    the latest published frame
+    frame.json   its sequence number, detections, per-stage timings and the CRC-32 of frame.jpg
+    status.json  state, source, fps, dropped frames, model, error (rewritten at least once a second)
+
+frame.jpg is written before frame.json; a reader takes frame.json, then frame.jpg, and retries when the
+CRC does not match (the camera replaced the JPEG in between), so a frame and its boxes always pair up.
+No fsync: the runtime folder is tmpfs on the device and a frame is worthless after a power cut.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CAMERA_DIR = "camera"
+FRAME_JPEG = "frame.jpg"
+FRAME_META = "frame.json"
+STATUS = "status.json"
+# The camera process rewrites status.json at least this often; older means it is not running.
+STATUS_INTERVAL_S = 0.5
+STATUS_STALE_S = 5.0
+
+STAGES = ("capture", "preprocess", "inference", "postprocess", "encode", "frame_age")
+
+
+def camera_dir(runtime_path: Path) -> Path:
+    return runtime_path / CAMERA_DIR
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Atomic replace without fsync (runtime files only)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RollingStats:
+    """Last N values per stage; median and p99 for the status."""
+
+    def __init__(self, size: int = 120) -> None:
+        self.values: dict[str, deque[float]] = {stage: deque(maxlen=size) for stage in STAGES}
+
+    def add(self, timings: dict[str, float]) -> None:
+        for stage, value in timings.items():
+            if stage in self.values:
+                self.values[stage].append(value)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for stage, values in self.values.items():
+            if not values:
+                continue
+            ordered = sorted(values)
+            out[stage] = {
+                "last": round(values[-1], 2),
+                "median": round(ordered[len(ordered) // 2], 2),
+                "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+            }
+        return out
+
+
+class RateMeter:
+    """Events per second over a sliding window."""
+
+    def __init__(self, window_s: float = 2.0) -> None:
+        self.window_s = window_s
+        self.times: deque[float] = deque()
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.times.append(now)
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self.times and now - self.times[0] > self.window_s:
+            self.times.popleft()
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        self._trim(now)
+        if len(self.times) < 2:
+            return 0.0
+        span = self.times[-1] - self.times[0]
+        return (len(self.times) - 1) / span if span > 0 else 0.0
+
+
+class Publisher:
+    """Camera side: writes frames and status into the runtime folder."""
+
+    def __init__(self, runtime_path: Path) -> None:
+        self.folder = camera_dir(runtime_path)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def publish_frame(self, jpeg: bytes, meta: dict[str, Any]) -> None:
+        meta = {**meta, "crc32": zlib.crc32(jpeg), "size": len(jpeg)}
+        replace_file(self.folder / FRAME_JPEG, jpeg)
+        replace_file(self.folder / FRAME_META, json.dumps(meta, separators=(",", ":")).encode())
+
+    def publish_status(self, status: dict[str, Any]) -> None:
+        replace_file(self.folder / STATUS, json.dumps(status, separators=(",", ":")).encode())
+
+    def clear_frame(self) -> None:
+        for name in (FRAME_META, FRAME_JPEG):
+            (self.folder / name).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PublishedFrame:
+    seq: int
+    jpeg: bytes
+    meta: dict[str, Any]
+    meta_json: bytes
+
+
+def meta_stamp(runtime_path: Path) -> int | None:
+    """Changes whenever a new frame is published (cheap stat; no read)."""
+    try:
+        st = os.stat(camera_dir(runtime_path) / FRAME_META)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns ^ st.st_ino
+
+
+def read_frame(runtime_path: Path, attempts: int = 5) -> PublishedFrame | None:
+    """The latest frame and its metadata, consistent with each other; None when nothing is published."""
+    folder = camera_dir(runtime_path)
+    for _ in range(attempts):
+        try:
+            meta_json = (folder / FRAME_META).read_bytes()
+            jpeg = (folder / FRAME_JPEG).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            meta = json.loads(meta_json)
+        except ValueError:
+            time.sleep(0.002)
+            continue
+        if zlib.crc32(jpeg) == meta.get("crc32"):
+            return PublishedFrame(int(meta.get("seq", 0)), jpeg, meta, meta_json)
+        time.sleep(0.002)  # the camera is between its two renames
+    return None
+
+
+def read_status(runtime_path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((camera_dir(runtime_path) / STATUS).read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None

@@ -1,0 +1,227 @@
+"""Safe extraction of uploaded archives (zip, tar, tar.gz) into one staging folder, with caps checked first.
+
+Every entry name is cleaned (no absolute paths, no `..`, no drive letters); links, devices and FIFOs are
+skipped with a reason; the entry count and the declared uncompressed size are capped BEFORE anything is
+written, and the bytes actually written are counted again while extracting (a lying header cannot get
+past the cap). Files are created with O_NOFOLLOW|O_EXCL under the destination only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from appliance.errors import Invalid, TooLarge, UnsupportedType
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
+@dataclass
+class ExtractReport:
+    entries: int = 0
+    files: int = 0
+    bytes_written: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (entry name, reason)
+
+
+def sniff_archive(path: Path) -> str:
+    """'zip' or 'tar' (plain or compressed) from the first bytes, never from the name."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
+        return "tar"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    raise UnsupportedType("not an archive: accepted are zip, tar, tar.gz (tgz), tar.bz2 and tar.xz")
+
+
+def clean_entry_name(name: str) -> str | None:
+    """The entry's relative path inside the destination, or None when it would escape it."""
+    name = name.replace("\\", "/")
+    if not name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return None
+    if "\x00" in name:
+        return None
+    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        return None
+    return "/".join(parts)
+
+
+def _target(dest: Path, relative: str) -> Path:
+    target = dest / relative
+    # clean_entry_name already refused escapes; this is the second lock on the door.
+    if not os.path.abspath(target).startswith(os.path.abspath(dest) + os.sep):
+        raise Invalid(f"archive entry {relative!r} points outside the staging folder")
+    return target
+
+
+def _open_new(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent.is_symlink():
+        raise Invalid(f"{path.parent} is a link")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.open(path, flags, 0o600)
+
+
+class _Budget:
+    """Counts entries and bytes against the caps, during the check and again while writing."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.entries = 0
+        self.bytes = 0
+
+    def entry(self) -> None:
+        self.entries += 1
+        if self.entries > self.max_entries:
+            raise TooLarge(f"archive has more than {self.max_entries} entries (max_import_entries)")
+
+    def add(self, count: int, what: str = "archive expands to") -> None:
+        self.bytes += count
+        if self.bytes > self.max_bytes:
+            raise TooLarge(
+                f"{what} more than {self.max_bytes // (1024 * 1024)} MB uncompressed (max_import_mb)"
+            )
+
+
+def _copy(source: IO[bytes], fd: int, budget: _Budget, declared: int, name: str) -> int:
+    written = 0
+    while True:
+        chunk = source.read(CHUNK)
+        if not chunk:
+            break
+        written += len(chunk)
+        if written > declared:
+            raise Invalid(f"archive entry {name!r} is larger than its header says (a decompression bomb?)")
+        budget.add(len(chunk), "archive really expands to")
+        os.write(fd, chunk)
+    return written
+
+
+def extract_archive(path: Path, dest: Path, *, max_entries: int, max_bytes: int) -> ExtractReport:
+    """Extract `path` into the (new, empty) folder `dest`; raises AppError when the whole archive is refused."""
+    dest.mkdir(parents=True, exist_ok=True)
+    kind = sniff_archive(path)
+    try:
+        if kind == "zip":
+            return _extract_zip(path, dest, max_entries, max_bytes)
+        return _extract_tar(path, dest, max_entries, max_bytes)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise Invalid(f"archive is damaged or truncated: {exc}") from None
+    except tarfile.TarError as exc:
+        raise Invalid(f"archive is damaged or truncated: {exc}") from None
+
+
+def _zip_entries(archive: zipfile.ZipFile, report: ExtractReport) -> Iterator[tuple[zipfile.ZipInfo, str]]:
+    for info in archive.infolist():
+        relative = clean_entry_name(info.filename)
+        mode = info.external_attr >> 16
+        if relative is None:
+            report.skipped.append((info.filename, "path escapes the archive (absolute or '..')"))
+        elif stat.S_ISLNK(mode):
+            report.skipped.append((info.filename, "symbolic link"))
+        elif stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # no type bits: a file
+            report.skipped.append((info.filename, "not a regular file (device, FIFO or socket)"))
+        elif info.flag_bits & 0x1:
+            report.skipped.append((info.filename, "encrypted entry"))
+        elif not info.is_dir():
+            yield info, relative
+
+
+def _extract_zip(path: Path, dest: Path, max_entries: int, max_bytes: int) -> ExtractReport:
+    report = ExtractReport()
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        if len(infos) > max_entries:
+            raise TooLarge(
+                f"archive has {len(infos)} entries; the limit is {max_entries} (max_import_entries)"
+            )
+        declared = sum(i.file_size for i in infos)
+        if declared > max_bytes:
+            raise TooLarge(
+                f"archive declares {declared // (1024 * 1024)} MB uncompressed; the limit is "
+                f"{max_bytes // (1024 * 1024)} MB (max_import_mb)"
+            )
+        report.entries = len(infos)
+        budget = _Budget(max_entries, max_bytes)
+        for info, relative in _zip_entries(archive, report):
+            target = _target(dest, relative)
+            try:
+                fd = _open_new(target)
+            except FileExistsError:
+                report.skipped.append((info.filename, "duplicate entry name"))
+                continue
+            try:
+                with archive.open(info) as source:
+                    report.bytes_written += _copy(source, fd, budget, info.file_size, info.filename)
+            finally:
+                os.close(fd)
+            report.files += 1
+    return report
+
+
+def _tar_members(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """Headers one by one in stream mode, without keeping the member list (100,000 entries stay small)."""
+    while True:
+        member = archive.next()
+        if member is None:
+            return
+        archive.members.clear()  # type: ignore[attr-defined]  # stream mode needs no index
+        yield member
+
+
+def _extract_tar(path: Path, dest: Path, max_entries: int, max_bytes: int) -> ExtractReport:
+    report = ExtractReport()
+    # Pass 1: headers only, refused as soon as a cap is passed (nothing written yet).
+    budget = _Budget(max_entries, max_bytes)
+    with tarfile.open(path, mode="r|*") as archive:
+        for member in _tar_members(archive):
+            budget.entry()
+            if member.isfile():
+                budget.add(member.size, "archive declares")
+    report.entries = budget.entries
+    # Pass 2: extract regular files; the bytes are counted again.
+    budget = _Budget(max_entries, max_bytes)
+    with tarfile.open(path, mode="r|*") as archive:
+        for member in _tar_members(archive):
+            relative = clean_entry_name(member.name)
+            if relative is None:
+                report.skipped.append((member.name, "path escapes the archive (absolute or '..')"))
+            elif member.issym():
+                report.skipped.append((member.name, "symbolic link"))
+            elif member.islnk():
+                report.skipped.append((member.name, "hard link"))
+            elif member.isdir():
+                continue
+            elif not member.isfile():
+                report.skipped.append((member.name, "not a regular file (device, FIFO or socket)"))
+            else:
+                target = _target(dest, relative)
+                try:
+                    fd = _open_new(target)
+                except FileExistsError:
+                    report.skipped.append((member.name, "duplicate entry name"))
+                    continue
+                try:
+                    source = archive.extractfile(member)
+                    if source is not None:
+                        report.bytes_written += _copy(source, fd, budget, member.size, member.name)
+                finally:
+                    os.close(fd)
+                report.files += 1
+    return report

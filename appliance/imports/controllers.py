@@ -1,0 +1,191 @@
+"""HTTP routes for imports (USB folders, streamed archive uploads), their jobs, and dataset exports."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import anyio
+from litestar import Controller, Request, get, post
+from litestar.params import FromQuery, JSONBody, Parameter, QueryParameter
+from litestar.response import Stream
+
+from appliance.auth.permissions import require_writer
+from appliance.catalog import service as catalog
+from appliance.dependencies import DB, Caller, Settings
+from appliance.errors import BadRequest, TooLarge
+from appliance.imports import service
+from appliance.imports.archive import sniff_archive
+from appliance.imports.exporters import archive_name, export_archive
+from appliance.imports.schemas import (
+    ExportFormat,
+    ImportCreate,
+    ImportFormat,
+    SourceRead,
+    TransferJobRead,
+    UnknownClasses,
+    UsbExportCreate,
+)
+from appliance.imports.sources import list_sources
+from appliance.jobs import service as jobs
+from appliance.storage import check_free_space
+
+Id = Annotated[int, Parameter(gt=0)]
+WRITE_CHUNK = 1024 * 1024
+SPACE_CHECK_EVERY = 64 * 1024 * 1024
+
+
+class ImportController(Controller):
+    path = "/"
+    tags = ["imports"]
+
+    @get("/imports/sources", operation_id="listImportSources", sync_to_thread=True)
+    def sources(self, user: Caller, config: Settings) -> list[SourceRead]:
+        require_writer(user)
+        return list_sources(config)
+
+    @get("/imports", operation_id="listImports", sync_to_thread=True)
+    def list_imports(
+        self,
+        db: DB,
+        user: Caller,
+        dataset_id: Annotated[int | None, QueryParameter(gt=0)] = None,
+    ) -> list[TransferJobRead]:
+        return service.list_transfer_jobs(db, "import", user, dataset_id)
+
+    @get("/imports/{job_id:int}", operation_id="getImport", sync_to_thread=True)
+    def get_import(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
+        return service.job_read(service.visible_job(db, job_id, "import", user))
+
+    @post("/imports/{job_id:int}/cancel", operation_id="cancelImport", sync_to_thread=True, status_code=200)
+    def cancel_import(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
+        job = service.visible_job(db, job_id, "import", user)
+        if job["dataset_id"] is not None:
+            catalog.writable_dataset(db, job["dataset_id"], user)
+        return service.job_read(jobs.request_cancel(db, job_id, "import"))
+
+    @post(
+        "/datasets/{dataset_id:int}/imports",
+        operation_id="createImport",
+        sync_to_thread=True,
+        status_code=202,
+    )
+    def create_import(
+        self, dataset_id: Id, data: JSONBody[ImportCreate], db: DB, user: Caller, config: Settings
+    ) -> TransferJobRead:
+        return service.create_import(db, config, dataset_id, data, user)
+
+    @post(
+        "/datasets/{dataset_id:int}/imports/archive",
+        operation_id="uploadImportArchive",
+        status_code=202,
+        request_max_body_size=None,  # capped below at max_import_mb while streaming, never held in memory
+        description="Raw request body: a zip, tar or tar.gz archive (Content-Type application/octet-stream).",
+    )
+    async def upload_archive(
+        self,
+        dataset_id: Id,
+        request: Request,
+        db: DB,
+        user: Caller,
+        config: Settings,
+        format: FromQuery[ImportFormat] = "auto",  # noqa: A002 - the API's name for it
+        unknown_classes: FromQuery[UnknownClasses] = "add",
+        filename: Annotated[str, QueryParameter(max_length=255)] = "upload",
+    ) -> TransferJobRead:
+        limit = config.max_import_mb * 1024 * 1024
+        announced = request.headers.get("content-length")
+        announced_bytes = int(announced) if announced and announced.isdigit() else 0
+        if announced_bytes > limit:
+            raise TooLarge(f"archive is {announced_bytes} bytes; the limit is {config.max_import_mb} MB")
+        await anyio.to_thread.run_sync(catalog.writable_dataset, db, dataset_id, user)
+        # The archive and what it expands to both need room.
+        await anyio.to_thread.run_sync(
+            check_free_space, config.data_path, config.disk_min_free_mb, announced_bytes * 2
+        )
+        target = service.new_upload_path(config)
+        handle = await anyio.to_thread.run_sync(open, target, "xb")
+        try:
+            written = 0
+            since_check = 0
+            buffer = bytearray()
+            async for chunk in request.stream():
+                written += len(chunk)
+                if written > limit:
+                    raise TooLarge(f"archive is larger than the {config.max_import_mb} MB import limit")
+                buffer += chunk
+                if len(buffer) >= WRITE_CHUNK:
+                    await anyio.to_thread.run_sync(handle.write, bytes(buffer))
+                    since_check += len(buffer)
+                    buffer.clear()
+                if since_check >= SPACE_CHECK_EVERY:
+                    since_check = 0
+                    await anyio.to_thread.run_sync(
+                        check_free_space, config.data_path, config.disk_min_free_mb, 0
+                    )
+            if buffer:
+                await anyio.to_thread.run_sync(handle.write, bytes(buffer))
+            await anyio.to_thread.run_sync(handle.flush)
+            await anyio.to_thread.run_sync(os.fsync, handle.fileno())
+            handle.close()
+            if written == 0:
+                raise BadRequest("the request body is empty: send the archive as the raw body")
+            await anyio.to_thread.run_sync(sniff_archive, target)
+            return await anyio.to_thread.run_sync(
+                lambda: service.create_archive_import(
+                    db,
+                    config,
+                    dataset_id,
+                    target,
+                    filename=filename,
+                    fmt=format,
+                    unknown_classes=unknown_classes,
+                    user=user,
+                )
+            )
+        except BaseException:
+            handle.close()
+            target.unlink(missing_ok=True)
+            raise
+
+    @get("/datasets/{dataset_id:int}/export", operation_id="exportDataset", sync_to_thread=True)
+    def export(
+        self,
+        dataset_id: Id,
+        db: DB,
+        user: Caller,
+        config: Settings,
+        format: FromQuery[ExportFormat] = "yolo",  # noqa: A002
+        include_unlabeled: FromQuery[bool] = False,
+    ) -> Stream:
+        row = catalog.readable_dataset(db, dataset_id, user)
+        name = archive_name(row["name"], format)
+        return Stream(
+            export_archive(config, dataset_id, format, include_unlabeled),
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+        )
+
+    @post(
+        "/datasets/{dataset_id:int}/exports/usb",
+        operation_id="createUsbExport",
+        sync_to_thread=True,
+        status_code=202,
+    )
+    def create_usb_export(
+        self, dataset_id: Id, data: JSONBody[UsbExportCreate], db: DB, user: Caller, config: Settings
+    ) -> TransferJobRead:
+        return service.create_usb_export(db, config, dataset_id, data, user)
+
+    @get("/usb-exports", operation_id="listUsbExports", sync_to_thread=True)
+    def list_usb_exports(
+        self,
+        db: DB,
+        user: Caller,
+        dataset_id: Annotated[int | None, QueryParameter(gt=0)] = None,
+    ) -> list[TransferJobRead]:
+        return service.list_transfer_jobs(db, "usb_export", user, dataset_id)
+
+    @get("/usb-exports/{job_id:int}", operation_id="getUsbExport", sync_to_thread=True)
+    def get_usb_export(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
+        return service.job_read(service.visible_job(db, job_id, "usb_export", user))

@@ -1,0 +1,136 @@
+"""Readers of labelled image sets: each turns a folder into SourceItems with boxes named by class."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.errors import TooLarge
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+FORMAT_NAMES = ("yolo", "coco", "voc", "plain")
+MAX_ANNOTATION_FILE_BYTES = 256 * 1024 * 1024  # one COCO JSON; VOC XML and YOLO txt are far smaller
+MAX_SMALL_FILE_BYTES = 4 * 1024 * 1024  # data.yaml, classes.txt, one VOC XML, one YOLO label file
+
+
+@dataclass
+class LabeledBox:
+    name: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    normalized: bool = False  # YOLO: fractions of the image size, resolved once the size is known
+
+
+@dataclass
+class SourceItem:
+    path: Path
+    name: str  # path relative to the import root, kept as the image's original name
+    boxes: list[LabeledBox] | None = None  # None: no labels known (plain image); []: labelled, no objects
+
+
+@dataclass
+class ParsedSet:
+    format: str
+    classes: list[str] = field(default_factory=list)  # declared order (data.yaml, categories)
+    items: list[SourceItem] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+
+
+@dataclass
+class Tree:
+    """Regular files under the import root, gathered once (links and devices skipped, count capped)."""
+
+    root: Path
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def images(self) -> list[Path]:
+        return [p for p in self.files if p.suffix.lower() in IMAGE_SUFFIXES]
+
+    def with_suffix(self, *suffixes: str) -> list[Path]:
+        return [p for p in self.files if p.suffix.lower() in suffixes]
+
+
+def walk_tree(root: Path, max_entries: int) -> Tree:
+    """Files under root without following links; symlinks, hardlinked and special files are skipped."""
+    tree = Tree(root)
+    seen = 0
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            tree.skipped.append((str(folder), f"cannot read folder: {exc.strerror}"))
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > max_entries:
+                raise TooLarge(f"the source has more than {max_entries} entries (max_import_entries)")
+            path = Path(entry.path)
+            if entry.name.startswith(".") and entry.name not in (".",):
+                continue  # macOS ._ files, .Trash, .git: never part of a dataset
+            if entry.is_symlink():
+                tree.skipped.append((tree.rel(path), "symbolic link"))
+                continue
+            info = entry.stat(follow_symlinks=False)
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(path)
+            elif not entry.is_file(follow_symlinks=False):
+                tree.skipped.append((tree.rel(path), "not a regular file (device, FIFO or socket)"))
+            elif info.st_nlink > 1:
+                tree.skipped.append((tree.rel(path), "hard link"))
+            else:
+                tree.files.append(path)
+    tree.files.sort()
+    return tree
+
+
+def read_small(path: Path, limit: int = MAX_SMALL_FILE_BYTES) -> bytes:
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"{path.name} is larger than {limit // (1024 * 1024)} MB")
+    return data
+
+
+def iter_images(tree: Tree) -> Iterator[Path]:
+    yield from tree.images()
+
+
+class ImageIndex:
+    """Finds the image an annotation file names: relative to it, under images/ or JPEGImages/, or by name."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self.by_rel = {tree.rel(p): p for p in tree.images()}
+        self.by_name: dict[str, list[Path]] = {}
+        for path in self.by_rel.values():
+            self.by_name.setdefault(path.name, []).append(path)
+
+    def find(self, base: Path, file_name: str) -> Path | None:
+        file_name = file_name.replace("\\", "/")
+        if ".." in file_name.split("/") or file_name.startswith("/"):
+            file_name = file_name.rsplit("/", 1)[-1]
+        for folder in (
+            base,
+            base / "images",
+            base.parent / "images",
+            base.parent / "JPEGImages",
+            self.tree.root,
+        ):
+            try:
+                rel = (folder / file_name).relative_to(self.tree.root).as_posix()
+            except ValueError:
+                continue
+            if rel in self.by_rel:
+                return self.by_rel[rel]
+        matches = self.by_name.get(file_name.rsplit("/", 1)[-1], [])
+        return matches[0] if len(matches) == 1 else None

@@ -1,0 +1,126 @@
+"""YOLO sets: images with one label .txt each (class cx cy w h, normalized) and data.yaml or classes.txt names."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from appliance.errors import AppError, Invalid
+from appliance.imports.formats import LabeledBox, ParsedSet, SourceItem, Tree, read_small
+
+YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
+CLASS_FILES = ("classes.txt", "obj.names", "classes.names")
+
+
+def _names_from_yaml(path: Path) -> list[str]:
+    try:
+        # safe_load only: a `!!python/object` tag is refused, never constructed.
+        data: Any = yaml.safe_load(read_small(path))
+    except yaml.YAMLError as exc:
+        raise Invalid(f"{path.name}: not a plain YAML file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or "names" not in data:
+        raise Invalid(f"{path.name}: no 'names' list of classes")
+    names = data["names"]
+    if isinstance(names, dict):
+        try:
+            return [str(names[k]) for k in sorted(names, key=int)]
+        except (TypeError, ValueError):
+            raise Invalid(f"{path.name}: 'names' keys must be class numbers") from None
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    raise Invalid(f"{path.name}: 'names' must be a list or a mapping")
+
+
+def _names_from_txt(path: Path) -> list[str]:
+    text = read_small(path).decode("utf-8", "replace")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def find_class_file(tree: Tree) -> Path | None:
+    by_depth = sorted(tree.files, key=lambda p: (len(p.parts), p.as_posix()))
+    for names in (YAML_NAMES, CLASS_FILES):
+        for path in by_depth:
+            if path.name.lower() in names:
+                return path
+    return None
+
+
+def label_path_for(image: Path, labels: dict[str, Path], root: Path) -> Path | None:
+    """ultralytics: .../images/<split>/x.jpg -> .../labels/<split>/x.txt; darknet: x.txt beside x.jpg."""
+    rel = image.relative_to(root)
+    parts = list(rel.parts)
+    candidates = []
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            swapped = [*parts[:i], "labels", *parts[i + 1 :]]
+            candidates.append(Path(*swapped).with_suffix(".txt").as_posix())
+            break
+    candidates.append(rel.with_suffix(".txt").as_posix())
+    for candidate in candidates:
+        if candidate in labels:
+            return labels[candidate]
+    return None
+
+
+def parse_label_file(path: Path, names: list[str]) -> tuple[list[LabeledBox], list[str]]:
+    boxes: list[LabeledBox] = []
+    problems: list[str] = []
+    text = read_small(path).decode("utf-8", "replace")
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            class_id = int(fields[0])
+            values = [float(v) for v in fields[1:]]
+        except ValueError:
+            problems.append(f"line {n}: not numbers")
+            continue
+        if len(values) == 4:
+            cx, cy, w, h = values
+            x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        elif len(values) >= 6 and len(values) % 2 == 0:  # segmentation polygon: its bounding box
+            xs, ys = values[0::2], values[1::2]
+            x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
+        else:
+            problems.append(f"line {n}: expected 'class cx cy w h'")
+            continue
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            problems.append(f"line {n}: coordinates are not finite")
+            continue
+        if not 0 <= class_id < len(names):
+            problems.append(f"line {n}: class {class_id} has no name in the class list")
+            continue
+        boxes.append(LabeledBox(names[class_id], x1, y1, x2, y2, normalized=True))
+    return boxes, problems
+
+
+def parse(tree: Tree) -> ParsedSet:
+    result = ParsedSet("yolo")
+    class_file = find_class_file(tree)
+    if class_file is not None:
+        try:
+            if class_file.suffix.lower() in (".yaml", ".yml"):
+                result.classes = _names_from_yaml(class_file)
+            else:
+                result.classes = _names_from_txt(class_file)
+        except AppError as exc:
+            result.skipped.append((tree.rel(class_file), exc.detail))
+    labels = {tree.rel(p): p for p in tree.with_suffix(".txt") if p != class_file}
+    names = result.classes or [str(i) for i in range(1000)]
+    for image in tree.images():
+        label = label_path_for(image, labels, tree.root)
+        item = SourceItem(image, tree.rel(image))
+        if label is not None:
+            try:
+                boxes, problems = parse_label_file(label, names)
+            except AppError as exc:
+                boxes, problems = [], [exc.detail]
+            item.boxes = boxes
+            for problem in problems:
+                result.skipped.append((tree.rel(label), f"box skipped: {problem}"))
+        result.items.append(item)
+    return result

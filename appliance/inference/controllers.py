@@ -1,0 +1,120 @@
+"""HTTP routes for models, exports, deploy, inference on uploads and labeling suggestions (logic in service)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated
+
+from litestar import Controller, get, post
+from litestar.datastructures import State, UploadFile
+from litestar.params import JSONBody, MultipartBody, Parameter
+
+from appliance.catalog.imagecheck import FORMATS
+from appliance.catalog.service import dataset_row, image_row
+from appliance.dependencies import DB, Caller, Settings
+from appliance.errors import Invalid, NotFound, TooLarge
+from appliance.inference import service
+from appliance.inference.schemas import ExportCreate, ExportRead, InferenceRead, ModelRead, SuggestionsRead
+
+Id = Annotated[int, Parameter(gt=0)]
+
+
+@dataclass
+class InferenceForm:
+    image: UploadFile
+    model_id: int | None = None
+    confidence: float = 0.25
+    iou: float = 0.45
+    max_det: int = 300
+    precision: str | None = None
+
+
+@dataclass
+class SuggestionsBody:
+    confidence: float = 0.25
+    iou: float = 0.45
+
+
+class ModelController(Controller):
+    path = "/models"
+    tags = ["models"]
+
+    @get("/", operation_id="listModels", sync_to_thread=True)
+    def list_models(self, db: DB, user: Caller, config: Settings) -> list[ModelRead]:
+        return service.list_models(db, config, user)
+
+    @get("/{model_id:int}", operation_id="getModel", sync_to_thread=True)
+    def get_model(self, model_id: Id, db: DB, user: Caller, config: Settings) -> ModelRead:
+        return service.get_model(db, config, model_id, user)
+
+    @get("/{model_id:int}/exports", operation_id="listModelExports", sync_to_thread=True)
+    def list_exports(self, model_id: Id, db: DB, user: Caller) -> list[ExportRead]:
+        return service.list_exports(db, model_id, user)
+
+    @post("/{model_id:int}/exports", operation_id="createModelExport", sync_to_thread=True)
+    def create_export(
+        self, model_id: Id, data: JSONBody[ExportCreate], db: DB, user: Caller, config: Settings
+    ) -> ExportRead:
+        return service.create_export(db, config, model_id, data, user)
+
+    @post("/{model_id:int}/deploy", operation_id="deployModel", status_code=200, sync_to_thread=True)
+    def deploy(self, model_id: Id, db: DB, user: Caller, config: Settings) -> ModelRead:
+        return service.deploy_model(db, config, model_id, user)
+
+
+class InferenceController(Controller):
+    path = "/inference"
+    tags = ["inference"]
+
+    @post("/", operation_id="runInference", status_code=200, sync_to_thread=True)
+    def infer(
+        self, data: MultipartBody[InferenceForm], db: DB, user: Caller, config: Settings
+    ) -> InferenceRead:
+        limit = config.max_image_mb * 1024 * 1024
+        if not isinstance(data.image, UploadFile):
+            raise Invalid("send the image as a multipart file field named 'image'")
+        content = data.image.file.read(limit + 1)
+        if len(content) > limit:
+            raise TooLarge(f"the image is larger than the {config.max_image_mb} MB limit")
+        if data.precision not in (None, "", "fp32", "fp16", "int8"):
+            raise Invalid("precision must be fp32, fp16 or int8")
+        return service.run_inference(
+            db,
+            config,
+            user,
+            content,
+            model_id=data.model_id,
+            confidence=data.confidence,
+            iou=data.iou,
+            max_det=data.max_det,
+            precision=data.precision or None,
+        )
+
+
+class SuggestionsController(Controller):
+    """Pre-labeling: the deployed model's boxes for a stored image, as proposals (nothing is saved)."""
+
+    path = "/images"
+    tags = ["images"]
+
+    @post("/{image_id:int}/suggestions", operation_id="suggestBoxes", status_code=200, sync_to_thread=True)
+    def suggest(
+        self,
+        image_id: Id,
+        db: DB,
+        user: Caller,
+        config: Settings,
+        state: State,
+        data: JSONBody[SuggestionsBody | None] = None,
+    ) -> SuggestionsRead:
+        body = data or SuggestionsBody()
+        image = image_row(db, image_id, user)
+        path = state.image_store.image_path(image["sha256"], FORMATS[image["format"]][0])
+        if not path.exists():
+            raise NotFound(f"file of image {image_id} is missing on disk")
+        classes = json.loads(dataset_row(db, image["dataset_id"])["classes"] or "[]")
+        names = [c["name"] if isinstance(c, dict) else str(c) for c in classes]
+        return service.suggest_boxes(
+            db, config, user, path, image_id, names, confidence=body.confidence, iou=body.iou
+        )

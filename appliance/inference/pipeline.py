@@ -1,0 +1,270 @@
+"""Our inference pipeline: letterbox (OpenCV) -> backend -> decode YOLO output -> class-aware NMS -> pixel boxes.
+
+numpy and OpenCV only: the web and camera processes use it and must never import torch or ultralytics. The
+geometry (rounding of the resized size, the split of the padding, per-axis gains when scaling back) follows
+ultralytics' LetterBox and scale_boxes exactly, so that our boxes match its predictions for the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PAD_VALUE = 114
+MAX_WH = 7680.0  # class offset for batched NMS (ultralytics uses the same)
+MAX_NMS = 30_000  # candidates kept for NMS, highest confidence first
+
+
+@dataclass
+class Detection:
+    class_id: int
+    class_name: str
+    confidence: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+@dataclass
+class Detections:
+    detections: list[Detection]
+    width: int
+    height: int
+    timings: dict[str, float] = field(default_factory=dict)  # preprocess_ms, inference_ms, postprocess_ms
+
+
+def letterbox_geometry(
+    height: int, width: int, size: int | tuple[int, int]
+) -> tuple[tuple[int, int], tuple[float, float], tuple[int, int, int, int]]:
+    """(new_w, new_h), (gain_x, gain_y), (top, bottom, left, right) of ultralytics' centred LetterBox."""
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    r = min(out_h / height, out_w / width)
+    new_w, new_h = max(round(width * r), 1), max(round(height * r), 1)
+    dw, dh = (out_w - new_w) / 2, (out_h - new_h) / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    return (new_w, new_h), (new_w / width, new_h / height), (top, bottom, left, right)
+
+
+class Letterboxer:
+    """letterbox() with a reused canvas: the padding is painted only when the geometry changes (camera frames)."""
+
+    def __init__(self, size: int | tuple[int, int], dtype: Any = np.float32) -> None:
+        self.out_h, self.out_w = (size, size) if isinstance(size, int) else size
+        self.dtype = np.dtype(dtype)
+        self._canvas = np.full((self.out_h, self.out_w, 3), PAD_VALUE, np.uint8)
+        self._last: tuple[int, int] | None = None
+        self._geometry: Any = None
+
+    def __call__(self, image_bgr: np.ndarray) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+        height, width = image_bgr.shape[:2]
+        if self._last != (height, width):
+            self._geometry = letterbox_geometry(height, width, (self.out_h, self.out_w))
+            self._canvas[:] = PAD_VALUE
+            self._last = (height, width)
+        (new_w, new_h), gains, (top, _bottom, left, _right) = self._geometry
+        if (new_w, new_h) != (width, height):
+            resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        else:
+            resized = image_bgr
+        self._canvas[top : top + new_h, left : left + new_w] = resized
+        # One pass in C: BGR->RGB, HWC->NCHW, /255 to float32.
+        tensor = cv2.dnn.blobFromImage(self._canvas, 1.0 / 255.0, swapRB=True)
+        if self.dtype != np.float32:
+            tensor = tensor.astype(self.dtype)
+        return tensor, gains, (left, top)
+
+
+def letterbox(
+    image_bgr: np.ndarray, size: int | tuple[int, int]
+) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+    """Resize keeping the aspect ratio, pad with grey 114 to `size`; returns (NCHW float32 RGB 0..1, gains, pad).
+
+    gains are (gain_x, gain_y) = resized / original per axis; pad is (pad_x, pad_y) = left and top padding.
+    """
+    return Letterboxer(size)(image_bgr)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int) -> np.ndarray:
+    """Greedy NMS, highest score first; a box is dropped when its IoU with a kept one exceeds the threshold."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = (x2 - x1) * (y2 - y1)
+    keep: list[int] = []
+    while order.size and len(keep) < max_keep:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        if not rest.size:
+            break
+        w = np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])
+        h = np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])
+        inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = inter / (areas[i] + areas[rest] - inter)
+        order = rest[~(iou > iou_threshold)]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def decode_and_nms(
+    output: np.ndarray,
+    ratio: tuple[float, float] | float,
+    pad: tuple[float, float],
+    conf: float,
+    iou: float,
+    max_det: int,
+    orig_shape: tuple[int, ...],
+    num_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw YOLO output of one image -> (boxes (n, 4) xyxy in original pixels, scores (n,), class ids (n,)).
+
+    Accepts the anchor-based layout of YOLOv8/11 exports, (1, 4 + nc, anchors) with xywh boxes, and the
+    end-to-end layout of NMS-free exports (YOLO26/v10), (1, max_det, 6) with xyxy, score, class.
+    """
+    out = np.asarray(output)
+    if out.ndim == 3:
+        out = out[0]
+    gain_x, gain_y = (ratio, ratio) if isinstance(ratio, int | float) else ratio
+    pad_x, pad_y = pad
+    end_to_end = out.shape[-1] == 6 and (num_classes is None or out.shape[0] != 4 + num_classes)
+    if end_to_end:
+        rows = out[out[:, 4] > conf][:max_det]
+        boxes = rows[:, :4].astype(np.float32, copy=True)
+        scores = rows[:, 4].astype(np.float32)
+        classes = rows[:, 5].astype(np.int64)
+    else:
+        class_scores = out[4:]
+        best = class_scores.max(axis=0)
+        candidates = np.flatnonzero(best > conf)
+        if candidates.size > MAX_NMS:
+            candidates = candidates[np.argsort(-best[candidates], kind="stable")[:MAX_NMS]]
+        scores = best[candidates].astype(np.float32)
+        classes = class_scores[:, candidates].argmax(axis=0).astype(np.int64)
+        xywh = out[:4, candidates].astype(np.float32)
+        boxes = np.empty((candidates.size, 4), np.float32)
+        half_w, half_h = xywh[2] / 2, xywh[3] / 2
+        boxes[:, 0] = xywh[0] - half_w
+        boxes[:, 1] = xywh[1] - half_h
+        boxes[:, 2] = xywh[0] + half_w
+        boxes[:, 3] = xywh[1] + half_h
+        if boxes.shape[0]:
+            offset = classes[:, None].astype(np.float32) * MAX_WH
+            keep = nms(boxes + offset, scores, iou, max_det)
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+    height, width = orig_shape[:2]
+    boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad_x) / gain_x).clip(0, width)
+    boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - pad_y) / gain_y).clip(0, height)
+    return boxes, scores, classes
+
+
+class Detector:
+    """One loaded model: a backend plus the pre/post-processing around it. Thread-safe (one call at a time)."""
+
+    def __init__(
+        self,
+        backend: Any,
+        class_names: list[str],
+        imgsz: int,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.class_names = list(class_names)
+        shape = getattr(backend, "input_shape", None)
+        static = shape is not None and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:])
+        self.input_size: tuple[int, int] = (int(shape[2]), int(shape[3])) if static else (imgsz, imgsz)
+        self.metadata = metadata or {}
+        self._letterbox = Letterboxer(self.input_size, getattr(backend, "input_dtype", np.float32))
+        self._lock = threading.Lock()
+
+    @property
+    def key(self) -> str:
+        return str(getattr(self.backend, "key", "unknown"))
+
+    def detect(
+        self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300
+    ) -> Detections:
+        if image_bgr.ndim == 2:
+            image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
+        elif image_bgr.shape[2] == 4:
+            image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_BGRA2BGR)
+        height, width = image_bgr.shape[:2]
+        with self._lock:
+            t0 = time.perf_counter()
+            tensor, gains, pad = self._letterbox(image_bgr)
+            t1 = time.perf_counter()
+            output = self.backend.infer(tensor)
+            t2 = time.perf_counter()
+        boxes, scores, classes = decode_and_nms(
+            output, gains, pad, conf, iou, max_det, (height, width), num_classes=len(self.class_names) or None
+        )
+        names = self.class_names
+        detections = [
+            Detection(
+                class_id=int(c),
+                class_name=names[c] if 0 <= c < len(names) else str(int(c)),
+                confidence=float(s),
+                x1=float(b[0]),
+                y1=float(b[1]),
+                x2=float(b[2]),
+                y2=float(b[3]),
+            )
+            for b, s, c in zip(boxes.tolist(), scores.tolist(), classes.tolist(), strict=True)
+        ]
+        t3 = time.perf_counter()
+        timings = {
+            "preprocess_ms": (t1 - t0) * 1000,
+            "inference_ms": (t2 - t1) * 1000,
+            "postprocess_ms": (t3 - t2) * 1000,
+        }
+        return Detections(detections=detections, width=width, height=height, timings=timings)
+
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
+
+def read_metadata(artifact: Path) -> dict[str, Any]:
+    """The export's entry in metadata.json beside the artifact, merged over the model-level fields."""
+    meta_path = artifact.parent / "metadata.json"
+    if not meta_path.exists():
+        return {}
+    data = json.loads(meta_path.read_text())
+    entry = data.get("artifacts", {}).get(artifact.name, {})
+    return {**{k: v for k, v in data.items() if k != "artifacts"}, **entry}
+
+
+def load_detector(
+    artifact: str | Path,
+    *,
+    backend: str | None = None,
+    class_names: list[str] | None = None,
+    imgsz: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> Detector:
+    """Open an exported model (.onnx or .engine) with a backend chosen by the file type unless named.
+
+    Class names and imgsz come from metadata.json beside the file unless given.
+    """
+    from appliance.inference.backends import open_backend
+
+    path = Path(artifact)
+    metadata = read_metadata(path)
+    if class_names is None:
+        class_names = [c["name"] if isinstance(c, dict) else str(c) for c in metadata.get("classes", [])]
+    size = int(imgsz or metadata.get("imgsz") or 640)
+    key = backend or ("tensorrt" if path.suffix == ".engine" else "onnxruntime")
+    opened = open_backend(key, path, metadata=metadata, **(options or {}))
+    return Detector(opened, class_names, size, metadata=metadata)

@@ -1,0 +1,217 @@
+"""TensorRT backend: a serialized engine, pycuda buffers in pinned host memory, one stream, warm-up at load.
+
+Works with TensorRT 8.6 (bindings) and 10 (named I/O tensors). The shape and buffer planning is in pure
+functions (`io_specs_from_engine`, `plan_bindings`) that the tests exercise without a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.errors import Conflict, Invalid
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+}
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    name: str
+    is_input: bool
+    shape: tuple[int, ...]  # -1 for dynamic dimensions
+    dtype: Any  # numpy dtype
+
+
+@dataclass(frozen=True)
+class BufferPlan:
+    name: str
+    is_input: bool
+    index: int  # binding index (legacy API) / position in the engine's I/O list
+    shape: tuple[int, ...]  # concrete shape for this input size
+    dtype: Any
+    nbytes: int
+
+
+def _dtype_name(trt_dtype: Any) -> str:
+    return str(getattr(trt_dtype, "name", trt_dtype)).split(".")[-1].upper()
+
+
+def numpy_dtype(trt_dtype: Any) -> Any:
+    name = _dtype_name(trt_dtype)
+    if name not in DTYPES:
+        raise Invalid(f"unsupported TensorRT tensor type {name}")
+    return np.dtype(DTYPES[name])
+
+
+def io_specs_from_engine(engine: Any, trt: Any) -> list[IOSpec]:
+    """I/O tensors of an engine, with the TensorRT 10 API where present, else the 8.x bindings API."""
+    specs = []
+    if hasattr(engine, "num_io_tensors"):
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            specs.append(
+                IOSpec(name, is_input, tuple(engine.get_tensor_shape(name)), numpy_dtype(engine.get_tensor_dtype(name)))
+            )
+    else:
+        for i in range(engine.num_bindings):
+            specs.append(
+                IOSpec(
+                    engine.get_binding_name(i),
+                    bool(engine.binding_is_input(i)),
+                    tuple(engine.get_binding_shape(i)),
+                    numpy_dtype(engine.get_binding_dtype(i)),
+                )
+            )
+    return specs
+
+
+def output_shape_for(spec_shape: tuple[int, ...], input_shape: tuple[int, ...], imgsz: tuple[int, int]) -> tuple[int, ...]:
+    """Concrete shape of a YOLO output for an input size: batch from the input, anchors from the strides."""
+    if all(d >= 0 for d in spec_shape):
+        return spec_shape
+    height, width = imgsz
+    anchors = sum((height // s) * (width // s) for s in (8, 16, 32))
+    shape = list(spec_shape)
+    if shape and shape[0] < 0:
+        shape[0] = input_shape[0]
+    for axis in range(1, len(shape)):
+        if shape[axis] < 0:
+            shape[axis] = anchors
+    return tuple(shape)
+
+
+def plan_bindings(specs: list[IOSpec], imgsz: tuple[int, int] | None = None) -> list[BufferPlan]:
+    """One buffer per I/O tensor with its concrete shape and byte size, in engine order.
+
+    Static engines keep their shapes; for a dynamic input the batch is 1 and H, W come from `imgsz`.
+    """
+    inputs = [s for s in specs if s.is_input]
+    if len(inputs) != 1:
+        raise Invalid(f"a detection engine has one input, this one has {len(inputs)}")
+    if not any(not s.is_input for s in specs):
+        raise Invalid("the engine has no output")
+    source = inputs[0]
+    shape = list(source.shape)
+    if len(shape) != 4:
+        raise Invalid(f"engine input {source.name} has shape {tuple(shape)}; expected N, C, H, W")
+    if any(d < 0 for d in shape):
+        if imgsz is None:
+            raise Invalid("the engine has a dynamic input; an image size is needed")
+        shape[0] = 1 if shape[0] < 0 else shape[0]
+        shape[1] = 3 if shape[1] < 0 else shape[1]
+        shape[2] = imgsz[0] if shape[2] < 0 else shape[2]
+        shape[3] = imgsz[1] if shape[3] < 0 else shape[3]
+    input_shape = tuple(shape)
+    plans = []
+    for index, spec in enumerate(specs):
+        concrete = input_shape if spec.is_input else output_shape_for(spec.shape, input_shape, input_shape[2:])  # type: ignore[arg-type]
+        nbytes = int(np.prod(concrete)) * np.dtype(spec.dtype).itemsize
+        plans.append(BufferPlan(spec.name, spec.is_input, index, concrete, np.dtype(spec.dtype), nbytes))
+    return plans
+
+
+def check_engine_compatible(metadata: dict[str, Any], device: str, trt_version: str) -> None:
+    """Engines are specific to a GPU and a TensorRT version: refuse one built elsewhere, saying why."""
+    built_device = metadata.get("device")
+    built_version = metadata.get("tensorrt_version")
+    if built_device and built_device != device:
+        raise Conflict(f"the engine was built on {built_device}, this device is {device}; export the engine again")
+    if built_version and built_version != trt_version:
+        raise Conflict(
+            f"the engine was built with TensorRT {built_version}, this device has {trt_version}; export the engine again"
+        )
+
+
+def current_device() -> tuple[str, str]:
+    """(GPU name, TensorRT version) of this machine."""
+    import pycuda.autoinit  # noqa: F401 - creates the CUDA context
+    import pycuda.driver as cuda
+    import tensorrt as trt
+
+    return cuda.Device(0).name(), trt.__version__
+
+
+class TensorRTBackend:
+    key = "tensorrt"
+
+    def __init__(
+        self, path: Path, *, metadata: dict[str, Any] | None = None, warmup: int = 2, **_: Any
+    ) -> None:
+        import pycuda.autoinit  # noqa: F401 - creates the CUDA context
+        import pycuda.driver as cuda
+        import tensorrt as trt
+
+        metadata = metadata or {}
+        meta_path = path.parent / "metadata.json"
+        if not metadata and meta_path.exists():
+            metadata = json.loads(meta_path.read_text()).get("artifacts", {}).get(path.name, {})
+        check_engine_compatible(metadata, cuda.Device(0).name(), trt.__version__)
+        self._cuda = cuda
+        self._trt = trt
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(self.logger)
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise Invalid(f"engine {path.name} cannot be deserialized on this device")
+        self.context = self.engine.create_execution_context()
+        self.stream = cuda.Stream()
+        imgsz = int(metadata.get("imgsz") or 640)
+        self.plans = plan_bindings(io_specs_from_engine(self.engine, trt), (imgsz, imgsz))
+        self.modern = hasattr(self.engine, "num_io_tensors")
+        self.host: dict[str, np.ndarray] = {}
+        self.device: dict[str, Any] = {}
+        for plan in self.plans:
+            self.host[plan.name] = cuda.pagelocked_empty(plan.shape, plan.dtype)
+            self.device[plan.name] = cuda.mem_alloc(plan.nbytes)
+        source = next(p for p in self.plans if p.is_input)
+        self.input_name = source.name
+        self.input_shape = source.shape
+        self.input_dtype = source.dtype
+        self.outputs = [p for p in self.plans if not p.is_input]
+        self.output_shapes = [p.shape for p in self.outputs]
+        if self.modern:
+            self.context.set_input_shape(source.name, source.shape)
+            for plan in self.plans:
+                self.context.set_tensor_address(plan.name, int(self.device[plan.name]))
+        else:
+            self.context.set_binding_shape(source.index, source.shape)
+            self.bindings = [int(self.device[p.name]) for p in self.plans]
+        for _ in range(warmup):
+            self.infer(np.zeros(source.shape, source.dtype))
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        cuda = self._cuda
+        host_in = self.host[self.input_name]
+        np.copyto(host_in, tensor.reshape(host_in.shape), casting="same_kind")
+        cuda.memcpy_htod_async(self.device[self.input_name], host_in, self.stream)
+        if self.modern:
+            self.context.execute_async_v3(self.stream.handle)
+        else:
+            self.context.execute_async_v2(self.bindings, self.stream.handle)
+        first = self.outputs[0]
+        cuda.memcpy_dtoh_async(self.host[first.name], self.device[first.name], self.stream)
+        self.stream.synchronize()
+        return self.host[first.name].astype(np.float32, copy=True)
+
+    def close(self) -> None:
+        for buffer in self.device.values():
+            buffer.free()
+        self.device.clear()
+        self.context = None
+        self.engine = None

@@ -1,0 +1,47 @@
+"""Logging to journald through systemd-python when installed and running under systemd, else stderr."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def under_journald() -> bool:
+    """True when systemd connected our stderr to the journal (JOURNAL_STREAM names it)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    if not stream or ":" not in stream:
+        return False
+    try:
+        device, inode = (int(part) for part in stream.split(":", 1))
+        stat = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (stat.st_dev, stat.st_ino) == (device, inode)
+
+
+def log_handler() -> logging.Handler:
+    """A JournalHandler (structured fields: priority, logger name, code location) when possible.
+
+    Without systemd-python, or outside systemd, a plain stderr handler: journald captures a service's
+    stderr anyway, only without the structured fields.
+    """
+    if under_journald():
+        try:
+            from systemd.journal import JournalHandler  # type: ignore[import-not-found]
+        except ImportError:
+            pass
+        else:
+            handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER="appliance")
+            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            return handler
+    handler = logging.StreamHandler(sys.stderr)
+    # journald adds its own timestamp; keep the format short there.
+    handler.setFormatter(
+        logging.Formatter(
+            "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else FORMAT
+        )
+    )
+    return handler

@@ -1,0 +1,1 @@
+"""Training on the box: snapshot, training child process, job kind "train", API."""

@@ -1,0 +1,169 @@
+"""Import speed: N generated 640x480 JPEGs with YOLO labels from a folder, against `cp -r` of the same folder.
+
+The floor is a plain copy measured in the same run (same disk, same page cache); the import does more:
+reads, sha256, the upload checks, a thumbnail (reduced JPEG decode + WebP), durable writes of original and
+thumbnail, and the catalog rows with boxes in batched transactions. One JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from appliance.auth.schemas import CurrentUser  # noqa: E402
+from appliance.auth.service import create_first_admin  # noqa: E402
+from appliance.catalog.schemas import DatasetCreate  # noqa: E402
+from appliance.catalog.service import create_dataset  # noqa: E402
+from appliance.config import load_config  # noqa: E402
+from appliance.db import migrate, open_database  # noqa: E402
+from appliance.imports import jobs as import_jobs  # noqa: E402, F401 - registers the job kinds
+from appliance.jobs import service as jobs  # noqa: E402
+from appliance.jobs.worker import run_one  # noqa: E402
+
+WIDTH, HEIGHT = 640, 480
+
+
+_BACKGROUNDS: list[np.ndarray] = []
+
+
+def _backgrounds() -> list[np.ndarray]:
+    """A few camera-like backgrounds (gradient + sensor noise), made once; objects make each frame unique."""
+    if not _BACKGROUNDS:
+        rng = np.random.default_rng(0)
+        ramp = np.linspace(40, 200, WIDTH, dtype=np.float32)[None, :, None]
+        for _ in range(8):
+            frame = np.broadcast_to(ramp, (HEIGHT, WIDTH, 3)) + rng.integers(0, 60, 3)
+            frame = frame + rng.integers(0, 12, (HEIGHT, WIDTH, 1))
+            _BACKGROUNDS.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return _BACKGROUNDS
+
+
+def make_image(seed: int) -> tuple[bytes, str]:
+    """A 640x480 frame with 1-4 coloured objects, and its YOLO label text."""
+    rng = np.random.default_rng(seed)
+    image = _backgrounds()[seed % 8].copy()
+    lines = []
+    for _ in range(int(rng.integers(1, 5))):
+        w, h = int(rng.integers(30, 160)), int(rng.integers(30, 160))
+        x, y = int(rng.integers(0, WIDTH - w)), int(rng.integers(0, HEIGHT - h))
+        class_id = int(rng.integers(0, 3))
+        color = [(40, 40, 230), (230, 120, 30), (30, 200, 60)][class_id]
+        cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), color, -1)
+        lines.append(
+            f"{class_id} {(x + w / 2) / WIDTH:.6f} {(y + h / 2) / HEIGHT:.6f} {w / WIDTH:.6f} {h / HEIGHT:.6f}"
+        )
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return encoded.tobytes(), "\n".join(lines) + "\n"
+
+
+def write_source(root: Path, count: int) -> int:
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+    (root / "data.yaml").write_text(
+        "train: images/train\nval: images/val\nnames:\n  0: red\n  1: blue\n  2: green\n"
+    )
+
+    def one(seed: int) -> int:
+        split = "val" if seed % 5 == 0 else "train"
+        data, label = make_image(seed)
+        (root / "images" / split / f"{seed:05d}.jpg").write_bytes(data)
+        (root / "labels" / split / f"{seed:05d}.txt").write_text(label)
+        return len(data)
+
+    with ThreadPoolExecutor(4) as pool:
+        return sum(pool.map(one, range(count)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="1,000 images instead of 10,000")
+    parser.add_argument("--images", type=int, help="image count (overrides --quick)")
+    parser.add_argument(
+        "--workdir", help="where to put the source, the copy and the data dir (default: a temp dir)"
+    )
+    args = parser.parse_args()
+    count = args.images or (1000 if args.quick else 10_000)
+    work = Path(tempfile.mkdtemp(prefix="bench-imports-", dir=args.workdir))
+    try:
+        source = work / "media" / "stick"
+        started = time.perf_counter()
+        total_bytes = write_source(source, count)
+        generate_s = time.perf_counter() - started
+        subprocess.run(["sync"], check=False)
+
+        # Floor: a plain recursive copy of the same folder (then synced, as the import is durable).
+        started = time.perf_counter()
+        subprocess.run(["cp", "-r", str(source), str(work / "copy")], check=True)
+        copy_nosync_s = time.perf_counter() - started
+        subprocess.run(["sync"], check=False)
+        copy_s = time.perf_counter() - started
+        shutil.rmtree(work / "copy")
+
+        config = load_config(
+            env={}, data_dir=str(work / "data"), import_roots=[str(work / "media")], disk_min_free_mb=64
+        )
+        db = open_database(config.db_path)
+        migrate(db, config.db_path)
+        admin = create_first_admin(db, "bench", "bench-password-1")
+        user = CurrentUser(id=admin.id, username="bench", role="admin", token_id="")
+        dataset = create_dataset(db, DatasetCreate(name="bench"), user)
+        job_id = jobs.create_job(
+            db, "import", {"source": "path", "path": str(source), "format": "auto", "unknown_classes": "add"},
+            user_id=user.id, dataset_id=dataset.id,
+        )  # fmt: skip
+        job = jobs.claim_next_job(db, ["import"])
+        assert job is not None and job["id"] == job_id
+        started = time.perf_counter()
+        state = run_one(job, db, config)
+        import_s = time.perf_counter() - started
+        result = jobs.get_job(db, job_id)["result"]
+        assert state == "completed" and result["imported"] == count, (state, result)
+
+        # Re-import of the same folder: everything is a duplicate by content hash.
+        again_id = jobs.create_job(db, "import", job["params"], user_id=user.id, dataset_id=dataset.id)
+        again = jobs.claim_next_job(db, ["import"])
+        assert again is not None and again["id"] == again_id
+        started = time.perf_counter()
+        run_one(again, db, config)
+        reimport_s = time.perf_counter() - started
+        assert jobs.get_job(db, again_id)["result"]["duplicates"] == count
+        db.conn.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    figures = {
+        "images": count,
+        "source_mb": round(total_bytes / 1e6, 1),
+        "generate_ms": round(generate_s * 1000),
+        "copy_ms": round(copy_s * 1000),
+        "copy_nosync_ms": round(copy_nosync_s * 1000),
+        "import_ms": round(import_s * 1000),
+        "reimport_ms": round(reimport_s * 1000),
+        "import_images_per_s": round(count / import_s, 1),
+        "copy_images_per_s": round(count / copy_s, 1),
+        "reimport_images_per_s": round(count / reimport_s, 1),
+        "ratio_to_copy": round(copy_s / import_s, 3),
+        "ratio_to_copy_nosync": round(copy_nosync_s / import_s, 3),
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Helpers for the import/export tests: a config with an import root, running queued jobs, reading boxes."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from appliance.config import Config, load_config
+from appliance.db import open_database
+from appliance.jobs import service as jobs
+from appliance.jobs.worker import load_job_kinds, run_one
+from tests.helpers import API
+
+
+def import_config(tmp_path: Path, **overrides: Any) -> Config:
+    media = tmp_path / "media"
+    media.mkdir(exist_ok=True)
+    return load_config(
+        env={},
+        data_dir=str(tmp_path / "data"),
+        runtime_dir=str(tmp_path / "run"),
+        import_roots=[str(media)],
+        **overrides,
+    )
+
+
+def run_jobs(config: Config) -> list[dict[str, Any]]:
+    """Run every queued import/usb_export job in this process, as the worker's io lane would."""
+    load_job_kinds()
+    db = open_database(config.db_path)
+    done = []
+    try:
+        while (job := jobs.claim_next_job(db, ["import", "usb_export"])) is not None:
+            run_one(job, db, config)
+            done.append(jobs.get_job(db, job["id"]))
+    finally:
+        db.conn.close()
+    return done
+
+
+def import_folder(
+    client: Any, headers: dict[str, str], config: Config, dataset_id: int, path: Path, **body: Any
+):
+    response = client.post(
+        f"{API}/datasets/{dataset_id}/imports", json={"path": str(path), **body}, headers=headers
+    )
+    assert response.status_code == 202, response.text
+    run_jobs(config)
+    job = client.get(f"{API}/imports/{response.json()['id']}", headers=headers)
+    assert job.status_code == 200, job.text
+    return job.json()
+
+
+def upload_archive(client: Any, headers: dict[str, str], dataset_id: int, data: bytes, **params: Any) -> Any:
+    return client.post(
+        f"{API}/datasets/{dataset_id}/imports/archive",
+        content=data,
+        params=params,
+        headers={**headers, "Content-Type": "application/octet-stream"},
+    )
+
+
+def boxes_by_hash(config: Config, dataset_id: int) -> dict[str, list[tuple[str, float, float, float, float]]]:
+    """{sha256: sorted [(class name, x1, y1, x2, y2)]} of a dataset, straight from the catalog."""
+    import json
+
+    db = open_database(config.db_path)
+    try:
+        names = [
+            c["name"]
+            for c in json.loads(
+                db.execute("SELECT classes FROM datasets WHERE id = ?", [dataset_id]).fetchone()[0]
+            )
+        ]
+        result: dict[str, list[tuple[str, float, float, float, float]]] = {}
+        for image_id, sha in db.execute(
+            "SELECT i.id, f.sha256 FROM images i JOIN image_files f ON f.id = i.file_id WHERE i.dataset_id = ?",
+            [dataset_id],
+        ).fetchall():
+            rows = db.execute(
+                "SELECT class_id, x1, y1, x2, y2 FROM annotations WHERE image_id = ?", [image_id]
+            ).fetchall()
+            result[sha] = sorted((names[c], x1, y1, x2, y2) for c, x1, y1, x2, y2 in rows)
+        return result
+    finally:
+        db.conn.close()
+
+
+def zip_folder(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()

@@ -1,0 +1,244 @@
+"""Model API: export jobs (ONNX on CPU, TensorRT refused here), deploy, POST /inference, suggestions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import TestClient
+
+from appliance.config import Config, load_config
+from appliance.db import open_database
+from appliance.inference import jobs  # noqa: F401 - registers the export job kind
+from appliance.jobs.service import claim_next_job, create_job, get_job
+from appliance.jobs.worker import run_one
+from tests.helpers import API, REPO, ServerProcess, create_dataset, setup_admin, upload
+from tests.inference_support import (
+    copy_exported_model,
+    exported_data_dir,
+    insert_model,
+    jpeg,
+    shapes_image,
+)
+
+
+def _db(config: Config) -> Any:
+    return open_database(config.db_path)
+
+
+# --- validation and refusals (fast) -----------------------------------------------------------
+
+
+def test_export_validation_and_engine_refused_here(
+    client: TestClient[Any], admin: dict[str, str], config: Config, tmp_path: Path
+) -> None:
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"not used: nothing is exported in this test")
+    db = _db(config)
+    model_id = insert_model(db, config, weights)
+    url = f"{API}/models/{model_id}/exports"
+    engine = client.post(url, json={"format": "engine", "half": True}, headers=admin)
+    assert engine.status_code == 422 and "TensorRT is not available on this machine" in engine.json()["detail"]
+    half_onnx = client.post(url, json={"format": "onnx", "half": True}, headers=admin)
+    assert half_onnx.status_code == 422 and "TensorRT engines" in half_onnx.json()["detail"]
+    odd = client.post(url, json={"format": "onnx", "imgsz": 100}, headers=admin)
+    assert odd.status_code == 422 and "multiple of 32" in odd.json()["detail"]
+    unknown = client.post(url, json={"format": "pt"}, headers=admin)
+    assert unknown.status_code == 400
+    extra = client.post(url, json={"format": "onnx", "path": "/etc/passwd"}, headers=admin)
+    assert extra.status_code == 400
+    missing = client.post(f"{API}/models/999/exports", json={"format": "onnx"}, headers=admin)
+    assert missing.status_code == 404
+    queued = client.post(url, json={"format": "onnx", "imgsz": 64}, headers=admin)
+    assert queued.status_code == 201, queued.text
+    assert queued.json()["status"] == "pending" and queued.json()["job_id"]
+    again = client.post(url, json={"format": "onnx", "imgsz": 64}, headers=admin)
+    assert again.status_code == 409
+    # Not exported yet: deploy and inference explain why.
+    deploy = client.post(f"{API}/models/{model_id}/deploy", headers=admin)
+    assert deploy.status_code == 409 and "export" in deploy.json()["detail"]
+    infer = client.post(
+        f"{API}/inference", files={"image": ("a.jpg", jpeg(shapes_image(0)), "image/jpeg")},
+        data={"model_id": str(model_id)}, headers=admin,
+    )  # fmt: skip
+    assert infer.status_code == 409 and "not been exported" in infer.json()["detail"]
+    listed = client.get(f"{API}/models", headers=admin).json()
+    assert listed[0]["id"] == model_id and listed[0]["exports"][0]["status"] == "pending"
+    assert listed[0]["ready"] is False and listed[0]["has_weights"] is True
+    db.conn.close()
+
+
+def test_engine_job_fails_with_a_clear_reason(config: Config, tmp_path: Path) -> None:
+    """A queued engine export reaching a worker without TensorRT fails; it never crashes the worker."""
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"x")
+    db = _db(config)
+    from appliance.db import migrate
+
+    migrate(db, config.db_path)
+    model_id = insert_model(db, config, weights)
+    job_id = create_job(
+        db, "export", {"model_id": model_id, "format": "engine", "precision": "fp16", "imgsz": 64},
+        user_id=None, model_id=model_id,
+    )  # fmt: skip
+    job = claim_next_job(db, ["export"])
+    assert job is not None and job["id"] == job_id
+    assert run_one(job, db, config) == "failed"
+    assert "TensorRT is not available on this machine" in get_job(db, job_id)["error"]
+    db.conn.close()
+
+
+def test_inference_rejects_bad_input(client: TestClient[Any], admin: dict[str, str]) -> None:
+    url = f"{API}/inference"
+    no_model = client.post(url, files={"image": ("a.jpg", jpeg(shapes_image(0)), "image/jpeg")}, headers=admin)
+    assert no_model.status_code == 409 and "no model is deployed" in no_model.json()["detail"]
+    unknown = client.post(
+        url, files={"image": ("a.jpg", jpeg(shapes_image(0)), "image/jpeg")}, data={"model_id": "42"}, headers=admin
+    )
+    assert unknown.status_code == 404 and "model 42" in unknown.json()["detail"]
+    client.cookies.clear()
+    anonymous = client.post(url, files={"image": ("a.jpg", b"x", "image/jpeg")})
+    assert anonymous.status_code == 401
+
+
+# --- real export job --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_export_job_writes_onnx_and_metadata(tiny_yolo: Path) -> None:
+    root = exported_data_dir(str(tiny_yolo))
+    folder = root / "models" / "1"
+    assert (folder / "model_320.onnx").is_file()
+    assert not list(folder.glob(".export-*")) and not list(folder.glob(".*.tmp"))
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert [c["name"] for c in meta["classes"]] == ["square", "disc"]
+    entry = meta["artifacts"]["model_320.onnx"]
+    assert entry["precision"] == "fp32" and entry["imgsz"] == 320 and entry["opset"] == 17
+    assert entry["inputs"] == [{"name": "images", "shape": [1, 3, 320, 320], "dtype": "float"}]
+    assert entry["outputs"][0]["shape"] == [1, 6, 2100]
+    assert entry["source_job_id"] == 1 and entry["versions"]["ultralytics"]
+    db = open_database(root / "appliance.db")
+    export = next(db.query("SELECT * FROM model_exports WHERE model_id = 1"))
+    assert export["status"] == "completed" and export["path"] == "model_320.onnx"
+    job = get_job(db, export["job_id"])
+    assert job["status"] == "completed" and job["progress"]["percent"] == 100
+    db.conn.close()
+
+
+@pytest.mark.slow
+def test_deploy_infer_and_suggest_through_the_api(
+    tiny_yolo: Path, client: TestClient[Any], admin: dict[str, str], config: Config
+) -> None:
+    db = _db(config)
+    model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
+    model = client.get(f"{API}/models/{model_id}", headers=admin).json()
+    assert model["ready"] is True and model["exports"][0]["status"] == "completed"
+    deployed = client.post(f"{API}/models/{model_id}/deploy", headers=admin)
+    assert deployed.status_code == 200 and deployed.json()["deployed"] is True
+    # A second model deployed takes the place of the first, atomically.
+    other = copy_second_model(db, config, model_id)
+    assert client.post(f"{API}/models/{other}/deploy", headers=admin).status_code == 200
+    flags = dict(db.execute("SELECT id, deployed FROM models").fetchall())
+    assert flags == {model_id: 0, other: 1}
+    response = client.post(
+        f"{API}/inference", files={"image": ("a.jpg", jpeg(shapes_image(1)), "image/jpeg")},
+        data={"confidence": "0.05", "iou": "0.45", "max_det": "5"}, headers=admin,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_id"] == other and (body["width"], body["height"]) == (200, 150)
+    assert 0 < len(body["detections"]) <= 5 and body["backend"] == "onnxruntime"
+    first = body["detections"][0]
+    assert set(first) == {"class_id", "class_name", "confidence", "box"} and first["class_name"] in ("square", "disc")
+    assert 0 <= first["box"]["x1"] < first["box"]["x2"] <= 200
+    assert {"preprocess_ms", "inference_ms", "postprocess_ms"} <= set(body["timings"])
+    bad = client.post(f"{API}/inference", files={"image": ("a.txt", b"hello there", "text/plain")}, headers=admin)
+    assert bad.status_code == 415 and "not an image" in bad.json()["detail"]
+    truncated = client.post(
+        f"{API}/inference", files={"image": ("a.jpg", jpeg(shapes_image(1))[:200], "image/jpeg")}, headers=admin
+    )
+    assert truncated.status_code == 422
+    # Suggestions on a stored image of a dataset whose classes share the model's names.
+    dataset = create_dataset(client, admin, name="shapes", classes=["disc", "square"])
+    image_id = upload(client, admin, dataset["id"], [("s.jpg", jpeg(shapes_image(2)))])["added"][0]["id"]
+    suggestions = client.post(f"{API}/images/{image_id}/suggestions", json={"confidence": 0.05}, headers=admin)
+    assert suggestions.status_code == 200, suggestions.text
+    got = suggestions.json()
+    assert got["model_id"] == other and got["detections"]
+    for d in got["detections"]:  # mapped to the dataset's own class order
+        assert ["disc", "square"][d["class_id"]] == d["class_name"]
+    db.conn.close()
+
+
+def copy_second_model(db: Any, config: Config, first_id: int) -> int:
+    import shutil
+
+    from appliance.db import write_transaction
+
+    row = next(db.query("SELECT * FROM models WHERE id = ?", [first_id]))
+    with write_transaction(db):
+        new_id = int(db["models"].insert({**row, "id": None, "deployed": 0, "name": "second"}).last_pk)
+    shutil.copytree(config.data_path / "models" / str(first_id), config.data_path / "models" / str(new_id))
+    return new_id
+
+
+@pytest.mark.slow
+def test_inference_over_http_and_the_web_process_never_imports_torch(tiny_yolo: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = load_config(env={}, data_dir=str(data))
+    server = ServerProcess(data)
+    server.start()
+    try:
+        token = setup_admin(httpx.Client(base_url=server.url))
+        db = open_database(config.db_path)
+        model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
+        db.conn.close()
+        with httpx.Client(base_url=server.url, headers=token, timeout=30) as http:
+            assert http.post(f"{API}/models/{model_id}/deploy").status_code == 200
+            for seed in range(2):
+                response = http.post(f"{API}/inference", files={"image": ("a.jpg", jpeg(shapes_image(seed)), "image/jpeg")},
+                                     data={"confidence": "0.05"})  # fmt: skip
+                assert response.status_code == 200, response.text
+                assert response.json()["detections"]
+        assert server.process is not None
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert "onnxruntime" in maps  # the request really ran in this process
+        assert "libtorch" not in maps and "torch/lib" not in maps
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_inference_request_imports_no_torch_or_ultralytics(tiny_yolo: Path, tmp_path: Path) -> None:
+    """sys.modules of a process that created the app and served an inference request."""
+    source = exported_data_dir(str(tiny_yolo))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from litestar.testing import TestClient
+        from appliance.config import load_config
+        from appliance.db import open_database, migrate
+        from appliance.server import create_app
+        from tests.helpers import setup_admin
+        from tests.inference_support import copy_exported_model, jpeg, shapes_image
+        config = load_config(env={{}}, data_dir={str(tmp_path / "data")!r})
+        with TestClient(app=create_app(config)) as client:
+            headers = setup_admin(client)
+            db = open_database(config.db_path)
+            copy_exported_model(Path({str(source)!r}), config, db)
+            r = client.post("/api/v1/inference", files={{"image": ("a.jpg", jpeg(shapes_image(0)), "image/jpeg")}},
+                            data={{"model_id": "1", "confidence": "0.05"}}, headers=headers)
+            assert r.status_code == 200, r.text
+        print(sorted(m for m in ("torch", "ultralytics", "torchvision", "tensorrt") if m in sys.modules))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

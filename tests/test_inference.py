@@ -1,0 +1,330 @@
+"""Our inference pipeline: geometry, decode + NMS, the ultralytics oracle, the cache, TensorRT planning."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from appliance.errors import Conflict, Invalid
+from appliance.inference.backends import available_backends, tensorrt_available
+from appliance.inference.cache import ModelCache
+from appliance.inference.pipeline import Letterboxer, decode_and_nms, letterbox, load_detector, nms
+from appliance.inference.tensorrt_backend import (
+    IOSpec,
+    check_engine_compatible,
+    io_specs_from_engine,
+    plan_bindings,
+)
+from tests.inference_support import oracle_onnx, shapes_image
+
+# --- geometry and decoding (fast) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(150, 200), (200, 150), (64, 64), (37, 301), (720, 1280)])
+@pytest.mark.parametrize("size", [320, 640])
+def test_letterbox_is_pixel_identical_to_ultralytics(shape: tuple[int, int], size: int) -> None:
+    from ultralytics.data.augment import LetterBox
+
+    rng = np.random.default_rng(sum(shape))
+    image = rng.integers(0, 255, (*shape, 3), dtype=np.uint8)
+    tensor, gains, pad = letterbox(image, size)
+    theirs = LetterBox((size, size), auto=False, stride=32)(image=image)
+    expected = theirs[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+    assert tensor.shape == (1, 3, size, size) and tensor.dtype == np.float32
+    np.testing.assert_allclose(tensor, expected, atol=1e-6)
+    assert pad[0] >= 0 and pad[1] >= 0
+    assert gains[0] == pytest.approx(gains[1], rel=0.02)
+
+
+def test_letterboxer_reuses_its_canvas_across_sizes() -> None:
+    boxer = Letterboxer(64)
+    small = np.full((32, 64, 3), 255, np.uint8)
+    tall = np.zeros((64, 16, 3), np.uint8)
+    first, _, pad1 = boxer(small)
+    second, _, pad2 = boxer(tall)
+    # The second call must not keep white pixels of the first image in its padding.
+    assert pad1 == (0, 16) and pad2 == (24, 0)
+    assert second[0, :, 0, 0] == pytest.approx(114 / 255)
+    assert first[0, 0, 20, 10] == pytest.approx(1.0)
+
+
+def _raw_output(boxes_xywh: list[tuple[float, float, float, float]], scores: list[list[float]]) -> np.ndarray:
+    nc = len(scores[0])
+    out = np.zeros((1, 4 + nc, len(boxes_xywh)), np.float32)
+    for i, (box, score) in enumerate(zip(boxes_xywh, scores, strict=True)):
+        out[0, :4, i] = box
+        out[0, 4:, i] = score
+    return out
+
+
+def test_decode_applies_class_aware_nms_threshold_and_scaling() -> None:
+    out = _raw_output(
+        [(50, 50, 20, 20), (51, 50, 20, 20), (50, 51, 20, 20), (200, 200, 10, 10)],
+        [[0.9, 0.0], [0.8, 0.0], [0.0, 0.7], [0.01, 0.02]],
+    )
+    boxes, scores, classes = decode_and_nms(out, (0.5, 0.5), (10, 20), 0.25, 0.45, 300, (400, 600))
+    # Box 1 overlaps box 0 of the same class: suppressed; box 2 is another class: kept; box 3 is under conf.
+    assert classes.tolist() == [0, 1]
+    assert scores.tolist() == pytest.approx([0.9, 0.7])
+    assert boxes[0].tolist() == pytest.approx([(40 - 10) / 0.5, (40 - 20) / 0.5, (60 - 10) / 0.5, (60 - 20) / 0.5])
+
+
+def test_decode_clips_to_the_image_and_honours_max_det() -> None:
+    out = _raw_output([(5, 5, 40, 40), (300, 300, 20, 20), (100, 100, 10, 10)], [[0.9], [0.8], [0.7]])
+    boxes, scores, _ = decode_and_nms(out, 1.0, (0, 0), 0.1, 0.45, 2, (120, 160))
+    assert len(boxes) == 2
+    assert boxes[:, [0, 1]].min() >= 0 and boxes[:, 2].max() <= 160 and boxes[:, 3].max() <= 120
+
+
+def test_decode_reads_end_to_end_outputs() -> None:
+    out = np.zeros((1, 300, 6), np.float32)
+    out[0, 0] = [10, 20, 30, 40, 0.9, 1]
+    out[0, 1] = [10, 20, 30, 40, 0.1, 0]
+    boxes, scores, classes = decode_and_nms(out, 1.0, (0, 0), 0.25, 0.45, 300, (100, 100), num_classes=3)
+    assert classes.tolist() == [1] and boxes[0].tolist() == [10, 20, 30, 40]
+
+
+def test_nms_matches_a_brute_force_reference() -> None:
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 100, (200, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (200, 2))], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, 200).astype(np.float32)
+    keep = nms(boxes, scores, 0.5, 1000)
+    kept = boxes[keep]
+    for i in range(len(kept)):
+        for j in range(i + 1, len(kept)):
+            a, b = kept[i], kept[j]
+            w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+            h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+            inter = w * h
+            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+            assert inter / union <= 0.5 + 1e-6
+    assert np.all(np.diff(scores[keep]) <= 0)
+
+
+# --- the oracle: our boxes == ultralytics' boxes ----------------------------------------------
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    if union <= 0:  # both boxes degenerate (clipped to an edge): equal when their corners agree
+        return 1.0 if max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.05 else 0.0
+    return inter / union
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("imgsz", [320, 640])
+def test_pipeline_matches_ultralytics_predictions(tiny_yolo: Path, imgsz: int) -> None:
+    from ultralytics import YOLO
+
+    onnx_path = oracle_onnx(str(tiny_yolo), imgsz)
+    ours = load_detector(onnx_path, class_names=["square", "disc"])
+    theirs = YOLO(str(onnx_path), task="detect")
+    compared = 0
+    for seed in range(3):
+        image = shapes_image(seed)
+        mine = sorted(ours.detect(image, conf=0.05, iou=0.45).detections, key=lambda d: -d.confidence)
+        result = theirs.predict(image, imgsz=imgsz, conf=0.05, iou=0.45, verbose=False)[0]
+        ref = sorted(
+            zip(result.boxes.xyxy.tolist(), result.boxes.conf.tolist(), result.boxes.cls.tolist(), strict=True),
+            key=lambda t: -t[1],
+        )
+        assert len(mine) == len(ref) > 0, f"seed {seed}: {len(mine)} boxes vs ultralytics {len(ref)}"
+        unmatched = list(ref)
+        for d in mine:  # one-to-one: near-equal confidences may sort either way
+            match = next(
+                (
+                    r
+                    for r in unmatched
+                    if int(r[2]) == d.class_id
+                    and abs(r[1] - d.confidence) <= 1e-3
+                    and _iou([d.x1, d.y1, d.x2, d.y2], r[0]) >= 0.99
+                ),
+                None,
+            )
+            assert match is not None, f"seed {seed}: no ultralytics box matches {d}"
+            unmatched.remove(match)
+            compared += 1
+    assert compared >= 10
+
+
+@pytest.mark.slow
+def test_corrupted_onnx_is_a_clear_error(tiny_yolo: Path, tmp_path: Path) -> None:
+    good = oracle_onnx(str(tiny_yolo), 320)
+    broken = tmp_path / "model_320.onnx"
+    broken.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    with pytest.raises(Invalid, match="cannot be loaded by ONNX Runtime"):
+        load_detector(broken)
+    with pytest.raises(Invalid, match="does not exist"):
+        load_detector(tmp_path / "missing.onnx")
+
+
+# --- cache ------------------------------------------------------------------------------------
+
+
+class _Closable:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_cache_evicts_least_recently_used() -> None:
+    cache = ModelCache(2)
+    made: dict[str, _Closable] = {}
+
+    def loader(name: str):  # type: ignore[no-untyped-def]
+        def load() -> _Closable:
+            made[name] = _Closable(name)
+            return made[name]
+
+        return load
+
+    a = cache.get(1, "fp32", loader("a"))
+    cache.get(2, "fp32", loader("b"))
+    assert cache.get(1, "fp32", loader("a2")) is a  # hit: a becomes most recent
+    cache.get(3, "fp32", loader("c"))  # evicts 2
+    assert made["b"].closed and not made["a"].closed
+    assert [k[0] for k in cache.keys()] == ["1", "3"]
+    assert cache.evictions == 1 and cache.loads == 3
+    # A new file version replaces the old entry of the same model and precision.
+    cache.get(1, "fp32", loader("a3"), version="v2")
+    assert made["a"].closed and len(cache) == 2
+
+
+def test_cache_loads_one_model_once_under_concurrency() -> None:
+    cache = ModelCache(4)
+    calls = []
+    gate = threading.Event()
+
+    def slow_load() -> _Closable:
+        calls.append(1)
+        gate.wait(2)
+        return _Closable("x")
+
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get(7, "fp32", slow_load))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len({id(r) for r in results}) == 1
+
+
+@pytest.mark.slow
+def test_cache_holds_real_detectors(tiny_yolo: Path) -> None:
+    path = oracle_onnx(str(tiny_yolo), 320)
+    cache = ModelCache(1)
+    first = cache.get(1, "fp32", lambda: load_detector(path))
+    second = cache.get(2, "fp32", lambda: load_detector(path))
+    assert first is not second and len(cache) == 1
+    assert second.detect(shapes_image(0), conf=0.05).width == 200
+
+
+# --- TensorRT: planning without a GPU ------------------------------------------------------------
+
+
+def test_plan_bindings_static_engine() -> None:
+    specs = [
+        IOSpec("images", True, (1, 3, 640, 640), np.dtype(np.float16)),
+        IOSpec("output0", False, (1, 6, 8400), np.dtype(np.float32)),
+    ]
+    plans = plan_bindings(specs)
+    assert plans[0].shape == (1, 3, 640, 640) and plans[0].nbytes == 3 * 640 * 640 * 2
+    assert plans[1].shape == (1, 6, 8400) and plans[1].nbytes == 6 * 8400 * 4
+    assert [p.index for p in plans] == [0, 1]
+
+
+def test_plan_bindings_dynamic_engine_resolves_shapes() -> None:
+    specs = [
+        IOSpec("images", True, (-1, 3, -1, -1), np.dtype(np.float32)),
+        IOSpec("output0", False, (-1, 84, -1), np.dtype(np.float32)),
+    ]
+    plans = plan_bindings(specs, (320, 320))
+    assert plans[0].shape == (1, 3, 320, 320)
+    assert plans[1].shape == (1, 84, 40 * 40 + 20 * 20 + 10 * 10)
+    with pytest.raises(Invalid, match="dynamic input"):
+        plan_bindings(specs)
+
+
+def test_plan_bindings_refuses_engines_that_are_not_detectors() -> None:
+    with pytest.raises(Invalid, match="one input"):
+        plan_bindings([IOSpec("a", True, (1, 3, 8, 8), np.float32), IOSpec("b", True, (1, 3, 8, 8), np.float32)])
+    with pytest.raises(Invalid, match="no output"):
+        plan_bindings([IOSpec("a", True, (1, 3, 8, 8), np.float32)])
+
+
+class _Dtype:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_io_specs_read_both_tensorrt_apis() -> None:
+    trt = SimpleNamespace(TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"))
+    names = ["images", "output0"]
+    shapes = {"images": (1, 3, 320, 320), "output0": (1, 6, 2100)}
+    modern = SimpleNamespace(
+        num_io_tensors=2,
+        get_tensor_name=lambda i: names[i],
+        get_tensor_mode=lambda n: "in" if n == "images" else "out",
+        get_tensor_shape=lambda n: shapes[n],
+        get_tensor_dtype=lambda n: _Dtype("HALF" if n == "images" else "FLOAT"),
+    )
+    legacy = SimpleNamespace(
+        num_bindings=2,
+        get_binding_name=lambda i: names[i],
+        binding_is_input=lambda i: i == 0,
+        get_binding_shape=lambda i: shapes[names[i]],
+        get_binding_dtype=lambda i: "DataType.FLOAT",
+    )
+    for engine in (modern, legacy):
+        specs = io_specs_from_engine(engine, trt)
+        assert [s.name for s in specs] == names and [s.is_input for s in specs] == [True, False]
+        assert specs[1].shape == (1, 6, 2100)
+    assert io_specs_from_engine(modern, trt)[0].dtype == np.float16
+
+
+def test_engine_built_elsewhere_is_refused_with_the_reason() -> None:
+    meta = {"device": "Orin", "tensorrt_version": "8.6.2"}
+    check_engine_compatible(meta, "Orin", "8.6.2")
+    with pytest.raises(Conflict, match="built on Orin"):
+        check_engine_compatible(meta, "Xavier NX", "8.6.2")
+    with pytest.raises(Conflict, match="TensorRT 8.6.2"):
+        check_engine_compatible(meta, "Orin", "10.3.0")
+
+
+def test_backends_register_by_key_with_guarded_imports() -> None:
+    assert "onnxruntime" in available_backends()
+    assert ("tensorrt" in available_backends()) == tensorrt_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tensorrt_available(), reason="needs an NVIDIA GPU with TensorRT and pycuda (absent here)")
+def test_tensorrt_engine_matches_onnxruntime(tiny_yolo: Path, tmp_path: Path) -> None:
+    from appliance.inference.tensorrt_build import build_engine
+
+    onnx_path = oracle_onnx(str(tiny_yolo), 320)
+    engine = tmp_path / "model_320_fp32.engine"
+    info = build_engine(
+        onnx_path, engine, precision="fp32", imgsz=320, dynamic=False, calibration_images=[],
+        calibration_cache=tmp_path / "calibration.cache", progress=lambda p, s: None,
+    )  # fmt: skip
+    assert info["device"] and info["tensorrt_version"]
+    gpu = load_detector(engine, class_names=["square", "disc"], options={"metadata": info})
+    cpu = load_detector(onnx_path, class_names=["square", "disc"])
+    image = shapes_image(1)
+    a = gpu.detect(image, conf=0.05).detections
+    b = cpu.detect(image, conf=0.05).detections
+    assert len(a) == len(b) > 0
+    for x, y in zip(sorted(a, key=lambda d: -d.confidence), sorted(b, key=lambda d: -d.confidence), strict=True):
+        assert x.class_id == y.class_id and _iou([x.x1, x.y1, x.x2, x.y2], [y.x1, y.y1, y.x2, y.y2]) >= 0.98

@@ -1,0 +1,419 @@
+"""Training on the box: validation, a full run, cancel, kill -9 recovery, corrupt checkpoint, no network, SSE.
+
+The e2e tests put a synthetic shapes dataset in through the API and run `appliance worker` as a real
+subprocess on the same data folder; each trains yolov8n.yaml at 64 px for a couple of epochs on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from appliance.config import Config, load_config
+from appliance.server import create_app
+from appliance.training.child import (
+    CheckpointError,
+    NetworkAudit,
+    check_checkpoint,
+    save_checkpoint_copy,
+)
+from appliance.training.jobs import tail_text
+from appliance.training.snapshot import split_images
+from tests.helpers import API, REPO, create_dataset, create_user, image_bytes, setup_admin, upload
+from tests.models import CLASSES
+from tests.workers import WorkerProcess, build_synthetic_dataset, wait_for
+
+TINY = {"base_model": "yolov8n.yaml", "imgsz": 64, "batch": 4, "workers": 0, "plots": False}
+TERMINAL = ("completed", "failed", "cancelled")
+RUN_TIMEOUT = 420  # seconds for one tiny training on a busy 2-core machine
+
+
+class Env:
+    """A data folder, the real app on it (TestClient), an admin and a synthetic dataset."""
+
+    def __init__(self, root: Path, images: int = 16) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.config: Config = load_config(env={}, data_dir=str(self.data), runtime_dir=str(root / "run"))
+        self._client_cm = TestClient(app=create_app(self.config), raise_server_exceptions=False)
+        self.client = self._client_cm.__enter__()
+        self.admin = setup_admin(self.client)
+        self.dataset = build_synthetic_dataset(self.client, self.admin, count=images)
+
+    def close(self) -> None:
+        self._client_cm.__exit__(None, None, None)
+
+    def start_job(self, **params: Any) -> dict[str, Any]:
+        body = {"dataset_id": self.dataset["id"], **TINY, **params}
+        response = self.client.post(f"{API}/training-jobs", json=body, headers=self.admin)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        response = self.client.get(f"{API}/training-jobs/{job_id}", headers=self.admin)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_status(self, job_id: int, statuses: tuple[str, ...], worker: WorkerProcess) -> dict[str, Any]:
+        return wait_for(
+            lambda: (j := self.job(job_id))["status"] in statuses and j,
+            RUN_TIMEOUT,
+            f"job {job_id} to reach {statuses}",
+            interval=0.5,
+            on_timeout=worker.log_text()[-3000:] + tail_text(self.run_dir(job_id) / "train.log"),
+        )
+
+    def run_dir(self, job_id: int) -> Path:
+        return self.data / "runs" / str(job_id)
+
+    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(self.config.db_path)
+        try:
+            return conn.execute(query, args).fetchall()
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    environment = Env(tmp_path_factory.mktemp("training"))
+    yield environment
+    environment.close()
+
+
+@pytest.fixture(scope="module")
+def worker(env: Env) -> Iterator[WorkerProcess]:
+    # A short pause per batch keeps a tiny run long enough to cancel mid-epoch.
+    process = WorkerProcess(env.data, env={"TRAIN_CHILD_BATCH_DELAY_S": "0.3"}).start()
+    yield process
+    process.stop()
+
+
+# --- fast: validation, base models, pure functions -------------------------------------------------------
+
+
+def test_validation_errors_create_nothing(env: Env) -> None:
+    client, admin, dataset_id = env.client, env.admin, env.dataset["id"]
+    empty = create_dataset(client, admin, name="unlabeled", classes=["a"])
+    upload(client, admin, empty["id"], [("a.jpg", image_bytes(seed=101)), ("b.jpg", image_bytes(seed=102))])
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"dataset_id": 9999}, 404, "not found"),
+        ({"dataset_id": empty["id"]}, 422, "no labeled images"),
+        ({"base_model": "yolov99z.yaml"}, 422, "unknown"),
+        ({"base_model": "weights:missing.pt"}, 422, "no weights file"),
+        ({"base_model": "model:12345"}, 422, "model 12345"),
+        ({"imgsz": 100}, 422, "multiple of 32"),
+        ({"imgsz": 16}, 400, "imgsz"),
+        ({"epochs": 0}, 400, "epochs"),
+        ({"epochs": 5000}, 400, "epochs"),
+        ({"batch": 0}, 400, "batch"),
+        ({"patience": -1}, 400, "patience"),
+        ({"device": "gpu"}, 400, "device"),
+        ({"val_ratio": 0.9}, 400, "val_ratio"),
+        ({"seed": -1}, 400, "seed"),
+        ({"learning_rate": 1}, 400, "learning_rate"),
+    ]
+    for change, status, reason in cases:
+        body = {"dataset_id": dataset_id, **TINY, **change}
+        response = client.post(f"{API}/training-jobs", json=body, headers=admin)
+        assert response.status_code == status, (change, response.text)
+        detail = response.json()["detail"]
+        assert response.json()["status_code"] == status and reason in detail, (change, detail)
+    viewer = create_user(client, admin, "watcher", "viewer")
+    response = client.post(f"{API}/training-jobs", json={"dataset_id": dataset_id, **TINY}, headers=viewer)
+    assert response.status_code in (403, 404), response.text
+    assert env.sql("SELECT COUNT(*) FROM jobs WHERE kind = 'train'") == [(0,)]
+    assert not (env.data / "runs").exists()
+
+
+def test_base_models_lists_architectures_and_weights(env: Env) -> None:
+    weights = env.data / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    (weights / "factory.pt").write_bytes(b"placeholder")
+    response = env.client.get(f"{API}/models/base", headers=env.admin)
+    assert response.status_code == 200
+    ids = {m["id"]: m for m in response.json()}
+    assert {"yolov8n.yaml", "yolov8s.yaml", "yolo11n.yaml", "yolo11s.yaml"} <= set(ids)
+    assert ids["weights:factory.pt"]["kind"] == "weights"
+    (weights / "factory.pt").unlink()
+
+
+def test_split_is_deterministic_and_stratified() -> None:
+    # 40 images of class 0, 10 of the rare class 1 (some with both), 5 backgrounds.
+    images = (
+        {i: {0} for i in range(40)} | {i: {0, 1} for i in range(40, 50)} | {i: set() for i in range(50, 55)}
+    )
+    train, val = split_images(images, 0.2, seed=7)
+    again = split_images(dict(reversed(list(images.items()))), 0.2, seed=7)
+    assert (train, val) == again
+    assert sorted(train + val) == list(range(55)) and not set(train) & set(val)
+    assert sum(1 for i in val if 1 in images[i]) == 2  # 20 % of the rare class
+    assert sum(1 for i in val if not images[i]) == 1
+    assert split_images(images, 0.2, seed=8) != (train, val)
+    assert split_images({1: {0}, 2: {0}}, 0.05, seed=0)[1]  # tiny: still one validation image
+
+
+def test_network_audit_records_only_outside_addresses(tmp_path: Path) -> None:
+    audit = NetworkAudit(tmp_path / "net.jsonl")
+    audit.hook("socket.connect", (None, ("127.0.0.1", 8000)))
+    audit.hook("socket.connect", (None, ("::1", 8000, 0, 0)))
+    audit.hook("socket.connect", (None, "/run/some.sock"))
+    audit.hook("socket.getaddrinfo", ("localhost", 80, 0, 0, 0))
+    assert audit.attempts == []
+    audit.hook("socket.connect", (None, ("140.82.112.3", 443)))
+    audit.hook("socket.getaddrinfo", ("github.com", 443, 0, 0, 0))
+    assert [a["host"] for a in audit.attempts] == ["140.82.112.3", "github.com"]
+    assert len((tmp_path / "net.jsonl").read_text().splitlines()) == 2
+
+
+def test_checkpoint_checks(tmp_path: Path) -> None:
+    last = tmp_path / "last.pt"
+    last.write_bytes(b"x" * 1000)
+    save_checkpoint_copy(last, tmp_path / "checkpoint", epoch=0, epochs=3)
+    assert check_checkpoint(tmp_path)["epoch"] == 0
+    (tmp_path / "checkpoint" / "last.pt").write_bytes(b"y" * 1000)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        check_checkpoint(tmp_path)
+    save_checkpoint_copy(last, tmp_path / "checkpoint", epoch=2, epochs=3)
+    with pytest.raises(CheckpointError, match="finished"):
+        check_checkpoint(tmp_path)
+
+
+def test_web_process_never_imports_torch() -> None:
+    code = (
+        "import sys; from appliance.server import create_app; from appliance.config import load_config;"
+        "import appliance.training.controllers, appliance.training.service, appliance.jobs.sse;"
+        "assert 'torch' not in sys.modules and 'ultralytics' not in sys.modules, 'heavy import'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
+
+
+# --- slow: real training through the worker ----------------------------------------------------------------
+
+
+def _events(env: Env, job_id: int, last_event_id: int | None = None) -> list[dict[str, Any]]:
+    headers = dict(env.admin)
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    response = env.client.get(f"{API}/training-jobs/{job_id}/events", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = []
+    for block in response.text.replace("\r\n", "\n").split("\n\n"):
+        data = [line[6:] for line in block.splitlines() if line.startswith("data: ")]
+        if data:
+            events.append(json.loads("\n".join(data)))
+    return events
+
+
+@pytest.mark.slow
+def test_training_runs_to_completed_with_metrics_model_plots_and_no_network(
+    env: Env, worker: WorkerProcess
+) -> None:
+    job = env.start_job(epochs=2, plots=True)
+    assert job["status"] == "pending" and job["epochs"] == 2
+    done = env.wait_status(job["id"], TERMINAL, worker)
+    assert done["status"] == "completed", (done["error"], done["log_tail"])
+    assert [m["epoch"] for m in done["metrics"]] == [1, 2]
+    for key in ("box_loss", "cls_loss", "precision", "recall", "map50", "map50_95", "lr"):
+        assert done["metrics"][-1][key] is not None, key
+    assert done["fraction"] == 1.0 and done["log_tail"]
+
+    result = done["result"]
+    assert result["network_attempts"] == [] and result["network_guard"]
+    model_id = done["model_id"]
+    assert model_id and result["model_id"] == model_id
+    (row,) = env.sql(
+        "SELECT name, dataset_id, job_id, base_model, classes, imgsz, params, metrics, snapshot, path, created_by "
+        "FROM models WHERE id = ?",
+        (model_id,),
+    )
+    name, dataset_id, job_id, base_model, classes, imgsz, params, metrics, snapshot, path, created_by = row
+    assert (dataset_id, job_id, base_model, imgsz) == (env.dataset["id"], job["id"], "yolov8n.yaml", 64)
+    assert json.loads(classes) == CLASSES and json.loads(params)["epochs"] == 2 and created_by
+    assert "map50_95" in json.loads(metrics)
+    assert (
+        Path(path) == env.data / "models" / str(model_id) / "best.pt" and Path(path).stat().st_size > 100_000
+    )
+    snap = json.loads(snapshot)
+    assert (
+        snap["images"] == 16 and snap["train_images"] + snap["val_images"] == 16 and snap["val_images"] >= 2
+    )
+    # The exact images and annotation versions used.
+    used = env.sql(
+        "SELECT image_id, version, split FROM training_snapshot_images WHERE job_id = ?", (job["id"],)
+    )
+    assert len(used) == 16 and {v for _, v, _ in used} == {1}
+    run = env.run_dir(job["id"])
+    assert (run / "data.yaml").exists() and (run / "images" / "train").is_dir()
+    link = next((run / "images" / "train").iterdir())
+    assert link.is_symlink() and link.resolve().parent.parent == env.data / "images"
+    label = (run / "labels" / "train" / link.with_suffix(".txt").name).read_text().split()
+    assert int(label[0]) in (0, 1) and all(0 <= float(v) <= 1 for v in label[1:5])
+
+    assert {"results.png", "confusion_matrix.png"} <= set(done["plots"])
+    plot = env.client.get(f"{API}/training-jobs/{job['id']}/plots/results.png", headers=env.admin)
+    assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = env.client.get(f"{API}/training-jobs/{job['id']}/plots/args.yaml", headers=env.admin)
+    assert bad.status_code == 404
+
+    listing = env.client.get(f"{API}/training-jobs", headers=env.admin).json()
+    assert listing[0]["id"] == job["id"] and listing[0]["status"] == "completed"
+    bases = {m["id"] for m in env.client.get(f"{API}/models/base", headers=env.admin).json()}
+    assert f"model:{model_id}" in bases
+
+    # SSE: the whole stream of a finished job, then a resumed one after Last-Event-ID.
+    events = _events(env, job["id"])
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "status" and kinds[-1] == "end" and events[-1]["status"] == "completed"
+    assert "batch" in kinds and kinds.count("epoch") == 2 and "snapshot" in kinds
+    statuses = [e["data"]["status"] for e in events if e["kind"] == "status"]
+    assert statuses == ["pending", "running", "completed"]
+    middle = next(e for e in events if e["kind"] == "epoch")["id"]
+    later = _events(env, job["id"], last_event_id=middle)
+    assert (
+        later[0]["id"] > middle
+        and [e["id"] for e in later[:-1]] == [e["id"] for e in events if e["id"] > middle][:-1]
+    )
+
+
+@pytest.mark.slow
+def test_cancel_mid_run_keeps_best_weights_as_a_model(env: Env, worker: WorkerProcess) -> None:
+    job = env.start_job(epochs=20)
+    wait_for(
+        lambda: env.job(job["id"])["batch"] >= 1,
+        RUN_TIMEOUT,
+        "the first batches",
+        on_timeout=worker.log_text()[-3000:],
+    )
+    response = env.client.post(f"{API}/training-jobs/{job['id']}/cancel", headers=env.admin)
+    assert response.status_code == 202 and response.json()["cancel_requested"]
+    done = env.wait_status(job["id"], TERMINAL, worker)
+    assert done["status"] == "cancelled", (done["error"], done["log_tail"])
+    assert 1 <= len(done["metrics"]) < 20
+    model_id = done["model_id"]
+    assert model_id, done["result"]
+    (path,) = env.sql("SELECT path FROM models WHERE id = ?", (model_id,))[0]
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    assert checkpoint["model"] is not None and list(checkpoint["model"].names.values()) == CLASSES
+    again = env.client.post(f"{API}/training-jobs/{job['id']}/cancel", headers=env.admin)
+    assert again.status_code == 409
+
+
+@pytest.mark.slow
+def test_out_of_memory_is_retried_once_with_half_the_batch(tmp_path: Path) -> None:
+    # Simulated: no GPU here. The child raises a CUDA-style OOM while the batch is above 2.
+    oom = Env(tmp_path, images=12)
+    process = WorkerProcess(oom.data, env={"TRAIN_CHILD_FAKE_OOM": "2"})
+    try:
+        job = oom.start_job(epochs=1, batch=4)
+        process.start()
+        done = oom.wait_status(job["id"], TERMINAL, process)
+    finally:
+        process.stop()
+        oom.close()
+    assert done["status"] == "completed", (done["error"], done["log_tail"])
+    assert done["result"]["oom_retry"]["from_batch"] == 4 and done["result"]["oom_retry"]["to_batch"] == 2
+    assert done["result"]["batch"] == 2 and "out of memory" in done["result"]["oom_retry"]["error"]
+
+
+def _kill_mid_second_epoch(env: Env, epochs: int) -> tuple[dict[str, Any], WorkerProcess]:
+    worker = WorkerProcess(env.data, env={"TRAIN_CHILD_BATCH_DELAY_S": "0.4"}).start()
+    job = env.start_job(epochs=epochs)
+    wait_for(
+        lambda: (
+            (j := env.job(job["id"]))["epoch"] >= 1 and 1 <= j["batch"] < j["batches"] and j["epoch"] < epochs
+        ),
+        RUN_TIMEOUT,
+        "the second epoch to start",
+        interval=0.1,
+        on_timeout=worker.log_text()[-3000:],
+    )
+    assert (env.run_dir(job["id"]) / "checkpoint" / "last.json").exists()
+    child_pid = int((env.run_dir(job["id"]) / "child.pid").read_text())
+    worker.kill()
+    # The training child dies with its worker (PR_SET_PDEATHSIG).
+    wait_for(lambda: not Path(f"/proc/{child_pid}").exists() or _zombie(child_pid), 20, "the child to die")
+    assert env.job(job["id"])["status"] == "running"
+    return job, worker
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+def test_kill_9_worker_mid_epoch_then_restart_resumes_and_completes(tmp_path: Path) -> None:
+    crash = Env(tmp_path)
+    try:
+        job, _ = _kill_mid_second_epoch(crash, epochs=3)
+        restarted = WorkerProcess(crash.data, env={"TRAIN_CHILD_BATCH_DELAY_S": "0"}).start()
+        try:
+            done = crash.wait_status(job["id"], TERMINAL, restarted)
+        finally:
+            restarted.stop()
+        assert done["status"] == "completed", (done["error"], done["log_tail"])
+        assert done["attempts"] == 2 and done["result"]["resumed_from_epoch"] == 1
+        assert [m["epoch"] for m in done["metrics"]] == [1, 2, 3]
+        assert done["model_id"]
+        recovery = [e for e in _events(crash, job["id"]) if e["kind"] == "recovery"]
+        assert recovery and recovery[0]["data"]["action"] == "resume"
+    finally:
+        crash.close()
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoint_fails_clearly_instead_of_hanging(tmp_path: Path) -> None:
+    crash = Env(tmp_path)
+    try:
+        job, _ = _kill_mid_second_epoch(crash, epochs=3)
+        checkpoint = crash.run_dir(job["id"]) / "checkpoint"
+        # Garbage whose checksum matches the sidecar: gets past the cheap check, must fail at torch.load.
+        garbage = os.urandom(4096)
+        (checkpoint / "last.pt").write_bytes(garbage)
+        meta = json.loads((checkpoint / "last.json").read_text())
+        import hashlib
+
+        meta.update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
+        (checkpoint / "last.json").write_text(json.dumps(meta))
+        started = time.monotonic()
+        restarted = WorkerProcess(crash.data).start()
+        try:
+            done = crash.wait_status(job["id"], TERMINAL, restarted)
+        finally:
+            restarted.stop()
+        assert done["status"] == "failed"
+        assert "corrupt or unreadable" in done["error"], done["error"]
+        assert time.monotonic() - started < RUN_TIMEOUT
+        # A second job left running with a checksum mismatch is failed at worker start, without a child.
+        (checkpoint / "last.pt").write_bytes(b"torn write")
+        crash.sql("SELECT 1")
+        conn = sqlite3.connect(crash.config.db_path)
+        conn.execute(
+            "UPDATE jobs SET status = 'running', error = NULL, worker_pid = 999999 WHERE id = ?", (job["id"],)
+        )
+        conn.commit()
+        conn.close()
+        again = WorkerProcess(crash.data).start()
+        try:
+            failed = crash.wait_status(job["id"], ("failed",), again)
+        finally:
+            again.stop()
+        assert "checksum" in failed["error"], failed["error"]
+    finally:
+        crash.close()
