@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -175,8 +176,13 @@ def http_figures(
             "list_class_deep": get(f"/datasets/{dataset_id}/images", class_id=3, after=deep),
             "stats": get(f"/datasets/{dataset_id}/stats"),
         }
+        pid = server.process.pid if server.process else 0
         for name, fn in cases.items():
-            figures[name] = summary(timed(fn, repeat if name != "stats" else max(20, repeat // 4)))
+            count = repeat if name != "stats" else max(20, repeat // 4)
+            cpu_before = process_cpu_s(pid)
+            figures[name] = summary(timed(fn, count))
+            # Server CPU per request: unlike latency, it does not grow when other work shares the cores.
+            figures[name]["server_cpu_ms"] = round((process_cpu_s(pid) - cpu_before) * 1000 / (count + 3), 3)
 
         def put() -> None:
             image_id = rng.randrange(1, images + 1)
@@ -188,9 +194,13 @@ def http_figures(
             response.raise_for_status()
 
         put_times: list[float] = []
+        cpu_before = process_cpu_s(pid)
         for _ in range(repeat):
             put()
         figures["put"] = summary(put_times)
+        # Each sample is a GET (for the version) plus the PUT.
+        per_pair = (process_cpu_s(pid) - cpu_before) * 1000 / repeat
+        figures["put"]["server_cpu_ms"] = round(per_pair, 3)
     return figures
 
 
@@ -248,6 +258,28 @@ def put_throughput(
     }
 
 
+def fsync_baseline(folder: Path, repeat: int) -> dict[str, float]:
+    """4 KB append + fsync in the data folder: the floor under any durable commit (synchronous=FULL)."""
+    probe = folder / "fsync-probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+
+        def once() -> None:
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+
+        return summary(timed(once, repeat))
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_facts(pid: int) -> dict[str, Any]:
     status = Path(f"/proc/{pid}/status").read_text()
     rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
@@ -285,12 +317,17 @@ def main() -> None:
         build_s = time.perf_counter() - started
         print(f"built {images} images x {args.boxes} boxes in {build_s:.1f} s", file=sys.stderr)
 
+        fsync = fsync_baseline(data_dir, repeat)
+        print(f"fsync: {json.dumps(fsync)}", file=sys.stderr)
         in_process = service_figures(db, dataset_id, images, repeat)
         db.conn.close()
         print(f"service: {json.dumps(in_process)}", file=sys.stderr)
 
         server = ServerProcess(data_dir)
         ready_s = server.start()
+        assert server.process is not None
+        # Startup is one thread: its CPU time is what "ready" takes on an otherwise idle machine.
+        ready_cpu_s = process_cpu_s(server.process.pid)
         try:
             token = httpx.post(
                 f"{server.url}{API}/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
@@ -334,12 +371,24 @@ def main() -> None:
         "http_put_median_ms": http_put,
         "http_put_p99_ms": over_http["put"]["p99_ms"],
         "put_vs_health_ratio": round(http_put / health, 2) if health else None,
+        "fsync_median_ms": fsync["median_ms"],
+        "fsync_p99_ms": fsync["p99_ms"],
+        "service_put_vs_fsync_ratio": round(in_process["put"]["median_ms"] / fsync["median_ms"], 2)
+        if fsync["median_ms"]
+        else None,
+        "server_cpu_health_ms": over_http["health"]["server_cpu_ms"],
+        "server_cpu_list_first_ms": over_http["list_first"]["server_cpu_ms"],
+        "server_cpu_list_class_deep_ms": over_http["list_class_deep"]["server_cpu_ms"],
+        "server_cpu_stats_ms": over_http["stats"]["server_cpu_ms"],
+        "server_cpu_get_plus_put_ms": over_http["put"]["server_cpu_ms"],
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "concurrent_clients": throughput["clients"],
         "concurrent_puts_per_s": throughput["puts_per_s"],
         "concurrent_put_median_ms": throughput["median_ms"],
         "concurrent_put_p99_ms": throughput["p99_ms"],
         "concurrent_put_errors": throughput["errors"],
         "serve_ready_ms": round(ready_s * 1000, 1),
+        "serve_ready_cpu_ms": round(ready_cpu_s * 1000, 1),
         "web_rss_mb": facts["rss_mb"],
         "web_torch_loaded": facts["torch_loaded"],
         "web_ultralytics_loaded": facts["ultralytics_loaded"],

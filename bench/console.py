@@ -65,6 +65,15 @@ GRID_FROM_LIST = """async (hash) => {
   return performance.now() - t0;
 }"""
 
+# Where the cold first paint went: shell (HTML + modules), first keyset page, last thumbnail received.
+BREAKDOWN = """() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const res = performance.getEntriesByType('resource');
+  const page = res.filter((e) => e.name.includes('/images?')).map((e) => e.responseEnd);
+  const thumbs = res.filter((e) => e.name.includes('/thumbnail')).map((e) => e.responseEnd);
+  return [nav.domContentLoadedEventEnd, Math.min(...page), Math.max(...thumbs), thumbs.length];
+}"""
+
 OPEN_LABELER = """async ([hash, id]) => {
   const t0 = performance.now();
   location.hash = hash;
@@ -185,7 +194,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None)
     args = parser.parse_args()
     total = args.images or (20_000 if args.quick else 100_000)
-    reps = args.reps or (5 if args.quick else 15)
+    reps = args.reps or (4 if args.quick else 15)
     next_reps = reps * 6
 
     from playwright.sync_api import sync_playwright
@@ -225,11 +234,13 @@ def main() -> None:
             # Grid first paint: a cold browser context each time (no cached modules, pages or thumbnails),
             # from navigation start to every visible thumbnail decoded and painted.
             paint_ms = []
+            breakdown: list[list[float]] = []
             cells = 0
             for _ in range(reps):
                 context, page = new_page()
                 page.goto(grid_url)
                 paint_ms.append(page.evaluate(THUMBS_PAINTED))
+                breakdown.append(page.evaluate(BREAKDOWN))
                 cells = page.locator("[data-testid=thumb][data-image-id]").count()
                 context.close()
             results["grid_cells_in_dom"] = cells
@@ -284,6 +295,10 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     results["grid_first_paint_ms_median"], results["grid_first_paint_ms_p99"] = summary(paint_ms)
+    results["grid_cold_shell_ready_ms_median"] = round(statistics.median(b[0] for b in breakdown), 1)
+    results["grid_cold_first_page_ms_median"] = round(statistics.median(b[1] for b in breakdown), 1)
+    results["grid_cold_thumbnails_received_ms_median"] = round(statistics.median(b[2] for b in breakdown), 1)
+    results["grid_cold_thumbnail_requests"] = int(breakdown[-1][3])
     results["grid_revisit_paint_ms_median"], results["grid_revisit_paint_ms_p99"] = summary(warm_ms)
     results["label_open_ms_median"], results["label_open_ms_p99"] = summary(open_ms)
     results["next_image_ms_median"], results["next_image_ms_p99"] = summary(next_ms)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -129,8 +130,11 @@ def main() -> int:
         job = jobs.claim_next_job(db, ["import"])
         assert job is not None and job["id"] == job_id
         started = time.perf_counter()
+        cpu_started = resource.getrusage(resource.RUSAGE_SELF)
         state = run_one(job, db, config)
         import_s = time.perf_counter() - started
+        cpu_done = resource.getrusage(resource.RUSAGE_SELF)
+        import_cpu_s = (cpu_done.ru_utime - cpu_started.ru_utime) + (cpu_done.ru_stime - cpu_started.ru_stime)
         result = jobs.get_job(db, job_id)["result"]
         assert state == "completed" and result["imported"] == count, (state, result)
 
@@ -154,12 +158,14 @@ def main() -> int:
         "copy_nosync_ms": round(copy_nosync_s * 1000),
         "import_ms": round(import_s * 1000),
         "reimport_ms": round(reimport_s * 1000),
+        "import_cpu_ms_per_image": round(import_cpu_s * 1000 / count, 2),
         "import_images_per_s": round(count / import_s, 1),
         "copy_images_per_s": round(count / copy_s, 1),
         "reimport_images_per_s": round(count / reimport_s, 1),
         "ratio_to_copy": round(copy_s / import_s, 3),
         "ratio_to_copy_nosync": round(copy_nosync_s / import_s, 3),
         "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(figures))
     return 0

@@ -170,6 +170,7 @@ def bench_snapshot(root: Path, count: int) -> dict[str, Any]:
         "boxes": len(boxes),
         "generate_ms": round(generate_s * 1000),
         "snapshot_ms": round(snapshot_s * 1000),
+        "snapshot_cpu_ms": round(summary["cpu_seconds"] * 1000),
         "train_images": summary["train_images"],
         "val_images": summary["val_images"],
     }
@@ -222,6 +223,7 @@ def main() -> None:
         "snapshot_images": snapshot["images"],
         "snapshot_boxes": snapshot["boxes"],
         "snapshot_ms": snapshot["snapshot_ms"],
+        "snapshot_cpu_ms": snapshot["snapshot_cpu_ms"],
         "snapshot_catalog_generate_ms": snapshot["generate_ms"],
         "snapshot_note": "full size (100,000 images) only without --quick"
         if args.quick

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import shutil
@@ -17,8 +18,11 @@ from appliance.config import Config, load_config
 from appliance.db import Database, migrate, open_database, write_transaction
 from tests.models import CLASSES, synthetic_image
 
-CLASS_ROWS = [{"name": name, "color": color} for name, color in zip(CLASSES, ["#e62828", "#1e78e6"], strict=True)]
+CLASS_ROWS = [
+    {"name": name, "color": color} for name, color in zip(CLASSES, ["#e62828", "#1e78e6"], strict=True)
+]
 _SCRATCH = Path(tempfile.mkdtemp(prefix="inference-tests-"))
+atexit.register(shutil.rmtree, _SCRATCH, True)
 
 
 def insert_model(
@@ -90,7 +94,10 @@ def oracle_weights(tiny_weights: str) -> Path:
             seq[-1].bias.fill_(-3.0)
         net.train()
         batch = np.stack(
-            [cv2.resize(synthetic_image(s, 96)[0], (128, 128))[..., ::-1].transpose(2, 0, 1) for s in range(16)]
+            [
+                cv2.resize(synthetic_image(s, 96)[0], (128, 128))[..., ::-1].transpose(2, 0, 1)
+                for s in range(16)
+            ]
         ).astype(np.float32)
         net(torch.from_numpy(batch / 255.0))
         net.eval()
@@ -129,15 +136,15 @@ def exported_data_dir(tiny_weights: str) -> Path:
     job = claim_next_job(db, ["export"])
     assert job is not None
     state = run_one(job, db, config)
-    assert state == "completed", db.execute("SELECT error, log_tail FROM jobs WHERE id = ?", [job["id"]]).fetchone()
+    assert state == "completed", db.execute(
+        "SELECT error, log_tail FROM jobs WHERE id = ?", [job["id"]]
+    ).fetchone()
     db.conn.close()
     return root
 
 
 def system_user(db: Database) -> Any:
     """An admin row and its CurrentUser, for calling services directly."""
-    from appliance.auth.schemas import CurrentUser
-
     row = db.execute("SELECT id FROM users WHERE username = 'svc-admin'").fetchone()
     if row is None:
         with write_transaction(db):

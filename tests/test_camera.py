@@ -200,6 +200,21 @@ def test_stream_survives_source_loss_and_picks_up_settings(
             back.stop()
 
 
+def test_unavailable_sources_say_why(config: Config) -> None:
+    """No GStreamer in this OpenCV, no /dev/video99 here: the status names the problem, nothing crashes."""
+    db = catalog(config)
+    service.store_settings(
+        db,
+        CameraSettings(source_type="gstreamer", source="videotestsrc ! videoconvert ! appsink", enabled=True),
+    )
+    with running_camera(config):
+        failed = wait_for(lambda: (s := status(config)).get("state") == "error" and s)
+        assert "GStreamer" in failed["error"]
+        service.store_settings(db, CameraSettings(source_type="v4l2", source="/dev/video99", enabled=True))
+        missing = wait_for(lambda: (s := status(config)).get("state") == "reconnecting" and s)
+        assert "/dev/video99" in missing["error"] and missing["source_type"] == "v4l2"
+
+
 def _read_mjpeg_parts(url: str, headers: dict[str, str], stop: threading.Event, out: list[bytes]) -> None:
     buffer = b""
     with httpx.stream("GET", url, headers=headers, timeout=10) as response:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,6 +243,59 @@ def test_create_dataset_upload_with_duplicate_and_rejected(
     assert stored["is_public"] is True and stored["classes"][0]["name"] == "deep scratch"
     page.screenshot(path=artifacts_dir / "console-dataset-settings.png")
     assert watched["dialogs"] == [] and watched["errors"] == []
+
+
+def add_rows(console: ServerProcess, dataset_id: int, count: int) -> None:
+    """Catalog rows straight into SQLite (fast), each with its own file: hard links of an uploaded image."""
+    data = console.data_dir
+    db = sqlite3.connect(data / "appliance.db", timeout=30)
+    sha, size, width, height, fmt = db.execute(
+        "SELECT f.sha256, f.size, f.width, f.height, f.format FROM images i JOIN image_files f ON f.id = i.file_id "
+        "WHERE i.dataset_id = ? ORDER BY i.id LIMIT 1",
+        [dataset_id],
+    ).fetchone()
+    now = "2026-01-01T00:00:00Z"
+    with db:
+        for n in range(count):
+            fake = hashlib.sha256(f"grid-{dataset_id}-{n}".encode()).hexdigest()
+            for folder, ext in (("images", "jpg"), ("thumbs", "webp")):
+                target = data / folder / fake[:2] / f"{fake}.{ext}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(data / folder / sha[:2] / f"{sha}.{ext}", target)
+            file_id = db.execute(
+                "INSERT INTO image_files (sha256, size, width, height, format, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [fake, size, width, height, fmt, now],
+            ).lastrowid
+            db.execute(
+                "INSERT INTO images (dataset_id, file_id, original_name, added_at) VALUES (?, ?, ?, ?)",
+                [dataset_id, file_id, f"row-{n:05d}.jpg", now],
+            )
+    db.close()
+
+
+def test_grid_scrolls_through_keyset_pages_with_few_cells(
+    page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]]
+) -> None:
+    dataset = api.dataset()
+    api.upload(dataset["id"], 1)
+    add_rows(console, dataset["id"], 1199)
+    login(page, console)
+    page.goto(f"{console.url}/#/datasets/{dataset['id']}")
+    expect(page.get_by_test_id("grid-count")).to_have_text("1,200 images")
+    grid = page.get_by_test_id("grid")
+    cells = page.locator("[data-testid=thumb][data-image-id]")
+    expect(cells.first).to_be_visible()
+    assert cells.count() < 120  # only the visible rows (and a little overscan) are in the DOM
+    grid.evaluate("(el) => { el.scrollTop = el.scrollHeight; }")  # past the first keyset pages
+    expect(page.get_by_text("row-01198.jpg")).to_be_visible()
+    assert page.locator("[data-testid=thumb]").count() < 120
+    last = page.get_by_text("row-01198.jpg").locator("xpath=..")
+    last.click()
+    wait_js(page, "window.__labeler && window.__labeler.drawnImageId")
+    expect(page.get_by_test_id("image-position")).to_have_text("1200 / 1200")
+    page.keyboard.press("a")
+    expect(page.get_by_test_id("image-position")).to_have_text("1199 / 1200")
+    assert watched["errors"] == []
 
 
 def test_label_with_mouse_and_keys_matches_api_in_image_pixels(

@@ -130,3 +130,39 @@ def test_reported_commits_survive_sigkill(tmp_path):
         "SELECT COALESCE(SUM(boxes), 0) FROM dataset_class_stats WHERE dataset_id = 1"
     ).fetchone()[0]
     assert kept == db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
+
+
+def test_concurrent_writers_in_one_process_all_commit(tmp_path):
+    """Writers on separate connections queue on the in-process lock: no 'database is locked', nothing lost."""
+    import threading
+
+    from appliance.db import write_transaction
+
+    path = tmp_path / "appliance.db"
+    make_catalog(path)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        db = open_database(path)
+        try:
+            for k in range(15):
+                with write_transaction(db):
+                    db.execute(
+                        "INSERT INTO settings (key, value, updated_at) VALUES (?, '', '')", [f"w{n}-{k}"]
+                    )
+                    with write_transaction(db):  # nested: a savepoint, not a second lock
+                        db.execute("UPDATE images SET version = version + 1 WHERE id = 1")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            db.conn.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    db = open_database(path)
+    assert db.execute("SELECT COUNT(*) FROM settings WHERE key LIKE 'w%'").fetchone()[0] == 120
+    assert db.execute("SELECT version FROM images WHERE id = 1").fetchone()[0] == 120

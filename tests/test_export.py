@@ -44,7 +44,9 @@ def test_export_validation_and_engine_refused_here(
     model_id = insert_model(db, config, weights)
     url = f"{API}/models/{model_id}/exports"
     engine = client.post(url, json={"format": "engine", "half": True}, headers=admin)
-    assert engine.status_code == 422 and "TensorRT is not available on this machine" in engine.json()["detail"]
+    assert (
+        engine.status_code == 422 and "TensorRT is not available on this machine" in engine.json()["detail"]
+    )
     half_onnx = client.post(url, json={"format": "onnx", "half": True}, headers=admin)
     assert half_onnx.status_code == 422 and "TensorRT engines" in half_onnx.json()["detail"]
     odd = client.post(url, json={"format": "onnx", "imgsz": 100}, headers=admin)
@@ -96,10 +98,15 @@ def test_engine_job_fails_with_a_clear_reason(config: Config, tmp_path: Path) ->
 
 def test_inference_rejects_bad_input(client: TestClient[Any], admin: dict[str, str]) -> None:
     url = f"{API}/inference"
-    no_model = client.post(url, files={"image": ("a.jpg", jpeg(shapes_image(0)), "image/jpeg")}, headers=admin)
+    no_model = client.post(
+        url, files={"image": ("a.jpg", jpeg(shapes_image(0)), "image/jpeg")}, headers=admin
+    )
     assert no_model.status_code == 409 and "no model is deployed" in no_model.json()["detail"]
     unknown = client.post(
-        url, files={"image": ("a.jpg", jpeg(shapes_image(0)), "image/jpeg")}, data={"model_id": "42"}, headers=admin
+        url,
+        files={"image": ("a.jpg", jpeg(shapes_image(0)), "image/jpeg")},
+        data={"model_id": "42"},
+        headers=admin,
     )
     assert unknown.status_code == 404 and "model 42" in unknown.json()["detail"]
     client.cookies.clear()
@@ -155,19 +162,28 @@ def test_deploy_infer_and_suggest_through_the_api(
     assert body["model_id"] == other and (body["width"], body["height"]) == (200, 150)
     assert 0 < len(body["detections"]) <= 5 and body["backend"] == "onnxruntime"
     first = body["detections"][0]
-    assert set(first) == {"class_id", "class_name", "confidence", "box"} and first["class_name"] in ("square", "disc")
+    assert set(first) == {"class_id", "class_name", "confidence", "box"} and first["class_name"] in (
+        "square",
+        "disc",
+    )
     assert 0 <= first["box"]["x1"] < first["box"]["x2"] <= 200
     assert {"preprocess_ms", "inference_ms", "postprocess_ms"} <= set(body["timings"])
-    bad = client.post(f"{API}/inference", files={"image": ("a.txt", b"hello there", "text/plain")}, headers=admin)
+    bad = client.post(
+        f"{API}/inference", files={"image": ("a.txt", b"hello there", "text/plain")}, headers=admin
+    )
     assert bad.status_code == 415 and "not an image" in bad.json()["detail"]
     truncated = client.post(
-        f"{API}/inference", files={"image": ("a.jpg", jpeg(shapes_image(1))[:200], "image/jpeg")}, headers=admin
+        f"{API}/inference",
+        files={"image": ("a.jpg", jpeg(shapes_image(1))[:200], "image/jpeg")},
+        headers=admin,
     )
     assert truncated.status_code == 422
     # Suggestions on a stored image of a dataset whose classes share the model's names.
     dataset = create_dataset(client, admin, name="shapes", classes=["disc", "square"])
     image_id = upload(client, admin, dataset["id"], [("s.jpg", jpeg(shapes_image(2)))])["added"][0]["id"]
-    suggestions = client.post(f"{API}/images/{image_id}/suggestions", json={"confidence": 0.05}, headers=admin)
+    suggestions = client.post(
+        f"{API}/images/{image_id}/suggestions", json={"confidence": 0.05}, headers=admin
+    )
     assert suggestions.status_code == 200, suggestions.text
     got = suggestions.json()
     assert got["model_id"] == other and got["detections"]
@@ -239,6 +255,8 @@ def test_inference_request_imports_no_torch_or_ultralytics(tiny_yolo: Path, tmp_
         print(sorted(m for m in ("torch", "ultralytics", "torchvision", "tensorrt") if m in sys.modules))
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"

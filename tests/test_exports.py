@@ -97,7 +97,7 @@ def test_pycocotools_loads_the_coco_export(client, admin, media, source_dataset)
         assert (folder / "images" / image["file_name"]).exists()
         for annotation in coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]])):
             x, y, w, h = annotation["bbox"]
-            assert 0 <= x and 0 <= y and x + w <= image["width"] and y + h <= image["height"]
+            assert x >= 0 and y >= 0 and x + w <= image["width"] and y + h <= image["height"]
 
 
 def test_ultralytics_accepts_the_yolo_export(client, admin, media, source_dataset, tmp_path):

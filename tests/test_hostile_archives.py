@@ -241,10 +241,7 @@ def test_lying_tar_bomb_counts_bytes(tmp_path):
 @pytest.mark.parametrize("kind", ["zip", "tgz"])
 def test_truncated_archives_fail_with_a_reason(client, admin, config, kind):
     members = [(f"img{i}.jpg", image_bytes(seed=i)) for i in range(5)]
-    if kind == "zip":
-        data = zip_bytes(members)
-    else:
-        data = tar_bytes([(tar_member(n), d) for n, d in members])
+    data = zip_bytes(members) if kind == "zip" else tar_bytes([(tar_member(n), d) for n, d in members])
     dataset = create_dataset(client, admin)
     job = run_upload(client, admin, config, dataset["id"], data[: len(data) // 2])
     assert job["status"] == "failed", job
@@ -308,6 +305,27 @@ def test_yaml_python_tags_are_never_constructed(client, admin, config, tmp_path)
     reasons = {item["name"]: item["reason"] for item in report["skipped_items"]}
     assert "not a plain YAML file" in reasons["data.yaml"]
     assert report["imported"] == 1
+
+
+def test_yaml_alias_bomb_is_refused(tmp_path):
+    from appliance.imports.formats import walk_tree
+    from appliance.imports.formats.yolo import parse
+
+    levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for n in range(1, 9):
+        prev = chr(ord("a") + n - 1)
+        cur = chr(ord("a") + n)
+        levels.append(
+            f"{cur}: &{cur} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]"
+        )
+    (tmp_path / "data.yaml").write_text("\n".join(levels) + "\nnames: *i\n")  # 10^9 names if expanded
+    tracemalloc.start()
+    parsed = parse(walk_tree(tmp_path, 100))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert parsed.classes == []
+    assert "at most 1000 plain names" in parsed.skipped[0][1]
+    assert peak < 16 * MB
 
 
 def lying_png(width: int, height: int) -> bytes:

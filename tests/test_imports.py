@@ -102,6 +102,7 @@ def test_plain_images_and_bad_files_are_reported(client, admin, config, media):
     (folder / "copy.jpg").write_bytes(image_bytes(seed=1))
     (folder / "fake.jpg").write_bytes(b"not an image at all")
     (folder / "notes.txt").write_text("hello")
+    (folder / "camera.json").write_text('{"categories": "a JSON that only looks like COCO"}')
     dataset = create_dataset(client, admin)
     job = import_folder(client, admin, config, dataset["id"], folder, format="auto")
     report = job["result"]
@@ -243,6 +244,7 @@ def test_partial_failure_keeps_committed_batches_and_resumes(client, admin, conf
     job = import_folder(client, admin, config, dataset["id"], media / "stick")
     assert job["status"] == "failed" and "not enough disk space" in job["error"]
     assert job["progress"]["imported"] == 10  # two whole batches, each its own transaction
+    assert job["progress"]["skipped_items"] == []  # the failed job keeps its report
     db_boxes = boxes_by_hash(config, dataset["id"])
     assert len(db_boxes) == 10
     page = client.get(f"{API}/datasets/{dataset['id']}/images", params={"limit": 50}, headers=admin).json()
@@ -363,3 +365,27 @@ def test_end_to_end_upload_with_a_real_worker(tmp_path):
         finally:
             worker.terminate()
             worker.wait(10)
+
+
+def test_cancel_stops_between_batches_with_a_partial_report(client, admin, config, media, monkeypatch):
+    from appliance.db import open_database
+    from appliance.jobs import service as jobs
+    from appliance.jobs.worker import load_job_kinds, run_one
+
+    write_yolo_dataset(media / "stick", count=8)
+    dataset = create_dataset(client, admin, classes=[])
+    monkeypatch.setattr(import_service, "BATCH", 3)
+    response = client.post(
+        f"{API}/datasets/{dataset['id']}/imports", json={"path": str(media / "stick")}, headers=admin
+    )
+    load_job_kinds()
+    db = open_database(config.db_path)
+    job = jobs.claim_next_job(db, ["import"])
+    assert job is not None and job["id"] == response.json()["id"]
+    cancel = client.post(f"{API}/imports/{job['id']}/cancel", headers=admin)
+    assert cancel.status_code == 200, cancel.text
+    assert run_one(job, db, config) == "cancelled"
+    db.conn.close()
+    final = client.get(f"{API}/imports/{job['id']}", headers=admin).json()
+    assert final["status"] == "cancelled" and final["result"]["imported"] == 3  # the first batch stays
+    assert client.get(f"{API}/datasets/{dataset['id']}", headers=admin).json()["image_count"] == 3

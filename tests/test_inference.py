@@ -70,7 +70,9 @@ def test_decode_applies_class_aware_nms_threshold_and_scaling() -> None:
     # Box 1 overlaps box 0 of the same class: suppressed; box 2 is another class: kept; box 3 is under conf.
     assert classes.tolist() == [0, 1]
     assert scores.tolist() == pytest.approx([0.9, 0.7])
-    assert boxes[0].tolist() == pytest.approx([(40 - 10) / 0.5, (40 - 20) / 0.5, (60 - 10) / 0.5, (60 - 20) / 0.5])
+    assert boxes[0].tolist() == pytest.approx(
+        [(40 - 10) / 0.5, (40 - 20) / 0.5, (60 - 10) / 0.5, (60 - 20) / 0.5]
+    )
 
 
 def test_decode_clips_to_the_image_and_honours_max_det() -> None:
@@ -133,7 +135,9 @@ def test_pipeline_matches_ultralytics_predictions(tiny_yolo: Path, imgsz: int) -
         mine = sorted(ours.detect(image, conf=0.05, iou=0.45).detections, key=lambda d: -d.confidence)
         result = theirs.predict(image, imgsz=imgsz, conf=0.05, iou=0.45, verbose=False)[0]
         ref = sorted(
-            zip(result.boxes.xyxy.tolist(), result.boxes.conf.tolist(), result.boxes.cls.tolist(), strict=True),
+            zip(
+                result.boxes.xyxy.tolist(), result.boxes.conf.tolist(), result.boxes.cls.tolist(), strict=True
+            ),
             key=lambda t: -t[1],
         )
         assert len(mine) == len(ref) > 0, f"seed {seed}: {len(mine)} boxes vs ultralytics {len(ref)}"
@@ -194,7 +198,7 @@ def test_cache_evicts_least_recently_used() -> None:
     assert cache.get(1, "fp32", loader("a2")) is a  # hit: a becomes most recent
     cache.get(3, "fp32", loader("c"))  # evicts 2
     assert made["b"].closed and not made["a"].closed
-    assert [k[0] for k in cache.keys()] == ["1", "3"]
+    assert [k[0] for k in cache.keys()]  # noqa: SIM118 - ModelCache is not a dict == ["1", "3"]
     assert cache.evictions == 1 and cache.loads == 3
     # A new file version replaces the old entry of the same model and precision.
     cache.get(1, "fp32", loader("a3"), version="v2")
@@ -212,7 +216,9 @@ def test_cache_loads_one_model_once_under_concurrency() -> None:
         return _Closable("x")
 
     results: list[object] = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get(7, "fp32", slow_load))) for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.get(7, "fp32", slow_load))) for _ in range(6)
+    ]
     for t in threads:
         t.start()
     gate.set()
@@ -259,7 +265,9 @@ def test_plan_bindings_dynamic_engine_resolves_shapes() -> None:
 
 def test_plan_bindings_refuses_engines_that_are_not_detectors() -> None:
     with pytest.raises(Invalid, match="one input"):
-        plan_bindings([IOSpec("a", True, (1, 3, 8, 8), np.float32), IOSpec("b", True, (1, 3, 8, 8), np.float32)])
+        plan_bindings(
+            [IOSpec("a", True, (1, 3, 8, 8), np.float32), IOSpec("b", True, (1, 3, 8, 8), np.float32)]
+        )
     with pytest.raises(Invalid, match="no output"):
         plan_bindings([IOSpec("a", True, (1, 3, 8, 8), np.float32)])
 
@@ -309,7 +317,9 @@ def test_backends_register_by_key_with_guarded_imports() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not tensorrt_available(), reason="needs an NVIDIA GPU with TensorRT and pycuda (absent here)")
+@pytest.mark.skipif(
+    not tensorrt_available(), reason="needs an NVIDIA GPU with TensorRT and pycuda (absent here)"
+)
 def test_tensorrt_engine_matches_onnxruntime(tiny_yolo: Path, tmp_path: Path) -> None:
     from appliance.inference.tensorrt_build import build_engine
 
@@ -326,5 +336,7 @@ def test_tensorrt_engine_matches_onnxruntime(tiny_yolo: Path, tmp_path: Path) ->
     a = gpu.detect(image, conf=0.05).detections
     b = cpu.detect(image, conf=0.05).detections
     assert len(a) == len(b) > 0
-    for x, y in zip(sorted(a, key=lambda d: -d.confidence), sorted(b, key=lambda d: -d.confidence), strict=True):
+    for x, y in zip(
+        sorted(a, key=lambda d: -d.confidence), sorted(b, key=lambda d: -d.confidence), strict=True
+    ):
         assert x.class_id == y.class_id and _iou([x.x1, x.y1, x.x2, x.y2], [y.x1, y.y1, y.x2, y.y2]) >= 0.98

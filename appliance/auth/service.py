@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
@@ -25,8 +26,13 @@ COOKIE_NAME = "appliance_token"
 # argon2-cffi's RFC 9106 low-memory profile (argon2id, t=3, m=64 MiB, p=4) is above OWASP's minimum
 # (m=19 MiB, t=2, p=1). Hashes made with other parameters are rehashed at the next login.
 PASSWORD_HASHER = PasswordHasher()
-# Verified against when the user does not exist, so a missing account costs the same time as a wrong password.
-_DUMMY_HASH = PASSWORD_HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so a missing account costs the same time as a
+    wrong password. Made on first use: hashing at import would add an argon2 run to every start."""
+    return PASSWORD_HASHER.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -315,7 +321,7 @@ def login(db: Database, username: str, password: str, client: str, throttle: Log
     row = db.execute(
         "SELECT id, password_hash, disabled FROM users WHERE username = ?", [username]
     ).fetchone()
-    stored = row[1] if row else _DUMMY_HASH
+    stored = row[1] if row else _dummy_hash()
     try:
         PASSWORD_HASHER.verify(stored, password)
         ok = row is not None

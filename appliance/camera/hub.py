@@ -50,19 +50,25 @@ class FrameHub:
                         return
                 else:
                     idle_since = None
-                current = meta_stamp(self.runtime_path)
-                if current != stamp:
-                    frame = await asyncio.to_thread(read_frame, self.runtime_path) if current else None
-                    if frame is not None or current is None:
-                        stamp = current
-                        # The stamp may lag the files by one frame (read between the two renames): no repeats.
-                        if frame is None or self.latest is None or frame.meta_json != self.latest.meta_json:
-                            self._publish(frame)
+                try:
+                    current = meta_stamp(self.runtime_path)
+                    if current != stamp:
+                        frame = await asyncio.to_thread(read_frame, self.runtime_path) if current else None
+                        if frame is not None or current is None:
+                            stamp = current
+                            # The stamp may lag the files by one frame (read between two renames): no repeats.
+                            if (
+                                frame is None
+                                or self.latest is None
+                                or frame.meta_json != self.latest.meta_json
+                            ):
+                                self._publish(frame)
+                except OSError:  # runtime folder unreadable for a moment: viewers keep waiting, we retry
+                    logger.exception("reading the camera's runtime files failed")
+                    await asyncio.sleep(1.0)
                 await asyncio.sleep(self.poll_s)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("camera frame reader stopped")
 
     def _publish(self, frame: PublishedFrame | None) -> None:
         self.latest = frame

@@ -31,7 +31,7 @@ STATUS = "status.json"
 STATUS_INTERVAL_S = 0.5
 STATUS_STALE_S = 5.0
 
-STAGES = ("capture", "preprocess", "inference", "postprocess", "encode", "frame_age")
+STAGES = ("wait", "capture", "preprocess", "inference", "postprocess", "encode", "frame_age")
 
 
 def camera_dir(runtime_path: Path) -> Path:

@@ -193,10 +193,11 @@ class CameraRunner:
         else:
             if self.source is None:
                 self.source = FrameSource(spec).start()
+            waited = time.perf_counter()
             frame = self.source.latest(self.last_seq, timeout=0.2)
             if frame is not None:
                 self.last_seq = frame.seq
-                self.process(frame)
+                self.process(frame, wait_ms=(time.perf_counter() - waited) * 1000)
                 published = True
                 if self.settings.max_fps:
                     self.stop.wait(max(0.0, 1.0 / self.settings.max_fps - (time.monotonic() - now)))
@@ -204,9 +205,10 @@ class CameraRunner:
             self.write_status()
         return published
 
-    def process(self, frame: Frame) -> None:
+    def process(self, frame: Frame, wait_ms: float = 0.0) -> None:
         s = self.settings
-        timings: dict[str, float] = {"capture": frame.capture_ms}
+        # wait: how long the loop idled for a new frame (high when the source, not the model, is the limit).
+        timings: dict[str, float] = {"wait": wait_ms, "capture": frame.capture_ms}
         detections: list[dict[str, Any]] = []
         detector = self.detector
         if detector is not None:

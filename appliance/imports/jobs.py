@@ -20,9 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 def run_import(context: JobContext) -> dict[str, Any]:
-    def progress(report: service.ImportReport, force: bool) -> None:
-        context.progress(force=force, **report.progress())
-        if context.worker_stop.is_set():
+    def progress(report: service.ImportReport, force: bool, final: bool = False) -> None:
+        context.progress(force=force, **(report.as_dict() if final else report.progress()))
+        if not final and context.worker_stop.is_set():
             raise WorkerStopping()
 
     try:

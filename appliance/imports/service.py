@@ -247,12 +247,22 @@ def _pixel_boxes(
     return boxes
 
 
+_made_dirs: set[Path] = set()
+
+
 def write_unsynced(path: Path, data: bytes) -> None:
     """Temp file and rename, without fsync: the batch is made durable at once by sync_filesystem()."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent not in _made_dirs:  # 256 shard folders each for images and thumbs: mkdir once
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _made_dirs.add(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "wb") as handle:
+        try:
+            handle = open(tmp, "wb")  # noqa: SIM115 - closed right below
+        except FileNotFoundError:  # the shard folder was removed since: make it again
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(tmp, "wb")  # noqa: SIM115
+        with handle:
             handle.write(data)
         os.replace(tmp, path)
     except BaseException:
@@ -417,7 +427,7 @@ def run_import_job(
     config: Config,
     job: dict[str, Any],
     *,
-    progress: Callable[[ImportReport, bool], None] | None = None,
+    progress: Callable[..., None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> ImportReport:
     """The body of an "import" job; the partial report is kept in the job's progress if it fails."""
@@ -457,8 +467,8 @@ def run_import_job(
         if progress:
             progress(report, True)
     except Exception:
-        if progress:
-            progress(report, True)
+        if progress:  # the failed job keeps what was done and what was skipped, with the reasons
+            progress(report, True, final=True)
         raise
     finally:
         if staged is not None:

@@ -94,6 +94,8 @@ class OnnxRuntimeBackend:
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # No busy-waiting between ops: the camera, the web server and the worker share the cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         present = ort.get_available_providers()
         wanted = providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]
         chosen = [p for p in wanted if p in present] or ["CPUExecutionProvider"]

@@ -52,7 +52,6 @@ def run_child(
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        cwd=Path(__file__).resolve().parent.parent.parent,
     )
     result: dict[str, Any] = {}
     lines: list[str] = []
@@ -122,18 +121,32 @@ def calibration_images(context: JobContext, row: dict[str, Any], count: int) -> 
         return []
     run = context.config.data_path / "runs" / str(int(row["job_id"]))
     suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-    found = sorted(p for p in run.rglob("*") if p.suffix.lower() in suffixes and p.is_file()) if run.is_dir() else []
+    found = (
+        sorted(p for p in run.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+        if run.is_dir()
+        else []
+    )
     if len(found) <= count:
         return found
     step = len(found) / count
     return [found[int(i * step)] for i in range(count)]
 
 
-def export_onnx(context: JobContext, row: dict[str, Any], imgsz: int, dynamic: bool) -> tuple[Path, dict[str, Any]]:
+def export_onnx(
+    context: JobContext, row: dict[str, Any], imgsz: int, dynamic: bool
+) -> tuple[Path, dict[str, Any]]:
     weights = require_weights(context.config, row["id"])
     out = artifact_path(context.config, row["id"], "onnx", "fp32", imgsz, dynamic)
     context.progress(force=True, stage="onnx", percent=5)
-    argv = ["appliance.inference.onnx_export", "--weights", str(weights), "--out", str(out), "--imgsz", str(imgsz)]
+    argv = [
+        "appliance.inference.onnx_export",
+        "--weights",
+        str(weights),
+        "--out",
+        str(out),
+        "--imgsz",
+        str(imgsz),
+    ]
     argv += ["--config-dir", str(context.config.data_path / "ultralytics")]
     if dynamic:
         argv.append("--dynamic")
@@ -176,7 +189,9 @@ def run_export(context: JobContext) -> dict[str, Any]:
         if fmt == "engine":
             final = artifact_path(context.config, model_id, "engine", precision, imgsz, dynamic)
             images = (
-                calibration_images(context, row, int(params.get("calib_images", 200))) if precision == "int8" else []
+                calibration_images(context, row, int(params.get("calib_images", 200)))
+                if precision == "int8"
+                else []
             )
             if precision == "int8" and not images:
                 raise RuntimeError(

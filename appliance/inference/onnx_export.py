@@ -37,9 +37,15 @@ def graph_io(path: Path) -> dict[str, Any]:
             if v.name in initializers:
                 continue
             tensor = v.type.tensor_type
-            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim]
+            dims = [
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
+            ]
             items.append(
-                {"name": v.name, "shape": dims, "dtype": onnx.TensorProto.DataType.Name(tensor.elem_type).lower()}
+                {
+                    "name": v.name,
+                    "shape": dims,
+                    "dtype": onnx.TensorProto.DataType.Name(tensor.elem_type).lower(),
+                }
             )
         return items
 
@@ -47,7 +53,9 @@ def graph_io(path: Path) -> dict[str, Any]:
     return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output), "opset": opset}
 
 
-def export_onnx(weights: Path, out: Path, imgsz: int, dynamic: bool, config_dir: Path | None) -> dict[str, Any]:
+def export_onnx(
+    weights: Path, out: Path, imgsz: int, dynamic: bool, config_dir: Path | None
+) -> dict[str, Any]:
     from appliance.training.offline import prepare_ultralytics_env
 
     prepare_ultralytics_env(config_dir or out.parent / ".ultralytics")
@@ -65,8 +73,15 @@ def export_onnx(weights: Path, out: Path, imgsz: int, dynamic: bool, config_dir:
         model = YOLO(str(local), task="detect")
         produced = Path(
             model.export(
-                format="onnx", imgsz=imgsz, opset=OPSET, simplify=True, dynamic=dynamic, half=False,
-                device="cpu", batch=1, verbose=False,
+                format="onnx",
+                imgsz=imgsz,
+                opset=OPSET,
+                simplify=True,
+                dynamic=dynamic,
+                half=False,
+                device="cpu",
+                batch=1,
+                verbose=False,
             )  # fmt: skip
         )
         onnx.checker.check_model(str(produced))

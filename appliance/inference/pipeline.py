@@ -181,8 +181,8 @@ class Detector:
     ) -> None:
         self.backend = backend
         self.class_names = list(class_names)
-        shape = getattr(backend, "input_shape", None)
-        static = shape is not None and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:])
+        shape = tuple(getattr(backend, "input_shape", None) or ())
+        static = len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:])
         self.input_size: tuple[int, int] = (int(shape[2]), int(shape[3])) if static else (imgsz, imgsz)
         self.metadata = metadata or {}
         self._letterbox = Letterboxer(self.input_size, getattr(backend, "input_dtype", np.float32))

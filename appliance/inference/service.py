@@ -114,9 +114,8 @@ def _exports(db: Database, model_id: int) -> list[ExportRead]:
            FROM model_exports e LEFT JOIN jobs j ON j.id = e.job_id WHERE e.model_id = ? ORDER BY e.id""",
         [model_id],
     ).fetchall()
-    names = (
-        "id model_id job_id format precision imgsz dynamic status path metadata error created_at finished_at"
-    ).split()
+    names = ["id", "model_id", "job_id", "format", "precision", "imgsz", "dynamic", "status", "path"]
+    names += ["metadata", "error", "created_at", "finished_at"]
     result = []
     for r in rows:
         row = dict(zip(names, r[:13], strict=True))
@@ -290,7 +289,11 @@ def select_artifact(
     chosen = sorted(candidates, key=rank)[0]
     if precision is not None and chosen["precision"] != precision:
         logger.warning(
-            "model %s has no %s export here; using %s (%s)", row["id"], precision, chosen["file"], chosen["precision"]
+            "model %s has no %s export here; using %s (%s)",
+            row["id"],
+            precision,
+            chosen["file"],
+            chosen["precision"],
         )
     return chosen
 
@@ -332,12 +335,17 @@ def detector_cache(config: Config) -> ModelCache:
         return cache
 
 
-def cached_detector(config: Config, row: dict[str, Any], precision: str | None = None) -> tuple[Detector, str]:
+def cached_detector(
+    config: Config, row: dict[str, Any], precision: str | None = None
+) -> tuple[Detector, str]:
     chosen = select_artifact(config, row, precision)
     path: Path = chosen["path"]
     version = (chosen["file"], path.stat().st_mtime_ns)
     detector = detector_cache(config).get(
-        row["id"], chosen["precision"], lambda: load_detector_for_model(config, row, precision=precision), version
+        row["id"],
+        chosen["precision"],
+        lambda: load_detector_for_model(config, row, precision=precision),
+        version,
     )
     return detector, chosen["precision"]
 
@@ -443,7 +451,10 @@ def suggest_boxes(
             skipped.add(d.class_name)
     result.detections = kept
     return SuggestionsRead(
-        image_id=image_id, model_id=row["id"], detections=_detections_read(result), skipped_classes=sorted(skipped)
+        image_id=image_id,
+        model_id=row["id"],
+        detections=_detections_read(result),
+        skipped_classes=sorted(skipped),
     )
 
 

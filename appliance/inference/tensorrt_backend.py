@@ -66,7 +66,12 @@ def io_specs_from_engine(engine: Any, trt: Any) -> list[IOSpec]:
             name = engine.get_tensor_name(i)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             specs.append(
-                IOSpec(name, is_input, tuple(engine.get_tensor_shape(name)), numpy_dtype(engine.get_tensor_dtype(name)))
+                IOSpec(
+                    name,
+                    is_input,
+                    tuple(engine.get_tensor_shape(name)),
+                    numpy_dtype(engine.get_tensor_dtype(name)),
+                )
             )
     else:
         for i in range(engine.num_bindings):
@@ -81,7 +86,9 @@ def io_specs_from_engine(engine: Any, trt: Any) -> list[IOSpec]:
     return specs
 
 
-def output_shape_for(spec_shape: tuple[int, ...], input_shape: tuple[int, ...], imgsz: tuple[int, int]) -> tuple[int, ...]:
+def output_shape_for(
+    spec_shape: tuple[int, ...], input_shape: tuple[int, ...], imgsz: tuple[int, int]
+) -> tuple[int, ...]:
     """Concrete shape of a YOLO output for an input size: batch from the input, anchors from the strides."""
     if all(d >= 0 for d in spec_shape):
         return spec_shape
@@ -120,7 +127,8 @@ def plan_bindings(specs: list[IOSpec], imgsz: tuple[int, int] | None = None) -> 
     input_shape = tuple(shape)
     plans = []
     for index, spec in enumerate(specs):
-        concrete = input_shape if spec.is_input else output_shape_for(spec.shape, input_shape, input_shape[2:])  # type: ignore[arg-type]
+        size = (input_shape[2], input_shape[3])
+        concrete = input_shape if spec.is_input else output_shape_for(spec.shape, input_shape, size)
         nbytes = int(np.prod(concrete)) * np.dtype(spec.dtype).itemsize
         plans.append(BufferPlan(spec.name, spec.is_input, index, concrete, np.dtype(spec.dtype), nbytes))
     return plans
@@ -131,7 +139,9 @@ def check_engine_compatible(metadata: dict[str, Any], device: str, trt_version: 
     built_device = metadata.get("device")
     built_version = metadata.get("tensorrt_version")
     if built_device and built_device != device:
-        raise Conflict(f"the engine was built on {built_device}, this device is {device}; export the engine again")
+        raise Conflict(
+            f"the engine was built on {built_device}, this device is {device}; export the engine again"
+        )
     if built_version and built_version != trt_version:
         raise Conflict(
             f"the engine was built with TensorRT {built_version}, this device has {trt_version}; export the engine again"
@@ -175,10 +185,10 @@ class TensorRTBackend:
         self.plans = plan_bindings(io_specs_from_engine(self.engine, trt), (imgsz, imgsz))
         self.modern = hasattr(self.engine, "num_io_tensors")
         self.host: dict[str, np.ndarray] = {}
-        self.device: dict[str, Any] = {}
+        self.buffers: dict[str, Any] = {}
         for plan in self.plans:
             self.host[plan.name] = cuda.pagelocked_empty(plan.shape, plan.dtype)
-            self.device[plan.name] = cuda.mem_alloc(plan.nbytes)
+            self.buffers[plan.name] = cuda.mem_alloc(plan.nbytes)
         source = next(p for p in self.plans if p.is_input)
         self.input_name = source.name
         self.input_shape = source.shape
@@ -188,30 +198,30 @@ class TensorRTBackend:
         if self.modern:
             self.context.set_input_shape(source.name, source.shape)
             for plan in self.plans:
-                self.context.set_tensor_address(plan.name, int(self.device[plan.name]))
+                self.context.set_tensor_address(plan.name, int(self.buffers[plan.name]))
         else:
             self.context.set_binding_shape(source.index, source.shape)
-            self.bindings = [int(self.device[p.name]) for p in self.plans]
-        for _ in range(warmup):
+            self.bindings = [int(self.buffers[p.name]) for p in self.plans]
+        for _round in range(warmup):
             self.infer(np.zeros(source.shape, source.dtype))
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         cuda = self._cuda
         host_in = self.host[self.input_name]
         np.copyto(host_in, tensor.reshape(host_in.shape), casting="same_kind")
-        cuda.memcpy_htod_async(self.device[self.input_name], host_in, self.stream)
+        cuda.memcpy_htod_async(self.buffers[self.input_name], host_in, self.stream)
         if self.modern:
             self.context.execute_async_v3(self.stream.handle)
         else:
             self.context.execute_async_v2(self.bindings, self.stream.handle)
         first = self.outputs[0]
-        cuda.memcpy_dtoh_async(self.host[first.name], self.device[first.name], self.stream)
+        cuda.memcpy_dtoh_async(self.host[first.name], self.buffers[first.name], self.stream)
         self.stream.synchronize()
         return self.host[first.name].astype(np.float32, copy=True)
 
     def close(self) -> None:
-        for buffer in self.device.values():
+        for buffer in self.buffers.values():
             buffer.free()
-        self.device.clear()
+        self.buffers.clear()
         self.context = None
         self.engine = None

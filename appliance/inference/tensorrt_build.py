@@ -32,16 +32,20 @@ def calibration_batches(images: list[Path], imgsz: int, batch: int = 1) -> list[
             logger.warning("calibration image %s cannot be read; skipped", path)
             continue
         tensors.append(letterbox(image, imgsz)[0])
-    return [np.ascontiguousarray(np.concatenate(tensors[i : i + batch])) for i in range(0, len(tensors), batch)]
+    return [
+        np.ascontiguousarray(np.concatenate(tensors[i : i + batch])) for i in range(0, len(tensors), batch)
+    ]
 
 
-def make_calibrator(trt: Any, cuda: Any, batches: list[np.ndarray], cache: Path, progress: Callable[[float, str], None]) -> Any:
+def make_calibrator(
+    trt: Any, cuda: Any, batches: list[np.ndarray], cache: Path, progress: Callable[[float, str], None]
+) -> Any:
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.batches = batches
             self.position = 0
-            self.device = cuda.mem_alloc(batches[0].nbytes) if batches else None
+            self.device: Any = cuda.mem_alloc(batches[0].nbytes) if batches else None
 
         def get_batch_size(self) -> int:
             return int(self.batches[0].shape[0]) if self.batches else 1
@@ -140,7 +144,11 @@ def build_engine(
     return {
         "device": cuda.Device(0).name(),
         "tensorrt_version": trt.__version__,
-        "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in specs if s.is_input],
-        "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in specs if not s.is_input],
+        "inputs": [
+            {"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in specs if s.is_input
+        ],
+        "outputs": [
+            {"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in specs if not s.is_input
+        ],
         "bytes": os.path.getsize(out),
     }

@@ -103,8 +103,11 @@ def build_snapshot(
     as snapshot.json.
     """
     started = time.perf_counter()
+    cpu_started = time.process_time()
     conn = db.conn
-    conn.execute("BEGIN")  # one consistent read of images + annotations
+    own_transaction = not conn.in_transaction
+    if own_transaction:
+        conn.execute("BEGIN")  # one consistent read of images + annotations
     try:
         dataset = conn.execute("SELECT classes FROM datasets WHERE id = ?", [dataset_id]).fetchone()
         if dataset is None:
@@ -124,7 +127,8 @@ def build_snapshot(
         ):
             boxes[image_id].append(tuple(box))
     finally:
-        conn.execute("COMMIT")
+        if own_transaction:
+            conn.execute("COMMIT")
     read_s = time.perf_counter() - started
     if len(images) < 2:
         raise Invalid(f"dataset {dataset_id} has {len(images)} labeled image(s); training needs at least 2")
@@ -152,8 +156,12 @@ def build_snapshot(
             os.symlink(f"{store}/{sha256[:2]}/{sha256}.{ext}", f"{image_prefix}{image_id}.{ext}")
             rows = boxes.get(image_id)
             if rows:
-                with open(f"{label_prefix}{image_id}.txt", "w") as handle:
-                    handle.write(_label_lines(rows, width, height))
+                # os.open/os.write: a third of the system calls of open() (no isatty, no lseek) x 100,000.
+                fd = os.open(f"{label_prefix}{image_id}.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    os.write(fd, _label_lines(rows, width, height).encode())
+                finally:
+                    os.close(fd)
                 for class_id in image_classes[image_id]:
                     counts[class_id] += 1
     files_s = time.perf_counter() - started - read_s
@@ -199,6 +207,7 @@ def build_snapshot(
         # The exact images and annotation versions are rows of training_snapshot_images for this job.
         "images_table": "training_snapshot_images",
         "seconds": round(time.perf_counter() - started, 3),
+        "cpu_seconds": round(time.process_time() - cpu_started, 3),
     }
     write_atomic(run_dir / SNAPSHOT_FILE, json.dumps(summary, indent=1).encode())
     logger.info(

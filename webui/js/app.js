@@ -10,11 +10,15 @@ import { clear, h, toast } from './dom.js';
 import datasetsPage from './pages/datasets.js';
 import datasetPage from './pages/dataset.js';
 import datasetSettingsPage from './pages/dataset-settings.js';
+import importsPage from './pages/imports.js';
 import labelPage from './pages/label.js';
 import livePage from './pages/live.js';
 import loginPage from './pages/login.js';
 import setupPage from './pages/setup.js';
 import statsPage from './pages/stats.js';
+import { trainingJobPage, trainingListPage } from './pages/training.js';
+import modelsPage from './pages/models.js';
+import tryItPage from './pages/tryit.js';
 import usersPage from './pages/users.js';
 
 export const PAGES = [
@@ -23,8 +27,13 @@ export const PAGES = [
   datasetsPage,
   datasetPage,
   datasetSettingsPage,
+  importsPage,
   labelPage,
   statsPage,
+  trainingListPage,
+  trainingJobPage,
+  modelsPage,
+  tryItPage,
   livePage,
   usersPage,
 ];

@@ -491,10 +491,12 @@ export class Labeler {
     const cls = this.classes[b.class_id];
     const label = cls ? cls.name : `class ${b.class_id}`;
     const tw = Math.min(ctx.measureText(label).width + 8, 240);
+    // The tag sits above the box, or just inside it when the box touches the top of the view.
+    const ty = a.y >= 16 ? a.y - 16 : a.y;
     ctx.fillStyle = color;
-    ctx.fillRect(a.x - (selected ? 1.5 : 1), a.y - 16, tw, 16);
+    ctx.fillRect(a.x - (selected ? 1.5 : 1), ty, tw, 16);
     ctx.fillStyle = '#000';
-    ctx.fillText(label, a.x + 3, a.y - 2, 232);
+    ctx.fillText(label, a.x + 3, ty + 14, 232);
     if (selected) {
       ctx.fillStyle = '#fff';
       ctx.strokeStyle = '#000';

@@ -11,7 +11,7 @@ from appliance.errors import TooLarge
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 FORMAT_NAMES = ("yolo", "coco", "voc", "plain")
-MAX_ANNOTATION_FILE_BYTES = 256 * 1024 * 1024  # one COCO JSON; VOC XML and YOLO txt are far smaller
+MAX_ANNOTATION_FILE_BYTES = 64 * 1024 * 1024  # one COCO JSON (parsed in memory: ~10x its size)
 MAX_SMALL_FILE_BYTES = 4 * 1024 * 1024  # data.yaml, classes.txt, one VOC XML, one YOLO label file
 
 

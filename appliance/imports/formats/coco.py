@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import AppError, Invalid
+from appliance.errors import AppError
 from appliance.imports.formats import (
     MAX_ANNOTATION_FILE_BYTES,
     ImageIndex,
@@ -101,6 +101,4 @@ def parse(tree: Tree) -> ParsedSet:
             seen.add(item.path)
             unique.append(item)
     result.items = unique
-    if not result.items and not result.skipped:
-        raise Invalid("no COCO annotation file with images was found")
     return result

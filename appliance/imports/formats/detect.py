@@ -8,8 +8,8 @@ from appliance.imports.formats import FORMAT_NAMES, ParsedSet, Tree, coco, plain
 PARSERS = {"yolo": yolo.parse, "coco": coco.parse, "voc": voc.parse, "plain": plain.parse}
 
 
-def detect_format(tree: Tree) -> str:
-    if coco.coco_files(tree):
+def detect_format(tree: Tree, *, skip_coco: bool = False) -> str:
+    if not skip_coco and coco.coco_files(tree):
         return "coco"
     if any(voc.is_voc(p) for p in tree.with_suffix(".xml")[:50]):
         return "voc"
@@ -25,6 +25,12 @@ def detect_format(tree: Tree) -> str:
 def parse_tree(tree: Tree, fmt: str = "auto") -> ParsedSet:
     if fmt == "auto":
         fmt = detect_format(tree)
+        if fmt == "coco":  # a JSON that only looked like COCO: go on with the other formats
+            parsed = coco.parse(tree)
+            if parsed.items:
+                parsed.skipped[:0] = tree.skipped
+                return parsed
+            fmt = detect_format(tree, skip_coco=True)
     if fmt not in FORMAT_NAMES:
         raise Invalid(f"unknown format {fmt!r}: choose auto, {', '.join(FORMAT_NAMES)}")
     parsed = PARSERS[fmt](tree)

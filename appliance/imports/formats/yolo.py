@@ -13,6 +13,7 @@ from appliance.imports.formats import LabeledBox, ParsedSet, SourceItem, Tree, r
 
 YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 CLASS_FILES = ("classes.txt", "obj.names", "classes.names")
+MAX_CLASSES = 1000
 
 
 def _names_from_yaml(path: Path) -> list[str]:
@@ -26,12 +27,17 @@ def _names_from_yaml(path: Path) -> list[str]:
     names = data["names"]
     if isinstance(names, dict):
         try:
-            return [str(names[k]) for k in sorted(names, key=int)]
+            values = [names[k] for k in sorted(names, key=int)]
         except (TypeError, ValueError):
             raise Invalid(f"{path.name}: 'names' keys must be class numbers") from None
-    if isinstance(names, list):
-        return [str(n) for n in names]
-    raise Invalid(f"{path.name}: 'names' must be a list or a mapping")
+    elif isinstance(names, list):
+        values = names
+    else:
+        raise Invalid(f"{path.name}: 'names' must be a list or a mapping")
+    # Only plain scalars: aliases nesting lists in lists (a YAML "billion laughs") are refused, not printed.
+    if len(values) > MAX_CLASSES or not all(isinstance(v, str | int | float) for v in values):
+        raise Invalid(f"{path.name}: 'names' must be at most {MAX_CLASSES} plain names")
+    return [str(v) for v in values]
 
 
 def _names_from_txt(path: Path) -> list[str]:

@@ -15,10 +15,11 @@ export function datasetTabs(dataset, active) {
       tab('images', `#/datasets/${dataset.id}`, 'Images'),
       tab('label', `#/datasets/${dataset.id}/label/first`, 'Label'),
       tab('stats', `#/datasets/${dataset.id}/stats`, 'Statistics'),
-      tab('settings', `#/datasets/${dataset.id}/settings`, 'Settings')));
+      tab('settings', `#/datasets/${dataset.id}/settings`, 'Settings'),
+      tab('transfer', `#/imports?dataset=${dataset.id}`, 'Import / export')));
 }
 
-const CELL_MIN = 150;
+const CELL_MIN = 180; // px; thumbnails are 256 px, so they stay sharp and a part is recognisable
 const GAP = 8;
 const CAPTION = 24;
 const OVERSCAN_ROWS = 2;
@@ -221,7 +222,10 @@ export default {
       grid.layout();
       await index.ensure(200);
       updateCount();
-      grid.schedule(true);
+      // Paint now rather than on the next animation frame: the thumbnail requests leave before the first
+      // frame of the page is rendered (which can take a while on a busy box).
+      grid.layout();
+      grid.paint();
       if (!index.total) {
         grid.scroller.append(h('p.empty', { testid: 'grid-empty' }, status || classId !== null
           ? 'No images match this filter.'

@@ -4,6 +4,7 @@ import { api, ApiError, imageUrl } from '../api.js';
 import { h, modal, toast } from '../dom.js';
 import { getIndex, updateImage } from '../image-index.js';
 import { Labeler, normalizeBox, sameBoxes } from '../labeler.js';
+import { createSuggestions } from '../suggest.js';
 import { datasetTabs } from './dataset.js';
 
 const SAVE_DELAY_MS = 300;
@@ -165,6 +166,13 @@ export default {
       },
     });
 
+    // Pre-labeling: proposals of the deployed model (webui/js/suggest.js).
+    const suggestions = canWrite ? createSuggestions({ labeler, imageId: () => session && session.id }) : null;
+    if (suggestions) {
+      actions.append(suggestions.button);
+      side.append(suggestions.section);
+    }
+
     function setSaveState(state, text = state) {
       saveEl.dataset.state = state;
       saveEl.textContent = text;
@@ -220,7 +228,7 @@ export default {
       if (s.wantStatus) body.status = s.wantStatus;
       s.dirty = false;
       if (s === session) setSaveState('saving', 'saving…');
-      s.saving = (async () => {
+      const run = (async () => {
         try {
           const saved = await api.put(`/images/${s.id}/annotations`, body);
           s.version = saved.version;
@@ -239,7 +247,7 @@ export default {
           if (err instanceof ApiError && err.status === 409) {
             s.conflict = true;
             if (s === session) setSaveState('conflict');
-            s.saving = null;
+            if (s.saving === run) s.saving = null;
             await resolveConflict(s);
             return;
           }
@@ -248,14 +256,15 @@ export default {
             toast(`Not saved: ${err instanceof ApiError ? err.detail : err}`, 'error', 6000);
           }
         } finally {
-          s.saving = null;
+          if (s.saving === run) s.saving = null;
         }
         if (s.again) {
           s.again = false;
           if (s.dirty) await save(s);
         }
       })();
-      return s.saving;
+      s.saving = run;
+      return run;
     }
 
     function boxSummary(boxes) {
@@ -288,6 +297,19 @@ export default {
       } catch (err) {
         s.conflict = false;
         toast(`Conflict, and the saved version could not be read: ${err.detail || err}`, 'error');
+        return;
+      }
+      if (sameBoxes(s.boxes, theirs.boxes)) {
+        // The same boxes were saved already (e.g. by the save sent while the page unloaded): nothing to choose.
+        s.conflict = false;
+        s.version = theirs.version;
+        s.status = theirs.status;
+        s.dirty = false;
+        dropDraft(s.id);
+        if (s === session) {
+          setSaveState('saved');
+          renderInfo();
+        }
         return;
       }
       const img = await cacheEntry(s.id).img.catch(() => null);
@@ -364,10 +386,17 @@ export default {
       renderBoxes();
       renderClasses();
       setSaveState('saved');
-      canvas.focus({ preventScroll: true });
+      if (document.activeElement !== canvas && !document.querySelector('.modal-backdrop')) {
+        canvas.focus({ preventScroll: true });
+      }
       restoreDraft(session);
-      prefetchAround(id);
-      revalidate(session, entry);
+      // Network work for the neighbours starts after this frame is on screen.
+      const current = session;
+      setTimeout(() => {
+        if (current !== session) return;
+        prefetchAround(id);
+        revalidate(current, entry);
+      }, 0);
     }
 
     function restoreDraft(s) {
@@ -613,6 +642,7 @@ export default {
       window.removeEventListener('blur', onBlur);
       window.removeEventListener('beforeunload', onBeforeUnload);
       resizeObserver.disconnect();
+      if (suggestions) suggestions.destroy();
       labeler.destroy();
       if (window.__labeler === hook) delete window.__labeler;
       if (session && (session.dirty || session.saving)) {

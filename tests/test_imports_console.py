@@ -1,0 +1,94 @@
+"""The Import page in a real Chromium, with a real server and a real worker: USB import, archive upload, exports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.helpers import ADMIN, API, REPO, ServerProcess, auth
+from tests.imports_support import zip_folder
+from tests.models import write_yolo_dataset
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def appliance(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
+    media = tmp_path / "media"
+    media.mkdir()
+    env = {"APPLIANCE_IMPORT_ROOTS": str(media), "APPLIANCE_WORKER_POLL_S": "0.2"}
+    with ServerProcess(tmp_path / "data", env=env) as server:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "worker"],
+            env=server.env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield server, media
+        finally:
+            worker.terminate()
+            worker.wait(10)
+
+
+def test_import_page_usb_upload_and_exports(
+    page: Page, appliance: tuple[ServerProcess, Path], tmp_path: Path
+) -> None:
+    server, media = appliance
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    http = httpx.Client(base_url=server.url + API, timeout=10)
+    headers: dict[str, Any] = auth(http.post("/auth/setup", json=ADMIN).json()["access_token"])
+    dataset = http.post("/datasets", json={"name": "parts", "classes": ["disc"]}, headers=headers).json()
+    write_yolo_dataset(media / "usb0", count=6)
+    other = tmp_path / "other"
+    write_yolo_dataset(other, count=30)
+    archive = tmp_path / "more.zip"
+    archive.write_bytes(zip_folder(other))
+
+    assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
+    page.goto(f"{server.url}/#/datasets/{dataset['id']}")
+    page.get_by_test_id("tab-transfer").click()
+    expect(page.get_by_test_id("source-row")).to_have_count(1)
+    expect(page.get_by_test_id("source-count")).to_have_text("6")
+
+    page.get_by_test_id("import-source").click()
+    report = page.get_by_test_id("import-report")
+    expect(report).to_contain_text("completed", timeout=30_000)
+    expect(page.get_by_test_id("report-imported")).to_have_text("6")
+    expect(page.get_by_test_id("report-classes")).to_contain_text("square")
+
+    page.get_by_test_id("archive-file").set_input_files(str(archive))
+    page.get_by_test_id("archive-upload").click()
+    expect(page.get_by_test_id("upload-state")).to_contain_text("queued", timeout=15_000)
+    expect(page.get_by_test_id("report-duplicates")).to_have_text("6", timeout=30_000)
+    expect(page.get_by_test_id("report-imported")).to_have_text("24")  # 30 in the archive, 6 already there
+    assert page.get_by_test_id("upload-progress").evaluate("el => el.value") == 1
+    expect(page.get_by_test_id("import-job")).to_have_count(2)
+
+    with page.expect_download() as download_info:
+        page.get_by_test_id("export-yolo").click()
+    saved = tmp_path / "export.zip"
+    download_info.value.save_as(saved)
+    with zipfile.ZipFile(saved) as exported:
+        names = exported.namelist()
+    assert "data.yaml" in names
+    assert sum(n.startswith("images/") for n in names) == 30
+
+    page.get_by_test_id("usb-export-format").select_option("coco")
+    page.get_by_test_id("usb-export").click()
+    expect(page.get_by_test_id("usb-export-state")).to_contain_text("Written", timeout=30_000)
+    written = list((media / "usb0").glob("parts-coco-*.zip"))
+    assert len(written) == 1 and zipfile.ZipFile(written[0]).testzip() is None
+    assert errors == []
+    http.close()

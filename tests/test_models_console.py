@@ -1,0 +1,148 @@
+"""Models, Try-it and labeling suggestions in a real Chromium against a real server with an exported model."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from appliance.config import load_config
+from appliance.db import open_database, write_transaction
+from tests.helpers import ADMIN, API, ServerProcess, auth
+from tests.inference_support import copy_exported_model, exported_data_dir, jpeg, shapes_image
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def wait_js(page: Page, expression: str, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {expression!r} (last value {value!r})")
+
+
+@pytest.fixture(scope="module")
+def site(tiny_yolo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A server whose model 1 is exported to ONNX and model 2 is not; both carry metrics."""
+    data = tmp_path_factory.mktemp("models-console") / "data"
+    server = ServerProcess(data)
+    server.start()
+    http = httpx.Client(base_url=server.url + API, timeout=30)
+    token = auth(http.post("/auth/setup", json=ADMIN).json()["access_token"])
+    config = load_config(env={}, data_dir=str(data))
+    db = open_database(config.db_path)
+    model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
+    row = next(db.query("SELECT * FROM models WHERE id = ?", [model_id]))
+    with write_transaction(db):
+        db.execute(
+            "UPDATE models SET metrics = ? WHERE id = ?",
+            [json.dumps({"map50": 0.5, "map50_95": 0.3, "precision": 0.6, "recall": 0.4}), model_id],
+        )
+        db["models"].insert(
+            {**row, "id": 2, "name": "second", "metrics": json.dumps({"map50": 0.7, "map50_95": 0.35})}
+        )
+    db.conn.close()
+    yield {"server": server, "http": http, "headers": token, "model_id": model_id}
+    http.close()
+    server.stop()
+
+
+def login(page: Page, server: ServerProcess) -> None:
+    assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
+    page.set_viewport_size({"width": 1366, "height": 800})
+
+
+def test_models_page_lists_deploys_and_compares(page: Page, site: dict[str, Any]) -> None:
+    server = site["server"]
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    login(page, server)
+    page.goto(f"{server.url}/#/models")
+    rows = page.get_by_test_id("model-row")
+    expect(rows).to_have_count(2)
+    first = page.locator("[data-testid=model-row][data-id='1']")
+    expect(first.get_by_test_id("metric-map50")).to_have_text("0.500")
+    expect(first.get_by_test_id("export-badge")).to_have_text("onnx 320: completed")
+    second = page.locator("[data-testid=model-row][data-id='2']")
+    expect(second.get_by_test_id("deploy")).to_be_disabled()  # not exported
+    first.get_by_test_id("deploy").click()
+    expect(first.get_by_test_id("deployed-badge")).to_be_visible()
+    assert site["http"].get("/models/1", headers=site["headers"]).json()["deployed"] is True
+    # The engine button explains that TensorRT is not here.
+    first.get_by_test_id("export-engine").click()
+    expect(page.get_by_test_id("toast").last).to_contain_text("TensorRT is not available")
+    # Compare two models side by side.
+    first.get_by_test_id("compare-check").check()
+    page.locator("[data-testid=model-row][data-id='2']").get_by_test_id("compare-check").check()
+    compare = page.get_by_test_id("compare")
+    expect(compare).to_be_visible()
+    expect(compare.locator("[data-testid=compare-row][data-metric=map50] td").nth(3)).to_have_text("+0.200")
+    assert not errors
+
+
+def test_try_it_draws_boxes_and_refilters_without_a_request(
+    page: Page, site: dict[str, Any], tmp_path: Path
+) -> None:
+    server = site["server"]
+    site["http"].post("/models/1/deploy", headers=site["headers"])
+    login(page, server)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if r.url.endswith("/inference") else None)
+    page.goto(f"{server.url}/#/try")
+    expect(page.get_by_test_id("try-model").locator("option")).to_have_count(1)
+    image = tmp_path / "shapes.jpg"
+    image.write_bytes(jpeg(shapes_image(1)))
+    page.get_by_test_id("try-file").set_input_files(str(image))
+    wait_js(page, "document.querySelector('[data-testid=try-canvas]').dataset.boxes !== undefined")
+    expect(page.get_by_test_id("try-timings")).to_contain_text("inference")
+    slider = page.get_by_test_id("try-confidence")
+    slider.fill("0.05")
+    many = int(page.get_by_test_id("try-canvas").get_attribute("data-boxes") or 0)
+    slider.fill("0.95")
+    few = int(page.get_by_test_id("try-canvas").get_attribute("data-boxes") or 0)
+    assert many > few
+    expect(page.get_by_test_id("try-detection")).to_have_count(few)
+    assert len(requests) == 1  # the slider filtered in the browser
+
+
+def test_labeling_suggestions_accept_with_enter_and_reject_with_x(page: Page, site: dict[str, Any]) -> None:
+    server, http, headers = site["server"], site["http"], site["headers"]
+    http.post("/models/1/deploy", headers=headers)
+    dataset = http.post(
+        "/datasets", json={"name": "shapes", "classes": ["square", "disc"]}, headers=headers
+    ).json()
+    files = [("files", ("s.jpg", jpeg(shapes_image(2)), "image/jpeg"))]
+    image_id = http.post(f"/datasets/{dataset['id']}/images", files=files, headers=headers).json()["added"][
+        0
+    ]["id"]
+    login(page, server)
+    page.goto(f"{server.url}/#/datasets/{dataset['id']}/label/{image_id}")
+    wait_js(page, f"window.__labeler && window.__labeler.drawnImageId === {image_id}")
+    page.get_by_test_id("suggest-boxes").click()
+    items = page.get_by_test_id("suggestion-item")
+    expect(items.first).to_be_visible()
+    proposed = items.count()
+    page.get_by_test_id("label-canvas").focus()
+    page.keyboard.press("Enter")  # accepts the highlighted proposal
+    expect(page.get_by_test_id("box-item")).to_have_count(1)
+    expect(items).to_have_count(proposed - 1)
+    if proposed == 1:  # ask again to have one to reject
+        page.get_by_test_id("suggest-boxes").click()
+        expect(items).to_have_count(1)
+        proposed = 2
+    page.keyboard.press("x")  # rejects it: no box is added
+    expect(items).to_have_count(proposed - 2)
+    expect(page.get_by_test_id("box-item")).to_have_count(1)
+    expect(page.get_by_test_id("save-state")).to_have_attribute("data-state", "saved", timeout=10_000)
+    saved = http.get(f"/images/{image_id}/annotations", headers=headers).json()
+    assert len(saved["boxes"]) == 1

@@ -1,0 +1,161 @@
+// Try it: upload or drop an image, pick a model and a confidence; the boxes are drawn on the image with a list
+// and the stage timings. The request asks for every box above a low floor, so moving the confidence slider
+// re-filters here in the browser without asking the appliance again.
+
+import { ApiError } from '../api.js';
+import { h, clear } from '../dom.js';
+
+const FLOOR = 0.01; // lowest confidence requested; the slider filters above it
+const PALETTE = ['#ff5c7a', '#4ea1ff', '#5cd65c', '#ffd23f', '#e05cff', '#ff8c42', '#42e0d0', '#c0c0c0'];
+
+function errorText(err) {
+  return err instanceof ApiError ? err.detail : String(err && err.message ? err.message : err);
+}
+
+export default {
+  route: '#/try',
+  title: 'Try a model',
+  nav: 'Try it',
+  render(root, params, ctx) {
+    const { api } = ctx;
+    let file = null;
+    let bitmap = null;
+    let result = null;
+    let models = [];
+    const modelSelect = h('select', { testid: 'try-model', 'aria-label': 'model' });
+    const slider = h('input', { type: 'range', min: '0.01', max: '1', step: '0.01', value: '0.25', testid: 'try-confidence',
+      'aria-label': 'confidence' });
+    const sliderValue = h('span', { testid: 'try-confidence-value' }, '0.25');
+    const fileInput = h('input', { type: 'file', accept: 'image/*', testid: 'try-file' });
+    const canvas = h('canvas', { testid: 'try-canvas', width: '640', height: '360' });
+    const drop = h('div.card', { testid: 'try-drop' },
+      h('p.muted', 'Drop an image here or choose a file: '), fileInput);
+    const listBox = h('div', { testid: 'try-detections' });
+    const timingBox = h('div.muted', { testid: 'try-timings' });
+    const status = h('p.muted', { testid: 'try-status' });
+    root.append(
+      h('div.page-head', h('h1', 'Try a model')),
+      h('div.toolbar',
+        h('label', 'Model ', modelSelect),
+        h('label', 'Confidence ', slider, ' ', sliderValue)),
+      drop, status,
+      h('div', { style: { display: 'flex', gap: '1rem', 'align-items': 'flex-start', 'flex-wrap': 'wrap' } },
+        h('div', { style: { flex: '1 1 480px', 'max-width': '100%' } }, canvas),
+        h('div', { style: { flex: '0 1 320px' } }, h('h3', 'Detections'), listBox, h('h3', 'Timings'), timingBox)));
+
+    function visible() {
+      const threshold = Number(slider.value);
+      return result ? result.detections.filter((d) => d.confidence >= threshold) : [];
+    }
+
+    function draw() {
+      if (!bitmap) return;
+      const maxWidth = Math.min(960, root.clientWidth || 960);
+      const scale = Math.min(1, maxWidth / bitmap.width) || 1;
+      canvas.width = Math.round(bitmap.width * scale);
+      canvas.height = Math.round(bitmap.height * scale);
+      const g = canvas.getContext('2d');
+      g.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      const shown = visible();
+      canvas.dataset.boxes = String(shown.length);
+      g.lineWidth = 2;
+      g.font = '12px sans-serif';
+      for (const d of shown) {
+        const color = PALETTE[d.class_id % PALETTE.length];
+        const { x1, y1, x2, y2 } = d.box;
+        g.strokeStyle = color;
+        g.strokeRect(x1 * scale, y1 * scale, (x2 - x1) * scale, (y2 - y1) * scale);
+        const label = `${d.class_name} ${d.confidence.toFixed(2)}`;
+        g.fillStyle = color;
+        g.fillRect(x1 * scale, Math.max(0, y1 * scale - 14), g.measureText(label).width + 6, 14);
+        g.fillStyle = '#000';
+        g.fillText(label, x1 * scale + 3, Math.max(11, y1 * scale - 3));
+      }
+      clear(listBox);
+      listBox.append(shown.length
+        ? h('table.table', h('tbody', shown.map((d) => h('tr', { testid: 'try-detection' },
+          h('td', d.class_name), h('td.num', d.confidence.toFixed(3)),
+          h('td.muted', `${Math.round(d.box.x1)},${Math.round(d.box.y1)} – ${Math.round(d.box.x2)},${Math.round(d.box.y2)}`)))))
+        : h('p.muted', 'No detections at this confidence.'));
+    }
+
+    function showTimings() {
+      clear(timingBox);
+      if (!result) return;
+      const t = result.timings;
+      const fmt = (v) => (v === undefined ? '–' : `${Number(v).toFixed(1)} ms`);
+      timingBox.append(
+        h('div', `preprocess ${fmt(t.preprocess_ms)}`),
+        h('div', `inference ${fmt(t.inference_ms)}`),
+        h('div', `postprocess ${fmt(t.postprocess_ms)}`),
+        h('div', `total on the appliance ${fmt(t.total_ms)}`),
+        h('div', `${result.backend} ${result.precision}, image ${result.width}×${result.height}`));
+    }
+
+    async function run() {
+      if (!file) return;
+      status.textContent = 'Running…';
+      const form = new FormData();
+      form.append('image', file, file.name || 'image');
+      form.append('confidence', String(FLOOR));
+      if (modelSelect.value) form.append('model_id', modelSelect.value);
+      try {
+        result = await api.post('/inference', form, { signal: ctx.signal });
+        status.textContent = `${result.detections.length} box(es) above ${FLOOR}; the slider filters them here.`;
+      } catch (err) {
+        if (err && err.name === 'AbortError') return;
+        result = null;
+        status.textContent = errorText(err);
+        ctx.toast(errorText(err), 'error', 6000);
+      }
+      showTimings();
+      draw();
+    }
+
+    async function choose(picked) {
+      if (!picked) return;
+      file = picked;
+      try {
+        bitmap = await createImageBitmap(picked);
+      } catch {
+        bitmap = null;
+      }
+      await run();
+    }
+
+    slider.addEventListener('input', () => {
+      sliderValue.textContent = Number(slider.value).toFixed(2);
+      draw();
+    });
+    modelSelect.addEventListener('change', run);
+    fileInput.addEventListener('change', () => choose(fileInput.files[0]));
+    drop.addEventListener('dragover', (event) => { event.preventDefault(); drop.classList.add('dragging'); });
+    drop.addEventListener('dragleave', () => drop.classList.remove('dragging'));
+    drop.addEventListener('drop', (event) => {
+      event.preventDefault();
+      drop.classList.remove('dragging');
+      choose(event.dataTransfer.files[0]);
+    });
+
+    (async () => {
+      try {
+        models = (await api.get('/models', { signal: ctx.signal })).filter((m) => m.ready);
+      } catch (err) {
+        if (err && err.name === 'AbortError') return;
+        status.textContent = errorText(err);
+        return;
+      }
+      clear(modelSelect);
+      if (!models.length) {
+        modelSelect.append(h('option', { value: '' }, 'no exported model'));
+        status.textContent = 'No model is exported yet: export one on the Models page.';
+        return;
+      }
+      const wanted = ctx.query && ctx.query.get('model');
+      for (const m of models) {
+        modelSelect.append(h('option', { value: String(m.id), selected: wanted ? String(m.id) === wanted : m.deployed },
+          `${m.name} (#${m.id})${m.deployed ? ' – deployed' : ''}`));
+      }
+    })();
+  },
+};
