@@ -7,7 +7,7 @@ import { h, setText, formatNumber } from '../dom.js';
 const PALETTE = ['#ff6b6b', '#4dabf7', '#51cf66', '#fcc419', '#cc5de8', '#ff922b', '#22b8cf', '#f06595'];
 const STAGES = [
   ['wait', 'Waiting for a frame'],
-  ['capture', 'Capture (decode)'],
+  ['capture', 'Capture (retrieve)'],
   ['preprocess', 'Preprocess'],
   ['inference', 'Inference'],
   ['postprocess', 'Postprocess'],

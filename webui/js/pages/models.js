@@ -81,6 +81,15 @@ export default {
       await load();
     }
 
+    async function cancelExport(model, e) {
+      try {
+        await api.post(`/models/${model.id}/exports/${e.id}/cancel`);
+      } catch (err) {
+        ctx.toast(errorText(err), 'error', 6000);
+      }
+      await load();
+    }
+
     async function deploy(model) {
       try {
         await api.post(`/models/${model.id}/deploy`);
@@ -118,7 +127,11 @@ export default {
         h('td', { title: model.created_at }, (model.created_at || '').slice(0, 16).replace('T', ' ')),
         metricsCells(model),
         h('td.num', String(model.imgsz)),
-        h('td', { testid: 'exports' }, model.exports.length ? model.exports.map(exportBadge) : h('span.muted', 'none')),
+        h('td', { testid: 'exports' }, model.exports.length
+          ? model.exports.map((e) => [exportBadge(e), BUSY.includes(e.status)
+            ? h('button.link', { type: 'button', testid: 'cancel-export', title: 'cancel this export',
+              onclick: () => cancelExport(model, e) }, ' cancel') : null, ' '])
+          : h('span.muted', 'none')),
         h('td.actions',
           h('button', { type: 'button', testid: 'export-onnx', disabled: !model.has_weights || busy,
             onclick: () => startExport(model, { format: 'onnx' }) }, 'Export ONNX'),
