@@ -62,6 +62,11 @@ def test_export_validation_and_engine_refused_here(
     assert queued.json()["status"] == "pending" and queued.json()["job_id"]
     again = client.post(url, json={"format": "onnx", "imgsz": 64}, headers=admin)
     assert again.status_code == 409
+    cancelled = client.post(f"{url}/{queued.json()['id']}/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert client.post(f"{url}/{queued.json()['id']}/cancel", headers=admin).status_code == 409
+    queued = client.post(url, json={"format": "onnx", "imgsz": 64}, headers=admin)
+    assert queued.status_code == 201
     # Not exported yet: deploy and inference explain why.
     deploy = client.post(f"{API}/models/{model_id}/deploy", headers=admin)
     assert deploy.status_code == 409 and "export" in deploy.json()["detail"]
@@ -71,7 +76,10 @@ def test_export_validation_and_engine_refused_here(
     )  # fmt: skip
     assert infer.status_code == 409 and "not been exported" in infer.json()["detail"]
     listed = client.get(f"{API}/models", headers=admin).json()
-    assert listed[0]["id"] == model_id and listed[0]["exports"][0]["status"] == "pending"
+    assert listed[0]["id"] == model_id and [e["status"] for e in listed[0]["exports"]] == [
+        "cancelled",
+        "pending",
+    ]
     assert listed[0]["ready"] is False and listed[0]["has_weights"] is True
     db.conn.close()
 
@@ -260,3 +268,65 @@ def test_inference_request_imports_no_torch_or_ultralytics(tiny_yolo: Path, tmp_
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_artifact_selection_prefers_engines_only_where_tensorrt_runs(config: Config) -> None:
+    from appliance.inference.artifacts import artifact_name, update_model_metadata
+    from appliance.inference.service import loadable_artifacts, select_artifact
+
+    folder = config.data_path / "models" / "5"
+    folder.mkdir(parents=True)
+    entries = [("onnx", "fp32"), ("engine", "fp16"), ("engine", "int8")]
+    for fmt, precision in entries:
+        name = artifact_name(fmt, precision, 320, False)
+        (folder / name).write_bytes(b"x")
+        entry = {"format": fmt, "precision": precision, "imgsz": 320, "dynamic": False}
+        update_model_metadata(config, 5, {"classes": []}, name, entry)
+    # A name in metadata.json that we would never produce is never offered for loading.
+    (folder / "evil.onnx").write_bytes(b"x")
+    update_model_metadata(
+        config, 5, {}, "evil.onnx", {"format": "onnx", "precision": "fp32", "imgsz": 320, "dynamic": False}
+    )
+    assert sorted(a["file"] for a in loadable_artifacts(config, 5)) == [
+        "model_320.onnx", "model_320_fp16.engine", "model_320_int8.engine",
+    ]  # fmt: skip
+    row = {"id": 5, "imgsz": 320}
+    assert select_artifact(config, row, None, with_tensorrt=False)["file"] == "model_320.onnx"
+    assert select_artifact(config, row, "fp16", with_tensorrt=False)["file"] == "model_320.onnx"
+    assert select_artifact(config, row, None, with_tensorrt=True)["file"] == "model_320_fp16.engine"
+    assert select_artifact(config, row, "int8", with_tensorrt=True)["file"] == "model_320_int8.engine"
+    assert select_artifact(config, row, "fp32", with_tensorrt=True)["format"] == "engine"
+
+
+def test_int8_calibration_reads_the_training_snapshot_and_keeps_a_cache(config: Config) -> None:
+    """The calibration feed without a GPU: sampling, our letterbox, batches, the cache file (TensorRT faked)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from appliance.inference.jobs import calibration_images
+    from appliance.inference.tensorrt_build import calibration_batches, make_calibrator
+
+    snapshot = config.data_path / "runs" / "7" / "images" / "train"
+    snapshot.mkdir(parents=True)
+    for seed in range(10):
+        (snapshot / f"{seed:03d}.jpg").write_bytes(jpeg(shapes_image(seed)))
+    (snapshot / "notes.txt").write_text("not an image")
+    picked = calibration_images(SimpleNamespace(config=config), {"job_id": 7}, 4)  # type: ignore[arg-type]
+    assert [p.name for p in picked] == ["000.jpg", "002.jpg", "005.jpg", "007.jpg"]
+    assert calibration_images(SimpleNamespace(config=config), {"job_id": None}, 4) == []  # type: ignore[arg-type]
+    batches = calibration_batches(picked, 64)
+    assert len(batches) == 4 and batches[0].shape == (1, 3, 64, 64) and batches[0].dtype == np.float32
+
+    copied: list[np.ndarray] = []
+    trt = SimpleNamespace(IInt8EntropyCalibrator2=type("Base", (), {"__init__": lambda self: None}))
+    cuda = SimpleNamespace(mem_alloc=lambda n: 1234, memcpy_htod=lambda dst, src: copied.append(src))
+    seen: list[float] = []
+    cache = config.data_path / "models" / "1" / "calibration_64.cache"
+    calibrator = make_calibrator(trt, cuda, batches, cache, lambda p, s: seen.append(p))
+    assert calibrator.get_batch_size() == 1 and calibrator.read_calibration_cache() is None
+    feeds = [calibrator.get_batch(["images"]) for _ in range(5)]
+    assert feeds[:4] == [[1234]] * 4 and feeds[4] is None and len(copied) == 4
+    assert seen == sorted(seen) and seen[-1] == 50
+    calibrator.write_calibration_cache(b"calibration table")
+    assert calibrator.read_calibration_cache() == b"calibration table"

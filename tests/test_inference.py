@@ -340,3 +340,156 @@ def test_tensorrt_engine_matches_onnxruntime(tiny_yolo: Path, tmp_path: Path) ->
         sorted(a, key=lambda d: -d.confidence), sorted(b, key=lambda d: -d.confidence), strict=True
     ):
         assert x.class_id == y.class_id and _iou([x.x1, x.y1, x.x2, x.y2], [y.x1, y.y1, y.x2, y.y2]) >= 0.98
+
+
+# --- the TensorRT backend's code path on CPU: fake CUDA/TensorRT modules around ONNX Runtime -----------
+
+
+class _DeviceBuffer:
+    """pycuda's DeviceAllocation stand-in: host bytes behind an int address."""
+
+    registry: dict[int, _DeviceBuffer] = {}
+
+    def __init__(self, nbytes: int) -> None:
+        self.data = bytearray(nbytes)
+        self.freed = False
+        _DeviceBuffer.registry[id(self)] = self
+
+    def __int__(self) -> int:
+        return id(self)
+
+    def free(self) -> None:
+        self.freed = True
+
+
+def _fake_gpu_modules(legacy: bool) -> dict[str, object]:
+    """tensorrt + pycuda stand-ins whose "engine" runs the ONNX bytes with ONNX Runtime (no GPU here)."""
+    import importlib.machinery
+    import types
+
+    import onnxruntime as ort
+
+    def module(name: str, **attrs: object) -> types.ModuleType:
+        mod = types.ModuleType(name)
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        for key, value in attrs.items():
+            setattr(mod, key, value)
+        return mod
+
+    def read(address: int, dtype: object, shape: tuple[int, ...]) -> np.ndarray:
+        return np.frombuffer(_DeviceBuffer.registry[address].data, dtype).reshape(shape)  # type: ignore[call-overload]
+
+    def write(address: int, array: np.ndarray) -> None:
+        _DeviceBuffer.registry[address].data[:] = np.ascontiguousarray(array).tobytes()
+
+    class Engine:
+        def __init__(self, data: bytes) -> None:
+            self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+            self.io = [(i.name, True, tuple(i.shape)) for i in self.session.get_inputs()]
+            self.io += [(o.name, False, tuple(o.shape)) for o in self.session.get_outputs()]
+            if not legacy:
+                self.num_io_tensors = len(self.io)
+            else:
+                self.num_bindings = len(self.io)
+
+        def _find(self, name: str) -> tuple[str, bool, tuple[int, ...]]:
+            return next(t for t in self.io if t[0] == name)
+
+        # TensorRT 10
+        def get_tensor_name(self, i: int) -> str:
+            return self.io[i][0]
+
+        def get_tensor_mode(self, name: str) -> str:
+            return "in" if self._find(name)[1] else "out"
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return self._find(name)[2]
+
+        def get_tensor_dtype(self, name: str) -> str:
+            return "DataType.FLOAT"
+
+        # TensorRT 8.x
+        def get_binding_name(self, i: int) -> str:
+            return self.io[i][0]
+
+        def binding_is_input(self, i: int) -> bool:
+            return self.io[i][1]
+
+        def get_binding_shape(self, i: int) -> tuple[int, ...]:
+            return self.io[i][2]
+
+        def get_binding_dtype(self, i: int) -> str:
+            return "DataType.FLOAT"
+
+        def create_execution_context(self) -> object:
+            engine = self
+            addresses: dict[str, int] = {}
+
+            def run(by_name: dict[str, int]) -> bool:
+                (name, _, shape), (out_name, _, _) = engine.io[0], engine.io[1]
+                result = engine.session.run([out_name], {name: read(by_name[name], np.float32, shape)})[0]
+                write(by_name[out_name], result.astype(np.float32))
+                return True
+
+            return SimpleNamespace(
+                set_input_shape=lambda name, shape: True,
+                set_binding_shape=lambda index, shape: True,
+                set_tensor_address=lambda name, address: addresses.__setitem__(name, address),
+                execute_async_v3=lambda stream: run(addresses),
+                execute_async_v2=lambda bindings, stream: run(
+                    {t[0]: b for t, b in zip(engine.io, bindings, strict=True)}
+                ),
+            )
+
+    trt = module(
+        "tensorrt",
+        __version__="10.0.0-fake",
+        Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None}),
+        Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=Engine),
+        TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"),
+    )
+    driver = module(
+        "pycuda.driver",
+        Device=lambda index: SimpleNamespace(name=lambda: "Fake GPU"),
+        Stream=lambda: SimpleNamespace(handle=1, synchronize=lambda: None),
+        pagelocked_empty=lambda shape, dtype: np.empty(shape, dtype),
+        mem_alloc=_DeviceBuffer,
+        memcpy_htod_async=lambda dst, src, stream: write(int(dst), src),
+        memcpy_dtoh_async=lambda dst, src, stream: np.copyto(dst, read(int(src), dst.dtype, dst.shape)),
+    )
+    pycuda = module("pycuda", driver=driver)
+    return {
+        "tensorrt": trt,
+        "pycuda": pycuda,
+        "pycuda.driver": driver,
+        "pycuda.autoinit": module("pycuda.autoinit"),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("legacy", [False, True], ids=["tensorrt10", "tensorrt8-bindings"])
+def test_tensorrt_backend_code_path_with_fake_gpu_modules(
+    tiny_yolo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legacy: bool
+) -> None:
+    import sys
+
+    for name, mod in _fake_gpu_modules(legacy).items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    assert tensorrt_available()
+    onnx_path = oracle_onnx(str(tiny_yolo), 320)
+    engine = tmp_path / "model_320_fp16.engine"
+    engine.write_bytes(onnx_path.read_bytes())
+    meta = {"device": "Fake GPU", "tensorrt_version": "10.0.0-fake", "imgsz": 320}
+    gpu = load_detector(engine, class_names=["square", "disc"], options={"metadata": meta})
+    assert gpu.key == "tensorrt" and gpu.input_size == (320, 320)
+    cpu = load_detector(onnx_path, class_names=["square", "disc"])
+    image = shapes_image(2)
+    a = gpu.detect(image, conf=0.05).detections
+    b = cpu.detect(image, conf=0.05).detections
+    assert len(a) == len(b) > 0 and a == b
+    buffers = list(gpu.backend.buffers.values())
+    gpu.close()
+    assert all(buf.freed for buf in buffers)
+    # Built on another GPU: refused with the reason.
+    with pytest.raises(Conflict, match="built on Orin"):
+        load_detector(engine, options={"metadata": {**meta, "device": "Orin"}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,8 @@ def site(tiny_yolo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             {**row, "id": 2, "name": "second", "metrics": json.dumps({"map50": 0.7, "map50_95": 0.35})}
         )
     db.conn.close()
+    (data / "models" / "2").mkdir(parents=True)
+    shutil.copyfile(data / "models" / "1" / "best.pt", data / "models" / "2" / "best.pt")
     yield {"server": server, "http": http, "headers": token, "model_id": model_id}
     http.close()
     server.stop()
@@ -87,6 +90,11 @@ def test_models_page_lists_deploys_and_compares(page: Page, site: dict[str, Any]
     compare = page.get_by_test_id("compare")
     expect(compare).to_be_visible()
     expect(compare.locator("[data-testid=compare-row][data-metric=map50] td").nth(3)).to_have_text("+0.200")
+    # An export queued (no worker runs here) shows its state and can be cancelled.
+    second.get_by_test_id("export-onnx").click()
+    expect(second.get_by_test_id("export-badge")).to_have_text("onnx 320: pending")
+    second.get_by_test_id("cancel-export").click()
+    expect(second.get_by_test_id("export-badge")).to_have_text("onnx 320: cancelled")
     assert not errors
 
 

@@ -58,6 +58,15 @@ class ModelController(Controller):
     ) -> ExportRead:
         return service.create_export(db, config, model_id, data, user)
 
+    @post(
+        "/{model_id:int}/exports/{export_id:int}/cancel",
+        operation_id="cancelModelExport",
+        status_code=200,
+        sync_to_thread=True,
+    )
+    def cancel_export(self, model_id: Id, export_id: Id, db: DB, user: Caller) -> ExportRead:
+        return service.cancel_export(db, model_id, export_id, user)
+
     @post("/{model_id:int}/deploy", operation_id="deployModel", status_code=200, sync_to_thread=True)
     def deploy(self, model_id: Id, db: DB, user: Caller, config: Settings) -> ModelRead:
         return service.deploy_model(db, config, model_id, user)

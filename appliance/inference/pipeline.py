@@ -266,5 +266,5 @@ def load_detector(
         class_names = [c["name"] if isinstance(c, dict) else str(c) for c in metadata.get("classes", [])]
     size = int(imgsz or metadata.get("imgsz") or 640)
     key = backend or ("tensorrt" if path.suffix == ".engine" else "onnxruntime")
-    opened = open_backend(key, path, metadata=metadata, **(options or {}))
+    opened = open_backend(key, path, **{"metadata": metadata, **(options or {})})
     return Detector(opened, class_names, size, metadata=metadata)

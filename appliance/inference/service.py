@@ -230,6 +230,29 @@ def create_export(
     return next(e for e in _exports(db, model_id) if e.id == export_id)
 
 
+def cancel_export(db: Database, model_id: int, export_id: int, user: CurrentUser) -> ExportRead:
+    """Cancel a queued or running export (a running one stops at its next check and its child is killed)."""
+    from appliance.jobs.service import request_cancel
+
+    readable_model(db, model_id, user)
+    require_writer(user)
+    found = db.execute(
+        "SELECT job_id FROM model_exports WHERE id = ? AND model_id = ?", [export_id, model_id]
+    ).fetchone()
+    if found is None:
+        raise NotFound(f"export {export_id} of model {model_id} not found")
+    if found[0] is None:
+        raise Conflict(f"export {export_id} has no job to cancel")
+    job = request_cancel(db, int(found[0]), "export")
+    if job["status"] == "cancelled":
+        with write_transaction(db):
+            db.execute(
+                "UPDATE model_exports SET status = 'cancelled', finished_at = ? WHERE id = ?",
+                [now_iso(), export_id],
+            )
+    return next(e for e in _exports(db, model_id) if e.id == export_id)
+
+
 # --- deploy -----------------------------------------------------------------------------------
 
 

@@ -106,10 +106,11 @@ def build_engine(
         shape = (1, 3, imgsz, imgsz)
         profile.set_shape(name, (1, 3, 32, 32), shape, (1, 3, max(imgsz, 1280), max(imgsz, 1280)))
         config.add_optimization_profile(profile)
-    if precision in ("fp16", "int8") and builder.platform_has_fast_fp16:
+    # platform_has_fast_* are deprecated in TensorRT 10 (every supported GPU has both); assume yes there.
+    if precision in ("fp16", "int8") and getattr(builder, "platform_has_fast_fp16", True):
         config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
-        if not builder.platform_has_fast_int8:
+        if not getattr(builder, "platform_has_fast_int8", True):
             raise RuntimeError("this GPU has no fast INT8; export fp16 instead")
         config.set_flag(trt.BuilderFlag.INT8)
         batches = calibration_batches(calibration_images, imgsz)
