@@ -182,10 +182,16 @@ def test_sources_paths_and_roots(client, admin, config, media, tmp_path):
 def test_archive_upload_streams_into_staging(client, admin, config, media):
     write_yolo_dataset(media / "set", count=6)
     dataset = create_dataset(client, admin, classes=[])
+    crashed = config.data_path / "staging" / "uploads" / "crashed.part"  # an upload cut off long ago
+    crashed.parent.mkdir(parents=True)
+    crashed.write_bytes(b"PK")
+    os.utime(crashed, (time.time() - 7 * 3600, time.time() - 7 * 3600))
     response = upload_archive(client, admin, dataset["id"], zip_folder(media / "set"), filename="set.zip")
     assert response.status_code == 202, response.text
     uploads = list((config.data_path / "staging" / "uploads").iterdir())
-    assert len(uploads) == 1  # waiting in staging for the worker
+    assert [p.suffix for p in uploads] == [
+        ".upload"
+    ]  # waiting in staging for the worker; the stale part swept
     run_jobs(config)
     job = client.get(f"{API}/imports/{response.json()['id']}", headers=admin).json()
     assert job["status"] == "completed" and job["result"]["imported"] == 6

@@ -131,6 +131,7 @@ class ImportController(Controller):
             if written == 0:
                 raise BadRequest("the request body is empty: send the archive as the raw body")
             await anyio.to_thread.run_sync(sniff_archive, target)
+            target = await anyio.to_thread.run_sync(service.complete_upload, target)
             return await anyio.to_thread.run_sync(
                 lambda: service.create_archive_import(
                     db,

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -106,10 +107,28 @@ def create_import(
     return job_read(jobs.get_job(db, job_id))
 
 
+STALE_PART_S = 6 * 3600
+
+
 def new_upload_path(config: Config) -> Path:
+    """staging/uploads/<random>.part for an upload in progress; partial files of crashed uploads are swept."""
     folder = staging_root(config) / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - STALE_PART_S
+    for stale in folder.glob("*.part"):
+        try:
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()
+        except OSError:
+            continue
     return folder / f"{uuid.uuid4().hex}.part"
+
+
+def complete_upload(partial: Path) -> Path:
+    """The finished upload's name (what the job reads); only .part files are ever swept."""
+    done = partial.with_suffix(".upload")
+    os.replace(partial, done)
+    return done
 
 
 def create_archive_import(
@@ -331,13 +350,17 @@ def import_items(
     max_bytes = config.max_image_mb * 1024 * 1024
 
     def prepare(item: SourceItem) -> Any:
+        """A bad source file is skipped with its reason; a failing data disk (OSError) fails the import."""
         try:
             data = _read_image(item.path, max_bytes)
-            return catalog.store_image_file(store, config, data, write=write_unsynced)
         except AppError as exc:
             return exc
         except OSError as exc:
             return Invalid(f"cannot read the file: {exc.strerror or exc}")
+        try:
+            return catalog.store_image_file(store, config, data, write=write_unsynced)
+        except AppError as exc:
+            return exc
 
     with ThreadPoolExecutor(IMPORT_THREADS, thread_name_prefix="import") as pool:
         for start in range(0, len(parsed.items), BATCH):
