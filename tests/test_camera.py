@@ -215,6 +215,25 @@ def test_unavailable_sources_say_why(config: Config) -> None:
         assert "/dev/video99" in missing["error"] and missing["source_type"] == "v4l2"
 
 
+def test_a_deployed_model_that_cannot_load_leaves_the_stream_running(
+    config: Config, mjpeg: MjpegServer
+) -> None:
+    """A deployed model without any export: the status says why, frames keep flowing without detections."""
+    db = catalog(config)
+    with write_transaction(db):
+        db.execute(
+            "INSERT INTO models (name, classes, created_at, deployed) VALUES ('unexported', '[]', '2026-01-01', 1)"
+        )
+    service.store_settings(db, url_settings(mjpeg.url))
+    with running_camera(config):
+        broken = wait_for(lambda: "could not be loaded" in (s := status(config)).get("model_note", "") and s)
+        assert "export" in broken["model_note"] and broken["model_id"] is None
+        frames = broken["frames"]
+        wait_for(lambda: status(config)["frames"] > frames + 10 and status(config)["state"] == "running")
+        frame = read_frame(config.runtime_path)
+        assert frame is not None and frame.meta["detections"] == [] and frame.meta["model_id"] is None
+
+
 def _read_mjpeg_parts(url: str, headers: dict[str, str], stop: threading.Event, out: list[bytes]) -> None:
     buffer = b""
     with httpx.stream("GET", url, headers=headers, timeout=10) as response:

@@ -49,7 +49,7 @@ class Frame:
     image: np.ndarray
     seq: int  # counts frames read from the source since the reader started
     captured_at: float  # time.monotonic() when the source delivered the frame (before decoding)
-    capture_ms: float  # time spent decoding it (retrieve)
+    capture_ms: float  # time spent in retrieve() (decode for V4L2 MJPEG, colour conversion for FFmpeg)
 
 
 class SourceError(Exception):
@@ -117,6 +117,7 @@ class FrameSource:
         self._consumer_waiting = False
         self._last_take: float | None = None
         self._loop_s: float | None = None
+        self._loop_dev = 0.0
         self._decode_s = 0.0
         self._decode_after = 0.0
         self.skipped_decodes = 0
@@ -152,17 +153,24 @@ class FrameSource:
     def _plan_next_decode(self, now: float) -> None:
         """Decode again only shortly before the consumer will come back for a frame.
 
-        The consumer (inference) is usually slower than the source; decoding every frame of a 30 fps
-        camera when the model takes 8 frames would spend a CPU core (on a Jetson, 1080p MJPEG decodes at
-        ~15 ms) on frames nobody sees, and that CPU time comes out of preprocessing and encoding. Frames
-        are still grabbed (read off the wire) as they come, so the one decoded is as fresh as before.
+        The consumer (inference) is usually slower than the source; retrieving every frame of a 30 fps
+        camera when the model takes 8 frames spends CPU on frames nobody sees. What retrieve() costs
+        depends on the backend: V4L2 decodes MJPEG there (1080p: ~15 ms on a Jetson core), FFmpeg has
+        already decoded in grab() and only converts to BGR. Frames are still grabbed as they come, so the
+        one retrieved is as fresh as before; the last couple before the consumer returns are retrieved.
         """
         if self._last_take is not None:
             period = now - self._last_take
-            self._loop_s = period if self._loop_s is None else 0.7 * self._loop_s + 0.3 * period
+            if self._loop_s is None:
+                self._loop_s = period
+            else:
+                self._loop_dev = 0.7 * self._loop_dev + 0.3 * abs(period - self._loop_s)
+                self._loop_s = 0.7 * self._loop_s + 0.3 * period
         self._last_take = now
         fps = self.source_fps()
-        margin = 2.5 / fps if fps > 0 else 0.1  # the last couple of frames before the consumer returns
+        # The last couple of frames before the consumer returns, more when its pace varies (a busy CPU):
+        # retrieving a frame too many costs a little CPU, one too few makes the loop wait for the camera.
+        margin = (2.5 / fps if fps > 0 else 0.1) + 2 * self._loop_dev
         self._decode_after = now + (self._loop_s or 0.0) - margin - self._decode_s
 
     def _should_decode(self, now: float) -> bool:

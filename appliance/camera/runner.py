@@ -29,8 +29,7 @@ from appliance.camera.publish import (
 from appliance.camera.schemas import CameraSettings
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database
-from appliance.errors import AppError
-from appliance.inference.service import deployed_model, load_detector_for_model, select_artifact
+from appliance.inference.service import deployed_model, load_detector_for_model, loadable_artifacts
 from appliance.storage import ImageStore
 from appliance.system.notify import notify, watchdog_interval_s
 
@@ -42,17 +41,19 @@ MODEL_RETRY_S = 30.0
 
 
 def model_key(config: Config, row: dict[str, Any] | None, precision: str) -> tuple[Any, ...] | None:
-    """Identity of what would be loaded: the deployed row, the export chosen for it and that file's mtime.
+    """Identity of what would be loaded: the deployed row, the precision asked for, its exports and their mtimes.
 
     A new export of the deployed model (say a TensorRT engine built after the ONNX one) changes the key too.
     """
     if row is None:
         return None
     try:
-        chosen = select_artifact(config, row, None if precision == "auto" else precision)
-        return (row["id"], chosen["file"], chosen["path"].stat().st_mtime_ns)
-    except (AppError, OSError) as exc:
-        return (row["id"], f"unloadable: {exc}")
+        exports = tuple(
+            sorted((a["file"], a["path"].stat().st_mtime_ns) for a in loadable_artifacts(config, row["id"]))
+        )
+    except OSError as exc:
+        return (row["id"], precision, f"unreadable: {exc}")
+    return (row["id"], precision, exports)
 
 
 def load_detector(config: Config, db: Database, row: dict[str, Any], precision: str) -> Any:
