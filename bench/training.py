@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import random
 import shutil
@@ -54,7 +55,10 @@ def train_via_worker(root: Path, images: int, params: dict[str, Any]) -> dict[st
     with TestClient(app=create_app(config), raise_server_exceptions=False) as client:
         admin = setup_admin(client)
         dataset = build_synthetic_dataset(client, admin, count=images)
-        worker = WorkerProcess(data).start()
+        # Production timings (the test defaults poll and heartbeat faster).
+        worker = WorkerProcess(
+            data, env={"APPLIANCE_WORKER_POLL_S": "1", "APPLIANCE_HEARTBEAT_S": "5"}
+        ).start()
         try:
             time.sleep(0.5)
             started = time.perf_counter()
@@ -71,7 +75,7 @@ def train_via_worker(root: Path, images: int, params: dict[str, Any]) -> dict[st
                 ),
                 1800,
                 "the training job",
-                interval=0.2,
+                interval=1.0,  # a client polling, as the console does; the CLI run has none
             )
             wall = time.perf_counter() - started
         finally:
@@ -183,9 +187,11 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.quick:
-        images, snapshot_images = 24, 20_000
-        params = {"epochs": 3, "imgsz": 64, "batch": 8}
+        images, snapshot_images = 48, 20_000
+        params = {"epochs": 4, "imgsz": 128, "batch": 8}
     else:
         images, snapshot_images = 200, 100_000
         params = {"epochs": 5, "imgsz": 160, "batch": 8}
@@ -199,11 +205,12 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
-    def later(epochs: list[float]) -> float:
-        return statistics.mean(epochs[1:]) if len(epochs) > 1 else epochs[0]
+    def later(epochs: list[float]) -> list[float]:
+        return epochs[1:] if len(epochs) > 1 else epochs
 
-    worker_epoch = later(worker_run["epochs"])
-    cli_epoch = later(cli_run["epochs"])
+    # On a shared machine other load only ever adds time: the fastest later epoch is the fairest figure.
+    worker_epoch = min(later(worker_run["epochs"]))
+    cli_epoch = min(later(cli_run["epochs"]))
     figures = {
         "quick": args.quick,
         "device": "cpu",
@@ -211,9 +218,11 @@ def main() -> None:
         "epochs": params["epochs"],
         "imgsz": params["imgsz"],
         "batch": params["batch"],
-        "worker_epoch_ms": round(worker_epoch * 1000),
+        "worker_epoch_ms": round(worker_epoch * 1000),  # fastest epoch after the first
         "cli_epoch_ms": round(cli_epoch * 1000),
         "epoch_time_ratio": round(worker_epoch / cli_epoch, 3),
+        "worker_epoch_mean_ms": round(statistics.mean(later(worker_run["epochs"])) * 1000),
+        "cli_epoch_mean_ms": round(statistics.mean(later(cli_run["epochs"])) * 1000),
         "worker_first_epoch_ms": round(worker_run["epochs"][0] * 1000),
         "cli_first_epoch_ms": round(cli_run["epochs"][0] * 1000),
         "worker_wall_ms": round(worker_run["wall_s"] * 1000),

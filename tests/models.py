@@ -11,7 +11,9 @@ CLASSES = ["square", "disc"]
 COLORS = {0: (40, 40, 230), 1: (230, 120, 30)}  # BGR: red squares, blue discs
 
 
-def synthetic_image(seed: int, size: int = 96) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
+def synthetic_image(
+    seed: int, size: int = 96
+) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
     """One image with 1-3 shapes; boxes are (class_id, x1, y1, x2, y2) in pixels."""
     rng = np.random.default_rng(seed)
     image = rng.integers(60, 120, (size, size, 3), dtype=np.uint8)

@@ -329,7 +329,40 @@ def test_out_of_memory_is_retried_once_with_half_the_batch(tmp_path: Path) -> No
     assert done["result"]["batch"] == 2 and "out of memory" in done["result"]["oom_retry"]["error"]
 
 
-def _kill_mid_second_epoch(env: Env, epochs: int) -> tuple[dict[str, Any], WorkerProcess]:
+@pytest.mark.slow
+def test_finished_run_interrupted_before_booking_is_finalized_without_training(
+    env: Env, worker: WorkerProcess, tmp_path: Path
+) -> None:
+    # The worker died after the child wrote its final record but before the model row and the job's end.
+    (job_id, model_id), *_ = env.sql(
+        "SELECT id, model_id FROM jobs WHERE kind = 'train' AND status = 'completed'"
+    )
+    log = env.run_dir(job_id) / "train.log"
+    starts = log.read_text().count("=== job")
+    conn = sqlite3.connect(env.config.db_path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(
+        "UPDATE jobs SET status = 'running', model_id = NULL, worker_pid = 999999, heartbeat_at = 0 WHERE id = ?",
+        (job_id,),
+    )
+    conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
+    conn.commit()
+    conn.close()
+    second = WorkerProcess(env.data)
+    second.log_path = tmp_path / "worker.log"
+    second.start()
+    try:
+        done = env.wait_status(job_id, TERMINAL, second)
+    finally:
+        second.stop()
+    assert done["status"] == "completed" and done["model_id"] and done["attempts"] == 2
+    assert log.read_text().count("=== job") == starts  # no new training child
+    assert env.sql("SELECT job_id FROM models WHERE id = ?", (done["model_id"],)) == [(job_id,)]
+
+
+def _kill_mid_second_epoch(
+    env: Env, epochs: int, graceful: bool = False
+) -> tuple[dict[str, Any], WorkerProcess]:
     worker = WorkerProcess(env.data, env={"TRAIN_CHILD_BATCH_DELAY_S": "0.4"}).start()
     job = env.start_job(epochs=epochs)
     wait_for(
@@ -343,7 +376,12 @@ def _kill_mid_second_epoch(env: Env, epochs: int) -> tuple[dict[str, Any], Worke
     )
     assert (env.run_dir(job["id"]) / "checkpoint" / "last.json").exists()
     child_pid = int((env.run_dir(job["id"]) / "child.pid").read_text())
-    worker.kill()
+    if graceful:
+        worker.stop()  # SIGTERM, as systemd stops it: the child is terminated, the job left running
+        assert worker.process is not None and worker.process.returncode == 0, worker.log_text()[-2000:]
+        assert "left running for recovery" in worker.log_text()
+    else:
+        worker.kill()
     # The training child dies with its worker (PR_SET_PDEATHSIG).
     wait_for(lambda: not Path(f"/proc/{child_pid}").exists() or _zombie(child_pid), 20, "the child to die")
     assert env.job(job["id"])["status"] == "running"
@@ -415,5 +453,21 @@ def test_corrupt_checkpoint_fails_clearly_instead_of_hanging(tmp_path: Path) -> 
         finally:
             again.stop()
         assert "checksum" in failed["error"], failed["error"]
+    finally:
+        crash.close()
+
+
+@pytest.mark.slow
+def test_worker_sigterm_stops_the_child_and_the_next_start_resumes(tmp_path: Path) -> None:
+    crash = Env(tmp_path, images=12)
+    try:
+        job, _ = _kill_mid_second_epoch(crash, epochs=2, graceful=True)
+        restarted = WorkerProcess(crash.data).start()
+        try:
+            done = crash.wait_status(job["id"], TERMINAL, restarted)
+        finally:
+            restarted.stop()
+        assert done["status"] == "completed", (done["error"], done["log_tail"])
+        assert done["result"]["resumed_from_epoch"] == 1 and [m["epoch"] for m in done["metrics"]] == [1, 2]
     finally:
         crash.close()

@@ -87,7 +87,9 @@ def test_train_page_starts_watches_cancels_and_shows_results(
 
     # Back to the first: live progress, then completed with a chart per epoch, a model and the plots.
     page.goto(f"{server.url}/#/training/1")
-    expect(page.locator("[data-testid=job-status][data-status=completed]")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
+    expect(page.locator("[data-testid=job-status][data-status=completed]")).to_be_visible(
+        timeout=TRAIN_TIMEOUT_MS
+    )
     wait_js(page, "document.querySelector('[data-testid=chart-loss]').dataset.points === '2'")
     assert page.get_by_test_id("chart-map").get_attribute("data-points") == "2"
     expect(page.get_by_test_id("metric-row")).to_have_count(2)
@@ -96,7 +98,10 @@ def test_train_page_starts_watches_cancels_and_shows_results(
     assert page.get_by_test_id("job-cancel").is_hidden()
     plots = page.get_by_test_id("job-plot")
     expect(plots.first).to_be_visible()
-    wait_js(page, "[...document.querySelectorAll('[data-testid=job-plot]')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_js(
+        page,
+        "[...document.querySelectorAll('[data-testid=job-plot]')].every(i => i.complete && i.naturalWidth > 0)",
+    )
     names = {plots.nth(i).get_attribute("data-name") for i in range(plots.count())}
     assert {"results.png", "confusion_matrix.png"} <= names
     # The chart was drawn (non-blank pixels on the canvas).

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import sys
@@ -254,11 +255,53 @@ def epoch_metrics(trainer: Any, epoch: int, seconds: float | None) -> dict[str, 
     }
 
 
+class CatalogWriter:
+    """Progress writes from a thread with its own connection: a durable commit (fsync) can take 100 ms on a
+    busy disk, and the training loop must not wait for it. Order is kept; a batch update still queued when
+    a newer one arrives is dropped."""
+
+    def __init__(self, db_path: Path, job_id: int) -> None:
+        self.db_path = db_path
+        self.job_id = job_id
+        self._queue: queue.Queue[tuple[str, dict[str, Any], str | None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="catalog-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, item: tuple[str, dict[str, Any], str | None]) -> None:
+        self._queue.put(item)
+
+    def _run(self) -> None:
+        db = open_database(self.db_path)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                if item[2] == "batch" and self._queue.qsize():
+                    continue  # superseded by a newer update already waiting
+                try:
+                    if item[0] == "event":
+                        jobs.add_event(db, self.job_id, str(item[2]), item[1])
+                    else:
+                        jobs.set_progress(db, self.job_id, item[1], item[2])
+                except Exception:
+                    logger.exception("could not record progress")
+        finally:
+            db.conn.close()
+
+    def close(self) -> None:
+        """Write everything queued, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+
 class Progress:
     """Ultralytics callbacks -> catalog: throttled batch progress, per-epoch metrics, cancel, checkpoints."""
 
-    def __init__(self, db: Database, job_id: int, run_dir: Path, history: list[dict[str, Any]]) -> None:
-        self.db = db
+    def __init__(
+        self, db: Database, db_path: Path, job_id: int, run_dir: Path, history: list[dict[str, Any]]
+    ) -> None:
+        self.db = db  # reads only (the cancel flag); writes go through self.writer
         self.job_id = job_id
         self.run_dir = run_dir
         self.history = history  # kept across a resume: earlier epochs stay on the chart
@@ -278,6 +321,7 @@ class Progress:
         self.batch_delay = float(os.environ.get(BATCH_DELAY_ENV) or 0)
         self.fake_oom_batch = int(os.environ.get(FAKE_OOM_ENV) or 0)
         self.checkpoints = CheckpointSaver(run_dir / CHECKPOINT_DIR)
+        self.writer = CatalogWriter(db_path, job_id)
 
     def attach(self, model: Any) -> None:
         for event in (
@@ -291,10 +335,7 @@ class Progress:
             model.add_callback(event, getattr(self, event))
 
     def write(self, fields: dict[str, Any], event: str | None) -> None:
-        try:
-            jobs.set_progress(self.db, self.job_id, fields, event)
-        except Exception:
-            logger.exception("could not record progress")
+        self.writer.put(("progress", fields, event))
 
     def _eta(self, trainer: Any) -> float | None:
         total = self.batches * (self.epochs - self.start_epoch)
@@ -384,7 +425,7 @@ class Progress:
              "fraction": self._fraction(epoch), "eta_s": self._eta(trainer), "best_epoch": self.best_epoch},
             None,
         )  # fmt: skip
-        jobs.add_event(self.db, self.job_id, "epoch", row)
+        self.writer.put(("event", row, "epoch"))
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -476,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_ultralytics_env(Path(spec["ultralytics_config_dir"]))
     db = open_database(spec["db_path"])
     job_id = int(spec["job_id"])
-    progress = Progress(db, job_id, run_dir, list(spec.get("history") or []))
+    progress = Progress(db, Path(spec["db_path"]), job_id, run_dir, list(spec.get("history") or []))
     result: dict[str, Any] = {"network_guard": "sys.addaudithook(socket.connect, socket.getaddrinfo)"}
     started = time.monotonic()
     code = EXIT_OK
@@ -496,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update(status="failed", error=message[:2000], traceback=traceback.format_exc()[-4000:])
         code = EXIT_FAILED
     progress.checkpoints.wait()
+    progress.writer.close()
     train_dir = run_dir / "train"
     best = train_dir / "weights" / "best.pt"
     result.update(

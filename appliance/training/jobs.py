@@ -149,6 +149,8 @@ def run_training(context: JobContext) -> dict[str, Any]:
         return summary
 
     if snapshot is None:
+        if job["dataset_id"] is None:
+            raise TrainingFailed("the dataset was deleted before the training started")
         resume = False
         for stale in ("train", child_module.CHECKPOINT_DIR):
             shutil.rmtree(folder / stale, ignore_errors=True)
