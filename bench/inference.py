@@ -40,34 +40,12 @@ def build_model(workdir: Path, weights: Path | None, classes: int) -> Path:
     import torch
     from ultralytics.nn.tasks import DetectionModel
 
-    from tests.models import synthetic_image
+    from tests.models import enliven_detection_head
 
     torch.manual_seed(0)
     net = DetectionModel("yolov8n.yaml", nc=classes, verbose=False)
     net.names = {i: f"class{i}" for i in range(classes)}
-    head = net.model[-1]
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.fill_(1.0)
-                module.bias.zero_()
-                module.reset_running_stats()
-                module.momentum = None
-        generator = torch.Generator().manual_seed(0)
-        for seq in head.cv2:
-            seq[-1].weight.copy_(torch.randn(seq[-1].weight.shape, generator=generator) * 0.3)
-        for seq in head.cv3:
-            seq[-1].weight.copy_(torch.randn(seq[-1].weight.shape, generator=generator) * 0.05)
-            seq[-1].bias.fill_(-2.5)
-        net.train()
-        batch = np.stack(
-            [
-                cv2.resize(synthetic_image(s, 96)[0], (128, 128))[..., ::-1].transpose(2, 0, 1)
-                for s in range(16)
-            ]
-        ).astype(np.float32)
-        net(torch.from_numpy(batch / 255.0))
-        net.eval()
+    enliven_detection_head(net, class_bias=-2.5)
     out = workdir / "bench.pt"
     torch.save({"model": net, "train_args": {}, "date": None, "version": "bench"}, out)
     return out

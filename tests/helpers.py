@@ -152,3 +152,18 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def wait_js(page: Any, expression: str, timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll a JS expression in the page until it is truthy and return its value.
+
+    Playwright's wait_for_function evaluates strings with eval(), which the console's CSP forbids.
+    """
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {expression!r} (last value {value!r})")

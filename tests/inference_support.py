@@ -16,7 +16,7 @@ import numpy as np
 from appliance.clock import now_iso
 from appliance.config import Config, load_config
 from appliance.db import Database, migrate, open_database, write_transaction
-from tests.models import CLASSES, synthetic_image
+from tests.models import CLASSES, enliven_detection_head, synthetic_image
 
 CLASS_ROWS = [
     {"name": name, "color": color} for name, color in zip(CLASSES, ["#e62828", "#1e78e6"], strict=True)
@@ -72,35 +72,11 @@ def oracle_weights(tiny_weights: str) -> Path:
     from appliance.training.offline import prepare_ultralytics_env
 
     prepare_ultralytics_env(_SCRATCH / "ultralytics")
-    import torch
     from ultralytics import YOLO
 
     model = YOLO(tiny_weights)
     net = model.model.float()
-    head = net.model[-1]
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.fill_(1.0)
-                module.bias.zero_()
-                module.reset_running_stats()
-                module.momentum = None
-        for seq in head.cv2:
-            seq[-1].weight.copy_(torch.randn(seq[-1].weight.shape, generator=generator) * 0.3)
-            seq[-1].bias.zero_()
-        for seq in head.cv3:
-            seq[-1].weight.copy_(torch.randn(seq[-1].weight.shape, generator=generator) * 0.05)
-            seq[-1].bias.fill_(-3.0)
-        net.train()
-        batch = np.stack(
-            [
-                cv2.resize(synthetic_image(s, 96)[0], (128, 128))[..., ::-1].transpose(2, 0, 1)
-                for s in range(16)
-            ]
-        ).astype(np.float32)
-        net(torch.from_numpy(batch / 255.0))
-        net.eval()
+    enliven_detection_head(net, class_bias=-3.0)
     out = _SCRATCH / "oracle" / "best.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(out))

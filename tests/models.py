@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -74,3 +75,38 @@ def train_tiny_model(workdir: Path, imgsz: int = 64, epochs: int = 2) -> Path:
     best = workdir / "runs" / "tiny" / "weights" / "best.pt"
     assert best.exists(), "ultralytics did not write best.pt"
     return best
+
+
+def enliven_detection_head(net: Any, class_bias: float, seed: int = 0) -> None:
+    """Give a barely trained (or untrained) yolov8 net varied boxes and scores per image.
+
+    Batch-norm is re-estimated on synthetic images with unit scale and the head's last layers are
+    redrawn; without this a 2-epoch model outputs nearly constant scores, and ties make any NMS
+    comparison meaningless. The result is still a real ultralytics network.
+    """
+    import torch
+
+    head = net.model[-1]
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+                module.reset_running_stats()
+                module.momentum = None
+        for seq in head.cv2:
+            seq[-1].weight.copy_(torch.randn(seq[-1].weight.shape, generator=generator) * 0.3)
+            seq[-1].bias.zero_()
+        for seq in head.cv3:
+            seq[-1].weight.copy_(torch.randn(seq[-1].weight.shape, generator=generator) * 0.05)
+            seq[-1].bias.fill_(class_bias)
+        net.train()
+        batch = np.stack(
+            [
+                cv2.resize(synthetic_image(s, 96)[0], (128, 128))[..., ::-1].transpose(2, 0, 1)
+                for s in range(16)
+            ]
+        ).astype(np.float32)
+        net(torch.from_numpy(batch / 255.0))
+        net.eval()

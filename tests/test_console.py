@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.helpers import ADMIN, API, ServerProcess, auth, image_bytes
+from tests.helpers import ADMIN, API, ServerProcess, auth, image_bytes, wait_js
 
 pytestmark = pytest.mark.browser
 
@@ -23,18 +22,6 @@ W, H = 320, 240
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def wait_js(page: Page, expression: str, timeout: float = 5.0) -> Any:
-    """Poll a JS expression until truthy. (wait_for_function evals strings, which the console's CSP forbids.)"""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = page.evaluate(expression)
-        if value:
-            return value
-        time.sleep(0.03)
-    raise AssertionError(f"timed out waiting for {expression!r} (last value {value!r})")
 
 
 class Api:

@@ -24,6 +24,7 @@ from tests.imports_support import (
     zip_folder,
 )
 from tests.models import CLASSES, synthetic_image, write_yolo_dataset
+from tests.workers import WorkerProcess
 
 
 @pytest.fixture
@@ -336,13 +337,7 @@ def test_end_to_end_upload_with_a_real_worker(tmp_path):
     archive = zip_folder(media / "set")
     env = {"APPLIANCE_IMPORT_ROOTS": str(media), "APPLIANCE_WORKER_POLL_S": "0.2"}
     with ServerProcess(tmp_path / "data", env=env) as server:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "appliance", "worker"],
-            env=server.env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        worker = WorkerProcess(server.data_dir, env={"APPLIANCE_IMPORT_ROOTS": str(media)}).start()
         try:
             with httpx.Client(base_url=server.url, timeout=30) as http:
                 headers = setup_admin(http)
@@ -369,8 +364,7 @@ def test_end_to_end_upload_with_a_real_worker(tmp_path):
                 assert job["status"] == "completed", job
                 assert job["result"]["imported"] == 5 and job["progress"]["processed"] == 5
         finally:
-            worker.terminate()
-            worker.wait(10)
+            worker.stop()
 
 
 def test_cancel_stops_between_batches_with_a_partial_report(client, admin, config, media, monkeypatch):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +11,10 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.helpers import ADMIN, API, REPO, ServerProcess, auth
+from tests.helpers import ADMIN, API, ServerProcess, auth
 from tests.imports_support import zip_folder
 from tests.models import write_yolo_dataset
+from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.browser
 
@@ -26,18 +25,11 @@ def appliance(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
     media.mkdir()
     env = {"APPLIANCE_IMPORT_ROOTS": str(media), "APPLIANCE_WORKER_POLL_S": "0.2"}
     with ServerProcess(tmp_path / "data", env=env) as server:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "appliance", "worker"],
-            env=server.env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = WorkerProcess(server.data_dir, env={"APPLIANCE_IMPORT_ROOTS": str(media)}).start()
         try:
             yield server, media
         finally:
-            worker.terminate()
-            worker.wait(10)
+            worker.stop()
 
 
 def test_import_page_usb_upload_and_exports(

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,21 +15,9 @@ from appliance.camera.schemas import CameraSettings
 from appliance.config import load_config
 from appliance.db import migrate, open_database
 from tests.camera_sources import MjpegServer, deploy_model, write_video
-from tests.helpers import ADMIN, API, ServerProcess, auth
+from tests.helpers import ADMIN, API, ServerProcess, auth, wait_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def wait_js(page: Page, expression: str, timeout: float = 15.0) -> Any:
-    """Poll a JS expression (wait_for_function evaluates strings, which the console's CSP forbids)."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = page.evaluate(expression)
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {expression!r} (last value {value!r})")
 
 
 def test_live_page_streams_draws_boxes_captures_and_changes_source(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,21 +14,10 @@ from playwright.sync_api import Page, expect
 
 from appliance.config import load_config
 from appliance.db import open_database, write_transaction
-from tests.helpers import ADMIN, API, ServerProcess, auth
+from tests.helpers import ADMIN, API, ServerProcess, auth, wait_js
 from tests.inference_support import copy_exported_model, exported_data_dir, jpeg, shapes_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def wait_js(page: Page, expression: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = page.evaluate(expression)
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {expression!r} (last value {value!r})")
 
 
 @pytest.fixture(scope="module")

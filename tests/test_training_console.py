@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,24 +10,12 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.helpers import ADMIN, API, ServerProcess, auth
+from tests.helpers import ADMIN, API, ServerProcess, auth, wait_js
 from tests.workers import WorkerProcess, build_synthetic_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TRAIN_TIMEOUT_MS = 420_000
-
-
-def wait_js(page: Page, expression: str, timeout: float = 10.0) -> Any:
-    """Poll a JS expression until truthy (wait_for_function evals strings, which the console's CSP forbids)."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = page.evaluate(expression)
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {expression!r} (last value {value!r})")
 
 
 @pytest.fixture
