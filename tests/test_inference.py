@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -9,6 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from appliance.config import load_config
+from appliance.db import migrate, open_database
 from appliance.errors import Conflict, Invalid
 from appliance.inference.backends import available_backends, tensorrt_available
 from appliance.inference.cache import ModelCache
@@ -19,7 +22,7 @@ from appliance.inference.tensorrt_backend import (
     io_specs_from_engine,
     plan_bindings,
 )
-from tests.inference_support import oracle_onnx, shapes_image
+from tests.inference_support import copy_exported_model, exported_data_dir, oracle_onnx, shapes_image
 
 # --- geometry and decoding (fast) -------------------------------------------------------------
 
@@ -493,3 +496,45 @@ def test_tensorrt_backend_code_path_with_fake_gpu_modules(
     # Built on another GPU: refused with the reason.
     with pytest.raises(Conflict, match="built on Orin"):
         load_detector(engine, options={"metadata": {**meta, "device": "Orin"}})
+
+
+@pytest.mark.slow
+def test_engine_built_on_another_gpu_falls_back_to_onnx_and_is_rebuilt_here(
+    tiny_yolo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engines are tied to a GPU and a TensorRT version: a foreign one is not run, ONNX serves meanwhile,
+    and an engine export for this machine is queued once (not again while it is pending)."""
+    import sys
+
+    from appliance.inference.artifacts import artifact_name, model_dir, update_model_metadata
+    from appliance.inference.service import load_detector_for_model, model_row
+
+    for name, mod in _fake_gpu_modules(legacy=False).items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    config = load_config(env={}, data_dir=str(tmp_path / "data"))
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
+    engine_name = artifact_name("engine", "fp16", 320, False)
+    onnx_bytes = next(model_dir(config, model_id).glob("*.onnx")).read_bytes()
+    (model_dir(config, model_id) / engine_name).write_bytes(onnx_bytes)
+    update_model_metadata(
+        config,
+        model_id,
+        {},
+        engine_name,
+        {"format": "engine", "precision": "fp16", "imgsz": 320, "dynamic": False,
+         "device": "Orin", "tensorrt_version": "8.6.2", "built_at_unix": 2e9},
+    )  # fmt: skip
+    row = model_row(db, model_id)
+
+    detector = load_detector_for_model(config, row)
+    assert detector.key == "onnxruntime"
+    queued = list(db.query("SELECT * FROM model_exports WHERE format = 'engine'"))
+    assert len(queued) == 1 and queued[0]["precision"] == "fp16" and queued[0]["imgsz"] == 320
+    job = next(db.query("SELECT * FROM jobs WHERE id = ?", [queued[0]["job_id"]]))
+    assert job["kind"] == "export" and job["status"] == "pending" and json.loads(job["params"])["rebuild"]
+
+    assert load_detector_for_model(config, row).key == "onnxruntime"
+    assert db.execute("SELECT COUNT(*) FROM model_exports WHERE format = 'engine'").fetchone()[0] == 1
+    db.conn.close()

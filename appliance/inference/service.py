@@ -14,7 +14,7 @@ from appliance.auth.schemas import CurrentUser
 from appliance.catalog.imagecheck import check_image_bytes, decode_image
 from appliance.clock import now_iso
 from appliance.config import Config
-from appliance.db import Database, write_transaction
+from appliance.db import Database, open_database, write_transaction
 from appliance.errors import AppError, Conflict, Invalid, NotFound
 from appliance.inference.artifacts import (
     artifact_name,
@@ -36,6 +36,7 @@ from appliance.inference.schemas import (
     ModelRead,
     SuggestionsRead,
 )
+from appliance.inference.tensorrt_backend import EngineBuiltElsewhere
 
 logger = logging.getLogger(__name__)
 
@@ -182,12 +183,66 @@ def export_precision(body: ExportCreate) -> str:
     return "int8" if body.int8 else "fp16" if body.half else "fp32"
 
 
+def _queue_export(db: Database, model_id: int, params: dict[str, Any], user_id: int | None) -> int:
+    """The model_exports row and its job, in one transaction; refused while the same export is queued."""
+    from appliance.jobs.service import create_job
+
+    with write_transaction(db):
+        busy = db.execute(
+            """SELECT e.id FROM model_exports e JOIN jobs j ON j.id = e.job_id
+               WHERE e.model_id = ? AND e.format = ? AND e.precision = ? AND e.imgsz = ? AND e.dynamic = ?
+                 AND j.status IN ('pending', 'running')""",
+            [model_id, params["format"], params["precision"], params["imgsz"], int(params["dynamic"])],
+        ).fetchone()
+        if busy:
+            raise Conflict(f"the same export of model {model_id} is already queued (export {busy[0]})")
+        cursor = db.execute(
+            """INSERT INTO model_exports (model_id, format, precision, imgsz, dynamic, status, created_at)
+               VALUES (?, ?, ?, ?, ?, 'pending', ?)""",
+            [
+                model_id,
+                params["format"],
+                params["precision"],
+                params["imgsz"],
+                int(params["dynamic"]),
+                now_iso(),
+            ],
+        )
+        export_id = int(cursor.lastrowid or 0)
+        job_id = create_job(
+            db, "export", {**params, "export_id": export_id}, user_id=user_id, model_id=model_id
+        )
+        db.execute("UPDATE model_exports SET job_id = ? WHERE id = ?", [job_id, export_id])
+    return export_id
+
+
+def queue_engine_rebuild(config: Config, model: dict[str, Any], artifact: dict[str, Any]) -> int | None:
+    """Queue an export that builds `artifact` again on this machine (its GPU or TensorRT version changed).
+
+    Returns the new export id, or None when the same rebuild is already queued.
+    """
+    params = {
+        "model_id": model["id"],
+        "format": "engine",
+        "precision": artifact["precision"],
+        "imgsz": int(artifact["imgsz"]),
+        "dynamic": bool(artifact.get("dynamic")),
+        "calib_images": int(artifact.get("calib_images") or 200),
+        "rebuild": True,
+    }
+    db = open_database(config.db_path)
+    try:
+        return _queue_export(db, int(model["id"]), params, None)
+    except Conflict:
+        return None
+    finally:
+        db.conn.close()
+
+
 def create_export(
     db: Database, config: Config, model_id: int, body: ExportCreate, user: CurrentUser
 ) -> ExportRead:
     """Validate, then create the model_exports row and its job in one transaction; the worker does the rest."""
-    from appliance.jobs.service import create_job
-
     row = readable_model(db, model_id, user)
     require_writer(user)
     precision = export_precision(body)
@@ -208,25 +263,7 @@ def create_export(
         "dynamic": body.dynamic,
         "calib_images": body.calib_images,
     }
-    with write_transaction(db):
-        busy = db.execute(
-            """SELECT e.id FROM model_exports e JOIN jobs j ON j.id = e.job_id
-               WHERE e.model_id = ? AND e.format = ? AND e.precision = ? AND e.imgsz = ? AND e.dynamic = ?
-                 AND j.status IN ('pending', 'running')""",
-            [model_id, body.format, precision, imgsz, int(body.dynamic)],
-        ).fetchone()
-        if busy:
-            raise Conflict(f"the same export of model {model_id} is already queued (export {busy[0]})")
-        cursor = db.execute(
-            """INSERT INTO model_exports (model_id, format, precision, imgsz, dynamic, status, created_at)
-               VALUES (?, ?, ?, ?, ?, 'pending', ?)""",
-            [model_id, body.format, precision, imgsz, int(body.dynamic), now_iso()],
-        )
-        export_id = int(cursor.lastrowid or 0)
-        job_id = create_job(
-            db, "export", {**params, "export_id": export_id}, user_id=user.id, model_id=model_id
-        )
-        db.execute("UPDATE model_exports SET job_id = ? WHERE id = ?", [job_id, export_id])
+    export_id = _queue_export(db, model_id, params, user.id)
     return next(e for e in _exports(db, model_id) if e.id == export_id)
 
 
@@ -336,11 +373,17 @@ def load_detector_for_model(
     names = class_names(model)
     try:
         return load_detector(chosen["path"], class_names=names or None, imgsz=int(chosen["imgsz"]))
-    except AppError:
+    except AppError as exc:
         if chosen["format"] != "engine":
             raise
-        # An engine that cannot load (other device or TensorRT version) must not stop inference.
+        # An engine that cannot load must not stop inference: run the ONNX file meanwhile. One built on
+        # another GPU or TensorRT version is rebuilt here by the worker.
         logger.exception("engine %s of model %s cannot be loaded; using ONNX", chosen["file"], model["id"])
+        if isinstance(exc, EngineBuiltElsewhere):
+            export_id = queue_engine_rebuild(config, model, chosen)
+            logger.info(
+                "rebuild of engine %s of model %s queued as export %s", chosen["file"], model["id"], export_id
+            )
         onnx = select_artifact(config, model, "fp32", with_tensorrt=False)
         return load_detector(onnx["path"], class_names=names or None, imgsz=int(onnx["imgsz"]))
 

@@ -134,16 +134,20 @@ def plan_bindings(specs: list[IOSpec], imgsz: tuple[int, int] | None = None) -> 
     return plans
 
 
+class EngineBuiltElsewhere(Conflict):
+    """The engine's recorded GPU or TensorRT version is not this machine's: it must be built again here."""
+
+
 def check_engine_compatible(metadata: dict[str, Any], device: str, trt_version: str) -> None:
     """Engines are specific to a GPU and a TensorRT version: refuse one built elsewhere, saying why."""
     built_device = metadata.get("device")
     built_version = metadata.get("tensorrt_version")
     if built_device and built_device != device:
-        raise Conflict(
+        raise EngineBuiltElsewhere(
             f"the engine was built on {built_device}, this device is {device}; export the engine again"
         )
     if built_version and built_version != trt_version:
-        raise Conflict(
+        raise EngineBuiltElsewhere(
             f"the engine was built with TensorRT {built_version}, this device has {trt_version}; export the engine again"
         )
 
