@@ -58,7 +58,7 @@ def check_free_space(folder: Path, min_free_mb: int, incoming_bytes: int = 0) ->
 
 
 class ImageStore:
-    """images/ab/<sha256>.<ext> originals and thumbs/ab/<sha256>.webp thumbnails."""
+    """images/ab/<sha256>.<ext> originals and thumbs/ab/<sha256>.jpg thumbnails (older data dirs: .webp)."""
 
     def __init__(self, config: Config) -> None:
         self.root = config.data_path
@@ -69,8 +69,10 @@ class ImageStore:
         return self.images / sha256[:2] / f"{sha256}.{ext}"
 
     def thumb_path(self, sha256: str) -> Path:
-        return self.thumbs / sha256[:2] / f"{sha256}.webp"
+        return self.thumbs / sha256[:2] / f"{sha256}.jpg"
 
     def remove(self, sha256: str, ext: str) -> None:
         self.image_path(sha256, ext).unlink(missing_ok=True)
-        self.thumb_path(sha256).unlink(missing_ok=True)
+        thumb = self.thumb_path(sha256)
+        thumb.unlink(missing_ok=True)
+        thumb.with_suffix(".webp").unlink(missing_ok=True)  # left by versions that made WebP thumbnails

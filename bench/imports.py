@@ -1,7 +1,7 @@
 """Import speed: N generated 640x480 JPEGs with YOLO labels from a folder, against `cp -r` of the same folder.
 
 The floor is a plain copy measured in the same run (same disk, same page cache); the import does more:
-reads, sha256, the upload checks, a thumbnail (reduced JPEG decode + WebP), durable writes of original and
+reads, sha256, the upload checks, a thumbnail (reduced JPEG decode + JPEG encode), durable writes of original and
 thumbnail, and the catalog rows with boxes in batched transactions. One JSON object on the last line.
 """
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
+
 from tests.helpers import API, create_dataset, image_bytes, upload
 
 
@@ -43,7 +46,30 @@ def test_dataset_upload_annotate_stats(client, admin):
         file.headers["content-type"] == "image/jpeg" and file.headers["x-content-type-options"] == "nosniff"
     )
     thumb = client.get(f"{API}/images/{image['id']}/thumbnail", headers=admin)
-    assert thumb.content[:4] == b"RIFF"
+    assert thumb.headers["content-type"] == "image/jpeg" and thumb.content[:3] == b"\xff\xd8\xff"
+    assert thumb.headers["x-content-type-options"] == "nosniff"
+    assert "immutable" in thumb.headers["cache-control"]
+
+
+def test_missing_thumbnail_is_made_again_from_the_original(client, admin, config):
+    """A data dir from a version with WebP thumbnails (or a lost file) heals on first view, no 404."""
+    dataset = create_dataset(client, admin)
+    image = upload(client, admin, dataset["id"], [("big.png", image_bytes(640, 480, ".png", seed=5))])[
+        "added"
+    ][0]
+    sha = image["sha256"]
+    thumb = config.data_path / "thumbs" / sha[:2] / f"{sha}.jpg"
+    assert thumb.stat().st_size > 0
+    thumb.rename(thumb.with_suffix(".webp"))  # what an older version left behind
+    response = client.get(f"{API}/images/{image['id']}/thumbnail", headers=admin)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg" and response.content == thumb.read_bytes()
+    decoded = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape[:2] == (192, 256)  # at most thumbnail_px on the long side, aspect kept
+    assert not list(thumb.parent.glob(".*.tmp"))
+    # Deleting the image removes both the new thumbnail and the legacy one.
+    assert client.delete(f"{API}/images/{image['id']}", headers=admin).status_code == 204
+    assert not thumb.exists() and not thumb.with_suffix(".webp").exists()
 
 
 # --- keyset pagination, filters, counts kept by triggers --------------------------------------

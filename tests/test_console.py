@@ -245,7 +245,7 @@ def add_rows(console: ServerProcess, dataset_id: int, count: int) -> None:
     with db:
         for n in range(count):
             fake = hashlib.sha256(f"grid-{dataset_id}-{n}".encode()).hexdigest()
-            for folder, ext in (("images", "jpg"), ("thumbs", "webp")):
+            for folder, ext in (("images", "jpg"), ("thumbs", "jpg")):
                 target = data / folder / fake[:2] / f"{fake}.{ext}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.link(data / folder / sha[:2] / f"{sha}.{ext}", target)

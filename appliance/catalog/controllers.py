@@ -10,7 +10,7 @@ from litestar.params import FromQuery, JSONBody, MultipartBody, Parameter, Query
 from litestar.response import File
 
 from appliance.catalog import service
-from appliance.catalog.imagecheck import EXTENSION_TYPES, FORMATS
+from appliance.catalog.imagecheck import EXTENSION_TYPES, FORMATS, THUMBNAIL_MEDIA_TYPE
 from appliance.catalog.schemas import (
     AnnotationsPut,
     AnnotationsRead,
@@ -116,12 +116,12 @@ class ImageController(Controller):
         )
 
     @get("/{image_id:int}/thumbnail", operation_id="getImageThumbnail", sync_to_thread=True)
-    def thumbnail(self, image_id: Id, db: DB, user: Caller, state: State) -> File:
+    def thumbnail(self, image_id: Id, db: DB, user: Caller, config: Settings, state: State) -> File:
         image = service.get_image(db, image_id, user)
-        path = state.image_store.thumb_path(image.sha256)
-        if not path.exists():
-            raise NotFound(f"thumbnail of image {image_id} is missing on disk")
-        return File(path, media_type="image/webp", content_disposition_type="inline", headers=IMMUTABLE)
+        path = service.ensure_thumbnail(state.image_store, config, image.sha256, image.format)
+        return File(
+            path, media_type=THUMBNAIL_MEDIA_TYPE, content_disposition_type="inline", headers=IMMUTABLE
+        )
 
     @delete("/{image_id:int}", operation_id="deleteImage", sync_to_thread=True)
     def delete_image(self, image_id: Id, db: DB, user: Caller, state: State) -> None:

@@ -15,6 +15,7 @@ from appliance.auth.permissions import require_writer
 from appliance.auth.schemas import CurrentUser
 from appliance.catalog.imagecheck import (
     FORMATS,
+    CheckedImage,
     check_image_bytes,
     decode_image,
     make_thumbnail,
@@ -325,12 +326,34 @@ def store_image_file(
     thumb = store.thumb_path(sha256)
     original_ok = _stored(original, len(data))
     if not (original_ok and _stored(thumb, None)):
-        image = decode_image(data, checked, thumbnail_reduce_factor(checked, config.thumbnail_px))
-        thumb_bytes = make_thumbnail(image, config.thumbnail_px)
+        thumb_bytes = _thumbnail_bytes(data, checked, config.thumbnail_px)  # decoding must succeed
         if not original_ok:
             write(original, data)
         write(thumb, thumb_bytes)
     return _Prepared("", sha256, len(data), checked.width, checked.height, checked.format)
+
+
+def _thumbnail_bytes(data: bytes, checked: CheckedImage, max_px: int) -> bytes:
+    return make_thumbnail(decode_image(data, checked, thumbnail_reduce_factor(checked, max_px)), max_px)
+
+
+def ensure_thumbnail(store: ImageStore, config: Config, sha256: str, fmt: str) -> Path:
+    """The thumbnail's path; made again from the original (atomically) when it is missing or empty.
+
+    Data dirs from versions that wrote WebP thumbnails, or a lost file, heal on first view.
+    """
+    thumb = store.thumb_path(sha256)
+    if _stored(thumb, None):
+        return thumb
+    original = store.image_path(sha256, _ext(fmt))
+    try:
+        data = original.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"the original of image file {sha256[:12]} is missing on disk") from None
+    checked = check_image_bytes(data, max_bytes=max(len(data), 1), max_pixels=config.max_image_pixels)
+    write_atomic(thumb, _thumbnail_bytes(data, checked, config.thumbnail_px))
+    logger.info("thumbnail of %s made again from the original", sha256)
+    return thumb
 
 
 def add_images(

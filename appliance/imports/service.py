@@ -11,7 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 BATCH = 200  # images per catalog transaction
 REPORT_SKIPPED_MAX = 500  # skipped entries listed one by one in the report; the rest are counted
-IMPORT_THREADS = 3  # decode, hash and thumbnail in threads: cv2 and hashlib release the GIL
+# Workers read, hash, decode and write (cv2 and hashlib release the GIL); the main thread syncs and commits.
+IMPORT_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
 # --- jobs ---------------------------------------------------------------------------------------
@@ -362,11 +363,24 @@ def import_items(
         except AppError as exc:
             return exc
 
-    with ThreadPoolExecutor(IMPORT_THREADS, thread_name_prefix="import") as pool:
-        for start in range(0, len(parsed.items), BATCH):
-            batch = parsed.items[start : start + BATCH]
+    batches = [parsed.items[start : start + BATCH] for start in range(0, len(parsed.items), BATCH)]
+    pool = ThreadPoolExecutor(IMPORT_THREADS, thread_name_prefix="import")
+
+    def submit(batch: list[SourceItem]) -> list[Future[Any]] | AppError:
+        try:
             check_free_space(config.data_path, config.disk_min_free_mb, sum(_size(i.path) for i in batch) * 2)
-            prepared = list(pool.map(prepare, batch))
+        except AppError as exc:  # raised in this batch's turn: the batches before it still commit
+            return exc
+        return [pool.submit(prepare, item) for item in batch]
+
+    try:
+        pending = submit(batches[0]) if batches else []
+        for index, batch in enumerate(batches):
+            if isinstance(pending, AppError):
+                raise pending
+            prepared = [future.result() for future in pending]
+            if index + 1 < len(batches):  # the next batch is decoded and written while this one commits
+                pending = submit(batches[index + 1])
             sync_filesystem(config.data_path)  # the files are on disk before their rows are committed
             now = now_iso()
             with write_transaction(db):
@@ -401,6 +415,8 @@ def import_items(
                 db.execute("UPDATE datasets SET updated_at = ? WHERE id = ?", [now, dataset_id])
             if on_batch is not None:
                 on_batch(report)
+    finally:  # cancelled or failed: drop the queued work (files already written are unreferenced blobs)
+        pool.shutdown(wait=True, cancel_futures=True)
     return report
 
 
