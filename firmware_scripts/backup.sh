@@ -46,9 +46,7 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 [[ -n "$OUT" ]] || { usage >&2; exit 2; }
-if [[ -z "$PYTHON" ]]; then
-    if [[ -x "$ROOT$PREFIX/venv/bin/python" ]]; then PYTHON="$ROOT$PREFIX/venv/bin/python"; else PYTHON=python3; fi
-fi
+PYTHON="${PYTHON:-$(appliance_python)}"
 DB="$DATA/appliance.db"
 [[ -f "$DB" ]] || die "no catalog at $DB"
 

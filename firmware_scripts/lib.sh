@@ -57,6 +57,11 @@ require_root() {
 
 have() { command -v "$1" > /dev/null 2>&1; }
 
+# appliance_python: the Python for the SQLite work of backup.sh and restore.sh: the appliance's venv, else python3.
+appliance_python() {
+    if [[ -x "$ROOT$PREFIX/venv/bin/python" ]]; then echo "$ROOT$PREFIX/venv/bin/python"; else echo python3; fi
+}
+
 # systemd_running: systemctl only works when systemd is PID 1 (not in containers, chroots, fake roots).
 systemd_running() { [[ -z "$ROOT" && -d /run/systemd/system ]]; }
 

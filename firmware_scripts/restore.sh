@@ -44,9 +44,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n "$ARCHIVE" ]] || { usage >&2; exit 2; }
 [[ -f "$ARCHIVE" ]] || die "no such archive: $ARCHIVE"
-if [[ -z "$PYTHON" ]]; then
-    if [[ -x "$ROOT$PREFIX/venv/bin/python" ]]; then PYTHON="$ROOT$PREFIX/venv/bin/python"; else PYTHON=python3; fi
-fi
+PYTHON="${PYTHON:-$(appliance_python)}"
 DATA="${DATA%/}"
 NEW="$DATA.restoring.$$"
 OLD="$DATA.before-restore-$(date -u +%Y%m%dT%H%M%SZ)"

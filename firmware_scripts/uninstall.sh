@@ -39,8 +39,7 @@ if systemd_running || [[ "$DRY_RUN" == 1 ]]; then
     # Unmount USB drives mounted by the appliance.
     run systemctl stop 'appliance-usb-mount@*.service'
 fi
-for unit in appliance-web.service appliance-worker.service appliance-camera.service appliance.target \
-    appliance-usb-mount@.service; do
+for unit in "${SERVICES[@]}" appliance.target appliance-usb-mount@.service; do
     run rm -f "$ROOT$UNIT_DIR/$unit"
 done
 run rm -f "$ROOT$UDEV_DIR/99-appliance-usb.rules"

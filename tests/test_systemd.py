@@ -53,6 +53,16 @@ def runnable_copy(tmp_path: Path) -> Path:
     return target
 
 
+def analyze_verify(folder: Path, unit: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["systemd-analyze", "verify", "--recursive-errors=yes", f"./{unit}"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @needs_analyze
 @pytest.mark.parametrize("unit", UNITS)
 def test_verify_accepts_the_unit(unit: str, tmp_path: Path) -> None:
@@ -60,13 +70,7 @@ def test_verify_accepts_the_unit(unit: str, tmp_path: Path) -> None:
     name = unit.replace("@.service", "@sdb1.service")
     if name != unit:
         shutil.copy(folder / unit, folder / name)
-    result = subprocess.run(
-        ["systemd-analyze", "verify", "--recursive-errors=yes", f"./{name}"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = analyze_verify(folder, name)
     assert result.returncode == 0, result.stderr
     # A unit systemd does not understand only warns; nothing may be reported for our units.
     ours = [line for line in result.stderr.splitlines() if "appliance" in line]
@@ -79,13 +83,7 @@ def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
     folder = runnable_copy(tmp_path)
     broken = (folder / "appliance-web.service").read_text().replace("WatchdogSec=30", "WatchdogSec=soon")
     (folder / "appliance-web.service").write_text(broken + "\n[Service]\nProtectSytem=strict\n")
-    result = subprocess.run(
-        ["systemd-analyze", "verify", "--recursive-errors=yes", "./appliance-web.service"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = analyze_verify(folder, "appliance-web.service")
     assert result.returncode != 0
     assert "Unknown key 'ProtectSytem'" in result.stderr
     assert "Failed to parse sec value" in result.stderr
