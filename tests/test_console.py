@@ -113,6 +113,16 @@ def open_labeler(page: Page, server: ServerProcess, dataset_id: int, image_id: i
     wait_js(page, f"window.__labeler && window.__labeler.drawnImageId === {image_id}")
 
 
+def label_new_image(page: Page, server: ServerProcess, api: Api, count: int = 1) -> int:
+    """A new dataset with `count` uploaded images; the browser logged in, labeling the first at zoom 1."""
+    dataset = api.dataset()
+    image = int(api.upload(dataset["id"], count)[0]["id"])
+    login(page, server)
+    open_labeler(page, server, dataset["id"], image)
+    page.keyboard.press("0")  # actual size: one image pixel per CSS pixel
+    return image
+
+
 def drag(page: Page, start: tuple[float, float], end: tuple[float, float]) -> None:
     """Drag with the mouse between two image-pixel points of the labeler."""
     a = page.evaluate(f"window.__labeler.toClient({start[0]}, {start[1]})")
@@ -355,11 +365,7 @@ def test_label_with_mouse_and_keys_matches_api_in_image_pixels(
 def test_autosave_survives_reload_and_stats_page(
     page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]], artifacts_dir: Path
 ) -> None:
-    dataset = api.dataset()
-    image = api.upload(dataset["id"], 2)[0]["id"]
-    login(page, console)
-    open_labeler(page, console, dataset["id"], image)
-    page.keyboard.press("0")
+    image = label_new_image(page, console, api, 2)
     drag(page, (10, 10), (100, 80))
     wait_saved(page)
     page.reload()
@@ -377,11 +383,7 @@ def test_autosave_survives_reload_and_stats_page(
 def test_conflicting_edit_shows_both_versions_and_keeps_the_choice(
     page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]], artifacts_dir: Path
 ) -> None:
-    dataset = api.dataset()
-    image = api.upload(dataset["id"], 1)[0]["id"]
-    login(page, console)
-    open_labeler(page, console, dataset["id"], image)
-    page.keyboard.press("0")
+    image = label_new_image(page, console, api)
     # Someone else saves two boxes while the page shows version 0.
     theirs = [
         {"class_id": 1, "x1": 5, "y1": 5, "x2": 50, "y2": 50},
@@ -414,11 +416,7 @@ def test_conflicting_edit_shows_both_versions_and_keeps_the_choice(
 def test_expired_session_goes_to_login_and_keeps_unsaved_boxes(
     page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]]
 ) -> None:
-    dataset = api.dataset()
-    image = api.upload(dataset["id"], 1)[0]["id"]
-    login(page, console)
-    open_labeler(page, console, dataset["id"], image)
-    page.keyboard.press("0")
+    image = label_new_image(page, console, api)
     token = next(c["value"] for c in page.context.cookies() if c["name"] == "appliance_token")
     httpx.post(f"{console.url}{API}/auth/logout", headers=auth(token)).raise_for_status()  # revoke it
     drag(page, (30, 30), (90, 90))
@@ -484,6 +482,16 @@ def test_users_page_create_disable_reset(
     )
     assert login_response.status_code == 200
     assert watched["dialogs"] == []
+
+
+def test_unknown_and_malformed_routes_show_not_found(
+    page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]]
+) -> None:
+    login(page, console)
+    for route in ("nowhere", "datasets/%E0%A4%A"):  # the second is a malformed %-escape
+        page.goto(f"{console.url}/#/{route}")
+        expect(page.get_by_test_id("not-found")).to_be_visible()
+    assert watched["errors"] == []
 
 
 def test_console_is_served_with_a_strict_csp(console: ServerProcess) -> None:

@@ -56,8 +56,15 @@ function compile(route) {
     if (segments.length !== parts.length) return null;
     const params = {};
     for (let i = 0; i < parts.length; i += 1) {
-      if (parts[i].startsWith(':')) params[parts[i].slice(1)] = decodeURIComponent(segments[i]);
-      else if (parts[i] !== segments[i]) return null;
+      if (parts[i].startsWith(':')) {
+        try {
+          params[parts[i].slice(1)] = decodeURIComponent(segments[i]);
+        } catch {
+          return null; // a malformed %-escape in a typed URL: "not found", not a blank page
+        }
+      } else if (parts[i] !== segments[i]) {
+        return null;
+      }
     }
     return params;
   };
@@ -138,6 +145,7 @@ async function loadSession() {
     if (err instanceof ApiError && err.status === 401) return null;
     throw err;
   });
+  me.catch(() => {}); // not awaited when setup is still needed or fails: no unhandled rejection then
   if (!state.setup) state.setup = await api.get('/auth/setup');
   state.user = state.setup.needs_setup ? null : await me;
 }

@@ -88,6 +88,7 @@ export class ImageIndex {
   /** Load pages until the image is in the list; false when it is not part of this filter. */
   async ensureId(id) {
     id = Number(id);
+    if (!Number.isInteger(id)) return false; // '#/…/label/abc': not an id, don't page through the whole dataset
     while (!this.positions.has(id) && !this.done) {
       const last = this.items.length ? this.items[this.items.length - 1].id : 0;
       if (last > id) break; // ids are ascending: it is not in this filter
