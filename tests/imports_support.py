@@ -1,4 +1,8 @@
-"""Helpers for the import/export tests: a config with an import root, running queued jobs, reading boxes."""
+"""Helpers for the import/export tests: a config with an import root, running queued jobs, reading boxes.
+
+The `config` and `media` fixtures are bound by name in the test modules that use them (`config` overrides
+conftest's with one that has an import root under tmp_path).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import io
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from appliance.config import Config, load_config
 from appliance.db import open_database
@@ -24,6 +30,17 @@ def import_config(tmp_path: Path, **overrides: Any) -> Config:
         import_roots=[str(media)],
         **overrides,
     )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return import_config(tmp_path)
+
+
+@pytest.fixture
+def media(config: Config) -> Path:
+    """The import root, standing for a mounted USB drive."""
+    return Path(config.import_roots[0])
 
 
 def run_jobs(config: Config) -> list[dict[str, Any]]:

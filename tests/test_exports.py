@@ -10,19 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import imports_support
 from tests.helpers import API, create_dataset
-from tests.imports_support import boxes_by_hash, import_config, import_folder, run_jobs
+from tests.imports_support import boxes_by_hash, import_folder, run_jobs
 from tests.models import write_yolo_dataset
 
-
-@pytest.fixture
-def config(tmp_path):
-    return import_config(tmp_path)
-
-
-@pytest.fixture
-def media(config):
-    return Path(config.import_roots[0])
+config = imports_support.config  # fixtures: a config with an import root (overrides conftest's), that root
+media = imports_support.media
 
 
 @pytest.fixture

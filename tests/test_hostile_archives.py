@@ -15,20 +15,17 @@ import pytest
 
 from appliance.errors import Invalid, TooLarge
 from appliance.imports.archive import clean_entry_name, extract_archive
+from tests import imports_support
 from tests.helpers import API, create_dataset, image_bytes
 from tests.imports_support import import_config, import_folder, run_jobs, upload_archive
 
 MB = 1024 * 1024
+media = imports_support.media  # fixture: the import root of `config` below
 
 
 @pytest.fixture
 def config(tmp_path):
     return import_config(tmp_path, max_import_entries=1000, max_import_mb=20)
-
-
-@pytest.fixture
-def media(config):
-    return Path(config.import_roots[0])
 
 
 def zip_bytes(entries: list[tuple[str, bytes]], *, symlinks: dict[str, str] | None = None) -> bytes:

@@ -7,13 +7,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import httpx
-import pytest
 
 from appliance.imports import service as import_service
+from tests import imports_support
 from tests.helpers import API, REPO, ServerProcess, create_dataset, image_bytes, setup_admin
 from tests.imports_support import (
     boxes_by_hash,
@@ -26,15 +25,8 @@ from tests.imports_support import (
 from tests.models import CLASSES, synthetic_image, write_yolo_dataset
 from tests.workers import WorkerProcess
 
-
-@pytest.fixture
-def config(tmp_path):
-    return import_config(tmp_path)
-
-
-@pytest.fixture
-def media(config):
-    return Path(config.import_roots[0])
+config = imports_support.config  # fixtures: a config with an import root (overrides conftest's), that root
+media = imports_support.media
 
 
 def expected_boxes(count: int, size: int = 96):
@@ -328,6 +320,17 @@ def test_cli_import(tmp_path):
         text=True,
     )
     assert json.loads(again.stdout.strip().splitlines()[-1])["duplicates"] == 4
+    (media / "broken.zip").write_bytes(b"PK\x03\x04 cut short")
+    broken = subprocess.run(
+        [*cli, "import", str(media / "broken.zip"), "--dataset", "parts"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert broken.returncode == 1, broken.stderr
+    failed = json.loads(broken.stdout.strip().splitlines()[-1])  # a summary, not a traceback
+    assert failed["status"] == "failed" and "damaged or truncated" in failed["error"], failed
 
 
 def test_end_to_end_upload_with_a_real_worker(tmp_path):

@@ -14,8 +14,9 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -113,6 +114,31 @@ def _copy(source: IO[bytes], fd: int, budget: _Budget, declared: int, name: str)
     return written
 
 
+def _write_entry(
+    dest: Path,
+    relative: str,
+    name: str,
+    declared: int,
+    open_source: Callable[[], IO[bytes] | None],
+    budget: _Budget,
+    report: ExtractReport,
+) -> None:
+    """One regular file entry into a new file under `dest` (a second entry of the same name is skipped)."""
+    try:
+        fd = _open_new(_target(dest, relative))
+    except FileExistsError:
+        report.skipped.append((name, "duplicate entry name"))
+        return
+    try:
+        source = open_source()
+        if source is not None:
+            with source:
+                report.bytes_written += _copy(source, fd, budget, declared, name)
+    finally:
+        os.close(fd)
+    report.files += 1
+
+
 def extract_archive(path: Path, dest: Path, *, max_entries: int, max_bytes: int) -> ExtractReport:
     """Extract `path` into the (new, empty) folder `dest`; raises AppError when the whole archive is refused."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -160,18 +186,9 @@ def _extract_zip(path: Path, dest: Path, max_entries: int, max_bytes: int) -> Ex
         report.entries = len(infos)
         budget = _Budget(max_entries, max_bytes)
         for info, relative in _zip_entries(archive, report):
-            target = _target(dest, relative)
-            try:
-                fd = _open_new(target)
-            except FileExistsError:
-                report.skipped.append((info.filename, "duplicate entry name"))
-                continue
-            try:
-                with archive.open(info) as source:
-                    report.bytes_written += _copy(source, fd, budget, info.file_size, info.filename)
-            finally:
-                os.close(fd)
-            report.files += 1
+            _write_entry(
+                dest, relative, info.filename, info.file_size, partial(archive.open, info), budget, report
+            )
     return report
 
 
@@ -211,17 +228,13 @@ def _extract_tar(path: Path, dest: Path, max_entries: int, max_bytes: int) -> Ex
             elif not member.isfile():
                 report.skipped.append((member.name, "not a regular file (device, FIFO or socket)"))
             else:
-                target = _target(dest, relative)
-                try:
-                    fd = _open_new(target)
-                except FileExistsError:
-                    report.skipped.append((member.name, "duplicate entry name"))
-                    continue
-                try:
-                    source = archive.extractfile(member)
-                    if source is not None:
-                        report.bytes_written += _copy(source, fd, budget, member.size, member.name)
-                finally:
-                    os.close(fd)
-                report.files += 1
+                _write_entry(
+                    dest,
+                    relative,
+                    member.name,
+                    member.size,
+                    partial(archive.extractfile, member),
+                    budget,
+                    report,
+                )
     return report

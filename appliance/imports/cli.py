@@ -99,15 +99,16 @@ def import_command(args: argparse.Namespace, config: Config) -> int:
     job = jobs.get_job(db, job_id)
     state = run_one(job, db, config)
     job = jobs.get_job(db, job_id)
+    report = job["result"] or job["progress"] or {}  # a failed import keeps its report in the progress
     summary = {
         "job_id": job_id,
         "status": state,
         "dataset_id": dataset.id,
-        **{k: v for k, v in job["result"].items() if k not in ("skipped_items",)},
+        **{k: v for k, v in report.items() if k not in ("skipped_items",)},
     }
     if job["error"]:
         summary["error"] = job["error"]
-    for item in job["result"].get("skipped_items", [])[:20]:
+    for item in report.get("skipped_items", [])[:20]:
         print(f"skipped {item['name']}: {item['reason']}", file=sys.stderr)
     print(json.dumps(summary))
     return 0 if state == "completed" else 1

@@ -35,7 +35,7 @@ def is_archive_name(path: Path) -> bool:
 def resolve_source(config: Config, raw: str, *, allow_any: bool = False) -> Path:
     """The real path of a folder or archive under one of the import roots; links are resolved before the check."""
     if not raw or "\x00" in raw:
-        raise Invalid("path is empty")
+        raise Invalid("path is empty or contains a NUL byte")
     path = Path(raw).expanduser()
     if not path.is_absolute():
         raise Invalid(f"{raw}: give an absolute path, e.g. /media/usb0/photos")
