@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     except AppError as exc:
         print(f"appliance {args.command}: {exc.detail}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # found after loading, e.g. an unusable jwt.key
+        print(f"appliance {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -138,24 +140,36 @@ def load_config(
 
 
 def ensure_jwt_secret(config: Config) -> str:
-    """The configured JWT key, or one generated once into the data dir with 0600 permissions."""
+    """The configured JWT key, or one generated once into the data dir with 0600 permissions.
+
+    The key is written whole to a temp file and then linked into place, so a crash never leaves an
+    empty or partial jwt.key (an empty key would sign tokens anyone can forge), and two processes
+    starting together agree on one key (link fails for the loser, who reads the winner's).
+    """
     if config.jwt_secret:
         return config.jwt_secret
     key_path = config.data_path / "jwt.key"
-    if key_path.exists():
-        return key_path.read_text().strip()
-    config.data_path.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race
-        return key_path.read_text().strip()
-    try:
-        os.write(fd, secret.encode())
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        key_path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+    if not key_path.exists():
+        config.data_path.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=config.data_path, prefix=".jwt.key.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, secrets.token_urlsafe(48).encode())
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            with contextlib.suppress(FileExistsError):  # another process won the race: use its key
+                os.link(tmp_name, key_path)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            os.unlink(tmp_name)
+        dir_fd = os.open(config.data_path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    secret = key_path.read_text().strip()
+    if not secret:
+        raise ConfigError(f"{key_path} is empty; delete it to have a new key generated (logs everyone out)")
     return secret

@@ -109,6 +109,9 @@ def test_oversize_files_and_bodies_get_413(small):
     big_image = image_bytes(seed=6) + b"\0" * (1024 * 1024)  # over the 1 MB image limit, under nothing else
     response = send(client, headers, dataset_id, "big.jpg", big_image)
     assert response.status_code == 413 and "big.jpg" in response.json()["detail"]
+    batch = upload(client, headers, dataset_id, [("big.jpg", big_image), ("fine.jpg", image_bytes(seed=7))])
+    assert [item["original_name"] for item in batch["added"]] == ["fine.jpg"]  # one big file spoils nothing
+    assert [(r["name"], r["status_code"]) for r in batch["rejected"]] == [("big.jpg", 413)]
     body = client.post(
         f"{API}/datasets",
         content=b"{" + b" " * (3 * 1024 * 1024) + b"}",
@@ -179,6 +182,8 @@ def test_malformed_json_and_unknown_fields(client, admin):
         assert response.status_code == 400, raw
     assert client.patch(url, json={"name": "b", "owner_id": 99}, headers=admin).status_code == 400
     assert client.patch(url, json={"is_public": "yes"}, headers=admin).status_code == 400
+    assert client.patch(url, json={"name": "   "}, headers=admin).status_code == 422  # blank after strip
+    assert client.post(f"{API}/datasets", json={"name": " "}, headers=admin).status_code == 422
     assert (
         client.post(
             f"{API}/auth/login", json={"username": "admin", "password": "x", "role": "admin"}

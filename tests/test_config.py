@@ -120,6 +120,15 @@ def test_jwt_key_is_generated_once_with_0600(tmp_path):
     assert ensure_jwt_secret(other) != secret
 
 
+def test_jwt_key_file_is_never_left_empty(tmp_path):
+    config = load_config(env={}, data_dir=str(tmp_path / "data"))
+    ensure_jwt_secret(config)
+    assert [p.name for p in config.data_path.iterdir()] == ["jwt.key"]  # no temp file left behind
+    (config.data_path / "jwt.key").write_text("")  # as a crash of an older version could leave it
+    with pytest.raises(ConfigError, match="empty"):
+        ensure_jwt_secret(config)  # never sign tokens with an empty key
+
+
 def test_configured_jwt_key_is_used_and_nothing_written(tmp_path):
     config = load_config(env={"APPLIANCE_JWT_SECRET": "x" * 40}, data_dir=str(tmp_path / "data"))
     assert ensure_jwt_secret(config) == "x" * 40

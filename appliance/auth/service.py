@@ -22,6 +22,7 @@ from appliance.errors import Conflict, Forbidden, NotFound, TooManyRequests, Una
 logger = logging.getLogger(__name__)
 
 JWT_ALGORITHM = "HS256"
+SETUP_DONE = "setup is already done: an account exists; log in instead"
 COOKIE_NAME = "appliance_token"
 # argon2-cffi's RFC 9106 low-memory profile (argon2id, t=3, m=64 MiB, p=4) is above OWASP's minimum
 # (m=19 MiB, t=2, p=1). Hashes made with other parameters are rehashed at the next login.
@@ -63,30 +64,36 @@ def get_user_row(db: Database, user_id: int) -> dict[str, Any]:
     return row
 
 
-def _insert_user(db: Database, username: str, password: str, role: Role) -> UserRead:
+def _insert_user(db: Database, username: str, password_hash: str, role: Role) -> UserRead:
     if db.execute("SELECT 1 FROM users WHERE username = ?", [username]).fetchone():
         raise Conflict(f"user {username!r} already exists")
     now = now_iso()
     cursor = db.execute(
         "INSERT INTO users (username, password_hash, role, created_at, password_changed_at) VALUES (?, ?, ?, ?, ?)",
-        [username, hash_password(password), role, now, now],
+        [username, password_hash, role, now, now],
     )
     return UserRead(id=cursor.lastrowid or 0, username=username, role=role, disabled=False, created_at=now)
 
 
 def create_first_admin(db: Database, username: str, password: str) -> UserRead:
     """The one-time setup: refused once any account exists."""
+    if user_count(db) > 0:  # before hashing: a refused setup must not cost an argon2 run
+        raise Conflict(SETUP_DONE)
+    # Hashing (about 0.1-0.3 s of argon2) stays outside the write transaction: it would hold the
+    # catalog's write lock and stall every other writer meanwhile.
+    password_hash = hash_password(password)
     with write_transaction(db):
         if user_count(db) > 0:
-            raise Conflict("setup is already done: an account exists; log in instead")
-        user = _insert_user(db, username, password, "admin")
+            raise Conflict(SETUP_DONE)
+        user = _insert_user(db, username, password_hash, "admin")
     logger.info("first admin %s created", username)
     return user
 
 
 def create_user(db: Database, body: UserCreate) -> UserRead:
+    password_hash = hash_password(body.password)
     with write_transaction(db):
-        return _insert_user(db, body.username, body.password, body.role)
+        return _insert_user(db, body.username, password_hash, body.role)
 
 
 def list_users(db: Database) -> list[UserRead]:
@@ -99,6 +106,7 @@ def _active_admins(db: Database) -> int:
 
 
 def update_user(db: Database, user_id: int, body: UserUpdate) -> UserRead:
+    password_hash = hash_password(body.password) if body.password is not None else None
     with write_transaction(db):
         row = get_user_row(db, user_id)
         losing_admin = (
@@ -113,8 +121,8 @@ def update_user(db: Database, user_id: int, body: UserUpdate) -> UserRead:
             changes["role"] = body.role
         if body.disabled is not None:
             changes["disabled"] = int(body.disabled)
-        if body.password is not None:
-            changes["password_hash"] = hash_password(body.password)
+        if password_hash is not None:
+            changes["password_hash"] = password_hash
             changes["password_changed_at"] = now_iso()
         if changes:
             assignments = ", ".join(f"{name} = ?" for name in changes)
@@ -138,16 +146,19 @@ def delete_user(db: Database, user_id: int, caller: CurrentUser) -> None:
 
 
 def change_password(db: Database, user: CurrentUser, current: str, new: str) -> None:
+    row = get_user_row(db, user.id)
+    try:
+        PASSWORD_HASHER.verify(row["password_hash"], current)
+    except (VerificationError, InvalidHashError):
+        raise Forbidden("current password is wrong") from None
+    new_hash = hash_password(new)  # argon2 outside the write lock
     with write_transaction(db):
-        row = get_user_row(db, user.id)
-        try:
-            PASSWORD_HASHER.verify(row["password_hash"], current)
-        except (VerificationError, InvalidHashError):
-            raise Forbidden("current password is wrong") from None
-        db.execute(
-            "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?",
-            [hash_password(new), now_iso(), user.id],
-        )
+        changed = db.execute(
+            "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ? AND password_hash = ?",
+            [new_hash, now_iso(), user.id, row["password_hash"]],
+        ).rowcount
+        if not changed:
+            raise Conflict("the password was changed meanwhile; log in again")
         revoke_user_tokens(db, user.id)
 
 
@@ -335,7 +346,11 @@ def login(db: Database, username: str, password: str, client: str, throttle: Log
         raise Unauthorized("account disabled")
     throttle.succeeded(username, client)
     if PASSWORD_HASHER.check_needs_rehash(password_hash):
+        new_hash = hash_password(password)  # argon2 outside the write lock
         with write_transaction(db):
-            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", [hash_password(password), user_id])
+            db.execute(
+                "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+                [new_hash, user_id, password_hash],
+            )
         logger.info("rehashed password of user %s with current argon2 parameters", user_id)
     return user_id

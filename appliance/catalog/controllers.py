@@ -89,10 +89,13 @@ class DatasetController(Controller):
         limit = config.max_image_mb * 1024 * 1024
         files = []
         for upload in data:
+            name = upload.filename or "upload"
             content = upload.file.read(limit + 1)
-            if len(content) > limit:
-                raise TooLarge(f"{upload.filename}: larger than the {config.max_image_mb} MB image limit")
-            files.append(service.IncomingFile(name=upload.filename or "upload", data=content))
+            if len(content) > limit:  # listed under `rejected` like any other bad file of the batch
+                error = TooLarge(f"larger than the {config.max_image_mb} MB image limit")
+                files.append(service.IncomingFile(name=name, data=b"", error=error))
+            else:
+                files.append(service.IncomingFile(name=name, data=content))
         return service.add_images(db, state.image_store, config, dataset_id, user, files)
 
 

@@ -78,6 +78,13 @@ def _normalize_classes(items: Iterable[ClassDef | str]) -> list[dict[str, str]]:
     return classes
 
 
+def _dataset_name(name: str) -> str:
+    stripped = name.strip()
+    if not stripped:
+        raise Invalid("the dataset name is empty")
+    return stripped
+
+
 def dataset_row(db: Database, dataset_id: int) -> dict[str, Any]:
     row = next(
         db.query(
@@ -144,18 +151,17 @@ def get_dataset(db: Database, dataset_id: int, user: CurrentUser) -> DatasetRead
 
 def create_dataset(db: Database, body: DatasetCreate, user: CurrentUser) -> DatasetRead:
     require_writer(user)
+    name = _dataset_name(body.name)
     classes = _normalize_classes(body.classes)
     now = now_iso()
     with write_transaction(db):
-        if db.execute(
-            "SELECT 1 FROM datasets WHERE owner_id = ? AND name = ?", [user.id, body.name.strip()]
-        ).fetchone():
-            raise Conflict(f"you already have a dataset named {body.name.strip()!r}")
+        if db.execute("SELECT 1 FROM datasets WHERE owner_id = ? AND name = ?", [user.id, name]).fetchone():
+            raise Conflict(f"you already have a dataset named {name!r}")
         cursor = db.execute(
             """INSERT INTO datasets (name, description, owner_id, classes, is_public, created_at, updated_at)
                VALUES (?, ?, ?, ?, ?, ?, ?)""",
             [
-                body.name.strip(),
+                name,
                 body.description,
                 user.id,
                 json.dumps(classes),
@@ -173,14 +179,15 @@ def update_dataset(db: Database, dataset_id: int, body: DatasetUpdate, user: Cur
     with write_transaction(db):
         row = writable_dataset(db, dataset_id, user, owner_only=True)
         changes: dict[str, Any] = {}
-        if body.name is not None and body.name.strip() != row["name"]:
+        name = _dataset_name(body.name) if body.name is not None else row["name"]
+        if name != row["name"]:
             clash = db.execute(
                 "SELECT 1 FROM datasets WHERE owner_id = ? AND name = ? AND id != ?",
-                [row["owner_id"], body.name.strip(), dataset_id],
+                [row["owner_id"], name, dataset_id],
             ).fetchone()
             if clash:
-                raise Conflict(f"the owner already has a dataset named {body.name.strip()!r}")
-            changes["name"] = body.name.strip()
+                raise Conflict(f"the owner already has a dataset named {name!r}")
+            changes["name"] = name
         if body.description is not None:
             changes["description"] = body.description
         if body.is_public is not None:
@@ -288,6 +295,7 @@ def get_image(db: Database, image_id: int, user: CurrentUser) -> ImageRead:
 class IncomingFile:
     name: str
     data: bytes
+    error: AppError | None = None  # refused before its bytes were read in full (too large)
 
 
 @dataclass
@@ -378,6 +386,8 @@ def add_images(
     first_error: AppError | None = None
     for incoming in files:
         try:
+            if incoming.error is not None:
+                raise incoming.error
             item = store_image_file(store, config, incoming.data)
         except AppError as exc:
             first_error = first_error or exc
