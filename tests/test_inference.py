@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from appliance.config import load_config
-from appliance.db import migrate, open_database
+from appliance.db import migrate, open_database, write_transaction
 from appliance.errors import Conflict, Invalid
 from appliance.inference.backends import available_backends, tensorrt_available
 from appliance.inference.cache import ModelCache
@@ -503,7 +503,7 @@ def test_engine_built_on_another_gpu_falls_back_to_onnx_and_is_rebuilt_here(
     tiny_yolo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Engines are tied to a GPU and a TensorRT version: a foreign one is not run, ONNX serves meanwhile,
-    and an engine export for this machine is queued once (not again while it is pending)."""
+    and an engine export for this machine is queued once (not again while it is pending, nor after it failed here)."""
     import sys
 
     from appliance.inference.artifacts import artifact_name, model_dir, update_model_metadata
@@ -535,6 +535,13 @@ def test_engine_built_on_another_gpu_falls_back_to_onnx_and_is_rebuilt_here(
     job = next(db.query("SELECT * FROM jobs WHERE id = ?", [queued[0]["job_id"]]))
     assert job["kind"] == "export" and job["status"] == "pending" and json.loads(job["params"])["rebuild"]
 
+    assert load_detector_for_model(config, row).key == "onnxruntime"
+    assert db.execute("SELECT COUNT(*) FROM model_exports WHERE format = 'engine'").fetchone()[0] == 1
+
+    # The rebuild failed here (its ONNX re-export makes the camera reload): it is not queued again in a loop.
+    with write_transaction(db):
+        db.execute("UPDATE model_exports SET status = 'failed' WHERE id = ?", [queued[0]["id"]])
+        db.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", [queued[0]["job_id"]])
     assert load_detector_for_model(config, row).key == "onnxruntime"
     assert db.execute("SELECT COUNT(*) FROM model_exports WHERE format = 'engine'").fetchone()[0] == 1
     db.conn.close()

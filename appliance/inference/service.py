@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import threading
@@ -219,7 +220,9 @@ def _queue_export(db: Database, model_id: int, params: dict[str, Any], user_id: 
 def queue_engine_rebuild(config: Config, model: dict[str, Any], artifact: dict[str, Any]) -> int | None:
     """Queue an export that builds `artifact` again on this machine (its GPU or TensorRT version changed).
 
-    Returns the new export id, or None when the same rebuild is already queued.
+    Returns the new export id, or None when the same rebuild is already queued or has already failed here
+    since that engine was built: a failed rebuild rewrites the ONNX file, which makes the camera reload the
+    model and land here again, so retrying would loop; an admin exports the engine by hand instead.
     """
     params = {
         "model_id": model["id"],
@@ -227,11 +230,38 @@ def queue_engine_rebuild(config: Config, model: dict[str, Any], artifact: dict[s
         "precision": artifact["precision"],
         "imgsz": int(artifact["imgsz"]),
         "dynamic": bool(artifact.get("dynamic")),
-        "calib_images": int(artifact.get("calib_images") or 200),
+        "calib_images": int(artifact.get("calibration_images") or 200),
         "rebuild": True,
     }
+    # The engine file's own mtime (this box's clock), not its recorded build time (another machine's).
+    try:
+        mtime = Path(artifact["path"]).stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    written = datetime.datetime.fromtimestamp(mtime, datetime.UTC)
     db = open_database(config.db_path)
     try:
+        failed = db.execute(
+            """SELECT e.id FROM model_exports e JOIN jobs j ON j.id = e.job_id
+               WHERE e.model_id = ? AND e.format = 'engine' AND e.precision = ? AND e.imgsz = ?
+                 AND e.dynamic = ? AND 'failed' IN (e.status, j.status)
+                 AND json_extract(j.params, '$.rebuild') AND e.created_at >= ?""",
+            [
+                model["id"],
+                params["precision"],
+                params["imgsz"],
+                int(params["dynamic"]),
+                written.isoformat(timespec="milliseconds"),
+            ],
+        ).fetchone()
+        if failed:
+            logger.warning(
+                "rebuild of engine %s of model %s failed before (export %s); not queued again",
+                artifact.get("file"),
+                model["id"],
+                failed[0],
+            )
+            return None
         return _queue_export(db, int(model["id"]), params, None)
     except Conflict:
         return None
@@ -380,10 +410,16 @@ def load_detector_for_model(
         # another GPU or TensorRT version is rebuilt here by the worker.
         logger.exception("engine %s of model %s cannot be loaded; using ONNX", chosen["file"], model["id"])
         if isinstance(exc, EngineBuiltElsewhere):
-            export_id = queue_engine_rebuild(config, model, chosen)
-            logger.info(
-                "rebuild of engine %s of model %s queued as export %s", chosen["file"], model["id"], export_id
-            )
+            try:  # a busy catalog must not cost the ONNX fallback; the next load tries again
+                export_id = queue_engine_rebuild(config, model, chosen)
+                logger.info(
+                    "rebuild of engine %s of model %s queued as export %s",
+                    chosen["file"],
+                    model["id"],
+                    export_id,
+                )
+            except Exception:
+                logger.exception("queueing the rebuild of engine %s failed", chosen["file"])
         onnx = select_artifact(config, model, "fp32", with_tensorrt=False)
         return load_detector(onnx["path"], class_names=names or None, imgsz=int(onnx["imgsz"]))
 
@@ -413,7 +449,8 @@ def cached_detector(
         lambda: load_detector_for_model(config, row, precision=precision),
         version,
     )
-    return detector, chosen["precision"]
+    # An engine that could not load was replaced by the fp32 ONNX model: say what actually runs.
+    return detector, chosen["precision"] if detector.key == "tensorrt" else "fp32"
 
 
 # --- inference --------------------------------------------------------------------------------
