@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,7 @@ from appliance.db import Database, migrate, open_database, write_transaction
 from tests.camera_sources import MjpegServer, deploy_model, write_video
 from tests.helpers import ADMIN, API, REPO, ServerProcess, create_dataset, create_user
 from tests.models import CLASSES
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
+from tests.workers import wait_for
 
 
 def catalog(config: Config) -> Database:

@@ -148,6 +148,48 @@ def test_base_models_lists_architectures_and_weights(env: Env) -> None:
     (weights / "factory.pt").unlink()
 
 
+def test_fine_tuning_needs_the_base_models_dataset_to_be_readable(env: Env) -> None:
+    # A model trained on the admin's private dataset: its weights carry that data, so a labeler who cannot
+    # read the dataset can neither see the model as a base nor start from it by guessing its id.
+    weights = env.root / "private-best.pt"
+    weights.write_bytes(b"placeholder")
+    conn = sqlite3.connect(env.config.db_path)
+    model_id = conn.execute(
+        "INSERT INTO models (name, dataset_id, path, created_at) VALUES ('private', ?, ?, '2026-01-01T00:00:00Z')",
+        (env.dataset["id"], str(weights)),
+    ).lastrowid
+    conn.commit()
+    conn.close()
+    try:
+        labeler = create_user(env.client, env.admin, "tuner", "labeler")
+        own = build_synthetic_dataset(env.client, labeler, name="tuner's", count=2)
+        bases = {m["id"] for m in env.client.get(f"{API}/models/base", headers=labeler).json()}
+        assert f"model:{model_id}" not in bases
+        body = {**TINY, "dataset_id": own["id"], "base_model": f"model:{model_id}"}
+        response = env.client.post(f"{API}/training-jobs", json=body, headers=labeler)
+        assert response.status_code == 422 and f"model {model_id}" in response.json()["detail"], response.text
+        admin_bases = {m["id"] for m in env.client.get(f"{API}/models/base", headers=env.admin).json()}
+        assert f"model:{model_id}" in admin_bases
+        assert env.sql("SELECT COUNT(*) FROM jobs WHERE kind = 'train'") == [(0,)]
+    finally:
+        conn = sqlite3.connect(env.config.db_path)
+        conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
+        conn.commit()
+        conn.close()
+
+
+def test_event_cursor_beyond_any_row_id_is_refused_or_ignored(env: Env) -> None:
+    job = env.start_job(epochs=1)
+    cancel = env.client.post(f"{API}/training-jobs/{job['id']}/cancel", headers=env.admin)
+    assert cancel.status_code == 202 and cancel.json()["status"] == "cancelled"
+    huge = "9" * 30
+    response = env.client.get(f"{API}/training-jobs/{job['id']}/events?after={huge}", headers=env.admin)
+    assert response.status_code == 400 and response.json()["status_code"] == 400, response.text
+    # A nonsensical Last-Event-ID (it comes from the browser) is ignored: the whole stream, then its end.
+    events = _events(env, job["id"], last_event_id=int(huge))
+    assert [e["kind"] for e in events] == ["status", "status", "end"] and events[-1]["status"] == "cancelled"
+
+
 def test_split_is_deterministic_and_stratified() -> None:
     # 40 images of class 0, 10 of the rare class 1 (some with both), 5 backgrounds.
     images = (
@@ -165,6 +207,9 @@ def test_split_is_deterministic_and_stratified() -> None:
 
 def test_network_audit_records_only_outside_addresses(tmp_path: Path) -> None:
     audit = NetworkAudit(tmp_path / "net.jsonl")
+    assert not audit.active
+    audit.hook(NetworkAudit.PROBE, ())
+    assert audit.active and audit.attempts == []
     audit.hook("socket.connect", (None, ("127.0.0.1", 8000)))
     audit.hook("socket.connect", (None, ("::1", 8000, 0, 0)))
     audit.hook("socket.connect", (None, "/run/some.sock"))
@@ -294,6 +339,7 @@ def test_cancel_mid_run_keeps_best_weights_as_a_model(env: Env, worker: WorkerPr
         lambda: env.job(job["id"])["batch"] >= 1,
         RUN_TIMEOUT,
         "the first batches",
+        interval=0.2,
         on_timeout=worker.log_text()[-3000:],
     )
     response = env.client.post(f"{API}/training-jobs/{job['id']}/cancel", headers=env.admin)

@@ -1,4 +1,4 @@
-"""Test helpers for jobs: `appliance worker` as a real subprocess and a synthetic dataset put in through the API."""
+"""Test helpers: `appliance worker` as a real subprocess, a synthetic dataset put in through the API, wait_for."""
 
 from __future__ import annotations
 
@@ -96,8 +96,15 @@ def build_synthetic_dataset(
 
 
 def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2, on_timeout: str = ""
+    predicate: Callable[[], Any],
+    timeout: float = 15.0,
+    what: str = "the condition",
+    interval: float = 0.05,
+    on_timeout: str = "",
 ) -> Any:
+    """Poll `predicate` until it returns something truthy and return that; AssertionError after `timeout`.
+
+    The default interval suits cheap checks (a file, a status dict); pass a longer one for HTTP polling."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -27,12 +27,16 @@ from appliance.jobs import service
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
 BATCH = 500
+MAX_EVENT_ID = 2**63 - 1  # SQLite's largest integer; a bigger cursor would fail inside the stream
 
 
 def last_event_id(request: Request[Any, Any, Any], after: int = 0) -> int:
-    """The cursor: the Last-Event-ID header of a reconnecting EventSource, else the `after` query value."""
+    """The cursor: the Last-Event-ID header of a reconnecting EventSource, else the `after` query value.
+
+    A header that is not an event id (not digits, or beyond any row id) is ignored, as a browser would."""
     header = request.headers.get("last-event-id", "").strip()
-    if header.isdigit():
+    after = min(after, MAX_EVENT_ID)
+    if header.isdigit() and len(header) <= 19 and int(header) <= MAX_EVENT_ID:
         return max(int(header), after)
     return after
 

@@ -68,12 +68,18 @@ def _is_loopback(host: Any) -> bool:
 class NetworkAudit:
     """An audit hook that records every socket.connect / getaddrinfo to a non-loopback address."""
 
+    PROBE = "appliance.network_audit.probe"
+
     def __init__(self, record_path: Path | None = None) -> None:
         self.attempts: list[dict[str, Any]] = []
         self.record_path = record_path
+        self.active = False  # set once a probe event went through the installed hook
         self._lock = threading.Lock()
 
     def hook(self, event: str, args: tuple[Any, ...]) -> None:
+        if event == self.PROBE:
+            self.active = True
+            return
         if event == "socket.connect":
             address = args[1] if len(args) > 1 else None
             if not isinstance(address, tuple) or not address:
@@ -95,6 +101,8 @@ class NetworkAudit:
 
     def install(self) -> NetworkAudit:
         sys.addaudithook(self.hook)
+        # An empty attempt list proves nothing unless the hook really sees this process's events.
+        sys.audit(self.PROBE)
         return self
 
 
@@ -518,7 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     db = open_database(spec["db_path"])
     job_id = int(spec["job_id"])
     progress = Progress(db, Path(spec["db_path"]), job_id, run_dir, list(spec.get("history") or []))
-    result: dict[str, Any] = {"network_guard": "sys.addaudithook(socket.connect, socket.getaddrinfo)"}
+    result: dict[str, Any] = {
+        "network_guard": "sys.addaudithook(socket.connect, socket.getaddrinfo)" if audit.active else None
+    }
     started = time.monotonic()
     code = EXIT_OK
     try:

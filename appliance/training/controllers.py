@@ -9,7 +9,7 @@ from litestar.params import JSONBody, Parameter, PathParameter, QueryParameter
 from litestar.response import File, ServerSentEvent
 
 from appliance.dependencies import DB, Caller, Settings
-from appliance.jobs.sse import job_events_response, last_event_id
+from appliance.jobs.sse import MAX_EVENT_ID, job_events_response, last_event_id
 from appliance.training import service
 from appliance.training.schemas import BaseModelRead, TrainingJobCreate, TrainingJobRead, TrainingJobSummary
 
@@ -48,7 +48,9 @@ class TrainingJobController(Controller):
         db: DB,
         user: Caller,
         config: Settings,
-        after: Annotated[int, QueryParameter(ge=0, description="stream events after this id")] = 0,
+        after: Annotated[
+            int, QueryParameter(ge=0, le=MAX_EVENT_ID, description="stream events after this id")
+        ] = 0,
     ) -> ServerSentEvent:
         service.visible_job(db, job_id, user)
         return job_events_response(config.db_path, job_id, last_event_id(request, after))

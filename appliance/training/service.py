@@ -142,8 +142,11 @@ def list_base_models(db: Database, config: Config, user: CurrentUser) -> list[Ba
     return items
 
 
-def resolve_base_model(db: Database, config: Config, base_model: str) -> str:
-    """The value passed to ultralytics' YOLO(): an architecture YAML name or an absolute .pt path."""
+def resolve_base_model(db: Database, config: Config, base_model: str, user: CurrentUser) -> str:
+    """The value passed to ultralytics' YOLO(): an architecture YAML name or an absolute .pt path.
+
+    A model trained here is usable by whoever may read its dataset, as in the `GET /models/base` listing:
+    its weights carry what it learned from that dataset."""
     if base_model.startswith("weights:"):
         name = base_model.split(":", 1)[1]
         path = config.data_path / "weights" / name
@@ -155,7 +158,12 @@ def resolve_base_model(db: Database, config: Config, base_model: str) -> str:
             model_id = int(base_model.split(":", 1)[1])
         except ValueError:
             raise Invalid(f"base_model: {base_model!r} is not model:<id>") from None
-        row = db.execute("SELECT path FROM models WHERE id = ?", [model_id]).fetchone()
+        row = db.execute("SELECT path, dataset_id FROM models WHERE id = ?", [model_id]).fetchone()
+        if row is not None and row[1] is not None:
+            try:
+                readable_dataset(db, row[1], user)
+            except NotFound:
+                row = None  # the same answer as for a model that does not exist
         if row is None or not row[0] or not str(row[0]).endswith(".pt") or not Path(row[0]).is_file():
             raise Invalid(f"base_model: model {model_id} has no PyTorch weights on this box")
         return str(row[0])
@@ -191,7 +199,7 @@ def validate_request(
         raise Invalid(f"dataset {body.dataset_id} has {images} labeled image; training needs at least 2")
     if body.device not in ("auto", "cpu") and body.batch < len(body.device.split(",")):
         raise Invalid("batch must be at least the number of devices")
-    source = resolve_base_model(db, config, body.base_model)
+    source = resolve_base_model(db, config, body.base_model, user)
     params = msgspec.to_builtins(body)
     params["model_source"] = source
     params["classes"] = [c["name"] for c in classes]
