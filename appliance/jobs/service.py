@@ -192,8 +192,10 @@ def orphaned_jobs(db: Database, kinds: list[str], stale_after_s: float) -> list[
 
 
 def _pid_alive(pid: int | None) -> bool:
+    # Recovery runs before this worker claims anything, so a job recorded under our own pid belongs to an
+    # earlier worker whose pid was reused: it is orphaned, not ours.
     if not pid or pid == os.getpid():
-        return pid == os.getpid()
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
