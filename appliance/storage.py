@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from appliance.config import Config
-from appliance.errors import InsufficientStorage
+from appliance.errors import InsufficientStorage, TooLarge
 
 
 def fsync_dir(folder: Path) -> None:
@@ -44,6 +44,35 @@ def atomic_target(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     with atomic_target(path, mode) as handle:
         handle.write(data)
+
+
+def read_capped(path: Path, limit: int, *, follow_links: bool = True) -> bytes:
+    """The whole file, or TooLarge past `limit` bytes; the buffer is sized by fstat, never by the limit.
+
+    (`read(limit + 1)` allocates the limit up front: megabytes mapped and unmapped for a 60-byte label
+    file, which costs page-table work and cross-CPU TLB flushes when many threads read at once.)
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(path, flags)
+    try:
+        expected = min(os.fstat(fd).st_size, limit) + 1  # one byte more: a file that grew is seen
+        chunks = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, expected - total if total < expected else 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise TooLarge(f"{path.name} is larger than the {_size_text(limit)} limit")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _size_text(count: int) -> str:
+    return f"{count // (1024 * 1024)} MB" if count >= 1024 * 1024 else f"{count} bytes"
 
 
 def check_free_space(folder: Path, min_free_mb: int, incoming_bytes: int = 0) -> None:

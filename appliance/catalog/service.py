@@ -17,9 +17,8 @@ from appliance.catalog.imagecheck import (
     FORMATS,
     CheckedImage,
     check_image_bytes,
-    decode_image,
+    decode_for_thumbnail,
     make_thumbnail,
-    thumbnail_reduce_factor,
 )
 from appliance.catalog.schemas import (
     PALETTE,
@@ -342,7 +341,7 @@ def store_image_file(
 
 
 def _thumbnail_bytes(data: bytes, checked: CheckedImage, max_px: int) -> bytes:
-    return make_thumbnail(decode_image(data, checked, thumbnail_reduce_factor(checked, max_px)), max_px)
+    return make_thumbnail(decode_for_thumbnail(data, checked, max_px), max_px)
 
 
 def ensure_thumbnail(store: ImageStore, config: Config, sha256: str, fmt: str) -> Path:
@@ -406,10 +405,11 @@ def add_images(
     now = now_iso()
     with write_transaction(db):
         dataset_row(db, dataset_id)  # still there?
+        file_ids = upsert_image_files(db, prepared, now)
         for item in prepared:
             if not store.image_path(item.sha256, FORMATS[item.format][0]).exists():
                 store_image_file(store, config, item.data)  # a concurrent delete removed it meanwhile
-            file_id = _upsert_file(db, item, now)
+            file_id = file_ids[item.sha256]
             existing = db.execute(
                 "SELECT id FROM images WHERE dataset_id = ? AND file_id = ?", [dataset_id, file_id]
             ).fetchone()
@@ -431,21 +431,22 @@ def add_images(
     return UploadResult(added=added, duplicates=duplicates, rejected=rejected)
 
 
-def _upsert_file(db: Database, item: _Prepared, now: str) -> int:
-    row = db.execute("SELECT id FROM image_files WHERE sha256 = ?", [item.sha256]).fetchone()
-    if row:
-        return row[0]
-    cursor = db.execute(
-        "INSERT INTO image_files (sha256, size, width, height, format, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        [item.sha256, item.size, item.width, item.height, item.format, now],
-    )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
-
-
-def upsert_image_file(db: Database, item: _Prepared, now: str) -> int:
-    """The image_files row id of a stored file, inserted once per content hash (inside the caller's transaction)."""
-    return _upsert_file(db, item, now)
+def upsert_image_files(db: Database, items: list[_Prepared], now: str) -> dict[str, int]:
+    """sha256 -> image_files row id for many stored files, each inserted once (inside the caller's transaction)."""
+    shas = list({item.sha256: None for item in items})
+    if not shas:
+        return {}
+    marks = ",".join("?" * len(shas))
+    query = f"SELECT sha256, id FROM image_files WHERE sha256 IN ({marks})"
+    ids = dict(db.execute(query, shas).fetchall())
+    new = {item.sha256: item for item in items if item.sha256 not in ids}
+    if new:
+        db.conn.executemany(
+            "INSERT INTO image_files (sha256, size, width, height, format, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [(i.sha256, i.size, i.width, i.height, i.format, now) for i in new.values()],
+        )
+        ids = dict(db.execute(query, shas).fetchall())
+    return ids
 
 
 def _images_by_ids(db: Database, ids: list[int]) -> list[ImageRead]:
@@ -599,8 +600,15 @@ def replace_boxes(
     db: Database, image_id: int, dataset_id: int, boxes: Iterable[Any], author_id: int | None
 ) -> None:
     """Delete and insert an image's boxes (inside the caller's transaction); triggers keep the stats."""
-    now = now_iso()
     db.execute("DELETE FROM annotations WHERE image_id = ?", [image_id])
+    insert_boxes(db, dataset_id, [(image_id, box) for box in boxes], author_id)
+
+
+def insert_boxes(
+    db: Database, dataset_id: int, boxes: Iterable[tuple[int, Any]], author_id: int | None
+) -> None:
+    """Insert (image id, box) pairs of one dataset in one statement (inside the caller's transaction)."""
+    now = now_iso()
     db.conn.executemany(
         """INSERT INTO annotations
            (image_id, dataset_id, class_id, x1, y1, x2, y2, size_bucket, source, confidence, author_id, created_at)
@@ -610,7 +618,7 @@ def replace_boxes(
                 image_id, dataset_id, b.class_id, b.x1, b.y1, b.x2, b.y2, size_bucket(b.x2 - b.x1, b.y2 - b.y1),
                 b.source, b.confidence, author_id, now,
             )
-            for b in boxes
+            for image_id, b in boxes
         ],
     )  # fmt: skip
 

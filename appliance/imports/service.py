@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +25,14 @@ from appliance.catalog.schemas import PALETTE, Box
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
-from appliance.errors import AppError, Forbidden, Invalid, NotFound, TooLarge
+from appliance.errors import AppError, Forbidden, Invalid, NotFound
 from appliance.imports.archive import extract_archive
 from appliance.imports.formats import ParsedSet, SourceItem, walk_tree
 from appliance.imports.formats.detect import parse_tree
 from appliance.imports.schemas import ImportCreate, TransferJobRead, UsbExportCreate
 from appliance.imports.sources import is_archive_name, resolve_source
 from appliance.jobs import service as jobs
-from appliance.storage import ImageStore, check_free_space
+from appliance.storage import ImageStore, check_free_space, read_capped
 
 logger = logging.getLogger(__name__)
 
@@ -213,44 +215,59 @@ class ImportReport:
         }
 
 
-def map_classes(
-    db: Database, dataset_id: int, parsed: ParsedSet, unknown: str, report: ImportReport
-) -> dict[str, int]:
-    """Class names (case-insensitive) -> the dataset's class ids; unknown names are appended or left out."""
-    needed: list[str] = []
-    seen: set[str] = set()
-    used = [b.name for item in parsed.items for b in (item.boxes or [])]
-    for name in [*parsed.classes, *used]:
-        clean = name.strip()
-        if clean and clean.lower() not in seen:
-            seen.add(clean.lower())
-            needed.append(clean)
-    with write_transaction(db):
-        row = catalog.dataset_row(db, dataset_id)
+class ClassMapper:
+    """Class names (case-insensitive) -> the dataset's class ids; unknown names are appended or left out.
+
+    Declared classes (data.yaml, categories) are mapped first, in their order; names met later in label
+    files are mapped batch by batch, inside that batch's transaction.
+    """
+
+    def __init__(self, dataset_id: int, unknown: str, report: ImportReport) -> None:
+        self.dataset_id = dataset_id
+        self.unknown = unknown
+        self.report = report
+        self.ids: dict[str, int] = {}
+        self.looked_up: set[str] = set()
+
+    def get(self, name: str) -> int | None:
+        return self.ids.get(name.strip().lower())
+
+    def add(self, db: Database, names: Iterable[str]) -> None:
+        """Map names not looked up yet (call inside a write transaction)."""
+        needed: list[str] = []
+        for name in names:
+            clean = name.strip()
+            if clean and clean.lower() not in self.looked_up:
+                self.looked_up.add(clean.lower())
+                needed.append(clean)
+        if not needed and self.ids:
+            return
+        row = catalog.dataset_row(db, self.dataset_id)
         classes = json.loads(row["classes"])
-        mapping = {c["name"].lower(): i for i, c in enumerate(classes)}
-        if unknown == "add":
+        self.ids = {c["name"].lower(): i for i, c in enumerate(classes)}
+        added = []
+        if self.unknown == "add":
             for name in needed:
-                if name.lower() not in mapping:
+                if name.lower() not in self.ids:
                     if len(classes) >= 1000:
                         raise Invalid("the dataset would have more than 1000 classes")
-                    mapping[name.lower()] = len(classes)
+                    self.ids[name.lower()] = len(classes)
                     classes.append({"name": name[:100], "color": PALETTE[len(classes) % len(PALETTE)]})
-                    report.classes_added.append(name)
-            if report.classes_added:
-                db.execute(
-                    "UPDATE datasets SET classes = ?, updated_at = ? WHERE id = ?",
-                    [json.dumps(classes), now_iso(), dataset_id],
-                )
-    return mapping
+                    added.append(name)
+        if added:
+            db.execute(
+                "UPDATE datasets SET classes = ?, updated_at = ? WHERE id = ?",
+                [json.dumps(classes), now_iso(), self.dataset_id],
+            )
+            self.report.classes_added.extend(added)
 
 
 def _pixel_boxes(
-    item: SourceItem, width: int, height: int, mapping: dict[str, int], report: ImportReport
+    item: SourceItem, width: int, height: int, classes: ClassMapper, report: ImportReport
 ) -> list[Box]:
     boxes: list[Box] = []
     for n, box in enumerate(item.boxes or []):
-        class_id = mapping.get(box.name.strip().lower())
+        class_id = classes.get(box.name)
         if class_id is None:
             report.skip(item.name, f"box skipped: class {box.name!r} is not in the dataset", image=False)
             continue
@@ -275,18 +292,24 @@ def write_unsynced(path: Path, data: bytes) -> None:
     if path.parent not in _made_dirs:  # 256 shard folders each for images and thumbs: mkdir once
         path.parent.mkdir(parents=True, exist_ok=True)
         _made_dirs.add(path.parent)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = f"{path.parent}/.{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"  # unique: one write per thread
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o644)
+    except FileNotFoundError:  # the shard folder was removed since: make it again
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o644)
     try:
         try:
-            handle = open(tmp, "wb")  # noqa: SIM115 - closed right below
-        except FileNotFoundError:  # the shard folder was removed since: make it again
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(tmp, "wb")  # noqa: SIM115
-        with handle:
-            handle.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 
@@ -313,19 +336,6 @@ def sync_filesystem(folder: Path) -> None:
         os.close(fd)
 
 
-def _read_image(path: Path, max_bytes: int) -> bytes:
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags)
-    try:
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(max_bytes + 1)
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
-        raise TooLarge(f"image is larger than the {max_bytes // (1024 * 1024)} MB image limit")
-    return data
-
-
 def import_items(
     db: Database,
     config: Config,
@@ -339,29 +349,34 @@ def import_items(
 ) -> ImportReport:
     """Check, hash and store every image, then add it with its boxes; one transaction per batch of images.
 
-    A batch is all or nothing in the catalog; files are stored before their rows, and a file whose row
-    never came is only an unreferenced blob (the same content is found again by hash on the next run).
+    Worker threads read the image and its label file, hash, decode and write (cv2, hashlib and file I/O
+    release the GIL) while the main thread syncs and commits the batch before. A batch is all or nothing
+    in the catalog; files are stored before their rows, and a file whose row never came is only an
+    unreferenced blob (the same content is found again by hash on the next run).
     """
     store = ImageStore(config)
     report.format = parsed.format
     for name, reason in parsed.skipped:
         report.skip(name, reason, image=not reason.startswith("box skipped"))
     report.images_total = len(parsed.items)
-    mapping = map_classes(db, dataset_id, parsed, unknown_classes, report)
+    classes = ClassMapper(dataset_id, unknown_classes, report)
+    with write_transaction(db):  # declared classes first, in their order
+        classes.add(db, [*parsed.classes, *(b.name for item in parsed.items for b in (item.boxes or []))])
     max_bytes = config.max_image_mb * 1024 * 1024
 
-    def prepare(item: SourceItem) -> Any:
+    def prepare(item: SourceItem) -> tuple[Any, list[tuple[str, str]]]:
         """A bad source file is skipped with its reason; a failing data disk (OSError) fails the import."""
+        problems = item.read_boxes()
         try:
-            data = _read_image(item.path, max_bytes)
+            data = read_capped(item.path, max_bytes, follow_links=False)
         except AppError as exc:
-            return exc
+            return exc, problems
         except OSError as exc:
-            return Invalid(f"cannot read the file: {exc.strerror or exc}")
+            return Invalid(f"cannot read the file: {exc.strerror or exc}"), problems
         try:
-            return catalog.store_image_file(store, config, data, write=write_unsynced)
+            return catalog.store_image_file(store, config, data, write=write_unsynced), problems
         except AppError as exc:
-            return exc
+            return exc, problems
 
     batches = [parsed.items[start : start + BATCH] for start in range(0, len(parsed.items), BATCH)]
     pool = ThreadPoolExecutor(IMPORT_THREADS, thread_name_prefix="import")
@@ -382,42 +397,68 @@ def import_items(
             if index + 1 < len(batches):  # the next batch is decoded and written while this one commits
                 pending = submit(batches[index + 1])
             sync_filesystem(config.data_path)  # the files are on disk before their rows are committed
-            now = now_iso()
             with write_transaction(db):
-                catalog.dataset_row(db, dataset_id)  # deleted meanwhile? then stop here
-                for item, result in zip(batch, prepared, strict=True):
-                    report.processed += 1
-                    if isinstance(result, AppError):
-                        report.skip(item.name, result.detail)
-                        continue
-                    file_id = catalog.upsert_image_file(db, result, now)
-                    if db.execute(
-                        "SELECT 1 FROM images WHERE dataset_id = ? AND file_id = ?", [dataset_id, file_id]
-                    ).fetchone():
-                        report.duplicates += 1
-                        continue
-                    boxes = (
-                        _pixel_boxes(item, result.width, result.height, mapping, report)
-                        if item.boxes is not None
-                        else []
-                    )
-                    status = "labeled" if item.boxes is not None else "unlabeled"
-                    cursor = db.execute(
-                        """INSERT INTO images (dataset_id, file_id, original_name, status, box_count,
-                                               added_by, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                        [dataset_id, file_id, item.name[-255:], status, len(boxes), user_id, now],
-                    )
-                    if boxes:
-                        assert cursor.lastrowid is not None
-                        catalog.replace_boxes(db, cursor.lastrowid, dataset_id, boxes, user_id)
-                    report.imported += 1
-                    report.boxes += len(boxes)
-                db.execute("UPDATE datasets SET updated_at = ? WHERE id = ?", [now, dataset_id])
+                _commit_batch(db, dataset_id, user_id, batch, prepared, classes, report)
             if on_batch is not None:
                 on_batch(report)
     finally:  # cancelled or failed: drop the queued work (files already written are unreferenced blobs)
         pool.shutdown(wait=True, cancel_futures=True)
     return report
+
+
+def _commit_batch(
+    db: Database,
+    dataset_id: int,
+    user_id: int | None,
+    batch: list[SourceItem],
+    prepared: list[tuple[Any, list[tuple[str, str]]]],
+    classes: ClassMapper,
+    report: ImportReport,
+) -> None:
+    """One batch's rows: image files by hash, images not yet in the dataset, their boxes (in a transaction)."""
+    now = now_iso()
+    catalog.dataset_row(db, dataset_id)  # deleted meanwhile? then stop here
+    classes.add(db, (b.name for item in batch for b in (item.boxes or [])))
+    stored = [result for result, _ in prepared if not isinstance(result, AppError)]
+    file_ids = catalog.upsert_image_files(db, stored, now)
+    marks = ",".join("?" * len(file_ids))
+    present = {
+        row[0]
+        for row in db.execute(
+            f"SELECT file_id FROM images WHERE dataset_id = ? AND file_id IN ({marks})",
+            [dataset_id, *file_ids.values()],
+        )
+    }
+    new_boxes: list[tuple[int, Box]] = []
+    for item, (result, problems) in zip(batch, prepared, strict=True):
+        report.processed += 1
+        for name, reason in problems:
+            report.skip(name, reason, image=False)
+        if isinstance(result, AppError):
+            report.skip(item.name, result.detail)
+            continue
+        file_id = file_ids[result.sha256]
+        if file_id in present:  # already in the dataset, or twice in this batch
+            report.duplicates += 1
+            continue
+        present.add(file_id)
+        boxes = (
+            _pixel_boxes(item, result.width, result.height, classes, report) if item.boxes is not None else []
+        )
+        cursor = db.execute(
+            """INSERT INTO images (dataset_id, file_id, original_name, status, box_count, added_by, added_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [
+                dataset_id, file_id, item.name[-255:], "unlabeled" if item.boxes is None else "labeled",
+                len(boxes), user_id, now,
+            ],
+        )  # fmt: skip
+        assert cursor.lastrowid is not None
+        new_boxes.extend((cursor.lastrowid, box) for box in boxes)
+        report.imported += 1
+        report.boxes += len(boxes)
+    catalog.insert_boxes(db, dataset_id, new_boxes, user_id)
+    db.execute("UPDATE datasets SET updated_at = ? WHERE id = ?", [now, dataset_id])
 
 
 def _size(path: Path) -> int:

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.errors import TooLarge
+from appliance.errors import AppError, TooLarge
+from appliance.storage import read_capped
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 FORMAT_NAMES = ("yolo", "coco", "voc", "plain")
@@ -25,11 +26,37 @@ class LabeledBox:
     normalized: bool = False  # YOLO: fractions of the image size, resolved once the size is known
 
 
+@dataclass(frozen=True)
+class LabelFile:
+    """A YOLO label file, read by the import's worker threads beside its image (not while parsing)."""
+
+    path: Path
+    name: str  # relative to the import root, for the report
+    class_names: list[str]  # class number -> name
+
+    def read(self) -> tuple[list[LabeledBox], list[str]]:
+        from appliance.imports.formats.yolo import parse_label_file
+
+        return parse_label_file(self.path, self.class_names)
+
+
 @dataclass
 class SourceItem:
     path: Path
     name: str  # path relative to the import root, kept as the image's original name
     boxes: list[LabeledBox] | None = None  # None: no labels known (plain image); []: labelled, no objects
+    label_file: LabelFile | None = None  # boxes still to read (YOLO)
+
+    def read_boxes(self) -> list[tuple[str, str]]:
+        """Fill `boxes` from the label file, if there is one; the (name, reason) of every line skipped."""
+        if self.label_file is None:
+            return []
+        label, self.label_file = self.label_file, None
+        try:
+            self.boxes, problems = label.read()
+        except AppError as exc:
+            self.boxes, problems = [], [exc.detail]
+        return [(label.name, f"box skipped: {problem}") for problem in problems]
 
 
 @dataclass
@@ -94,11 +121,7 @@ def walk_tree(root: Path, max_entries: int) -> Tree:
 
 
 def read_small(path: Path, limit: int = MAX_SMALL_FILE_BYTES) -> bytes:
-    with open(path, "rb") as handle:
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"{path.name} is larger than {limit // (1024 * 1024)} MB")
-    return data
+    return read_capped(path, limit)
 
 
 def iter_images(tree: Tree) -> Iterator[Path]:

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from appliance.errors import AppError, Invalid
-from appliance.imports.formats import LabeledBox, ParsedSet, SourceItem, Tree, read_small
+from appliance.imports.formats import LabeledBox, LabelFile, ParsedSet, SourceItem, Tree, read_small
 
 YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 CLASS_FILES = ("classes.txt", "obj.names", "classes.names")
@@ -120,13 +120,7 @@ def parse(tree: Tree) -> ParsedSet:
     for image in tree.images():
         label = label_path_for(image, labels, tree.root)
         item = SourceItem(image, tree.rel(image))
-        if label is not None:
-            try:
-                boxes, problems = parse_label_file(label, names)
-            except AppError as exc:
-                boxes, problems = [], [exc.detail]
-            item.boxes = boxes
-            for problem in problems:
-                result.skipped.append((tree.rel(label), f"box skipped: {problem}"))
+        if label is not None:  # read with the image, in the import's threads (SourceItem.read_boxes)
+            item.label_file = LabelFile(label, tree.rel(label), names)
         result.items.append(item)
     return result
