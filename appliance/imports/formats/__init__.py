@@ -76,6 +76,9 @@ class Tree:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def rel(self, path: Path) -> str:
+        text, prefix = str(path), f"{self.root}/"
+        if text.startswith(prefix):  # every path in the tree was joined onto root: a string cut is enough
+            return text[len(prefix) :]
         return path.relative_to(self.root).as_posix()
 
     def images(self) -> list[Path]:

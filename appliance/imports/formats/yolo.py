@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +55,16 @@ def find_class_file(tree: Tree) -> Path | None:
     return None
 
 
-def label_path_for(image: Path, labels: dict[str, Path], root: Path) -> Path | None:
+def label_path_for(image_rel: str, labels: dict[str, Path]) -> Path | None:
     """ultralytics: .../images/<split>/x.jpg -> .../labels/<split>/x.txt; darknet: x.txt beside x.jpg."""
-    rel = image.relative_to(root)
-    parts = list(rel.parts)
+    stem = posixpath.splitext(image_rel)[0]
+    parts = stem.split("/")
     candidates = []
-    for i in range(len(parts) - 1, -1, -1):
+    for i in range(len(parts) - 2, -1, -1):  # the nearest "images" folder above the file
         if parts[i] == "images":
-            swapped = [*parts[:i], "labels", *parts[i + 1 :]]
-            candidates.append(Path(*swapped).with_suffix(".txt").as_posix())
+            candidates.append("/".join([*parts[:i], "labels", *parts[i + 1 :]]) + ".txt")
             break
-    candidates.append(rel.with_suffix(".txt").as_posix())
+    candidates.append(stem + ".txt")
     for candidate in candidates:
         if candidate in labels:
             return labels[candidate]
@@ -118,8 +118,8 @@ def parse(tree: Tree) -> ParsedSet:
     labels = {tree.rel(p): p for p in tree.with_suffix(".txt") if p != class_file}
     names = result.classes or [str(i) for i in range(1000)]
     for image in tree.images():
-        label = label_path_for(image, labels, tree.root)
         item = SourceItem(image, tree.rel(image))
+        label = label_path_for(item.name, labels)
         if label is not None:  # read with the image, in the import's threads (SourceItem.read_boxes)
             item.label_file = LabelFile(label, tree.rel(label), names)
         result.items.append(item)
