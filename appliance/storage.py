@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from appliance.config import Config
 from appliance.errors import InsufficientStorage, TooLarge
@@ -69,6 +69,20 @@ def read_capped(path: Path, limit: int, *, follow_links: bool = True) -> bytes:
     if total > limit:
         raise TooLarge(f"{path.name} is larger than the {_size_text(limit)} limit")
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def read_upload(handle: IO[bytes], limit: int) -> bytes | None:
+    """An uploaded file's bytes, or None when it is longer than `limit`; read by its size, not the limit."""
+    try:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(0)
+    except (OSError, ValueError):  # not seekable: read up to the limit
+        size = limit
+    if size > limit:
+        return None
+    data = handle.read(size + 1)
+    return None if len(data) > limit else data
 
 
 def _size_text(count: int) -> str:

@@ -204,10 +204,23 @@ def test_registration_is_admin_only_unless_enabled(tmp_path):
         assert client.post(f"{API}/auth/register", json=body, headers=admin).status_code == 201
     opened = load_config(env={}, data_dir=str(tmp_path / "open"), registration_enabled=True)
     with TestClient(app=create_app(opened), raise_server_exceptions=False) as client:
-        setup_admin(client)
+        admin_headers = setup_admin(client)
         client.cookies.clear()
         registered = client.post(
             f"{API}/auth/register", json={"username": "walkin", "password": "walkin-password"}
         )
         assert registered.status_code == 201
         assert registered.json()["role"] == "viewer"  # self-registration never grants writing
+        # Open registration is throttled per client: a few accounts, then 429 with Retry-After.
+        codes = [
+            client.post(
+                f"{API}/auth/register", json={"username": f"walkin{n}", "password": "walkin-password"}
+            ).status_code
+            for n in range(8)
+        ]
+        assert codes[:4] == [201] * 4 and codes[-1] == 429, codes
+        refused = client.post(
+            f"{API}/auth/register", json={"username": "late", "password": "walkin-password"}
+        )
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "late" not in [u["username"] for u in client.get(f"{API}/users", headers=admin_headers).json()]

@@ -18,7 +18,7 @@ from appliance.db import open_database
 from appliance.inference import jobs  # noqa: F401 - registers the export job kind
 from appliance.jobs.service import claim_next_job, create_job, get_job
 from appliance.jobs.worker import run_one
-from tests.helpers import API, REPO, ServerProcess, create_dataset, setup_admin, upload
+from tests.helpers import API, REPO, ServerProcess, create_dataset, create_user, setup_admin, upload
 from tests.inference_support import (
     copy_exported_model,
     exported_data_dir,
@@ -117,6 +117,8 @@ def test_inference_rejects_bad_input(client: TestClient[Any], admin: dict[str, s
         headers=admin,
     )
     assert unknown.status_code == 404 and "model 42" in unknown.json()["detail"]
+    missing = client.post(url, files={"picture": ("a.jpg", b"x", "image/jpeg")}, headers=admin)
+    assert missing.status_code == 400 and "field named 'image'" in missing.json()["detail"], missing.text
     client.cookies.clear()
     anonymous = client.post(url, files={"image": ("a.jpg", b"x", "image/jpeg")})
     assert anonymous.status_code == 401
@@ -197,6 +199,19 @@ def test_deploy_infer_and_suggest_through_the_api(
     assert got["model_id"] == other and got["detections"]
     for d in got["detections"]:  # mapped to the dataset's own class order
         assert ["disc", "square"][d["class_id"]] == d["class_name"]
+    # A model trained on someone's private dataset predicts for nobody else, deployed or not.
+    private = create_dataset(client, admin, name="private", classes=["disc", "square"])
+    with db.conn:
+        db.execute("UPDATE models SET dataset_id = ? WHERE id = ?", [private["id"], other])
+    writer = create_user(client, admin, "wanda", "labeler")
+    theirs = create_dataset(client, writer, name="theirs", classes=["disc", "square"])
+    their_image = upload(client, writer, theirs["id"], [("t.jpg", jpeg(shapes_image(3)))])["added"][0]["id"]
+    hidden = client.post(f"{API}/images/{their_image}/suggestions", json={}, headers=writer)
+    assert hidden.status_code == 404 and f"model {other}" in hidden.json()["detail"], hidden.text
+    hidden = client.post(
+        f"{API}/inference", files={"image": ("a.jpg", jpeg(shapes_image(3)), "image/jpeg")}, headers=writer
+    )
+    assert hidden.status_code == 404, hidden.text
     db.conn.close()
 
 

@@ -46,6 +46,9 @@ def _token_response(db: DB, user_id: int, state: State, status_code: int = 200) 
     return Response(TokenRead(access_token=token, expires_in=ttl), cookies=[cookie], status_code=status_code)
 
 
+REGISTRATION_KEY = "+registration"  # throttle key; no username can contain "+"
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -92,17 +95,27 @@ class AuthController(Controller):
 
     @post("/register", operation_id="register", opt={PUBLIC_IF_REGISTRATION: True}, sync_to_thread=True)
     def register(
-        self, data: JSONBody[RegisterRequest], db: DB, config: Settings, request: Request
+        self, data: JSONBody[RegisterRequest], db: DB, config: Settings, request: Request, state: State
     ) -> UserRead:
-        """Open registration (viewer role) when enabled; otherwise only an admin may register someone."""
+        """Open registration (viewer role) when enabled; otherwise only an admin may register someone.
+
+        Open registrations count against the client like failed logins (a few, then a doubling wait):
+        each costs an argon2 hash and a row, and nobody needs a dozen accounts a minute.
+        """
+        caller = request.scope.get("user")
+        is_admin = isinstance(caller, CurrentUser) and caller.is_admin
         if not config.registration_enabled:
-            caller = request.scope.get("user")
             if not isinstance(caller, CurrentUser):
                 raise Unauthorized("authentication required")
             require_admin(caller)
-        return service.create_user(
+        elif not is_admin:
+            state.login_throttle.check(REGISTRATION_KEY, _client(request))
+        user = service.create_user(
             db, UserCreate(username=data.username, password=data.password, role="viewer")
         )
+        if not is_admin:
+            state.login_throttle.failed(REGISTRATION_KEY, _client(request))
+        return user
 
 
 class UsersController(Controller):

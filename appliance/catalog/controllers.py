@@ -25,6 +25,7 @@ from appliance.catalog.schemas import (
 )
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import NotFound, TooLarge
+from appliance.storage import read_upload
 
 Id = Annotated[int, Parameter(gt=0)]
 # Content-addressed files never change: the browser may keep them (privately, behind auth).
@@ -90,8 +91,8 @@ class DatasetController(Controller):
         files = []
         for upload in data:
             name = upload.filename or "upload"
-            content = upload.file.read(limit + 1)
-            if len(content) > limit:  # listed under `rejected` like any other bad file of the batch
+            content = read_upload(upload.file, limit)
+            if content is None:  # listed under `rejected` like any other bad file of the batch
                 error = TooLarge(f"larger than the {config.max_image_mb} MB image limit")
                 files.append(service.IncomingFile(name=name, data=b"", error=error))
             else:

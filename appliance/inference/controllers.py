@@ -13,16 +13,17 @@ from litestar.params import JSONBody, MultipartBody, Parameter
 from appliance.catalog.imagecheck import FORMATS
 from appliance.catalog.service import dataset_row, image_row
 from appliance.dependencies import DB, Caller, Settings
-from appliance.errors import Invalid, NotFound, TooLarge
+from appliance.errors import BadRequest, Invalid, NotFound, TooLarge
 from appliance.inference import service
 from appliance.inference.schemas import ExportCreate, ExportRead, InferenceRead, ModelRead, SuggestionsRead
+from appliance.storage import read_upload
 
 Id = Annotated[int, Parameter(gt=0)]
 
 
 @dataclass
 class InferenceForm:
-    image: UploadFile
+    image: UploadFile | None = None  # required: checked in the handler for a clear message
     model_id: int | None = None
     confidence: float = 0.25
     iou: float = 0.45
@@ -82,9 +83,9 @@ class InferenceController(Controller):
     ) -> InferenceRead:
         limit = config.max_image_mb * 1024 * 1024
         if not isinstance(data.image, UploadFile):
-            raise Invalid("send the image as a multipart file field named 'image'")
-        content = data.image.file.read(limit + 1)
-        if len(content) > limit:
+            raise BadRequest("send the image as a multipart file field named 'image'")
+        content = read_upload(data.image.file, limit)
+        if content is None:
             raise TooLarge(f"the image is larger than the {config.max_image_mb} MB limit")
         if data.precision not in (None, "", "fp32", "fp16", "int8"):
             raise Invalid("precision must be fp32, fp16 or int8")

@@ -78,6 +78,16 @@ def _visible(db: Database, row: dict[str, Any], user: CurrentUser) -> bool:
     return found is None or found[0] == user.id or bool(found[1])
 
 
+def visible_deployed_model(db: Database, user: CurrentUser, when_none: str) -> dict[str, Any]:
+    """The deployed model, if the caller may see its dataset (a private dataset's model predicts for no one else)."""
+    row = deployed_model(db)
+    if row is None:
+        raise Conflict(when_none)
+    if not _visible(db, row, user):
+        raise NotFound(f"model {row['id']} not found")
+    return row
+
+
 def readable_model(db: Database, model_id: int, user: CurrentUser) -> dict[str, Any]:
     """The model if the caller may see its dataset; otherwise simply not found."""
     row = model_row(db, model_id)
@@ -491,11 +501,7 @@ def run_inference(
 ) -> InferenceRead:
     _check_thresholds(confidence, iou, max_det)
     if model_id is None:
-        row = deployed_model(db)
-        if row is None:
-            raise Conflict("no model is deployed; deploy one or pass model_id")
-        if not _visible(db, row, user):
-            raise NotFound(f"model {row['id']} not found")
+        row = visible_deployed_model(db, user, "no model is deployed; deploy one or pass model_id")
     else:
         row = readable_model(db, model_id, user)
     if not data:
@@ -535,9 +541,7 @@ def suggest_boxes(
 ) -> SuggestionsRead:
     """Run the deployed model on a stored image; class ids are mapped to the dataset's classes by name."""
     _check_thresholds(confidence, iou, 300)
-    row = deployed_model(db)
-    if row is None:
-        raise Conflict("no model is deployed; deploy a model to get suggestions")
+    row = visible_deployed_model(db, user, "no model is deployed; deploy a model to get suggestions")
     data = image_path.read_bytes()
     checked = check_image_bytes(
         data, max_bytes=config.max_image_mb * 1024 * 1024, max_pixels=config.max_image_pixels
