@@ -268,6 +268,19 @@ def test_viewer_cannot_import_and_jobs_of_private_datasets_stay_private(client, 
     assert client.get(f"{API}/imports/{job['id']}", headers=other).status_code == 404
     assert client.get(f"{API}/imports", headers=other).json() == []
     assert client.get(f"{API}/imports/sources", headers=viewer).status_code == 403
+    # A user's own job is listed even behind hundreds of newer jobs they may not see.
+    from appliance.db import open_database
+    from appliance.jobs.service import create_job
+
+    theirs = create_dataset(client, other, name="theirs")
+    lars = client.get(f"{API}/auth/me", headers=other).json()["id"]
+    db = open_database(config.db_path)
+    own = create_job(db, "import", {"source": "path", "path": "/x"}, user_id=lars, dataset_id=theirs["id"])
+    for _ in range(600):
+        create_job(db, "import", {"source": "path", "path": "/x"}, user_id=None, dataset_id=dataset["id"])
+    db.conn.close()
+    listed = client.get(f"{API}/imports", headers=other).json()
+    assert [j["id"] for j in listed] == [own]
 
 
 def test_web_process_modules_do_not_import_torch():

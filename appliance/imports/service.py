@@ -81,17 +81,17 @@ def visible_job(db: Database, job_id: int, kind: str, user: CurrentUser) -> dict
 def list_transfer_jobs(
     db: Database, kind: str, user: CurrentUser, dataset_id: int | None = None, limit: int = 50
 ) -> list[TransferJobRead]:
-    rows = []
-    for job in jobs.list_jobs(db, kind, limit=500):
+
+    def visible(job: dict[str, Any]) -> bool:
         if dataset_id is not None and job["dataset_id"] != dataset_id:
-            continue
+            return False
         try:
-            rows.append(visible_job(db, job["id"], kind, user))
+            visible_job(db, job["id"], kind, user)
         except NotFound:
-            continue
-        if len(rows) >= limit:
-            break
-    return [job_read(r) for r in rows]
+            return False
+        return True
+
+    return [job_read(r) for r in jobs.list_visible_jobs(db, kind, visible, limit)]
 
 
 def create_import(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from appliance.clock import now_iso
@@ -50,11 +51,23 @@ def get_job(db: Database, job_id: int, kind: str | None = None) -> dict[str, Any
     return _decode(row)
 
 
-def list_jobs(db: Database, kind: str, limit: int = 200) -> list[dict[str, Any]]:
-    return [
-        _decode(r)
-        for r in db.query("SELECT * FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT ?", [kind, limit])
-    ]
+def list_visible_jobs(
+    db: Database, kind: str, visible: Callable[[dict[str, Any]], bool], limit: int = 200
+) -> list[dict[str, Any]]:
+    """The newest `limit` jobs of a kind that pass `visible`, paging back until enough are found."""
+    found: list[dict[str, Any]] = []
+    before = None
+    while len(found) < limit:
+        rows = db.query(
+            "SELECT * FROM jobs WHERE kind = ? AND id < ? ORDER BY id DESC LIMIT 200",
+            [kind, before if before is not None else 2**63 - 1],
+        )
+        page = [_decode(r) for r in rows]
+        if not page:
+            break
+        found.extend(job for job in page if visible(job))
+        before = page[-1]["id"]
+    return found[:limit]
 
 
 def add_event(db: Database, job_id: int, kind: str, data: dict[str, Any]) -> int:

@@ -281,9 +281,7 @@ def get_training_job(db: Database, config: Config, job_id: int, user: CurrentUse
 
 def list_training_jobs(db: Database, user: CurrentUser, limit: int = 200) -> list[TrainingJobSummary]:
     items = []
-    for job in jobs.list_jobs(db, KIND, limit):
-        if not _visible(db, job, user):
-            continue
+    for job in jobs.list_visible_jobs(db, KIND, lambda job: _visible(db, job, user), limit):
         progress, params = job["progress"], job["params"]
         history = progress.get("history") or []
         final = (job["result"] or {}).get("metrics") or (history[-1] if history else {})
