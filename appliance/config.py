@@ -49,6 +49,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_import_entries: int = 100_000
     max_import_mb: int = 20_000
     model_cache_size: int = 4
+    # A USB export to a drive mounted read-only is handed to appliance-usb-write.service (through
+    # <runtime_dir>/usb-requests/); the job fails (503) when no one takes the request within this time.
+    usb_write_timeout_s: float = 600.0
 
     @property
     def data_path(self) -> Path:
@@ -136,7 +139,15 @@ def load_config(
         raise ConfigError(f"invalid configuration: {exc}") from None
     if not 0 < config.port < 65536:
         raise ConfigError(f"port must be between 1 and 65535, got {config.port}")
+    if config.jwt_secret and len(config.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+        raise ConfigError(
+            f"jwt_secret must be at least {MIN_JWT_SECRET_BYTES} bytes (HS256 keys shorter than the hash can be "
+            "brute-forced from one token); leave it empty to have a random key generated into the data dir"
+        )
     return config
+
+
+MIN_JWT_SECRET_BYTES = 32
 
 
 def ensure_jwt_secret(config: Config) -> str:

@@ -132,7 +132,7 @@ fi
 run "$ROOT$PREFIX/venv/bin/pip" install "${pip_args[@]}" --editable "$package"
 
 # --- 4. units, udev rule, config --------------------------------------------------------------
-for unit in "$SRC"/systemd/*.service "$SRC"/systemd/*.target; do
+for unit in "$SRC"/systemd/*.service "$SRC"/systemd/*.path "$SRC"/systemd/*.target; do
     run install -m 0644 "$unit" "$ROOT$UNIT_DIR/$(basename "$unit")"
 done
 run install -m 0644 "$SRC/systemd/99-appliance-usb.rules" "$ROOT$UDEV_DIR/99-appliance-usb.rules"
@@ -169,6 +169,8 @@ if systemd_running || [[ "$DRY_RUN" == 1 ]]; then
     run systemctl daemon-reload
     run udevadm control --reload-rules
     run systemctl enable appliance.target "${SERVICES[@]}"
+    # USB exports onto drives mounted read-only: the worker's requests start appliance-usb-write.service.
+    run systemctl enable appliance-usb-write.path
     if [[ "$START" == 1 ]]; then
         run systemctl restart appliance.target
     fi

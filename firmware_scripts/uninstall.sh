@@ -35,11 +35,12 @@ done
 require_root
 
 if systemd_running || [[ "$DRY_RUN" == 1 ]]; then
-    run systemctl disable --now appliance.target "${SERVICES[@]}"
+    run systemctl disable --now appliance.target "${SERVICES[@]}" appliance-usb-write.path
     # Unmount USB drives mounted by the appliance.
     run systemctl stop 'appliance-usb-mount@*.service'
 fi
-for unit in "${SERVICES[@]}" appliance.target appliance-usb-mount@.service; do
+for unit in "${SERVICES[@]}" appliance.target appliance-usb-mount@.service appliance-usb-write.service \
+    appliance-usb-write.path; do
     run rm -f "$ROOT$UNIT_DIR/$unit"
 done
 run rm -f "$ROOT$UDEV_DIR/99-appliance-usb.rules"

@@ -109,6 +109,13 @@ def test_serve_refuses_to_start_on_unknown_keys(tmp_path):
     assert not (tmp_path / "data" / "appliance.db").exists()  # stopped before touching anything
 
 
+def test_a_short_configured_jwt_secret_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        load_config(env={"APPLIANCE_JWT_SECRET": "changeme"}, data_dir=str(tmp_path))
+    strong = "k" * 32
+    assert load_config(env={"APPLIANCE_JWT_SECRET": strong}, data_dir=str(tmp_path)).jwt_secret == strong
+
+
 def test_jwt_key_is_generated_once_with_0600(tmp_path):
     config = load_config(env={}, data_dir=str(tmp_path / "data"))
     secret = ensure_jwt_secret(config)

@@ -114,6 +114,8 @@ def test_install_dry_run_prints_every_action_and_changes_nothing(tmp_path: Path)
         rf"^install -m 0644 .*/systemd/appliance-camera.service {root}/etc/systemd/system/",
         rf"^install -m 0644 .*/systemd/appliance.target {root}/etc/systemd/system/",
         rf"^install -m 0644 .*/systemd/appliance-usb-mount@.service {root}/etc/systemd/system/",
+        rf"^install -m 0644 .*/systemd/appliance-usb-write.service {root}/etc/systemd/system/",
+        rf"^install -m 0644 .*/systemd/appliance-usb-write.path {root}/etc/systemd/system/",
         rf"^install -m 0644 .*/systemd/99-appliance-usb.rules {root}/etc/udev/rules.d/99-appliance-usb.rules$",
         rf"^install -m 0640 .*/systemd/appliance.toml {root}/etc/appliance/appliance.toml$",
         rf"^openssl req -x509 .* -keyout {root}/etc/appliance/tls/key.pem -out {root}/etc/appliance/tls/cert.pem$",
@@ -121,6 +123,7 @@ def test_install_dry_run_prints_every_action_and_changes_nothing(tmp_path: Path)
         r"^systemctl daemon-reload$",
         r"^udevadm control --reload-rules$",
         r"^systemctl enable appliance.target appliance-web.service appliance-worker.service appliance-camera.service$",
+        r"^systemctl enable appliance-usb-write.path$",
         r"^systemctl restart appliance.target$",
     ]
     for pattern in expected:

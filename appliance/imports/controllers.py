@@ -190,3 +190,16 @@ class ImportController(Controller):
     @get("/usb-exports/{job_id:int}", operation_id="getUsbExport", sync_to_thread=True)
     def get_usb_export(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
         return service.job_read(service.visible_job(db, job_id, "usb_export", user))
+
+    @post(
+        "/usb-exports/{job_id:int}/cancel",
+        operation_id="cancelUsbExport",
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def cancel_usb_export(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
+        """Stops the archive being written; a copy the USB write service has already started runs to its end."""
+        job = service.visible_job(db, job_id, "usb_export", user)
+        if job["dataset_id"] is not None:
+            catalog.writable_dataset(db, job["dataset_id"], user)
+        return service.job_read(jobs.request_cancel(db, job_id, "usb_export"))

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from appliance.clock import now_iso
 from appliance.errors import Invalid
-from appliance.imports import service
+from appliance.imports import service, usb_write
 from appliance.imports.exporters import archive_name, export_archive
 from appliance.imports.sources import resolve_source
 from appliance.jobs.worker import JobCancelled, JobContext, JobKind, WorkerStopping, register_job_kind
-from appliance.storage import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -51,39 +49,55 @@ def recover_import(context: JobContext) -> None:
 
 
 def run_usb_export(context: JobContext) -> dict[str, Any]:
+    """Stage the archive on the data disk, then copy it onto the drive (see appliance.imports.usb_write)."""
     params = context.params
     config = context.config
     target_dir = resolve_source(config, params["path"])
     if not target_dir.is_dir():
         raise Invalid(f"{target_dir} is not a folder")
-    dataset_id = context.job["dataset_id"]
-    name = params.get("dataset_name", "dataset")
-    target = target_dir / archive_name(name, params["format"], time.strftime("%Y%m%d-%H%M%S"))
-    partial = target.with_name(f".{target.name}.part")
-    written = 0
+    name = usb_write.plain_name(
+        archive_name(params.get("dataset_name", "dataset"), params["format"], time.strftime("%Y%m%d-%H%M%S"))
+    )
     started = time.monotonic()
+
+    def progress(phase: str, done: int) -> None:
+        context.progress(phase=phase, bytes_written=done, file=name)
+        if context.cancel_requested():
+            raise JobCancelled({"phase": phase, "bytes_written": done})
+
+    usb_write.remove_staged(config, context.job_id)  # left by an interrupted earlier run of this job
+    staged: Path | None = None
     try:
-        with open(partial, "wb") as handle:
-            for chunk in export_archive(
-                config, dataset_id, params["format"], params.get("include_unlabeled", False)
-            ):
-                handle.write(chunk)
-                written += len(chunk)
-                if shutil.disk_usage(target_dir).free < 1024 * 1024:
-                    raise Invalid(f"the drive at {target_dir} is full")
-                context.progress(bytes_written=written, file=target.name)
-                if context.cancel_requested():
-                    raise JobCancelled({"bytes_written": written})
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-        fsync_dir(target_dir)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+        chunks = export_archive(
+            config, context.job["dataset_id"], params["format"], params.get("include_unlabeled", False)
+        )
+        staged, size = usb_write.stage_archive(config, context.job_id, name, chunks, progress)
+        if usb_write.folder_is_writable(target_dir):
+            via = "direct"
+            target = usb_write.copy_to_folder(staged, target_dir, name, progress)
+        else:
+            via = "appliance-usb-write"
+            context.progress(
+                force=True, phase="waiting for the USB write service", bytes_written=size, file=name
+            )
+            target = usb_write.hand_over(
+                config,
+                staged,
+                target_dir,
+                name,
+                context.job_id,
+                lambda phase, done: context.progress(phase=phase, bytes_written=done, file=name),
+                context.cancel_requested,
+                context.worker_stop.is_set,
+            )
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+    context.log(f"wrote {target} ({size} bytes, {via})")
     return {
         "file": str(target),
-        "bytes": written,
+        "bytes": size,
+        "via": via,
         "seconds": round(time.monotonic() - started, 2),
         "finished_at": now_iso(),
     }
