@@ -6,8 +6,11 @@ conftest's with one that has an import root under tmp_path).
 
 from __future__ import annotations
 
+import contextlib
 import io
+import subprocess
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +115,33 @@ def zip_folder(folder: Path) -> bytes:
             if path.is_file():
                 archive.write(path, path.relative_to(folder).as_posix())
     return buffer.getvalue()
+
+
+def mount_options(path: Path) -> list[str]:
+    result = subprocess.run(
+        ["findmnt", "-rn", "-M", str(path), "-o", "OPTIONS"], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip().split(",")
+
+
+@contextlib.contextmanager
+def read_only_stick(path: Path, files: dict[str, str]) -> Iterator[Path]:
+    """A tmpfs at `path` holding an `exports/` folder and `files`, remounted read-only as usb-mount.sh mounts
+    sticks (the USB hardware is what is missing here; the mount is real). Skips where mounting is refused."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,nosuid,nodev,noexec", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        (path / "exports").mkdir()
+        for name, text in files.items():
+            (path / name).write_text(text)
+        subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        assert mount_options(path)[0] == "ro"
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=False)

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.helpers import ADMIN, API, ServerProcess, auth
-from tests.imports_support import zip_folder
+from tests.imports_support import read_only_stick, zip_folder
 from tests.models import write_yolo_dataset
 from tests.workers import WorkerProcess
 
@@ -83,4 +83,27 @@ def test_import_page_usb_upload_and_exports(
     written = list((media / "usb0").glob("parts-coco-*.zip"))
     assert len(written) == 1 and zipfile.ZipFile(written[0]).testzip() is None
     assert errors == []
+    http.close()
+
+
+def test_usb_export_to_a_read_only_stick_shows_its_phase_and_cancels(
+    page: Page, appliance: tuple[ServerProcess, Path]
+) -> None:
+    """Nobody serves the write requests here: the export waits for appliance-usb-write, visibly, until cancelled."""
+    server, media = appliance
+    http = httpx.Client(base_url=server.url + API, timeout=10)
+    headers: dict[str, Any] = auth(http.post("/auth/setup", json=ADMIN).json()["access_token"])
+    dataset = http.post("/datasets", json={"name": "parts", "classes": ["disc"]}, headers=headers).json()
+    with read_only_stick(media / "STICK", {}) as stick:
+        assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
+        page.goto(f"{server.url}/#/imports?dataset={dataset['id']}")
+        row = page.get_by_test_id("source-row").filter(has_text="STICK")
+        row.get_by_test_id("usb-export").click()
+        state = page.get_by_test_id("usb-export-state")
+        expect(state).to_contain_text("waiting for the USB write service", timeout=30_000)
+        assert len(list((server.data_dir / "run" / "usb-requests").glob("*.request"))) == 1
+        state.get_by_test_id("cancel-usb-export").click()
+        expect(state).to_contain_text("cancelled", timeout=30_000)
+        assert not list((server.data_dir / "run" / "usb-requests").glob("*.request"))  # withdrawn
+        assert sorted(p.name for p in stick.iterdir()) == ["exports"]
     http.close()

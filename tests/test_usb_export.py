@@ -25,7 +25,7 @@ import pytest
 from appliance.config import Config, load_config
 from appliance.imports import usb_write
 from tests.helpers import API, REPO, create_dataset
-from tests.imports_support import import_config, import_folder, run_jobs
+from tests.imports_support import import_config, import_folder, mount_options, read_only_stick, run_jobs
 from tests.models import write_yolo_dataset
 from tests.workers import WorkerProcess, wait_for
 
@@ -44,33 +44,11 @@ def media(config: Config) -> Path:
     return Path(config.import_roots[0])
 
 
-def mount_options(path: Path) -> list[str]:
-    result = subprocess.run(
-        ["findmnt", "-rn", "-M", str(path), "-o", "OPTIONS"], capture_output=True, text=True, check=True
-    )
-    return result.stdout.strip().split(",")
-
-
 @pytest.fixture
 def stick(media: Path) -> Iterator[Path]:
     """A read-only tmpfs at <media>/STICK with an `exports/` folder, mounted as usb-mount.sh mounts drives."""
-    path = media / "STICK"
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m,nosuid,nodev,noexec", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
-        (path / "exports").mkdir()
-        (path / "photos.txt").write_text("already on the stick\n")
-        subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
-        assert mount_options(path)[0] == "ro"
+    with read_only_stick(media / "STICK", {"photos.txt": "already on the stick\n"}) as path:
         yield path
-    finally:
-        subprocess.run(["umount", "--lazy", str(path)], check=False)
 
 
 def stick_files(path: Path) -> list[str]:

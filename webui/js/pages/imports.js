@@ -57,7 +57,8 @@ function select(testid, options, value) {
 function jobSummary(job) {
   const p = { ...job.progress, ...job.result };
   if (job.kind === 'usb_export') {
-    return job.status === 'completed' ? `written to ${job.result.file}` : `${formatNumber(p.bytes_written || 0)} bytes`;
+    if (job.status === 'completed') return `written to ${job.result.file}`;
+    return `${p.phase ? `${p.phase} · ` : ''}${formatNumber(p.bytes_written || 0)} bytes`;
   }
   const parts = [
     `${formatNumber(p.imported || 0)} imported`,
@@ -134,9 +135,22 @@ export default {
           return;
         }
         await refreshJobs();
+        if (kind === 'usb_export' && !TERMINAL.includes(job.status)) {
+          clear(usbExportState).append(`Export ${job.id}: ${jobSummary(job)} `,
+            h('button.link', { type: 'button', testid: 'cancel-usb-export', onclick: async () => {
+              try {
+                await ctx.api.post(`/usb-exports/${job.id}/cancel`);
+              } catch (err) {
+                ctx.toast(err.detail || String(err), 'error');
+              }
+            } }, 'Cancel'));
+        }
         if (TERMINAL.includes(job.status)) {
           if (kind === 'usb_export') {
-            usbExportState.textContent = job.status === 'completed' ? `Written: ${job.result.file}` : `Failed: ${job.error}`;
+            usbExportState.textContent = {
+              completed: `Written: ${job.result && job.result.file}`,
+              cancelled: `Export ${job.id} cancelled`,
+            }[job.status] || `Failed: ${job.error}`;
           } else {
             clear(reportBox).append(reportView(job));
             ctx.toast(`Import ${job.status}: ${jobSummary(job)}`, job.status === 'completed' ? 'ok' : 'error');
