@@ -1,6 +1,7 @@
 """Import speed: N generated 640x480 JPEGs with YOLO labels from a folder, against `cp -r` of the same folder.
 
-The floor is a plain copy measured in the same run (same disk, same page cache); the import does more:
+The floor is a plain copy measured in the same run (same disk, same page cache; the mean of one copy just
+before and one just after the import); the import does more:
 reads, sha256, the upload checks, a thumbnail (reduced JPEG decode + JPEG encode), durable writes of original and
 thumbnail, and the catalog rows with boxes in batched transactions. One JSON object on the last line.
 """
@@ -90,6 +91,17 @@ def write_source(root: Path, count: int) -> int:
         return sum(pool.map(one, range(count)))
 
 
+def timed_copy(source: Path, target: Path) -> tuple[float, float, float]:
+    """`cp -r` then `sync`: (seconds with the sync, seconds without, kernel CPU seconds of cp)."""
+    started = time.perf_counter()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(["cp", "-r", str(source), str(target)], check=True)
+    nosync_s = time.perf_counter() - started
+    sys_s = resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime - children_before.ru_stime
+    subprocess.run(["sync"], check=False)
+    return time.perf_counter() - started, nosync_s, sys_s
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1,000 images instead of 10,000")
@@ -107,17 +119,12 @@ def main() -> int:
         generate_s = time.perf_counter() - started
         subprocess.run(["sync"], check=False)
 
-        # Floor: a plain recursive copy of the same folder (then synced, as the import is durable).
-        started = time.perf_counter()
-        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run(["cp", "-r", str(source), str(work / "copy")], check=True)
-        copy_nosync_s = time.perf_counter() - started
-        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        copy_sys_s = children_after.ru_stime - children_before.ru_stime
-        subprocess.run(["sync"], check=False)
-        copy_s = time.perf_counter() - started
-        # The copy stays until the end: deleting 2N files just before the import would make the import pay
-        # for it (ext4 without a journal, as on this VM, skips inodes freed in the last ~30 s one by one).
+        # Floor: a plain recursive copy of the same folder (then synced, as the import is durable), once
+        # before and once after the import: the VM disk's speed drifts within minutes, and the mean of two
+        # copies that bracket the import sees the state the import saw. Copies stay until the end: deleting
+        # 2N files just before a timed run makes it pay for that (ext4 without a journal, as on this VM,
+        # skips inodes freed in the last ~30 s one by one).
+        copy_before = timed_copy(source, work / "copy-before")
 
         config = load_config(
             env={}, data_dir=str(work / "data"), import_roots=[str(work / "media")], disk_min_free_mb=64
@@ -142,6 +149,10 @@ def main() -> int:
         import_sys_s = cpu_done.ru_stime - cpu_started.ru_stime
         result = jobs.get_job(db, job_id)["result"]
         assert state == "completed" and result["imported"] == count, (state, result)
+        copy_after = timed_copy(source, work / "copy-after")
+        copy_s, copy_nosync_s, copy_sys_s = (
+            sum(pair) / 2 for pair in zip(copy_before, copy_after, strict=True)
+        )
 
         # Re-import of the same folder: everything is a duplicate by content hash.
         again_id = jobs.create_job(db, "import", job["params"], user_id=user.id, dataset_id=dataset.id)
@@ -160,6 +171,8 @@ def main() -> int:
         "source_mb": round(total_bytes / 1e6, 1),
         "generate_ms": round(generate_s * 1000),
         "copy_ms": round(copy_s * 1000),
+        "copy_before_ms": round(copy_before[0] * 1000),
+        "copy_after_ms": round(copy_after[0] * 1000),
         "copy_nosync_ms": round(copy_nosync_s * 1000),
         "import_ms": round(import_s * 1000),
         "reimport_ms": round(reimport_s * 1000),
