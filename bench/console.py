@@ -1,12 +1,14 @@
-"""Console speed in a real Chromium on a 100,000-image dataset: grid first paint, labeler open, "next" image.
+"""Console speed in a real Chromium on a 100,000-image dataset: grid first paint, labeler open, "next" image,
+a deep link near the end of the dataset.
 
     .venv/bin/python bench/console.py [--quick] [--images N] [--reps N]
 
 Seeds a fresh data folder: a dozen real images uploaded through the API (real files and thumbnails), then
-catalog rows inserted straight into SQLite up to N images; the first few thousand point at hard links of the
-real files so every thumbnail the grid paints (and every image the labeler opens) is real. Starts a real
-`appliance serve` and drives Debian's Chromium with Playwright. Baseline in the same run: a bare fetch of one
-thumbnail and of one static file from the same server. Prints one JSON object on the last line.
+catalog rows inserted straight into SQLite up to N images; the first few thousand (and the last few dozen)
+point at hard links of the real files so every thumbnail the grid paints (and every image the labeler opens)
+is real. Starts a real `appliance serve` and drives Debian's Chromium with Playwright. Baseline in the same
+run: a bare fetch of one thumbnail and of one static file from the same server. Prints one JSON object on the
+last line.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from tests.helpers import ADMIN, API, ServerProcess, auth  # noqa: E402
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 REAL_IMAGES = 12
 LINKED = 3000  # rows whose files exist on disk (hard links of the real ones)
+TAIL_LINKED = 50  # and the last rows, for the deep link near the end
+DEEP_FROM_END = 10  # the deep link opens the image this many places before the last one
 WITH_BOXES = 2000  # rows that get boxes, so "next" draws boxes too
 
 # Waits inside the page (the console's CSP forbids eval, so no wait_for_function with strings).
@@ -88,6 +92,31 @@ NEXT_IMAGE = """async (id) => {
   while (window.__labeler.drawnImageId !== id) await new Promise((r) => setTimeout(r, 0));
   await new Promise((r) => requestAnimationFrame(r));
   return performance.now() - t0;
+}"""
+
+# A cold page load of a labeler link: navigation start until the image and its boxes are drawn, and how many
+# image list requests it took (the console asks for one page around the image, however deep).
+LINK_OPENED = """async (id) => {
+  while (!(window.__labeler && window.__labeler.drawnImageId === id)) await new Promise((r) => requestAnimationFrame(r));
+  await new Promise((r) => requestAnimationFrame(r));
+  const lists = performance.getEntriesByType('resource').filter((e) => e.name.includes('/images?')).length;
+  return [performance.now(), lists];
+}"""
+
+# What the console did before it had before/around pages: walk keyset pages of 500 from the start until the
+# image turns up (the same requests, without drawing anything).
+FORWARD_WALK = """async ([datasetId, id]) => {
+  const t0 = performance.now();
+  let after = 0;
+  let pages = 0;
+  for (;;) {
+    const r = await fetch(`/api/v1/datasets/${datasetId}/images?after=${after}&limit=500`, { credentials: 'same-origin' });
+    const page = await r.json();
+    pages += 1;
+    if (page.items.some((i) => i.id === id) || page.next_cursor === null) break;
+    after = page.next_cursor;
+  }
+  return [performance.now() - t0, pages];
 }"""
 
 FETCH = """async (url) => {
@@ -143,8 +172,11 @@ def seed_catalog(server: ServerProcess, total: int) -> tuple[int, dict[str, str]
         sha, size, width, height, fmt = real[n % REAL_IMAGES]
         fake = hashlib.sha256(f"bench-{n}".encode()).hexdigest()
         file_rows.append((fake, size, width, height, fmt, now))
-        if n < LINKED:
-            for folder, ext in (("images", "jpg"), ("thumbs", "webp")):
+        if n < LINKED or n >= extra - TAIL_LINKED:
+            for folder, ext in (
+                ("images", "jpg"),
+                ("thumbs", "jpg"),
+            ):  # thumbnails are JPEG (storage.thumb_path)
                 source = data / folder / sha[:2] / f"{sha}.{ext}"
                 target = data / folder / fake[:2] / f"{fake}.{ext}"
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -256,6 +288,28 @@ def main() -> None:
                 warm_ms.append(page.evaluate(GRID_FROM_LIST, f"#/datasets/{dataset_id}"))
             context.close()
 
+            # A link to the labeler opened in a cold context: the first image, and one near the end of the
+            # dataset (a forward-only list would walk total / 500 pages to find it).
+            deep_id = total - DEEP_FROM_END
+            link_ms: dict[str, list[float]] = {"first": [], "deep": []}
+            deep_lists = 0
+            walk_ms: list[float] = []
+            walk_pages = 0
+            for rep in range(reps):
+                for which, image_id in (("first", 1), ("deep", deep_id)):
+                    context, page = new_page()
+                    page.goto(f"{server.url}/#/datasets/{dataset_id}/label/{image_id}")
+                    opened_ms, lists = page.evaluate(LINK_OPENED, image_id)
+                    link_ms[which].append(opened_ms)
+                    if which == "deep":
+                        deep_lists = max(deep_lists, int(lists))
+                        position = page.get_by_test_id("image-position").text_content()
+                        assert position == f"{total - DEEP_FROM_END} / {total}", position
+                        if rep < 3:
+                            walked_ms, walk_pages = page.evaluate(FORWARD_WALK, [dataset_id, image_id])
+                            walk_ms.append(walked_ms)
+                    context.close()
+
             # Open the labeler from the grid (SPA navigation), a different image each time.
             context, page = new_page()
             page.goto(grid_url)
@@ -302,6 +356,15 @@ def main() -> None:
     results["grid_revisit_paint_ms_median"], results["grid_revisit_paint_ms_p99"] = summary(warm_ms)
     results["label_open_ms_median"], results["label_open_ms_p99"] = summary(open_ms)
     results["next_image_ms_median"], results["next_image_ms_p99"] = summary(next_ms)
+    results["link_first_image_ms_median"], results["link_first_image_ms_p99"] = summary(link_ms["first"])
+    results["deep_link_ms_median"], results["deep_link_ms_p99"] = summary(link_ms["deep"])
+    results["deep_link_vs_first_image"] = round(
+        results["deep_link_ms_median"] / max(results["link_first_image_ms_median"], 0.01), 2
+    )
+    results["deep_link_position"] = total - DEEP_FROM_END
+    results["deep_link_list_requests"] = deep_lists
+    results["baseline_forward_walk_to_deep_image_ms_median"], _ = summary(walk_ms)
+    results["baseline_forward_walk_pages"] = walk_pages
     results["baseline_thumbnail_fetch_ms_median"], _ = summary(thumb_ms)
     results["baseline_static_fetch_ms_median"], _ = summary(static_ms)
     results["grid_first_paint_vs_thumbnail_fetch"] = round(
@@ -316,7 +379,9 @@ def main() -> None:
         f"grid first paint {results['grid_first_paint_ms_median']} ms cold, "
         f"{results['grid_revisit_paint_ms_median']} ms revisit, labeler open "
         f"{results['label_open_ms_median']} ms, next image {results['next_image_ms_median']} ms "
-        f"(p99 {results['next_image_ms_p99']}), baseline thumbnail fetch "
+        f"(p99 {results['next_image_ms_p99']}), deep link {results['deep_link_ms_median']} ms vs first image "
+        f"{results['link_first_image_ms_median']} ms ({results['deep_link_list_requests']} list request), "
+        "baseline thumbnail fetch "
         f"{results['baseline_thumbnail_fetch_ms_median']} ms",
         file=sys.stderr,
     )

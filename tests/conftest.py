@@ -90,3 +90,19 @@ def tiny_onnx(tiny_yolo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     from tests.camera_sources import export_tiny_onnx
 
     return export_tiny_onnx(tiny_yolo, tmp_path_factory.mktemp("tiny-onnx"))
+
+
+@pytest.fixture
+def watched(page: Any) -> dict[str, list[str]]:
+    """Dialogs (alert/confirm) and console errors seen during the test: none are expected."""
+    seen: dict[str, list[str]] = {"dialogs": [], "errors": []}
+
+    def on_dialog(dialog: Any) -> None:
+        seen["dialogs"].append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    page.set_viewport_size({"width": 1366, "height": 768})
+    return seen

@@ -86,22 +86,6 @@ def api(admin_api: Api, request: pytest.FixtureRequest) -> Api:
     return admin_api
 
 
-@pytest.fixture
-def watched(page: Page) -> dict[str, list[str]]:
-    """Dialogs (alert/confirm) and console errors seen during the test: none are expected."""
-    seen: dict[str, list[str]] = {"dialogs": [], "errors": []}
-
-    def on_dialog(dialog: Any) -> None:
-        seen["dialogs"].append(dialog.message)
-        dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
-    page.set_viewport_size({"width": 1366, "height": 768})
-    return seen
-
-
 def login(page: Page, server: ServerProcess) -> None:
     """Log the browser in through the API (the cookie lands in the page's context)."""
     response = page.request.post(f"{server.url}{API}/auth/login", data=ADMIN)
@@ -242,8 +226,8 @@ def test_create_dataset_upload_with_duplicate_and_rejected(
     assert watched["dialogs"] == [] and watched["errors"] == []
 
 
-def add_rows(console: ServerProcess, dataset_id: int, count: int) -> None:
-    """Catalog rows straight into SQLite (fast), each with its own file: hard links of an uploaded image."""
+def add_rows(console: ServerProcess, dataset_id: int, names: list[str]) -> None:
+    """Catalog rows straight into SQLite (fast), each with its own file: hard links of the dataset's first upload."""
     data = console.data_dir
     db = sqlite3.connect(data / "appliance.db", timeout=30)
     sha, size, width, height, fmt = db.execute(
@@ -253,8 +237,8 @@ def add_rows(console: ServerProcess, dataset_id: int, count: int) -> None:
     ).fetchone()
     now = "2026-01-01T00:00:00Z"
     with db:
-        for n in range(count):
-            fake = hashlib.sha256(f"grid-{dataset_id}-{n}".encode()).hexdigest()
+        for name in names:
+            fake = hashlib.sha256(f"rows-{dataset_id}-{name}".encode()).hexdigest()
             for folder, ext in (("images", "jpg"), ("thumbs", "jpg")):
                 target = data / folder / fake[:2] / f"{fake}.{ext}"
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -265,7 +249,7 @@ def add_rows(console: ServerProcess, dataset_id: int, count: int) -> None:
             ).lastrowid
             db.execute(
                 "INSERT INTO images (dataset_id, file_id, original_name, added_at) VALUES (?, ?, ?, ?)",
-                [dataset_id, file_id, f"row-{n:05d}.jpg", now],
+                [dataset_id, file_id, name, now],
             )
     db.close()
 
@@ -275,7 +259,7 @@ def test_grid_scrolls_through_keyset_pages_with_few_cells(
 ) -> None:
     dataset = api.dataset()
     api.upload(dataset["id"], 1)
-    add_rows(console, dataset["id"], 1199)
+    add_rows(console, dataset["id"], [f"row-{n:05d}.jpg" for n in range(1199)])
     login(page, console)
     page.goto(f"{console.url}/#/datasets/{dataset['id']}")
     expect(page.get_by_test_id("grid-count")).to_have_text("1,200 images")

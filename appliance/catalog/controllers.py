@@ -70,11 +70,27 @@ class DatasetController(Controller):
         user: Caller,
         status: FromQuery[ImageStatus | None] = None,
         class_id: Annotated[int | None, QueryParameter(ge=0)] = None,
-        after: Annotated[int, QueryParameter(ge=0, description="keyset cursor: the last image id seen")] = 0,
+        after: Annotated[
+            int | None, QueryParameter(ge=0, description="keyset cursor: images after this id (next_cursor)")
+        ] = None,
+        before: Annotated[
+            int | None, QueryParameter(ge=1, description="keyset cursor: images before this id (prev_cursor)")
+        ] = None,
+        around: Annotated[
+            int | None, QueryParameter(ge=1, description="the page holding this image, about half before it")
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> ImagePage:
         return service.list_images(
-            db, dataset_id, user, status=status, class_id=class_id, after=after, limit=limit
+            db,
+            dataset_id,
+            user,
+            status=status,
+            class_id=class_id,
+            after=after,
+            before=before,
+            around=around,
+            limit=limit,
         )
 
     @post("/{dataset_id:int}/images", operation_id="uploadImages", sync_to_thread=True)

@@ -76,9 +76,14 @@ class ImageRead(msgspec.Struct):
 
 
 class ImagePage(msgspec.Struct):
+    """One keyset page: `next_cursor` goes into `after`, `prev_cursor` into `before`; `offset` is the
+    position of the first item in the filtered order (0-based), `total` the filtered count."""
+
     items: list[ImageRead]
     next_cursor: int | None
     total: int
+    prev_cursor: int | None = None
+    offset: int = 0
 
 
 class UploadRejected(msgspec.Struct):

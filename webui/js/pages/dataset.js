@@ -3,7 +3,7 @@
 import { api, thumbUrl } from '../api.js';
 import { classChip } from '../classes-editor.js';
 import { h, formatNumber } from '../dom.js';
-import { getIndex, invalidate } from '../image-index.js';
+import { getIndex, invalidate, takeFocus } from '../image-index.js';
 import { uploadFiles } from '../upload.js';
 
 /** Tabs shown on every page of one dataset. */
@@ -24,7 +24,11 @@ const GAP = 8;
 const CAPTION = 24;
 const OVERSCAN_ROWS = 2;
 
-/** A grid that only keeps the visible cells in the DOM; rows past the loaded pages load on demand. */
+/**
+ * A grid that only keeps the visible cells in the DOM. It is sized by the list's total; positions whose page
+ * is not loaded yet are drawn as placeholders while the index loads the pages on screen (in both directions
+ * from what it has, or by a jump when the scrollbar is dragged far away).
+ */
 export class VirtualGrid {
   constructor(index, { href }) {
     this.index = index;
@@ -73,21 +77,34 @@ export class VirtualGrid {
   }
 
   total() {
-    return this.index.total === null ? this.index.length : this.index.total;
+    return this.index.total ?? 0;
+  }
+
+  size() {
+    const rows = Math.ceil(this.total() / this.cols);
+    this.spacer.style.height = `${rows * this.rowH + GAP}px`;
+    return rows;
+  }
+
+  /** Scroll so the cell at `pos` sits in the middle of the view and mark it (the image labeled last). */
+  scrollToPosition(pos, imageId) {
+    this.focusId = imageId;
+    this.size();
+    const row = Math.floor(pos / this.cols);
+    this.scroller.scrollTop = Math.max(0, GAP + row * this.rowH - (this.scroller.clientHeight - this.rowH) / 2);
   }
 
   paint() {
     const total = this.total();
-    const rows = Math.ceil(total / this.cols);
-    this.spacer.style.height = `${rows * this.rowH + GAP}px`;
+    const rows = this.size();
     const top = this.scroller.scrollTop;
     const first = Math.max(0, Math.floor(top / this.rowH) - OVERSCAN_ROWS);
     const last = Math.min(rows - 1, Math.ceil((top + this.scroller.clientHeight) / this.rowH) + OVERSCAN_ROWS);
     const from = first * this.cols;
     const to = Math.min(total, (last + 1) * this.cols);
-    if (to > this.index.length && !this.index.done) {
-      // Keyset pages load in order; fetch until the visible range is covered (placeholders meanwhile).
-      this.index.ensure(to + this.cols * 20).catch(() => {});
+    if (to > from && !this.index.covered(from, to)) {
+      // Placeholders meanwhile; the index loads the pages on screen (the latest scroll position wins).
+      this.index.want(from, to);
     }
     for (const [pos, cell] of this.cells) {
       if (pos < from || pos >= to) {
@@ -113,6 +130,7 @@ export class VirtualGrid {
         cell.style.transform = `translate(${GAP + col * (this.cellW + GAP)}px, ${GAP + row * this.rowH}px)`;
         cell.style.width = `${this.cellW}px`;
         cell.style.height = `${this.cellW + CAPTION}px`;
+        cell.dataset.pos = pos;
         cell.placed = true;
       }
       this.fill(cell, item, pos >= firstVisible && pos < lastVisible);
@@ -130,10 +148,11 @@ export class VirtualGrid {
   }
 
   fill(cell, item, visible) {
-    const key = item ? `${item.id}:${item.status}:${item.box_count}` : '';
+    const key = item ? `${item.id}:${item.status}:${item.box_count}:${item.id === this.focusId}` : '';
     if (cell.key === key) return;
     cell.key = key;
     const { img, caption, badge } = cell.parts;
+    cell.classList.toggle('focused', Boolean(item) && item.id === this.focusId);
     if (!item) {
       cell.classList.add('placeholder');
       cell.removeAttribute('href');
@@ -159,6 +178,13 @@ export class VirtualGrid {
   }
 }
 
+/** The first page, or the page around `focus` when that image is in the list; true when it is. */
+async function locate(index, focus) {
+  if (focus !== null && (await index.ensureId(focus))) return true;
+  await index.ensure(200);
+  return false;
+}
+
 export default {
   route: '#/datasets/:id',
   title: 'Dataset',
@@ -168,8 +194,10 @@ export default {
     const classParam = ctx.query.get('class');
     const classId = classParam === null || classParam === '' ? null : Number(classParam);
     const filter = { status, class_id: classId };
-    // The first keyset page is requested together with the dataset and its counts.
-    const firstPage = getIndex(id, filter, { fresh: true }).ensure(200).catch(() => {});
+    // Coming back from the labeler, the grid opens at the image labeled last.
+    const focus = takeFocus(id);
+    // The first page (or the page around that image) is requested together with the dataset and its counts.
+    const firstPage = locate(getIndex(id, filter, { fresh: true }), focus).catch(() => false);
     const [dataset, stats] = await Promise.all([
       api.get(`/datasets/${id}`, { signal: ctx.signal }),
       api.get(`/datasets/${id}/stats`, { signal: ctx.signal }),
@@ -179,6 +207,7 @@ export default {
     const query = api.qs({ status, class: classId });
     let index = null;
     let grid = null;
+    let first = true;
     let stopCount = () => {};
     const shown = h('span.muted', { testid: 'grid-count' });
     const gridHolder = h('div.grid-holder');
@@ -220,11 +249,14 @@ export default {
       stopCount = index.onChange(updateCount);
       gridHolder.replaceChildren(grid.scroller);
       grid.layout();
-      await index.ensure(200);
+      const found = first ? await firstPage : false;
+      first = false;
+      if (!found) await index.ensure(200); // at once when the first page is in; a failure shows as before
       updateCount();
       // Paint now rather than on the next animation frame: the thumbnail requests leave before the first
       // frame of the page is rendered (which can take a while on a busy box).
       grid.layout();
+      if (found) grid.scrollToPosition(index.indexOf(focus), focus);
       grid.paint();
       if (!index.total) {
         grid.scroller.append(h('p.empty', { testid: 'grid-empty' }, status || classId !== null

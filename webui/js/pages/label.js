@@ -2,13 +2,16 @@
 
 import { api, ApiError, imageUrl } from '../api.js';
 import { h, modal, toast } from '../dom.js';
-import { getIndex, updateImage } from '../image-index.js';
+import { getIndex, pageSize, setFocus, updateImage } from '../image-index.js';
 import { Labeler, normalizeBox, sameBoxes } from '../labeler.js';
 import { createSuggestions } from '../suggest.js';
 import { datasetTabs } from './dataset.js';
 
 const SAVE_DELAY_MS = 300;
 const CACHE_SIZE = 40;
+// Neighbours kept loaded in the image list around the current image: the next page is asked for this far
+// from a window's edge (at most a quarter page), so next/previous do not wait for it.
+const LIST_MARGIN = 30;
 const DRAFT_PREFIX = 'appliance.draft.';
 
 // Decoded images and annotations survive page changes, so coming back to the labeler is instant.
@@ -90,10 +93,17 @@ export default {
     const classParam = ctx.query.get('class');
     const classId = classParam === null || classParam === '' ? null : Number(classParam);
     const filterQuery = api.qs({ status, class: classId });
+    const index = getIndex(datasetId, { status, class_id: classId }, { fresh: true });
+    // A deep link: the image, its boxes and the page of the list around it load with the dataset.
+    const linked = Number(params.imageId);
+    let located = null;
+    if (Number.isInteger(linked) && linked > 0) {
+      cacheEntry(linked);
+      located = index.ensureId(linked).catch(() => false);
+    }
     const dataset = await api.get(`/datasets/${datasetId}`, { signal: ctx.signal });
     const classes = dataset.classes;
     const canWrite = ctx.user.role !== 'viewer';
-    const index = getIndex(datasetId, { status, class_id: classId }, { fresh: true });
     ctx.setTitle(`${dataset.name} · label`);
     root.className = 'fill';
 
@@ -201,8 +211,7 @@ export default {
       if (!session) return;
       nameEl.textContent = session.meta.original_name;
       const pos = index.indexOf(session.id);
-      const total = index.total ?? index.length;
-      posEl.textContent = pos >= 0 ? `${pos + 1} / ${total}` : '';
+      posEl.textContent = pos >= 0 ? `${pos + 1} / ${index.total}` : '';
       statusEl.textContent = session.status;
       statusEl.className = `badge ${session.status}`;
     }
@@ -381,6 +390,7 @@ export default {
       };
       labeler.setImage(img, ann.width, ann.height, session.boxes);
       drawnImageId = id;
+      setFocus(datasetId, id);
       if (replaceUrl) history.replaceState(null, '', `#/datasets/${datasetId}/label/${id}${filterQuery}`);
       renderInfo();
       renderBoxes();
@@ -445,19 +455,25 @@ export default {
     function prefetchAround(id) {
       const pos = index.indexOf(id);
       if (pos < 0) return;
-      index.ensure(pos + 3).then(() => {
+      const warm = () => {
         for (const p of [pos + 1, pos + 2, pos - 1]) {
           const item = index.at(p);
-          if (item && p >= 0) cacheEntry(item.id);
+          if (item) cacheEntry(item.id);
         }
-      }).catch(() => {});
+      };
+      warm();
+      // Grow the list window (before=/after= pages) before next/previous reaches its edge.
+      const margin = Math.min(LIST_MARGIN, Math.floor(pageSize() / 4));
+      if (!index.covered(pos - margin, pos + margin + 1)) {
+        index.ensureRange(pos - margin, pos + margin + 1).then(warm).catch(() => {});
+      }
     }
 
     async function go(step) {
       if (!session) return;
       let pos = index.indexOf(session.id);
       if (pos < 0) {
-        await index.ensureId(session.id);
+        await index.ensureId(session.id).catch(() => false);
         pos = index.indexOf(session.id);
       }
       const target = pos + step;
@@ -465,7 +481,8 @@ export default {
         toast('This is the first image');
         return;
       }
-      if (target >= index.length) await index.ensure(target + 1);
+      // Across the edge of the loaded window: one page from the window's edge (before= or after=).
+      if (!index.at(target)) await index.ensureRange(target, target + 1);
       const item = index.at(target);
       if (!item) {
         toast('This is the last image');
@@ -493,6 +510,7 @@ export default {
     async function copyPrevious() {
       if (!session) return;
       const pos = index.indexOf(session.id);
+      if (pos > 0 && !index.at(pos - 1)) await index.ensureRange(pos - 1, pos);
       const prev = pos > 0 ? index.at(pos - 1) : null;
       if (!prev) {
         toast('There is no previous image');
@@ -631,7 +649,7 @@ export default {
       }
     }
     if (startId !== null && classes.length) {
-      await index.ensureId(startId);
+      await (startId === linked && located ? located : index.ensureId(startId).catch(() => false));
       await show(startId);
     }
 
