@@ -168,6 +168,8 @@ INDEX_FUZZ = """async (seeds) => {
   const reply = (status, body) => new Response(JSON.stringify(body),
     { status, headers: { 'content-type': 'application/json' } });
   window.fetch = async (url) => {
+    // The console itself runs on this page too (setup state, polling): only image lists are simulated and counted.
+    if (!String(url).includes('/datasets/1/images?')) return reply(404, { status_code: 404, detail: 'not simulated' });
     calls += 1;
     const q = Object.fromEntries(new URL(url, location.href).searchParams);
     const limit = Number(q.limit);
