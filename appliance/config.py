@@ -29,7 +29,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     import_roots: list[str] = msgspec.field(default_factory=lambda: ["/media", "/mnt"])
-    max_upload_mb: int = 1024  # one HTTP request body
+    # One HTTP request body, held in memory while it is parsed: the console sends images in batches of at most
+    # 64 MB (or one image up to max_image_mb); archives stream to disk and are capped by max_import_mb instead.
+    max_upload_mb: int = 256
     max_image_mb: int = 64  # one image file
     max_image_pixels: int = 80_000_000  # refused before decoding (decompression bombs)
     thumbnail_px: int = 256
