@@ -21,6 +21,7 @@ from litestar.testing import TestClient
 
 from appliance.config import Config, load_config
 from appliance.server import create_app
+from appliance.system.service import cuda_device_count
 from appliance.training.child import (
     CheckpointError,
     NetworkAudit,
@@ -112,6 +113,9 @@ def test_validation_errors_create_nothing(env: Env) -> None:
         ({"base_model": "yolov99z.yaml"}, 422, "unknown"),
         ({"base_model": "weights:missing.pt"}, 422, "no weights file"),
         ({"base_model": "model:12345"}, 422, "model 12345"),
+        ({"device": "0"}, 422, "no NVIDIA GPU")
+        if not cuda_device_count()
+        else ({"device": "15"}, 422, "numbered"),
         ({"imgsz": 100}, 422, "multiple of 32"),
         ({"imgsz": 16}, 400, "imgsz"),
         ({"epochs": 0}, 400, "epochs"),

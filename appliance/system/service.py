@@ -158,6 +158,14 @@ def jetson_info() -> dict[str, Any] | None:
     }
 
 
+def cuda_device_count() -> int:
+    """NVIDIA GPUs this box has, from device nodes only (cheap, no torch, no nvidia-smi): a Jetson counts one."""
+    discrete = len(glob.glob("/dev/nvidia[0-9]*"))
+    if discrete:
+        return discrete
+    return 1 if glob.glob("/dev/nvhost-*gpu") or os.path.exists("/dev/nvmap") else 0
+
+
 def gpu_info() -> dict[str, Any]:
     """Found without importing torch or CUDA: device nodes, nvidia-smi, the Python bindings' metadata."""
     jetson = jetson_info()

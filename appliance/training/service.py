@@ -22,6 +22,7 @@ from appliance.db import Database, write_transaction
 from appliance.errors import Forbidden, Invalid, NotFound
 from appliance.jobs import service as jobs
 from appliance.storage import atomic_target
+from appliance.system.service import cuda_device_count
 from appliance.training.schemas import (
     BaseModelRead,
     EpochMetrics,
@@ -197,8 +198,15 @@ def validate_request(
         )
     if images < 2:
         raise Invalid(f"dataset {body.dataset_id} has {images} labeled image; training needs at least 2")
-    if body.device not in ("auto", "cpu") and body.batch < len(body.device.split(",")):
-        raise Invalid("batch must be at least the number of devices")
+    if body.device not in ("auto", "cpu"):
+        indexes = [int(i) for i in body.device.split(",")]
+        gpus = cuda_device_count()
+        if not gpus:
+            raise Invalid(f"device {body.device}: this box has no NVIDIA GPU; use auto or cpu")
+        if max(indexes) >= gpus:
+            raise Invalid(f"device {body.device}: this box has {gpus} GPU(s), numbered from 0")
+        if body.batch < len(indexes):
+            raise Invalid("batch must be at least the number of devices")
     source = resolve_base_model(db, config, body.base_model, user)
     params = msgspec.to_builtins(body)
     params["model_source"] = source
