@@ -219,6 +219,24 @@ def test_cancel_while_waiting_withdraws_the_request(client, admin, config, media
     assert stick_files(stick) == ["exports", "photos.txt"]
 
 
+def test_cancelling_a_usb_export_needs_access_and_happens_once(client, admin, config, media):
+    from tests.helpers import create_user
+
+    private = create_dataset(client, admin, name="private")
+    other = create_user(client, admin, "otto", "labeler")
+    folder = media / "share"
+    folder.mkdir()
+    job_id = queue_export(client, admin, private["id"], folder)
+    refused = client.post(f"{API}/usb-exports/{job_id}/cancel", headers=other)
+    assert refused.status_code == 404, refused.text  # someone else's private dataset: not even seen
+    cancelled = client.post(f"{API}/usb-exports/{job_id}/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    again = client.post(f"{API}/usb-exports/{job_id}/cancel", headers=admin)
+    assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
+    run_jobs(config)
+    assert list(folder.iterdir()) == []  # a cancelled pending export never runs
+
+
 def test_a_writable_folder_is_written_directly(client, admin, config, media, dataset):
     """Development and CI: the import root is a plain folder; no request, no service."""
     folder = media / "share"

@@ -27,7 +27,6 @@ from appliance.imports.schemas import (
     UsbExportCreate,
 )
 from appliance.imports.sources import list_sources
-from appliance.jobs import service as jobs
 from appliance.storage import check_free_space
 
 Id = Annotated[int, Parameter(gt=0)]
@@ -59,10 +58,7 @@ class ImportController(Controller):
 
     @post("/imports/{job_id:int}/cancel", operation_id="cancelImport", sync_to_thread=True, status_code=200)
     def cancel_import(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
-        job = service.visible_job(db, job_id, "import", user)
-        if job["dataset_id"] is not None:
-            catalog.writable_dataset(db, job["dataset_id"], user)
-        return service.job_read(jobs.request_cancel(db, job_id, "import"))
+        return service.cancel_transfer_job(db, job_id, "import", user)
 
     @post(
         "/datasets/{dataset_id:int}/imports",
@@ -199,7 +195,4 @@ class ImportController(Controller):
     )
     def cancel_usb_export(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
         """Stops the archive being written; a copy the USB write service has already started runs to its end."""
-        job = service.visible_job(db, job_id, "usb_export", user)
-        if job["dataset_id"] is not None:
-            catalog.writable_dataset(db, job["dataset_id"], user)
-        return service.job_read(jobs.request_cancel(db, job_id, "usb_export"))
+        return service.cancel_transfer_job(db, job_id, "usb_export", user)

@@ -78,6 +78,14 @@ def visible_job(db: Database, job_id: int, kind: str, user: CurrentUser) -> dict
     raise NotFound(f"job {job_id} not found")
 
 
+def cancel_transfer_job(db: Database, job_id: int, kind: str, user: CurrentUser) -> TransferJobRead:
+    """Its creator or an admin may cancel a job; anyone else needs write access to its dataset."""
+    job = visible_job(db, job_id, kind, user)
+    if not (user.is_admin or job["created_by"] == user.id) and job["dataset_id"] is not None:
+        catalog.writable_dataset(db, job["dataset_id"], user)
+    return job_read(jobs.request_cancel(db, job_id, kind))
+
+
 def list_transfer_jobs(
     db: Database, kind: str, user: CurrentUser, dataset_id: int | None = None, limit: int = 50
 ) -> list[TransferJobRead]:
