@@ -8,7 +8,7 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
-from appliance.auth.schemas import CurrentUser
+from appliance.caller import CurrentUser
 from appliance.config import Config
 from appliance.db import Database
 

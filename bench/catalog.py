@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from appliance.auth.schemas import CurrentUser  # noqa: E402
 from appliance.auth.service import hash_password  # noqa: E402
+from appliance.caller import CurrentUser  # noqa: E402
 from appliance.catalog import service  # noqa: E402
 from appliance.catalog.schemas import AnnotationsPut, Box  # noqa: E402
 from appliance.db import Database, migrate, open_database  # noqa: E402

@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.auth.schemas import CurrentUser  # noqa: E402
 from appliance.auth.service import create_first_admin  # noqa: E402
+from appliance.caller import CurrentUser  # noqa: E402
 from appliance.catalog.schemas import DatasetCreate  # noqa: E402
 from appliance.catalog.service import create_dataset  # noqa: E402
 from appliance.config import load_config  # noqa: E402

@@ -135,7 +135,7 @@ def system_user(db: Database) -> Any:
 
 
 def current_user(user_id: int) -> Any:
-    from appliance.auth.schemas import CurrentUser
+    from appliance.caller import CurrentUser
 
     return CurrentUser(id=user_id, username="svc-admin", role="admin", token_id="test")
 

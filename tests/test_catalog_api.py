@@ -259,49 +259,6 @@ def test_dataset_class_edits(client, admin):
     assert wrong_class.status_code == 422
 
 
-def test_migration_backfills_counts_of_an_existing_catalog(tmp_path):
-    """m100 fills its count tables from rows written before it existed."""
-    from appliance.db import open_database
-    from appliance.db.migrations import migrations
-
-    db = open_database(tmp_path / "old.db")
-    m100 = next(m for m in migrations._migrations if m.name == "m100_status_and_class_counts")  # noqa: SLF001
-    for migration in migrations._migrations:  # noqa: SLF001
-        if migration is not m100:
-            migration.fn(db)
-    now = "2026-01-01T00:00:00"
-    db.execute(
-        "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (1, 'a', 'x', 'admin', ?)",
-        [now],
-    )
-    db.execute(
-        "INSERT INTO datasets (id, name, owner_id, created_at, updated_at) VALUES (1, 'd', 1, ?, ?)",
-        [now, now],
-    )
-    for n in (1, 2):
-        db.execute(
-            "INSERT INTO image_files (id, sha256, size, width, height, format, created_at) VALUES (?, ?, 1, 9, 9, 'png', ?)",
-            [n, str(n), now],
-        )
-        db.execute(
-            "INSERT INTO images (id, dataset_id, file_id, status, added_at) VALUES (?, 1, ?, ?, ?)",
-            [n, n, "labeled" if n == 1 else "unlabeled", now],
-        )
-    db.execute(
-        "INSERT INTO annotations (image_id, dataset_id, class_id, x1, y1, x2, y2, size_bucket, created_at) "
-        "VALUES (1, 1, 0, 0, 0, 5, 5, 3, ?), (1, 1, 0, 1, 1, 5, 5, 3, ?)",
-        [now, now],
-    )
-    m100.fn(db)
-    assert dict(db.execute("SELECT status, images FROM dataset_status_stats")) == {
-        "labeled": 1,
-        "unlabeled": 1,
-    }
-    assert db.execute("SELECT class_id, status, images FROM dataset_class_status_stats").fetchall() == [
-        (0, "labeled", 1)
-    ]
-
-
 def test_upload_rewrites_a_file_a_concurrent_delete_removed(client, admin, config, monkeypatch):
     """Delete of the last copy unlinks the file; an upload of the same bytes racing it still ends with its file."""
     import appliance.catalog.service as catalog_service

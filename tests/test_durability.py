@@ -21,7 +21,7 @@ ROUNDS = 6
 # transaction; it prints "k image_id version" only after COMMIT returned.
 CHILD = r"""
 import sys
-from appliance.auth.schemas import CurrentUser
+from appliance.caller import CurrentUser
 from appliance.catalog.schemas import AnnotationsPut, Box
 from appliance.catalog.service import put_annotations
 from appliance.db import open_database, write_transaction

@@ -11,10 +11,8 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from appliance.auth import service
 from appliance.auth.middleware import PUBLIC, PUBLIC_IF_REGISTRATION
-from appliance.auth.permissions import require_admin
 from appliance.auth.schemas import (
     Credentials,
-    CurrentUser,
     PasswordChange,
     RegisterRequest,
     SetupRequest,
@@ -24,6 +22,7 @@ from appliance.auth.schemas import (
     UserRead,
     UserUpdate,
 )
+from appliance.caller import CurrentUser, require_admin
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import Unauthorized
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
-Role = Literal["admin", "labeler", "viewer"]
+from appliance.caller import Role
+
 Username = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
 
@@ -60,20 +61,3 @@ class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):
 class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
     current_password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
     new_password: Password
-
-
-class CurrentUser(msgspec.Struct, frozen=True):
-    """The authenticated caller, as the middleware puts it on the request."""
-
-    id: int
-    username: str
-    role: Role
-    token_id: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-    @property
-    def can_write(self) -> bool:
-        return self.role in ("admin", "labeler")

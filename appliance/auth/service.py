@@ -14,7 +14,8 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from appliance.auth.schemas import CurrentUser, Role, UserCreate, UserRead, UserUpdate
+from appliance.auth.schemas import UserCreate, UserRead, UserUpdate
+from appliance.caller import CurrentUser, Role
 from appliance.clock import now_iso
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized

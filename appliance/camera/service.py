@@ -13,12 +13,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from appliance.auth.permissions import require_admin, require_writer
-from appliance.auth.schemas import CurrentUser
+from appliance.caller import CurrentUser, require_admin, require_writer
 from appliance.camera.capture import gstreamer_available
 from appliance.camera.publish import STATUS_STALE_S, PublishedFrame, read_frame, read_status
 from appliance.camera.schemas import CameraSettings, CameraSettingsRead, CameraStatus, CaptureResult
 from appliance.catalog import service as catalog
+from appliance.classes import class_names
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
@@ -195,7 +195,7 @@ def save_frame(
         image_id, duplicate = result.duplicates[0].image_id, True
     else:
         image_id, duplicate = result.added[0].id, False
-    classes = [c["name"] for c in json.loads(dataset["classes"])]
+    classes = class_names(dataset["classes"])
     image = catalog.image_row(db, image_id, user)
     width, height = int(image["width"]), int(image["height"])
     boxes, skipped = prelabels(frame.meta.get("detections", []), classes, width, height)

@@ -10,7 +10,6 @@ from litestar.params import FromQuery, JSONBody, MultipartBody, Parameter, Query
 from litestar.response import File
 
 from appliance.catalog import service
-from appliance.catalog.imagecheck import EXTENSION_TYPES, FORMATS, THUMBNAIL_MEDIA_TYPE
 from appliance.catalog.schemas import (
     AnnotationsPut,
     AnnotationsRead,
@@ -25,6 +24,8 @@ from appliance.catalog.schemas import (
 )
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import NotFound, TooLarge
+from appliance.imaging.check import EXTENSION_TYPES, FORMATS
+from appliance.imaging.thumbnail import THUMBNAIL_MEDIA_TYPE
 from appliance.storage import read_upload
 
 Id = Annotated[int, Parameter(gt=0)]

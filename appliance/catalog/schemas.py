@@ -13,12 +13,6 @@ DatasetName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Description = Annotated[str, msgspec.Meta(max_length=5000)]
 Coordinate = Annotated[float, msgspec.Meta(ge=0)]
 
-# A readable palette for a dark screen; class i gets PALETTE[i % len] unless chosen.
-PALETTE = [
-    "#ff6b6b", "#4dabf7", "#51cf66", "#fcc419", "#cc5de8", "#ff922b",
-    "#22b8cf", "#f06595", "#94d82d", "#845ef7", "#20c997", "#fab005",
-]  # fmt: skip
-
 
 class ClassDef(msgspec.Struct, forbid_unknown_fields=True):
     name: ClassName

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -12,17 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.auth.permissions import require_writer
-from appliance.auth.schemas import CurrentUser
-from appliance.catalog.imagecheck import (
-    FORMATS,
-    CheckedImage,
-    check_image_bytes,
-    decode_for_thumbnail,
-    make_thumbnail,
-)
+from appliance.caller import CurrentUser, require_writer
 from appliance.catalog.schemas import (
-    PALETTE,
     AnnotationsPut,
     AnnotationsRead,
     BoxRead,
@@ -40,10 +30,13 @@ from appliance.catalog.schemas import (
     UploadRejected,
     UploadResult,
 )
+from appliance.classes import ClassEntry, default_color, dump_classes, parse_classes
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
 from appliance.errors import AppError, BadRequest, Conflict, Forbidden, Invalid, NotFound
+from appliance.imaging.check import FORMATS, CheckedImage, check_image_bytes
+from appliance.imaging.thumbnail import decode_for_thumbnail, make_thumbnail
 from appliance.storage import ImageStore, check_free_space, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -60,11 +53,11 @@ def size_bucket(width: float, height: float) -> int:
 
 
 def _classes(raw: str) -> list[ClassRead]:
-    return [ClassRead(id=i, name=c["name"], color=c["color"]) for i, c in enumerate(json.loads(raw))]
+    return [ClassRead(id=i, name=c.name, color=c.color) for i, c in enumerate(parse_classes(raw))]
 
 
-def _normalize_classes(items: Iterable[ClassDef | str]) -> list[dict[str, str]]:
-    classes: list[dict[str, str]] = []
+def _normalize_classes(items: Iterable[ClassDef | str]) -> list[ClassEntry]:
+    classes: list[ClassEntry] = []
     seen: set[str] = set()
     for i, item in enumerate(items):
         definition = ClassDef(name=item) if isinstance(item, str) else item
@@ -74,7 +67,7 @@ def _normalize_classes(items: Iterable[ClassDef | str]) -> list[dict[str, str]]:
         if name.lower() in seen:
             raise Invalid(f"class name {name!r} appears twice")
         seen.add(name.lower())
-        classes.append({"name": name, "color": definition.color or PALETTE[i % len(PALETTE)]})
+        classes.append(ClassEntry(name=name, color=definition.color or default_color(i)))
     return classes
 
 
@@ -164,7 +157,7 @@ def create_dataset(db: Database, body: DatasetCreate, user: CurrentUser) -> Data
                 name,
                 body.description,
                 user.id,
-                json.dumps(classes),
+                dump_classes(classes),
                 int(body.is_public),
                 now,
                 now,
@@ -194,7 +187,7 @@ def update_dataset(db: Database, dataset_id: int, body: DatasetUpdate, user: Cur
             changes["is_public"] = int(body.is_public)
         if body.classes is not None:
             new_classes = _normalize_classes(body.classes)
-            old_count = len(json.loads(row["classes"]))
+            old_count = len(parse_classes(row["classes"]))
             if len(new_classes) < old_count:
                 # Class ids are list positions; only trailing classes without boxes may go.
                 used = db.execute(
@@ -205,7 +198,7 @@ def update_dataset(db: Database, dataset_id: int, body: DatasetUpdate, user: Cur
                     raise Conflict(
                         f"class {used} still has boxes; delete or relabel them before removing the class"
                     )
-            changes["classes"] = json.dumps(new_classes)
+            changes["classes"] = dump_classes(new_classes)
         if changes:
             changes["updated_at"] = now_iso()
             assignments = ", ".join(f"{name} = ?" for name in changes)
@@ -707,7 +700,7 @@ def put_annotations(db: Database, image_id: int, body: AnnotationsPut, user: Cur
                 f"image {image_id} was changed by someone else (your version {body.version}, "
                 f"current {row['version']}); reload it to see their boxes"
             )
-        validate_boxes(body.boxes, row["width"], row["height"], len(json.loads(dataset["classes"])))
+        validate_boxes(body.boxes, row["width"], row["height"], len(parse_classes(dataset["classes"])))
         replace_boxes(db, image_id, row["dataset_id"], body.boxes, user.id)
         status = body.status or "labeled"
         db.execute(

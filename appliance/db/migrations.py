@@ -212,37 +212,8 @@ CREATE TABLE settings (
     )
 
 
-def backup_database(db: Database, db_path: Path) -> Path:
-    """Online copy of the catalog (sqlite backup API) before migrations change it."""
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
-    target = db_path.with_name(f"{db_path.name}.bak-{stamp}")
-    dest = sqlite3.connect(str(target))
-    try:
-        db.conn.backup(dest)
-    finally:
-        dest.close()
-    return target
-
-
-def migrate(db: Database, db_path: Path | None = None) -> list[str]:
-    """Apply pending migrations; back the file up first when it already holds a schema."""
-    pending = [m.name for m in migrations.pending(db)]
-    if not pending:
-        return []
-    has_schema = bool(migrations.applied(db))
-    if has_schema and db_path is not None and db_path.exists():
-        backup = backup_database(db, db_path)
-        logger.info("backed up catalog to %s before migrations %s", backup, pending)
-
-    # BEGIN IMMEDIATE: the web and the worker may start together; one applies, the other finds nothing pending.
-    with write_transaction(db):
-        pending = [m.name for m in migrations.pending(db)]
-        migrations.apply(db)
-    return pending
-
-
 @migrations()
-def m200_training_snapshot_images(db: Database) -> None:
+def m002_training_snapshot_images(db: Database) -> None:
     # The exact images (and their annotation versions) a training job used; one row per image.
     _run(
         db,
@@ -259,7 +230,7 @@ CREATE TABLE training_snapshot_images (
 
 
 @migrations()
-def m100_status_and_class_counts(db: Database) -> None:
+def m003_status_and_class_counts(db: Database) -> None:
     """Trigger-kept image counts per status and per (class, status): list totals and stats stay O(1)."""
     _run(
         db,
@@ -321,3 +292,52 @@ CREATE TRIGGER annotations_class_status_delete AFTER DELETE ON annotations
 END
 """,
     )
+
+
+def backup_database(db: Database, db_path: Path) -> Path:
+    """Online copy of the catalog (sqlite backup API) before migrations change it."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    target = db_path.with_name(f"{db_path.name}.bak-{stamp}")
+    dest = sqlite3.connect(str(target))
+    try:
+        db.conn.backup(dest)
+    finally:
+        dest.close()
+    return target
+
+
+# Names of migrations before they were numbered in the order they are applied (a catalog made by a
+# development build still carries them; the migrations themselves are the same).
+RENAMED = {
+    "m200_training_snapshot_images": "m002_training_snapshot_images",
+    "m100_status_and_class_counts": "m003_status_and_class_counts",
+}
+
+
+def _rename_applied(db: Database) -> None:
+    if not db["_sqlite_migrations"].exists():
+        return
+    for old, new in RENAMED.items():
+        db.execute(
+            "UPDATE _sqlite_migrations SET name = ? WHERE migration_set = ? AND name = ?",
+            [new, migrations.name, old],
+        )
+
+
+def migrate(db: Database, db_path: Path | None = None) -> list[str]:
+    """Apply pending migrations; back the file up first when it already holds a schema."""
+    with write_transaction(db):
+        _rename_applied(db)
+    pending = [m.name for m in migrations.pending(db)]
+    if not pending:
+        return []
+    has_schema = bool(migrations.applied(db))
+    if has_schema and db_path is not None and db_path.exists():
+        backup = backup_database(db, db_path)
+        logger.info("backed up catalog to %s before migrations %s", backup, pending)
+
+    # BEGIN IMMEDIATE: the web and the worker may start together; one applies, the other finds nothing pending.
+    with write_transaction(db):
+        pending = [m.name for m in migrations.pending(db)]
+        migrations.apply(db)
+    return pending

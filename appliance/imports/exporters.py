@@ -19,10 +19,10 @@ from xml.etree import ElementTree as ET
 
 import yaml
 
-from appliance.catalog.imagecheck import FORMATS
 from appliance.config import Config
 from appliance.db import Database, open_database
 from appliance.errors import Invalid
+from appliance.imaging.check import FORMATS
 from appliance.storage import ImageStore
 
 EXPORT_FORMATS = ("yolo", "coco", "voc")

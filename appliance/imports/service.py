@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import shutil
@@ -18,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.auth.permissions import require_writer
-from appliance.auth.schemas import CurrentUser
+from appliance.caller import CurrentUser, require_writer
 from appliance.catalog import service as catalog
-from appliance.catalog.schemas import PALETTE, Box
+from appliance.catalog.schemas import Box
+from appliance.classes import ClassEntry, default_color, dump_classes, parse_classes
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
@@ -251,8 +250,8 @@ class ClassMapper:
         if not needed and self.ids:
             return
         row = catalog.dataset_row(db, self.dataset_id)
-        classes = json.loads(row["classes"])
-        self.ids = {c["name"].lower(): i for i, c in enumerate(classes)}
+        classes = parse_classes(row["classes"])
+        self.ids = {c.name.lower(): i for i, c in enumerate(classes)}
         added = []
         if self.unknown == "add":
             for name in needed:
@@ -260,12 +259,12 @@ class ClassMapper:
                     if len(classes) >= 1000:
                         raise Invalid("the dataset would have more than 1000 classes")
                     self.ids[name.lower()] = len(classes)
-                    classes.append({"name": name[:100], "color": PALETTE[len(classes) % len(PALETTE)]})
+                    classes.append(ClassEntry(name=name[:100], color=default_color(len(classes))))
                     added.append(name)
         if added:
             db.execute(
                 "UPDATE datasets SET classes = ?, updated_at = ? WHERE id = ?",
-                [json.dumps(classes), now_iso(), self.dataset_id],
+                [dump_classes(classes), now_iso(), self.dataset_id],
             )
             self.report.classes_added.extend(added)
 

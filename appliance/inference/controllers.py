@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -10,10 +9,11 @@ from litestar import Controller, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.params import JSONBody, MultipartBody, Parameter
 
-from appliance.catalog.imagecheck import FORMATS
 from appliance.catalog.service import dataset_row, image_row
+from appliance.classes import class_names
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import BadRequest, Invalid, NotFound, TooLarge
+from appliance.imaging.check import FORMATS
 from appliance.inference import service
 from appliance.inference.schemas import ExportCreate, ExportRead, InferenceRead, ModelRead, SuggestionsRead
 from appliance.storage import read_upload
@@ -123,8 +123,7 @@ class SuggestionsController(Controller):
         path = state.image_store.image_path(image["sha256"], FORMATS[image["format"]][0])
         if not path.exists():
             raise NotFound(f"file of image {image_id} is missing on disk")
-        classes = json.loads(dataset_row(db, image["dataset_id"])["classes"] or "[]")
-        names = [c["name"] if isinstance(c, dict) else str(c) for c in classes]
+        names = class_names(dataset_row(db, image["dataset_id"])["classes"])
         return service.suggest_boxes(
             db, config, user, path, image_id, names, confidence=body.confidence, iou=body.iou
         )

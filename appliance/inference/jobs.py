@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from appliance.classes import class_names
 from appliance.clock import now_iso
 from appliance.db import write_transaction
 from appliance.inference.artifacts import (
@@ -105,11 +106,10 @@ def _model_row(context: JobContext, model_id: int) -> dict[str, Any]:
 
 
 def _model_fields(row: dict[str, Any]) -> dict[str, Any]:
-    classes = json.loads(row["classes"]) if isinstance(row["classes"], str) else row["classes"]
     return {
         "model_id": row["id"],
         "name": row["name"],
-        "classes": classes,
+        "classes": class_names(row["classes"]),
         "imgsz": row["imgsz"],
         "training_job_id": row["job_id"],
     }

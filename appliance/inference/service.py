@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.auth.permissions import require_writer
-from appliance.auth.schemas import CurrentUser
-from appliance.catalog.imagecheck import check_image_bytes, decode_image
+from appliance.caller import CurrentUser, require_writer
+from appliance.classes import class_names, parse_classes
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, open_database, write_transaction
 from appliance.errors import AppError, Conflict, Invalid, NotFound
+from appliance.imaging.check import check_image_bytes, decode_image
 from appliance.inference.artifacts import (
     artifact_name,
     artifact_path,
@@ -55,11 +55,6 @@ def _loads(value: Any, default: Any) -> Any:
         except ValueError:
             return default
     return default if value is None else value
-
-
-def class_names(model_row: dict[str, Any]) -> list[str]:
-    classes = _loads(model_row.get("classes"), [])
-    return [c["name"] if isinstance(c, dict) else str(c) for c in classes]
 
 
 def model_row(db: Database, model_id: int) -> dict[str, Any]:
@@ -144,7 +139,7 @@ def _model_read(db: Database, config: Config, row: dict[str, Any]) -> ModelRead:
         found = db.execute("SELECT name FROM datasets WHERE id = ?", [row["dataset_id"]]).fetchone()
         dataset_name = found[0] if found else None
     exports = _exports(db, row["id"])
-    classes = _loads(row["classes"], [])
+    classes = parse_classes(row["classes"])
     return ModelRead(
         id=row["id"],
         name=row["name"],
@@ -152,12 +147,7 @@ def _model_read(db: Database, config: Config, row: dict[str, Any]) -> ModelRead:
         dataset_name=dataset_name,
         job_id=row["job_id"],
         base_model=row["base_model"],
-        classes=[
-            ClassInfo(name=str(c.get("name", "")), color=str(c.get("color", "")))
-            if isinstance(c, dict)
-            else ClassInfo(name=str(c))
-            for c in classes
-        ],
+        classes=[ClassInfo(name=c.name, color=c.color) for c in classes],
         imgsz=row["imgsz"],
         params=_loads(row["params"], {}),
         metrics=_loads(row["metrics"], {}),
@@ -410,7 +400,7 @@ def load_detector_for_model(
     if not isinstance(model, dict):
         raise TypeError("load_detector_for_model needs a models row")
     chosen = select_artifact(config, model, precision)
-    names = class_names(model)
+    names = class_names(model.get("classes"))
     try:
         return load_detector(chosen["path"], class_names=names or None, imgsz=int(chosen["imgsz"]))
     except AppError as exc:

@@ -13,9 +13,9 @@ from typing import Any
 import msgspec
 import yaml
 
-from appliance.auth.permissions import require_writer
-from appliance.auth.schemas import CurrentUser
+from appliance.caller import CurrentUser, require_writer
 from appliance.catalog.service import readable_dataset
+from appliance.classes import class_names, dump_class_names
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
@@ -135,7 +135,7 @@ def list_base_models(db: Database, config: Config, user: CurrentUser) -> list[Ba
                 kind="model",
                 name=row["name"],
                 description=f"model {row['id']} trained on this box (fine-tune)",
-                classes=json.loads(row["classes"]),
+                classes=class_names(row["classes"]),
                 imgsz=row["imgsz"],
                 created_at=row["created_at"],
             )
@@ -187,7 +187,7 @@ def validate_request(
     dataset = readable_dataset(db, body.dataset_id, user)
     if body.imgsz % 32:
         raise Invalid(f"imgsz must be a multiple of 32, got {body.imgsz}")
-    classes = json.loads(dataset["classes"])
+    classes = class_names(dataset["classes"])
     if not classes:
         raise Invalid(f"dataset {body.dataset_id} has no classes")
     images, boxes = labeled_counts(db, body.dataset_id)
@@ -210,7 +210,7 @@ def validate_request(
     source = resolve_base_model(db, config, body.base_model, user)
     params = msgspec.to_builtins(body)
     params["model_source"] = source
-    params["classes"] = [c["name"] for c in classes]
+    params["classes"] = classes
     return params
 
 
@@ -371,7 +371,7 @@ def register_model(
                 job["dataset_id"],
                 job["id"],
                 params.get("base_model", ""),
-                json.dumps(snapshot.get("classes") or params.get("classes") or []),
+                dump_class_names(snapshot.get("classes") or params.get("classes") or []),
                 int(params.get("imgsz", 640)),
                 json.dumps(params),
                 json.dumps(metrics),

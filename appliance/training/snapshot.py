@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from appliance.catalog.imagecheck import FORMATS
 from appliance.db import Database, write_transaction
 from appliance.errors import Invalid
+from appliance.imaging.check import FORMATS
 from appliance.storage import write_atomic
 
 logger = logging.getLogger(__name__)
