@@ -12,6 +12,7 @@ import pytest
 from litestar.testing import TestClient
 
 from appliance.config import Config, load_config
+from appliance.db import Database, migrate, open_database
 from appliance.server import create_app
 from tests.helpers import ServerProcess, setup_admin
 
@@ -22,6 +23,15 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return load_config(env={}, data_dir=str(tmp_path / "data"), runtime_dir=str(tmp_path / "run"))
+
+
+@pytest.fixture
+def fresh_db(config: Config) -> Iterator[Database]:
+    """The catalog file of `config`, migrated, with this process's pragmas; the app under test shares it."""
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    yield db
+    db.conn.close()
 
 
 @pytest.fixture
