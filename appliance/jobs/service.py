@@ -8,12 +8,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from appliance.clock import now_iso
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, NotFound
 
 TERMINAL = ("completed", "failed", "cancelled")
 LOG_TAIL_CHARS = 8000
+
+
+def encode_json(value: Any) -> str:
+    """A job's params, progress, result or event data as stored: msgspec Structs and plain values alike."""
+    return msgspec.json.encode(value).decode()
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +33,7 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
 def create_job(
     db: Database,
     kind: str,
-    params: dict[str, Any],
+    params: Any,
     *,
     user_id: int | None,
     dataset_id: int | None = None,
@@ -36,7 +43,7 @@ def create_job(
         cursor = db.execute(
             """INSERT INTO jobs (kind, status, dataset_id, model_id, params, created_by, created_at)
                VALUES (?, 'pending', ?, ?, ?, ?, ?)""",
-            [kind, dataset_id, model_id, json.dumps(params), user_id, now_iso()],
+            [kind, dataset_id, model_id, encode_json(params), user_id, now_iso()],
         )
         job_id = cursor.lastrowid
         assert job_id is not None
@@ -158,7 +165,7 @@ def finish_job(
     job_id: int,
     status: str,
     *,
-    result: dict[str, Any] | None = None,
+    result: Any = None,
     error: str | None = None,
     log_tail: str | None = None,
 ) -> None:
@@ -169,7 +176,7 @@ def finish_job(
                WHERE id = ?""",
             [
                 status,
-                json.dumps(result or {}),
+                encode_json(result if result is not None else {}),
                 error,
                 log_tail[-LOG_TAIL_CHARS:] if log_tail else None,
                 now_iso(),

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database
 from appliance.jobs import service
@@ -35,13 +37,20 @@ class JobCancelled(Exception):
     """Raised by a handler when it stopped because a user cancelled the job."""
 
 
+class MalformedJob(Exception):
+    """The job's stored params do not decode into its kind's params type."""
+
+
 @dataclass(frozen=True)
 class JobKind:
     name: str
     lane: str  # "gpu" (one at a time: training, export) or "io" (imports, archive exports)
-    run: Callable[[JobContext], dict[str, Any]]
+    # Returns the job's result: the kind's result Struct (stored as JSON) or a plain dict.
+    run: Callable[[JobContext], Any]
     # Called at worker start for a job of this kind left running by a crash; requeue it or raise to fail it.
     recover: Callable[[JobContext], None] | None = None
+    # The msgspec Struct the job's params decode into (`context.params`); dict keeps them as stored.
+    params_type: type[Any] = dict
 
 
 JOB_KINDS: dict[str, JobKind] = {}
@@ -73,6 +82,7 @@ class JobContext:
     _last_progress: float = 0.0
     _last_cancel_check: float = 0.0
     _cancelled: bool = False
+    _params: Any = None
     log_lines: deque[str] = field(default_factory=lambda: deque(maxlen=200))
     # Set when the worker is shutting down (SIGTERM): stop child processes and leave the job running,
     # so that recovery at the next start resumes it.
@@ -83,8 +93,16 @@ class JobContext:
         return int(self.job["id"])
 
     @property
-    def params(self) -> dict[str, Any]:
-        return self.job["params"]
+    def params(self) -> Any:
+        """The job's params decoded into its kind's params type (once); MalformedJob when they do not fit."""
+        if self._params is None:
+            kind = JOB_KINDS.get(self.job["kind"])
+            params_type = kind.params_type if kind is not None else dict
+            try:
+                self._params = msgspec.convert(self.job["params"], params_type)
+            except msgspec.ValidationError as exc:
+                raise MalformedJob(f"job {self.job_id} has malformed params: {exc}") from None
+        return self._params
 
     def progress(self, force: bool = False, event_kind: str | None = "progress", **fields: Any) -> None:
         """Record progress; throttled to one write per progress_interval_s unless forced; event_kind=None
@@ -110,6 +128,7 @@ class JobContext:
 
     def requeue(self, **params_update: Any) -> None:
         service.requeue_job(self.db, self.job_id, params_update)
+        self._params = None
 
 
 class WorkerStopping(Exception):
@@ -150,7 +169,7 @@ def run_one(
             db,
             job["id"],
             "failed",
-            result=failure if isinstance(failure, dict) else None,
+            result=failure if isinstance(failure, dict | msgspec.Struct) else None,
             error=str(exc) or type(exc).__name__,
             log_tail=tail,
         )
