@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.classes import class_names
+from appliance.classes import parse_classes
 from appliance.clock import now_iso
 from appliance.db import write_transaction
 from appliance.inference.artifacts import (
@@ -109,7 +109,7 @@ def _model_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "model_id": row["id"],
         "name": row["name"],
-        "classes": class_names(row["classes"]),
+        "classes": [{"name": c.name, "color": c.color} for c in parse_classes(row["classes"])],
         "imgsz": row["imgsz"],
         "training_job_id": row["job_id"],
     }

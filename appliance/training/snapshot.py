@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from appliance.classes import parse_classes
 from appliance.db import Database, write_transaction
 from appliance.errors import Invalid
 from appliance.imaging.check import FORMATS
@@ -112,7 +113,7 @@ def build_snapshot(
         dataset = conn.execute("SELECT classes FROM datasets WHERE id = ?", [dataset_id]).fetchone()
         if dataset is None:
             raise Invalid(f"dataset {dataset_id} no longer exists")
-        class_names = [c["name"] for c in json.loads(dataset[0])]
+        class_names = [c.name for c in parse_classes(dataset[0])]
         images = conn.execute(
             """SELECT i.id, i.version, f.sha256, f.format, f.width, f.height
                FROM images i JOIN image_files f ON f.id = i.file_id
