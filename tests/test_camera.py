@@ -16,6 +16,7 @@ from typing import Any
 
 import cv2
 import httpx
+import msgspec
 import numpy as np
 import pytest
 from litestar.testing import TestClient
@@ -59,7 +60,8 @@ def running_camera(config: Config) -> Iterator[CameraRunner]:
 
 
 def status(config: Config) -> dict[str, Any]:
-    return read_status(config.runtime_path) or {}
+    found = read_status(config.runtime_path)
+    return msgspec.to_builtins(found) if found is not None else {}
 
 
 @pytest.fixture
@@ -154,7 +156,7 @@ def test_stream_survives_source_loss_and_picks_up_settings(
     with running_camera(config):
         wait_for(lambda: status(config).get("state") == "running" and status(config)["frames"] > 10)
         first = read_frame(config.runtime_path)
-        assert first is not None and first.meta["width"] == 160 and first.meta["detections"] == []
+        assert first is not None and first.meta.width == 160 and first.meta.detections == []
         assert cv2.imdecode(np.frombuffer(first.jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (160, 160, 3)
         assert status(config)["model_note"] == "no model deployed"
         assert {"capture", "encode", "frame_age"} <= set(status(config)["timings"])
@@ -177,7 +179,7 @@ def test_stream_survives_source_loss_and_picks_up_settings(
             # A settings change (another source) applies without a restart.
             video = write_video(tmp_path / "clip.avi", count=20, size=128, fps=30)
             service.store_settings(db, CameraSettings(source_type="file", source=str(video), enabled=True))
-            wait_for(lambda: (f := read_frame(config.runtime_path)) is not None and f.meta["width"] == 128)
+            wait_for(lambda: (f := read_frame(config.runtime_path)) is not None and f.meta.width == 128)
             assert status(config)["source"] == str(video)
             # The file loops: it keeps delivering after its 20 frames.
             seen = status(config)["frames"]
@@ -222,7 +224,7 @@ def test_a_deployed_model_that_cannot_load_leaves_the_stream_running(
         frames = broken["frames"]
         wait_for(lambda: status(config)["frames"] > frames + 10 and status(config)["state"] == "running")
         frame = read_frame(config.runtime_path)
-        assert frame is not None and frame.meta["detections"] == [] and frame.meta["model_id"] is None
+        assert frame is not None and frame.meta.detections == [] and frame.meta.model_id is None
 
 
 def _read_mjpeg_parts(url: str, headers: dict[str, str], stop: threading.Event, out: list[bytes]) -> None:
@@ -424,7 +426,7 @@ def test_live_model_stream_websocket_capture_and_switch(
             assert image is not None and image.shape == (160, 160, 3)
 
             # Capture: the live frame with the model's boxes as pre-labels to review.
-            wait_for(lambda: (f := read_frame(config.runtime_path)) is not None and f.meta["detections"])
+            wait_for(lambda: (f := read_frame(config.runtime_path)) is not None and f.meta.detections)
             response = api.post("/camera/capture", json={"dataset_id": dataset["id"]})
             assert response.status_code == 201, response.text
             result = response.json()
@@ -470,10 +472,8 @@ def test_live_model_stream_websocket_capture_and_switch(
             wait_for(
                 lambda: api.get("/camera/status").json()["model_note"] == "no model deployed", timeout=15
             )
-            frame = wait_for(
-                lambda: (f := read_frame(config.runtime_path)) and f.meta["model_id"] is None and f
-            )
-            assert frame.meta["detections"] == []
+            frame = wait_for(lambda: (f := read_frame(config.runtime_path)) and f.meta.model_id is None and f)
+            assert frame.meta.detections == []
         finally:
             camera.stop()
         assert api.get("/camera/status").json()["state"] in ("stopped", "offline")

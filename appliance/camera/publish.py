@@ -13,7 +13,6 @@ No fsync: the runtime folder is tmpfs on the device and a frame is worthless aft
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -21,7 +20,11 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+import msgspec
+
+from appliance.camera.contracts import FrameMeta
+from appliance.camera.schemas import CameraStatus
 
 CAMERA_DIR = "camera"
 FRAME_JPEG = "frame.jpg"
@@ -108,13 +111,13 @@ class Publisher:
         self.folder = camera_dir(runtime_path)
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def publish_frame(self, jpeg: bytes, meta: dict[str, Any]) -> None:
-        meta = {**meta, "crc32": zlib.crc32(jpeg), "size": len(jpeg)}
+    def publish_frame(self, jpeg: bytes, meta: FrameMeta) -> None:
+        meta = msgspec.structs.replace(meta, crc32=zlib.crc32(jpeg), size=len(jpeg))
         replace_file(self.folder / FRAME_JPEG, jpeg)
-        replace_file(self.folder / FRAME_META, json.dumps(meta, separators=(",", ":")).encode())
+        replace_file(self.folder / FRAME_META, msgspec.json.encode(meta))
 
-    def publish_status(self, status: dict[str, Any]) -> None:
-        replace_file(self.folder / STATUS, json.dumps(status, separators=(",", ":")).encode())
+    def publish_status(self, status: CameraStatus) -> None:
+        replace_file(self.folder / STATUS, msgspec.json.encode(status))
 
     def clear_frame(self) -> None:
         for name in (FRAME_META, FRAME_JPEG):
@@ -125,7 +128,7 @@ class Publisher:
 class PublishedFrame:
     seq: int
     jpeg: bytes
-    meta: dict[str, Any]
+    meta: FrameMeta
     meta_json: bytes
 
 
@@ -148,18 +151,32 @@ def read_frame(runtime_path: Path, attempts: int = 5) -> PublishedFrame | None:
         except FileNotFoundError:
             return None
         try:
-            meta = json.loads(meta_json)
-        except ValueError:
+            meta = _FRAME_DECODER.decode(meta_json)
+        except msgspec.DecodeError:  # half-written by an older writer, or not ours: try again, then give up
             time.sleep(0.002)
             continue
-        if zlib.crc32(jpeg) == meta.get("crc32"):
-            return PublishedFrame(int(meta.get("seq", 0)), jpeg, meta, meta_json)
+        if zlib.crc32(jpeg) == meta.crc32:
+            return PublishedFrame(meta.seq, jpeg, meta, meta_json)
         time.sleep(0.002)  # the camera is between its two renames
     return None
 
 
-def read_status(runtime_path: Path) -> dict[str, Any] | None:
+def read_status(runtime_path: Path) -> CameraStatus | None:
+    """The camera's last status.json; None when there is none; MalformedStatus when it is not a status."""
+    path = camera_dir(runtime_path) / STATUS
     try:
-        return json.loads((camera_dir(runtime_path) / STATUS).read_bytes())
-    except (FileNotFoundError, ValueError):
+        data = path.read_bytes()
+    except FileNotFoundError:
         return None
+    try:
+        return _STATUS_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise MalformedStatus(f"{path} is not a camera status: {exc}") from None
+
+
+class MalformedStatus(Exception):
+    """status.json exists but does not decode (written by another version, or damaged)."""
+
+
+_FRAME_DECODER = msgspec.json.Decoder(FrameMeta)
+_STATUS_DECODER = msgspec.json.Decoder(CameraStatus)

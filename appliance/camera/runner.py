@@ -13,12 +13,14 @@ import os
 import threading
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 import cv2
+import msgspec
 
 from appliance.camera import service
 from appliance.camera.capture import Frame, FrameSource, SourceSpec
+from appliance.camera.contracts import FrameDetection, FrameMeta
 from appliance.camera.publish import (
     STATUS_INTERVAL_S,
     PublishedFrame,
@@ -26,7 +28,7 @@ from appliance.camera.publish import (
     RateMeter,
     RollingStats,
 )
-from appliance.camera.schemas import CameraSettings
+from appliance.camera.schemas import CameraSettings, CameraState, CameraStatus, StageTiming
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database
 from appliance.inference.service import deployed_model, load_detector_for_model, loadable_artifacts
@@ -210,7 +212,7 @@ class CameraRunner:
         s = self.settings
         # wait: how long the loop idled for a new frame (high when the source, not the model, is the limit).
         timings: dict[str, float] = {"wait": wait_ms, "capture": frame.capture_ms}
-        detections: list[dict[str, Any]] = []
+        detections: list[FrameDetection] = []
         detector = self.detector
         if detector is not None:
             try:
@@ -219,7 +221,7 @@ class CameraRunner:
                 logger.exception("inference failed; streaming without detections")
                 self.model_note = "inference failed; see the camera log"
             else:
-                detections = [asdict(d) for d in result.detections]
+                detections = [FrameDetection(**asdict(d)) for d in result.detections]
                 timings["preprocess"] = result.timings.get("preprocess_ms", 0.0)
                 timings["inference"] = result.timings.get("inference_ms", 0.0)
                 timings["postprocess"] = result.timings.get("postprocess_ms", 0.0)
@@ -235,18 +237,18 @@ class CameraRunner:
         self.last_frame_size = (width, height)
         self.published += 1
         self.rate.tick()
-        meta = {
-            "seq": self.published,
-            "source_seq": frame.seq,
-            "ts": time.time(),
-            "width": width,
-            "height": height,
-            "detections": detections,
-            "timings": {k: round(v, 2) for k, v in timings.items()},
-            "model_id": self.model_row["id"] if self.model_row and detector is not None else None,
-            "fps": round(self.rate.rate(), 2),
-            "dropped": self.source.dropped if self.source else 0,
-        }
+        meta = FrameMeta(
+            seq=self.published,
+            source_seq=frame.seq,
+            ts=time.time(),
+            width=width,
+            height=height,
+            detections=detections,
+            timings={k: round(v, 2) for k, v in timings.items()},
+            model_id=self.model_row["id"] if self.model_row and detector is not None else None,
+            fps=round(self.rate.rate(), 2),
+            dropped=self.source.dropped if self.source else 0,
+        )
         self.publisher.publish_frame(jpeg, meta)
         self.stats.add(timings)
         if detector is not None and s.auto_capture:
@@ -254,7 +256,7 @@ class CameraRunner:
 
     # --- auto-capture ----------------------------------------------------------------------------
 
-    def maybe_auto_capture(self, frame: PublishedFrame, detections: list[dict[str, Any]]) -> None:
+    def maybe_auto_capture(self, frame: PublishedFrame, detections: list[FrameDetection]) -> None:
         s = self.settings
         now = time.monotonic()
         if now - self._last_auto_capture < s.auto_capture_interval_s:
@@ -262,7 +264,7 @@ class CameraRunner:
         if self._capturing is not None and self._capturing.is_alive():
             return
         if detections:
-            if max(d["confidence"] for d in detections) >= s.auto_capture_below:
+            if max(d.confidence for d in detections) >= s.auto_capture_below:
                 return
         elif not s.auto_capture_empty:
             return
@@ -293,44 +295,45 @@ class CameraRunner:
 
     # --- status ----------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> CameraStatus:
         s = self.settings
         source = self.source
+        state: CameraState
+        error: str | None
         if self._spec() is None:
             state, error = "stopped", None
         elif source is None:
             state, error = "starting", None
         else:
-            state, error = source.state, source.error
+            state, error = cast(CameraState, source.state), source.error
         width, height = self.last_frame_size
-        return {
-            "state": state,
-            "source_type": s.source_type,
-            "source": s.source,
-            "fps": round(self.rate.rate(), 2),
-            "source_fps": round(source.source_fps(), 2) if source else 0.0,
-            "frames": self.published,
-            "dropped": source.dropped if source else 0,
-            "reconnects": source.reconnects if source else 0,
-            "model_id": self.model_row["id"] if self.model_row and self.detector is not None else None,
-            "model_name": self.model_row.get("name")
-            if self.model_row and self.detector is not None
-            else None,
-            "model_note": self.model_note,
-            "error": error,
-            "width": width,
-            "height": height,
-            "timings": self.stats.summary(),
-            "auto_captured": self.auto_captured,
-            "pid": os.getpid(),
-            "updated_at": time.time(),
-        }
+        loaded = self.model_row if self.model_row and self.detector is not None else None
+        return CameraStatus(
+            state=state,
+            source_type=s.source_type,
+            source=s.source,
+            fps=round(self.rate.rate(), 2),
+            source_fps=round(source.source_fps(), 2) if source else 0.0,
+            frames=self.published,
+            dropped=source.dropped if source else 0,
+            reconnects=source.reconnects if source else 0,
+            model_id=loaded["id"] if loaded else None,
+            model_name=loaded.get("name") if loaded else None,
+            model_note=self.model_note,
+            error=error,
+            width=width,
+            height=height,
+            timings={k: StageTiming(**v) for k, v in self.stats.summary().items()},
+            auto_captured=self.auto_captured,
+            pid=os.getpid(),
+            updated_at=time.time(),
+        )
 
     def write_status(self) -> None:
         self._next_status = time.monotonic() + STATUS_INTERVAL_S
         status = self.status()
         self.publisher.publish_status(status)
-        notify(f"STATUS={status['state']} {status['fps']} fps, {status['model_note']}")
+        notify(f"STATUS={status.state} {status.fps} fps, {status.model_note}")
 
     # --- loop ------------------------------------------------------------------------------------
 
@@ -358,8 +361,7 @@ class CameraRunner:
         if self.detector is not None:
             self.detector.close()
             self.detector = None
-        status = self.status()
-        status.update(state="stopped", fps=0.0)
+        status = msgspec.structs.replace(self.status(), state="stopped", fps=0.0)
         try:
             self.publisher.publish_status(status)
         except OSError:

@@ -8,14 +8,14 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 
 from appliance.caller import CurrentUser, require_admin, require_writer
 from appliance.camera.capture import gstreamer_available
-from appliance.camera.publish import STATUS_STALE_S, PublishedFrame, read_frame, read_status
+from appliance.camera.contracts import FrameDetection
+from appliance.camera.publish import STATUS_STALE_S, MalformedStatus, PublishedFrame, read_frame, read_status
 from appliance.camera.schemas import CameraSettings, CameraSettingsRead, CameraStatus, CaptureResult
 from appliance.catalog import service as catalog
 from appliance.classes import class_names
@@ -125,13 +125,12 @@ def set_enabled(db: Database, enabled: bool, user: CurrentUser) -> CameraSetting
 
 def camera_status(runtime_path: Path) -> CameraStatus:
     """What the camera process last published; 'offline' when it has not written for a while."""
-    raw = read_status(runtime_path)
-    if raw is None:
-        return CameraStatus(state="offline", error="the camera process is not running (appliance camera)")
     try:
-        status = msgspec.convert(raw, CameraStatus)
-    except msgspec.ValidationError:
+        status = read_status(runtime_path)
+    except MalformedStatus:
         return CameraStatus(state="offline", error="unreadable status from the camera process")
+    if status is None:
+        return CameraStatus(state="offline", error="the camera process is not running (appliance camera)")
     if time.time() - status.updated_at > STATUS_STALE_S:
         return msgspec.structs.replace(
             status, state="offline", fps=0.0, error="the camera process stopped publishing (is it running?)"
@@ -154,23 +153,22 @@ class PreLabel:
 
 
 def prelabels(
-    detections: list[dict[str, Any]], dataset_classes: list[str], width: int, height: int
+    detections: list[FrameDetection], dataset_classes: list[str], width: int, height: int
 ) -> tuple[list[PreLabel], list[str]]:
     """Model detections as dataset boxes, mapped by class name (case-insensitive); unknown names skipped."""
     by_name = {name.lower(): i for i, name in enumerate(dataset_classes)}
     boxes: list[PreLabel] = []
     skipped: set[str] = set()
     for det in detections:
-        name = str(det.get("class_name", ""))
-        class_id = by_name.get(name.lower())
+        class_id = by_name.get(det.class_name.lower())
         if class_id is None:
-            skipped.add(name)
+            skipped.add(det.class_name)
             continue
-        x1, y1 = max(0.0, float(det["x1"])), max(0.0, float(det["y1"]))
-        x2, y2 = min(float(width), float(det["x2"])), min(float(height), float(det["y2"]))
+        x1, y1 = max(0.0, det.x1), max(0.0, det.y1)
+        x2, y2 = min(float(width), det.x2), min(float(height), det.y2)
         if x2 <= x1 or y2 <= y1:
             continue
-        boxes.append(PreLabel(class_id, x1, y1, x2, y2, float(det.get("confidence", 0.0))))
+        boxes.append(PreLabel(class_id, x1, y1, x2, y2, det.confidence))
     return boxes, sorted(skipped)
 
 
@@ -198,7 +196,7 @@ def save_frame(
     classes = class_names(dataset["classes"])
     image = catalog.image_row(db, image_id, user)
     width, height = int(image["width"]), int(image["height"])
-    boxes, skipped = prelabels(frame.meta.get("detections", []), classes, width, height)
+    boxes, skipped = prelabels(frame.meta.detections, classes, width, height)
     stored = 0
     if not duplicate and boxes:
         with write_transaction(db):

@@ -1,0 +1,34 @@
+"""The files the camera process hands to the web process, as typed records (frame.json; status.json is CameraStatus)."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class FrameDetection(msgspec.Struct):
+    """One box of the published frame, in the frame's pixels."""
+
+    class_id: int
+    class_name: str
+    confidence: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class FrameMeta(msgspec.Struct, kw_only=True):
+    """frame.json: the latest frame's sequence, detections and timings; crc32/size pair it with frame.jpg."""
+
+    seq: int
+    source_seq: int = 0
+    ts: float = 0.0
+    width: int = 0
+    height: int = 0
+    detections: list[FrameDetection] = msgspec.field(default_factory=list)
+    timings: dict[str, float] = msgspec.field(default_factory=dict)
+    model_id: int | None = None
+    fps: float = 0.0
+    dropped: int = 0
+    crc32: int = 0
+    size: int = 0
