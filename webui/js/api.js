@@ -47,6 +47,11 @@ function errorFrom(status, body) {
   return new ApiError(status, detail || `request failed with HTTP ${status}`, body);
 }
 
+/** The text to show for a failed call: the API's detail, or the error's own message. */
+export function errorText(err) {
+  return err instanceof ApiError ? err.detail : String(err && err.message ? err.message : err);
+}
+
 export async function request(method, path, body, { signal, redirectOn401 = true } = {}) {
   const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' }, signal };
   if (body !== undefined && body !== null) {

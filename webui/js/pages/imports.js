@@ -3,7 +3,8 @@
 // export onto a USB drive. Route: #/imports?dataset=ID (the dataset page links here).
 
 import { API_PREFIX } from '../api.js';
-import { clear, formatNumber, h } from '../dom.js';
+import { formatNumber } from '../components/format.js';
+import { clear, h } from '../dom.js';
 
 const FORMATS = [
   ['auto', 'Detect automatically'],
