@@ -28,7 +28,7 @@ import httpx  # noqa: E402
 
 from appliance.auth.service import hash_password  # noqa: E402
 from appliance.caller import CurrentUser  # noqa: E402
-from appliance.catalog import service  # noqa: E402
+from appliance.catalog import boxes, paging, stats  # noqa: E402
 from appliance.catalog.schemas import AnnotationsPut, Box  # noqa: E402
 from appliance.db import Database, migrate, open_database  # noqa: E402
 from tests.helpers import API, ServerProcess, auth  # noqa: E402
@@ -77,7 +77,7 @@ def build_catalog(db: Database, images: int, boxes_per_image: int, seed: int = 0
                 w, h = rng.uniform(8, 200), rng.uniform(8, 200)
                 rows.append(
                     (i, dataset_id, rng.randrange(len(CLASSES)), x1, y1, x1 + w, y1 + h,
-                     service.size_bucket(w, h), 1, now)
+                     stats.size_bucket(w, h), 1, now)
                 )  # fmt: skip
         db.conn.executemany(
             "INSERT INTO annotations (image_id, dataset_id, class_id, x1, y1, x2, y2, size_bucket, "
@@ -123,16 +123,16 @@ def service_figures(db: Database, dataset_id: int, images: int, repeat: int) -> 
     deep = int(images * 0.9)
     rng = random.Random(1)
     cases: dict[str, Callable[[], Any]] = {
-        "list_first": lambda: service.list_images(db, dataset_id, user),
-        "list_deep": lambda: service.list_images(db, dataset_id, user, after=deep),
-        "list_status_first": lambda: service.list_images(db, dataset_id, user, status="reviewed"),
-        "list_status_deep": lambda: service.list_images(db, dataset_id, user, status="reviewed", after=deep),
-        "list_class_first": lambda: service.list_images(db, dataset_id, user, class_id=3),
-        "list_class_deep": lambda: service.list_images(db, dataset_id, user, class_id=3, after=deep),
-        "list_status_class_deep": lambda: service.list_images(
+        "list_first": lambda: paging.list_images(db, dataset_id, user),
+        "list_deep": lambda: paging.list_images(db, dataset_id, user, after=deep),
+        "list_status_first": lambda: paging.list_images(db, dataset_id, user, status="reviewed"),
+        "list_status_deep": lambda: paging.list_images(db, dataset_id, user, status="reviewed", after=deep),
+        "list_class_first": lambda: paging.list_images(db, dataset_id, user, class_id=3),
+        "list_class_deep": lambda: paging.list_images(db, dataset_id, user, class_id=3, after=deep),
+        "list_status_class_deep": lambda: paging.list_images(
             db, dataset_id, user, status="labeled", class_id=2, after=deep
         ),
-        "stats": lambda: service.dataset_stats(db, dataset_id, user),
+        "stats": lambda: stats.dataset_stats(db, dataset_id, user),
     }
     figures: dict[str, Any] = {}
     for name, fn in cases.items():
@@ -144,7 +144,7 @@ def service_figures(db: Database, dataset_id: int, images: int, repeat: int) -> 
     def put() -> None:
         image_id = rng.randrange(1, images + 1)
         version = db.execute("SELECT version FROM images WHERE id = ?", [image_id]).fetchone()[0]
-        service.put_annotations(db, image_id, AnnotationsPut(version=version, boxes=boxes_for(rng)), user)
+        boxes.put_annotations(db, image_id, AnnotationsPut(version=version, boxes=boxes_for(rng)), user)
 
     figures["put"] = summary(timed(put, repeat))
     return figures
@@ -161,11 +161,7 @@ def http_figures(
     with httpx.Client(headers=headers, timeout=30) as client:
 
         def get(path: str, **params: Any) -> Callable[[], Any]:
-            def call() -> None:
-                response = client.get(f"{base}{path}", params=params)
-                response.raise_for_status()
-
-            return call
+            return lambda: client.get(f"{base}{path}", params=params).raise_for_status()
 
         cases = {
             "health": get("/health"),

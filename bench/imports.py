@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from appliance.auth.service import create_first_admin  # noqa: E402
 from appliance.caller import CurrentUser  # noqa: E402
+from appliance.catalog.datasets import create_dataset  # noqa: E402
 from appliance.catalog.schemas import DatasetCreate  # noqa: E402
-from appliance.catalog.service import create_dataset  # noqa: E402
 from appliance.config import load_config  # noqa: E402
 from appliance.db import migrate, open_database  # noqa: E402
 from appliance.imports import jobs as import_jobs  # noqa: E402, F401 - registers the job kinds

@@ -81,12 +81,12 @@ def test_bad_files_are_refused_with_a_reason(small, name, data, mime, status_cod
 
 
 def test_bomb_is_refused_before_decoding(small, monkeypatch):
-    import appliance.catalog.service as catalog_service
+    import appliance.catalog.files as catalog_files
 
     def must_not_decode(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("decoded a file that the header check should have refused")
 
-    monkeypatch.setattr(catalog_service, "decode_for_thumbnail", must_not_decode)
+    monkeypatch.setattr(catalog_files, "decode_for_thumbnail", must_not_decode)
     client, headers, dataset_id = small
     assert send(client, headers, dataset_id, "bomb.png", png_claiming(100_000, 100_000)).status_code == 413
     assert healthy(client)

@@ -107,11 +107,8 @@ def _all_pages(client, headers, dataset_id: int, **params) -> tuple[list[int], l
         after = page["next_cursor"]
 
 
-def _truth(config, dataset_id: int) -> dict[str, object]:
+def _truth(db, dataset_id: int) -> dict[str, object]:
     """Counts recomputed from scratch, to compare with what the triggers kept."""
-    from appliance.db import open_database
-
-    db = open_database(config.db_path)
     status = dict(
         db.execute("SELECT status, COUNT(*) FROM images WHERE dataset_id = ? GROUP BY status", [dataset_id])
     )
@@ -141,9 +138,9 @@ def _truth(config, dataset_id: int) -> dict[str, object]:
     return {"status": status, "per_class": per_class}
 
 
-def _check_stats(client, headers, config, dataset_id: int) -> dict:
+def _check_stats(client, headers, db, dataset_id: int) -> dict:
     stats = client.get(f"{API}/datasets/{dataset_id}/stats", headers=headers).json()
-    truth = _truth(config, dataset_id)
+    truth = _truth(db, dataset_id)
     assert stats["by_status"] == {s: truth["status"].get(s, 0) for s in ("unlabeled", "labeled", "reviewed")}
     assert stats["images"] == sum(truth["status"].values())
     for entry in stats["classes"]:
@@ -153,7 +150,7 @@ def _check_stats(client, headers, config, dataset_id: int) -> dict:
     return stats
 
 
-def test_keyset_pagination_and_filters_across_pages(client, admin, config):
+def test_keyset_pagination_and_filters_across_pages(client, admin, fresh_db):
     dataset = create_dataset(client, admin, classes=["bolt", "nut", "washer"])
     added = upload(
         client, admin, dataset["id"], [(f"{n}.png", image_bytes(fmt=".png", seed=10 + n)) for n in range(10)]
@@ -187,10 +184,10 @@ def test_keyset_pagination_and_filters_across_pages(client, admin, config):
             assert got == both and set(totals) == {len(both)}, (class_id, status)
     unknown = client.get(f"{API}/datasets/{dataset['id']}/images", params={"status": "done"}, headers=admin)
     assert unknown.status_code == 400
-    _check_stats(client, admin, config, dataset["id"])
+    _check_stats(client, admin, fresh_db, dataset["id"])
 
 
-def test_stats_follow_edits_and_deletes(client, admin, config):
+def test_stats_follow_edits_and_deletes(client, admin, fresh_db):
     dataset = create_dataset(client, admin, classes=["bolt", "nut"])
     other = create_dataset(client, admin, "other", classes=["bolt"])
     images = upload(client, admin, dataset["id"], [(f"{n}.jpg", image_bytes(seed=40 + n)) for n in range(4)])[
@@ -201,16 +198,16 @@ def test_stats_follow_edits_and_deletes(client, admin, config):
     _put(client, admin, a, [(0, 0, 0, 10, 10), (0, 10, 10, 40, 40), (1, 0, 0, 60, 40)])
     _put(client, admin, b, [(1, 0, 0, 5, 5)], "reviewed")
     _put(client, admin, shared["id"], [(0, 0, 0, 10, 10)])
-    stats = _check_stats(client, admin, config, dataset["id"])
+    stats = _check_stats(client, admin, fresh_db, dataset["id"])
     assert stats["by_status"] == {"unlabeled": 2, "labeled": 1, "reviewed": 1}
     assert [(s["boxes"], s["images"]) for s in stats["classes"]] == [(2, 1), (2, 2)]
     _put(client, admin, a, [(1, 0, 0, 10, 10)], "reviewed")  # class 0 leaves image a
-    stats = _check_stats(client, admin, config, dataset["id"])
+    stats = _check_stats(client, admin, fresh_db, dataset["id"])
     assert [(s["boxes"], s["images"]) for s in stats["classes"]] == [(0, 0), (2, 2)]
     _put(client, admin, c, [])  # no boxes, but looked at
-    assert _check_stats(client, admin, config, dataset["id"])["by_status"]["labeled"] == 1
+    assert _check_stats(client, admin, fresh_db, dataset["id"])["by_status"]["labeled"] == 1
     assert client.delete(f"{API}/images/{b}", headers=admin).status_code == 204
-    stats = _check_stats(client, admin, config, dataset["id"])
+    stats = _check_stats(client, admin, fresh_db, dataset["id"])
     assert stats["images"] == 3 and stats["classes"][1]["images"] == 1
     page = client.get(f"{API}/datasets/{dataset['id']}/images", params={"class_id": 1}, headers=admin).json()
     assert [item["id"] for item in page["items"]] == [a] and page["total"] == 1
@@ -219,7 +216,7 @@ def test_stats_follow_edits_and_deletes(client, admin, config):
     assert client.delete(f"{API}/datasets/{dataset['id']}", headers=admin).status_code == 204
     assert client.get(f"{API}/datasets/{dataset['id']}/stats", headers=admin).status_code == 404
     assert client.get(f"{API}/images/{shared['id']}/file", headers=admin).status_code == 200
-    other_stats = _check_stats(client, admin, config, other["id"])
+    other_stats = _check_stats(client, admin, fresh_db, other["id"])
     assert other_stats["classes"][0]["boxes"] == 1 and other_stats["by_status"]["labeled"] == 1
     del d
 
@@ -261,11 +258,11 @@ def test_dataset_class_edits(client, admin):
 
 def test_upload_rewrites_a_file_a_concurrent_delete_removed(client, admin, config, monkeypatch):
     """Delete of the last copy unlinks the file; an upload of the same bytes racing it still ends with its file."""
-    import appliance.catalog.service as catalog_service
+    import appliance.catalog.files as catalog_files
 
     dataset = create_dataset(client, admin)
     data = image_bytes(seed=90)
-    original = catalog_service.store_image_file
+    original = catalog_files.store_image_file
     calls = []
 
     def store_then_lose_it(store, cfg, blob):
@@ -275,7 +272,7 @@ def test_upload_rewrites_a_file_a_concurrent_delete_removed(client, admin, confi
         calls.append(prepared.sha256)
         return prepared
 
-    monkeypatch.setattr(catalog_service, "store_image_file", store_then_lose_it)
+    monkeypatch.setattr(catalog_files, "store_image_file", store_then_lose_it)
     image = upload(client, admin, dataset["id"], [("a.jpg", data)])["added"][0]
     assert len(calls) == 2
     assert client.get(f"{API}/images/{image['id']}/file", headers=admin).content == data

@@ -23,7 +23,7 @@ CHILD = r"""
 import sys
 from appliance.caller import CurrentUser
 from appliance.catalog.schemas import AnnotationsPut, Box
-from appliance.catalog.service import put_annotations
+from appliance.catalog.boxes import put_annotations
 from appliance.db import open_database, write_transaction
 
 db = open_database(sys.argv[1])

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from appliance.catalog import service as catalog_service
+from appliance.catalog import datasets as catalog_service
 from appliance.config import load_config
 from appliance.server import create_app
 from tests.helpers import API, create_dataset, create_user, image_bytes, setup_admin, upload

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from appliance.catalog import service
-from appliance.db import open_database, write_transaction
+from appliance.catalog import paging
+from appliance.db import write_transaction
 from tests.helpers import API, create_dataset, create_user
 
 STATUSES = ("unlabeled", "labeled", "reviewed")
@@ -26,7 +26,7 @@ def _assert_error(response: Any, status_code: int) -> str:
 
 
 @pytest.fixture
-def catalog(client, admin, config) -> dict[str, Any]:
+def catalog(client, admin, fresh_db) -> dict[str, Any]:
     """Two datasets whose rows interleave (ids are not contiguous), statuses and classes at random.
 
     Rows go straight into SQLite (the triggers keep the counts, as for imports); the list API does not
@@ -35,19 +35,18 @@ def catalog(client, admin, config) -> dict[str, Any]:
     dataset = create_dataset(client, admin, "windows", classes=["bolt", "nut", "washer"])
     other = create_dataset(client, admin, "other", classes=["bolt"])
     rnd = random.Random(7)
-    db = open_database(config.db_path)
     now = "2026-01-01T00:00:00Z"
     members: dict[int, tuple[str, set[int]]] = {}
-    with write_transaction(db):
+    with write_transaction(fresh_db):
         for n in range(IMAGES + IMAGES // 3):
             target = other["id"] if n % 4 == 3 else dataset["id"]
-            file_id = db.execute(
+            file_id = fresh_db.execute(
                 "INSERT INTO image_files (sha256, size, width, height, format, created_at) "
                 "VALUES (?, 1, 64, 48, 'jpeg', ?)",
                 [f"{n:064x}", now],
             ).lastrowid
             status = rnd.choice(STATUSES)
-            image_id = db.execute(
+            image_id = fresh_db.execute(
                 "INSERT INTO images (dataset_id, file_id, original_name, status, added_at) VALUES (?, ?, ?, ?, ?)",
                 [target, file_id, f"{n}.jpg", status, now],
             ).lastrowid
@@ -55,14 +54,13 @@ def catalog(client, admin, config) -> dict[str, Any]:
             classes = {c for c in CLASSES if rnd.random() < 0.4} if status != "unlabeled" else set()
             for c in sorted(classes):
                 for _ in range(rnd.randint(1, 2)):  # two boxes of one class: the image still counts once
-                    db.execute(
+                    fresh_db.execute(
                         "INSERT INTO annotations (image_id, dataset_id, class_id, x1, y1, x2, y2, size_bucket, "
                         "created_at) VALUES (?, ?, ?, 1, 1, 20, 20, 4, ?)",
                         [image_id, target, c, now],
                     )
             if target == dataset["id"]:
                 members[image_id] = (status, classes)
-    db.conn.close()
     expected: dict[tuple[str | None, int | None], list[int]] = {}
     for status in (None, *STATUSES):
         for class_id in (None, *CLASSES):
@@ -195,26 +193,22 @@ def test_windows_keep_the_dataset_access_rules(client, admin, catalog):
         _assert_error(client.get(url, params=params), 401)
 
 
-def test_offset_counts_are_index_range_scans(config, catalog):
+def test_offset_counts_are_index_range_scans(fresh_db, catalog):
     """EXPLAIN QUERY PLAN: the counts and id bounds behind `offset` only search indexes, never scan a table."""
-    db = open_database(config.db_path)
-    try:
-        for status in (None, "labeled"):
-            for class_id in (None, 1):
-                scope = service._Scope(catalog["id"], status, class_id)
-                queries = [service._bounds_sql(scope)]
-                for op in ("<", ">="):
-                    sql, args = service._count_sql(scope, op)
-                    queries.append((sql, [*args, 100]))
-                for sql, args in queries:
-                    plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, args)]
-                    searches = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
-                    assert searches, plan
-                    for step in searches:
-                        assert (
-                            "USING COVERING INDEX" in step
-                            or "USING INTEGER PRIMARY KEY" in step
-                            or step.startswith(("SCAN (subquery", "SCAN CONSTANT ROW"))
-                        ), (scope, sql, plan)
-    finally:
-        db.conn.close()
+    for status in (None, "labeled"):
+        for class_id in (None, 1):
+            scope = paging._Scope(catalog["id"], status, class_id)
+            queries = [paging._bounds_sql(scope)]
+            for op in ("<", ">="):
+                sql, args = paging._count_sql(scope, op)
+                queries.append((sql, [*args, 100]))
+            for sql, args in queries:
+                plan = [row[3] for row in fresh_db.execute("EXPLAIN QUERY PLAN " + sql, args)]
+                searches = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
+                assert searches, plan
+                for step in searches:
+                    assert (
+                        "USING COVERING INDEX" in step
+                        or "USING INTEGER PRIMARY KEY" in step
+                        or step.startswith(("SCAN (subquery", "SCAN CONSTANT ROW"))
+                    ), (scope, sql, plan)

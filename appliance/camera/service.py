@@ -12,12 +12,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from appliance import catalog
 from appliance.caller import CurrentUser, require_admin, require_writer
 from appliance.camera.capture import gstreamer_available
 from appliance.camera.contracts import FrameDetection
 from appliance.camera.publish import STATUS_STALE_S, MalformedStatus, PublishedFrame, read_frame, read_status
 from appliance.camera.schemas import CameraSettings, CameraSettingsRead, CameraStatus, CaptureResult
-from appliance.catalog import service as catalog
 from appliance.classes import class_names
 from appliance.clock import now_iso
 from appliance.config import Config

@@ -1,4 +1,4 @@
-"""HTTP routes for datasets, images, annotations and stats; the logic lives in catalog.service."""
+"""HTTP routes for datasets, images, annotations and stats; the logic lives in the catalog's other modules."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from litestar.datastructures import State, UploadFile
 from litestar.params import FromQuery, JSONBody, MultipartBody, Parameter, QueryParameter
 from litestar.response import File
 
-from appliance.catalog import service
+from appliance.catalog import boxes, datasets, files, images, paging, stats, uploads
 from appliance.catalog.schemas import (
     AnnotationsPut,
     AnnotationsRead,
@@ -39,29 +39,29 @@ class DatasetController(Controller):
 
     @get("/", operation_id="listDatasets", sync_to_thread=True)
     def list_datasets(self, db: DB, user: Caller) -> list[DatasetRead]:
-        return service.list_datasets(db, user)
+        return datasets.list_datasets(db, user)
 
     @post("/", operation_id="createDataset", sync_to_thread=True)
     def create_dataset(self, data: JSONBody[DatasetCreate], db: DB, user: Caller) -> DatasetRead:
-        return service.create_dataset(db, data, user)
+        return datasets.create_dataset(db, data, user)
 
     @get("/{dataset_id:int}", operation_id="getDataset", sync_to_thread=True)
     def get_dataset(self, dataset_id: Id, db: DB, user: Caller) -> DatasetRead:
-        return service.get_dataset(db, dataset_id, user)
+        return datasets.get_dataset(db, dataset_id, user)
 
     @patch("/{dataset_id:int}", operation_id="updateDataset", sync_to_thread=True)
     def update_dataset(
         self, dataset_id: Id, data: JSONBody[DatasetUpdate], db: DB, user: Caller
     ) -> DatasetRead:
-        return service.update_dataset(db, dataset_id, data, user)
+        return datasets.update_dataset(db, dataset_id, data, user)
 
     @delete("/{dataset_id:int}", operation_id="deleteDataset", sync_to_thread=True)
     def delete_dataset(self, dataset_id: Id, db: DB, user: Caller, state: State) -> None:
-        service.delete_dataset(db, state.image_store, dataset_id, user)
+        datasets.delete_dataset(db, state.image_store, dataset_id, user)
 
     @get("/{dataset_id:int}/stats", operation_id="getDatasetStats", sync_to_thread=True)
     def stats(self, dataset_id: Id, db: DB, user: Caller) -> DatasetStats:
-        return service.dataset_stats(db, dataset_id, user)
+        return stats.dataset_stats(db, dataset_id, user)
 
     @get("/{dataset_id:int}/images", operation_id="listImages", sync_to_thread=True)
     def list_images(
@@ -82,7 +82,7 @@ class DatasetController(Controller):
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> ImagePage:
-        return service.list_images(
+        return paging.list_images(
             db,
             dataset_id,
             user,
@@ -105,16 +105,16 @@ class DatasetController(Controller):
         state: State,
     ) -> UploadResult:
         limit = config.max_image_mb * 1024 * 1024
-        files = []
+        incoming = []
         for upload in data:
             name = upload.filename or "upload"
             content = read_upload(upload.file, limit)
             if content is None:  # listed under `rejected` like any other bad file of the batch
                 error = TooLarge(f"larger than the {config.max_image_mb} MB image limit")
-                files.append(service.IncomingFile(name=name, data=b"", error=error))
+                incoming.append(uploads.IncomingFile(name=name, data=b"", error=error))
             else:
-                files.append(service.IncomingFile(name=name, data=content))
-        return service.add_images(db, state.image_store, config, dataset_id, user, files)
+                incoming.append(uploads.IncomingFile(name=name, data=content))
+        return uploads.add_images(db, state.image_store, config, dataset_id, user, incoming)
 
 
 class ImageController(Controller):
@@ -123,11 +123,11 @@ class ImageController(Controller):
 
     @get("/{image_id:int}", operation_id="getImage", sync_to_thread=True)
     def get_image(self, image_id: Id, db: DB, user: Caller) -> ImageRead:
-        return service.get_image(db, image_id, user)
+        return images.get_image(db, image_id, user)
 
     @get("/{image_id:int}/file", operation_id="getImageFile", sync_to_thread=True)
     def image_file(self, image_id: Id, db: DB, user: Caller, state: State) -> File:
-        image = service.get_image(db, image_id, user)
+        image = images.get_image(db, image_id, user)
         ext = FORMATS[image.format][0]
         path = state.image_store.image_path(image.sha256, ext)
         if not path.exists():
@@ -138,22 +138,22 @@ class ImageController(Controller):
 
     @get("/{image_id:int}/thumbnail", operation_id="getImageThumbnail", sync_to_thread=True)
     def thumbnail(self, image_id: Id, db: DB, user: Caller, config: Settings, state: State) -> File:
-        image = service.get_image(db, image_id, user)
-        path = service.ensure_thumbnail(state.image_store, config, image.sha256, image.format)
+        image = images.get_image(db, image_id, user)
+        path = files.ensure_thumbnail(state.image_store, config, image.sha256, image.format)
         return File(
             path, media_type=THUMBNAIL_MEDIA_TYPE, content_disposition_type="inline", headers=IMMUTABLE
         )
 
     @delete("/{image_id:int}", operation_id="deleteImage", sync_to_thread=True)
     def delete_image(self, image_id: Id, db: DB, user: Caller, state: State) -> None:
-        service.delete_image(db, state.image_store, image_id, user)
+        images.delete_image(db, state.image_store, image_id, user)
 
     @get("/{image_id:int}/annotations", operation_id="getAnnotations", sync_to_thread=True)
     def get_annotations(self, image_id: Id, db: DB, user: Caller) -> AnnotationsRead:
-        return service.get_annotations(db, image_id, user)
+        return boxes.get_annotations(db, image_id, user)
 
     @put("/{image_id:int}/annotations", operation_id="putAnnotations", sync_to_thread=True)
     def put_annotations(
         self, image_id: Id, data: JSONBody[AnnotationsPut], db: DB, user: Caller
     ) -> AnnotationsRead:
-        return service.put_annotations(db, image_id, data, user)
+        return boxes.put_annotations(db, image_id, data, user)

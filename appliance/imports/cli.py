@@ -32,8 +32,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _find_dataset(db, name: str, owner: str | None, create: bool):  # type: ignore[no-untyped-def]
+    from appliance import catalog
     from appliance.caller import CurrentUser
-    from appliance.catalog import service as catalog
     from appliance.catalog.schemas import DatasetCreate
     from appliance.errors import Invalid, NotFound
 

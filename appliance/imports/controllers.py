@@ -10,8 +10,8 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import Stream
 
+from appliance import catalog
 from appliance.caller import require_writer
-from appliance.catalog import service as catalog
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import BadRequest, TooLarge
 from appliance.imports import service

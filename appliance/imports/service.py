@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance import catalog
 from appliance.caller import CurrentUser, require_writer
-from appliance.catalog import service as catalog
 from appliance.catalog.schemas import Box
 from appliance.classes import ClassEntry, default_color, dump_classes, parse_classes
 from appliance.clock import now_iso

@@ -9,7 +9,7 @@ from litestar import Controller, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.params import JSONBody, MultipartBody, Parameter
 
-from appliance.catalog.service import dataset_row, image_row
+from appliance.catalog import dataset_row, image_row
 from appliance.classes import class_names
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import BadRequest, Invalid, NotFound, TooLarge

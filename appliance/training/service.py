@@ -14,7 +14,7 @@ import msgspec
 import yaml
 
 from appliance.caller import CurrentUser, require_writer
-from appliance.catalog.service import readable_dataset
+from appliance.catalog import readable_dataset
 from appliance.classes import class_names, dump_class_names
 from appliance.clock import now_iso
 from appliance.config import Config

@@ -415,12 +415,6 @@ export class ImageIndex {
 
 const cache = new Map();
 
-/** The list filter of a '#/…?status=…&class=…' query (the dataset grid and the labeler share it). */
-export function filterFromQuery(query) {
-  const classParam = query.get('class');
-  return { status: query.get('status') || null, class_id: classParam === null || classParam === '' ? null : Number(classParam) };
-}
-
 export function getIndex(datasetId, filter = {}, { fresh = false } = {}) {
   const key = `${datasetId}:${filterKey(filter)}`;
   let index = cache.get(key);

@@ -2,10 +2,10 @@
 
 import { api, ApiError, imageUrl } from '../api.js';
 import { h, modal, toast } from '../dom.js';
-import { filterFromQuery, getIndex, pageSize, setFocus, updateImage } from '../image-index.js';
+import { getIndex, pageSize, setFocus, updateImage } from '../image-index.js';
 import { Labeler, normalizeBox, sameBoxes } from '../labeler.js';
 import { createSuggestions } from '../suggest.js';
-import { datasetTabs } from '../components/dataset-tabs.js';
+import { datasetTabs } from './dataset.js';
 
 const SAVE_DELAY_MS = 300;
 const CACHE_SIZE = 40;
@@ -89,10 +89,11 @@ export default {
   title: 'Label',
   async render(root, params, ctx) {
     const datasetId = Number(params.id);
-    const filter = filterFromQuery(ctx.query);
-    const { status, class_id: classId } = filter;
+    const status = ctx.query.get('status') || null;
+    const classParam = ctx.query.get('class');
+    const classId = classParam === null || classParam === '' ? null : Number(classParam);
     const filterQuery = api.qs({ status, class: classId });
-    const index = getIndex(datasetId, filter, { fresh: true });
+    const index = getIndex(datasetId, { status, class_id: classId }, { fresh: true });
     // A deep link: the image, its boxes and the page of the list around it load with the dataset.
     const linked = Number(params.imageId);
     let located = null;

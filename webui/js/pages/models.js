@@ -1,8 +1,7 @@
 // Models: every trained model with its metrics, dataset, date and exports (with their state); export to ONNX or
 // a TensorRT engine, deploy one model, and compare two models' metrics side by side.
 
-import { errorText } from '../api.js';
-import { formatMetric as fmt } from '../components/format.js';
+import { ApiError } from '../api.js';
 import { h, clear } from '../dom.js';
 
 const METRICS = [
@@ -12,6 +11,14 @@ const METRICS = [
   ['recall', 'Recall'],
 ];
 const BUSY = ['pending', 'running'];
+
+function errorText(err) {
+  return err instanceof ApiError ? err.detail : String(err && err.message ? err.message : err);
+}
+
+function fmt(value) {
+  return value === null || value === undefined || Number.isNaN(Number(value)) ? '–' : Number(value).toFixed(3);
+}
 
 function exportBadge(e) {
   const kind = e.status === 'completed' ? 'reviewed' : BUSY.includes(e.status) ? 'labeled' : 'muted';

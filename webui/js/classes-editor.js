@@ -1,7 +1,9 @@
 // Editable list of classes (name + colour) used by the create-dataset dialog and the dataset settings page.
 
-import { h } from '../dom.js';
-import { defaultColor } from '../palette.js';
+import { h } from './dom.js';
+
+const PALETTE = ['#ff6b6b', '#4dabf7', '#51cf66', '#fcc419', '#cc5de8', '#ff922b',
+  '#22b8cf', '#f06595', '#94d82d', '#845ef7', '#20c997', '#fab005'];
 
 /**
  * classesEditor(initial) -> { el, value() -> [{name, color}], }
@@ -13,7 +15,7 @@ export function classesEditor(initial = [], { lockedCount = 0 } = {}) {
     const index = list.children.length;
     const nameInput = h('input', { value: name, placeholder: 'class name', maxlength: 100, testid: 'class-name',
       'aria-label': `class ${index + 1} name` });
-    const colorInput = h('input', { type: 'color', value: color || defaultColor(index),
+    const colorInput = h('input', { type: 'color', value: color || PALETTE[index % PALETTE.length],
       testid: 'class-color', 'aria-label': `class ${index + 1} colour` });
     const remove = h('button.icon', { type: 'button', title: locked ? 'classes in use keep their place' : 'Remove class',
       testid: 'class-remove', disabled: locked, onclick: () => row.remove() }, '×');
