@@ -1,14 +1,16 @@
-"""Files on the data disk: atomic writes and the content-addressed image store."""
+"""Files on the data disk: atomic writes, batched writes synced once, capped reads, the image store."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from appliance.config import Config
 from appliance.errors import InsufficientStorage, TooLarge
@@ -44,6 +46,58 @@ def atomic_target(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     with atomic_target(path, mode) as handle:
         handle.write(data)
+
+
+_made_dirs: set[Path] = set()
+
+
+def write_unsynced(path: Path, data: bytes) -> None:
+    """Temp file and rename, without fsync: a batch of files is made durable at once by sync_filesystem()."""
+    if path.parent not in _made_dirs:  # 256 shard folders each for images and thumbs: mkdir once
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _made_dirs.add(path.parent)
+    tmp = f"{path.parent}/.{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"  # unique: one write per thread
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o644)
+    except FileNotFoundError:  # the shard folder was removed since: make it again
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o644)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+_libc: Any = None
+
+
+def sync_filesystem(folder: Path) -> None:
+    """syncfs(2) on the data disk: one flush for a whole batch of files instead of four fsyncs per image."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.syncfs  # noqa: B018 - present on Linux only
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        os.sync()
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
 
 
 def read_capped(path: Path, limit: int, *, follow_links: bool = True) -> bytes:

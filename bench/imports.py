@@ -31,9 +31,10 @@ from appliance.catalog.datasets import create_dataset  # noqa: E402
 from appliance.catalog.schemas import DatasetCreate  # noqa: E402
 from appliance.config import load_config  # noqa: E402
 from appliance.db import migrate, open_database  # noqa: E402
-from appliance.imports import jobs as import_jobs  # noqa: E402, F401 - registers the job kinds
 from appliance.jobs import service as jobs  # noqa: E402
 from appliance.jobs.worker import run_one  # noqa: E402
+from appliance.transfers import jobs as import_jobs  # noqa: E402, F401 - registers the job kinds
+from appliance.transfers.contracts import ImportParams  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 
@@ -134,10 +135,8 @@ def main() -> int:
         admin = create_first_admin(db, "bench", "bench-password-1")
         user = CurrentUser(id=admin.id, username="bench", role="admin", token_id="")
         dataset = create_dataset(db, DatasetCreate(name="bench"), user)
-        job_id = jobs.create_job(
-            db, "import", {"source": "path", "path": str(source), "format": "auto", "unknown_classes": "add"},
-            user_id=user.id, dataset_id=dataset.id,
-        )  # fmt: skip
+        params = ImportParams(source="path", path=str(source), format="auto", unknown_classes="add")
+        job_id = jobs.create_job(db, "import", params, user_id=user.id, dataset_id=dataset.id)
         job = jobs.claim_next_job(db, ["import"])
         assert job is not None and job["id"] == job_id
         started = time.perf_counter()

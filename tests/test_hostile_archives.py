@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import Invalid, TooLarge
-from appliance.imports.archive import clean_entry_name, extract_archive
-from tests import imports_support
+from appliance.transfers.archive import clean_entry_name, extract_archive
+from tests import transfers_support
 from tests.helpers import API, create_dataset, image_bytes
-from tests.imports_support import import_config, import_folder, run_jobs, upload_archive
+from tests.transfers_support import import_config, import_folder, run_jobs, upload_archive
 
 MB = 1024 * 1024
-media = imports_support.media  # fixture: the import root of `config` below
+media = transfers_support.media  # fixture: the import root of `config` below
 
 
 @pytest.fixture
@@ -305,8 +305,8 @@ def test_yaml_python_tags_are_never_constructed(client, admin, config, tmp_path)
 
 
 def test_yaml_alias_bomb_is_refused(tmp_path):
-    from appliance.imports.formats import walk_tree
-    from appliance.imports.formats.yolo import parse
+    from appliance.transfers.formats import walk_tree
+    from appliance.transfers.formats.yolo import parse
 
     levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
     for n in range(1, 9):

@@ -35,7 +35,7 @@ class LabelFile:
     class_names: list[str]  # class number -> name
 
     def read(self) -> tuple[list[LabeledBox], list[str]]:
-        from appliance.imports.formats.yolo import parse_label_file
+        from appliance.transfers.formats.yolo import parse_label_file
 
         return parse_label_file(self.path, self.class_names)
 

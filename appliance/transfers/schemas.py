@@ -9,6 +9,7 @@ import msgspec
 ImportFormat = Literal["auto", "yolo", "coco", "voc", "plain"]
 ExportFormat = Literal["yolo", "coco", "voc"]
 UnknownClasses = Literal["add", "skip"]
+TransferKind = Literal["import", "usb_export"]  # the job kinds of this domain
 
 
 class ImportCreate(msgspec.Struct, forbid_unknown_fields=True):

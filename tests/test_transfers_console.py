@@ -12,8 +12,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.helpers import ADMIN, API, ServerProcess, auth
-from tests.imports_support import read_only_stick, zip_folder
 from tests.models import write_yolo_dataset
+from tests.transfers_support import read_only_stick, zip_folder
 from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.browser

@@ -66,22 +66,23 @@ def _find_dataset(db, name: str, owner: str | None, create: bool):  # type: igno
 def import_command(args: argparse.Namespace, config: Config) -> int:
     from appliance.clock import now_iso
     from appliance.db import migrate, open_database, write_transaction
-    from appliance.imports import jobs as import_jobs  # noqa: F401 - registers the job kinds
-    from appliance.imports.sources import resolve_source
     from appliance.jobs import service as jobs
     from appliance.jobs.worker import run_one
+    from appliance.transfers import jobs as import_jobs  # noqa: F401 - registers the job kinds
+    from appliance.transfers.contracts import ImportParams
+    from appliance.transfers.sources import resolve_source
 
     db = open_database(config.db_path)
     migrate(db, config.db_path)
     dataset, user = _find_dataset(db, args.dataset, args.owner, args.create)
     source = resolve_source(config, str(Path(args.path).absolute()), allow_any=not args.queue)
-    params = {
-        "source": "path",
-        "path": str(source),
-        "format": args.format,
-        "unknown_classes": args.unknown_classes,
-        "allow_any_path": not args.queue,
-    }
+    params = ImportParams(
+        source="path",
+        path=str(source),
+        format=args.format,
+        unknown_classes=args.unknown_classes,
+        allow_any_path=not args.queue,
+    )
     job_id = jobs.create_job(db, "import", params, user_id=user.id, dataset_id=dataset.id)
     if args.queue:
         print(json.dumps({"job_id": job_id, "status": "pending"}))

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import imports_support
+from tests import transfers_support
 from tests.helpers import API, create_dataset
-from tests.imports_support import boxes_by_hash, import_folder, run_jobs
 from tests.models import write_yolo_dataset
+from tests.transfers_support import boxes_by_hash, import_folder, run_jobs
 
-config = imports_support.config  # fixtures: a config with an import root (overrides conftest's), that root
-media = imports_support.media
+config = transfers_support.config  # fixtures: a config with an import root (overrides conftest's), that root
+media = transfers_support.media
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_export_needs_read_access_and_a_known_format(client, admin, source_datas
 def test_export_streams_in_chunks_without_loading_the_dataset(
     config, client, admin, source_dataset, monkeypatch
 ):
-    from appliance.imports import exporters
+    from appliance.transfers import exporters
 
     monkeypatch.setattr(exporters, "CHUNK", 1024)
     monkeypatch.setattr(exporters, "FLUSH_AT", 1024)

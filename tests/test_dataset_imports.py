@@ -1,4 +1,4 @@
-"""Imports from USB folders and uploaded archives: formats, class mapping, duplicates, reports, CLI, worker."""
+"""Dataset imports from USB folders and uploaded archives: formats, class mapping, duplicates, reports, CLI, worker."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import time
 import cv2
 import httpx
 
-from appliance.imports import service as import_service
-from tests import imports_support
+from appliance.transfers import importer
+from tests import transfers_support
 from tests.helpers import API, REPO, ServerProcess, create_dataset, image_bytes, setup_admin
-from tests.imports_support import (
+from tests.models import CLASSES, synthetic_image, write_yolo_dataset
+from tests.transfers_support import (
     boxes_by_hash,
     import_config,
     import_folder,
@@ -22,11 +23,10 @@ from tests.imports_support import (
     upload_archive,
     zip_folder,
 )
-from tests.models import CLASSES, synthetic_image, write_yolo_dataset
 from tests.workers import WorkerProcess
 
-config = imports_support.config  # fixtures: a config with an import root (overrides conftest's), that root
-media = imports_support.media
+config = transfers_support.config  # fixtures: a config with an import root (overrides conftest's), that root
+media = transfers_support.media
 
 
 def expected_boxes(count: int, size: int = 96):
@@ -227,9 +227,9 @@ def test_archive_upload_size_cap(tmp_path):
 def test_partial_failure_keeps_committed_batches_and_resumes(client, admin, config, media, monkeypatch):
     write_yolo_dataset(media / "stick", count=12)
     dataset = create_dataset(client, admin, classes=[])
-    monkeypatch.setattr(import_service, "BATCH", 5)
+    monkeypatch.setattr(importer, "BATCH", 5)
     calls = {"n": 0}
-    real_check = import_service.check_free_space
+    real_check = importer.check_free_space
 
     def disk_fills_on_third_batch(*args, **kwargs):
         calls["n"] += 1
@@ -239,7 +239,7 @@ def test_partial_failure_keeps_committed_batches_and_resumes(client, admin, conf
             raise InsufficientStorage("not enough disk space (test)")
         return real_check(*args, **kwargs)
 
-    monkeypatch.setattr(import_service, "check_free_space", disk_fills_on_third_batch)
+    monkeypatch.setattr(importer, "check_free_space", disk_fills_on_third_batch)
     job = import_folder(client, admin, config, dataset["id"], media / "stick")
     assert job["status"] == "failed" and "not enough disk space" in job["error"]
     assert job["progress"]["imported"] == 10  # two whole batches, each its own transaction
@@ -248,12 +248,14 @@ def test_partial_failure_keeps_committed_batches_and_resumes(client, admin, conf
     assert len(db_boxes) == 10
     page = client.get(f"{API}/datasets/{dataset['id']}/images", params={"limit": 50}, headers=admin).json()
     assert all(item["box_count"] == len(db_boxes[item["sha256"]]) for item in page["items"])
-    monkeypatch.setattr(import_service, "check_free_space", real_check)
+    monkeypatch.setattr(importer, "check_free_space", real_check)
     again = import_folder(client, admin, config, dataset["id"], media / "stick")
     assert again["result"]["imported"] == 2 and again["result"]["duplicates"] == 10
 
 
-def test_viewer_cannot_import_and_jobs_of_private_datasets_stay_private(client, admin, config, media):
+def test_viewer_cannot_import_and_jobs_of_private_datasets_stay_private(
+    client, admin, config, media, fresh_db
+):
     from tests.helpers import create_user
 
     write_yolo_dataset(media / "stick", count=2)
@@ -269,23 +271,21 @@ def test_viewer_cannot_import_and_jobs_of_private_datasets_stay_private(client, 
     assert client.get(f"{API}/imports", headers=other).json() == []
     assert client.get(f"{API}/imports/sources", headers=viewer).status_code == 403
     # A user's own job is listed even behind hundreds of newer jobs they may not see.
-    from appliance.db import open_database
     from appliance.jobs.service import create_job
 
     theirs = create_dataset(client, other, name="theirs")
     lars = client.get(f"{API}/auth/me", headers=other).json()["id"]
-    db = open_database(config.db_path)
-    own = create_job(db, "import", {"source": "path", "path": "/x"}, user_id=lars, dataset_id=theirs["id"])
+    params = {"source": "path", "path": "/x"}
+    own = create_job(fresh_db, "import", params, user_id=lars, dataset_id=theirs["id"])
     for _ in range(600):
-        create_job(db, "import", {"source": "path", "path": "/x"}, user_id=None, dataset_id=dataset["id"])
-    db.conn.close()
+        create_job(fresh_db, "import", params, user_id=None, dataset_id=dataset["id"])
     listed = client.get(f"{API}/imports", headers=other).json()
     assert [j["id"] for j in listed] == [own]
 
 
 def test_web_process_modules_do_not_import_torch():
     code = (
-        "import sys, appliance.imports.controllers, appliance.imports.jobs, appliance.imports.cli;"
+        "import sys, appliance.transfers.controllers, appliance.transfers.jobs, appliance.transfers.cli;"
         "bad = [m for m in ('torch', 'ultralytics') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
@@ -297,52 +297,33 @@ def test_cli_import(tmp_path):
     write_yolo_dataset(media / "stick", count=4)
     env = {**os.environ, "APPLIANCE_DATA_DIR": str(tmp_path / "data"), "APPLIANCE_IMPORT_ROOTS": str(media)}
     env.pop("APPLIANCE_CONFIG", None)
-    cli = [sys.executable, "-m", "appliance"]
-    subprocess.run(
-        [*cli, "create-admin", "--username", "root", "--password-stdin"],
-        input="root-password-1\n",
-        env=env,
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    missing = subprocess.run(
-        [*cli, "import", str(media / "stick"), "--dataset", "parts"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+
+    def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "appliance", *args],
+            input=stdin,
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+
+    def summary(result: subprocess.CompletedProcess[str]) -> dict:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    created = cli("create-admin", "--username", "root", "--password-stdin", stdin="root-password-1\n")
+    assert created.returncode == 0, created.stderr
+    missing = cli("import", str(media / "stick"), "--dataset", "parts")
     assert missing.returncode == 1 and "--create" in missing.stderr
-    result = subprocess.run(
-        [*cli, "import", str(media / "stick"), "--dataset", "parts", "--create"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    result = cli("import", str(media / "stick"), "--dataset", "parts", "--create")
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["status"] == "completed" and summary["imported"] == 4 and summary["format"] == "yolo"
-    again = subprocess.run(
-        [*cli, "import", str(media / "stick"), "--dataset", "parts"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert json.loads(again.stdout.strip().splitlines()[-1])["duplicates"] == 4
+    done = summary(result)
+    assert done["status"] == "completed" and done["imported"] == 4 and done["format"] == "yolo"
+    assert summary(cli("import", str(media / "stick"), "--dataset", "parts"))["duplicates"] == 4
     (media / "broken.zip").write_bytes(b"PK\x03\x04 cut short")
-    broken = subprocess.run(
-        [*cli, "import", str(media / "broken.zip"), "--dataset", "parts"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    broken = cli("import", str(media / "broken.zip"), "--dataset", "parts")
     assert broken.returncode == 1, broken.stderr
-    failed = json.loads(broken.stdout.strip().splitlines()[-1])  # a summary, not a traceback
+    failed = summary(broken)  # a summary, not a traceback
     assert failed["status"] == "failed" and "damaged or truncated" in failed["error"], failed
 
 
@@ -383,25 +364,24 @@ def test_end_to_end_upload_with_a_real_worker(tmp_path):
             worker.stop()
 
 
-def test_cancel_stops_between_batches_with_a_partial_report(client, admin, config, media, monkeypatch):
-    from appliance.db import open_database
+def test_cancel_stops_between_batches_with_a_partial_report(
+    client, admin, config, media, fresh_db, monkeypatch
+):
     from appliance.jobs import service as jobs
     from appliance.jobs.worker import load_job_kinds, run_one
 
     write_yolo_dataset(media / "stick", count=8)
     dataset = create_dataset(client, admin, classes=[])
-    monkeypatch.setattr(import_service, "BATCH", 3)
+    monkeypatch.setattr(importer, "BATCH", 3)
     response = client.post(
         f"{API}/datasets/{dataset['id']}/imports", json={"path": str(media / "stick")}, headers=admin
     )
     load_job_kinds()
-    db = open_database(config.db_path)
-    job = jobs.claim_next_job(db, ["import"])
+    job = jobs.claim_next_job(fresh_db, ["import"])
     assert job is not None and job["id"] == response.json()["id"]
     cancel = client.post(f"{API}/imports/{job['id']}/cancel", headers=admin)
     assert cancel.status_code == 200, cancel.text
-    assert run_one(job, db, config) == "cancelled"
-    db.conn.close()
+    assert run_one(job, fresh_db, config) == "cancelled"
     final = client.get(f"{API}/imports/{job['id']}", headers=admin).json()
     assert final["status"] == "cancelled" and final["result"]["imported"] == 3  # the first batch stays
     assert client.get(f"{API}/datasets/{dataset['id']}", headers=admin).json()["image_count"] == 3

@@ -1,8 +1,7 @@
-"""HTTP routes for imports (USB folders, streamed archive uploads), their jobs, and dataset exports."""
+"""HTTP routes for imports (USB folders, streamed archive uploads), exports (download, USB) and their jobs."""
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import anyio
@@ -13,11 +12,9 @@ from litestar.response import Stream
 from appliance import catalog
 from appliance.caller import require_writer
 from appliance.dependencies import DB, Caller, Settings
-from appliance.errors import BadRequest, TooLarge
-from appliance.imports import service
-from appliance.imports.archive import sniff_archive
-from appliance.imports.exporters import archive_name, export_archive
-from appliance.imports.schemas import (
+from appliance.transfers import service, uploads
+from appliance.transfers.exporters import archive_name, export_archive
+from appliance.transfers.schemas import (
     ExportFormat,
     ImportCreate,
     ImportFormat,
@@ -26,12 +23,11 @@ from appliance.imports.schemas import (
     UnknownClasses,
     UsbExportCreate,
 )
-from appliance.imports.sources import list_sources
-from appliance.storage import check_free_space
+from appliance.transfers.sources import list_sources
 
 Id = Annotated[int, Parameter(gt=0)]
-WRITE_CHUNK = 1024 * 1024
-SPACE_CHECK_EVERY = 64 * 1024 * 1024
+# Narrows a job list to one dataset.
+DatasetFilter = Annotated[int | None, QueryParameter(gt=0)]
 
 
 class ImportController(Controller):
@@ -48,13 +44,13 @@ class ImportController(Controller):
         self,
         db: DB,
         user: Caller,
-        dataset_id: Annotated[int | None, QueryParameter(gt=0)] = None,
+        dataset_id: DatasetFilter = None,
     ) -> list[TransferJobRead]:
         return service.list_transfer_jobs(db, "import", user, dataset_id)
 
     @get("/imports/{job_id:int}", operation_id="getImport", sync_to_thread=True)
     def get_import(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
-        return service.job_read(service.visible_job(db, job_id, "import", user))
+        return service.get_transfer_job(db, job_id, "import", user)
 
     @post("/imports/{job_id:int}/cancel", operation_id="cancelImport", sync_to_thread=True, status_code=200)
     def cancel_import(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
@@ -75,7 +71,7 @@ class ImportController(Controller):
         "/datasets/{dataset_id:int}/imports/archive",
         operation_id="uploadImportArchive",
         status_code=202,
-        request_max_body_size=None,  # capped below at max_import_mb while streaming, never held in memory
+        request_max_body_size=None,  # capped at max_import_mb by uploads.receive_archive, never held in memory
         description="Raw request body: a zip, tar or tar.gz archive (Content-Type application/octet-stream).",
     )
     async def upload_archive(
@@ -89,51 +85,15 @@ class ImportController(Controller):
         unknown_classes: FromQuery[UnknownClasses] = "add",
         filename: Annotated[str, QueryParameter(max_length=255)] = "upload",
     ) -> TransferJobRead:
-        limit = config.max_import_mb * 1024 * 1024
-        announced = request.headers.get("content-length")
-        announced_bytes = int(announced) if announced and announced.isdigit() else 0
-        if announced_bytes > limit:
-            raise TooLarge(f"archive is {announced_bytes} bytes; the limit is {config.max_import_mb} MB")
+        announced = uploads.announced_size(config, request.headers.get("content-length"))
         await anyio.to_thread.run_sync(catalog.writable_dataset, db, dataset_id, user)
-        # The archive and what it expands to both need room.
-        await anyio.to_thread.run_sync(
-            check_free_space, config.data_path, config.disk_min_free_mb, announced_bytes * 2
-        )
-        target = service.new_upload_path(config)
-        handle = await anyio.to_thread.run_sync(open, target, "xb")
+        upload = await uploads.receive_archive(config, request.stream(), announced)
         try:
-            written = 0
-            since_check = 0
-            buffer = bytearray()
-            async for chunk in request.stream():
-                written += len(chunk)
-                if written > limit:
-                    raise TooLarge(f"archive is larger than the {config.max_import_mb} MB import limit")
-                buffer += chunk
-                if len(buffer) >= WRITE_CHUNK:
-                    await anyio.to_thread.run_sync(handle.write, bytes(buffer))
-                    since_check += len(buffer)
-                    buffer.clear()
-                if since_check >= SPACE_CHECK_EVERY:
-                    since_check = 0
-                    await anyio.to_thread.run_sync(
-                        check_free_space, config.data_path, config.disk_min_free_mb, 0
-                    )
-            if buffer:
-                await anyio.to_thread.run_sync(handle.write, bytes(buffer))
-            await anyio.to_thread.run_sync(handle.flush)
-            await anyio.to_thread.run_sync(os.fsync, handle.fileno())
-            handle.close()
-            if written == 0:
-                raise BadRequest("the request body is empty: send the archive as the raw body")
-            await anyio.to_thread.run_sync(sniff_archive, target)
-            target = await anyio.to_thread.run_sync(service.complete_upload, target)
             return await anyio.to_thread.run_sync(
                 lambda: service.create_archive_import(
                     db,
-                    config,
                     dataset_id,
-                    target,
+                    upload,
                     filename=filename,
                     fmt=format,
                     unknown_classes=unknown_classes,
@@ -141,8 +101,7 @@ class ImportController(Controller):
                 )
             )
         except BaseException:
-            handle.close()
-            target.unlink(missing_ok=True)
+            upload.unlink(missing_ok=True)
             raise
 
     @get("/datasets/{dataset_id:int}/export", operation_id="exportDataset", sync_to_thread=True)
@@ -179,13 +138,13 @@ class ImportController(Controller):
         self,
         db: DB,
         user: Caller,
-        dataset_id: Annotated[int | None, QueryParameter(gt=0)] = None,
+        dataset_id: DatasetFilter = None,
     ) -> list[TransferJobRead]:
         return service.list_transfer_jobs(db, "usb_export", user, dataset_id)
 
     @get("/usb-exports/{job_id:int}", operation_id="getUsbExport", sync_to_thread=True)
     def get_usb_export(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
-        return service.job_read(service.visible_job(db, job_id, "usb_export", user))
+        return service.get_transfer_job(db, job_id, "usb_export", user)
 
     @post(
         "/usb-exports/{job_id:int}/cancel",

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from appliance.errors import AppError, Invalid
-from appliance.imports.formats import LabeledBox, LabelFile, ParsedSet, SourceItem, Tree, read_small
+from appliance.transfers.formats import LabeledBox, LabelFile, ParsedSet, SourceItem, Tree, read_small
 
 YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 CLASS_FILES = ("classes.txt", "obj.names", "classes.names")

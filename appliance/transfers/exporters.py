@@ -14,7 +14,6 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from xml.etree import ElementTree as ET
 
 import yaml
@@ -323,7 +322,3 @@ def export_archive(
 def archive_name(dataset_name: str, fmt: str, stamp: str = "") -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset_name).strip("._") or "dataset"
     return f"{safe}-{fmt}{'-' + stamp if stamp else ''}.zip"
-
-
-def describe(fmt: str) -> dict[str, Any]:
-    return {"format": fmt, "layout": WRITERS[fmt].__doc__}

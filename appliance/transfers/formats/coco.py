@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import AppError
-from appliance.imports.formats import (
+from appliance.transfers.formats import (
     MAX_ANNOTATION_FILE_BYTES,
     ImageIndex,
     LabeledBox,

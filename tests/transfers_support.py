@@ -1,13 +1,16 @@
-"""Helpers for the import/export tests: a config with an import root, running queued jobs, reading boxes.
+"""Helpers for the transfer tests: a config with an import root, running queued jobs, reading boxes, sticks.
 
-The `config` and `media` fixtures are bound by name in the test modules that use them (`config` overrides
+The `config`, `media` and `stick` fixtures are bound by name in the test modules that use them (`config` overrides
 conftest's with one that has an import root under tmp_path).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import os
+import pwd
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -20,7 +23,10 @@ from appliance.config import Config, load_config
 from appliance.db import open_database
 from appliance.jobs import service as jobs
 from appliance.jobs.worker import load_job_kinds, run_one
-from tests.helpers import API
+from appliance.transfers import usb_write
+from tests.helpers import API, REPO
+
+SCRIPT = REPO / "firmware_scripts" / "usb-mount.sh"  # the USB write service's side (run as root there)
 
 
 def import_config(tmp_path: Path, **overrides: Any) -> Config:
@@ -145,3 +151,50 @@ def read_only_stick(path: Path, files: dict[str, str]) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+# --- USB sticks and the privileged write service (usb-mount.sh serve-requests) -----------------------
+
+
+@pytest.fixture
+def stick(media: Path) -> Iterator[Path]:
+    """A read-only tmpfs at <media>/STICK with an `exports/` folder, mounted as usb-mount.sh mounts drives."""
+    with read_only_stick(media / "STICK", {"photos.txt": "already on the stick\n"}) as path:
+        yield path
+
+
+def stick_files(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def assert_read_only(path: Path) -> None:
+    assert mount_options(path)[0] == "ro"
+    with pytest.raises(OSError) as caught:
+        (path / "probe").write_bytes(b"x")
+    assert caught.value.errno == errno.EROFS
+
+
+def script_env(config: Config, media: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MEDIA": str(media),
+        "DATA_DIR": str(config.data_path),
+        "APP_USER": pwd.getpwuid(os.getuid()).pw_name,  # the worker's user: here the test's own
+    }
+
+
+def serve(config: Config, media: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """One run of the privileged side, as appliance-usb-write.service starts it."""
+    return subprocess.run(
+        [
+            str(SCRIPT),
+            *extra,
+            "serve-requests",
+            str(usb_write.request_dir(config)),
+            str(usb_write.result_dir(config)),
+        ],
+        env=script_env(config, media),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from appliance.config import Config
 from appliance.errors import InsufficientStorage, Invalid, Unavailable
-from appliance.imports.sources import configured_roots
 from appliance.storage import atomic_target, check_free_space
+from appliance.transfers.contracts import UsbExportProgress
+from appliance.transfers.sources import configured_roots
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ POLL_S = 0.2
 HANDED_OVER_MAX_S = 3700.0
 SPACE_CHECK_BYTES = 16 * 1024 * 1024  # data disk reserve re-checked this often while staging
 COPY_CHUNK = 1024 * 1024
+WAITING = "waiting for the USB write service"  # the phase until the service takes the request
 STALE_RESULT_S = 24 * 3600.0
 
 # progress(phase, bytes_done) -> None; may raise (cancel, worker stopping).
@@ -187,7 +189,7 @@ def hand_over(
                 withdraw = cancelled() or stopping() or now - started > config.usb_write_timeout_s
                 if withdraw and _withdraw(request):
                     if cancelled():
-                        raise JobCancelled({"bytes_written": 0, "phase": "waiting for the USB write service"})
+                        raise JobCancelled(UsbExportProgress(phase=WAITING, bytes_written=0))
                     if stopping():
                         raise WorkerStopping()
                     raise Unavailable(
@@ -198,9 +200,7 @@ def hand_over(
                     taken_at = now  # taken in the meantime: wait for the copy to finish
             elif now - taken_at > HANDED_OVER_MAX_S:
                 raise Unavailable(f"the USB write service took the request but gave no answer ({stem})")
-            progress(
-                "waiting for the USB write service" if taken_at is None else "writing to the drive", size
-            )
+            progress(WAITING if taken_at is None else "writing to the drive", size)
             time.sleep(POLL_S)
     finally:
         if taken_at is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.imports.formats import ParsedSet, SourceItem, Tree
+from appliance.transfers.formats import ParsedSet, SourceItem, Tree
 
 
 def parse(tree: Tree) -> ParsedSet:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from appliance.errors import Invalid
-from appliance.imports.formats import FORMAT_NAMES, ParsedSet, Tree, coco, plain, voc, yolo
+from appliance.transfers.formats import FORMAT_NAMES, ParsedSet, Tree, coco, plain, voc, yolo
 
 PARSERS = {"yolo": yolo.parse, "coco": coco.parse, "voc": voc.parse, "plain": plain.parse}
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from appliance.config import Config
 from appliance.errors import Forbidden, Invalid, NotFound
-from appliance.imports.archive import ARCHIVE_SUFFIXES
-from appliance.imports.formats import IMAGE_SUFFIXES
-from appliance.imports.schemas import SourceRead
+from appliance.transfers.archive import ARCHIVE_SUFFIXES
+from appliance.transfers.formats import IMAGE_SUFFIXES
+from appliance.transfers.schemas import SourceRead
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from appliance.errors import AppError, Invalid
-from appliance.imports.formats import ImageIndex, LabeledBox, ParsedSet, SourceItem, Tree, read_small
+from appliance.transfers.formats import ImageIndex, LabeledBox, ParsedSet, SourceItem, Tree, read_small
 
 
 def parse_xml(path: Path) -> Element:
