@@ -4,7 +4,8 @@
 //   const datasets = await api.get('/datasets');            // paths are relative to /api/v1
 //   await api.post('/datasets', { name, classes });          // body is sent as JSON
 //   try { ... } catch (err) { if (err instanceof ApiError && err.status === 409) ... }
-//   await api.upload('/datasets/3/images', files, { onProgress: (loaded, total) => ... });
+//   await api.upload('/datasets/3/images', files, { onProgress: (loaded, total) => ... });   // multipart
+//   await api.upload('/datasets/3/imports/archive?filename=a.zip', file, { raw: true, onProgress });  // body = the file
 //   const stop = api.events('/training-jobs/5/events', { onMessage: (data, type) => ... });  // stop() closes
 
 export const API_PREFIX = '/api/v1';
@@ -44,6 +45,11 @@ async function parseBody(response) {
 function errorFrom(status, body) {
   const detail = body && typeof body === 'object' ? body.detail : typeof body === 'string' ? body : '';
   return new ApiError(status, detail || `request failed with HTTP ${status}`, body);
+}
+
+/** The text to show for a failed call: the API's detail, or the error's own message. */
+export function errorText(err) {
+  return err instanceof ApiError ? err.detail : String(err && err.message ? err.message : err);
 }
 
 export async function request(method, path, body, { signal, redirectOn401 = true } = {}) {
@@ -91,18 +97,26 @@ export const api = {
 };
 
 /**
- * Multipart upload with progress (fetch cannot report upload progress; XMLHttpRequest can).
- * Resolves with the parsed JSON answer; rejects with ApiError. Returns a promise with .abort().
+ * Upload with progress (fetch cannot report upload progress; XMLHttpRequest can). By default `files` are sent as
+ * multipart parts named `field`, after the `extra` fields; with `raw: true`, `files` is one File or Blob sent as the
+ * request body itself (application/octet-stream, which the server streams to disk: archives).
+ * Resolves with the parsed JSON answer; rejects with ApiError, and a 401 ends the session as for any request.
+ * Returns a promise with .abort().
  */
-export function upload(path, files, { field = 'files', onProgress, extra = {} } = {}) {
+export function upload(path, files, { field = 'files', onProgress, extra = {}, raw = false } = {}) {
   const xhr = new XMLHttpRequest();
   const promise = new Promise((resolve, reject) => {
-    const form = new FormData();
-    for (const [k, v] of Object.entries(extra)) form.append(k, v);
-    for (const file of files) form.append(field, file, file.name);
     xhr.open('POST', API_PREFIX + path);
     xhr.withCredentials = true;
     xhr.setRequestHeader('Accept', 'application/json');
+    let body = files;
+    if (raw) {
+      xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    } else {
+      body = new FormData();
+      for (const [k, v] of Object.entries(extra)) body.append(k, v);
+      for (const file of files) body.append(field, file, file.name);
+    }
     xhr.upload.onprogress = (event) => {
       if (onProgress && event.lengthComputable) onProgress(event.loaded, event.total);
     };
@@ -122,7 +136,7 @@ export function upload(path, files, { field = 'files', onProgress, extra = {} } 
     };
     xhr.onerror = () => reject(new ApiError(0, 'the appliance did not answer (network error)'));
     xhr.onabort = () => reject(new ApiError(0, 'upload cancelled'));
-    xhr.send(form);
+    xhr.send(body);
   });
   promise.abort = () => xhr.abort();
   return promise;

@@ -1,9 +1,12 @@
 // The console shell: hash router, top navigation, session handling, and the PAGES registry.
 // HOW TO ADD A PAGE: (1) write webui/js/pages/<name>.js with `export default { route: '#/things/:id', title: 'Things',
 // nav: 'Things' (optional top-nav label), admin: true (optional), public: true (optional), render(root, params, ctx) }`;
-// (2) import it below and add it to PAGES. render() fills `root` with dom.js h(); params are the :route parts as
-// strings; it may return a cleanup function (sync or async) called when the user leaves. ctx holds api, user,
-// navigate(hash), setTitle(text), toast(msg, kind), query (URLSearchParams of '#/path?x=1'), signal (aborted on leave).
+// (2) import it below and add it to PAGES; (3) list each new module in the modulepreload links of webui/index.html.
+// render() fills `root` with dom.js h(); params are the :route parts as strings; it may return a cleanup function
+// (sync or async) called when the user leaves. ctx holds api, user, navigate(hash), setTitle(text), toast(msg, kind),
+// query (URLSearchParams of '#/path?x=1'), signal (aborted on leave).
+// pages/ holds page modules only: components live in components/ (dataset tabs, the virtual grid, charts,
+// formats, dialogs); a page too big for one file gets a folder of its parts (labeling/ for pages/label.js).
 
 import { api, ApiError, onUnauthorized } from './api.js';
 import { clear, h, toast } from './dom.js';

@@ -111,7 +111,3 @@ export function toast(message, kind = 'info', ms = 3500) {
   setTimeout(() => item.remove(), ms);
   return item;
 }
-
-export function formatNumber(n) {
-  return Number(n || 0).toLocaleString('en-US');
-}

@@ -1,9 +1,9 @@
 // Dataset settings: name, description, classes (name + colour), public toggle, delete with confirmation.
 
 import { ApiError } from '../api.js';
-import { classesEditor } from '../classes-editor.js';
+import { classesEditor } from '../components/classes-editor.js';
+import { datasetTabs } from '../components/dataset-tabs.js';
 import { confirmDialog, h } from '../dom.js';
-import { datasetTabs } from './dataset.js';
 
 export default {
   route: '#/datasets/:id/settings',

@@ -2,8 +2,9 @@
 // format and class choices, import jobs with live progress and their final report; dataset archive downloads and
 // export onto a USB drive. Route: #/imports?dataset=ID (the dataset page links here).
 
-import { API_PREFIX, ApiError } from '../api.js';
-import { clear, formatNumber, h } from '../dom.js';
+import { API_PREFIX } from '../api.js';
+import { formatNumber } from '../components/format.js';
+import { clear, h } from '../dom.js';
 
 const FORMATS = [
   ['auto', 'Detect automatically'],
@@ -15,35 +16,6 @@ const FORMATS = [
 const EXPORTS = [['yolo', 'YOLO (ultralytics)'], ['coco', 'COCO JSON'], ['voc', 'Pascal VOC']];
 const TERMINAL = ['completed', 'failed', 'cancelled'];
 const POLL_MS = 1000;
-
-/** Upload a File as the raw request body (streamed by the server to disk), with upload progress. */
-function uploadRaw(path, file, onProgress) {
-  const xhr = new XMLHttpRequest();
-  const promise = new Promise((resolve, reject) => {
-    xhr.open('POST', API_PREFIX + path);
-    xhr.withCredentials = true;
-    xhr.setRequestHeader('Accept', 'application/json');
-    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
-    xhr.upload.onprogress = (event) => {
-      if (event.lengthComputable) onProgress(event.loaded, event.total);
-    };
-    xhr.onload = () => {
-      let data = null;
-      try {
-        data = xhr.responseText ? JSON.parse(xhr.responseText) : null;
-      } catch {
-        data = null;
-      }
-      if (xhr.status >= 200 && xhr.status < 300) resolve(data);
-      else reject(new ApiError(xhr.status, (data && data.detail) || `upload failed with HTTP ${xhr.status}`, data));
-    };
-    xhr.onerror = () => reject(new ApiError(0, 'the appliance did not answer (network error)'));
-    xhr.onabort = () => reject(new ApiError(0, 'upload cancelled'));
-    xhr.send(file);
-  });
-  promise.abort = () => xhr.abort();
-  return promise;
-}
 
 function megabytes(n) {
   return n >= 1024 ? `${(n / 1024).toFixed(1)} GB` : `${formatNumber(n)} MB`;
@@ -262,9 +234,13 @@ export default {
       uploadBar.classList.remove('hidden');
       uploadBar.value = 0;
       uploadState.textContent = `Uploading ${file.name}…`;
-      uploading = uploadRaw(`/datasets/${datasetId}/imports/archive${query}`, file, (loaded, total) => {
-        uploadBar.value = total ? loaded / total : 0;
-        uploadState.textContent = `Uploading ${file.name}: ${Math.round((100 * loaded) / (total || 1))}%`;
+      // The archive is the raw request body (streamed to disk by the server), not a multipart form.
+      uploading = ctx.api.upload(`/datasets/${datasetId}/imports/archive${query}`, file, {
+        raw: true,
+        onProgress: (loaded, total) => {
+          uploadBar.value = total ? loaded / total : 0;
+          uploadState.textContent = `Uploading ${file.name}: ${Math.round((100 * loaded) / (total || 1))}%`;
+        },
       });
       try {
         const job = await uploading;

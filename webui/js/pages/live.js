@@ -2,9 +2,10 @@
 // dropped frames, source status, capture into a dataset, and the source settings (admins).
 
 import { API_PREFIX, ApiError } from '../api.js';
-import { h, setText, formatNumber } from '../dom.js';
+import { formatNumber } from '../components/format.js';
+import { h, setText } from '../dom.js';
+import { defaultColor } from '../palette.js';
 
-const PALETTE = ['#ff6b6b', '#4dabf7', '#51cf66', '#fcc419', '#cc5de8', '#ff922b', '#22b8cf', '#f06595'];
 const STAGES = [
   ['wait', 'Waiting for a frame'],
   ['capture', 'Capture (retrieve)'],
@@ -34,7 +35,7 @@ function drawBoxes(canvas, frame) {
   g.font = `${Math.round(12 * scale)}px sans-serif`;
   g.textBaseline = 'top';
   for (const d of frame.detections) {
-    const color = PALETTE[d.class_id % PALETTE.length];
+    const color = defaultColor(d.class_id);
     g.strokeStyle = color;
     g.strokeRect(d.x1, d.y1, d.x2 - d.x1, d.y2 - d.y1);
     const label = `${d.class_name} ${(d.confidence * 100).toFixed(0)}%`;

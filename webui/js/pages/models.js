@@ -1,7 +1,8 @@
 // Models: every trained model with its metrics, dataset, date and exports (with their state); export to ONNX or
 // a TensorRT engine, deploy one model, and compare two models' metrics side by side.
 
-import { ApiError } from '../api.js';
+import { errorText } from '../api.js';
+import { formatMetric as fmt } from '../components/format.js';
 import { h, clear } from '../dom.js';
 
 const METRICS = [
@@ -11,14 +12,6 @@ const METRICS = [
   ['recall', 'Recall'],
 ];
 const BUSY = ['pending', 'running'];
-
-function errorText(err) {
-  return err instanceof ApiError ? err.detail : String(err && err.message ? err.message : err);
-}
-
-function fmt(value) {
-  return value === null || value === undefined || Number.isNaN(Number(value)) ? '–' : Number(value).toFixed(3);
-}
 
 function exportBadge(e) {
   const kind = e.status === 'completed' ? 'reviewed' : BUSY.includes(e.status) ? 'labeled' : 'muted';

@@ -1,8 +1,9 @@
 // Dataset statistics: images per status, boxes per class, box size histogram (canvas charts).
 
-import { barChart } from '../chart.js';
-import { h, formatNumber } from '../dom.js';
-import { datasetTabs } from './dataset.js';
+import { barChart } from '../components/charts.js';
+import { datasetTabs } from '../components/dataset-tabs.js';
+import { formatNumber } from '../components/format.js';
+import { h } from '../dom.js';
 
 const STATUS_COLORS = { unlabeled: '#868e96', labeled: '#4dabf7', reviewed: '#51cf66' };
 

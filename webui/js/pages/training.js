@@ -1,8 +1,10 @@
 // Train: start a training job (dataset, base model, epochs, image size, batch), the job list, and a job page
-// with a live loss + mAP chart per epoch (our own canvas drawing), progress with ETA, log tail, cancel, plots.
+// with a live loss + mAP chart per epoch (components/charts.js), progress with ETA, log tail, cancel, plots.
 
-import { API_PREFIX, ApiError } from '../api.js';
-import { confirmDialog, formatNumber, h } from '../dom.js';
+import { API_PREFIX, ApiError, errorText } from '../api.js';
+import { lineChart } from '../components/charts.js';
+import { formatDuration, formatMetric as metric, formatNumber } from '../components/format.js';
+import { confirmDialog, h } from '../dom.js';
 
 const TERMINAL = ['completed', 'failed', 'cancelled'];
 // Jetson Orin Nano (8 GB shared CPU/GPU memory): a nano model at 640 px with batch 8 fits comfortably.
@@ -23,120 +25,12 @@ function statusBadge(status) {
   return h(`span.badge.${kind}`, { testid: 'job-status', dataset: { status } }, status);
 }
 
-export function formatDuration(seconds) {
-  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return '';
-  const s = Math.max(0, Math.round(seconds));
-  const hours = Math.floor(s / 3600);
-  const minutes = Math.floor((s % 3600) / 60);
-  const rest = String(s % 60).padStart(2, '0');
-  return hours ? `${hours}:${String(minutes).padStart(2, '0')}:${rest}` : `${minutes}:${rest}`;
-}
+const LOSS_SERIES = [['box', 'box_loss'], ['cls', 'cls_loss'], ['dfl', 'dfl_loss'], ['val box', 'val_box_loss']];
+const MAP_SERIES = [['mAP50', 'map50'], ['mAP50-95', 'map50_95'], ['precision', 'precision'], ['recall', 'recall']];
 
-function metric(value, digits = 3) {
-  return value === null || value === undefined ? '–' : Number(value).toFixed(digits);
-}
-
-function errorText(err) {
-  return err instanceof ApiError ? err.detail : String(err && err.message ? err.message : err);
-}
-
-// --- the chart -------------------------------------------------------------------------------------------
-
-const SERIES_COLORS = ['#4ea1ff', '#ff8c42', '#5cd65c', '#e05cff', '#ffd23f', '#ff5c7a'];
-
-/**
- * A line chart per epoch on a canvas: series = [{label, values: [number|null]}], x = epoch 1..n.
- * Sized to its box and the device pixel ratio; the number of points drawn is kept in data-points.
- */
-export function drawChart(canvas, title, series) {
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || 480;
-  const height = canvas.clientHeight || 220;
-  canvas.width = Math.round(width * ratio);
-  canvas.height = Math.round(height * ratio);
-  const g = canvas.getContext('2d');
-  g.setTransform(ratio, 0, 0, ratio, 0, 0);
-  g.clearRect(0, 0, width, height);
-  const styles = getComputedStyle(document.body);
-  const text = styles.getPropertyValue('--muted').trim() || '#9aa4b2';
-  const line = styles.getPropertyValue('--line').trim() || '#333b47';
-  const pad = { left: 46, right: 12, top: 22, bottom: 38 };
-  const plotW = Math.max(10, width - pad.left - pad.right);
-  const plotH = Math.max(10, height - pad.top - pad.bottom);
-  const n = Math.max(0, ...series.map((s) => s.values.length));
-  const all = series.flatMap((s) => s.values).filter((v) => v !== null && v !== undefined && Number.isFinite(v));
-  g.font = '12px system-ui, sans-serif';
-  g.fillStyle = text;
-  g.fillText(title, pad.left, 14);
-  canvas.dataset.points = String(n);
-  if (!n || !all.length) {
-    g.fillText('waiting for the first epoch…', pad.left + 8, pad.top + plotH / 2);
-    return;
-  }
-  let lo = Math.min(0, ...all);
-  let hi = Math.max(...all);
-  if (hi - lo < 1e-9) hi = lo + 1;
-  hi += (hi - lo) * 0.05;
-  const x = (i) => pad.left + (n === 1 ? plotW / 2 : (i / (n - 1)) * plotW);
-  const y = (v) => pad.top + plotH - ((v - lo) / (hi - lo)) * plotH;
-  g.strokeStyle = line;
-  g.lineWidth = 1;
-  g.textAlign = 'right';
-  for (let k = 0; k <= 4; k += 1) {
-    const v = lo + ((hi - lo) * k) / 4;
-    g.beginPath();
-    g.moveTo(pad.left, y(v));
-    g.lineTo(pad.left + plotW, y(v));
-    g.stroke();
-    g.fillText(v.toFixed(hi - lo < 1 ? 3 : 2), pad.left - 4, y(v) + 4);
-  }
-  g.textAlign = 'center';
-  const step = Math.max(1, Math.ceil(n / 10));
-  for (let i = 0; i < n; i += step) g.fillText(String(i + 1), x(i), pad.top + plotH + 14);
-  g.textAlign = 'left';
-  let legendX = pad.left;
-  series.forEach((s, index) => {
-    const color = SERIES_COLORS[index % SERIES_COLORS.length];
-    g.strokeStyle = color;
-    g.fillStyle = color;
-    g.lineWidth = 2;
-    g.beginPath();
-    let started = false;
-    s.values.forEach((v, i) => {
-      if (v === null || v === undefined || !Number.isFinite(v)) return;
-      if (started) g.lineTo(x(i), y(v));
-      else g.moveTo(x(i), y(v));
-      started = true;
-    });
-    g.stroke();
-    s.values.forEach((v, i) => {
-      if (v === null || v === undefined || !Number.isFinite(v)) return;
-      g.beginPath();
-      g.arc(x(i), y(v), 2.5, 0, Math.PI * 2);
-      g.fill();
-    });
-    g.fillRect(legendX, height - 12, 10, 3);
-    g.fillText(s.label, legendX + 14, height - 7);
-    legendX += 22 + g.measureText(s.label).width;
-  });
-}
-
-function lossSeries(metrics) {
-  return [
-    { label: 'box', values: metrics.map((m) => m.box_loss) },
-    { label: 'cls', values: metrics.map((m) => m.cls_loss) },
-    { label: 'dfl', values: metrics.map((m) => m.dfl_loss) },
-    { label: 'val box', values: metrics.map((m) => m.val_box_loss) },
-  ];
-}
-
-function mapSeries(metrics) {
-  return [
-    { label: 'mAP50', values: metrics.map((m) => m.map50) },
-    { label: 'mAP50-95', values: metrics.map((m) => m.map50_95) },
-    { label: 'precision', values: metrics.map((m) => m.precision) },
-    { label: 'recall', values: metrics.map((m) => m.recall) },
-  ];
+/** Chart series from the per-epoch metrics: [label, metric key] pairs -> [{label, values}]. */
+function series(metrics, keys) {
+  return keys.map(([label, key]) => ({ label, values: metrics.map((m) => m[key]) }));
 }
 
 // --- the list + start form ----------------------------------------------------------------------------------
@@ -303,8 +197,8 @@ export const trainingJobPage = {
       if (job.cancel_requested && !TERMINAL.includes(job.status)) parts.push('cancel requested');
       progressText.textContent = parts.join(' · ');
       errorBox.textContent = job.error || '';
-      drawChart(lossCanvas, 'Loss per epoch', lossSeries(job.metrics));
-      drawChart(mapCanvas, 'mAP / precision / recall per epoch', mapSeries(job.metrics));
+      lineChart(lossCanvas, 'Loss per epoch', series(job.metrics, LOSS_SERIES));
+      lineChart(mapCanvas, 'mAP / precision / recall per epoch', series(job.metrics, MAP_SERIES));
       metricsBody.replaceChildren(...job.metrics.slice(-8).reverse().map((m) => h('tr', { testid: 'metric-row' },
         h('td.num', m.epoch), h('td.num', metric(m.box_loss)), h('td.num', metric(m.cls_loss)),
         h('td.num', metric(m.precision)), h('td.num', metric(m.recall)), h('td.num', metric(m.map50)),

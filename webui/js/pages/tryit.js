@@ -2,15 +2,11 @@
 // and the stage timings. The request asks for every box above a low floor, so moving the confidence slider
 // re-filters here in the browser without asking the appliance again.
 
-import { ApiError } from '../api.js';
+import { errorText } from '../api.js';
 import { h, clear } from '../dom.js';
+import { defaultColor } from '../palette.js';
 
 const FLOOR = 0.01; // lowest confidence requested; the slider filters above it
-const PALETTE = ['#ff5c7a', '#4ea1ff', '#5cd65c', '#ffd23f', '#e05cff', '#ff8c42', '#42e0d0', '#c0c0c0'];
-
-function errorText(err) {
-  return err instanceof ApiError ? err.detail : String(err && err.message ? err.message : err);
-}
 
 export default {
   route: '#/try',
@@ -61,7 +57,7 @@ export default {
       g.lineWidth = 2;
       g.font = '12px sans-serif';
       for (const d of shown) {
-        const color = PALETTE[d.class_id % PALETTE.length];
+        const color = defaultColor(d.class_id);
         const { x1, y1, x2, y2 } = d.box;
         g.strokeStyle = color;
         g.strokeRect(x1 * scale, y1 * scale, (x2 - x1) * scale, (y2 - y1) * scale);

@@ -1,7 +1,7 @@
 // Upload many files in batches, one progress bar per batch, then a summary (added, duplicates, rejected + reason).
 
-import { api, ApiError } from './api.js';
-import { h } from './dom.js';
+import { api, ApiError } from '../api.js';
+import { h } from '../dom.js';
 
 const BATCH_FILES = 50;
 const BATCH_BYTES = 64 * 1024 * 1024;

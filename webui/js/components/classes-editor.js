@@ -1,9 +1,7 @@
 // Editable list of classes (name + colour) used by the create-dataset dialog and the dataset settings page.
 
-import { h } from './dom.js';
-
-const PALETTE = ['#ff6b6b', '#4dabf7', '#51cf66', '#fcc419', '#cc5de8', '#ff922b',
-  '#22b8cf', '#f06595', '#94d82d', '#845ef7', '#20c997', '#fab005'];
+import { h } from '../dom.js';
+import { defaultColor } from '../palette.js';
 
 /**
  * classesEditor(initial) -> { el, value() -> [{name, color}], }
@@ -15,7 +13,7 @@ export function classesEditor(initial = [], { lockedCount = 0 } = {}) {
     const index = list.children.length;
     const nameInput = h('input', { value: name, placeholder: 'class name', maxlength: 100, testid: 'class-name',
       'aria-label': `class ${index + 1} name` });
-    const colorInput = h('input', { type: 'color', value: color || PALETTE[index % PALETTE.length],
+    const colorInput = h('input', { type: 'color', value: color || defaultColor(index),
       testid: 'class-color', 'aria-label': `class ${index + 1} colour` });
     const remove = h('button.icon', { type: 'button', title: locked ? 'classes in use keep their place' : 'Remove class',
       testid: 'class-remove', disabled: locked, onclick: () => row.remove() }, '×');

@@ -5,8 +5,8 @@
 //   const suggestions = createSuggestions({ labeler, imageId: () => currentId });
 //   actions.append(suggestions.button); side.append(suggestions.section); ... suggestions.destroy();
 
-import { api, ApiError } from './api.js';
-import { h, toast } from './dom.js';
+import { api, ApiError } from '../api.js';
+import { h, toast } from '../dom.js';
 
 export function createSuggestions({ labeler, imageId, confidence = 0.25 }) {
   let proposals = []; // [{class_id, class_name, confidence, box}]
