@@ -70,6 +70,8 @@ export class Labeler {
   }
 
   resize() {
+    // A dataset without classes shows a message in place of the canvas: nothing to size then.
+    if (!this.canvas.parentElement) return;
     const rect = this.canvas.parentElement.getBoundingClientRect();
     const dpr = window.devicePixelRatio || 1;
     this.cssW = Math.max(1, Math.floor(rect.width));
