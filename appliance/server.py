@@ -23,7 +23,7 @@ from appliance.config import Config, ensure_jwt_secret
 from appliance.db import ConnectionPool, migrate, open_database
 from appliance.dependencies import DEPENDENCIES
 from appliance.errors import AppError, error_body
-from appliance.inference.controllers import InferenceController, ModelController, SuggestionsController
+from appliance.models.controllers import InferenceController, ModelController, SuggestionsController
 from appliance.storage import ImageStore
 from appliance.system.controllers import SystemController
 from appliance.training.controllers import BaseModelController, TrainingJobController

@@ -32,7 +32,7 @@ from appliance.camera.schemas import CameraSettings  # noqa: E402
 from appliance.clock import now_iso  # noqa: E402
 from appliance.config import load_config  # noqa: E402
 from appliance.db import migrate, open_database, write_transaction  # noqa: E402
-from appliance.inference.artifacts import artifact_name, model_dir, update_model_metadata  # noqa: E402
+from appliance.models.artifacts import artifact_name, model_dir, update_model_metadata  # noqa: E402
 from tests.models import synthetic_image  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480

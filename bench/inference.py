@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import cv2  # noqa: E402
+import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -140,7 +141,9 @@ def measure_tensorrt(
         onnx_path, engine, precision="fp16", imgsz=imgsz, dynamic=False, calibration_images=[],
         calibration_cache=onnx_path.with_suffix(".cache"), progress=lambda p, s: None,
     )  # fmt: skip
-    detector = load_detector(engine, imgsz=imgsz, options={"metadata": {**info, "imgsz": imgsz}})
+    detector = load_detector(
+        engine, imgsz=imgsz, options={"metadata": {**msgspec.to_builtins(info), "imgsz": imgsz}}
+    )
     totals: list[float] = []
     for i in range(iterations + 3):
         start = time.perf_counter()
@@ -149,8 +152,8 @@ def measure_tensorrt(
             totals.append((time.perf_counter() - start) * 1000)
     return {
         "tensorrt_fp16_total": stats(totals),
-        "device": info["device"],
-        "tensorrt_version": info["tensorrt_version"],
+        "device": info.device,
+        "tensorrt_version": info.tensorrt_version,
     }
 
 

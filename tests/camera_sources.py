@@ -16,7 +16,7 @@ import cv2
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
-from appliance.inference.artifacts import artifact_name, model_dir, update_model_metadata
+from appliance.models.artifacts import artifact_name, model_dir, update_model_metadata
 from tests.models import CLASSES, synthetic_image
 
 

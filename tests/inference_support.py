@@ -96,11 +96,11 @@ def oracle_onnx(tiny_weights: str, imgsz: int) -> Path:
 @functools.cache
 def exported_data_dir(tiny_weights: str) -> Path:
     """A data folder whose model 1 (the oracle model) was exported to ONNX at 320 by a real export job."""
-    from appliance.inference import jobs  # noqa: F401 - registers the export job kind
-    from appliance.inference.schemas import ExportCreate
-    from appliance.inference.service import create_export
     from appliance.jobs.service import claim_next_job
     from appliance.jobs.worker import run_one
+    from appliance.models import jobs  # noqa: F401 - registers the export job kind
+    from appliance.models.exports import create_export
+    from appliance.models.schemas import ExportCreate
 
     root = _SCRATCH / "exported" / "data"
     config = load_config(env={}, data_dir=str(root))
@@ -153,3 +153,14 @@ def copy_exported_model(source_root: Path, config: Config, db: Database, model_i
             db["model_exports"].insert({**export, "job_id": None})
     shutil.copytree(source_root / "models" / str(model_id), config.data_path / "models" / str(model_id))
     return model_id
+
+
+def box_iou(a: list[float], b: list[float]) -> float:
+    """IoU of two xyxy boxes; two degenerate boxes (clipped to an edge) match when their corners agree."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    if union <= 0:  # both boxes degenerate (clipped to an edge): equal when their corners agree
+        return 1.0 if max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.05 else 0.0
+    return inter / union

@@ -1,28 +1,20 @@
-"""Our inference pipeline: geometry, decode + NMS, the ultralytics oracle, the cache, TensorRT planning."""
+"""Our inference pipeline: geometry, decode + NMS, the ultralytics oracle, the cache, the backend registry.
+
+The TensorRT backend (planning, the fake-GPU code path, engines built elsewhere) is in test_tensorrt.py."""
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from appliance.config import load_config
-from appliance.db import migrate, open_database, write_transaction
-from appliance.errors import Conflict, Invalid
+from appliance.errors import Invalid
 from appliance.inference.backends import available_backends, tensorrt_available
 from appliance.inference.cache import ModelCache
 from appliance.inference.pipeline import Letterboxer, decode_and_nms, letterbox, load_detector, nms
-from appliance.inference.tensorrt_backend import (
-    IOSpec,
-    check_engine_compatible,
-    io_specs_from_engine,
-    plan_bindings,
-)
-from tests.inference_support import copy_exported_model, exported_data_dir, oracle_onnx, shapes_image
+from tests.inference_support import box_iou, oracle_onnx, shapes_image
 
 # --- geometry and decoding (fast) -------------------------------------------------------------
 
@@ -114,16 +106,6 @@ def test_nms_matches_a_brute_force_reference() -> None:
 # --- the oracle: our boxes == ultralytics' boxes ----------------------------------------------
 
 
-def _iou(a: list[float], b: list[float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    if union <= 0:  # both boxes degenerate (clipped to an edge): equal when their corners agree
-        return 1.0 if max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.05 else 0.0
-    return inter / union
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("imgsz", [320, 640])
 def test_pipeline_matches_ultralytics_predictions(tiny_yolo: Path, imgsz: int) -> None:
@@ -152,7 +134,7 @@ def test_pipeline_matches_ultralytics_predictions(tiny_yolo: Path, imgsz: int) -
                     for r in unmatched
                     if int(r[2]) == d.class_id
                     and abs(r[1] - d.confidence) <= 1e-3
-                    and _iou([d.x1, d.y1, d.x2, d.y2], r[0]) >= 0.99
+                    and box_iou([d.x1, d.y1, d.x2, d.y2], r[0]) >= 0.99
                 ),
                 None,
             )
@@ -240,308 +222,9 @@ def test_cache_holds_real_detectors(tiny_yolo: Path) -> None:
     assert second.detect(shapes_image(0), conf=0.05).width == 200
 
 
-# --- TensorRT: planning without a GPU ------------------------------------------------------------
-
-
-def test_plan_bindings_static_engine() -> None:
-    specs = [
-        IOSpec("images", True, (1, 3, 640, 640), np.dtype(np.float16)),
-        IOSpec("output0", False, (1, 6, 8400), np.dtype(np.float32)),
-    ]
-    plans = plan_bindings(specs)
-    assert plans[0].shape == (1, 3, 640, 640) and plans[0].nbytes == 3 * 640 * 640 * 2
-    assert plans[1].shape == (1, 6, 8400) and plans[1].nbytes == 6 * 8400 * 4
-    assert [p.index for p in plans] == [0, 1]
-
-
-def test_plan_bindings_dynamic_engine_resolves_shapes() -> None:
-    specs = [
-        IOSpec("images", True, (-1, 3, -1, -1), np.dtype(np.float32)),
-        IOSpec("output0", False, (-1, 84, -1), np.dtype(np.float32)),
-    ]
-    plans = plan_bindings(specs, (320, 320))
-    assert plans[0].shape == (1, 3, 320, 320)
-    assert plans[1].shape == (1, 84, 40 * 40 + 20 * 20 + 10 * 10)
-    with pytest.raises(Invalid, match="dynamic input"):
-        plan_bindings(specs)
-
-
-def test_plan_bindings_refuses_engines_that_are_not_detectors() -> None:
-    with pytest.raises(Invalid, match="one input"):
-        plan_bindings(
-            [IOSpec("a", True, (1, 3, 8, 8), np.float32), IOSpec("b", True, (1, 3, 8, 8), np.float32)]
-        )
-    with pytest.raises(Invalid, match="no output"):
-        plan_bindings([IOSpec("a", True, (1, 3, 8, 8), np.float32)])
-
-
-class _Dtype:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def test_io_specs_read_both_tensorrt_apis() -> None:
-    trt = SimpleNamespace(TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"))
-    names = ["images", "output0"]
-    shapes = {"images": (1, 3, 320, 320), "output0": (1, 6, 2100)}
-    modern = SimpleNamespace(
-        num_io_tensors=2,
-        get_tensor_name=lambda i: names[i],
-        get_tensor_mode=lambda n: "in" if n == "images" else "out",
-        get_tensor_shape=lambda n: shapes[n],
-        get_tensor_dtype=lambda n: _Dtype("HALF" if n == "images" else "FLOAT"),
-    )
-    legacy = SimpleNamespace(
-        num_bindings=2,
-        get_binding_name=lambda i: names[i],
-        binding_is_input=lambda i: i == 0,
-        get_binding_shape=lambda i: shapes[names[i]],
-        get_binding_dtype=lambda i: "DataType.FLOAT",
-    )
-    for engine in (modern, legacy):
-        specs = io_specs_from_engine(engine, trt)
-        assert [s.name for s in specs] == names and [s.is_input for s in specs] == [True, False]
-        assert specs[1].shape == (1, 6, 2100)
-    assert io_specs_from_engine(modern, trt)[0].dtype == np.float16
-
-
-def test_engine_built_elsewhere_is_refused_with_the_reason() -> None:
-    meta = {"device": "Orin", "tensorrt_version": "8.6.2"}
-    check_engine_compatible(meta, "Orin", "8.6.2")
-    with pytest.raises(Conflict, match="built on Orin"):
-        check_engine_compatible(meta, "Xavier NX", "8.6.2")
-    with pytest.raises(Conflict, match="TensorRT 8.6.2"):
-        check_engine_compatible(meta, "Orin", "10.3.0")
+# --- backends ---------------------------------------------------------------------------------
 
 
 def test_backends_register_by_key_with_guarded_imports() -> None:
     assert "onnxruntime" in available_backends()
     assert ("tensorrt" in available_backends()) == tensorrt_available()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(
-    not tensorrt_available(), reason="needs an NVIDIA GPU with TensorRT and pycuda (absent here)"
-)
-def test_tensorrt_engine_matches_onnxruntime(tiny_yolo: Path, tmp_path: Path) -> None:
-    from appliance.inference.tensorrt_build import build_engine
-
-    onnx_path = oracle_onnx(str(tiny_yolo), 320)
-    engine = tmp_path / "model_320_fp32.engine"
-    info = build_engine(
-        onnx_path, engine, precision="fp32", imgsz=320, dynamic=False, calibration_images=[],
-        calibration_cache=tmp_path / "calibration.cache", progress=lambda p, s: None,
-    )  # fmt: skip
-    assert info["device"] and info["tensorrt_version"]
-    gpu = load_detector(engine, class_names=["square", "disc"], options={"metadata": info})
-    cpu = load_detector(onnx_path, class_names=["square", "disc"])
-    image = shapes_image(1)
-    a = gpu.detect(image, conf=0.05).detections
-    b = cpu.detect(image, conf=0.05).detections
-    assert len(a) == len(b) > 0
-    for x, y in zip(
-        sorted(a, key=lambda d: -d.confidence), sorted(b, key=lambda d: -d.confidence), strict=True
-    ):
-        assert x.class_id == y.class_id and _iou([x.x1, x.y1, x.x2, x.y2], [y.x1, y.y1, y.x2, y.y2]) >= 0.98
-
-
-# --- the TensorRT backend's code path on CPU: fake CUDA/TensorRT modules around ONNX Runtime -----------
-
-
-class _DeviceBuffer:
-    """pycuda's DeviceAllocation stand-in: host bytes behind an int address."""
-
-    registry: dict[int, _DeviceBuffer] = {}
-
-    def __init__(self, nbytes: int) -> None:
-        self.data = bytearray(nbytes)
-        self.freed = False
-        _DeviceBuffer.registry[id(self)] = self
-
-    def __int__(self) -> int:
-        return id(self)
-
-    def free(self) -> None:
-        self.freed = True
-
-
-def _fake_gpu_modules(legacy: bool) -> dict[str, object]:
-    """tensorrt + pycuda stand-ins whose "engine" runs the ONNX bytes with ONNX Runtime (no GPU here)."""
-    import importlib.machinery
-    import types
-
-    import onnxruntime as ort
-
-    def module(name: str, **attrs: object) -> types.ModuleType:
-        mod = types.ModuleType(name)
-        mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
-        for key, value in attrs.items():
-            setattr(mod, key, value)
-        return mod
-
-    def read(address: int, dtype: object, shape: tuple[int, ...]) -> np.ndarray:
-        return np.frombuffer(_DeviceBuffer.registry[address].data, dtype).reshape(shape)  # type: ignore[call-overload]
-
-    def write(address: int, array: np.ndarray) -> None:
-        _DeviceBuffer.registry[address].data[:] = np.ascontiguousarray(array).tobytes()
-
-    class Engine:
-        def __init__(self, data: bytes) -> None:
-            self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-            self.io = [(i.name, True, tuple(i.shape)) for i in self.session.get_inputs()]
-            self.io += [(o.name, False, tuple(o.shape)) for o in self.session.get_outputs()]
-            if not legacy:
-                self.num_io_tensors = len(self.io)
-            else:
-                self.num_bindings = len(self.io)
-
-        def _find(self, name: str) -> tuple[str, bool, tuple[int, ...]]:
-            return next(t for t in self.io if t[0] == name)
-
-        # TensorRT 10
-        def get_tensor_name(self, i: int) -> str:
-            return self.io[i][0]
-
-        def get_tensor_mode(self, name: str) -> str:
-            return "in" if self._find(name)[1] else "out"
-
-        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return self._find(name)[2]
-
-        def get_tensor_dtype(self, name: str) -> str:
-            return "DataType.FLOAT"
-
-        # TensorRT 8.x
-        def get_binding_name(self, i: int) -> str:
-            return self.io[i][0]
-
-        def binding_is_input(self, i: int) -> bool:
-            return self.io[i][1]
-
-        def get_binding_shape(self, i: int) -> tuple[int, ...]:
-            return self.io[i][2]
-
-        def get_binding_dtype(self, i: int) -> str:
-            return "DataType.FLOAT"
-
-        def create_execution_context(self) -> object:
-            engine = self
-            addresses: dict[str, int] = {}
-
-            def run(by_name: dict[str, int]) -> bool:
-                (name, _, shape), (out_name, _, _) = engine.io[0], engine.io[1]
-                result = engine.session.run([out_name], {name: read(by_name[name], np.float32, shape)})[0]
-                write(by_name[out_name], result.astype(np.float32))
-                return True
-
-            return SimpleNamespace(
-                set_input_shape=lambda name, shape: True,
-                set_binding_shape=lambda index, shape: True,
-                set_tensor_address=lambda name, address: addresses.__setitem__(name, address),
-                execute_async_v3=lambda stream: run(addresses),
-                execute_async_v2=lambda bindings, stream: run(
-                    {t[0]: b for t, b in zip(engine.io, bindings, strict=True)}
-                ),
-            )
-
-    trt = module(
-        "tensorrt",
-        __version__="10.0.0-fake",
-        Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None}),
-        Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=Engine),
-        TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"),
-    )
-    driver = module(
-        "pycuda.driver",
-        Device=lambda index: SimpleNamespace(name=lambda: "Fake GPU"),
-        Stream=lambda: SimpleNamespace(handle=1, synchronize=lambda: None),
-        pagelocked_empty=lambda shape, dtype: np.empty(shape, dtype),
-        mem_alloc=_DeviceBuffer,
-        memcpy_htod_async=lambda dst, src, stream: write(int(dst), src),
-        memcpy_dtoh_async=lambda dst, src, stream: np.copyto(dst, read(int(src), dst.dtype, dst.shape)),
-    )
-    pycuda = module("pycuda", driver=driver)
-    return {
-        "tensorrt": trt,
-        "pycuda": pycuda,
-        "pycuda.driver": driver,
-        "pycuda.autoinit": module("pycuda.autoinit"),
-    }
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("legacy", [False, True], ids=["tensorrt10", "tensorrt8-bindings"])
-def test_tensorrt_backend_code_path_with_fake_gpu_modules(
-    tiny_yolo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legacy: bool
-) -> None:
-    import sys
-
-    for name, mod in _fake_gpu_modules(legacy).items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    assert tensorrt_available()
-    onnx_path = oracle_onnx(str(tiny_yolo), 320)
-    engine = tmp_path / "model_320_fp16.engine"
-    engine.write_bytes(onnx_path.read_bytes())
-    meta = {"device": "Fake GPU", "tensorrt_version": "10.0.0-fake", "imgsz": 320}
-    gpu = load_detector(engine, class_names=["square", "disc"], options={"metadata": meta})
-    assert gpu.key == "tensorrt" and gpu.input_size == (320, 320)
-    cpu = load_detector(onnx_path, class_names=["square", "disc"])
-    image = shapes_image(2)
-    a = gpu.detect(image, conf=0.05).detections
-    b = cpu.detect(image, conf=0.05).detections
-    assert len(a) == len(b) > 0 and a == b
-    buffers = list(gpu.backend.buffers.values())
-    gpu.close()
-    assert all(buf.freed for buf in buffers)
-    # Built on another GPU: refused with the reason.
-    with pytest.raises(Conflict, match="built on Orin"):
-        load_detector(engine, options={"metadata": {**meta, "device": "Orin"}})
-
-
-@pytest.mark.slow
-def test_engine_built_on_another_gpu_falls_back_to_onnx_and_is_rebuilt_here(
-    tiny_yolo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Engines are tied to a GPU and a TensorRT version: a foreign one is not run, ONNX serves meanwhile,
-    and an engine export for this machine is queued once (not again while it is pending, nor after it failed here)."""
-    import sys
-
-    from appliance.inference.artifacts import artifact_name, model_dir, update_model_metadata
-    from appliance.inference.service import load_detector_for_model, model_row
-
-    for name, mod in _fake_gpu_modules(legacy=False).items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    config = load_config(env={}, data_dir=str(tmp_path / "data"))
-    db = open_database(config.db_path)
-    migrate(db, config.db_path)
-    model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
-    engine_name = artifact_name("engine", "fp16", 320, False)
-    onnx_bytes = next(model_dir(config, model_id).glob("*.onnx")).read_bytes()
-    (model_dir(config, model_id) / engine_name).write_bytes(onnx_bytes)
-    update_model_metadata(
-        config,
-        model_id,
-        {},
-        engine_name,
-        {"format": "engine", "precision": "fp16", "imgsz": 320, "dynamic": False,
-         "device": "Orin", "tensorrt_version": "8.6.2", "built_at_unix": 2e9},
-    )  # fmt: skip
-    row = model_row(db, model_id)
-
-    detector = load_detector_for_model(config, row)
-    assert detector.key == "onnxruntime"
-    queued = list(db.query("SELECT * FROM model_exports WHERE format = 'engine'"))
-    assert len(queued) == 1 and queued[0]["precision"] == "fp16" and queued[0]["imgsz"] == 320
-    job = next(db.query("SELECT * FROM jobs WHERE id = ?", [queued[0]["job_id"]]))
-    assert job["kind"] == "export" and job["status"] == "pending" and json.loads(job["params"])["rebuild"]
-
-    assert load_detector_for_model(config, row).key == "onnxruntime"
-    assert db.execute("SELECT COUNT(*) FROM model_exports WHERE format = 'engine'").fetchone()[0] == 1
-
-    # The rebuild failed here (its ONNX re-export makes the camera reload): it is not queued again in a loop.
-    with write_transaction(db):
-        db.execute("UPDATE model_exports SET status = 'failed' WHERE id = ?", [queued[0]["id"]])
-        db.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", [queued[0]["job_id"]])
-    assert load_detector_for_model(config, row).key == "onnxruntime"
-    assert db.execute("SELECT COUNT(*) FROM model_exports WHERE format = 'engine'").fetchone()[0] == 1
-    db.conn.close()

@@ -31,7 +31,7 @@ from appliance.camera.publish import (
 from appliance.camera.schemas import CameraSettings, CameraState, CameraStatus, StageTiming
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database
-from appliance.inference.service import deployed_model, load_detector_for_model, loadable_artifacts
+from appliance.models.loading import deployed_model, load_detector_for_model, loadable_artifacts
 from appliance.storage import ImageStore
 from appliance.system.notify import notify, watchdog_interval_s
 

@@ -1,1 +1,1 @@
-"""Inference: our pipeline on ONNX Runtime and TensorRT, model exports, deploy, and inference on uploads."""
+"""Run-time inference library: letterbox, ONNX Runtime / TensorRT, decode + NMS, cache, export children."""

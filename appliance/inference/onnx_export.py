@@ -8,7 +8,6 @@ in this process, never in the worker or the web process.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -18,20 +17,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from appliance.inference.contracts import OnnxExportInfo, OnnxExportLine, TensorInfo
+
 logger = logging.getLogger(__name__)
 
 # Opset 17 is parsed by TensorRT 8.5+ (JetPack 5) and 10; onnxslim folds the graph for the TensorRT parser.
 OPSET = 17
 
 
-def graph_io(path: Path) -> dict[str, Any]:
+def graph_io(path: Path) -> OnnxExportInfo:
     """Input/output names, shapes (ints, or names for dynamic axes) and element types from the ONNX graph."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     initializers = {i.name for i in model.graph.initializer}
 
-    def describe(values: Any) -> list[dict[str, Any]]:
+    def describe(values: Any) -> list[TensorInfo]:
         items = []
         for v in values:
             if v.name in initializers:
@@ -40,22 +43,19 @@ def graph_io(path: Path) -> dict[str, Any]:
             dims = [
                 d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
             ]
-            items.append(
-                {
-                    "name": v.name,
-                    "shape": dims,
-                    "dtype": onnx.TensorProto.DataType.Name(tensor.elem_type).lower(),
-                }
-            )
+            dtype = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+            items.append(TensorInfo(name=v.name, shape=dims, dtype=dtype))
         return items
 
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output), "opset": opset}
+    return OnnxExportInfo(
+        inputs=describe(model.graph.input), outputs=describe(model.graph.output), opset=opset
+    )
 
 
 def export_onnx(
     weights: Path, out: Path, imgsz: int, dynamic: bool, config_dir: Path | None
-) -> dict[str, Any]:
+) -> OnnxExportInfo:
     from appliance.training.offline import prepare_ultralytics_env
 
     prepare_ultralytics_env(config_dir or out.parent / ".ultralytics")
@@ -95,18 +95,18 @@ def export_onnx(
             os.close(fd)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    info = graph_io(out)
-    return {
-        **info,
-        "file": out.name,
-        "bytes": out.stat().st_size,
-        "export_seconds": round(time.time() - started, 3),
-        "versions": {
-            "ultralytics": ultralytics.__version__,
-            "torch": torch.__version__,
-            "onnx": onnx.__version__,
+    return msgspec.structs.replace(
+        graph_io(out),
+        file=out.name,
+        bytes=out.stat().st_size,
+        export_seconds=round(time.time() - started, 3),
+        # str(): torch's version is a str subclass that msgspec does not encode.
+        versions={
+            "ultralytics": str(ultralytics.__version__),
+            "torch": str(torch.__version__),
+            "onnx": str(onnx.__version__),
         },
-    }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     result = export_onnx(args.weights, args.out, args.imgsz, args.dynamic, args.config_dir)
-    sys.stdout.write(json.dumps({"result": result}) + "\n")
+    sys.stdout.write(msgspec.json.encode(OnnxExportLine(result=result)).decode() + "\n")
     sys.stdout.flush()
     return 0
 

@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from appliance.inference.contracts import EngineBuildInfo, TensorInfo
 from appliance.inference.pipeline import letterbox
 from appliance.storage import write_atomic
 
@@ -77,7 +78,7 @@ def build_engine(
     calibration_images: list[Path],
     calibration_cache: Path,
     progress: Callable[[float, str], None],
-) -> dict[str, Any]:
+) -> EngineBuildInfo:
     """ONNX -> serialized engine at `out` (atomic); returns device name, TensorRT version, I/O specs."""
     import pycuda.autoinit  # noqa: F401 - creates the CUDA context
     import pycuda.driver as cuda
@@ -142,14 +143,10 @@ def build_engine(
     engine = trt.Runtime(trt_logger).deserialize_cuda_engine(data)
     specs = io_specs_from_engine(engine, trt)
     progress(100, "built")
-    return {
-        "device": cuda.Device(0).name(),
-        "tensorrt_version": trt.__version__,
-        "inputs": [
-            {"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in specs if s.is_input
-        ],
-        "outputs": [
-            {"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in specs if not s.is_input
-        ],
-        "bytes": os.path.getsize(out),
-    }
+    return EngineBuildInfo(
+        device=cuda.Device(0).name(),
+        tensorrt_version=str(trt.__version__),
+        inputs=[TensorInfo(s.name, list(s.shape), str(s.dtype)) for s in specs if s.is_input],
+        outputs=[TensorInfo(s.name, list(s.shape), str(s.dtype)) for s in specs if not s.is_input],
+        bytes=os.path.getsize(out),
+    )

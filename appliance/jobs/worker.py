@@ -30,7 +30,7 @@ from appliance.system.service import publish_gpu_snapshot
 logger = logging.getLogger(__name__)
 
 # Modules whose import registers job kinds; a domain not yet present is skipped.
-JOB_MODULES = ("appliance.training.jobs", "appliance.inference.jobs", "appliance.transfers.jobs")
+JOB_MODULES = ("appliance.training.jobs", "appliance.models.jobs", "appliance.transfers.jobs")
 
 
 class JobCancelled(Exception):

@@ -1,4 +1,4 @@
-"""Models, exports and inference results as msgspec Structs."""
+"""Request and response bodies of the model API: models, exports, inference results, suggestions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HTTP routes for models, exports, deploy, inference on uploads and labeling suggestions (logic in service)."""
+"""HTTP routes for models, exports, deploy, inference on uploads and labeling suggestions (logic beside)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from appliance.classes import class_names
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import BadRequest, Invalid, NotFound, TooLarge
 from appliance.imaging.check import FORMATS
-from appliance.inference import service
-from appliance.inference.schemas import ExportCreate, ExportRead, InferenceRead, ModelRead, SuggestionsRead
+from appliance.models import exports, predict, registry
+from appliance.models.schemas import ExportCreate, ExportRead, InferenceRead, ModelRead, SuggestionsRead
 from appliance.storage import read_upload
 
 Id = Annotated[int, Parameter(gt=0)]
@@ -43,21 +43,21 @@ class ModelController(Controller):
 
     @get("/", operation_id="listModels", sync_to_thread=True)
     def list_models(self, db: DB, user: Caller, config: Settings) -> list[ModelRead]:
-        return service.list_models(db, config, user)
+        return registry.list_models(db, config, user)
 
     @get("/{model_id:int}", operation_id="getModel", sync_to_thread=True)
     def get_model(self, model_id: Id, db: DB, user: Caller, config: Settings) -> ModelRead:
-        return service.get_model(db, config, model_id, user)
+        return registry.get_model(db, config, model_id, user)
 
     @get("/{model_id:int}/exports", operation_id="listModelExports", sync_to_thread=True)
     def list_exports(self, model_id: Id, db: DB, user: Caller) -> list[ExportRead]:
-        return service.list_exports(db, model_id, user)
+        return registry.list_exports(db, model_id, user)
 
     @post("/{model_id:int}/exports", operation_id="createModelExport", sync_to_thread=True)
     def create_export(
         self, model_id: Id, data: JSONBody[ExportCreate], db: DB, user: Caller, config: Settings
     ) -> ExportRead:
-        return service.create_export(db, config, model_id, data, user)
+        return exports.create_export(db, config, model_id, data, user)
 
     @post(
         "/{model_id:int}/exports/{export_id:int}/cancel",
@@ -66,11 +66,11 @@ class ModelController(Controller):
         sync_to_thread=True,
     )
     def cancel_export(self, model_id: Id, export_id: Id, db: DB, user: Caller) -> ExportRead:
-        return service.cancel_export(db, model_id, export_id, user)
+        return exports.cancel_export(db, model_id, export_id, user)
 
     @post("/{model_id:int}/deploy", operation_id="deployModel", status_code=200, sync_to_thread=True)
     def deploy(self, model_id: Id, db: DB, user: Caller, config: Settings) -> ModelRead:
-        return service.deploy_model(db, config, model_id, user)
+        return registry.deploy_model(db, config, model_id, user)
 
 
 class InferenceController(Controller):
@@ -89,7 +89,7 @@ class InferenceController(Controller):
             raise TooLarge(f"the image is larger than the {config.max_image_mb} MB limit")
         if data.precision not in (None, "", "fp32", "fp16", "int8"):
             raise Invalid("precision must be fp32, fp16 or int8")
-        return service.run_inference(
+        return predict.run_inference(
             db,
             config,
             user,
@@ -124,6 +124,6 @@ class SuggestionsController(Controller):
         if not path.exists():
             raise NotFound(f"file of image {image_id} is missing on disk")
         names = class_names(dataset_row(db, image["dataset_id"])["classes"])
-        return service.suggest_boxes(
+        return predict.suggest_boxes(
             db, config, user, path, image_id, names, confidence=body.confidence, iou=body.iou
         )

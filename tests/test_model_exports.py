@@ -14,10 +14,10 @@ import pytest
 from litestar.testing import TestClient
 
 from appliance.config import Config, load_config
-from appliance.db import open_database
-from appliance.inference import jobs  # noqa: F401 - registers the export job kind
+from appliance.db import Database, open_database
 from appliance.jobs.service import claim_next_job, create_job, get_job
 from appliance.jobs.worker import run_one
+from appliance.models import jobs  # noqa: F401 - registers the export job kind
 from tests.helpers import API, REPO, ServerProcess, create_dataset, create_user, setup_admin, upload
 from tests.inference_support import (
     copy_exported_model,
@@ -27,20 +27,15 @@ from tests.inference_support import (
     shapes_image,
 )
 
-
-def _db(config: Config) -> Any:
-    return open_database(config.db_path)
-
-
 # --- validation and refusals (fast) -----------------------------------------------------------
 
 
 def test_export_validation_and_engine_refused_here(
-    client: TestClient[Any], admin: dict[str, str], config: Config, tmp_path: Path
+    client: TestClient[Any], admin: dict[str, str], config: Config, fresh_db: Database, tmp_path: Path
 ) -> None:
     weights = tmp_path / "best.pt"
     weights.write_bytes(b"not used: nothing is exported in this test")
-    db = _db(config)
+    db = fresh_db
     model_id = insert_model(db, config, weights)
     url = f"{API}/models/{model_id}/exports"
     engine = client.post(url, json={"format": "engine", "half": True}, headers=admin)
@@ -81,17 +76,13 @@ def test_export_validation_and_engine_refused_here(
         "pending",
     ]
     assert listed[0]["ready"] is False and listed[0]["has_weights"] is True
-    db.conn.close()
 
 
-def test_engine_job_fails_with_a_clear_reason(config: Config, tmp_path: Path) -> None:
+def test_engine_job_fails_with_a_clear_reason(config: Config, fresh_db: Database, tmp_path: Path) -> None:
     """A queued engine export reaching a worker without TensorRT fails; it never crashes the worker."""
     weights = tmp_path / "best.pt"
     weights.write_bytes(b"x")
-    db = _db(config)
-    from appliance.db import migrate
-
-    migrate(db, config.db_path)
+    db = fresh_db
     model_id = insert_model(db, config, weights)
     job_id = create_job(
         db, "export", {"model_id": model_id, "format": "engine", "precision": "fp16", "imgsz": 64},
@@ -101,7 +92,14 @@ def test_engine_job_fails_with_a_clear_reason(config: Config, tmp_path: Path) ->
     assert job is not None and job["id"] == job_id
     assert run_one(job, db, config) == "failed"
     assert "TensorRT is not available on this machine" in get_job(db, job_id)["error"]
-    db.conn.close()
+
+
+def test_malformed_export_params_fail_the_job_with_the_reason(config: Config, fresh_db: Database) -> None:
+    job_id = create_job(fresh_db, "export", {"model_id": "one", "format": "onnx"}, user_id=None)
+    job = claim_next_job(fresh_db, ["export"])
+    assert job is not None and job["id"] == job_id
+    assert run_one(job, fresh_db, config) == "failed"
+    assert "malformed params" in get_job(fresh_db, job_id)["error"]
 
 
 def test_inference_rejects_bad_input(client: TestClient[Any], admin: dict[str, str]) -> None:
@@ -150,9 +148,9 @@ def test_export_job_writes_onnx_and_metadata(tiny_yolo: Path) -> None:
 
 @pytest.mark.slow
 def test_deploy_infer_and_suggest_through_the_api(
-    tiny_yolo: Path, client: TestClient[Any], admin: dict[str, str], config: Config
+    tiny_yolo: Path, client: TestClient[Any], admin: dict[str, str], config: Config, fresh_db: Database
 ) -> None:
-    db = _db(config)
+    db = fresh_db
     model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
     model = client.get(f"{API}/models/{model_id}", headers=admin).json()
     assert model["ready"] is True and model["exports"][0]["status"] == "completed"
@@ -212,7 +210,6 @@ def test_deploy_infer_and_suggest_through_the_api(
         f"{API}/inference", files={"image": ("a.jpg", jpeg(shapes_image(3)), "image/jpeg")}, headers=writer
     )
     assert hidden.status_code == 404, hidden.text
-    db.conn.close()
 
 
 def copy_second_model(db: Any, config: Config, first_id: int) -> int:
@@ -286,8 +283,8 @@ def test_inference_request_imports_no_torch_or_ultralytics(tiny_yolo: Path, tmp_
 
 
 def test_artifact_selection_prefers_engines_only_where_tensorrt_runs(config: Config) -> None:
-    from appliance.inference.artifacts import artifact_name, update_model_metadata
-    from appliance.inference.service import loadable_artifacts, select_artifact
+    from appliance.models.artifacts import artifact_name, artifacts_on_disk, update_model_metadata
+    from appliance.models.loading import loadable_artifacts, select_artifact
 
     folder = config.data_path / "models" / "5"
     folder.mkdir(parents=True)
@@ -302,15 +299,46 @@ def test_artifact_selection_prefers_engines_only_where_tensorrt_runs(config: Con
     update_model_metadata(
         config, 5, {}, "evil.onnx", {"format": "onnx", "precision": "fp32", "imgsz": 320, "dynamic": False}
     )
-    assert sorted(a["file"] for a in loadable_artifacts(config, 5)) == [
+    assert sorted(a.file for a in artifacts_on_disk(config, 5)) == [
         "model_320.onnx", "model_320_fp16.engine", "model_320_int8.engine",
     ]  # fmt: skip
+    # The camera's view of the same files: the names and paths its model key is made of.
+    assert sorted((a["file"], a["path"]) for a in loadable_artifacts(config, 5))[0] == (
+        "model_320.onnx",
+        folder / "model_320.onnx",
+    )
     row = {"id": 5, "imgsz": 320}
-    assert select_artifact(config, row, None, with_tensorrt=False)["file"] == "model_320.onnx"
-    assert select_artifact(config, row, "fp16", with_tensorrt=False)["file"] == "model_320.onnx"
-    assert select_artifact(config, row, None, with_tensorrt=True)["file"] == "model_320_fp16.engine"
-    assert select_artifact(config, row, "int8", with_tensorrt=True)["file"] == "model_320_int8.engine"
-    assert select_artifact(config, row, "fp32", with_tensorrt=True)["format"] == "engine"
+    assert select_artifact(config, row, None, with_tensorrt=False).file == "model_320.onnx"
+    assert select_artifact(config, row, "fp16", with_tensorrt=False).file == "model_320.onnx"
+    assert select_artifact(config, row, None, with_tensorrt=True).file == "model_320_fp16.engine"
+    assert select_artifact(config, row, "int8", with_tensorrt=True).file == "model_320_int8.engine"
+    assert select_artifact(config, row, "fp32", with_tensorrt=True).info.format == "engine"
+
+
+def test_metadata_json_keeps_its_keys_and_a_malformed_one_is_named(config: Config) -> None:
+    from appliance.models.artifacts import (
+        MalformedMetadata,
+        artifacts_on_disk,
+        metadata_path,
+        read_model_metadata,
+        update_model_metadata,
+    )
+
+    fields = {"model_id": 3, "name": "m", "classes": ["a", "b"], "imgsz": 64, "training_job_id": None}
+    entry = {"format": "onnx", "precision": "fp32", "imgsz": 64, "dynamic": False, "opset": 17}
+    update_model_metadata(config, 3, fields, "model_64.onnx", entry)
+    (metadata_path(config, 3).parent / "model_64.onnx").write_bytes(b"x")
+    written = json.loads(metadata_path(config, 3).read_text())
+    assert written == {
+        **fields,
+        "classes": [{"name": "a", "color": ""}, {"name": "b", "color": ""}],
+        "artifacts": {"model_64.onnx": entry},
+    }
+    assert read_model_metadata(config, 3).artifacts["model_64.onnx"].opset == 17
+    metadata_path(config, 3).write_text('{"artifacts": {"model_64.onnx": {"format": "pt"}}}')
+    with pytest.raises(MalformedMetadata, match="models/3/metadata.json is malformed"):
+        read_model_metadata(config, 3)
+    assert artifacts_on_disk(config, 3) == []  # unreadable: no exports to load, as before
 
 
 def test_int8_calibration_reads_the_training_snapshot_and_keeps_a_cache(config: Config) -> None:
@@ -319,17 +347,17 @@ def test_int8_calibration_reads_the_training_snapshot_and_keeps_a_cache(config: 
 
     import numpy as np
 
-    from appliance.inference.jobs import calibration_images
     from appliance.inference.tensorrt_build import calibration_batches, make_calibrator
+    from appliance.models.jobs import calibration_images
 
     snapshot = config.data_path / "runs" / "7" / "images" / "train"
     snapshot.mkdir(parents=True)
     for seed in range(10):
         (snapshot / f"{seed:03d}.jpg").write_bytes(jpeg(shapes_image(seed)))
     (snapshot / "notes.txt").write_text("not an image")
-    picked = calibration_images(SimpleNamespace(config=config), {"job_id": 7}, 4)  # type: ignore[arg-type]
+    picked = calibration_images(config, 7, 4)
     assert [p.name for p in picked] == ["000.jpg", "002.jpg", "005.jpg", "007.jpg"]
-    assert calibration_images(SimpleNamespace(config=config), {"job_id": None}, 4) == []  # type: ignore[arg-type]
+    assert calibration_images(config, None, 4) == []
     batches = calibration_batches(picked, 64)
     assert len(batches) == 4 and batches[0].shape == (1, 3, 64, 64) and batches[0].dtype == np.float32
 

@@ -1,0 +1,1 @@
+"""Models after training: registry, exports, artifacts on disk, loading for inference, predictions."""

@@ -1,0 +1,92 @@
+"""What the model domain hands between processes and files, as typed records.
+
+- `ExportParams` / `ExportResult`: an "export" job's params (queued by the web, or by a process that found an
+  engine built elsewhere) and its result (written by the worker).
+- `ModelMetadata` / `ArtifactInfo`: `models/<id>/metadata.json`, one entry per exported file.
+- `NewModel`: what a finished training hands the registry to become a models row.
+
+The JSON keys are the ones the console, the tests and older files already use.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from appliance.classes import ClassEntry
+from appliance.inference.contracts import TensorInfo
+from appliance.models.schemas import ExportFormat
+
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class ArtifactInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One exported file's entry in metadata.json (and an export's `metadata`); unset fields are left out."""
+
+    format: ExportFormat
+    precision: Precision
+    imgsz: int
+    dynamic: bool
+    inputs: list[TensorInfo] | None = None
+    outputs: list[TensorInfo] | None = None
+    opset: int | None = None
+    source_job_id: int | None = None
+    built_at: str | None = None
+    built_at_unix: float | None = None
+    versions: dict[str, str] | None = None
+    # Engines only: the ONNX file it was built from, where and with what it was built.
+    onnx: str | None = None
+    device: str | None = None
+    tensorrt_version: str | None = None
+    calibration_images: int | None = None
+    # In the export's record only (model_exports.metadata and the job result), not in metadata.json.
+    build_seconds: float | None = None
+    bytes: int | None = None
+
+
+class ModelMetadata(msgspec.Struct, kw_only=True):
+    """models/<id>/metadata.json: the model-level fields, then every exported file by name."""
+
+    model_id: int | None = None
+    name: str | None = None
+    classes: list[ClassEntry] = msgspec.field(default_factory=list)
+    imgsz: int | None = None
+    training_job_id: int | None = None
+    artifacts: dict[str, ArtifactInfo] = msgspec.field(default_factory=dict)
+
+
+class ExportParams(msgspec.Struct, kw_only=True):
+    """An "export" job's params: the export row it fills and what to build."""
+
+    model_id: int
+    format: ExportFormat
+    precision: Precision = "fp32"
+    imgsz: int
+    dynamic: bool = False
+    calib_images: int = 200
+    export_id: int = 0  # 0: a job queued without a model_exports row (nothing to update)
+    rebuild: bool = False  # an engine built elsewhere, queued again for this machine
+
+
+class ExportResult(msgspec.Struct, kw_only=True):
+    export_id: int
+    model_id: int
+    file: str
+    metadata: ArtifactInfo
+
+
+class NewModel(msgspec.Struct, kw_only=True):
+    """A finished training's model: the row's fields. params, metrics and snapshot are stored as JSON as the
+    trainer gives them (Structs or plain values) and shown by the API as objects."""
+
+    job_id: int
+    dataset_id: int | None
+    created_by: int | None
+    name: str  # empty: "<dataset> <base model> job <id>"
+    base_model: str
+    classes: list[str]
+    imgsz: int
+    params: Any
+    metrics: Any
+    snapshot: Any
