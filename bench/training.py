@@ -174,9 +174,9 @@ def bench_snapshot(root: Path, count: int) -> dict[str, Any]:
         "boxes": len(boxes),
         "generate_ms": round(generate_s * 1000),
         "snapshot_ms": round(snapshot_s * 1000),
-        "snapshot_cpu_ms": round(summary["cpu_seconds"] * 1000),
-        "train_images": summary["train_images"],
-        "val_images": summary["val_images"],
+        "snapshot_cpu_ms": round(summary.cpu_seconds * 1000),
+        "train_images": summary.train_images,
+        "val_images": summary.val_images,
     }
 
 

@@ -1,88 +1,31 @@
-"""Training on the box: validation, a full run, cancel, kill -9 recovery, corrupt checkpoint, no network, SSE.
+"""Training on the box: validation, a run, cancel, OOM retry, booking a finished run, no network, SSE.
 
 The e2e tests put a synthetic shapes dataset in through the API and run `appliance worker` as a real
 subprocess on the same data folder; each trains yolov8n.yaml at 64 px for a couple of epochs on CPU.
+Crash recovery (kill -9, corrupt checkpoint, SIGTERM) is in test_training_recovery.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import TestClient
 
-from appliance.config import Config, load_config
-from appliance.server import create_app
 from appliance.system.service import cuda_device_count
-from appliance.training.child import (
-    CheckpointError,
-    NetworkAudit,
-    check_checkpoint,
-    save_checkpoint_copy,
-)
-from appliance.training.jobs import tail_text
+from appliance.training.checkpoints import CheckpointError, check_checkpoint, save_checkpoint_copy
+from appliance.training.contracts import ChildResult, MalformedRecord, read_record
+from appliance.training.network_audit import NetworkAudit
 from appliance.training.snapshot import split_images
-from tests.helpers import API, REPO, create_dataset, create_user, image_bytes, setup_admin, upload
+from tests.helpers import API, REPO, create_dataset, create_user, image_bytes, upload
 from tests.models import CLASSES
+from tests.training_support import RUN_TIMEOUT, TERMINAL, TINY, Env, job_events
 from tests.workers import WorkerProcess, build_synthetic_dataset, wait_for
-
-TINY = {"base_model": "yolov8n.yaml", "imgsz": 64, "batch": 4, "workers": 0, "plots": False}
-TERMINAL = ("completed", "failed", "cancelled")
-RUN_TIMEOUT = 420  # seconds for one tiny training on a busy 2-core machine
-
-
-class Env:
-    """A data folder, the real app on it (TestClient), an admin and a synthetic dataset."""
-
-    def __init__(self, root: Path, images: int = 16) -> None:
-        self.root = root
-        self.data = root / "data"
-        self.config: Config = load_config(env={}, data_dir=str(self.data), runtime_dir=str(root / "run"))
-        self._client_cm = TestClient(app=create_app(self.config), raise_server_exceptions=False)
-        self.client = self._client_cm.__enter__()
-        self.admin = setup_admin(self.client)
-        self.dataset = build_synthetic_dataset(self.client, self.admin, count=images)
-
-    def close(self) -> None:
-        self._client_cm.__exit__(None, None, None)
-
-    def start_job(self, **params: Any) -> dict[str, Any]:
-        body = {"dataset_id": self.dataset["id"], **TINY, **params}
-        response = self.client.post(f"{API}/training-jobs", json=body, headers=self.admin)
-        assert response.status_code == 201, response.text
-        return response.json()
-
-    def job(self, job_id: int) -> dict[str, Any]:
-        response = self.client.get(f"{API}/training-jobs/{job_id}", headers=self.admin)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def wait_status(self, job_id: int, statuses: tuple[str, ...], worker: WorkerProcess) -> dict[str, Any]:
-        return wait_for(
-            lambda: (j := self.job(job_id))["status"] in statuses and j,
-            RUN_TIMEOUT,
-            f"job {job_id} to reach {statuses}",
-            interval=0.5,
-            on_timeout=worker.log_text()[-3000:] + tail_text(self.run_dir(job_id) / "train.log"),
-        )
-
-    def run_dir(self, job_id: int) -> Path:
-        return self.data / "runs" / str(job_id)
-
-    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(self.config.db_path)
-        try:
-            return conn.execute(query, args).fetchall()
-        finally:
-            conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +133,33 @@ def test_event_cursor_beyond_any_row_id_is_refused_or_ignored(env: Env) -> None:
     response = env.client.get(f"{API}/training-jobs/{job['id']}/events?after={huge}", headers=env.admin)
     assert response.status_code == 400 and response.json()["status_code"] == 400, response.text
     # A nonsensical Last-Event-ID (it comes from the browser) is ignored: the whole stream, then its end.
-    events = _events(env, job["id"], last_event_id=int(huge))
+    events = job_events(env, job["id"], last_event_id=int(huge))
     assert [e["kind"] for e in events] == ["status", "status", "end"] and events[-1]["status"] == "cancelled"
+
+
+def test_job_params_are_stored_with_the_keys_the_console_reads(env: Env) -> None:
+    job = env.start_job(epochs=3, name="keys")
+    try:
+        ((stored,),) = env.sql("SELECT params FROM jobs WHERE id = ?", (job["id"],))
+        params = json.loads(stored)
+        request = {"dataset_id", "base_model", "epochs", "imgsz", "batch", "patience", "device", "val_ratio"}
+        request |= {"seed", "workers", "plots", "name"}
+        assert set(params) == request | {"classes", "model_source"}  # no recovery flags until recovery
+        assert params["classes"] == CLASSES and params["epochs"] == 3 and params["name"] == "keys"
+        assert "model_source" not in job["params"] and job["params"]["epochs"] == 3
+    finally:
+        env.client.post(f"{API}/training-jobs/{job['id']}/cancel", headers=env.admin)
+
+
+def test_a_malformed_run_file_is_named_in_the_error(tmp_path: Path) -> None:
+    (tmp_path / "result.json").write_text('{"status": "exploded"}')
+    with pytest.raises(MalformedRecord, match=r"result\.json is malformed"):
+        read_record(tmp_path / "result.json", ChildResult)
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "last.pt").write_bytes(b"x")
+    (tmp_path / "checkpoint" / "last.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"last\.json is malformed"):
+        check_checkpoint(tmp_path)
 
 
 def test_split_is_deterministic_and_stratified() -> None:
@@ -221,7 +189,8 @@ def test_network_audit_records_only_outside_addresses(tmp_path: Path) -> None:
     assert audit.attempts == []
     audit.hook("socket.connect", (None, ("140.82.112.3", 443)))
     audit.hook("socket.getaddrinfo", ("github.com", 443, 0, 0, 0))
-    assert [a["host"] for a in audit.attempts] == ["140.82.112.3", "github.com"]
+    assert [a.host for a in audit.attempts] == ["140.82.112.3", "github.com"]
+    assert [a.port for a in audit.attempts] == [443, 443]
     assert len((tmp_path / "net.jsonl").read_text().splitlines()) == 2
 
 
@@ -229,7 +198,7 @@ def test_checkpoint_checks(tmp_path: Path) -> None:
     last = tmp_path / "last.pt"
     last.write_bytes(b"x" * 1000)
     save_checkpoint_copy(last, tmp_path / "checkpoint", epoch=0, epochs=3)
-    assert check_checkpoint(tmp_path)["epoch"] == 0
+    assert check_checkpoint(tmp_path).epoch == 0
     (tmp_path / "checkpoint" / "last.pt").write_bytes(b"y" * 1000)
     with pytest.raises(CheckpointError, match="corrupt"):
         check_checkpoint(tmp_path)
@@ -248,21 +217,6 @@ def test_web_process_never_imports_torch() -> None:
 
 
 # --- slow: real training through the worker ----------------------------------------------------------------
-
-
-def _events(env: Env, job_id: int, last_event_id: int | None = None) -> list[dict[str, Any]]:
-    headers = dict(env.admin)
-    if last_event_id is not None:
-        headers["Last-Event-ID"] = str(last_event_id)
-    response = env.client.get(f"{API}/training-jobs/{job_id}/events", headers=headers)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/event-stream")
-    events = []
-    for block in response.text.replace("\r\n", "\n").split("\n\n"):
-        data = [line[6:] for line in block.splitlines() if line.startswith("data: ")]
-        if data:
-            events.append(json.loads("\n".join(data)))
-    return events
 
 
 @pytest.mark.slow
@@ -322,14 +276,14 @@ def test_training_runs_to_completed_with_metrics_model_plots_and_no_network(
     assert f"model:{model_id}" in bases
 
     # SSE: the whole stream of a finished job, then a resumed one after Last-Event-ID.
-    events = _events(env, job["id"])
+    events = job_events(env, job["id"])
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "status" and kinds[-1] == "end" and events[-1]["status"] == "completed"
     assert "batch" in kinds and kinds.count("epoch") == 2 and "snapshot" in kinds
     statuses = [e["data"]["status"] for e in events if e["kind"] == "status"]
     assert statuses == ["pending", "running", "completed"]
     middle = next(e for e in events if e["kind"] == "epoch")["id"]
-    later = _events(env, job["id"], last_event_id=middle)
+    later = job_events(env, job["id"], last_event_id=middle)
     assert (
         later[0]["id"] > middle
         and [e["id"] for e in later[:-1]] == [e["id"] for e in events if e["id"] > middle][:-1]
@@ -383,10 +337,13 @@ def test_out_of_memory_is_retried_once_with_half_the_batch(tmp_path: Path) -> No
 def test_finished_run_interrupted_before_booking_is_finalized_without_training(
     env: Env, worker: WorkerProcess, tmp_path: Path
 ) -> None:
+    # A run of its own (not another test's): the test must pass alone and in any order.
+    job_id = env.start_job(epochs=1)["id"]
+    finished = env.wait_status(job_id, TERMINAL, worker)
+    assert finished["status"] == "completed", (finished["error"], finished["log_tail"])
+    model_id = finished["model_id"]
+    assert read_record(env.run_dir(job_id) / "result.json", ChildResult).status == "completed"
     # The worker died after the child wrote its final record but before the model row and the job's end.
-    (job_id, model_id), *_ = env.sql(
-        "SELECT id, model_id FROM jobs WHERE kind = 'train' AND status = 'completed'"
-    )
     log = env.run_dir(job_id) / "train.log"
     starts = log.read_text().count("=== job")
     conn = sqlite3.connect(env.config.db_path)
@@ -408,116 +365,3 @@ def test_finished_run_interrupted_before_booking_is_finalized_without_training(
     assert done["status"] == "completed" and done["model_id"] and done["attempts"] == 2
     assert log.read_text().count("=== job") == starts  # no new training child
     assert env.sql("SELECT job_id FROM models WHERE id = ?", (done["model_id"],)) == [(job_id,)]
-
-
-def _kill_mid_second_epoch(
-    env: Env, epochs: int, graceful: bool = False
-) -> tuple[dict[str, Any], WorkerProcess]:
-    worker = WorkerProcess(env.data, env={"TRAIN_CHILD_BATCH_DELAY_S": "0.4"}).start()
-    job = env.start_job(epochs=epochs)
-    wait_for(
-        lambda: (
-            (j := env.job(job["id"]))["epoch"] >= 1 and 1 <= j["batch"] < j["batches"] and j["epoch"] < epochs
-        ),
-        RUN_TIMEOUT,
-        "the second epoch to start",
-        interval=0.1,
-        on_timeout=worker.log_text()[-3000:],
-    )
-    assert (env.run_dir(job["id"]) / "checkpoint" / "last.json").exists()
-    child_pid = int((env.run_dir(job["id"]) / "child.pid").read_text())
-    if graceful:
-        worker.stop()  # SIGTERM, as systemd stops it: the child is terminated, the job left running
-        assert worker.process is not None and worker.process.returncode == 0, worker.log_text()[-2000:]
-        assert "left running for recovery" in worker.log_text()
-    else:
-        worker.kill()
-    # The training child dies with its worker (PR_SET_PDEATHSIG).
-    wait_for(lambda: not Path(f"/proc/{child_pid}").exists() or _zombie(child_pid), 20, "the child to die")
-    assert env.job(job["id"])["status"] == "running"
-    return job, worker
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-@pytest.mark.slow
-def test_kill_9_worker_mid_epoch_then_restart_resumes_and_completes(tmp_path: Path) -> None:
-    crash = Env(tmp_path)
-    try:
-        job, _ = _kill_mid_second_epoch(crash, epochs=3)
-        restarted = WorkerProcess(crash.data, env={"TRAIN_CHILD_BATCH_DELAY_S": "0"}).start()
-        try:
-            done = crash.wait_status(job["id"], TERMINAL, restarted)
-        finally:
-            restarted.stop()
-        assert done["status"] == "completed", (done["error"], done["log_tail"])
-        assert done["attempts"] == 2 and done["result"]["resumed_from_epoch"] == 1
-        assert [m["epoch"] for m in done["metrics"]] == [1, 2, 3]
-        assert done["model_id"]
-        recovery = [e for e in _events(crash, job["id"]) if e["kind"] == "recovery"]
-        assert recovery and recovery[0]["data"]["action"] == "resume"
-    finally:
-        crash.close()
-
-
-@pytest.mark.slow
-def test_corrupt_checkpoint_fails_clearly_instead_of_hanging(tmp_path: Path) -> None:
-    crash = Env(tmp_path)
-    try:
-        job, _ = _kill_mid_second_epoch(crash, epochs=3)
-        checkpoint = crash.run_dir(job["id"]) / "checkpoint"
-        # Garbage whose checksum matches the sidecar: gets past the cheap check, must fail at torch.load.
-        garbage = os.urandom(4096)
-        (checkpoint / "last.pt").write_bytes(garbage)
-        meta = json.loads((checkpoint / "last.json").read_text())
-        import hashlib
-
-        meta.update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
-        (checkpoint / "last.json").write_text(json.dumps(meta))
-        started = time.monotonic()
-        restarted = WorkerProcess(crash.data).start()
-        try:
-            done = crash.wait_status(job["id"], TERMINAL, restarted)
-        finally:
-            restarted.stop()
-        assert done["status"] == "failed"
-        assert "corrupt or unreadable" in done["error"], done["error"]
-        assert time.monotonic() - started < RUN_TIMEOUT
-        # A second job left running with a checksum mismatch is failed at worker start, without a child.
-        (checkpoint / "last.pt").write_bytes(b"torn write")
-        crash.sql("SELECT 1")
-        conn = sqlite3.connect(crash.config.db_path)
-        conn.execute(
-            "UPDATE jobs SET status = 'running', error = NULL, worker_pid = 999999 WHERE id = ?", (job["id"],)
-        )
-        conn.commit()
-        conn.close()
-        again = WorkerProcess(crash.data).start()
-        try:
-            failed = crash.wait_status(job["id"], ("failed",), again)
-        finally:
-            again.stop()
-        assert "checksum" in failed["error"], failed["error"]
-    finally:
-        crash.close()
-
-
-@pytest.mark.slow
-def test_worker_sigterm_stops_the_child_and_the_next_start_resumes(tmp_path: Path) -> None:
-    crash = Env(tmp_path, images=12)
-    try:
-        job, _ = _kill_mid_second_epoch(crash, epochs=2, graceful=True)
-        restarted = WorkerProcess(crash.data).start()
-        try:
-            done = crash.wait_status(job["id"], TERMINAL, restarted)
-        finally:
-            restarted.stop()
-        assert done["status"] == "completed", (done["error"], done["log_tail"])
-        assert done["result"]["resumed_from_epoch"] == 1 and [m["epoch"] for m in done["metrics"]] == [1, 2]
-    finally:
-        crash.close()

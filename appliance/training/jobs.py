@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -13,12 +12,33 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+
+import msgspec
 
 from appliance.jobs.worker import JobCancelled, JobContext, JobKind, WorkerStopping, register_job_kind
+from appliance.models.contracts import NewModel
+from appliance.models.registry import register_model
 from appliance.storage import write_atomic
-from appliance.training import child as child_module
-from appliance.training.service import KIND, register_model, run_dir
+from appliance.training.checkpoints import CheckpointError, check_checkpoint, checkpoint_state
+from appliance.training.contracts import (
+    CHECKPOINT_DIR,
+    EXIT_OK,
+    JOB_FILE,
+    RESULT_FILE,
+    SNAPSHOT_FILE,
+    ChildJob,
+    ChildResult,
+    MalformedRecord,
+    SnapshotSummary,
+    TrainFailure,
+    TrainParams,
+    TrainRequest,
+    TrainResult,
+    encode_record,
+    read_record,
+)
+from appliance.training.schemas import EpochMetrics
+from appliance.training.service import KIND, run_dir
 from appliance.training.snapshot import build_snapshot, load_snapshot
 
 logger = logging.getLogger(__name__)
@@ -31,11 +51,11 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class TrainingFailed(Exception):
-    """The child ended without a usable result; `result` keeps its final record."""
+    """The training failed; `result` keeps the child's final record when there is one (the job's result)."""
 
-    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, result: TrainFailure | None = None) -> None:
         super().__init__(message)
-        self.result = result or {}
+        self.result = result
 
 
 def tail_text(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
@@ -97,54 +117,91 @@ def _stop_child(process: subprocess.Popen[bytes]) -> None:
 
 
 def _finalize(
-    context: JobContext, folder: Path, result: dict[str, Any], snapshot: dict[str, Any]
-) -> dict[str, Any]:
+    context: JobContext, folder: Path, result: ChildResult, snapshot: SnapshotSummary
+) -> TrainResult:
     """Turn the child's final record into the job result (and a model row when best.pt exists)."""
     job = context.job
-    best = Path(result["best"]) if result.get("best") else None
-    final = result.get("final") or (result.get("history") or [{}])[-1]
-    summary: dict[str, Any] = {
-        "status": result.get("status"),
-        "metrics": final,
-        "epochs_done": result.get("epochs_done"),
-        "seconds": result.get("seconds"),
-        "device": result.get("device"),
-        "batch": result.get("batch"),
-        "oom_retry": result.get("oom_retry"),
-        "resumed_from_epoch": result.get("resumed_from_epoch") or job["params"].get("resumed_from_epoch"),
-        "network_attempts": result.get("network_attempts", []),
-        "network_guard": result.get("network_guard"),
-        "snapshot": {k: v for k, v in snapshot.items() if k != "class_images"},
-        "run_dir": str(folder),
-    }
+    params: TrainParams = context.params
+    final = result.final or (result.history[-1] if result.history else None)
+    summary = TrainResult(
+        status=result.status,
+        metrics=final,
+        epochs_done=result.epochs_done,
+        seconds=result.seconds,
+        device=result.device,
+        batch=result.batch,
+        oom_retry=result.oom_retry,
+        resumed_from_epoch=result.resumed_from_epoch,
+        network_attempts=result.network_attempts,
+        network_guard=result.network_guard,
+        snapshot=msgspec.structs.replace(snapshot, class_images=None),
+        run_dir=str(folder),
+    )
+    best = Path(result.best) if result.best else None
     existing = context.db.execute("SELECT model_id FROM jobs WHERE id = ?", [context.job_id]).fetchone()
     if existing and existing[0]:
-        summary["model_id"] = existing[0]
+        summary.model_id = existing[0]
     elif best is not None and best.exists():
-        extra = {"batch": result.get("batch")} if result.get("oom_retry") else None
+        request = msgspec.convert(msgspec.to_builtins(params), TrainRequest)
+        if result.oom_retry and result.batch:
+            request.batch = result.batch  # the model records the batch it was really trained with
         metrics = {
-            **(final or {}),
-            "epochs_done": result.get("epochs_done"),
-            "cancelled": result.get("status") == "cancelled",
+            **(msgspec.to_builtins(final) if final is not None else {}),
+            "epochs_done": result.epochs_done,
+            "cancelled": result.status == "cancelled",
         }
-        summary["model_id"] = register_model(context.db, context.config, job, best, metrics, snapshot, extra)
+        model = NewModel(
+            job_id=context.job_id,
+            dataset_id=job["dataset_id"],
+            created_by=job["created_by"],
+            name=params.name,
+            base_model=params.base_model,
+            classes=snapshot.classes or params.classes,
+            imgsz=params.imgsz,
+            params=request,
+            metrics=metrics,
+            snapshot=snapshot,
+        )
+        summary.model_id = register_model(context.db, context.config, model, best)
     return summary
 
 
-def run_training(context: JobContext) -> dict[str, Any]:
+def _read_result(folder: Path) -> ChildResult:
+    try:
+        return read_record(folder / RESULT_FILE, ChildResult)
+    except MalformedRecord as exc:
+        raise TrainingFailed(str(exc)) from None
+
+
+def _history_to_resume(context: JobContext, folder: Path) -> list[EpochMetrics]:
+    """The epochs the progress recorded up to the checkpoint copy the child resumes from."""
+    recorded = (context.job.get("progress") or {}).get("history") or []
+    try:
+        history = msgspec.convert(recorded, list[EpochMetrics])
+    except msgspec.ValidationError:
+        logger.warning("job %s: unreadable epoch history in its progress; the chart restarts", context.job_id)
+        history = []
+    state = checkpoint_state(folder)
+    last = state.epoch if state is not None else -1
+    return [h for h in history if h.epoch <= last + 1]
+
+
+def run_training(context: JobContext) -> TrainResult:
     config = context.config
     job = context.job
-    params = context.params
+    params: TrainParams = context.params
     folder = run_dir(config, context.job_id)
     folder.mkdir(parents=True, exist_ok=True)
-    resume = bool(params.get("resume"))
-    snapshot = load_snapshot(folder) if (resume or params.get("finalize")) else None
+    resume = params.resume
+    snapshot = load_snapshot(folder) if (resume or params.finalize) else None
 
-    if params.get("finalize"):
+    if params.finalize:
         # The worker died after the training finished: only the bookkeeping is left.
-        result = json.loads((folder / child_module.RESULT_FILE).read_text())
-        summary = _finalize(context, folder, result, snapshot or {})
-        if result.get("status") == "cancelled":
+        if snapshot is None:
+            raise TrainingFailed(f"{folder / SNAPSHOT_FILE} is missing; the finished run cannot be booked")
+        result = _read_result(folder)
+        summary = _finalize(context, folder, result, snapshot)
+        if result.status == "cancelled":
             raise JobCancelled(summary)
         return summary
 
@@ -152,33 +209,30 @@ def run_training(context: JobContext) -> dict[str, Any]:
         if job["dataset_id"] is None:
             raise TrainingFailed("the dataset was deleted before the training started")
         resume = False
-        for stale in ("train", child_module.CHECKPOINT_DIR):
+        for stale in ("train", CHECKPOINT_DIR):
             shutil.rmtree(folder / stale, ignore_errors=True)
-        context.progress(force=True, event_kind="stage", stage="snapshot", epochs=int(params["epochs"]))
+        context.progress(force=True, event_kind="stage", stage="snapshot", epochs=params.epochs)
         snapshot = build_snapshot(
             context.db, config.data_path, folder, context.job_id, int(job["dataset_id"]),
-            val_ratio=float(params["val_ratio"]), seed=int(params["seed"]),
+            val_ratio=params.val_ratio, seed=params.seed,
         )  # fmt: skip
-        context.event("snapshot", **{k: v for k, v in snapshot.items() if k not in ("run_dir", "data_yaml")})
+        shown = msgspec.to_builtins(snapshot)
+        context.event("snapshot", **{k: v for k, v in shown.items() if k not in ("run_dir", "data_yaml")})
     if context.cancel_requested(every_s=0):
         raise JobCancelled({"status": "cancelled", "snapshot": snapshot})
 
-    history = list((job.get("progress") or {}).get("history") or []) if resume else []
-    if resume:
-        state = child_module.checkpoint_state(folder) or {}
-        history = [h for h in history if h["epoch"] <= int(state.get("epoch", -1)) + 1]
-    spec = {
-        "job_id": context.job_id,
-        "db_path": str(config.db_path),
-        "data_yaml": snapshot["data_yaml"],
-        "params": params,
-        "resume": resume,
-        "history": history,
-        "parent_pid": os.getpid(),
-        "ultralytics_config_dir": str(config.data_path / "ultralytics"),
-    }
-    write_atomic(folder / child_module.JOB_FILE, json.dumps(spec, indent=1).encode())
-    (folder / child_module.RESULT_FILE).unlink(missing_ok=True)
+    spec = ChildJob(
+        job_id=context.job_id,
+        db_path=str(config.db_path),
+        data_yaml=snapshot.data_yaml,
+        params=params,
+        resume=resume,
+        history=_history_to_resume(context, folder) if resume else [],
+        parent_pid=os.getpid(),
+        ultralytics_config_dir=str(config.data_path / "ultralytics"),
+    )
+    write_atomic(folder / JOB_FILE, encode_record(spec))
+    (folder / RESULT_FILE).unlink(missing_ok=True)
     context.progress(force=True, event_kind="stage", stage="starting", resume=resume)
 
     log_path = folder / LOG_FILE
@@ -211,24 +265,26 @@ def run_training(context: JobContext) -> dict[str, Any]:
     finally:
         _stop_child(process)
     code = process.returncode
-    tail = tail_text(log_path)
-    for line in tail.splitlines():
+    for line in tail_text(log_path).splitlines():
         context.log(line)
-    result_path = folder / child_module.RESULT_FILE
-    if not result_path.exists():
+    if not (folder / RESULT_FILE).exists():
         reason = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         raise TrainingFailed(
             f"the training process ended ({reason}) without a final record; see the log tail"
         )
-    result = json.loads(result_path.read_text())
-    logger.info("job %s: training child exited %s with status %s", context.job_id, code, result.get("status"))
-    if result.get("status") == "failed" or code != child_module.EXIT_OK:
-        failed = {
-            k: result.get(k) for k in ("error", "oom_retry", "network_attempts", "epochs_done", "history")
-        }
-        raise TrainingFailed(result.get("error") or f"training process exit code {code}", failed)
+    result = _read_result(folder)
+    logger.info("job %s: training child exited %s with status %s", context.job_id, code, result.status)
+    if result.status == "failed" or code != EXIT_OK:
+        failed = TrainFailure(
+            error=result.error,
+            oom_retry=result.oom_retry,
+            network_attempts=result.network_attempts,
+            epochs_done=result.epochs_done,
+            history=result.history,
+        )
+        raise TrainingFailed(result.error or f"training process exit code {code}", failed)
     summary = _finalize(context, folder, result, snapshot)
-    if result.get("status") == "cancelled":
+    if result.status == "cancelled":
         raise JobCancelled(summary)
     return summary
 
@@ -237,23 +293,23 @@ def recover_training(context: JobContext) -> None:
     """A job left running by a dead worker: resume from the last good checkpoint copy, or say why not."""
     folder = run_dir(context.config, context.job_id)
     _kill_leftover_child(folder)
-    result_path = folder / child_module.RESULT_FILE
-    if result_path.exists():
-        result = json.loads(result_path.read_text())
-        if result.get("status") in ("completed", "cancelled"):
-            context.requeue(finalize=True, resume=False)
-            return
-    if load_snapshot(folder) is None or child_module.checkpoint_state(folder) is None:
+    result_path = folder / RESULT_FILE
+    if result_path.exists() and read_record(result_path, ChildResult).status in ("completed", "cancelled"):
+        context.requeue(finalize=True, resume=False)
+        return
+    if load_snapshot(folder) is None or checkpoint_state(folder) is None:
         # Nothing was learned yet (no epoch finished): starting over loses nothing.
         context.event("recovery", action="restart", reason="no checkpoint was saved before the interruption")
         context.requeue(resume=False)
         return
     try:
-        meta = child_module.check_checkpoint(folder)
-    except child_module.CheckpointError as exc:
+        record = check_checkpoint(folder)
+    except CheckpointError as exc:
         raise RuntimeError(f"cannot resume after the interruption: {exc}") from None
-    context.event("recovery", action="resume", epoch=int(meta["epoch"]) + 1)
+    context.event("recovery", action="resume", epoch=record.epoch + 1)
     context.requeue(resume=True)
 
 
-register_job_kind(JobKind(name=KIND, lane="gpu", run=run_training, recover=recover_training))
+register_job_kind(
+    JobKind(name=KIND, lane="gpu", run=run_training, recover=recover_training, params_type=TrainParams)
+)

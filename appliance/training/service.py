@@ -1,12 +1,10 @@
-"""Training jobs: validation before anything is created, base models, job views, plots and the model row."""
+"""Training jobs: validation before anything is created, base models, job views and plots."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +13,13 @@ import yaml
 
 from appliance.caller import CurrentUser, require_writer
 from appliance.catalog import readable_dataset
-from appliance.classes import class_names, dump_class_names
-from appliance.clock import now_iso
+from appliance.classes import class_names
 from appliance.config import Config
-from appliance.db import Database, write_transaction
+from appliance.db import Database
 from appliance.errors import Forbidden, Invalid, NotFound
 from appliance.jobs import service as jobs
-from appliance.storage import atomic_target
 from appliance.system.service import cuda_device_count
+from appliance.training.contracts import TrainParams
 from appliance.training.schemas import (
     BaseModelRead,
     EpochMetrics,
@@ -179,9 +176,7 @@ def resolve_base_model(db: Database, config: Config, base_model: str, user: Curr
 # --- jobs -----------------------------------------------------------------------------------------
 
 
-def validate_request(
-    db: Database, config: Config, body: TrainingJobCreate, user: CurrentUser
-) -> dict[str, Any]:
+def validate_request(db: Database, config: Config, body: TrainingJobCreate, user: CurrentUser) -> TrainParams:
     """Every check before anything is created; returns the job's params."""
     require_writer(user)
     dataset = readable_dataset(db, body.dataset_id, user)
@@ -208,10 +203,7 @@ def validate_request(
         if body.batch < len(indexes):
             raise Invalid("batch must be at least the number of devices")
     source = resolve_base_model(db, config, body.base_model, user)
-    params = msgspec.to_builtins(body)
-    params["model_source"] = source
-    params["classes"] = classes
-    return params
+    return TrainParams(**msgspec.structs.asdict(body), classes=classes, model_source=source)
 
 
 def create_training_job(
@@ -331,56 +323,3 @@ def plot_path(db: Database, config: Config, job_id: int, name: str, user: Curren
     if not path.is_file():
         raise NotFound(f"job {job_id} has no {name} (yet)")
     return path
-
-
-# --- the model row (worker side) ---------------------------------------------------------------------
-
-
-def register_model(
-    db: Database,
-    config: Config,
-    job: dict[str, Any],
-    best: Path,
-    metrics: dict[str, Any],
-    snapshot: dict[str, Any],
-    extra_params: dict[str, Any] | None = None,
-) -> int:
-    """Copy best.pt to models/<id>/best.pt atomically, then insert the row (same transaction holds the id)."""
-    params = {k: v for k, v in job["params"].items() if k not in ("model_source", "resume")}
-    params.update(extra_params or {})
-    dataset_name = ""
-    if job["dataset_id"] is not None:
-        row = db.execute("SELECT name FROM datasets WHERE id = ?", [job["dataset_id"]]).fetchone()
-        dataset_name = row[0] if row else ""
-    name = (
-        params.get("name")
-        or f"{dataset_name or 'model'} {params.get('base_model', '')} job {job['id']}".strip()
-    )
-    with write_transaction(db):
-        model_id = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM models").fetchone()[0])
-        target = config.data_path / "models" / str(model_id) / "best.pt"
-        with best.open("rb") as source, atomic_target(target) as handle:
-            shutil.copyfileobj(source, handle, 1024 * 1024)
-        db.execute(
-            """INSERT INTO models (id, name, dataset_id, job_id, base_model, classes, imgsz, params, metrics,
-                                   snapshot, path, created_by, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [
-                model_id,
-                name,
-                job["dataset_id"],
-                job["id"],
-                params.get("base_model", ""),
-                dump_class_names(snapshot.get("classes") or params.get("classes") or []),
-                int(params.get("imgsz", 640)),
-                json.dumps(params),
-                json.dumps(metrics),
-                json.dumps(snapshot),
-                str(target),
-                job["created_by"],
-                now_iso(),
-            ],
-        )
-        db.execute("UPDATE jobs SET model_id = ? WHERE id = ?", [model_id, job["id"]])
-    logger.info("job %s: model %s registered at %s", job["id"], model_id, target)
-    return model_id

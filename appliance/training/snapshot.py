@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -19,11 +18,11 @@ from appliance.db import Database, write_transaction
 from appliance.errors import Invalid
 from appliance.imaging.check import FORMATS
 from appliance.storage import write_atomic
+from appliance.training.contracts import SNAPSHOT_FILE, SnapshotSummary, encode_record, read_record
 
 logger = logging.getLogger(__name__)
 
 LABELED = ("labeled", "reviewed")
-SNAPSHOT_FILE = "snapshot.json"
 BACKGROUND = -1  # stratum of labeled images without boxes (negatives)
 
 
@@ -96,7 +95,7 @@ def build_snapshot(
     *,
     val_ratio: float,
     seed: int,
-) -> dict[str, Any]:
+) -> SnapshotSummary:
     """Write images/{train,val} symlinks, labels/{train,val}/*.txt and data.yaml under run_dir.
 
     Everything is read inside one read transaction, so the snapshot is consistent even while people label.
@@ -188,48 +187,39 @@ def build_snapshot(
             "INSERT INTO training_snapshot_images (job_id, image_id, version, split) VALUES (?, ?, ?, ?)",
             [(job_id, image_id, info[image_id][1], split_of[image_id]) for image_id in sorted(split_of)],
         )
-    summary = {
-        "job_id": job_id,
-        "dataset_id": dataset_id,
-        "run_dir": str(run_dir),
-        "data_yaml": str(data_yaml),
-        "classes": class_names,
-        "val_ratio": val_ratio,
-        "seed": seed,
-        "images": len(split_of),
-        "train_images": len(train),
-        "val_images": len(val),
-        "boxes": sum(len(boxes.get(i, ())) for i in split_of),
-        "background_images": sum(1 for i in split_of if not image_classes[i]),
-        "class_images": {
+    summary = SnapshotSummary(
+        job_id=job_id,
+        dataset_id=dataset_id,
+        run_dir=str(run_dir),
+        data_yaml=str(data_yaml),
+        classes=class_names,
+        val_ratio=val_ratio,
+        seed=seed,
+        images=len(split_of),
+        train_images=len(train),
+        val_images=len(val),
+        boxes=sum(len(boxes.get(i, ())) for i in split_of),
+        background_images=sum(1 for i in split_of if not image_classes[i]),
+        class_images={
             split: {class_names[c] if c < len(class_names) else str(c): n for c, n in sorted(counts.items())}
             for split, counts in per_class_images.items()
         },
         # The exact images and annotation versions are rows of training_snapshot_images for this job.
-        "images_table": "training_snapshot_images",
-        "seconds": round(time.perf_counter() - started, 3),
-        "cpu_seconds": round(time.process_time() - cpu_started, 3),
-    }
-    write_atomic(run_dir / SNAPSHOT_FILE, json.dumps(summary, indent=1).encode())
+        images_table="training_snapshot_images",
+        seconds=round(time.perf_counter() - started, 3),
+        cpu_seconds=round(time.process_time() - cpu_started, 3),
+    )
+    write_atomic(run_dir / SNAPSHOT_FILE, encode_record(summary))
     logger.info(
         "snapshot of dataset %s for job %s: %s train / %s val images in %.2f s (read %.2f s, files %.2f s)",
-        dataset_id, job_id, len(train), len(val), summary["seconds"], read_s, files_s,
+        dataset_id, job_id, len(train), len(val), summary.seconds, read_s, files_s,
     )  # fmt: skip
     return summary
 
 
-def load_snapshot(run_dir: Path) -> dict[str, Any] | None:
+def load_snapshot(run_dir: Path) -> SnapshotSummary | None:
+    """The run's snapshot.json, or None before one was written; MalformedRecord names a file that does not fit."""
     path = run_dir / SNAPSHOT_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text())
-
-
-def snapshot_images(db: Database, job_id: int) -> list[dict[str, Any]]:
-    return [
-        {"image_id": r[0], "version": r[1], "split": r[2]}
-        for r in db.execute(
-            "SELECT image_id, version, split FROM training_snapshot_images WHERE job_id = ? ORDER BY image_id",
-            [job_id],
-        )
-    ]
+    return read_record(path, SnapshotSummary)

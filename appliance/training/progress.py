@@ -1,0 +1,235 @@
+"""Training progress from the child into the catalog: ultralytics callbacks, per-epoch metrics, cancel checks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from appliance.db import Database, open_database
+from appliance.jobs import service as jobs
+from appliance.training.checkpoints import CheckpointSaver
+from appliance.training.contracts import CHECKPOINT_DIR, FinalMetrics
+from appliance.training.schemas import EpochMetrics
+
+logger = logging.getLogger(__name__)
+
+# Test hooks (no APPLIANCE_ prefix: those are config keys). They only slow down or inject a fault.
+BATCH_DELAY_ENV = "TRAIN_CHILD_BATCH_DELAY_S"
+FAKE_OOM_ENV = "TRAIN_CHILD_FAKE_OOM"
+
+
+def _num(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return round(number, 6) if number == number else None  # NaN -> None
+
+
+def epoch_metrics(trainer: Any, epoch: int, seconds: float | None) -> EpochMetrics:
+    """One epoch's losses, validation metrics and learning rate, read off the ultralytics trainer."""
+    losses: dict[str, Any] = {}
+    with contextlib.suppress(Exception):
+        if trainer.tloss is not None:
+            losses = trainer.label_loss_items(trainer.tloss, prefix="train")
+    metrics = trainer.metrics or {}
+    lr = (getattr(trainer, "lr", None) or {}).get("lr/pg0")
+    return EpochMetrics(
+        epoch=epoch,
+        box_loss=_num(losses.get("train/box_loss")),
+        cls_loss=_num(losses.get("train/cls_loss")),
+        dfl_loss=_num(losses.get("train/dfl_loss")),
+        val_box_loss=_num(metrics.get("val/box_loss")),
+        val_cls_loss=_num(metrics.get("val/cls_loss")),
+        val_dfl_loss=_num(metrics.get("val/dfl_loss")),
+        precision=_num(metrics.get("metrics/precision(B)")),
+        recall=_num(metrics.get("metrics/recall(B)")),
+        map50=_num(metrics.get("metrics/mAP50(B)")),
+        map50_95=_num(metrics.get("metrics/mAP50-95(B)")),
+        lr=_num(lr),
+        seconds=None if seconds is None else round(seconds, 3),
+    )
+
+
+class CatalogWriter:
+    """Progress writes from a thread with its own connection: a durable commit (fsync) can take 100 ms on a
+    busy disk, and the training loop must not wait for it. Order is kept; a batch update still queued when
+    a newer one arrives is dropped."""
+
+    def __init__(self, db_path: Path, job_id: int) -> None:
+        self.db_path = db_path
+        self.job_id = job_id
+        self._queue: queue.Queue[tuple[str, Any, str | None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="catalog-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, item: tuple[str, Any, str | None]) -> None:
+        """("progress", fields, event kind or None) or ("event", data, kind); Structs become plain values."""
+        kind, data, event = item
+        self._queue.put((kind, msgspec.to_builtins(data), event))
+
+    def _run(self) -> None:
+        db = open_database(self.db_path)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                if item[2] == "batch" and self._queue.qsize():
+                    continue  # superseded by a newer update already waiting
+                try:
+                    if item[0] == "event":
+                        jobs.add_event(db, self.job_id, str(item[2]), item[1])
+                    else:
+                        jobs.set_progress(db, self.job_id, item[1], item[2])
+                except Exception:
+                    logger.exception("could not record progress")
+        finally:
+            db.conn.close()
+
+    def close(self) -> None:
+        """Write everything queued, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+
+class Progress:
+    """Ultralytics callbacks -> catalog: throttled batch progress, per-epoch metrics, cancel, checkpoints."""
+
+    def __init__(
+        self, db: Database, db_path: Path, job_id: int, run_dir: Path, history: list[EpochMetrics]
+    ) -> None:
+        self.db = db  # reads only (the cancel flag); writes go through self.writer
+        self.job_id = job_id
+        self.run_dir = run_dir
+        self.history = history  # kept across a resume: earlier epochs stay on the chart
+        self.batch = 0
+        self.batches = 0
+        self.epochs = 0
+        self.start_epoch = 0
+        self.in_epoch = False
+        self.cancelled = False
+        self.final: FinalMetrics | None = None
+        self.best_epoch: int | None = None
+        self._last_write = 0.0
+        self._last_cancel_check = 0.0
+        self._train_started = 0.0
+        self._epoch_started = 0.0
+        self._done_batches = 0
+        self.batch_delay = float(os.environ.get(BATCH_DELAY_ENV) or 0)
+        self.fake_oom_batch = int(os.environ.get(FAKE_OOM_ENV) or 0)
+        self.checkpoints = CheckpointSaver(run_dir / CHECKPOINT_DIR)
+        self.writer = CatalogWriter(db_path, job_id)
+
+    def attach(self, model: Any) -> None:
+        for event in (
+            "on_train_start",
+            "on_train_epoch_start",
+            "on_train_batch_start",
+            "on_train_batch_end",
+            "on_model_save",
+            "on_fit_epoch_end",
+        ):
+            model.add_callback(event, getattr(self, event))
+
+    def write(self, fields: dict[str, Any], event: str | None) -> None:
+        self.writer.put(("progress", fields, event))
+
+    def _eta(self, trainer: Any) -> float | None:
+        total = self.batches * (self.epochs - self.start_epoch)
+        if not self._done_batches or not total:
+            return None
+        elapsed = time.monotonic() - self._train_started
+        return round(elapsed / self._done_batches * max(total - self._done_batches, 0), 1)
+
+    def _fraction(self, epoch_index: int) -> float:
+        if not self.epochs or not self.batches:
+            return 0.0
+        return round(min(1.0, (epoch_index * self.batches + self.batch) / (self.epochs * self.batches)), 4)
+
+    def on_train_start(self, trainer: Any) -> None:
+        self.batches = len(trainer.train_loader)
+        self.epochs = int(trainer.epochs)
+        self.start_epoch = int(trainer.start_epoch)
+        self._train_started = time.monotonic()
+        self.write(
+            {"stage": "training", "epochs": self.epochs, "batches": self.batches, "epoch": self.start_epoch,
+             "batch_size": int(trainer.batch_size)},
+            "stage",
+        )  # fmt: skip
+
+    def on_train_epoch_start(self, trainer: Any) -> None:
+        self.in_epoch = True
+        self.batch = 0
+        self._epoch_started = time.monotonic()
+
+    def on_train_batch_start(self, trainer: Any) -> None:
+        if self.fake_oom_batch and trainer.batch_size > self.fake_oom_batch:
+            raise RuntimeError(f"CUDA out of memory (simulated with {FAKE_OOM_ENV})")
+
+    def on_train_batch_end(self, trainer: Any) -> None:
+        self.batch += 1
+        self._done_batches += 1
+        if self.batch_delay:
+            time.sleep(self.batch_delay)
+        now = time.monotonic()
+        if now - self._last_cancel_check >= 0.5:
+            self._last_cancel_check = now
+            if jobs.is_cancel_requested(self.db, self.job_id):
+                if not self.cancelled:
+                    logger.info("cancel requested: stopping after this batch")
+                self.cancelled = True
+                trainer.stop = True
+        if now - self._last_write >= 1.0 or self.batch == self.batches:
+            self._last_write = now
+            losses: dict[str, Any] = {}
+            with contextlib.suppress(Exception):
+                losses = trainer.label_loss_items(trainer.tloss, prefix="train")
+            self.write(
+                {
+                    "stage": "training",
+                    "epoch": int(trainer.epoch),
+                    "batch": self.batch,
+                    "batches": self.batches,
+                    "fraction": self._fraction(int(trainer.epoch)),
+                    "eta_s": self._eta(trainer),
+                    "losses": {k.split("/", 1)[1]: _num(v) for k, v in losses.items()},
+                },
+                "batch",
+            )
+
+    def on_model_save(self, trainer: Any) -> None:
+        try:
+            self.checkpoints.save(Path(trainer.last), int(trainer.epoch), self.epochs)
+        except Exception:
+            logger.exception("could not copy last.pt aside")
+
+    def on_fit_epoch_end(self, trainer: Any) -> None:
+        if not self.in_epoch:  # the extra call after the loop: final validation of best.pt
+            measured = epoch_metrics(trainer, len(self.history), None)
+            self.final = FinalMetrics(
+                **{**msgspec.structs.asdict(measured), "seconds": None}, best_epoch=self.best_epoch
+            )
+            self.write({"stage": "finishing", "final": self.final}, "final")
+            return
+        self.in_epoch = False
+        epoch = int(trainer.epoch) + 1
+        row = epoch_metrics(trainer, epoch, time.monotonic() - self._epoch_started)
+        self.history[:] = [h for h in self.history if h.epoch < epoch] + [row]
+        with contextlib.suppress(Exception):
+            if trainer.stopper.best_epoch is not None:
+                self.best_epoch = int(trainer.stopper.best_epoch) + 1
+        self.write(
+            {"stage": "training", "epoch": epoch, "epochs": self.epochs, "batch": 0, "history": self.history,
+             "fraction": self._fraction(epoch), "eta_s": self._eta(trainer), "best_epoch": self.best_epoch},
+            None,
+        )  # fmt: skip
+        self.writer.put(("event", row, "epoch"))
