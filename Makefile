@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run test test-fast lint format bench bench-quick clean
+.PHONY: help install install-train install-test run test test-fast lint format bench bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,12 +23,18 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -e '.[train,dev]'
 	@touch $@
 
+$(VENV)/.installed-train: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e '.[train]'
+	@touch $@
+
 install: $(STAMP) ## install the appliance into .venv (runtime only)
+
+install-train: $(VENV)/.installed-train ## install the appliance with what training needs (torch, ultralytics)
 
 install-test: $(VENV)/.installed-test ## install the appliance with training and test tools into .venv
 
-run: install ## start the appliance on 127.0.0.1:8000 with SQLite and ./var
-	$(VENV)/bin/appliance serve
+run: install-train ## the whole box on 127.0.0.1:8000 (web, worker, camera) with SQLite and ./var
+	$(VENV)/bin/appliance run
 
 test: install-test ## install everything and run the whole test suite (browser tests included)
 	@test -x $(CHROMIUM) || (echo "Chromium missing: apt-get install -y chromium" && exit 1)

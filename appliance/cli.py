@@ -60,6 +60,13 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+@command("run", "run the whole box here: web, worker and camera as supervised children", _serve_arguments)
+def run_command(args: argparse.Namespace, config: Config) -> int:
+    from appliance.system.supervisor import run_supervisor
+
+    return run_supervisor(args.config, args.host, args.port)
+
+
 # --- migrate / create-admin / doctor ------------------------------------------------------------
 
 
@@ -105,11 +112,28 @@ def create_admin(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+@command("setup-code", "print a new one-time code for creating the first admin in the console")
+def setup_code_command(args: argparse.Namespace, config: Config) -> int:
+    from appliance.auth.setup_code import new_setup_code
+    from appliance.db import migrate, open_database
+
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    if db.execute("SELECT 1 FROM users LIMIT 1").fetchone():
+        print("setup is done: an account exists; log in instead", file=sys.stderr)
+        return 1
+    code = new_setup_code(db)
+    print("Enter this code on the console's first page to create the admin account.")
+    print("It replaces any code printed before and works once.")
+    print(code)
+    return 0
+
+
 @command("doctor", "print what the box has: versions, data dir, disk, GPU, TensorRT")
 def doctor(args: argparse.Namespace, config: Config) -> int:
     from appliance.system.service import system_report
 
-    report = system_report(config)
+    report = system_report(config, in_web=False)
     print(json.dumps(report, indent=2))
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)

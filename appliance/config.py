@@ -39,7 +39,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     token_ttl_minutes: int = 12 * 60
     cookie_secure: bool = False  # set true when the console is served over HTTPS
     registration_enabled: bool = False
+    # Origins (scheme://host:port) besides the box's own that may send state-changing requests.
     allowed_origins: list[str] = msgspec.field(default_factory=list)
+    # Host names besides localhost, IP literals, the hostname and <hostname>.local (DNS-rebinding guard).
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
     disk_min_free_mb: int = 512  # uploads and imports are refused below this
     disk_warn_free_mb: int = 2048  # GET /system and `appliance doctor` warn below this
     tls_cert: str = ""  # PEM certificate: `appliance serve` speaks HTTPS (and sets secure cookies) when set

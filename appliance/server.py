@@ -12,11 +12,18 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.static_files import create_static_files_router
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.auth.controllers import AuthController, UsersController
 from appliance.auth.middleware import PUBLIC, AuthMiddleware
+from appliance.auth.request_checks import (
+    RequestPolicy,
+    content_type_middleware,
+    head_as_get,
+    send_refusal,
+    with_security_headers,
+)
 from appliance.auth.service import LoginThrottle
+from appliance.auth.setup_code import announce_setup_code
 from appliance.camera.controllers import CameraController
 from appliance.catalog.controllers import DatasetController, ImageController
 from appliance.config import Config, ensure_jwt_secret
@@ -34,36 +41,24 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 WEBUI_DIR = Path(__file__).resolve().parent.parent / "webui"
 
-# The console loads only its own files: no inline script, no outside origin.
-SECURITY_HEADERS = [
-    (
-        b"content-security-policy",
-        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-        b"connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-        b"frame-ancestors 'none'; form-action 'self'",
-    ),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-]
 
+class ApplianceApp(Litestar):
+    """The Litestar app with the checks every request passes before routing (see auth/request_checks.py)
+    and the security headers on every answer, 401s and routing errors included."""
 
-def security_headers_middleware(app: ASGIApp) -> ASGIApp:
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
+    policy: RequestPolicy
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
-                message["headers"] = list(message.get("headers", [])) + extra
-            await send(message)
-
-        await app(scope, receive, send_with_headers)
-
-    return wrapped
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # ASGI; typed loosely on purpose
+        if scope["type"] in ("http", "websocket"):
+            if scope["type"] == "http":
+                send = with_security_headers(send)
+            refusal = self.policy.refusal(scope)
+            if refusal is not None:
+                await send_refusal(scope, send, *refusal)
+                return
+            if scope.get("method") == "HEAD":
+                scope, receive, send = head_as_get(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 def _validation_detail(exc: ValidationException) -> str:
@@ -123,6 +118,7 @@ def create_app(config: Config) -> Litestar:
         config.runtime_path.mkdir(parents=True, exist_ok=True)
         loop_db = open_database(config.db_path)
         migrate(loop_db, config.db_path)
+        announce_setup_code(loop_db)
         app.state.loop_db = loop_db
         app.state.pool = ConnectionPool(config.db_path)
 
@@ -136,10 +132,10 @@ def create_app(config: Config) -> Litestar:
     console = create_static_files_router(
         path="/", directories=[WEBUI_DIR], html_mode=True, opt={PUBLIC: True}, name="console"
     )
-    return Litestar(
+    app = ApplianceApp(
         route_handlers=[api, console],
         dependencies=DEPENDENCIES,
-        middleware=[security_headers_middleware, AuthMiddleware],
+        middleware=[content_type_middleware, AuthMiddleware],
         exception_handlers={Exception: handle_error},
         on_startup=[open_catalog],
         on_shutdown=[close_catalog],
@@ -160,6 +156,8 @@ def create_app(config: Config) -> Litestar:
         ),
         debug=False,
     )
+    app.policy = RequestPolicy(config)
+    return app
 
 
 __all__ = ["API_PREFIX", "create_app"]

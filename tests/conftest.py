@@ -14,7 +14,7 @@ from litestar.testing import TestClient
 from appliance.config import Config, load_config
 from appliance.db import Database, migrate, open_database
 from appliance.server import create_app
-from tests.helpers import ServerProcess, setup_admin
+from tests.helpers import LOCAL_URL, ServerProcess, setup_admin
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -36,7 +36,7 @@ def fresh_db(config: Config) -> Iterator[Database]:
 
 @pytest.fixture
 def client(config: Config) -> Iterator[TestClient[Any]]:
-    with TestClient(app=create_app(config), raise_server_exceptions=False) as test_client:
+    with TestClient(app=create_app(config), base_url=LOCAL_URL, raise_server_exceptions=False) as test_client:
         yield test_client
 
 

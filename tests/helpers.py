@@ -33,8 +33,30 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+# TestClient's default host (testserver.local) is not a name the box answers to.
+LOCAL_URL = "http://localhost.localdomain"
+
+
+def fresh_setup_code(db_path: Path) -> str:
+    """A setup code made the way `appliance setup-code` makes one (the box keeps only its hash)."""
+    from appliance.auth.setup_code import new_setup_code
+    from appliance.db import migrate, open_database
+
+    db = open_database(db_path)
+    try:
+        migrate(db, db_path)
+        return new_setup_code(db)
+    finally:
+        db.conn.close()
+
+
+def admin_setup(db_path: Path, **fields: str) -> dict[str, str]:
+    """The body of POST /auth/setup for the test admin, with a valid setup code of that catalog."""
+    return {**ADMIN, "setup_code": fresh_setup_code(db_path), **fields}
+
+
 def setup_admin(client: Any) -> dict[str, str]:
-    response = client.post(f"{API}/auth/setup", json=ADMIN)
+    response = client.post(f"{API}/auth/setup", json=admin_setup(client.app.state.config.db_path))
     assert response.status_code == 201, response.text
     return auth(response.json()["access_token"])
 
@@ -145,6 +167,9 @@ class ServerProcess:
                 self.process.wait()
         if hasattr(self, "log"):
             self.log.close()
+
+    def setup_body(self, **fields: str) -> dict[str, str]:
+        return admin_setup(self.data_dir / "appliance.db", **fields)
 
     def __enter__(self) -> ServerProcess:
         self.start()

@@ -10,11 +10,12 @@ from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from appliance.auth import service
-from appliance.auth.middleware import PUBLIC, PUBLIC_IF_REGISTRATION
+from appliance.auth.middleware import PUBLIC, PUBLIC_IF_REGISTRATION, token_from
 from appliance.auth.schemas import (
     Credentials,
     PasswordChange,
     RegisterRequest,
+    SessionRead,
     SetupRequest,
     SetupState,
     TokenRead,
@@ -24,7 +25,7 @@ from appliance.auth.schemas import (
 )
 from appliance.caller import CurrentUser, require_admin
 from appliance.dependencies import DB, Caller, Settings
-from appliance.errors import Unauthorized
+from appliance.errors import NotFound, Unauthorized
 
 UserId = Annotated[int, Parameter(gt=0)]
 
@@ -63,9 +64,36 @@ class AuthController(Controller):
         )
 
     @post("/setup", operation_id="setupFirstAdmin", opt={PUBLIC: True}, sync_to_thread=True)
-    def setup(self, data: JSONBody[SetupRequest], db: DB, state: State) -> Response[TokenRead]:
-        user = service.create_first_admin(db, data.username, data.password)
+    def setup(
+        self, data: JSONBody[SetupRequest], db: DB, state: State, request: Request
+    ) -> Response[TokenRead]:
+        user = service.create_first_admin(
+            db,
+            data.username,
+            data.password,
+            setup_code=data.setup_code,
+            client=_client(request),
+            throttle=state.login_throttle,
+        )
         return _token_response(db, user.id, state, HTTP_201_CREATED)
+
+    @get("/session", operation_id="getSession", opt={PUBLIC: True}, sync_to_thread=True)
+    def session(self, db: DB, config: Settings, request: Request, state: State) -> SessionRead:
+        """Who the console is logged in as, if anyone (200 either way)."""
+        token = token_from(request)
+        user = None
+        if token:
+            try:
+                caller = service.authenticate_token(db, token, state.jwt_secret)
+                user = service.user_read(service.get_user_row(db, caller.id))
+            except (Unauthorized, NotFound):
+                user = None
+        return SessionRead(
+            authenticated=user is not None,
+            setup_required=service.user_count(db) == 0,
+            registration_enabled=config.registration_enabled,
+            user=user,
+        )
 
     @post("/login", operation_id="login", opt={PUBLIC: True}, sync_to_thread=True)
     def login(

@@ -20,11 +20,22 @@ class Credentials(msgspec.Struct, forbid_unknown_fields=True):
 class SetupRequest(msgspec.Struct, forbid_unknown_fields=True):
     username: Username
     password: Password
+    # Printed by the box at start and by `appliance setup-code`; required over HTTP, not on the shell.
+    setup_code: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
 class SetupState(msgspec.Struct):
     needs_setup: bool
     registration_enabled: bool
+
+
+class SessionRead(msgspec.Struct, kw_only=True):
+    """What the console asks on its first load: never a 401, so the browser logs no failed request."""
+
+    authenticated: bool
+    setup_required: bool
+    registration_enabled: bool
+    user: UserRead | None = None
 
 
 class TokenRead(msgspec.Struct):

@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from appliance.auth.schemas import UserCreate, UserRead, UserUpdate
+from appliance.auth.setup_code import forget_setup_code, setup_code_matches
 from appliance.caller import CurrentUser, Role
 from appliance.clock import now_iso
 from appliance.db import Database, write_transaction
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 JWT_ALGORITHM = "HS256"
 SETUP_DONE = "setup is already done: an account exists; log in instead"
+SETUP_THROTTLE_KEY = "+setup"  # throttle key; no username can contain "+"
 COOKIE_NAME = "appliance_token"
 # argon2-cffi's RFC 9106 low-memory profile (argon2id, t=3, m=64 MiB, p=4) is above OWASP's minimum
 # (m=19 MiB, t=2, p=1). Hashes made with other parameters are rehashed at the next login.
@@ -76,10 +78,32 @@ def _insert_user(db: Database, username: str, password_hash: str, role: Role) ->
     return UserRead(id=cursor.lastrowid or 0, username=username, role=role, disabled=False, created_at=now)
 
 
-def create_first_admin(db: Database, username: str, password: str) -> UserRead:
-    """The one-time setup: refused once any account exists."""
+def create_first_admin(
+    db: Database,
+    username: str,
+    password: str,
+    *,
+    setup_code: str | None = None,
+    client: str = "",
+    throttle: LoginThrottle | None = None,
+) -> UserRead:
+    """The one-time setup: refused once any account exists.
+
+    Over HTTP `setup_code` must be the code the box printed (403 otherwise, throttled per client like
+    logins); the shell (`appliance create-admin`) passes None: whoever has a shell owns the box anyway.
+    """
     if user_count(db) > 0:  # before hashing: a refused setup must not cost an argon2 run
         raise Conflict(SETUP_DONE)
+    if setup_code is not None:
+        if throttle is not None:
+            throttle.check(SETUP_THROTTLE_KEY, client)
+        if not setup_code_matches(db, setup_code):
+            if throttle is not None:
+                throttle.failed(SETUP_THROTTLE_KEY, client)
+            raise Forbidden(
+                "wrong or missing setup code: it is printed on the box's terminal (journalctl -u "
+                "appliance-web on the device) at start, and `appliance setup-code` prints a new one"
+            )
     # Hashing (about 0.1-0.3 s of argon2) stays outside the write transaction: it would hold the
     # catalog's write lock and stall every other writer meanwhile.
     password_hash = hash_password(password)
@@ -87,6 +111,7 @@ def create_first_admin(db: Database, username: str, password: str) -> UserRead:
         if user_count(db) > 0:
             raise Conflict(SETUP_DONE)
         user = _insert_user(db, username, password_hash, "admin")
+        forget_setup_code(db)
     logger.info("first admin %s created", username)
     return user
 

@@ -34,6 +34,7 @@ from appliance.db import Database, migrate, open_database
 from appliance.models.loading import deployed_model, load_detector_for_model, loadable_artifacts
 from appliance.storage import ImageStore
 from appliance.system.notify import notify, watchdog_interval_s
+from appliance.system.processes import Heartbeat, heartbeat_path, process_started_at, write_heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +334,18 @@ class CameraRunner:
         self._next_status = time.monotonic() + STATUS_INTERVAL_S
         status = self.status()
         self.publisher.publish_status(status)
-        notify(f"STATUS={status.state} {status.fps} fps, {status.model_note}")
+        doing = f"{status.state}, {status.fps} fps" + (f", {status.model_note}" if status.model_note else "")
+        write_heartbeat(
+            self.config.runtime_path,
+            Heartbeat(
+                name="camera",
+                pid=status.pid or os.getpid(),
+                started_at=process_started_at(),
+                updated_at=status.updated_at,
+                doing=doing,
+            ),
+        )
+        notify(f"STATUS={doing}")
 
     # --- loop ------------------------------------------------------------------------------------
 
@@ -364,6 +376,7 @@ class CameraRunner:
         status = msgspec.structs.replace(self.status(), state="stopped", fps=0.0)
         try:
             self.publisher.publish_status(status)
+            heartbeat_path(self.config.runtime_path, "camera").unlink(missing_ok=True)
         except OSError:
             logger.warning("could not write the final camera status", exc_info=True)
 

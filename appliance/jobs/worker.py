@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -25,6 +26,13 @@ from appliance.config import Config
 from appliance.db import Database, migrate, open_database
 from appliance.jobs import service
 from appliance.system.notify import notify, watchdog_interval_s
+from appliance.system.processes import (
+    Heartbeat,
+    heartbeat_path,
+    process_started_at,
+    training_support,
+    write_heartbeat,
+)
 from appliance.system.service import publish_gpu_snapshot
 
 logger = logging.getLogger(__name__)
@@ -51,6 +59,8 @@ class JobKind:
     recover: Callable[[JobContext], None] | None = None
     # The msgspec Struct the job's params decode into (`context.params`); dict keeps them as stored.
     params_type: type[Any] = dict
+    # Needs torch and ultralytics (training, ONNX export): a worker without them leaves such jobs pending.
+    needs_training_stack: bool = False
 
 
 JOB_KINDS: dict[str, JobKind] = {}
@@ -185,6 +195,7 @@ class Worker:
         self.running: dict[str, int] = {}  # lane -> job id
         self._lock = threading.Lock()
         self.last_loop = time.monotonic()
+        self.can_train, self.train_note = training_support()
 
     def recover(self, db: Database) -> None:
         """Jobs left running by a killed worker or a power cut: resume where their kind can, else fail."""
@@ -205,7 +216,15 @@ class Worker:
 
     def lane_loop(self, lane: str) -> None:
         db = open_database(self.config.db_path)
-        kinds = [k.name for k in JOB_KINDS.values() if k.lane == lane]
+        kinds = [
+            k.name
+            for k in JOB_KINDS.values()
+            if k.lane == lane and (self.can_train or not k.needs_training_stack)
+        ]
+        if not kinds:  # e.g. the gpu lane without torch: its jobs stay pending, saying why (jobs/waiting.py)
+            db.conn.close()
+            self.stop.wait()
+            return
         while not self.stop.is_set():
             try:
                 job = service.claim_next_job(db, kinds)
@@ -218,21 +237,47 @@ class Worker:
             logger.info("job %s (%s) started", job["id"], job["kind"])
             with self._lock:
                 self.running[lane] = job["id"]
+            self.publish_heartbeat()
             notify(f"STATUS=running job {job['id']} ({job['kind']})")
             try:
                 state = run_one(job, db, self.config, self.stop)
             finally:
                 with self._lock:
                     self.running.pop(lane, None)
+                self.publish_heartbeat()
             logger.info("job %s (%s) %s", job["id"], job["kind"], state)
             notify("STATUS=idle")
         db.conn.close()
+
+    def publish_heartbeat(self) -> None:
+        """<runtime_dir>/processes/worker.json: alive, what runs, whether training is possible here."""
+        with self._lock:
+            running = dict(self.running)
+        doing = ", ".join(f"job {job_id} ({lane} lane)" for lane, job_id in sorted(running.items()))
+        try:
+            write_heartbeat(
+                self.config.runtime_path,
+                Heartbeat(
+                    name="worker",
+                    pid=os.getpid(),
+                    started_at=process_started_at(),
+                    updated_at=time.time(),
+                    doing=f"running {doing}" if doing else "idle",
+                    can_train=self.can_train,
+                    train_note=self.train_note,
+                    lanes={kind.name: kind.lane for kind in JOB_KINDS.values()},
+                    running=running,
+                ),
+            )
+        except OSError:
+            logger.warning("could not write the worker heartbeat", exc_info=True)
 
     def heartbeat_loop(self) -> None:
         db = open_database(self.config.db_path)
         while not self.stop.wait(self.config.heartbeat_s):
             with self._lock:
                 ids = list(self.running.values())
+            self.publish_heartbeat()
             try:
                 service.heartbeat(db, ids)
             except Exception:
@@ -245,6 +290,9 @@ class Worker:
         load_job_kinds()
         self.recover(db)
         db.conn.close()
+        self.publish_heartbeat()
+        if not self.can_train:
+            logger.warning("training jobs will fail here: %s", self.train_note)
         lanes = sorted({k.lane for k in JOB_KINDS.values()})
         threads = [
             threading.Thread(target=self.lane_loop, args=(lane,), name=f"lane-{lane}", daemon=True)
@@ -267,6 +315,7 @@ class Worker:
         notify("STOPPING=1")
         for thread in threads:
             thread.join(timeout=10)
+        heartbeat_path(self.config.runtime_path, "worker").unlink(missing_ok=True)
         return 0
 
 

@@ -22,8 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from appliance.config import Config
 from appliance.storage import write_atomic
+from appliance.system.processes import process_states
 
 logger = logging.getLogger(__name__)
 
@@ -282,13 +285,18 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
         warnings.append("no NVIDIA GPU found: training and inference run on the CPU")
     elif not gpu["tensorrt_installed"]:
         warnings.append("TensorRT is not installed: engine export is unavailable, ONNX Runtime is used")
+    processes = report.get("processes") or {}
+    for name in ("worker", "camera"):
+        state = processes.get(name)
+        if state is not None and state["note"]:
+            warnings.append(state["note"])
     for unit, state in (report["services"] or {}).items():
         if state != "active":
             warnings.append(f"{unit} is {state}")
     return warnings
 
 
-def system_report(config: Config) -> dict[str, Any]:
+def system_report(config: Config, *, in_web: bool = True) -> dict[str, Any]:
     gpu = gpu_info()
     gpu["gpus_source"] = "nvidia-smi" if gpu["gpus"] else None
     if not gpu["gpus"]:
@@ -311,6 +319,13 @@ def system_report(config: Config) -> dict[str, Any]:
         "services": services_status(),
         "cameras": camera_devices(),
         "tls": bool(config.tls_cert),
+        "processes": {
+            name: msgspec.to_builtins(state)
+            for name, state in process_states(config.runtime_path, in_web=in_web).items()
+        },
     }
+    worker = report["processes"]["worker"]
+    # Training needs a running worker whose Python has torch and ultralytics.
+    report["training_available"] = bool(worker["alive"] and not worker["note"])
     report["warnings"] = warnings_for(report)
     return report
