@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from appliance.errors import Invalid, TooLarge, UnsupportedType
+from appliance.imaging.exif import orientation_of, swaps_axes
 
 # format -> (file extension, Content-Type)
 FORMATS = {
@@ -23,13 +27,23 @@ EXTENSION_TYPES = {ext: mime for ext, mime in FORMATS.values()}
 
 @dataclass(frozen=True)
 class CheckedImage:
+    """What the header says. width/height are the oriented size (EXIF applied): the image's pixel space
+    everywhere in the appliance; raw_width/raw_height are the stored grid before the orientation."""
+
     format: str
     width: int
     height: int
+    orientation: int = 1
+    raw_width: int = 0
+    raw_height: int = 0
 
     @property
     def ext(self) -> str:
         return FORMATS[self.format][0]
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -101,26 +115,37 @@ def _webp_size(data: bytes) -> tuple[int, int]:
     raise Invalid("corrupt WebP: unknown chunk")
 
 
+TIFF_SIZE_TAGS = {256: "ImageWidth", 257: "ImageLength"}
+
+
 def _tiff_size(data: bytes) -> tuple[int, int]:
+    """The first directory's size, read strictly: a tag given twice, a size that is not one SHORT or
+    LONG, or entries past the end are refused (libtiff and this reader must never disagree: a file
+    that says 10 here and 20000 to the decoder would be decoded at 20000x20000 past the pixel cap)."""
     endian = "<" if data[:2] == b"II" else ">"
     (offset,) = struct.unpack(endian + "I", data[4:8])
-    if offset + 2 > len(data):
+    if offset < 8 or offset + 2 > len(data):
         raise Invalid("corrupt TIFF: IFD outside the file")
     (count,) = struct.unpack(endian + "H", data[offset : offset + 2])
-    width = height = 0
+    if count == 0 or offset + 2 + 12 * count > len(data):
+        raise Invalid("corrupt TIFF: the first directory runs past the end of the file")
+    found: dict[int, int] = {}
+    seen: set[int] = set()
     for k in range(count):
         entry = data[offset + 2 + 12 * k : offset + 14 + 12 * k]
-        if len(entry) < 12:
-            break
-        tag, kind = struct.unpack(endian + "HH", entry[:4])
-        value = struct.unpack(endian + ("H" if kind == 3 else "I"), entry[8 : 10 if kind == 3 else 12])[0]
-        if tag == 256:
-            width = value
-        elif tag == 257:
-            height = value
-    if not width or not height:
+        tag, kind, values = struct.unpack(endian + "HHI", entry[:8])
+        if tag in seen:
+            raise Invalid(f"ambiguous TIFF: tag {tag} appears twice in the first directory")
+        seen.add(tag)
+        if tag in TIFF_SIZE_TAGS:
+            if values != 1 or kind not in (3, 4):
+                raise Invalid(f"corrupt TIFF: {TIFF_SIZE_TAGS[tag]} is not a single SHORT or LONG")
+            found[tag] = struct.unpack(
+                endian + ("H" if kind == 3 else "I"), entry[8 : 10 if kind == 3 else 12]
+            )[0]
+    if not found.get(256) or not found.get(257):
         raise Invalid("corrupt TIFF: no image size")
-    return width, height
+    return found[256], found[257]
 
 
 _SIZE_READERS = {
@@ -157,17 +182,21 @@ def check_image_bytes(data: bytes, *, max_bytes: int, max_pixels: int) -> Checke
         raise TooLarge(f"image claims {width}x{height} pixels; the limit is {max_pixels} pixels")
     if _looks_truncated(fmt, data):
         raise Invalid(f"truncated {fmt.upper()}: the file ends before the image does")
-    return CheckedImage(fmt, width, height)
+    orientation = orientation_of(fmt, data)
+    oriented = (height, width) if swaps_axes(orientation) else (width, height)
+    return CheckedImage(fmt, oriented[0], oriented[1], orientation, width, height)
 
 
 def decode_image(data: bytes, checked: CheckedImage, reduce: int = 1) -> np.ndarray:
-    """Decode after check_image_bytes; `reduce` (2, 4, 8) lets JPEG decode at a fraction of the size."""
+    """Decode after check_image_bytes, EXIF orientation applied; `reduce` (2, 4, 8) lets JPEG decode at a
+    fraction of the size. Waits its turn under the process's decode budget (see DecodeBudget)."""
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}.get(
         reduce, cv2.IMREAD_REDUCED_COLOR_8 if reduce >= 8 else cv2.IMREAD_COLOR
     )
     if checked.format != "jpeg":
         flags = cv2.IMREAD_COLOR
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    with DECODE_BUDGET.hold(checked.pixels):
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None:
         raise Invalid(f"corrupt {checked.format.upper()}: the image cannot be decoded")
     if flags == cv2.IMREAD_COLOR and (image.shape[1], image.shape[0]) != (checked.width, checked.height):
@@ -176,3 +205,33 @@ def decode_image(data: bytes, checked: CheckedImage, reduce: int = 1) -> np.ndar
             f"pixels are {image.shape[1]}x{image.shape[0]}"
         )
     return image
+
+
+class DecodeBudget:
+    """Pixels being decoded at once in this process, bounded: a decode waits while others hold the budget.
+
+    Each image is capped by `max_image_pixels` before it is decoded, but six 80 Mpx PNGs at once still
+    took the web process to 1.4 GB and starved its event loop. One decode larger than the whole budget
+    may still run, alone.
+    """
+
+    def __init__(self, max_pixels: int) -> None:
+        self.max_pixels = max_pixels
+        self.in_flight = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self.in_flight == 0 or self.in_flight + pixels <= self.max_pixels)
+            self.in_flight += pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_flight -= pixels
+                self._cond.notify_all()
+
+
+# Two images at the default pixel cap (80 Mpx): about 0.5 GB of decoded BGR at most, whatever the load.
+DECODE_BUDGET = DecodeBudget(160_000_000)

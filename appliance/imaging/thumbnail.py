@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from appliance.errors import Invalid
-from appliance.imaging.check import CheckedImage, decode_image
+from appliance.imaging.check import DECODE_BUDGET, CheckedImage, decode_image
 
 try:  # libjpeg-turbo with DCT scaling to a minimum size and fast IDCT/upsampling: the thumbnail decode
     import simplejpeg
@@ -42,17 +42,20 @@ def decode_for_thumbnail(data: bytes, checked: CheckedImage, max_px: int) -> np.
     and skips OpenCV's extra copies; kinds it does not convert (CMYK, 12-bit) fall back to OpenCV.
     """
     if checked.format == "jpeg" and simplejpeg is not None:
-        landscape = checked.width >= checked.height
+        # simplejpeg decodes the stored grid: its long side is the raw one.
+        landscape = (checked.raw_width or checked.width) >= (checked.raw_height or checked.height)
         try:
-            return simplejpeg.decode_jpeg(
-                data,
-                "BGR",
-                fastdct=True,
-                fastupsample=True,
-                min_width=max_px if landscape else 0,
-                min_height=0 if landscape else max_px,
-                strict=False,  # warnings (extra bytes before a marker) pass, as with OpenCV; errors raise
-            )
+            with DECODE_BUDGET.hold(checked.pixels):
+                image = simplejpeg.decode_jpeg(
+                    data,
+                    "BGR",
+                    fastdct=True,
+                    fastupsample=True,
+                    min_width=max_px if landscape else 0,
+                    min_height=0 if landscape else max_px,
+                    strict=False,  # warnings (extra bytes before a marker) pass, as with OpenCV; errors raise
+                )
+            return apply_orientation(image, checked.orientation)  # simplejpeg ignores EXIF, OpenCV does not
         except ValueError:
             pass
     return decode_image(data, checked, thumbnail_reduce_factor(checked, max_px))
@@ -71,3 +74,22 @@ def thumbnail_reduce_factor(checked: CheckedImage, max_px: int) -> int:
         if longest // factor >= max_px:
             return factor
     return 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/mirror decoded raw pixels by an EXIF orientation, as OpenCV's IMREAD_COLOR does itself."""
+    if orientation == 2:
+        return cv2.flip(image, 1)
+    if orientation == 3:
+        return cv2.rotate(image, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(image, 0)
+    if orientation == 5:
+        return cv2.transpose(image)
+    if orientation == 6:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.rotate(cv2.transpose(image), cv2.ROTATE_180)
+    if orientation == 8:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return image
