@@ -22,7 +22,8 @@ from appliance.auth.request_checks import (
     send_refusal,
     with_security_headers,
 )
-from appliance.auth.service import LoginThrottle
+from appliance.auth.password_gate import PasswordGate
+from appliance.auth.throttle import LoginThrottle
 from appliance.auth.setup_code import announce_setup_code
 from appliance.camera.controllers import CameraController
 from appliance.catalog.controllers import DatasetController, ImageController
@@ -119,6 +120,7 @@ def create_app(config: Config) -> Litestar:
         loop_db = open_database(config.db_path)
         migrate(loop_db, config.db_path)
         announce_setup_code(loop_db)
+        app.state.login_throttle.load_trusted(loop_db)
         app.state.loop_db = loop_db
         app.state.pool = ConnectionPool(config.db_path)
 
@@ -144,6 +146,7 @@ def create_app(config: Config) -> Litestar:
                 "config": config,
                 "jwt_secret": jwt_secret,
                 "login_throttle": LoginThrottle(),
+                "password_gate": PasswordGate(),
                 "image_store": ImageStore(config),
             }
         ),

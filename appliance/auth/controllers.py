@@ -63,19 +63,24 @@ class AuthController(Controller):
             needs_setup=service.user_count(db) == 0, registration_enabled=config.registration_enabled
         )
 
-    @post("/setup", operation_id="setupFirstAdmin", opt={PUBLIC: True}, sync_to_thread=True)
-    def setup(
+    @post("/setup", operation_id="setupFirstAdmin", opt={PUBLIC: True})
+    async def setup(
         self, data: JSONBody[SetupRequest], db: DB, state: State, request: Request
     ) -> Response[TokenRead]:
-        user = service.create_first_admin(
-            db,
-            data.username,
-            data.password,
-            setup_code=data.setup_code,
-            client=_client(request),
-            throttle=state.login_throttle,
-        )
-        return _token_response(db, user.id, state, HTTP_201_CREATED)
+        client = _client(request)
+
+        def create() -> Response[TokenRead]:
+            user = service.create_first_admin(
+                db,
+                data.username,
+                data.password,
+                setup_code=data.setup_code,
+                client=client,
+                throttle=state.login_throttle,
+            )
+            return _token_response(db, user.id, state, HTTP_201_CREATED)
+
+        return await state.password_gate.run(client, create)
 
     @get("/session", operation_id="getSession", opt={PUBLIC: True}, sync_to_thread=True)
     def session(self, db: DB, config: Settings, request: Request, state: State) -> SessionRead:
@@ -95,12 +100,17 @@ class AuthController(Controller):
             user=user,
         )
 
-    @post("/login", operation_id="login", opt={PUBLIC: True}, sync_to_thread=True)
-    def login(
+    @post("/login", operation_id="login", opt={PUBLIC: True})
+    async def login(
         self, data: JSONBody[Credentials], db: DB, state: State, request: Request
     ) -> Response[TokenRead]:
-        user_id = service.login(db, data.username, data.password, _client(request), state.login_throttle)
-        return _token_response(db, user_id, state)
+        client = _client(request)
+
+        def log_in() -> Response[TokenRead]:
+            user_id = service.login(db, data.username, data.password, client, state.login_throttle)
+            return _token_response(db, user_id, state)
+
+        return await state.password_gate.run(client, log_in)
 
     @post("/logout", operation_id="logout", status_code=HTTP_204_NO_CONTENT, sync_to_thread=True)
     def logout(self, db: DB, user: Caller) -> Response[None]:
@@ -113,15 +123,18 @@ class AuthController(Controller):
     def me(self, db: DB, user: Caller) -> UserRead:
         return service.user_read(service.get_user_row(db, user.id))
 
-    @post("/password", operation_id="changePassword", sync_to_thread=True)
-    def change_password(
-        self, data: JSONBody[PasswordChange], db: DB, user: Caller, state: State
+    @post("/password", operation_id="changePassword")
+    async def change_password(
+        self, data: JSONBody[PasswordChange], db: DB, user: Caller, state: State, request: Request
     ) -> Response[TokenRead]:
-        service.change_password(db, user, data.current_password, data.new_password)
-        return _token_response(db, user.id, state)
+        def change() -> Response[TokenRead]:
+            service.change_password(db, user, data.current_password, data.new_password)
+            return _token_response(db, user.id, state)
 
-    @post("/register", operation_id="register", opt={PUBLIC_IF_REGISTRATION: True}, sync_to_thread=True)
-    def register(
+        return await state.password_gate.run(_client(request), change)
+
+    @post("/register", operation_id="register", opt={PUBLIC_IF_REGISTRATION: True})
+    async def register(
         self, data: JSONBody[RegisterRequest], db: DB, config: Settings, request: Request, state: State
     ) -> UserRead:
         """Open registration (viewer role) when enabled; otherwise only an admin may register someone.
@@ -131,18 +144,23 @@ class AuthController(Controller):
         """
         caller = request.scope.get("user")
         is_admin = isinstance(caller, CurrentUser) and caller.is_admin
+        client = _client(request)
         if not config.registration_enabled:
             if not isinstance(caller, CurrentUser):
                 raise Unauthorized("authentication required")
             require_admin(caller)
-        elif not is_admin:
-            state.login_throttle.check(REGISTRATION_KEY, _client(request))
-        user = service.create_user(
-            db, UserCreate(username=data.username, password=data.password, role="viewer")
-        )
-        if not is_admin:
-            state.login_throttle.failed(REGISTRATION_KEY, _client(request))
-        return user
+
+        def register_viewer() -> UserRead:
+            if config.registration_enabled and not is_admin:
+                state.login_throttle.check(REGISTRATION_KEY, client)
+            user = service.create_user(
+                db, UserCreate(username=data.username, password=data.password, role="viewer")
+            )
+            if not is_admin:
+                state.login_throttle.failed(REGISTRATION_KEY, client)
+            return user
+
+        return await state.password_gate.run(client, register_viewer)
 
 
 class UsersController(Controller):
@@ -154,15 +172,25 @@ class UsersController(Controller):
         require_admin(user)
         return service.list_users(db)
 
-    @post("/", operation_id="createUser", sync_to_thread=True)
-    def create_user(self, data: JSONBody[UserCreate], db: DB, user: Caller) -> UserRead:
+    @post("/", operation_id="createUser")
+    async def create_user(
+        self, data: JSONBody[UserCreate], db: DB, user: Caller, state: State, request: Request
+    ) -> UserRead:
         require_admin(user)
-        return service.create_user(db, data)
+        return await state.password_gate.run(_client(request), service.create_user, db, data)
 
-    @patch("/{user_id:int}", operation_id="updateUser", sync_to_thread=True)
-    def update_user(self, user_id: UserId, data: JSONBody[UserUpdate], db: DB, user: Caller) -> UserRead:
+    @patch("/{user_id:int}", operation_id="updateUser")
+    async def update_user(
+        self,
+        user_id: UserId,
+        data: JSONBody[UserUpdate],
+        db: DB,
+        user: Caller,
+        state: State,
+        request: Request,
+    ) -> UserRead:
         require_admin(user)
-        return service.update_user(db, user_id, data)
+        return await state.password_gate.run(_client(request), service.update_user, db, user_id, data)
 
     @delete("/{user_id:int}", operation_id="deleteUser", sync_to_thread=True)
     def delete_user(self, user_id: UserId, db: DB, user: Caller) -> None:

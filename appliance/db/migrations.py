@@ -294,6 +294,20 @@ END
     )
 
 
+@migrations()
+def m004_login_trusted(db: Database) -> None:
+    # Clients (username|address) that logged in successfully, until when they are spared the account lock.
+    _run(
+        db,
+        """
+CREATE TABLE login_trusted (
+  pair TEXT PRIMARY KEY,
+  until REAL NOT NULL
+) WITHOUT ROWID
+""",
+    )
+
+
 def backup_database(db: Database, db_path: Path) -> Path:
     """Online copy of the catalog (sqlite backup API) before migrations change it."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
