@@ -45,6 +45,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     allowed_hosts: list[str] = msgspec.field(default_factory=list)
     disk_min_free_mb: int = 512  # uploads and imports are refused below this
     disk_warn_free_mb: int = 2048  # GET /system and `appliance doctor` warn below this
+    http_header_timeout_s: float = 10.0  # a request's headers must arrive within this (slow clients)
+    http_body_timeout_s: float = 30.0  # a request body may pause at most this long
+    http_max_concurrency: int = 1000  # connections/requests at once; beyond, new requests get 503
+    streams_per_user: int = 8  # live streams (SSE, MJPEG, WebSocket) one account may hold open at once
     tls_cert: str = ""  # PEM certificate: `appliance serve` speaks HTTPS (and sets secure cookies) when set
     tls_key: str = ""  # PEM private key for tls_cert
     log_level: str = "INFO"
