@@ -149,7 +149,7 @@ def real_image(seed: int) -> bytes:
 def seed_catalog(server: ServerProcess, total: int) -> tuple[int, dict[str, str]]:
     """Admin, a dataset with real uploads, then rows straight into SQLite up to `total` images."""
     http = httpx.Client(base_url=server.url + API, timeout=60)
-    headers = auth(http.post("/auth/setup", json=ADMIN).json()["access_token"])
+    headers = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
     dataset = http.post(
         "/datasets", json={"name": "line 4", "classes": ["scratch", "dent", "missing screw"]}, headers=headers
     ).json()

@@ -52,7 +52,9 @@ def epoch_times(results_csv: Path) -> list[float]:
 def train_via_worker(root: Path, images: int, params: dict[str, Any]) -> dict[str, Any]:
     data = root / "data"
     config = load_config(env={}, data_dir=str(data), runtime_dir=str(root / "run"))
-    with TestClient(app=create_app(config), raise_server_exceptions=False) as client:
+    with TestClient(
+        base_url="http://localhost.localdomain", app=create_app(config), raise_server_exceptions=False
+    ) as client:
         admin = setup_admin(client)
         dataset = build_synthetic_dataset(client, admin, count=images)
         # Production timings (the test defaults poll and heartbeat faster).

@@ -55,8 +55,10 @@ def admin_setup(db_path: Path, **fields: str) -> dict[str, str]:
     return {**ADMIN, "setup_code": fresh_setup_code(db_path), **fields}
 
 
-def setup_admin(client: Any) -> dict[str, str]:
-    response = client.post(f"{API}/auth/setup", json=admin_setup(client.app.state.config.db_path))
+def setup_admin(client: Any, db_path: Path | None = None) -> dict[str, str]:
+    """Create the test admin through the API; `db_path` for a real server (a TestClient knows its app's)."""
+    db_path = db_path or client.app.state.config.db_path
+    response = client.post(f"{API}/auth/setup", json=admin_setup(db_path))
     assert response.status_code == 201, response.text
     return auth(response.json()["access_token"])
 

@@ -15,7 +15,7 @@ from appliance.auth import service
 from appliance.config import load_config
 from appliance.db import open_database
 from appliance.server import create_app
-from tests.helpers import ADMIN, API, REPO, auth, setup_admin
+from tests.helpers import ADMIN, API, LOCAL_URL, REPO, admin_setup, auth, setup_admin
 
 ERROR_KEYS = {"status_code", "detail"}
 
@@ -32,10 +32,13 @@ def me(client, headers: dict[str, str] | None = None) -> int:
 
 def test_setup_once_then_refused(client):
     assert client.get(f"{API}/auth/setup").json() == {"needs_setup": True, "registration_enabled": False}
-    first = client.post(f"{API}/auth/setup", json=ADMIN)
+    first = client.post(f"{API}/auth/setup", json=admin_setup(client.app.state.config.db_path))
     assert first.status_code == 201
     assert first.json()["token_type"] == "bearer"
-    again = client.post(f"{API}/auth/setup", json={"username": "mallory", "password": "mallory-password"})
+    again = client.post(
+        f"{API}/auth/setup",
+        json=admin_setup(client.app.state.config.db_path, username="mallory", password="mallory-password"),
+    )
     assert again.status_code == 409
     assert set(again.json()) == ERROR_KEYS
     assert client.get(f"{API}/auth/setup").json()["needs_setup"] is False
@@ -43,7 +46,9 @@ def test_setup_once_then_refused(client):
 
 
 def test_setup_validates_the_password(client):
-    weak = client.post(f"{API}/auth/setup", json={"username": "admin", "password": "short"})
+    weak = client.post(
+        f"{API}/auth/setup", json=admin_setup(client.app.state.config.db_path, password="short")
+    )
     assert weak.status_code == 400
     assert client.get(f"{API}/auth/setup").json()["needs_setup"] is True
 
@@ -188,22 +193,22 @@ def test_create_admin_cli_then_setup_is_refused(tmp_path):
     weak = _cli(["create-admin", "--username", "x", "--password-stdin"], tmp_path / "other", "short\n")
     assert weak.returncode != 0
     config = load_config(env={}, data_dir=str(data_dir))
-    with TestClient(app=create_app(config), raise_server_exceptions=False) as client:
-        refused = client.post(f"{API}/auth/setup", json=ADMIN)
+    with TestClient(base_url=LOCAL_URL, app=create_app(config), raise_server_exceptions=False) as client:
+        refused = client.post(f"{API}/auth/setup", json=admin_setup(config.db_path))
         assert refused.status_code == 409
         assert login(client, "root", "root-password-1").status_code == 200
 
 
 def test_registration_is_admin_only_unless_enabled(tmp_path):
     closed = load_config(env={}, data_dir=str(tmp_path / "closed"))
-    with TestClient(app=create_app(closed), raise_server_exceptions=False) as client:
+    with TestClient(base_url=LOCAL_URL, app=create_app(closed), raise_server_exceptions=False) as client:
         admin = setup_admin(client)
         client.cookies.clear()
         body = {"username": "walkin", "password": "walkin-password"}
         assert client.post(f"{API}/auth/register", json=body).status_code == 401
         assert client.post(f"{API}/auth/register", json=body, headers=admin).status_code == 201
     opened = load_config(env={}, data_dir=str(tmp_path / "open"), registration_enabled=True)
-    with TestClient(app=create_app(opened), raise_server_exceptions=False) as client:
+    with TestClient(base_url=LOCAL_URL, app=create_app(opened), raise_server_exceptions=False) as client:
         admin_headers = setup_admin(client)
         client.cookies.clear()
         registered = client.post(

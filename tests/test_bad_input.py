@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 
 from appliance.config import load_config
 from appliance.server import create_app
-from tests.helpers import API, create_dataset, image_bytes, setup_admin, upload
+from tests.helpers import API, LOCAL_URL, create_dataset, image_bytes, setup_admin, upload
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -35,7 +35,7 @@ def small(tmp_path) -> Any:
     config = load_config(
         env={}, data_dir=str(tmp_path / "small"), max_upload_mb=2, max_image_mb=1, max_image_pixels=1_000_000
     )
-    with TestClient(app=create_app(config), raise_server_exceptions=False) as client:
+    with TestClient(base_url=LOCAL_URL, app=create_app(config), raise_server_exceptions=False) as client:
         headers = setup_admin(client)
         dataset = create_dataset(client, headers, classes=["bolt", "nut"])
         yield client, headers, dataset["id"]
@@ -128,7 +128,7 @@ def test_empty_and_non_multipart_uploads(small):
     client, headers, dataset_id = small
     assert (
         client.post(f"{API}/datasets/{dataset_id}/images", json={"files": []}, headers=headers).status_code
-        == 400
+        == 415  # a multipart route takes multipart only
     )
     empty = client.post(
         f"{API}/datasets/{dataset_id}/images", files=[("note", (None, "text"))], headers=headers

@@ -28,7 +28,7 @@ from appliance.camera.schemas import CameraSettings
 from appliance.config import Config, load_config
 from appliance.db import Database, migrate, open_database, write_transaction
 from tests.camera_sources import MjpegServer, deploy_model, write_video
-from tests.helpers import ADMIN, API, REPO, ServerProcess, create_dataset, create_user
+from tests.helpers import API, REPO, ServerProcess, create_dataset, create_user
 from tests.models import CLASSES
 from tests.workers import wait_for
 
@@ -282,7 +282,7 @@ def _published_rate(config: Config, seconds: float) -> float:
 def test_viewers_and_a_slow_viewer_do_not_slow_the_pipeline(tmp_path: Path, mjpeg: MjpegServer) -> None:
     data = tmp_path / "data"
     with ServerProcess(data) as server:
-        token = httpx.post(f"{server.url}{API}/auth/setup", json=ADMIN).json()["access_token"]
+        token = httpx.post(f"{server.url}{API}/auth/setup", json=server.setup_body()).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         config = load_config(env={}, data_dir=str(data))
         service.store_settings(catalog(config), url_settings(mjpeg.url))
@@ -373,7 +373,7 @@ def test_live_model_stream_websocket_capture_and_switch(
     data = tmp_path / "data"
     video = write_video(tmp_path / "line.avi", count=30, size=160, fps=15)
     with ServerProcess(data) as server:
-        token = httpx.post(f"{server.url}{API}/auth/setup", json=ADMIN).json()["access_token"]
+        token = httpx.post(f"{server.url}{API}/auth/setup", json=server.setup_body()).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         api = httpx.Client(base_url=f"{server.url}{API}", headers=headers, timeout=20)
         # Dataset classes in another order plus one the model lacks: pre-labels map by name.

@@ -29,11 +29,12 @@ class Api:
 
     def __init__(self, server: ServerProcess) -> None:
         self.http = httpx.Client(base_url=server.url + API, timeout=10)
+        self.server = server
         self.headers: dict[str, str] = {}
         self.name = "parts"
 
     def setup(self) -> None:
-        response = self.http.post("/auth/setup", json=ADMIN)
+        response = self.http.post("/auth/setup", json=self.server.setup_body())
         assert response.status_code == 201, response.text
         self.headers = auth(response.json()["access_token"])
 

@@ -13,7 +13,7 @@ import httpx
 
 from appliance.transfers import importer
 from tests import transfers_support
-from tests.helpers import API, REPO, ServerProcess, create_dataset, image_bytes, setup_admin
+from tests.helpers import API, LOCAL_URL, REPO, ServerProcess, create_dataset, image_bytes, setup_admin
 from tests.models import CLASSES, synthetic_image, write_yolo_dataset
 from tests.transfers_support import (
     boxes_by_hash,
@@ -208,7 +208,7 @@ def test_archive_upload_size_cap(tmp_path):
     from appliance.server import create_app
 
     config = import_config(tmp_path, max_import_mb=1)
-    with TestClient(app=create_app(config), raise_server_exceptions=False) as client:
+    with TestClient(base_url=LOCAL_URL, app=create_app(config), raise_server_exceptions=False) as client:
         headers = setup_admin(client)
         dataset = create_dataset(client, headers)
         body = b"PK\x03\x04" + b"\0" * (2 * 1024 * 1024)
@@ -337,7 +337,7 @@ def test_end_to_end_upload_with_a_real_worker(tmp_path):
         worker = WorkerProcess(server.data_dir, env={"APPLIANCE_IMPORT_ROOTS": str(media)}).start()
         try:
             with httpx.Client(base_url=server.url, timeout=30) as http:
-                headers = setup_admin(http)
+                headers = setup_admin(http, server.data_dir / "appliance.db")
                 dataset = create_dataset(http, headers, classes=[])
 
                 def chunks():

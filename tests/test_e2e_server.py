@@ -15,8 +15,9 @@ def test_setup_login_dataset_upload_annotate_stats(server):
         assert anonymous.get("/health").json() == {"status": "ok"}
         assert anonymous.get("/auth/setup").json()["needs_setup"] is True
         assert anonymous.get("/datasets").status_code == 401
-        assert anonymous.post("/auth/setup", json=ADMIN).status_code == 201
-        assert anonymous.post("/auth/setup", json=ADMIN).status_code == 409
+        assert anonymous.post("/auth/setup", json=ADMIN).status_code == 403  # no setup code
+        assert anonymous.post("/auth/setup", json=server.setup_body()).status_code == 201
+        assert anonymous.post("/auth/setup", json=server.setup_body()).status_code == 409
         login = anonymous.post("/auth/login", json=ADMIN)
         assert login.status_code == 200
         token = login.json()["access_token"]

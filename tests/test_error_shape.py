@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from appliance.catalog import datasets as catalog_service
 from appliance.config import load_config
 from appliance.server import create_app
-from tests.helpers import API, create_dataset, create_user, image_bytes, setup_admin, upload
+from tests.helpers import API, LOCAL_URL, create_dataset, create_user, image_bytes, setup_admin, upload
 
 
 def assert_error(response: Any, status_code: int) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def assert_error(response: Any, status_code: int) -> dict[str, Any]:
 def small_client(tmp_path):
     """An app with a 1 MB request body limit, so oversize bodies are cheap to send."""
     config = load_config(env={}, data_dir=str(tmp_path / "small"), max_upload_mb=1)
-    with TestClient(app=create_app(config), raise_server_exceptions=False) as test_client:
+    with TestClient(base_url=LOCAL_URL, app=create_app(config), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -139,7 +139,9 @@ def test_internal_error_in_a_route_of_a_test_app(tmp_path, monkeypatch):
     original = server_module.api_routers
     monkeypatch.setattr(server_module, "api_routers", lambda: [*original(), Broken])
     config = load_config(env={}, data_dir=str(tmp_path / "data"))
-    with TestClient(app=server_module.create_app(config), raise_server_exceptions=False) as client:
+    with TestClient(
+        base_url=LOCAL_URL, app=server_module.create_app(config), raise_server_exceptions=False
+    ) as client:
         admin = setup_admin(client)
         response = client.get(f"{API}/broken", headers=admin)
         assert_error(response, 500)

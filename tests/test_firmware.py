@@ -21,7 +21,7 @@ from litestar.testing import TestClient
 from appliance.config import load_config
 from appliance.db import open_database, write_transaction
 from appliance.server import create_app
-from tests.helpers import REPO, create_dataset, image_bytes, setup_admin, upload
+from tests.helpers import LOCAL_URL, REPO, create_dataset, image_bytes, setup_admin, upload
 
 SCRIPTS_DIR = REPO / "firmware_scripts"
 SCRIPTS = sorted(p.name for p in SCRIPTS_DIR.glob("*.sh") if p.name != "lib.sh")
@@ -256,7 +256,7 @@ def test_usb_mount_is_read_only_in_dry_run(tmp_path: Path) -> None:
 
 def test_backup_and_restore_round_trip_while_writes_continue(tmp_path: Path) -> None:
     config = load_config(env={}, data_dir=str(tmp_path / "data"))
-    with TestClient(app=create_app(config)) as client:
+    with TestClient(base_url=LOCAL_URL, app=create_app(config)) as client:
         admin = setup_admin(client)
         dataset = create_dataset(client, admin)
         uploaded = upload(client, admin, dataset["id"], [("a.jpg", image_bytes(seed=3))])
@@ -323,7 +323,7 @@ def test_backup_and_restore_round_trip_while_writes_continue(tmp_path: Path) -> 
     assert restored <= set(acknowledged)  # and nothing that was never committed
     assert list(target.glob("images/*/*.jpg"))
     # The restored catalog opens in the app.
-    with TestClient(app=create_app(load_config(env={}, data_dir=str(target)))) as client:
+    with TestClient(base_url=LOCAL_URL, app=create_app(load_config(env={}, data_dir=str(target)))) as client:
         assert client.get("/api/v1/health").status_code == 200
 
 

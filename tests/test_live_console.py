@@ -31,7 +31,7 @@ def test_live_page_streams_draws_boxes_captures_and_changes_source(
     video = write_video(tmp_path / "clip.avi", count=15, size=192, fps=15)
     with ServerProcess(data) as server:
         http = httpx.Client(base_url=server.url + API, timeout=10)
-        headers = auth(http.post("/auth/setup", json=ADMIN).json()["access_token"])
+        headers = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
         dataset = http.post(
             "/datasets", json={"name": "line", "classes": ["square", "disc"]}, headers=headers
         ).json()

@@ -24,6 +24,7 @@ from appliance.server import create_app
 from tests.helpers import (
     ADMIN,
     API,
+    LOCAL_URL,
     ServerProcess,
     auth,
     create_dataset,
@@ -103,7 +104,7 @@ def test_revocation_holds_after_a_server_restart(tmp_path):
 
     data_dir = tmp_path / "data"
     with ServerProcess(data_dir) as server:
-        setup = httpx.post(f"{server.url}{API}/auth/setup", json=ADMIN)
+        setup = httpx.post(f"{server.url}{API}/auth/setup", json=server.setup_body())
         assert setup.status_code == 201
         kept = setup.json()["access_token"]
         revoked = httpx.post(f"{server.url}{API}/auth/login", json=ADMIN).json()["access_token"]
@@ -112,7 +113,7 @@ def test_revocation_holds_after_a_server_restart(tmp_path):
     with ServerProcess(data_dir) as server:
         assert httpx.get(f"{server.url}{API}/auth/me", headers=auth(revoked)).status_code == 401
         assert httpx.get(f"{server.url}{API}/auth/me", headers=auth(kept)).status_code == 200
-        assert httpx.post(f"{server.url}{API}/auth/setup", json=ADMIN).status_code == 409
+        assert httpx.post(f"{server.url}{API}/auth/setup", json=server.setup_body()).status_code == 409
 
 
 # --- throttling ---------------------------------------------------------------------------------
@@ -352,6 +353,7 @@ PUBLIC_ROUTES = {
     ("GET", f"{API}/auth/setup"),
     ("POST", f"{API}/auth/setup"),
     ("POST", f"{API}/auth/login"),
+    ("GET", f"{API}/auth/session"),  # answers 200 {"authenticated": false} without a token
 }
 REGISTER = ("POST", f"{API}/auth/register")  # public only while registration_enabled
 PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
@@ -431,7 +433,7 @@ def test_public_routes_answer_without_a_token(client, admin):
 
 def test_registration_enabled_makes_register_public_only(tmp_path):
     config = load_config(env={}, data_dir=str(tmp_path / "data"), registration_enabled=True)
-    with TestClient(app=create_app(config), raise_server_exceptions=False) as client:
+    with TestClient(base_url=LOCAL_URL, app=create_app(config), raise_server_exceptions=False) as client:
         checked = _assert_every_route_needs_auth(client, registration_enabled=True)
         assert checked >= 18
 
@@ -458,7 +460,9 @@ def test_inventory_covers_routes_added_later(monkeypatch, tmp_path):
     original = server_module.api_routers
     monkeypatch.setattr(server_module, "api_routers", lambda: [*original(), LaterController])
     config = load_config(env={}, data_dir=str(tmp_path / "data"))
-    with TestClient(app=server_module.create_app(config), raise_server_exceptions=False) as client:
+    with TestClient(
+        base_url=LOCAL_URL, app=server_module.create_app(config), raise_server_exceptions=False
+    ) as client:
         found = {(m, p) for m, p, _ in app_routes(client.app)}
         assert ("GET", f"{API}/later/1/report") in found and ("WS", f"{API}/later/ws") in found
         _assert_every_route_needs_auth(client, registration_enabled=False)

@@ -19,7 +19,16 @@ from litestar.testing import TestClient
 from appliance.config import load_config
 from appliance.server import create_app
 from appliance.system import service as system_service
-from tests.helpers import API, REPO, create_dataset, free_port, image_bytes, setup_admin
+from tests.helpers import (
+    API,
+    LOCAL_URL,
+    REPO,
+    admin_setup,
+    create_dataset,
+    free_port,
+    image_bytes,
+    setup_admin,
+)
 
 
 def test_health_is_public(client: TestClient[Any]) -> None:
@@ -127,7 +136,7 @@ def test_disk_warning_and_refusal_thresholds(tmp_path: Path) -> None:
 def full_disk_client(tmp_path: Path) -> Iterator[TestClient[Any]]:
     """The app with a reserve larger than any disk: every write that needs room must be refused."""
     config = load_config(env={}, data_dir=str(tmp_path / "data"), disk_min_free_mb=1_000_000_000)
-    with TestClient(app=create_app(config), raise_server_exceptions=False) as test_client:
+    with TestClient(base_url=LOCAL_URL, app=create_app(config), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -232,7 +241,7 @@ def test_serve_speaks_https_with_secure_cookies_when_tls_is_configured(tmp_path:
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}{API}/health", timeout=2)
         response = httpx.post(
-            f"{url}/auth/setup", json={"username": "admin", "password": "admin-password-1"}, verify=trust
+            f"{url}/auth/setup", json=admin_setup(tmp_path / "data" / "appliance.db"), verify=trust
         )
         assert response.status_code == 201, response.text
         cookie = response.headers["set-cookie"].lower()

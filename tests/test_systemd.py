@@ -246,8 +246,11 @@ assert cv2.imdecode(jpeg, cv2.IMREAD_COLOR).shape == (8, 8, 3)
 from litestar.testing import TestClient
 from appliance.config import load_config
 from appliance.server import create_app
-with TestClient(app=create_app(load_config(env={}, data_dir=tempfile.mkdtemp()))) as client:
-    token = client.post("/api/v1/auth/setup", json={"username": "admin", "password": "admin-password-1"})
+from appliance.auth.setup_code import new_setup_code
+with TestClient(base_url="http://localhost.localdomain", app=create_app(load_config(env={}, data_dir=tempfile.mkdtemp()))) as client:
+    code = new_setup_code(client.app.state.loop_db)
+    body = {"username": "admin", "password": "admin-password-1", "setup_code": code}
+    token = client.post("/api/v1/auth/setup", json=body)
     assert token.status_code == 201, token.text
     headers = {"Authorization": "Bearer " + token.json()["access_token"]}
     assert client.get("/api/v1/system", headers=headers).status_code == 200

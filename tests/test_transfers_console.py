@@ -40,7 +40,7 @@ def test_import_page_usb_upload_and_exports(
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     http = httpx.Client(base_url=server.url + API, timeout=10)
-    headers: dict[str, Any] = auth(http.post("/auth/setup", json=ADMIN).json()["access_token"])
+    headers: dict[str, Any] = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
     dataset = http.post("/datasets", json={"name": "parts", "classes": ["disc"]}, headers=headers).json()
     write_yolo_dataset(media / "usb0", count=6)
     other = tmp_path / "other"
@@ -92,7 +92,7 @@ def test_usb_export_to_a_read_only_stick_shows_its_phase_and_cancels(
     """Nobody serves the write requests here: the export waits for appliance-usb-write, visibly, until cancelled."""
     server, media = appliance
     http = httpx.Client(base_url=server.url + API, timeout=10)
-    headers: dict[str, Any] = auth(http.post("/auth/setup", json=ADMIN).json()["access_token"])
+    headers: dict[str, Any] = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
     dataset = http.post("/datasets", json={"name": "parts", "classes": ["disc"]}, headers=headers).json()
     with read_only_stick(media / "STICK", {}) as stick:
         assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
