@@ -28,7 +28,7 @@ from appliance.camera.schemas import CameraSettings
 from appliance.config import Config, load_config
 from appliance.db import Database, migrate, open_database, write_transaction
 from tests.camera_sources import MjpegServer, deploy_model, write_video
-from tests.helpers import API, REPO, ServerProcess, create_dataset, create_user
+from tests.helpers import API, LOCAL_URL, REPO, ServerProcess, create_dataset, create_user
 from tests.models import CLASSES
 from tests.workers import wait_for
 
@@ -139,7 +139,7 @@ def test_websocket_checks_origin_and_auth(client: TestClient[Any], admin: dict[s
     ):
         ws.receive_text()
     assert refused.value.code == 4403
-    same = {**admin, "Origin": "http://testserver.local", "Host": "testserver.local"}
+    same = {**admin, "Origin": LOCAL_URL, "Host": LOCAL_URL.split("//")[1]}
     with client.websocket_connect(f"{API}/camera/ws", headers=same) as ws:
         message = json.loads(ws.receive_text())
     assert message["type"] == "status" and message["state"] == "offline"

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.helpers import ADMIN, API, ServerProcess, auth, image_bytes, wait_js
+from tests.helpers import ADMIN, API, ServerProcess, auth, fresh_setup_code, image_bytes, wait_js
 
 pytestmark = pytest.mark.browser
 
@@ -145,15 +145,31 @@ def assert_boxes(
 def test_first_run_setup_then_logout_and_login(
     page: Page, server: ServerProcess, watched: dict[str, list[str]], artifacts_dir: Path
 ) -> None:
+    failed: list[str] = []
+    page.on(
+        "response",
+        lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 and "/api/" in r.url else None,
+    )
     page.goto(server.url + "/")
     expect(page.get_by_test_id("setup-form")).to_be_visible()
+    assert failed == []  # the first load asks /auth/session, which never answers 401
+    expect(page.get_by_test_id("setup-code-help")).to_contain_text("appliance setup-code")
     page.screenshot(path=artifacts_dir / "console-setup.png")
+    page.get_by_test_id("setup-code").fill("AAAA-BBBB-CCCC")
     page.get_by_test_id("setup-username").fill("chief")
     page.get_by_test_id("setup-password").fill("chief-password-1")
     page.get_by_test_id("setup-repeat").fill("chief-password-1")
     page.get_by_test_id("setup-submit").click()
+    expect(page.get_by_test_id("setup-error")).to_contain_text("setup code")
+    page.get_by_test_id("setup-code").fill(fresh_setup_code(server.data_dir / "appliance.db"))
+    page.get_by_test_id("setup-submit").click()
     expect(page.get_by_test_id("no-datasets")).to_be_visible()
     expect(page.get_by_test_id("current-user")).to_have_text("chief")
+    # No worker runs beside this server: the console says jobs will wait, and why.
+    expect(page.get_by_test_id("status-warning").first).to_contain_text(
+        "Jobs will wait: no worker is running"
+    )
+    watched["errors"] = [e for e in watched["errors"] if "403" not in e]  # the wrong code's answer
 
     page.get_by_test_id("logout").click()
     expect(page.get_by_test_id("login-form")).to_be_visible()

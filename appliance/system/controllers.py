@@ -8,6 +8,7 @@ from litestar import Controller, get
 
 from appliance.auth.middleware import PUBLIC
 from appliance.dependencies import DB, Settings
+from appliance.system.processes import ProcessesRead, processes_read
 from appliance.system.service import system_report
 
 
@@ -23,3 +24,8 @@ class SystemController(Controller):
     @get("/system", operation_id="getSystem", sync_to_thread=True)
     def system(self, config: Settings) -> dict[str, Any]:
         return system_report(config)
+
+    @get("/system/processes", operation_id="getProcesses", sync_to_thread=True)
+    def processes(self, config: Settings) -> ProcessesRead:
+        """What runs (web, worker, camera) and whether training is possible: cheap, for the console's banner."""
+        return processes_read(config.runtime_path)

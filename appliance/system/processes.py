@@ -104,6 +104,22 @@ def training_support() -> tuple[bool, str]:
     return True, ""
 
 
+class ProcessesRead(msgspec.Struct, kw_only=True):
+    processes: dict[str, ProcessState]
+    training_available: bool  # a worker runs and its Python has torch and ultralytics
+    warnings: list[str]  # in words, for a banner
+
+
+def processes_read(runtime_path: Path, *, in_web: bool = True) -> ProcessesRead:
+    states = process_states(runtime_path, in_web=in_web)
+    worker = states["worker"]
+    return ProcessesRead(
+        processes=states,
+        training_available=worker.alive and not worker.note,
+        warnings=[state.note for state in states.values() if state.note and state.name != "web"],
+    )
+
+
 HOW_TO_START = {
     "worker": "no worker is running: jobs wait until `appliance worker` runs (`make run` starts it)",
     "camera": "no camera process is running: start `appliance camera` (`make run` starts it)",

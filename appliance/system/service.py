@@ -26,7 +26,7 @@ import msgspec
 
 from appliance.config import Config
 from appliance.storage import write_atomic
-from appliance.system.processes import process_states
+from appliance.system.processes import processes_read
 
 logger = logging.getLogger(__name__)
 
@@ -319,13 +319,9 @@ def system_report(config: Config, *, in_web: bool = True) -> dict[str, Any]:
         "services": services_status(),
         "cameras": camera_devices(),
         "tls": bool(config.tls_cert),
-        "processes": {
-            name: msgspec.to_builtins(state)
-            for name, state in process_states(config.runtime_path, in_web=in_web).items()
-        },
     }
-    worker = report["processes"]["worker"]
-    # Training needs a running worker whose Python has torch and ultralytics.
-    report["training_available"] = bool(worker["alive"] and not worker["note"])
+    processes = msgspec.to_builtins(processes_read(config.runtime_path, in_web=in_web))
+    report["processes"] = processes["processes"]
+    report["training_available"] = processes["training_available"]
     report["warnings"] = warnings_for(report)
     return report

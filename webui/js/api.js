@@ -21,7 +21,7 @@ export class ApiError extends Error {
 }
 
 // Calls that answer 401 as part of their meaning (wrong password), not because the session ended.
-const NO_REDIRECT = ['/auth/login', '/auth/setup', '/auth/me'];
+const NO_REDIRECT = ['/auth/login', '/auth/setup', '/auth/me', '/auth/session'];
 
 let unauthorizedHandler = null;
 /** app.js installs the handler that sends the user to the login page ("session expired"). */

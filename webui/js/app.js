@@ -9,6 +9,7 @@
 // formats, dialogs); a page too big for one file gets a folder of its parts (labeling/ for pages/label.js).
 
 import { api, ApiError, onUnauthorized } from './api.js';
+import { startStatusBanner, stopStatusBanner } from './components/status-banner.js';
 import { clear, h, toast } from './dom.js';
 import datasetsPage from './pages/datasets.js';
 import datasetPage from './pages/dataset.js';
@@ -120,6 +121,7 @@ async function logout() {
     if (!(err instanceof ApiError)) throw err;
   }
   state.user = null;
+  stopStatusBanner();
   navigate('#/login');
 }
 
@@ -143,14 +145,11 @@ function pageTitle(text) {
 }
 
 async function loadSession() {
-  // Both at once: one round trip fewer before the first page paints.
-  const me = api.get('/auth/me', { redirectOn401: false }).catch((err) => {
-    if (err instanceof ApiError && err.status === 401) return null;
-    throw err;
-  });
-  me.catch(() => {}); // not awaited when setup is still needed or fails: no unhandled rejection then
-  if (!state.setup) state.setup = await api.get('/auth/setup');
-  state.user = state.setup.needs_setup ? null : await me;
+  // One request that answers 200 logged in or not: the first load shows no failed request in the browser.
+  const session = await api.get('/auth/session', { redirectOn401: false });
+  state.setup = { needs_setup: session.setup_required, registration_enabled: session.registration_enabled };
+  state.user = session.user;
+  if (state.user) startStatusBanner();
 }
 
 async function route() {
@@ -243,6 +242,7 @@ function makeContext(query, signal) {
     /** After setup or login: remember the user and go where they were heading. */
     signedIn(user, { wasSetup = false } = {}) {
       state.user = user;
+      startStatusBanner();
       if (wasSetup && state.setup) state.setup.needs_setup = false;
       const next = sessionStorage.getItem(NEXT_KEY);
       sessionStorage.removeItem(NEXT_KEY);
@@ -262,6 +262,7 @@ function showFatal(err) {
 onUnauthorized(() => {
   if (!state.user) return;
   state.user = null;
+  stopStatusBanner();
   const { path } = parseHash(location.hash);
   if (!path.startsWith('login')) sessionStorage.setItem(NEXT_KEY, location.hash);
   navigate('#/login?expired=1');
