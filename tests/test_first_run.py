@@ -388,3 +388,26 @@ def test_appliance_run_supervises_web_worker_and_camera(tmp_path):
         if run.poll() is None:
             run.kill()
         log.close()
+
+
+def test_the_training_api_says_why_a_job_waits(client, admin, config):
+    from tests.helpers import create_dataset, upload
+    from tests.models import synthetic_jpeg
+
+    dataset = create_dataset(client, admin, classes=["square", "disc"])
+    added = upload(client, admin, dataset["id"], [(f"{n}.jpg", synthetic_jpeg(n)[0]) for n in range(3)])[
+        "added"
+    ]
+    for image in added:
+        box = {"class_id": 0, "x1": 1, "y1": 1, "x2": 20, "y2": 20}
+        put = client.put(
+            f"{API}/images/{image['id']}/annotations", json={"version": 0, "boxes": [box]}, headers=admin
+        )
+        assert put.status_code == 200
+    job = client.post(
+        f"{API}/training-jobs", json={"dataset_id": dataset["id"], "epochs": 1, "imgsz": 64}, headers=admin
+    )
+    assert job.status_code == 201, job.text
+    assert "no worker is running" in job.json()["waiting_reason"]
+    listed = client.get(f"{API}/training-jobs", headers=admin).json()
+    assert "no worker is running" in listed[0]["waiting_reason"]

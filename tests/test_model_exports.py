@@ -18,7 +18,15 @@ from appliance.db import Database, open_database
 from appliance.jobs.service import claim_next_job, create_job, get_job
 from appliance.jobs.worker import run_one
 from appliance.models import jobs  # noqa: F401 - registers the export job kind
-from tests.helpers import API, REPO, ServerProcess, create_dataset, create_user, setup_admin, upload
+from tests.helpers import (
+    API,
+    REPO,
+    ServerProcess,
+    create_dataset,
+    create_user,
+    setup_admin,
+    upload,
+)
 from tests.inference_support import (
     copy_exported_model,
     exported_data_dir,
@@ -231,7 +239,7 @@ def test_inference_over_http_and_the_web_process_never_imports_torch(tiny_yolo: 
     server = ServerProcess(data)
     server.start()
     try:
-        token = setup_admin(httpx.Client(base_url=server.url))
+        token = setup_admin(httpx.Client(base_url=server.url), server.data_dir / "appliance.db")
         db = open_database(config.db_path)
         model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
         db.conn.close()
@@ -262,10 +270,10 @@ def test_inference_request_imports_no_torch_or_ultralytics(tiny_yolo: Path, tmp_
         from appliance.config import load_config
         from appliance.db import open_database, migrate
         from appliance.server import create_app
-        from tests.helpers import setup_admin
+        from tests.helpers import LOCAL_URL, setup_admin
         from tests.inference_support import copy_exported_model, jpeg, shapes_image
         config = load_config(env={{}}, data_dir={str(tmp_path / "data")!r})
-        with TestClient(app=create_app(config)) as client:
+        with TestClient(base_url=LOCAL_URL, app=create_app(config)) as client:
             headers = setup_admin(client)
             db = open_database(config.db_path)
             copy_exported_model(Path({str(source)!r}), config, db)

@@ -27,7 +27,7 @@ def site(tiny_yolo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     server = ServerProcess(data)
     server.start()
     http = httpx.Client(base_url=server.url + API, timeout=30)
-    token = auth(http.post("/auth/setup", json=ADMIN).json()["access_token"])
+    token = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
     config = load_config(env={}, data_dir=str(data))
     db = open_database(config.db_path)
     model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)

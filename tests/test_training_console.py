@@ -25,7 +25,7 @@ def box(tmp_path: Path) -> Iterator[tuple[ServerProcess, WorkerProcess, dict[str
     worker = WorkerProcess(tmp_path / "data").start()
     http = httpx.Client(base_url=server.url, timeout=30)
     try:
-        response = http.post(f"{API}/auth/setup", json=ADMIN)
+        response = http.post(f"{API}/auth/setup", json=server.setup_body())
         assert response.status_code == 201, response.text
         headers = auth(response.json()["access_token"])
         dataset = build_synthetic_dataset(http, headers, name="shapes", count=14)

@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from appliance.config import Config, load_config
 from appliance.server import create_app
 from appliance.training.jobs import tail_text
-from tests.helpers import API, setup_admin
+from tests.helpers import API, LOCAL_URL, setup_admin
 from tests.workers import WorkerProcess, build_synthetic_dataset, wait_for
 
 TINY = {"base_model": "yolov8n.yaml", "imgsz": 64, "batch": 4, "workers": 0, "plots": False}
@@ -28,7 +28,9 @@ class Env:
         self.root = root
         self.data = root / "data"
         self.config: Config = load_config(env={}, data_dir=str(self.data), runtime_dir=str(root / "run"))
-        self._client_cm = TestClient(app=create_app(self.config), raise_server_exceptions=False)
+        self._client_cm = TestClient(
+            base_url=LOCAL_URL, app=create_app(self.config), raise_server_exceptions=False
+        )
         self.client = self._client_cm.__enter__()
         self.admin = setup_admin(self.client)
         self.dataset = build_synthetic_dataset(self.client, self.admin, count=images)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from appliance.db import Database
 from appliance.system.processes import is_alive, read_heartbeat
 
 NEEDS_TRAINING_STACK = frozenset({"train", "export"})
+
+
+def waiting_reason(db: Database, runtime_path: Path, job: dict[str, Any]) -> str | None:
+    """Why a job row waits, or None when it is not pending."""
+    if job["status"] != "pending":
+        return None
+    return pending_reason(db, runtime_path, int(job["id"]), str(job["kind"]))
 
 
 def pending_reason(db: Database, runtime_path: Path, job_id: int, kind: str) -> str:

@@ -259,5 +259,12 @@ def recover_export(context: JobContext) -> None:
 
 
 register_job_kind(
-    JobKind(name=KIND, lane="gpu", run=run_export, recover=recover_export, params_type=ExportParams)
+    JobKind(
+        name=KIND,
+        lane="gpu",
+        run=run_export,
+        recover=recover_export,
+        params_type=ExportParams,
+        needs_training_stack=True,  # the ONNX export runs ultralytics in a child
+    )
 )

@@ -133,7 +133,10 @@ def build_server(app: Any, config: Config) -> NotifyingServer:
             http=type(
                 "SlowClientGuard",
                 (SlowClientGuard,),
-                {"header_timeout_s": config.http_header_timeout_s, "body_timeout_s": config.http_body_timeout_s},
+                {
+                    "header_timeout_s": config.http_header_timeout_s,
+                    "body_timeout_s": config.http_body_timeout_s,
+                },
             ),
             # Connections and requests at once before new requests get 503; the unit's LimitNOFILE is higher.
             limit_concurrency=config.http_max_concurrency,

@@ -28,9 +28,13 @@ class TrainingJobController(Controller):
 
     @get("/", operation_id="listTrainingJobs", sync_to_thread=True)
     def list_jobs(
-        self, db: DB, user: Caller, limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100
+        self,
+        db: DB,
+        user: Caller,
+        config: Settings,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> list[TrainingJobSummary]:
-        return service.list_training_jobs(db, user, limit)
+        return service.list_training_jobs(db, config, user, limit)
 
     @get("/{job_id:int}", operation_id="getTrainingJob", sync_to_thread=True)
     def get_job(self, job_id: Id, db: DB, user: Caller, config: Settings) -> TrainingJobRead:

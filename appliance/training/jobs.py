@@ -311,5 +311,12 @@ def recover_training(context: JobContext) -> None:
 
 
 register_job_kind(
-    JobKind(name=KIND, lane="gpu", run=run_training, recover=recover_training, params_type=TrainParams)
+    JobKind(
+        name=KIND,
+        lane="gpu",
+        run=run_training,
+        recover=recover_training,
+        params_type=TrainParams,
+        needs_training_stack=True,
+    )
 )

@@ -64,6 +64,7 @@ class TrainingJobRead(msgspec.Struct, kw_only=True):
     result: dict[str, Any] = msgspec.field(default_factory=dict)
     cancel_requested: bool = False
     attempts: int = 0
+    waiting_reason: str | None = None  # why a pending job has not started (no worker, busy lane, ...)
     created_by: int | None = None
     created_at: str = ""
     started_at: str | None = None
@@ -85,6 +86,7 @@ class TrainingJobSummary(msgspec.Struct, kw_only=True):
     error: str | None = None
     created_at: str = ""
     finished_at: str | None = None
+    waiting_reason: str | None = None
 
 
 class BaseModelRead(msgspec.Struct, kw_only=True):

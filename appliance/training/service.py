@@ -18,6 +18,7 @@ from appliance.config import Config
 from appliance.db import Database
 from appliance.errors import Forbidden, Invalid, NotFound
 from appliance.jobs import service as jobs
+from appliance.jobs.waiting import waiting_reason
 from appliance.system.service import cuda_device_count
 from appliance.training.contracts import TrainParams
 from appliance.training.schemas import (
@@ -268,6 +269,7 @@ def job_read(db: Database, config: Config, job: dict[str, Any]) -> TrainingJobRe
         result=result,
         cancel_requested=bool(job["cancel_requested"]),
         attempts=job["attempts"],
+        waiting_reason=waiting_reason(db, config.runtime_path, job),
         created_by=job["created_by"],
         created_at=job["created_at"],
         started_at=job["started_at"],
@@ -279,7 +281,9 @@ def get_training_job(db: Database, config: Config, job_id: int, user: CurrentUse
     return job_read(db, config, visible_job(db, job_id, user))
 
 
-def list_training_jobs(db: Database, user: CurrentUser, limit: int = 200) -> list[TrainingJobSummary]:
+def list_training_jobs(
+    db: Database, config: Config, user: CurrentUser, limit: int = 200
+) -> list[TrainingJobSummary]:
     items = []
     for job in jobs.list_visible_jobs(db, KIND, lambda job: _visible(db, job, user), limit):
         progress, params = job["progress"], job["params"]
@@ -298,6 +302,7 @@ def list_training_jobs(db: Database, user: CurrentUser, limit: int = 200) -> lis
                 eta_s=None if job["status"] in jobs.TERMINAL else progress.get("eta_s"),
                 map50_95=final.get("map50_95"),
                 model_id=job["model_id"],
+                waiting_reason=waiting_reason(db, config.runtime_path, job),
                 error=job["error"],
                 created_at=job["created_at"],
                 finished_at=job["finished_at"],

@@ -44,13 +44,14 @@ class ImportController(Controller):
         self,
         db: DB,
         user: Caller,
+        config: Settings,
         dataset_id: DatasetFilter = None,
     ) -> list[TransferJobRead]:
-        return service.list_transfer_jobs(db, "import", user, dataset_id)
+        return service.list_transfer_jobs(db, "import", user, dataset_id, runtime_path=config.runtime_path)
 
     @get("/imports/{job_id:int}", operation_id="getImport", sync_to_thread=True)
-    def get_import(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
-        return service.get_transfer_job(db, job_id, "import", user)
+    def get_import(self, job_id: Id, db: DB, user: Caller, config: Settings) -> TransferJobRead:
+        return service.get_transfer_job(db, job_id, "import", user, config.runtime_path)
 
     @post("/imports/{job_id:int}/cancel", operation_id="cancelImport", sync_to_thread=True, status_code=200)
     def cancel_import(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
@@ -138,13 +139,16 @@ class ImportController(Controller):
         self,
         db: DB,
         user: Caller,
+        config: Settings,
         dataset_id: DatasetFilter = None,
     ) -> list[TransferJobRead]:
-        return service.list_transfer_jobs(db, "usb_export", user, dataset_id)
+        return service.list_transfer_jobs(
+            db, "usb_export", user, dataset_id, runtime_path=config.runtime_path
+        )
 
     @get("/usb-exports/{job_id:int}", operation_id="getUsbExport", sync_to_thread=True)
-    def get_usb_export(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
-        return service.get_transfer_job(db, job_id, "usb_export", user)
+    def get_usb_export(self, job_id: Id, db: DB, user: Caller, config: Settings) -> TransferJobRead:
+        return service.get_transfer_job(db, job_id, "usb_export", user, config.runtime_path)
 
     @post(
         "/usb-exports/{job_id:int}/cancel",

@@ -54,3 +54,4 @@ class TransferJobRead(msgspec.Struct):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    waiting_reason: str | None = None  # why a pending job has not started (no worker, busy lane, ...)

@@ -11,6 +11,7 @@ from appliance.config import Config
 from appliance.db import Database
 from appliance.errors import Invalid, NotFound
 from appliance.jobs import service as jobs
+from appliance.jobs.waiting import waiting_reason
 from appliance.transfers.contracts import ImportParams, UsbExportParams
 from appliance.transfers.schemas import (
     ImportCreate,
@@ -25,7 +26,7 @@ from appliance.transfers.sources import resolve_source
 HIDDEN_PARAMS = ("archive", "allow_any_path")  # a staging path and the CLI's trust: not for API clients
 
 
-def job_read(row: dict[str, Any]) -> TransferJobRead:
+def job_read(row: dict[str, Any], waiting: str | None = None) -> TransferJobRead:
     return TransferJobRead(
         id=row["id"],
         kind=row["kind"],
@@ -38,6 +39,7 @@ def job_read(row: dict[str, Any]) -> TransferJobRead:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        waiting_reason=waiting,
     )
 
 
@@ -55,8 +57,11 @@ def visible_job(db: Database, job_id: int, kind: TransferKind, user: CurrentUser
     raise NotFound(f"job {job_id} not found")
 
 
-def get_transfer_job(db: Database, job_id: int, kind: TransferKind, user: CurrentUser) -> TransferJobRead:
-    return job_read(visible_job(db, job_id, kind, user))
+def get_transfer_job(
+    db: Database, job_id: int, kind: TransferKind, user: CurrentUser, runtime_path: Path | None = None
+) -> TransferJobRead:
+    job = visible_job(db, job_id, kind, user)
+    return job_read(job, waiting_reason(db, runtime_path, job) if runtime_path else None)
 
 
 def cancel_transfer_job(db: Database, job_id: int, kind: TransferKind, user: CurrentUser) -> TransferJobRead:
@@ -68,7 +73,12 @@ def cancel_transfer_job(db: Database, job_id: int, kind: TransferKind, user: Cur
 
 
 def list_transfer_jobs(
-    db: Database, kind: TransferKind, user: CurrentUser, dataset_id: int | None = None, limit: int = 50
+    db: Database,
+    kind: TransferKind,
+    user: CurrentUser,
+    dataset_id: int | None = None,
+    limit: int = 50,
+    runtime_path: Path | None = None,
 ) -> list[TransferJobRead]:
 
     def visible(job: dict[str, Any]) -> bool:
@@ -80,7 +90,10 @@ def list_transfer_jobs(
             return False
         return True
 
-    return [job_read(r) for r in jobs.list_visible_jobs(db, kind, visible, limit)]
+    return [
+        job_read(r, waiting_reason(db, runtime_path, r) if runtime_path else None)
+        for r in jobs.list_visible_jobs(db, kind, visible, limit)
+    ]
 
 
 def _queue(

@@ -208,7 +208,8 @@ export default {
       h('tbody', jobs.slice(0, 10).map((job) => h('tr', { testid: 'import-job', dataset: { id: job.id, status: job.status } },
         h('td', `#${job.id}`),
         h('td.small', job.params.source === 'archive' ? job.params.filename : job.params.path),
-        h('td', h('span.badge', { testid: 'import-job-status' }, job.status)),
+        h('td', h('span.badge', { testid: 'import-job-status' }, job.status),
+          job.waiting_reason ? h('div.muted.small', { testid: 'job-waiting' }, job.waiting_reason) : null),
         h('td.small', { testid: 'import-job-progress' }, jobSummary(job)),
         h('td.actions',
           TERMINAL.includes(job.status)

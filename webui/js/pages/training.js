@@ -107,7 +107,8 @@ function jobRows(jobs, datasetNames) {
     h('td', datasetNames.get(j.dataset_id) || (j.dataset_id ? `dataset ${j.dataset_id}` : '–')),
     h('td', j.base_model),
     h('td.num', `${j.epoch}/${j.epochs}`),
-    h('td', statusBadge(j.status), j.error ? h('div.muted.small', j.error.slice(0, 120)) : null),
+    h('td', statusBadge(j.status), j.error ? h('div.muted.small', j.error.slice(0, 120)) : null,
+      j.waiting_reason ? h('div.muted.small', { testid: 'job-waiting' }, j.waiting_reason) : null),
     h('td', h('progress', { max: 1, value: j.fraction }), j.eta_s ? h('span.muted.small', ` ${formatDuration(j.eta_s)} left`) : null),
     h('td.num', metric(j.map50_95)),
     h('td', j.created_at.replace('T', ' ').slice(0, 16))));
@@ -188,7 +189,7 @@ export const trainingJobPage = {
       cancel.classList.toggle('hidden', !mayCancel);
       bar.value = job.fraction || 0;
       const parts = [];
-      if (job.status === 'pending') parts.push('waiting for the worker');
+      if (job.status === 'pending') parts.push(job.waiting_reason || 'waiting for the worker');
       else if (job.stage && !TERMINAL.includes(job.status)) parts.push(job.stage);
       parts.push(`epoch ${job.epoch}/${job.epochs || job.params.epochs}`);
       if (job.batches && !TERMINAL.includes(job.status)) parts.push(`batch ${job.batch}/${job.batches}`);
