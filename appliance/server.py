@@ -15,6 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from appliance.auth.controllers import AuthController, UsersController
 from appliance.auth.middleware import PUBLIC, AuthMiddleware
+from appliance.auth.password_gate import PasswordGate
 from appliance.auth.request_checks import (
     RequestPolicy,
     content_type_middleware,
@@ -22,9 +23,8 @@ from appliance.auth.request_checks import (
     send_refusal,
     with_security_headers,
 )
-from appliance.auth.password_gate import PasswordGate
-from appliance.auth.throttle import LoginThrottle
 from appliance.auth.setup_code import announce_setup_code
+from appliance.auth.throttle import LoginThrottle
 from appliance.camera.controllers import CameraController
 from appliance.catalog.controllers import DatasetController, ImageController
 from appliance.config import Config, ensure_jwt_secret

@@ -40,7 +40,7 @@ SOURCE_FPS = 30.0
 
 MAKE_WEIGHTS = """
 import sys
-from appliance.training.offline import prepare_ultralytics_env
+from appliance.inference.ultralytics_env import prepare_ultralytics_env
 prepare_ultralytics_env(__import__("pathlib").Path(sys.argv[2]))
 from ultralytics import YOLO
 YOLO("yolov8n.yaml").save(sys.argv[1])

@@ -33,7 +33,7 @@ def stats(samples: list[float]) -> dict[str, float]:
 def build_model(workdir: Path, weights: Path | None, classes: int) -> Path:
     """A yolov8n checkpoint: the given weights, or the architecture with batch-norm re-estimated on synthetic
     images so that it outputs boxes (a realistic post-processing load) without a training run."""
-    from appliance.training.offline import prepare_ultralytics_env
+    from appliance.inference.ultralytics_env import prepare_ultralytics_env
 
     prepare_ultralytics_env(workdir / "ultralytics")
     if weights is not None:

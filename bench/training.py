@@ -36,8 +36,8 @@ from litestar.testing import TestClient  # noqa: E402
 from appliance.clock import now_iso  # noqa: E402
 from appliance.config import load_config  # noqa: E402
 from appliance.db import migrate, open_database, write_transaction  # noqa: E402
+from appliance.inference.ultralytics_env import prepare_ultralytics_env  # noqa: E402
 from appliance.server import create_app  # noqa: E402
-from appliance.training.offline import prepare_ultralytics_env  # noqa: E402
 from appliance.training.snapshot import build_snapshot  # noqa: E402
 from tests.helpers import API, setup_admin  # noqa: E402
 from tests.workers import WorkerProcess, build_synthetic_dataset, wait_for  # noqa: E402

@@ -37,6 +37,34 @@ def auth(token: str) -> dict[str, str]:
 LOCAL_URL = "http://localhost.localdomain"
 
 
+def run_cli(
+    *args: str,
+    data_dir: Path,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m appliance ARGS` on a data folder, as an admin types it on the box (no APPLIANCE_ leaking in)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    clean.update({"APPLIANCE_DATA_DIR": str(data_dir), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=clean,
+        cwd=REPO,
+        timeout=timeout,
+    )
+
+
+def setup_code_from_cli(data_dir: Path) -> str:
+    """What `appliance setup-code` prints on its last line."""
+    printed = run_cli("setup-code", data_dir=data_dir)
+    assert printed.returncode == 0, printed.stderr
+    return printed.stdout.strip().splitlines()[-1]
+
+
 def fresh_setup_code(db_path: Path) -> str:
     """A setup code made the way `appliance setup-code` makes one (the box keeps only its hash)."""
     from appliance.auth.setup_code import new_setup_code

@@ -69,7 +69,7 @@ def oracle_weights(tiny_weights: str) -> Path:
     scores (ties make any NMS comparison meaningless). Batch-norm is re-estimated on synthetic images with
     unit scale and the head's last layers re-drawn, so boxes and scores vary per image; still a real
     ultralytics checkpoint exported by the real exporter."""
-    from appliance.training.offline import prepare_ultralytics_env
+    from appliance.inference.ultralytics_env import prepare_ultralytics_env
 
     prepare_ultralytics_env(_SCRATCH / "ultralytics")
     from ultralytics import YOLO

@@ -61,7 +61,7 @@ def write_yolo_dataset(root: Path, count: int = 24, size: int = 96, val_every: i
 
 def train_tiny_model(workdir: Path, imgsz: int = 64, epochs: int = 2) -> Path:
     """Train yolov8n from its YAML for a couple of epochs on CPU (tens of seconds); returns best.pt."""
-    from appliance.training.offline import prepare_ultralytics_env
+    from appliance.inference.ultralytics_env import prepare_ultralytics_env
 
     prepare_ultralytics_env(workdir / "ultralytics-config")
     from ultralytics import YOLO

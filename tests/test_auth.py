@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 from argon2 import PasswordHasher, Type
 from argon2.profiles import RFC_9106_LOW_MEMORY
 from litestar.testing import TestClient
@@ -15,7 +10,7 @@ from appliance.auth import service
 from appliance.config import load_config
 from appliance.db import open_database
 from appliance.server import create_app
-from tests.helpers import ADMIN, API, LOCAL_URL, REPO, admin_setup, auth, setup_admin
+from tests.helpers import ADMIN, API, LOCAL_URL, admin_setup, auth, run_cli, setup_admin
 
 ERROR_KEYS = {"status_code", "detail"}
 
@@ -168,29 +163,26 @@ def test_me_returns_the_caller(client, admin):
     assert "password_hash" not in body
 
 
-def _cli(args: list[str], data_dir: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "APPLIANCE_DATA_DIR": str(data_dir)}
-    env.pop("APPLIANCE_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-    )
-
-
 def test_create_admin_cli_then_setup_is_refused(tmp_path):
     data_dir = tmp_path / "data"
-    created = _cli(["create-admin", "--username", "root", "--password-stdin"], data_dir, "root-password-1\n")
+    created = run_cli(
+        "create-admin", "--username", "root", "--password-stdin", data_dir=data_dir, stdin="root-password-1\n"
+    )
     assert created.returncode == 0, created.stderr
     assert "root" in created.stdout
-    twice = _cli(["create-admin", "--username", "other", "--password-stdin"], data_dir, "other-password-1\n")
+    twice = run_cli(
+        "create-admin",
+        "--username",
+        "other",
+        "--password-stdin",
+        data_dir=data_dir,
+        stdin="other-password-1\n",
+    )
     assert twice.returncode != 0
     assert "already" in twice.stderr
-    weak = _cli(["create-admin", "--username", "x", "--password-stdin"], tmp_path / "other", "short\n")
+    weak = run_cli(
+        "create-admin", "--username", "x", "--password-stdin", data_dir=tmp_path / "other", stdin="short\n"
+    )
     assert weak.returncode != 0
     config = load_config(env={}, data_dir=str(data_dir))
     with TestClient(base_url=LOCAL_URL, app=create_app(config), raise_server_exceptions=False) as client:

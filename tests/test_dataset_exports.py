@@ -95,7 +95,7 @@ def test_pycocotools_loads_the_coco_export(client, admin, media, source_dataset)
 
 
 def test_ultralytics_accepts_the_yolo_export(client, admin, media, source_dataset, tmp_path):
-    from appliance.training.offline import prepare_ultralytics_env
+    from appliance.inference.ultralytics_env import prepare_ultralytics_env
 
     prepare_ultralytics_env(tmp_path / "ultralytics-config")
     from ultralytics.data.utils import check_det_dataset

@@ -13,7 +13,16 @@ import httpx
 
 from appliance.transfers import importer
 from tests import transfers_support
-from tests.helpers import API, LOCAL_URL, REPO, ServerProcess, create_dataset, image_bytes, setup_admin
+from tests.helpers import (
+    API,
+    LOCAL_URL,
+    REPO,
+    ServerProcess,
+    create_dataset,
+    image_bytes,
+    run_cli,
+    setup_admin,
+)
 from tests.models import CLASSES, synthetic_image, write_yolo_dataset
 from tests.transfers_support import (
     boxes_by_hash,
@@ -295,17 +304,10 @@ def test_web_process_modules_do_not_import_torch():
 def test_cli_import(tmp_path):
     media = tmp_path / "media"
     write_yolo_dataset(media / "stick", count=4)
-    env = {**os.environ, "APPLIANCE_DATA_DIR": str(tmp_path / "data"), "APPLIANCE_IMPORT_ROOTS": str(media)}
-    env.pop("APPLIANCE_CONFIG", None)
 
     def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "appliance", *args],
-            input=stdin,
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
+        return run_cli(
+            *args, data_dir=tmp_path / "data", stdin=stdin, env={"APPLIANCE_IMPORT_ROOTS": str(media)}
         )
 
     def summary(result: subprocess.CompletedProcess[str]) -> dict:

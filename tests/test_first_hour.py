@@ -19,7 +19,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.camera_sources import write_video
-from tests.helpers import ADMIN, API, REPO, auth, free_port
+from tests.helpers import ADMIN, API, REPO, auth, free_port, setup_code_from_cli
 from tests.models import CLASSES, synthetic_jpeg
 
 pytestmark = pytest.mark.slow
@@ -70,14 +70,7 @@ def test_first_hour_from_an_empty_box_to_a_live_camera(tmp_path: Path) -> None:
         assert http.get("/auth/session").json()["setup_required"] is True
 
         # The owner reads the code on the box's shell and creates the admin with it.
-        printed = subprocess.run(
-            [sys.executable, "-m", "appliance", "setup-code"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        code = printed.stdout.strip().splitlines()[-1]
+        code = setup_code_from_cli(data)
         assert http.post("/auth/setup", json={**ADMIN, "setup_code": "WRONG"}).status_code == 403
         created = http.post("/auth/setup", json={**ADMIN, "setup_code": code})
         assert created.status_code == 201, created.text

@@ -25,7 +25,9 @@ from tests.helpers import (
     admin_setup,
     auth,
     free_port,
+    run_cli,
     setup_admin,
+    setup_code_from_cli,
 )
 
 EVIL_SETUP = {"username": "mallory", "password": "mallory-password-1"}
@@ -82,39 +84,14 @@ def test_a_new_code_replaces_the_old_one_and_wrong_codes_are_throttled(client, c
 
 
 def test_the_setup_code_command_prints_a_working_code_last(tmp_path):
-    env = {**os.environ, "APPLIANCE_DATA_DIR": str(tmp_path / "data")}
-    env.pop("APPLIANCE_CONFIG", None)
     with ServerProcess(tmp_path / "data") as server:
-        printed = subprocess.run(
-            [sys.executable, "-m", "appliance", "setup-code"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        code = printed.stdout.strip().splitlines()[-1]
+        code = setup_code_from_cli(server.data_dir)
         assert len(code.replace("-", "")) >= 10 and not set(code) & set("01OIL")
-        log = server.log_path.read_text()
-        assert "setup code" in log  # the web printed one at start too (now replaced)
+        assert "setup code" in server.log_path.read_text()  # the web printed one at start too (now replaced)
         created = httpx.post(f"{server.url}{API}/auth/setup", json={**ADMIN, "setup_code": code})
         assert created.status_code == 201, created.text
-        again = subprocess.run(
-            [sys.executable, "-m", "appliance", "setup-code"], env=env, capture_output=True, text=True
-        )
+        again = run_cli("setup-code", data_dir=server.data_dir)
         assert again.returncode == 1 and "account exists" in again.stderr
-
-
-def test_create_admin_on_the_shell_needs_no_code(tmp_path):
-    env = {**os.environ, "APPLIANCE_DATA_DIR": str(tmp_path / "data")}
-    env.pop("APPLIANCE_CONFIG", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "appliance", "create-admin", "--username", "root", "--password-stdin"],
-        input="root-password-1\n",
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 # --- Host, Origin, Content-Type ----------------------------------------------------------------------

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import msgspec
 
+from appliance.inference.pipeline import Detection
 
-class FrameDetection(msgspec.Struct):
-    """One box of the published frame, in the frame's pixels."""
-
-    class_id: int
-    class_name: str
-    confidence: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
+# One box of the published frame, in the frame's pixels: the pipeline's own record (msgspec encodes
+# dataclasses), so the camera publishes what the detector returned without copying it.
+FrameDetection = Detection
 
 
 class FrameMeta(msgspec.Struct, kw_only=True):

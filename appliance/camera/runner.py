@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict
 from typing import Any, cast
 
 import cv2
@@ -33,7 +32,7 @@ from appliance.config import Config
 from appliance.db import Database, migrate, open_database
 from appliance.models.loading import deployed_model, load_detector_for_model, loadable_artifacts
 from appliance.storage import ImageStore
-from appliance.system.notify import notify, watchdog_interval_s
+from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
 from appliance.system.processes import Heartbeat, heartbeat_path, process_started_at, write_heartbeat
 
 logger = logging.getLogger(__name__)
@@ -222,7 +221,7 @@ class CameraRunner:
                 logger.exception("inference failed; streaming without detections")
                 self.model_note = "inference failed; see the camera log"
             else:
-                detections = [FrameDetection(**asdict(d)) for d in result.detections]
+                detections = result.detections
                 timings["preprocess"] = result.timings.get("preprocess_ms", 0.0)
                 timings["inference"] = result.timings.get("inference_ms", 0.0)
                 timings["postprocess"] = result.timings.get("postprocess_ms", 0.0)
@@ -382,19 +381,12 @@ class CameraRunner:
 
 
 def run_camera(config: Config) -> int:
-    import signal
-
     db = open_database(config.db_path)
     migrate(db, config.db_path)
     config.runtime_path.mkdir(parents=True, exist_ok=True)
     runner = CameraRunner(config, db=db)
 
-    def on_signal(signum: int, frame: Any) -> None:
-        logger.info("signal %s: stopping the camera", signum)
-        runner.stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(runner.stop, "the camera")
     return runner.run()
 
 

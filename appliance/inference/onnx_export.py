@@ -56,7 +56,7 @@ def graph_io(path: Path) -> OnnxExportInfo:
 def export_onnx(
     weights: Path, out: Path, imgsz: int, dynamic: bool, config_dir: Path | None
 ) -> OnnxExportInfo:
-    from appliance.training.offline import prepare_ultralytics_env
+    from appliance.inference.ultralytics_env import prepare_ultralytics_env
 
     prepare_ultralytics_env(config_dir or out.parent / ".ultralytics")
     import onnx

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import signal
 import threading
 import time
 import traceback
@@ -25,7 +24,7 @@ import msgspec
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database
 from appliance.jobs import service
-from appliance.system.notify import notify, watchdog_interval_s
+from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
 from appliance.system.processes import (
     Heartbeat,
     heartbeat_path,
@@ -322,10 +321,5 @@ class Worker:
 def run_worker(config: Config) -> int:
     worker = Worker(config)
 
-    def on_signal(signum: int, frame: Any) -> None:
-        logger.info("signal %s: stopping after the current step", signum)
-        worker.stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(worker.stop, "the worker after the current step")
     return worker.run()

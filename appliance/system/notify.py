@@ -1,10 +1,14 @@
-"""sd_notify: systemd-python when installed, else the plain NOTIFY_SOCKET datagram protocol."""
+"""Talking to the supervisor: sd_notify (systemd-python when installed, else the plain NOTIFY_SOCKET
+datagram protocol) and stopping cleanly on SIGTERM / SIGINT."""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,17 @@ def notify(message: str) -> bool:
     except OSError:
         logger.warning("sd_notify to %s failed", address, exc_info=True)
         return False
+
+
+def stop_on_signals(stop: threading.Event, what: str) -> None:
+    """SIGTERM (systemd, `appliance run`) and SIGINT (Ctrl+C) set `stop`; the process finishes its step."""
+
+    def on_signal(signum: int, frame: Any) -> None:
+        logger.info("signal %s: stopping %s", signal.Signals(signum).name, what)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
 
 def watchdog_interval_s() -> float | None:

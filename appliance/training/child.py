@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from appliance.db import open_database
+from appliance.inference.ultralytics_env import prepare_ultralytics_env
 from appliance.storage import write_atomic
 from appliance.training.checkpoints import CheckpointError, copy_atomic, load_resumable, resumable_checkpoint
 from appliance.training.contracts import (
@@ -37,7 +38,6 @@ from appliance.training.contracts import (
     read_record,
 )
 from appliance.training.network_audit import NetworkAudit
-from appliance.training.offline import prepare_ultralytics_env
 from appliance.training.progress import Progress
 
 logger = logging.getLogger("appliance.training.child")
