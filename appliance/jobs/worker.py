@@ -58,8 +58,12 @@ class JobKind:
     recover: Callable[[JobContext], None] | None = None
     # The msgspec Struct the job's params decode into (`context.params`); dict keeps them as stored.
     params_type: type[Any] = dict
-    # Needs torch and ultralytics (training, ONNX export): a worker without them leaves such jobs pending.
-    needs_training_stack: bool = False
+
+    @property
+    def needs_training_stack(self) -> bool:
+        """gpu-lane kinds (training, the ONNX export child) import torch and ultralytics: a worker without
+        them leaves such jobs pending, saying why (jobs/waiting.py)."""
+        return self.lane == "gpu"
 
 
 JOB_KINDS: dict[str, JobKind] = {}

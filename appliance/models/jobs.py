@@ -258,13 +258,4 @@ def recover_export(context: JobContext) -> None:
     context.requeue(recovered=True)
 
 
-register_job_kind(
-    JobKind(
-        name=KIND,
-        lane="gpu",
-        run=run_export,
-        recover=recover_export,
-        params_type=ExportParams,
-        needs_training_stack=True,  # the ONNX export runs ultralytics in a child
-    )
-)
+register_job_kind(JobKind(KIND, "gpu", run_export, recover_export, params_type=ExportParams))

@@ -310,13 +310,4 @@ def recover_training(context: JobContext) -> None:
     context.requeue(resume=True)
 
 
-register_job_kind(
-    JobKind(
-        name=KIND,
-        lane="gpu",
-        run=run_training,
-        recover=recover_training,
-        params_type=TrainParams,
-        needs_training_stack=True,
-    )
-)
+register_job_kind(JobKind(KIND, "gpu", run_training, recover_training, params_type=TrainParams))
