@@ -9,8 +9,6 @@ from typing import Any
 from appliance.db import Database
 from appliance.system.processes import is_alive, read_heartbeat
 
-NEEDS_TRAINING_STACK = frozenset({"train", "export"})
-
 
 def waiting_reason(db: Database, runtime_path: Path, job: dict[str, Any]) -> str | None:
     """Why a job row waits, or None when it is not pending."""
@@ -24,9 +22,9 @@ def pending_reason(db: Database, runtime_path: Path, job_id: int, kind: str) -> 
     if not is_alive(beat):
         return "no worker is running: the job waits until `appliance worker` runs (`make run` starts it)"
     assert beat is not None
-    if kind in NEEDS_TRAINING_STACK and beat.can_train is False:
-        return f"the worker cannot run {kind} jobs here: {beat.train_note}"
     lane = beat.lanes.get(kind)
+    if lane == "gpu" and beat.can_train is False:  # gpu-lane kinds need torch and ultralytics
+        return f"the worker cannot run {kind} jobs here: {beat.train_note}"
     if lane is None:
         return f"the running worker does not know jobs of kind {kind!r}: restart it after an update"
     busy = beat.running.get(lane)
