@@ -16,6 +16,29 @@ from appliance.errors import Conflict, NotFound
 
 TERMINAL = ("completed", "failed", "cancelled")
 LOG_TAIL_CHARS = 8000
+# Everything stored about a job is bounded, whatever a handler or an exception hands in: a 256 MB file
+# name in an exception message once became a 268 MB error in the job row and its event.
+ERROR_CHARS = 4000
+EVENT_BYTES = 64 * 1024
+STATE_BYTES = 4 * 1024 * 1024  # params, progress, result
+# A job whose process died while it ran this many times (out of memory, a crash) is not run again.
+MAX_RUNS = 2
+
+
+def cap_text(text: str, limit: int = ERROR_CHARS) -> str:
+    """`text` if short enough, else its start and end around a note of what was cut."""
+    if len(text) <= limit:
+        return text
+    keep = (limit - 40) // 2
+    return f"{text[:keep]} ... ({len(text) - 2 * keep} characters cut) ... {text[-keep:]}"
+
+
+def bounded_json(value: Any, limit: int, what: str) -> str:
+    """JSON of `value`, or a small record saying it was too large (never a huge catalog row)."""
+    encoded = encode_json(value)
+    if len(encoded) <= limit:
+        return encoded
+    return encode_json({"truncated": True, "what": what, "size": len(encoded)})
 
 
 def encode_json(value: Any) -> str:
@@ -43,7 +66,7 @@ def create_job(
         cursor = db.execute(
             """INSERT INTO jobs (kind, status, dataset_id, model_id, params, created_by, created_at)
                VALUES (?, 'pending', ?, ?, ?, ?, ?)""",
-            [kind, dataset_id, model_id, encode_json(params), user_id, now_iso()],
+            [kind, dataset_id, model_id, bounded_json(params, STATE_BYTES, "params"), user_id, now_iso()],
         )
         job_id = cursor.lastrowid
         assert job_id is not None
@@ -80,7 +103,7 @@ def list_visible_jobs(
 def add_event(db: Database, job_id: int, kind: str, data: dict[str, Any]) -> int:
     cursor = db.execute(
         "INSERT INTO job_events (job_id, at, kind, data) VALUES (?, ?, ?, ?)",
-        [job_id, time.time(), kind, json.dumps(data)],
+        [job_id, time.time(), kind[:64], bounded_json(data, EVENT_BYTES, f"{kind} event")],
     )
     return cursor.lastrowid or 0
 
@@ -154,7 +177,7 @@ def set_progress(
         merged = {**json.loads(row[0] if row else "{}"), **progress}
         db.execute(
             "UPDATE jobs SET progress = ?, heartbeat_at = ? WHERE id = ?",
-            [json.dumps(merged), time.time(), job_id],
+            [bounded_json(merged, STATE_BYTES, "progress"), time.time(), job_id],
         )
         if event_kind:
             add_event(db, job_id, event_kind, progress)
@@ -170,13 +193,14 @@ def finish_job(
     log_tail: str | None = None,
 ) -> None:
     assert status in TERMINAL
+    error = cap_text(error) if error is not None else None
     with write_transaction(db):
         db.execute(
             """UPDATE jobs SET status = ?, result = ?, error = ?, log_tail = COALESCE(?, log_tail), finished_at = ?
                WHERE id = ?""",
             [
                 status,
-                encode_json(result if result is not None else {}),
+                bounded_json(result if result is not None else {}, STATE_BYTES, "result"),
                 error,
                 log_tail[-LOG_TAIL_CHARS:] if log_tail else None,
                 now_iso(),

@@ -209,6 +209,11 @@ class Worker:
             kind = JOB_KINDS[job["kind"]]
             context = JobContext(job=job, db=db, config=self.config)
             try:
+                if job["attempts"] >= service.MAX_RUNS:
+                    raise RuntimeError(
+                        f"interrupted {job['attempts']} times: its process died while it ran (out of memory, "
+                        "or a crash; see the worker log); not started again"
+                    )
                 if kind.recover is None:
                     raise RuntimeError("interrupted: the worker stopped while this job ran")
                 kind.recover(context)
