@@ -18,8 +18,10 @@ from appliance.auth.middleware import PUBLIC, AuthMiddleware
 from appliance.auth.password_gate import PasswordGate
 from appliance.auth.request_checks import (
     RequestPolicy,
+    RouteMethods,
     content_type_middleware,
     head_as_get,
+    send_options,
     send_refusal,
     with_security_headers,
 )
@@ -48,6 +50,7 @@ class ApplianceApp(Litestar):
     and the security headers on every answer, 401s and routing errors included."""
 
     policy: RequestPolicy
+    _route_methods: RouteMethods | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # ASGI; typed loosely on purpose
         if scope["type"] in ("http", "websocket"):
@@ -59,6 +62,11 @@ class ApplianceApp(Litestar):
                 return
             if scope.get("method") == "HEAD":
                 scope, receive, send = head_as_get(scope, receive, send)
+            elif scope.get("method") == "OPTIONS":
+                if self._route_methods is None:
+                    self._route_methods = RouteMethods(self.routes)
+                await send_options(send, self._route_methods.allowed(scope["path"]))
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -70,6 +78,14 @@ def _validation_detail(exc: ValidationException) -> str:
             message = item.get("message", "")
             parts.append(f"{key}: {message}" if key else str(message))
     return "invalid request: " + ("; ".join(parts) if parts else str(exc.detail))
+
+
+def _raised_in(exc: BaseException, where: str) -> bool:
+    """Whether the innermost frame of the exception is in a file whose path contains `where`."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and where in tb.tb_frame.f_code.co_filename.replace("\\", "/")
 
 
 def handle_error(request: Request[Any, Any, State], exc: Exception) -> Response[dict[str, Any]]:
@@ -87,6 +103,13 @@ def handle_error(request: Request[Any, Any, State], exc: Exception) -> Response[
             limit_mb = request.app.state.config.max_upload_mb
             detail = f"request body too large: the limit is {limit_mb} MB (config key max_upload_mb)"
         return Response(error_body(exc.status_code, detail), status_code=exc.status_code, headers=headers)
+    if isinstance(exc, OverflowError):  # a path or query number past SQLite's 64-bit integers
+        return Response(
+            error_body(400, "a number in the request is out of range (at most 2^63-1)"), status_code=400
+        )
+    if isinstance(exc, IndexError | UnicodeDecodeError) and _raised_in(exc, "litestar/_kwargs/"):
+        # Litestar's multipart reader trips over an empty or malformed body instead of refusing it.
+        return Response(error_body(400, "malformed multipart body: no readable parts"), status_code=400)
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return Response(
         error_body(500, "internal server error; the details are in the appliance log"), status_code=500

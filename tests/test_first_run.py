@@ -388,3 +388,38 @@ def test_the_training_api_says_why_a_job_waits(client, admin, config):
     assert "no worker is running" in job.json()["waiting_reason"]
     listed = client.get(f"{API}/training-jobs", headers=admin).json()
     assert "no worker is running" in listed[0]["waiting_reason"]
+
+
+# --- small HTTP correctness (issue 16's low findings) ---------------------------------------------------
+
+
+def test_ids_past_64_bits_empty_multipart_and_options(client, admin):
+    dataset = client.post(f"{API}/datasets", json={"name": "d", "classes": ["a"]}, headers=admin).json()
+    huge = "9" * 30
+    for path in (
+        f"{API}/datasets/{huge}",
+        f"{API}/images/{huge}/annotations",
+        f"{API}/datasets/{dataset['id']}/images?after={huge}",
+    ):
+        response = client.get(path, headers=admin)
+        assert response.status_code == 400 and "out of range" in response.json()["detail"], path
+    for body in (b"", b"--xyz--\r\n"):
+        empty = client.post(
+            f"{API}/datasets/{dataset['id']}/images",
+            content=body,
+            headers={**admin, "Content-Type": "multipart/form-data; boundary=xyz"},
+        )
+        assert empty.status_code == 400, (body, empty.text)
+    allow = client.options(f"{API}/datasets").headers["allow"]
+    assert set(allow.split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
+    allow = client.options(f"{API}/datasets/{dataset['id']}").headers["allow"]
+    assert set(allow.split(", ")) == {"GET", "HEAD", "PATCH", "DELETE", "OPTIONS"}
+    assert client.options(f"{API}/no-such-thing").status_code == 404
+
+
+def test_a_401_carries_the_security_headers(client):
+    client.cookies.clear()
+    refused = client.get(f"{API}/datasets")
+    assert refused.status_code == 401
+    assert refused.headers["x-frame-options"] == "DENY"
+    assert "default-src 'self'" in refused.headers["content-security-policy"]

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -127,6 +128,44 @@ class RequestPolicy:
         if not self.origin_allowed(origin, scope.get("scheme", "http"), host):
             return 403, f"request from another origin ({origin}) refused (config key allowed_origins)"
         return None
+
+
+class RouteMethods:
+    """The methods each path of the app answers, for OPTIONS (Litestar's own Allow header leaves some out)."""
+
+    def __init__(self, routes: Iterable[Any]) -> None:
+        self.table: list[tuple[re.Pattern[str], frozenset[str], bool]] = []
+        for route in routes:
+            methods = getattr(route, "methods", None)
+            if not methods:
+                continue
+            catch_all = ":path}" in route.path  # the console's static files
+            pattern = re.sub(r"\{[^}:]+:path\}", ".*", route.path.rstrip("/") or "/")
+            pattern = re.sub(r"\{[^}]+\}", "[^/]+", pattern)
+            self.table.append((re.compile(f"^{pattern}/?$"), frozenset(methods), catch_all))
+
+    def allowed(self, path: str) -> list[str]:
+        found: set[str] = set()
+        for pattern, methods, catch_all in self.table:
+            if catch_all and path.startswith("/api/"):
+                continue  # an unknown API path is not a console file
+            if pattern.match(path):
+                found |= methods
+        if "GET" in found:
+            found.add("HEAD")
+        return sorted(found | {"OPTIONS"}) if found else []
+
+
+async def send_options(send: Send, methods: list[str]) -> None:
+    if not methods:
+        body = msgspec.json.encode(error_body(404, "not found"))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 404, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return
+    headers = [(b"allow", ", ".join(methods).encode()), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def with_security_headers(send: Send) -> Send:
