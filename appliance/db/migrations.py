@@ -308,6 +308,58 @@ CREATE TABLE login_trusted (
     )
 
 
+@migrations()
+def m006_stations(db: Database) -> None:
+    # Inspection stations: cameras (settings as JSON), trigger requests, inspection events.
+    # The single-camera settings row of earlier builds goes away (cameras replace it).
+    _run(
+        db,
+        """
+DELETE FROM settings WHERE key = 'camera';
+CREATE TABLE cameras (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+  enabled INTEGER NOT NULL DEFAULT 0,
+  settings TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE TABLE inspection_triggers (
+  id INTEGER PRIMARY KEY,
+  camera_id INTEGER NOT NULL REFERENCES cameras(id) ON DELETE CASCADE,
+  source TEXT NOT NULL,
+  requested_at REAL NOT NULL,
+  requested_mono REAL NOT NULL,
+  status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'expired')),
+  event_id INTEGER,
+  detail TEXT
+);
+CREATE INDEX inspection_triggers_status ON inspection_triggers (status, id);
+CREATE TABLE inspection_events (
+  id INTEGER PRIMARY KEY,
+  camera_id INTEGER NOT NULL,
+  ts REAL NOT NULL,
+  mode TEXT NOT NULL CHECK (mode IN ('continuous', 'triggered', 'interval')),
+  trigger_id INTEGER,
+  verdict TEXT NOT NULL CHECK (verdict IN ('ok', 'ng')),
+  failing_rules TEXT NOT NULL DEFAULT '[]',
+  counts TEXT NOT NULL DEFAULT '{}',
+  detections TEXT NOT NULL DEFAULT '[]',
+  zones TEXT NOT NULL DEFAULT '[]',
+  model_id INTEGER,
+  latencies TEXT NOT NULL DEFAULT '{}',
+  width INTEGER NOT NULL DEFAULT 0,
+  height INTEGER NOT NULL DEFAULT 0,
+  snapshot TEXT,
+  snapshot_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX inspection_events_camera ON inspection_events (camera_id, id);
+CREATE INDEX inspection_events_ts ON inspection_events (ts);
+CREATE INDEX inspection_events_counters ON inspection_events (camera_id, ts, verdict)
+""",
+    )
+
+
 def backup_database(db: Database, db_path: Path) -> Path:
     """Online copy of the catalog (sqlite backup API) before migrations change it."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")

@@ -1,0 +1,1 @@
+"""Inspection stations: cameras as a resource, zones and rules, triggers, OK/NG inspection events."""

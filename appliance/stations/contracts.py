@@ -1,0 +1,74 @@
+"""The records an inspection leaves: an event (as the camera hands it off, and as a stored row) and its boxes.
+
+These are the contract with the line outputs (MQTT, OPC UA, Modbus, webhooks): `events.record_events`
+writes `InspectionEvent`s and hands the stored `EventRow`s to every hook in `events.ON_EVENT_WRITTEN`
+inside the same transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Mode = Literal["continuous", "triggered", "interval"]
+Verdict = Literal["ok", "ng"]
+WHOLE_FRAME = "*"  # the key of the whole frame in counts (zones are keyed by name)
+
+
+class Box(msgspec.Struct, kw_only=True):
+    """One detection in the frame's pixels (the pipeline's Detection, as stored)."""
+
+    class_id: int
+    class_name: str
+    confidence: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class ZoneShape(msgspec.Struct):
+    """A zone as the event saw it (zones may be edited later; the event keeps its own copy)."""
+
+    name: str
+    points: list[tuple[float, float]]
+
+
+class InspectionEvent(msgspec.Struct, kw_only=True):
+    """One inspection (triggered, interval) or one change of the verdict (continuous)."""
+
+    camera_id: int
+    ts: float  # unix time at which the inspected frame arrived from the source
+    mode: Mode
+    verdict: Verdict
+    trigger_id: int | None = None
+    failing_rules: list[str] = msgspec.field(default_factory=list)
+    # {zone name or "*": {class name: count}} of the detections above the camera's confidence
+    counts: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    detections: list[Box] = msgspec.field(default_factory=list)
+    zones: list[ZoneShape] = msgspec.field(default_factory=list)
+    model_id: int | None = None
+    # trigger_to_frame_ms (triggered), wait_model_ms, inference_ms, total_ms (trigger or frame -> verdict)
+    latencies: dict[str, float] = msgspec.field(default_factory=dict)
+    width: int = 0
+    height: int = 0
+    snapshot: str | None = None  # path of the JPEG relative to <data_dir>/events
+    snapshot_bytes: int = 0
+
+
+class EventRow(InspectionEvent, kw_only=True):
+    """An event as stored: the row id is the event id (increasing; outputs de-duplicate by it)."""
+
+    id: int
+
+
+class TriggerRow(msgspec.Struct, kw_only=True):
+    id: int
+    camera_id: int
+    source: str  # "http", "mqtt", "modbus", "opcua", ...
+    requested_at: float  # unix time
+    requested_mono: float  # time.monotonic() of the requester (one clock for every process of the box)
+    status: Literal["pending", "done", "expired"] = "pending"
+    event_id: int | None = None
+    detail: str | None = None
