@@ -1,0 +1,147 @@
+"""Request and response bodies of cameras and events, and the per-camera settings the camera process obeys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from appliance.stations.contracts import Mode, TriggerRow
+
+SourceType = Literal["v4l2", "url", "gstreamer", "file"]
+Precision = Literal["auto", "fp32", "fp16", "int8"]  # auto: the best export this machine can run
+Condition = Literal["==", ">=", "<=", "between", "present", "absent"]
+CameraState = Literal["stopped", "starting", "running", "reconnecting", "error", "offline"]
+
+Confidence = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Coordinate = Annotated[float, msgspec.Meta(ge=0, le=16384)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+
+
+class Zone(msgspec.Struct, forbid_unknown_fields=True):
+    """A polygon in the camera image's pixels; a detection is in the zone when its box centre is."""
+
+    name: Name
+    points: Annotated[list[tuple[Coordinate, Coordinate]], msgspec.Meta(min_length=3, max_length=64)]
+
+
+class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Detections of `classes` (any class when empty) at `min_confidence` or more, in `zone` (the whole
+    frame when null), counted and compared: `==`, `>=`, `<=` count; `between` count..max_count;
+    `present` (at least one); `absent` (none)."""
+
+    name: Name
+    zone: Name | None = None
+    classes: Annotated[list[Annotated[str, msgspec.Meta(max_length=128)]], msgspec.Meta(max_length=64)] = (
+        msgspec.field(default_factory=list)
+    )
+    min_confidence: Confidence = 0.25
+    condition: Condition = "present"
+    count: Count = 1
+    max_count: Count | None = None
+
+
+class CameraSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Everything the camera process needs for one camera; PUT replaces the whole object."""
+
+    source_type: SourceType = "file"
+    # /dev/videoN (v4l2), rtsp://, http(s):// (url), a GStreamer pipeline ending in appsink, or a file path.
+    source: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    width: Annotated[int, msgspec.Meta(ge=0, le=8192)] = 0  # v4l2: requested size, 0 = device default
+    height: Annotated[int, msgspec.Meta(ge=0, le=8192)] = 0
+    fps: Annotated[float, msgspec.Meta(ge=0, le=500)] = 0  # v4l2: requested rate; file: pacing (0 = file's)
+    open_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=120_000)] = 5000
+    read_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=120_000)] = 5000
+    model_id: Annotated[int, msgspec.Meta(ge=1)] | None = None  # null: the deployed model
+    precision: Precision = "auto"
+    confidence: Confidence = 0.25  # detections below are not reported (rules may ask for more)
+    iou: Confidence = 0.45
+    jpeg_quality: Annotated[int, msgspec.Meta(ge=30, le=100)] = 80
+    max_fps: Annotated[float, msgspec.Meta(ge=0, le=500)] = 0  # cap on inspections per second, 0 = none
+    mode: Mode = "continuous"
+    interval_s: Annotated[float, msgspec.Meta(ge=0.1, le=86_400)] = 5.0  # mode interval
+    debounce_frames: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3  # mode continuous
+    snapshots: bool = True  # keep a JPEG of each event's frame
+    zones: Annotated[list[Zone], msgspec.Meta(max_length=32)] = msgspec.field(default_factory=list)
+    rules: Annotated[list[Rule], msgspec.Meta(max_length=64)] = msgspec.field(default_factory=list)
+
+
+class CameraWrite(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /cameras and PUT /cameras/{id}: `enabled` left out keeps the current state (stopped when new)."""
+
+    name: Name
+    settings: CameraSettings = msgspec.field(default_factory=CameraSettings)
+    enabled: bool | None = None
+
+
+class CameraRead(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    enabled: bool
+    settings: CameraSettings  # the source's password is masked for everyone but admins
+    created_at: str
+    updated_at: str
+
+
+class StageTiming(msgspec.Struct):
+    last: float
+    median: float
+    p99: float
+
+
+class CameraStatus(msgspec.Struct, kw_only=True):
+    """What the camera process publishes for one camera (status.json), offline when it is not running."""
+
+    camera_id: int
+    state: CameraState
+    source_type: str = ""
+    source: str = ""
+    fps: float = 0.0  # frames inspected and published per second, rolling
+    source_fps: float = 0.0
+    frames: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    model_id: int | None = None
+    model_name: str | None = None
+    model_note: str = ""
+    error: str | None = None
+    width: int = 0
+    height: int = 0
+    verdict: str | None = None  # of the latest frame (continuous: the debounced verdict)
+    failing_rules: list[str] = msgspec.field(default_factory=list)
+    events: int = 0  # handed to the event writer since the process started
+    timings: dict[str, StageTiming] = msgspec.field(default_factory=dict)
+    pid: int | None = None
+    updated_at: float = 0.0
+
+
+class TriggerAccepted(msgspec.Struct, kw_only=True):
+    trigger_id: int
+    camera_id: int
+
+
+TriggerRead = TriggerRow
+
+
+class CaptureRequest(msgspec.Struct, forbid_unknown_fields=True):
+    dataset_id: Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
+
+
+class CaptureResult(msgspec.Struct, kw_only=True):
+    image_id: int
+    dataset_id: int
+    boxes: int  # pre-labels stored (model classes that exist in the dataset by name)
+    skipped_classes: list[str]
+    duplicate: bool
+
+
+class CameraCounters(msgspec.Struct, kw_only=True):
+    camera_id: int
+    ok: int
+    ng: int
+
+
+class CountersRead(msgspec.Struct, kw_only=True):
+    since: float
+    cameras: list[CameraCounters]
