@@ -361,3 +361,147 @@ def test_images_with_lying_headers_are_skipped(client, admin, config):
     assert "cannot be decoded" in reasons["small-liar.png"] or "corrupt" in reasons["small-liar.png"]
     assert "not an image" in reasons["script.jpg"] and "not an image" in reasons["html.png"]
     assert "truncated" in reasons["cut.jpg"]
+
+
+def gnu_long_name_bomb(path: Path, declared: int) -> None:
+    """A tar.gz whose first member is a GNU long-name record declaring `declared` bytes of name (zeros
+    compress ~1000:1, so 256 MB of name is ~250 KB on the wire), written in 1 MB pieces."""
+    header = tarfile.TarInfo("././@LongLink")
+    header.type = tarfile.GNUTYPE_LONGNAME
+    header.size = declared
+    import gzip
+
+    with gzip.open(path, "wb", compresslevel=9) as out:
+        out.write(header.tobuf(format=tarfile.GNU_FORMAT))
+        zeros = b"a" * MB
+        for _ in range(declared // MB):
+            out.write(zeros)
+        out.write(tar_member("x.jpg").tobuf())
+
+
+def test_tar_long_name_bomb_is_refused_before_it_is_read(client, admin, config, tmp_path):
+    """issue 16: a 255 KB tar.gz with a 256 MB long-name header took the worker to 2.4 GB."""
+    path = tmp_path / "longname.tgz"
+    gnu_long_name_bomb(path, 256 * MB)
+    assert path.stat().st_size < 2 * MB
+    tracemalloc.start()
+    with pytest.raises(TooLarge, match="long-name record of 268435456 bytes; at most 4096"):
+        extract_archive(path, tmp_path / "out", max_entries=1000, max_bytes=20 * MB)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 4 * MB
+    dataset = create_dataset(client, admin)
+    job = run_upload(client, admin, config, dataset["id"], path.read_bytes())
+    assert job["status"] == "failed" and "long-name record" in job["error"], job
+    assert len(job["error"]) < 300
+
+
+def test_tar_pax_header_bomb_is_refused(tmp_path):
+    info = tar_member("a.jpg")
+    pax = tarfile.TarInfo("pax")
+    pax.type = tarfile.XHDTYPE
+    record = b"x" * (1 * MB)
+    pax.size = len(record)
+    path = tmp_path / "pax.tar"
+    with open(path, "wb") as out:
+        out.write(pax.tobuf(format=tarfile.USTAR_FORMAT))
+        out.write(record)
+        out.write(info.tobuf())
+    tracemalloc.start()
+    with pytest.raises(TooLarge, match="pax header of 1048576 bytes; at most 65536"):
+        extract_archive(path, tmp_path / "out", max_entries=1000, max_bytes=20 * MB)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 512 * 1024  # the megabyte of records was never read
+
+
+def test_declared_size_is_checked_against_the_disk_reserve_before_extracting(client, admin, tmp_path):
+    """issue 16: a 1 MB zip declaring 1 GiB filled the disk; the check used the compressed size."""
+    import shutil
+
+    from appliance.errors import InsufficientStorage
+
+    free_mb = shutil.disk_usage(tmp_path).free // MB
+    # The reserve leaves 10 MB of room: a 30 MB archive (30 KB compressed) must not start.
+    tight = import_config(tmp_path, disk_min_free_mb=free_mb - 10, max_import_mb=100)
+    bomb = tmp_path / "big.zip"
+    bomb.write_bytes(zip_bytes([("zeros.bin", b"\0" * (30 * MB))]))
+    assert bomb.stat().st_size < MB
+    from appliance.transfers.importer import prepare_source
+    from appliance.transfers.report import ImportReport
+
+    source = Path(tight.import_roots[0]) / "big.zip"
+    source.write_bytes(bomb.read_bytes())
+    from appliance.transfers.contracts import ImportParams
+
+    params = ImportParams(source="path", path=str(source), format="auto", unknown_classes="add")
+    with pytest.raises(InsufficientStorage, match="must stay free"):
+        prepare_source(tight, params, 7, ImportReport())
+    assert not (tight.data_path / "staging" / "job-7").exists()
+
+
+def test_disk_reserve_is_checked_again_while_extracting(tmp_path, monkeypatch):
+    from appliance.errors import InsufficientStorage
+    from appliance.transfers import archive
+
+    monkeypatch.setattr(archive, "SPACE_CHECK_EVERY", MB)
+    path = tmp_path / "a.zip"
+    path.write_bytes(zip_bytes([(f"f{i}.bin", b"\0" * MB) for i in range(8)]))
+    asked: list[int] = []
+
+    def space(incoming: int) -> None:  # the disk fills from elsewhere once 3 MB are written
+        asked.append(incoming)
+        if len(asked) > 3:
+            raise InsufficientStorage("not enough disk space (test)")
+
+    with pytest.raises(InsufficientStorage):
+        extract_archive(path, tmp_path / "out", max_entries=100, max_bytes=20 * MB, space=space)
+    assert asked[0] == 8 * MB  # the declared total, before anything was written
+    assert sum(1 for _ in (tmp_path / "out").iterdir()) < 8
+
+
+@pytest.mark.parametrize("kind", ["zip", "tgz"])
+def test_odd_entries_are_skipped_with_a_reason(client, admin, config, kind):
+    """issue 16: `a` and `a/b/c.jpg`, or a 300-character name, failed the whole import."""
+    long_name = "x" * 300 + ".jpg"
+    members = [
+        ("a", image_bytes(seed=1)),
+        ("a/b/c.jpg", image_bytes(seed=2)),
+        ("d/e.jpg", image_bytes(seed=3)),
+        ("d", image_bytes(seed=4)),
+        (long_name, image_bytes(seed=5)),
+        ("good.jpg", image_bytes(seed=6)),
+    ]
+    if kind == "zip":
+        data = zip_bytes(members)
+    else:
+        data = tar_bytes([(tar_member(name), body) for name, body in members], mode="w:gz")
+    dataset = create_dataset(client, admin)
+    job = run_upload(client, admin, config, dataset["id"], data)
+    assert job["status"] == "completed", job
+    report = job["result"]
+    reasons = {item["name"]: item["reason"] for item in report["skipped_items"]}
+    assert "same name" in reasons["a/b/c.jpg"] and "same name" in reasons["d"]
+    cut = next(name for name in reasons if name.startswith("xxx"))
+    assert "name too long" in reasons[cut] and len(cut) <= 300  # names in the report are bounded
+    assert report["imported"] == 2  # d/e.jpg and good.jpg; `a` has no image suffix
+    staging = str(config.data_path)
+    assert staging not in json_text(job)
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def test_import_paths_do_not_reveal_what_exists_outside_the_roots(client, admin, config, tmp_path):
+    """issue 16: /root/.bash_history answered 404 and /etc/shadow 403: the roots are checked first."""
+    (tmp_path / "exists.txt").write_text("x")
+    dataset = create_dataset(client, admin)
+    answers = set()
+    for path in (str(tmp_path / "exists.txt"), str(tmp_path / "missing.txt"), "/etc/passwd", "/nope/x"):
+        response = client.post(f"{API}/datasets/{dataset['id']}/imports", json={"path": path}, headers=admin)
+        assert response.status_code == 403, (path, response.text)
+        answers.add(response.json()["detail"].replace(path, "PATH"))
+    assert len(answers) == 1  # the same answer whether the file exists or not

@@ -3,11 +3,15 @@
 Every entry name is cleaned (no absolute paths, no `..`, no drive letters); links, devices and FIFOs are
 skipped with a reason; the entry count and the declared uncompressed size are capped BEFORE anything is
 written, and the bytes actually written are counted again while extracting (a lying header cannot get
-past the cap). Files are created with O_NOFOLLOW|O_EXCL under the destination only.
+past the cap). Tar name records (GNU long names, pax headers) are budgeted before tarfile reads them;
+the declared size must fit the free space above the disk reserve, which is checked again while writing.
+One odd entry (a name part over 255 bytes, a file and a folder of the same name) is skipped with its
+reason. Files are created with O_NOFOLLOW|O_EXCL under the destination only; no reason names the folder.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -26,6 +30,12 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+MAX_LONG_NAME = 4096  # a GNU long-name/long-link record (tarfile reads it whole into memory)
+MAX_PAX_HEADER = 64 * 1024  # one pax extended header (all its records)
+SPACE_CHECK_EVERY = 64 * 1024 * 1024  # bytes written between two looks at the free space
+
+# Told the bytes about to be written; raises (InsufficientStorage) when they would eat the disk reserve.
+SpaceCheck = Callable[[int], None]
 
 
 @dataclass
@@ -73,19 +83,30 @@ def _target(dest: Path, relative: str) -> Path:
 def _open_new(path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.parent.is_symlink():
-        raise Invalid(f"{path.parent} is a link")
+        raise Invalid("a folder of the entry is a link")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     return os.open(path, flags, 0o600)
+
+
+def _clash_reason(exc: OSError) -> str | None:
+    """Why one entry cannot be created (skipped, not failing the archive); None: the disk's own problem."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return "name too long (a part of the path is over 255 bytes)"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        return "a file and a folder of the same name (or a duplicate entry)"
+    return None
 
 
 class _Budget:
     """Counts entries and bytes against the caps, during the check and again while writing."""
 
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
+    def __init__(self, max_entries: int, max_bytes: int, space: SpaceCheck | None = None) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.space = space
         self.entries = 0
         self.bytes = 0
+        self.since_space_check = 0
 
     def entry(self) -> None:
         self.entries += 1
@@ -98,6 +119,10 @@ class _Budget:
             raise TooLarge(
                 f"{what} more than {self.max_bytes // (1024 * 1024)} MB uncompressed (max_import_mb)"
             )
+        self.since_space_check += count
+        if self.space is not None and self.since_space_check >= SPACE_CHECK_EVERY:
+            self.since_space_check = 0
+            self.space(0)  # the disk may fill from elsewhere while we write
 
 
 def _copy(source: IO[bytes], fd: int, budget: _Budget, declared: int, name: str) -> int:
@@ -123,11 +148,18 @@ def _write_entry(
     budget: _Budget,
     report: ExtractReport,
 ) -> None:
-    """One regular file entry into a new file under `dest` (a second entry of the same name is skipped)."""
+    """One regular file entry into a new file under `dest`; an entry that cannot be created there (a second
+    entry of the same name, a file where a folder is, a name part over 255 bytes) is skipped with why."""
+    if len(relative.encode()) > MAX_LONG_NAME:
+        report.skipped.append((name[:200] + "...", "name too long (over 4 KB)"))
+        return
     try:
         fd = _open_new(_target(dest, relative))
-    except FileExistsError:
-        report.skipped.append((name, "duplicate entry name"))
+    except OSError as exc:
+        reason = _clash_reason(exc)
+        if reason is None:
+            raise
+        report.skipped.append((name, reason))
         return
     try:
         source = open_source()
@@ -139,14 +171,18 @@ def _write_entry(
     report.files += 1
 
 
-def extract_archive(path: Path, dest: Path, *, max_entries: int, max_bytes: int) -> ExtractReport:
-    """Extract `path` into the (new, empty) folder `dest`; raises AppError when the whole archive is refused."""
+def extract_archive(
+    path: Path, dest: Path, *, max_entries: int, max_bytes: int, space: SpaceCheck | None = None
+) -> ExtractReport:
+    """Extract `path` into the (new, empty) folder `dest`; raises AppError when the whole archive is refused.
+
+    `space(n)` is asked before anything is written with the declared uncompressed size, then every 64 MB."""
     dest.mkdir(parents=True, exist_ok=True)
     kind = sniff_archive(path)
     try:
         if kind == "zip":
-            return _extract_zip(path, dest, max_entries, max_bytes)
-        return _extract_tar(path, dest, max_entries, max_bytes)
+            return _extract_zip(path, dest, max_entries, max_bytes, space)
+        return _extract_tar(path, dest, max_entries, max_bytes, space)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise Invalid(f"archive is damaged or truncated: {exc}") from None
     except tarfile.TarError as exc:
@@ -169,7 +205,9 @@ def _zip_entries(archive: zipfile.ZipFile, report: ExtractReport) -> Iterator[tu
             yield info, relative
 
 
-def _extract_zip(path: Path, dest: Path, max_entries: int, max_bytes: int) -> ExtractReport:
+def _extract_zip(
+    path: Path, dest: Path, max_entries: int, max_bytes: int, space: SpaceCheck | None
+) -> ExtractReport:
     report = ExtractReport()
     with zipfile.ZipFile(path) as archive:
         infos = archive.infolist()
@@ -183,13 +221,38 @@ def _extract_zip(path: Path, dest: Path, max_entries: int, max_bytes: int) -> Ex
                 f"archive declares {declared // (1024 * 1024)} MB uncompressed; the limit is "
                 f"{max_bytes // (1024 * 1024)} MB (max_import_mb)"
             )
+        if space is not None:
+            space(declared)
         report.entries = len(infos)
-        budget = _Budget(max_entries, max_bytes)
+        budget = _Budget(max_entries, max_bytes, space)
         for info, relative in _zip_entries(archive, report):
             _write_entry(
                 dest, relative, info.filename, info.file_size, partial(archive.open, info), budget, report
             )
     return report
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a GNU long-name record or a pax header whole, whatever size its header declares (a
+    255 KB tar.gz can declare a 256 MB name): the size is checked first, before anything is read."""
+
+    def _proc_gnulong(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.size > MAX_LONG_NAME:
+            raise TooLarge(f"archive has a long-name record of {self.size} bytes; at most {MAX_LONG_NAME}")
+        return super()._proc_gnulong(tarfile)  # type: ignore[misc]
+
+    def _proc_pax(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.size > MAX_PAX_HEADER:
+            raise TooLarge(f"archive has a pax header of {self.size} bytes; at most {MAX_PAX_HEADER}")
+        return super()._proc_pax(tarfile)  # type: ignore[misc]
+
+    def _proc_sparse(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        # Its map of extension blocks is unbounded; photos never come as sparse files.
+        raise Invalid("archive has a sparse file entry (GNU tar -S): not supported")
+
+
+def _open_tar(path: Path) -> tarfile.TarFile:
+    return tarfile.open(path, mode="r|*", tarinfo=_BoundedTarInfo)
 
 
 def _tar_members(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
@@ -202,19 +265,23 @@ def _tar_members(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         yield member
 
 
-def _extract_tar(path: Path, dest: Path, max_entries: int, max_bytes: int) -> ExtractReport:
+def _extract_tar(
+    path: Path, dest: Path, max_entries: int, max_bytes: int, space: SpaceCheck | None
+) -> ExtractReport:
     report = ExtractReport()
     # Pass 1: headers only, refused as soon as a cap is passed (nothing written yet).
     budget = _Budget(max_entries, max_bytes)
-    with tarfile.open(path, mode="r|*") as archive:
+    with _open_tar(path) as archive:
         for member in _tar_members(archive):
             budget.entry()
             if member.isfile():
                 budget.add(member.size, "archive declares")
     report.entries = budget.entries
+    if space is not None:
+        space(budget.bytes)
     # Pass 2: extract regular files; the bytes are counted again.
-    budget = _Budget(max_entries, max_bytes)
-    with tarfile.open(path, mode="r|*") as archive:
+    budget = _Budget(max_entries, max_bytes, space)
+    with _open_tar(path) as archive:
         for member in _tar_members(archive):
             relative = clean_entry_name(member.name)
             if relative is None:

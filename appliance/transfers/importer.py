@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -16,7 +17,7 @@ from appliance.catalog.schemas import Box
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
-from appliance.errors import AppError, Forbidden, Invalid, NotFound
+from appliance.errors import AppError, Forbidden, InsufficientStorage, Invalid, NotFound
 from appliance.storage import ImageStore, check_free_space, read_capped, sync_filesystem, write_unsynced
 from appliance.transfers.archive import extract_archive
 from appliance.transfers.class_mapper import ClassMapper
@@ -116,7 +117,7 @@ def import_items(
         except AppError as exc:
             return exc, problems
         except OSError as exc:
-            return Invalid(f"cannot read the file: {exc.strerror or exc}"), problems
+            return Invalid(f"cannot read the file: {exc.strerror or type(exc).__name__}"), problems
         try:
             return catalog.store_image_file(store, config, data, write=write_unsynced), problems
         except AppError as exc:
@@ -232,10 +233,13 @@ def prepare_source(
     workdir = staging_root(config) / f"job-{job_id}"
     shutil.rmtree(workdir, ignore_errors=True)  # a leftover from an interrupted run
     max_bytes = config.max_import_mb * 1024 * 1024
-    check_free_space(config.data_path, config.disk_min_free_mb, min(max_bytes, archive.stat().st_size * 2))
+
+    def space(incoming: int) -> None:  # the declared size before writing, then the reserve while writing
+        check_free_space(config.data_path, config.disk_min_free_mb, incoming)
+
     try:
         extracted = extract_archive(
-            archive, workdir, max_entries=config.max_import_entries, max_bytes=max_bytes
+            archive, workdir, max_entries=config.max_import_entries, max_bytes=max_bytes, space=space
         )
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -290,9 +294,15 @@ def run_import_job(
         )
         if progress:
             progress(report, True)
-    except Exception:
+    except Exception as exc:
         if progress:  # the failed job keeps what was done and what was skipped, with the reasons
             progress(report, True, final=True)
+        if isinstance(exc, OSError):  # its text names files on the data disk: say what happened only
+            raise (
+                InsufficientStorage(f"the import stopped: {exc.strerror or type(exc).__name__}")
+                if exc.errno == errno.ENOSPC
+                else Invalid(f"the import stopped: {exc.strerror or type(exc).__name__}")
+            ) from None
         raise
     finally:
         if staged is not None:

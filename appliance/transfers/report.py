@@ -11,6 +11,12 @@ from appliance.transfers.contracts import ImportProgress, ImportResult, SkippedI
 
 REPORT_SKIPPED_MAX = 500  # skipped entries listed one by one in the report; the rest are counted
 REASONS_MAX = 50  # distinct skip reasons kept in the result, most frequent first
+NAME_MAX = 300  # characters of a skipped item's name kept in the report
+REASON_MAX = 500
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -36,9 +42,9 @@ class ImportReport:
         elif box:
             self.boxes_skipped += 1
         # "box skipped: class 'x' ..." is counted under "box skipped", whatever the class.
-        self.skipped_reasons[reason.split(":")[0] if box else reason] += 1
-        if len(self.skipped_items) < REPORT_SKIPPED_MAX:
-            self.skipped_items.append(SkippedItem(name=name, reason=reason))
+        self.skipped_reasons[_cut(reason.split(":")[0] if box else reason, REASON_MAX)] += 1
+        if len(self.skipped_items) < REPORT_SKIPPED_MAX:  # names and reasons from the source: bounded
+            self.skipped_items.append(SkippedItem(name=_cut(name, NAME_MAX), reason=_cut(reason, REASON_MAX)))
 
     def progress(self) -> ImportProgress:
         return ImportProgress(

@@ -98,7 +98,9 @@ def walk_tree(root: Path, max_entries: int) -> Tree:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            tree.skipped.append((str(folder), f"cannot read folder: {exc.strerror}"))
+            tree.skipped.append(
+                (tree.rel(folder) if folder != root else ".", f"cannot read folder: {exc.strerror}")
+            )
             continue
         for entry in entries:
             seen += 1
