@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -173,3 +174,34 @@ class ImageStore:
         thumb = self.thumb_path(sha256)
         thumb.unlink(missing_ok=True)
         thumb.with_suffix(".webp").unlink(missing_ok=True)  # left by versions that made WebP thumbnails
+
+
+TEMP_SUFFIX = ".tmp"  # every atomic write's temp file is .<name>.<random>.tmp beside its target
+SWEPT_FOLDERS = ("images", "thumbs", "models", "exports", "weights", "runs", "events")
+
+
+def sweep_temp_files(data_path: Path, older_than_s: float, folders: tuple[str, ...] = SWEPT_FOLDERS) -> int:
+    """Remove the temp files of atomic writes that never finished (a process killed mid-write).
+
+    Called by the worker at start: a temp file older than `older_than_s` belongs to a writer that is gone
+    (every write of the box finishes in seconds; the worker's own long writes died with it). Returns the
+    count removed.
+    """
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for name in folders:
+        top = data_path / name
+        if not top.is_dir():
+            continue
+        for folder, _dirs, files in os.walk(top):
+            for file in files:
+                if not (file.startswith(".") and file.endswith(TEMP_SUFFIX)):
+                    continue
+                path = Path(folder) / file
+                try:
+                    if path.lstat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+    return removed

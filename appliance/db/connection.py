@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,7 +73,32 @@ def open_database(path: str | Path, *, readonly: bool = False) -> Database:
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA cache_size = -32000")
+    _check_pragmas(conn, path, readonly)
     return Database(conn)
+
+
+# Test hook (no APPLIANCE_ prefix: those are config keys): every process appends the pragmas of every
+# connection it opens to this file, so a test can prove them for web, worker, camera and training child.
+PRAGMA_LOG_ENV = "CATALOG_PRAGMA_LOG"
+EXPECTED = {"journal_mode": "wal", "foreign_keys": 1, "synchronous": 2, "busy_timeout": BUSY_TIMEOUT_MS}
+
+
+def connection_pragmas(conn: sqlite3.Connection) -> dict[str, object]:
+    return {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in EXPECTED}
+
+
+def _check_pragmas(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
+    """Read the pragmas back: a catalog that silently fell back to another journal mode (a file system
+    without shared memory, say) or lost foreign keys would break the durability every writer relies on."""
+    found = connection_pragmas(conn)
+    wrong = {k: v for k, v in found.items() if v != EXPECTED[k] and not (readonly and k == "journal_mode")}
+    log = os.environ.get(PRAGMA_LOG_ENV)
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"pid": os.getpid(), "argv": sys.argv[:3], "db": str(path), **found}) + "\n")
+    if wrong:
+        conn.close()
+        raise sqlite3.OperationalError(f"catalog {path}: pragmas not applied: {wrong} (expected {EXPECTED})")
 
 
 @contextlib.contextmanager

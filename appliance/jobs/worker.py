@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -24,6 +25,7 @@ import msgspec
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database
 from appliance.jobs import service
+from appliance.storage import sweep_temp_files
 from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
 from appliance.system.processes import (
     Heartbeat,
@@ -222,6 +224,19 @@ class Worker:
                 logger.warning("job %s (%s) cannot be recovered: %s", job["id"], job["kind"], exc)
                 service.finish_job(db, job["id"], "failed", error=str(exc))
 
+    def sweep_leftovers(self, db: Database) -> None:
+        """Temp files of writes killed midway, and staging folders (staging/job-<id>) of jobs that are over."""
+        removed = sweep_temp_files(self.config.data_path, self.config.stale_after_s)
+        staging = self.config.data_path / "staging"
+        active = {row[0] for row in db.execute("SELECT id FROM jobs WHERE status IN ('pending', 'running')")}
+        for folder in staging.glob("job-*") if staging.is_dir() else []:
+            job_id = folder.name.removeprefix("job-")
+            if folder.is_dir() and not (job_id.isdigit() and int(job_id) in active):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        if removed:
+            logger.info("removed %s leftovers of interrupted writes and jobs", removed)
+
     def lane_loop(self, lane: str) -> None:
         db = open_database(self.config.db_path)
         kinds = [
@@ -297,6 +312,7 @@ class Worker:
         migrate(db, self.config.db_path)
         load_job_kinds()
         self.recover(db)
+        self.sweep_leftovers(db)
         db.conn.close()
         self.publish_heartbeat()
         if not self.can_train:
