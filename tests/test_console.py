@@ -308,9 +308,11 @@ def test_label_with_mouse_and_keys_matches_api_in_image_pixels(
     assert page.evaluate("window.__labeler.zoom") == 1
 
     drag(page, (20, 30), (120, 110))  # box A, class 0 (active)
-    drag(page, (150, 40), (260, 200))  # box B, selected after drawing
+    drag(page, (150, 40), (260, 200))  # box B: not selected after drawing
+    assert page.evaluate("window.__labeler.selected") == -1
+    click_image(page, 200, 120)  # select B on purpose
     drag(page, (260, 200), (280, 220))  # resize B by its bottom-right handle
-    page.keyboard.press("2")  # B becomes class 1
+    page.keyboard.press("2")  # B, selected, becomes class 1
     click_image(page, 60, 60)  # select A
     assert page.evaluate("window.__labeler.selected") == 0
     page.keyboard.press("Delete")

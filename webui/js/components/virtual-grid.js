@@ -14,9 +14,10 @@ const OVERSCAN_ROWS = 2;
  * from what it has, or by a jump when the scrollbar is dragged far away).
  */
 export class VirtualGrid {
-  constructor(index, { href }) {
+  constructor(index, { href, onDelete = null }) {
     this.index = index;
     this.href = href;
+    this.onDelete = onDelete; // (item) => ...: a delete button on each cell when given
     this.scroller = h('div.grid-scroll', { testid: 'grid', tabindex: 0 });
     this.spacer = h('div.grid-spacer');
     this.scroller.append(this.spacer);
@@ -127,6 +128,14 @@ export class VirtualGrid {
     const caption = h('span.caption');
     const badge = h('span.badge');
     const cell = h('a.cell', { testid: 'thumb' }, h('span.thumb-box', img), badge, caption);
+    if (this.onDelete) {
+      cell.append(h('button.thumb-delete', { type: 'button', testid: 'thumb-delete', title: 'delete this image',
+        'aria-label': 'delete this image', onclick: (event) => {
+          event.preventDefault();
+          event.stopPropagation();
+          if (cell.item) this.onDelete(cell.item);
+        } }, '×'));
+    }
     cell.parts = { img, caption, badge };
     return cell;
   }
@@ -135,6 +144,7 @@ export class VirtualGrid {
     const key = item ? `${item.id}:${item.status}:${item.box_count}:${item.id === this.focusId}` : '';
     if (cell.key === key) return;
     cell.key = key;
+    cell.item = item;
     const { img, caption, badge } = cell.parts;
     cell.classList.toggle('focused', Boolean(item) && item.id === this.focusId);
     if (!item) {

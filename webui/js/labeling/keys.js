@@ -1,9 +1,12 @@
 // Keyboard shortcuts of the labeling page, and their help table (shown by "?"): keep the two in step.
 
 export const SHORTCUTS = [
-  ['Drag on the image', 'draw a box with the active class'],
-  ['Click a box / drag it / drag a handle', 'select / move / resize'],
-  ['1 … 9', 'choose the class (changes the selected box)'],
+  ['Drag on the image', 'draw a box with the active class (also inside or over other boxes)'],
+  ['Shift+drag', 'always draw a new box, wherever the drag starts'],
+  ['Click a box', 'select it (a new box is not selected)'],
+  ['Drag the selected box or any box\'s tag, drag a handle', 'move, resize'],
+  ['1 … 9', 'class of the next box; also changes the selected box'],
+  ['Enter, X', 'accept, reject the highlighted suggestion (dashed box)'],
   ['Del, Backspace', 'delete the selected box'],
   ['Ctrl+Z, Ctrl+Shift+Z (Ctrl+Y)', 'undo, redo'],
   ['D or →, A or ←', 'next, previous image'],
@@ -47,6 +50,9 @@ export function bindKeys({ labeler, commands, canWrite }) {
       } else labeler.select(-1);
     } else if (key === ' ') {
       labeler.setSpace(true);
+    } else if (key === 'Shift') {
+      labeler.setShift(true);
+      return; // a modifier: the browser keeps its own handling
     } else if (/^[1-9]$/.test(key)) {
       labeler.setClass(Number(key) - 1);
     } else if (key === 'Delete' || key === 'Backspace') {
@@ -76,9 +82,13 @@ export function bindKeys({ labeler, commands, canWrite }) {
   };
   const onKeyUp = (e) => {
     if (e.key === ' ') labeler.setSpace(false);
+    if (e.key === 'Shift') labeler.setShift(false);
   };
-  // A Space released in another window never reaches us: leave pan mode when the window loses focus.
-  const onBlur = () => labeler.setSpace(false);
+  // A key released in another window never reaches us: leave pan and draw modes when the window loses focus.
+  const onBlur = () => {
+    labeler.setSpace(false);
+    labeler.setShift(false);
+  };
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('keyup', onKeyUp);
   window.addEventListener('blur', onBlur);

@@ -6,19 +6,32 @@ import { api, ApiError } from '../api.js';
 import { toast } from '../dom.js';
 import { pageSize, setFocus } from '../image-index.js';
 import { cacheEntry } from './cache.js';
-import { normalizeBox } from './canvas/geometry.js';
+import { normalizeBox, sameBoxes } from './canvas/geometry.js';
 
 // Neighbours kept loaded in the image list around the current image: the next page is asked for this far
 // from a window's edge (at most a quarter page), so next/previous do not wait for it.
 const LIST_MARGIN = 30;
+// Images whose undo steps are kept while the page is open (the oldest left first).
+const HISTORY_IMAGES = 100;
 
 export function createNavigation({ datasetId, index, filterQuery, labeler, state, panels, saver }) {
   let showSeq = 0;
+  // Undo steps per image, with the boxes they lead to: coming back to an image whose boxes are still those,
+  // Ctrl+Z undoes what was done there before leaving it.
+  const histories = new Map();
+
+  function keepHistory(session) {
+    if (!session || state.drawnImageId !== session.id) return;
+    histories.delete(session.id);
+    histories.set(session.id, { ...labeler.history(), boxes: session.boxes.map((b) => ({ ...b })) });
+    while (histories.size > HISTORY_IMAGES) histories.delete(histories.keys().next().value);
+  }
 
   async function show(id, { replaceUrl = true } = {}) {
     const seq = ++showSeq;
     const previous = state.session;
     if (previous && previous.dirty) saver.save(previous);
+    if (previous && previous.id !== id) keepHistory(previous);
     const entry = cacheEntry(id);
     let img;
     let ann;
@@ -38,7 +51,8 @@ export function createNavigation({ datasetId, index, filterQuery, labeler, state
       serverBoxes: ann.boxes, dirty: false, saving: null, again: false, conflict: false, wantStatus: null,
     };
     state.session = session;
-    labeler.setImage(img, ann.width, ann.height, session.boxes);
+    const kept = histories.get(id);
+    labeler.setImage(img, ann.width, ann.height, session.boxes, kept && sameBoxes(kept.boxes, session.boxes) ? kept : null);
     state.drawnImageId = id;
     setFocus(datasetId, id);
     if (replaceUrl) history.replaceState(null, '', `#/datasets/${datasetId}/label/${id}${filterQuery}`);

@@ -3,12 +3,13 @@
 
 import { datasetTabs } from '../components/dataset-tabs.js';
 import { h } from '../dom.js';
+import { isPending } from './canvas/geometry.js';
 import { SHORTCUTS } from './keys.js';
 
 /**
  * createPanels({ dataset, index, canWrite, commands, labeler }) -> { nodes, canvas, actions, side, ... }
  * `labeler` is a function returning the canvas tool (it is made after the canvas); `commands` are called by the
- * buttons: { go(step), nextUnlabeled(), copyPrevious(), markReviewed() }.
+ * buttons: { go(step), nextUnlabeled(), copyPrevious(), markReviewed(), deleteImage() }.
  */
 export function createPanels({ dataset, index, canWrite, commands, labeler }) {
   const classes = dataset.classes;
@@ -19,6 +20,7 @@ export function createPanels({ dataset, index, canWrite, commands, labeler }) {
   const statusEl = h('span.badge', { testid: 'image-status' });
   const saveEl = h('span.save-state', { testid: 'save-state', dataset: { state: 'saved' } }, 'saved');
   const zoomEl = h('span.muted', { testid: 'zoom-level' });
+  const nextClassEl = h('span.small.muted', { testid: 'next-class' });
   const classList = h('ol.class-list', { testid: 'class-list' });
   const boxList = h('ol.box-list', { testid: 'box-list' });
   const help = h('div.help-overlay.hidden', { testid: 'help-overlay', role: 'dialog' },
@@ -34,9 +36,12 @@ export function createPanels({ dataset, index, canWrite, commands, labeler }) {
     canWrite ? button('Mark reviewed', 'mark-reviewed', () => commands.markReviewed(), 'R') : null,
     button('Fit', 'zoom-fit', () => labeler().fit(), 'F'),
     button('100 %', 'zoom-actual', () => labeler().actualSize(), '0'),
-    button('?', 'help-button', () => toggleHelp(), 'keyboard shortcuts'));
+    button('?', 'help-button', () => toggleHelp(), 'keyboard shortcuts'),
+    h('span.spacer'),
+    canWrite ? h('button.danger', { type: 'button', testid: 'delete-image', onclick: () => commands.deleteImage(),
+      title: 'delete this image from the dataset' }, 'Delete image') : null);
   const side = h('aside.label-side', { testid: 'label-side' },
-    h('section', h('h3', 'Classes'), classList),
+    h('section', h('h3', 'Classes'), classList, nextClassEl),
     h('section', h('h3', 'Boxes'), boxList),
     h('section.small.muted', 'Press ? for shortcuts.'));
   const nodes = [
@@ -58,17 +63,26 @@ export function createPanels({ dataset, index, canWrite, commands, labeler }) {
   }
   help.addEventListener('mousedown', () => toggleHelp(false));
 
+  // 'active': the class of the next box drawn; 'of-selected': the class of the box selected now.
   function renderClasses() {
     const tool = labeler();
+    const sel = tool.boxes[tool.selected];
+    nextClassEl.textContent = classes[tool.activeClass] ? `next box: ${classes[tool.activeClass].name}` : '';
     classList.replaceChildren(...classes.map((c, i) => h('li', {
-      testid: 'class-item', class: i === tool.activeClass ? 'active' : '', dataset: { classId: i },
-      style: { '--chip': c.color }, onclick: () => tool.setClass(i),
+      testid: 'class-item', class: [i === tool.activeClass ? 'active' : '', sel && sel.class_id === i ? 'of-selected' : ''].join(' '),
+      dataset: { classId: i }, style: { '--chip': c.color }, onclick: () => tool.setClass(i),
+      title: sel ? 'class of the next box, and of the selected box' : 'class of the next box',
     }, h('kbd', i < 9 ? String(i + 1) : ''), h('span.swatch'), h('span.name', c.name))));
   }
 
+  const boxesShown = []; // called after each renderBoxes (suggestions.js lists the proposals)
+
+  /** A person's boxes (proposals are listed by suggestions.js until accepted). */
   function renderBoxes() {
     const tool = labeler();
-    boxList.replaceChildren(...tool.boxes.map((b, i) => {
+    for (const listener of boxesShown) listener();
+    const mine = tool.boxes.map((b, i) => [b, i]).filter(([b]) => !isPending(b));
+    boxList.replaceChildren(...mine.map(([b, i]) => {
       const c = classes[b.class_id] || { name: `class ${b.class_id}`, color: '#fff' };
       return h('li', {
         testid: 'box-item', class: i === tool.selected ? 'active' : '', style: { '--chip': c.color },
@@ -76,7 +90,7 @@ export function createPanels({ dataset, index, canWrite, commands, labeler }) {
       }, h('span.swatch'), h('span.name', c.name),
       h('span.muted.small', `${Math.round(b.x2 - b.x1)}×${Math.round(b.y2 - b.y1)}`));
     }));
-    if (!tool.boxes.length) boxList.append(h('li.muted', 'No boxes. Drag on the image to draw one.'));
+    if (!mine.length) boxList.append(h('li.muted', 'No boxes. Drag on the image to draw one.'));
   }
 
   /** Name, position in the list and status of the image on screen. */
@@ -97,6 +111,7 @@ export function createPanels({ dataset, index, canWrite, commands, labeler }) {
     side,
     renderClasses,
     renderBoxes,
+    onBoxesRendered: (listener) => boxesShown.push(listener),
     renderInfo,
     toggleHelp,
     helpOpen: () => !help.classList.contains('hidden'),

@@ -6,11 +6,17 @@ import { api, API_PREFIX, ApiError } from '../api.js';
 import { toast } from '../dom.js';
 import { updateImage } from '../image-index.js';
 import { cacheAnnotations, cacheEntry } from './cache.js';
-import { normalizeBox, sameBoxes } from './canvas/geometry.js';
+import { isPending, normalizeBox, sameBoxes } from './canvas/geometry.js';
 import { askWhichVersion } from './conflict.js';
 import { dropDraft, readDraft, writeDraft } from './drafts.js';
 
 const SAVE_DELAY_MS = 300;
+
+/** The status a save asks for: unlabeled while any model proposal is unreviewed, else what the user chose. */
+export function statusFor(boxes, wantStatus) {
+  if (boxes.some(isPending)) return 'unlabeled';
+  return wantStatus || null; // null: the server's default, labeled
+}
 
 /**
  * A session is one image being edited: { id, meta, version, status, boxes, serverBoxes, dirty, saving, again,
@@ -45,7 +51,8 @@ export function createSaver({ datasetId, classes, canWrite, labeler, state, pane
     }
     const boxes = s.boxes.map(normalizeBox);
     const body = { version: s.version, boxes };
-    if (s.wantStatus) body.status = s.wantStatus;
+    const status = statusFor(boxes, s.wantStatus);
+    if (status) body.status = status;
     s.dirty = false;
     if (onScreen(s)) panels.setSaveState('saving', 'saving…');
     const run = (async () => {
@@ -175,6 +182,11 @@ export function createSaver({ datasetId, classes, canWrite, labeler, state, pane
   async function markReviewed() {
     const s = state.session;
     if (!s) return;
+    const pending = s.boxes.filter(isPending).length;
+    if (pending) {
+      toast(`Accept or reject the ${pending} suggested box${pending === 1 ? '' : 'es'} first.`, 'error', 5000);
+      return;
+    }
     s.wantStatus = 'reviewed';
     s.dirty = true;
     writeDraft(s);
@@ -186,10 +198,12 @@ export function createSaver({ datasetId, classes, canWrite, labeler, state, pane
   function saveOnUnload() {
     const s = state.session;
     if (s && s.dirty && !s.conflict) {
+      const boxes = s.boxes.map(normalizeBox);
+      const status = statusFor(boxes, s.wantStatus);
       fetch(`${API_PREFIX}/images/${s.id}/annotations`, {
         method: 'PUT', credentials: 'same-origin', keepalive: true,
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ version: s.version, boxes: s.boxes.map(normalizeBox) }),
+        body: JSON.stringify({ version: s.version, boxes, ...(status ? { status } : {}) }),
       }).catch(() => {});
     }
   }

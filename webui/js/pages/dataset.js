@@ -1,12 +1,12 @@
 // Dataset view: filters with counts, a virtual-scrolling thumbnail grid fed by keyset pages, and uploads.
 
-import { api } from '../api.js';
+import { api, errorText } from '../api.js';
 import { classChip } from '../components/classes-editor.js';
 import { datasetTabs } from '../components/dataset-tabs.js';
 import { formatNumber } from '../components/format.js';
 import { uploadFiles } from '../components/upload-panel.js';
 import { VirtualGrid } from '../components/virtual-grid.js';
-import { h } from '../dom.js';
+import { confirmDialog, h } from '../dom.js';
 import { filterFromQuery, getIndex, invalidate, takeFocus } from '../image-index.js';
 
 /** The first page, or the page around `focus` when that image is in the list; true when it is. */
@@ -34,6 +34,27 @@ export default {
     ctx.setTitle(dataset.name);
     root.className = 'fill';
     const query = api.qs({ status, class: classId });
+    const canWrite = ctx.user.role !== 'viewer';
+
+    /** The grid's delete button: confirm, delete, then show the list and the counts without it. */
+    async function deleteImage(item) {
+      const ok = await confirmDialog('Delete this image?',
+        `"${item.original_name}"${item.box_count ? ` and its ${item.box_count} box(es)` : ''} will be removed from the dataset.`);
+      if (!ok) return;
+      try {
+        await api.del(`/images/${item.id}`);
+      } catch (err) {
+        ctx.toast(`Not deleted: ${errorText(err)}`, 'error', 6000);
+        return;
+      }
+      invalidate(id);
+      ctx.toast('Image deleted', 'ok');
+      if (ctx.signal.aborted) return;
+      const top = grid ? grid.scroller.scrollTop : 0;
+      await mountGrid();
+      grid.scroller.scrollTop = top;
+      showCounts(await api.get(`/datasets/${id}/stats`));
+    }
     let index = null;
     let grid = null;
     let first = true;
@@ -71,7 +92,10 @@ export default {
       if (grid) grid.destroy();
       stopCount();
       index = getIndex(id, filter, { fresh: true });
-      grid = new VirtualGrid(index, { href: (item) => `#/datasets/${id}/label/${item.id}${query}` });
+      grid = new VirtualGrid(index, {
+        href: (item) => `#/datasets/${id}/label/${item.id}${query}`,
+        onDelete: canWrite ? deleteImage : null,
+      });
       const updateCount = () => {
         shown.textContent = index.total === null ? '' : `${formatNumber(index.total)} images`;
       };
@@ -94,7 +118,6 @@ export default {
       }
     };
 
-    const canWrite = ctx.user.role !== 'viewer';
     const panel = h('div.upload-panel', { testid: 'upload-panel' });
     const input = h('input', { type: 'file', multiple: true, accept: 'image/*,.jpg,.jpeg,.png,.bmp,.webp,.tif,.tiff',
       testid: 'upload-input', class: 'hidden' });

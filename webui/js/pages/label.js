@@ -2,9 +2,11 @@
 // This module only assembles the parts in webui/js/labeling/: panels.js (layout), canvas/ (the drawing tool),
 // navigation.js (which image), saving.js (autosave, drafts, conflicts), keys.js, suggestions.js (pre-labeling).
 
-import { api } from '../api.js';
-import { filterFromQuery, getIndex } from '../image-index.js';
+import { api, errorText } from '../api.js';
+import { confirmDialog, toast } from '../dom.js';
+import { filterFromQuery, getIndex, invalidate } from '../image-index.js';
 import { cacheEntry, cachedIds } from '../labeling/cache.js';
+import { isPending } from '../labeling/canvas/geometry.js';
 import { Labeler } from '../labeling/canvas/labeler.js';
 import { bindKeys } from '../labeling/keys.js';
 import { createNavigation } from '../labeling/navigation.js';
@@ -56,13 +58,37 @@ export default {
       markReviewed: saver.markReviewed,
       toggleHelp: panels.toggleHelp,
       helpOpen: panels.helpOpen,
+      deleteImage,
     });
+
+    /** Delete the image on screen (after a confirmation) and go on to the next one, or back to the grid. */
+    async function deleteImage() {
+      const s = state.session;
+      if (!s) return;
+      const ok = await confirmDialog('Delete this image?',
+        `"${s.meta.original_name}" and its ${s.boxes.length} box(es) are removed from the dataset.`);
+      if (!ok || state.session !== s) return;
+      const pos = index.indexOf(s.id);
+      const neighbour = index.at(pos + 1) || (pos > 0 ? index.at(pos - 1) : null);
+      clearTimeout(s.timer);
+      s.dirty = false;
+      try {
+        await api.del(`/images/${s.id}`);
+      } catch (err) {
+        toast(`Not deleted: ${errorText(err)}`, 'error', 6000);
+        return;
+      }
+      invalidate(datasetId);
+      toast('Image deleted', 'ok');
+      ctx.navigate(neighbour ? `#/datasets/${datasetId}/label/${neighbour.id}${filterQuery}` : `#/datasets/${datasetId}${filterQuery}`);
+    }
 
     // Pre-labeling: proposals of the deployed model.
     const suggestions = canWrite ? createSuggestions({ labeler, imageId: () => state.session && state.session.id }) : null;
     if (suggestions) {
-      panels.actions.append(suggestions.button);
-      panels.side.append(suggestions.section);
+      panels.onBoxesRendered(() => suggestions.refresh());
+      panels.actions.insertBefore(suggestions.controls, panels.actions.querySelector('.spacer'));
+      panels.side.insertBefore(suggestions.section, panels.side.children[1]);
     }
 
     const unbindKeys = bindKeys({ labeler, commands, canWrite });
@@ -85,6 +111,9 @@ export default {
       get saveState() { return panels.saveState(); },
       get drawCount() { return labeler.drawCount; },
       get cachedImages() { return cachedIds(); },
+      get pending() { return labeler.boxes.filter(isPending).length; },
+      get cursor() { return labeler.cursorIntent; },
+      get undoDepth() { return labeler.undoStack.length; },
       toClient: (x, y) => labeler.toClient(x, y),
     };
     window.__labeler = Object.freeze(hook);

@@ -2,6 +2,7 @@
 
 export const HIT = 6; // pick tolerance in screen px
 export const MIN_BOX = 2; // smallest box kept, in image px
+export const TAG_H = 16; // height of a box's class tag in screen px
 
 export const round2 = (v) => Math.round(v * 100) / 100;
 export const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
@@ -19,10 +20,13 @@ export function normalizeBox(b) {
   };
 }
 
-/** The same boxes in any order (class and corners; source and confidence do not count). */
+/** A model's proposal (a suggestion or a camera pre-label) that no person has accepted yet. */
+export const isPending = (b) => b.source === 'model';
+
+/** The same boxes in any order (class, corners and whether a person accepted them; confidence does not count). */
 export function sameBoxes(a, b) {
   if (a.length !== b.length) return false;
-  const key = (x) => [x.class_id, round2(x.x1), round2(x.y1), round2(x.x2), round2(x.y2)].join(',');
+  const key = (x) => [x.class_id, round2(x.x1), round2(x.y1), round2(x.x2), round2(x.y2), isPending(x)].join(',');
   const ka = a.map(key).sort();
   const kb = b.map(key).sort();
   return ka.every((k, i) => k === kb[i]);
@@ -40,7 +44,14 @@ export function handlesOf(labeler, box) {
   ];
 }
 
-/** What is under the canvas point p: a handle of the selected box, a box, or nothing. */
+/**
+ * What is under the canvas point p:
+ * - { kind: 'handle', handle, index }: a resize handle of the selected box;
+ * - { kind: 'tag', index }: the class tag of a box (drawing.js records where each tag was painted);
+ * - { kind: 'box', index, selected }: the smallest box containing p (nested boxes stay reachable);
+ * - { kind: 'none' }.
+ * Only the selected box moves under a drag: pointer.js draws a new box from any other box.
+ */
 export function hitTest(labeler, p) {
   const sel = labeler.boxes[labeler.selected];
   if (sel) {
@@ -48,19 +59,26 @@ export function hitTest(labeler, p) {
       if (Math.abs(p.x - hx) <= HIT && Math.abs(p.y - hy) <= HIT) return { kind: 'handle', handle: name, index: labeler.selected };
     }
   }
+  // Tags painted last lie on top: search from the end.
+  const tags = labeler.tagRects || [];
+  for (let i = tags.length - 1; i >= 0; i -= 1) {
+    const t = tags[i];
+    if (labeler.boxes[t.index] && p.x >= t.x && p.x <= t.x + t.w && p.y >= t.y && p.y <= t.y + t.h) {
+      return { kind: 'tag', index: t.index };
+    }
+  }
   const q = labeler.toImage(p.x, p.y);
   const tol = HIT / labeler.scale;
   const inside = (b) => q.x >= b.x1 - tol && q.x <= b.x2 + tol && q.y >= b.y1 - tol && q.y <= b.y2 + tol;
-  if (sel && inside(sel)) return { kind: 'box', index: labeler.selected };
-  // Smallest box wins so nested boxes stay reachable.
   let best = -1;
   let bestArea = Infinity;
   labeler.boxes.forEach((b, i) => {
     const area = (b.x2 - b.x1) * (b.y2 - b.y1);
-    if (inside(b) && area < bestArea) {
+    // On equal areas the selected box wins, so a selected box can always be moved.
+    if (inside(b) && (area < bestArea || (area === bestArea && i === labeler.selected))) {
       best = i;
       bestArea = area;
     }
   });
-  return best >= 0 ? { kind: 'box', index: best } : { kind: 'none' };
+  return best >= 0 ? { kind: 'box', index: best, selected: best === labeler.selected } : { kind: 'none' };
 }

@@ -2,7 +2,7 @@
 // edits with undo. Box maths and hit testing: geometry.js; painting: drawing.js; the mouse: pointer.js.
 
 import { drawLabeler } from './drawing.js';
-import { clamp, normalizeBox } from './geometry.js';
+import { clamp, isPending, normalizeBox } from './geometry.js';
 import { bindPointer, updateCursor } from './pointer.js';
 
 const MIN_SCALE = 0.02;
@@ -11,9 +11,13 @@ const UNDO_STEPS = 200;
 
 /**
  * Labeler(canvas, { classes, onChange(reason), onSelect(), onView() })
- * - setImage(img, width, height, boxes) shows an image with its boxes (image px), fitted.
+ * - setImage(img, width, height, boxes, history) shows an image with its boxes (image px), fitted; `history`
+ *   ({ undo, redo } from history() when the image was left) brings its undo steps back.
  * - boxes, selected, activeClass, scale/offsetX/offsetY are readable; edits go through the methods so
  *   that every change records an undo step and calls onChange.
+ * - activeClass is the class of the next box drawn; a box changes class only while selected, and only a click
+ *   (or the box list, or a drag on its tag) selects one: a box just drawn is not selected.
+ * - Boxes with source 'model' are proposals (suggestions, camera pre-labels) until accepted.
  * - draw() paints now, schedule() on the next frame; a caller may wrap draw() to paint over it (suggestions.js).
  */
 export class Labeler {
@@ -39,7 +43,10 @@ export class Labeler {
     this.drag = null; // the mouse gesture under way (pointer.js): pan, draw, move or resize
     this.mouse = null; // last pointer position in canvas px
     this.spaceDown = false;
+    this.shiftDown = false; // Shift: a drag draws a new box wherever it starts
     this.crosshair = false;
+    this.cursorIntent = 'crosshair'; // the cursor shown: what a press would do (pointer.js)
+    this.tagRects = []; // where each box's class tag was painted, in canvas px (drawing.js)
     this.frame = 0;
     this.drawCount = 0;
     this.cssW = 0;
@@ -123,16 +130,23 @@ export class Labeler {
     updateCursor(this);
   }
 
+  setShift(down) {
+    if (this.shiftDown === down) return;
+    this.shiftDown = down;
+    updateCursor(this);
+    this.schedule();
+  }
+
   // --- content and edits ------------------------------------------------------------------------
 
-  setImage(img, width, height, boxes) {
+  setImage(img, width, height, boxes, history = null) {
     this.img = img;
     this.width = width;
     this.height = height;
     this.boxes = boxes.map(normalizeBox);
     this.selected = -1;
-    this.undoStack = [];
-    this.redoStack = [];
+    this.undoStack = history ? history.undo : [];
+    this.redoStack = history ? history.redo : [];
     this.drag = null;
     if (!this.cssW) this.resize();
     this.fit();
@@ -144,6 +158,11 @@ export class Labeler {
     this.boxes = boxes.map(normalizeBox);
     this.selected = -1;
     this.schedule();
+  }
+
+  /** The undo steps of the image on screen, to give back to setImage when it is shown again. */
+  history() {
+    return { undo: this.undoStack, redo: this.redoStack };
   }
 
   snapshot() {
@@ -174,16 +193,16 @@ export class Labeler {
     const state = from.pop();
     if (!state) return false;
     to.push(this.snapshot());
-    this.boxes = state.boxes;
-    this.selected = Math.min(state.selected, this.boxes.length - 1);
+    this.boxes = state.boxes.map((b) => ({ ...b }));
+    // Nothing comes back selected: a class key after an undo must not change a box the user did not pick.
+    this.selected = -1;
     this.onSelect();
     this.changed(reason);
     return true;
   }
 
   select(i) {
-    this.selected = i;
-    if (i >= 0 && this.boxes[i]) this.activeClass = this.boxes[i].class_id;
+    this.selected = i >= 0 && this.boxes[i] ? i : -1;
     this.onSelect();
     this.schedule();
   }
@@ -192,9 +211,10 @@ export class Labeler {
     if (classId < 0 || classId >= this.classes.length) return;
     this.activeClass = classId;
     const box = this.boxes[this.selected];
-    if (box && box.class_id !== classId) {
+    if (box && (box.class_id !== classId || isPending(box))) {
       this.record();
-      box.class_id = classId;
+      // A person choosing the class of a proposal has reviewed it: it is theirs now.
+      this.boxes[this.selected] = { ...box, class_id: classId, source: 'manual', confidence: null };
       this.changed('class');
     }
     this.onSelect();
@@ -210,10 +230,46 @@ export class Labeler {
     this.changed('delete');
   }
 
-  /** Add boxes (copied from the previous image, accepted suggestions) as one undo step, clipped to the image. */
+  /** Proposals become a person's boxes (source 'manual'), as one undo step. */
+  accept(indexes) {
+    const chosen = indexes.filter((i) => this.boxes[i] && isPending(this.boxes[i]));
+    if (!chosen.length) return;
+    this.record();
+    for (const i of chosen) this.boxes[i] = { ...this.boxes[i], source: 'manual', confidence: null };
+    this.onSelect();
+    this.changed('accept');
+  }
+
+  /** Remove boxes by index as one undo step (rejected proposals). */
+  removeBoxes(indexes) {
+    const gone = new Set(indexes.filter((i) => this.boxes[i]));
+    if (!gone.size) return;
+    this.record();
+    this.boxes = this.boxes.filter((_, i) => !gone.has(i));
+    this.selected = -1;
+    this.onSelect();
+    this.changed('reject');
+  }
+
+  /** The model's proposals now: every pending box is replaced by `boxes` (source 'model'), as one undo step. */
+  replacePending(boxes) {
+    this.record();
+    this.boxes = this.boxes.filter((b) => !isPending(b));
+    this.selected = -1;
+    this.pushClipped(boxes.map((b) => ({ ...b, source: 'model' })));
+    this.onSelect();
+    this.changed('suggest');
+  }
+
+  /** Add boxes (copied from the previous image) as one undo step, clipped to the image. */
   addBoxes(boxes) {
     if (!boxes.length) return;
     this.record();
+    this.pushClipped(boxes);
+    this.changed('copy');
+  }
+
+  pushClipped(boxes) {
     for (const b of boxes) {
       const box = normalizeBox({
         ...b,
@@ -222,7 +278,6 @@ export class Labeler {
       });
       if (box.class_id < this.classes.length && box.x2 - box.x1 >= 1 && box.y2 - box.y1 >= 1) this.boxes.push(box);
     }
-    this.changed('copy');
   }
 
   // --- painting ---------------------------------------------------------------------------------

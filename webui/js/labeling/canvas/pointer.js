@@ -1,8 +1,13 @@
-// The mouse on the labeling canvas: drag to draw a box, click to select, drag a box to move it or a handle to
-// resize it, middle button or Space+drag to pan, wheel to zoom at the cursor. Edits go through the labeler, which
-// records the undo step and reports the change.
+// The mouse on the labeling canvas. What a left-button drag does is decided where it starts, and the cursor
+// says it before the button goes down:
+// - on a handle of the selected box: resize it;            - on the selected box or any box's tag: move it;
+// - anywhere else, on other boxes too: draw a new box;      - with Shift held: always draw a new box.
+// A click (no drag) on a box selects it, on the image deselects. Middle button or Space+drag pans, the wheel
+// zooms at the cursor. Edits go through the labeler, which records the undo step and reports the change.
 
 import { clamp, hitTest, MIN_BOX, normalizeBox, round2 } from './geometry.js';
+
+const CLICK_SLOP = 3; // screen px a press may wander and still be a click
 
 /** Listen to the mouse for this labeler; returns the function that stops listening outside the canvas. */
 export function bindPointer(labeler) {
@@ -37,6 +42,16 @@ function clampPoint(labeler, q) {
   return { x: clamp(q.x, 0, labeler.width), y: clamp(q.y, 0, labeler.height) };
 }
 
+/** What a left-button press at canvas point p would start: 'resize', 'move' or 'draw' (with its target). */
+export function intentAt(labeler, p, shift) {
+  if (shift) return { kind: 'draw', pick: -1 };
+  const target = hitTest(labeler, p);
+  if (target.kind === 'handle') return { kind: 'resize', handle: target.handle, index: target.index };
+  if (target.kind === 'tag' || (target.kind === 'box' && target.selected)) return { kind: 'move', index: target.index };
+  // On an unselected box a click selects it, but a drag draws a new (nested or overlapping) box.
+  return { kind: 'draw', pick: target.kind === 'box' ? target.index : -1 };
+}
+
 function mouseDown(labeler, e) {
   if (!labeler.img) return;
   const p = labeler.eventPoint(e);
@@ -50,19 +65,20 @@ function mouseDown(labeler, e) {
   if (e.button !== 0) return;
   e.preventDefault();
   labeler.canvas.focus();
-  const target = hitTest(labeler, p);
-  if (target.kind === 'handle') {
-    labeler.drag = { kind: 'resize', handle: target.handle, index: target.index, before: labeler.snapshot(), moved: false };
-  } else if (target.kind === 'box') {
-    labeler.select(target.index);
-    const b = labeler.boxes[target.index];
-    labeler.drag = { kind: 'move', index: target.index, start: labeler.toImage(p.x, p.y), orig: { ...b },
+  const intent = intentAt(labeler, p, e.shiftKey);
+  if (intent.kind === 'resize') {
+    labeler.drag = { kind: 'resize', handle: intent.handle, index: intent.index, before: labeler.snapshot(), moved: false };
+  } else if (intent.kind === 'move') {
+    if (labeler.selected !== intent.index) labeler.select(intent.index);
+    const b = labeler.boxes[intent.index];
+    labeler.drag = { kind: 'move', index: intent.index, start: labeler.toImage(p.x, p.y), orig: { ...b },
       before: labeler.snapshot(), moved: false };
   } else {
-    if (labeler.selected !== -1) labeler.select(-1);
     const q = clampPoint(labeler, labeler.toImage(p.x, p.y));
-    labeler.drag = { kind: 'draw', start: q, end: q };
+    // A press that has not moved yet: a click when released here, a new box once it is dragged.
+    labeler.drag = { kind: 'draw', start: q, end: q, pick: intent.pick, from: p, dragging: false };
   }
+  updateCursor(labeler);
   labeler.schedule();
 }
 
@@ -70,6 +86,7 @@ function mouseMove(labeler, e) {
   const p = labeler.eventPoint(e);
   const overCanvas = e.target === labeler.canvas;
   labeler.mouse = overCanvas || labeler.drag ? p : null;
+  labeler.shiftDown = e.shiftKey;
   const d = labeler.drag;
   if (!d) {
     updateCursor(labeler);
@@ -82,6 +99,7 @@ function mouseMove(labeler, e) {
     labeler.fitted = false;
     labeler.onView();
   } else if (d.kind === 'draw') {
+    if (!d.dragging && Math.hypot(p.x - d.from.x, p.y - d.from.y) > CLICK_SLOP) d.dragging = true;
     d.end = clampPoint(labeler, labeler.toImage(p.x, p.y));
   } else if (d.kind === 'move') {
     const q = labeler.toImage(p.x, p.y);
@@ -107,12 +125,15 @@ function mouseUp(labeler) {
   const d = labeler.drag;
   if (!d) return;
   labeler.drag = null;
-  if (d.kind === 'draw') {
+  if (d.kind === 'draw' && !d.dragging) {
+    labeler.select(d.pick); // a click: select the box under it, or nothing
+  } else if (d.kind === 'draw') {
     const box = normalizeBox({ class_id: labeler.activeClass, x1: d.start.x, y1: d.start.y, x2: d.end.x, y2: d.end.y });
     if (box.x2 - box.x1 >= MIN_BOX && box.y2 - box.y1 >= MIN_BOX && labeler.classes.length) {
       labeler.record();
       labeler.boxes.push(box);
-      labeler.selected = labeler.boxes.length - 1;
+      // The new box is not selected: a class key pressed next sets the class of the next box, never this one.
+      labeler.selected = -1;
       labeler.onSelect();
       labeler.changed('draw');
     }
@@ -122,7 +143,9 @@ function mouseUp(labeler) {
     if (fixed.x2 - fixed.x1 < MIN_BOX || fixed.y2 - fixed.y1 < MIN_BOX) {
       labeler.boxes = d.before.boxes; // collapsed by a resize: back out
     } else {
-      labeler.boxes[d.index] = fixed;
+      // A proposal moved or resized by a person has been reviewed: it is theirs now.
+      labeler.boxes[d.index] = { ...fixed, source: fixed.source === 'model' ? 'manual' : fixed.source,
+        confidence: fixed.source === 'model' ? null : fixed.confidence };
       labeler.undoStack.push(d.before);
       labeler.redoStack = [];
       labeler.changed(d.kind);
@@ -132,18 +155,21 @@ function mouseUp(labeler) {
   labeler.schedule();
 }
 
-/** The cursor says what a click would do here; the crosshair is drawn only while a click would draw a box. */
+/** The cursor says what a press would do here; the crosshair is drawn only while a drag would draw a box. */
 export function updateCursor(labeler) {
   const d = labeler.drag;
   let cursor = 'crosshair';
   if (d && d.kind === 'pan') cursor = 'grabbing';
   else if (labeler.spaceDown) cursor = 'grab';
   else if (d && d.kind === 'move') cursor = 'move';
+  else if (d && d.kind === 'resize') cursor = `${d.handle}-resize`;
   else if (labeler.mouse && !d) {
-    const t = hitTest(labeler, labeler.mouse);
-    if (t.kind === 'handle') cursor = `${t.handle}-resize`;
-    else if (t.kind === 'box') cursor = 'move';
+    const intent = intentAt(labeler, labeler.mouse, labeler.shiftDown);
+    if (intent.kind === 'resize') cursor = `${intent.handle}-resize`;
+    else if (intent.kind === 'move') cursor = 'move';
+    else if (intent.pick >= 0) cursor = 'cell'; // a click selects this box, a drag draws a new one inside it
   }
   labeler.canvas.style.cursor = cursor;
-  labeler.crosshair = cursor === 'crosshair' || (d && d.kind === 'draw');
+  labeler.cursorIntent = cursor;
+  labeler.crosshair = cursor === 'crosshair' || cursor === 'cell' || Boolean(d && d.kind === 'draw');
 }
