@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,16 @@ class InsufficientStorage(AppError):
 
 class Unavailable(AppError):
     status_code = 503
+
+
+DISK_FULL = "the data disk is full: free space (delete datasets, old models or exports) and try again"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC from a file write, or SQLite's SQLITE_FULL ("database or disk is full")."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "database or disk is full" in str(exc)
 
 
 def error_body(status_code: int, detail: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from appliance.catalog.controllers import DatasetController, ImageController
 from appliance.config import Config, ensure_jwt_secret
 from appliance.db import ConnectionPool, migrate, open_database
 from appliance.dependencies import DEPENDENCIES
-from appliance.errors import AppError, error_body
+from appliance.errors import DISK_FULL, AppError, error_body, is_disk_full
 from appliance.models.controllers import InferenceController, ModelController, SuggestionsController
 from appliance.storage import ImageStore
 from appliance.system.controllers import SystemController
@@ -103,6 +103,8 @@ def handle_error(request: Request[Any, Any, State], exc: Exception) -> Response[
             limit_mb = request.app.state.config.max_upload_mb
             detail = f"request body too large: the limit is {limit_mb} MB (config key max_upload_mb)"
         return Response(error_body(exc.status_code, detail), status_code=exc.status_code, headers=headers)
+    if is_disk_full(exc):
+        return Response(error_body(507, DISK_FULL), status_code=507)
     if isinstance(exc, OverflowError):  # a path or query number past SQLite's 64-bit integers
         return Response(
             error_body(400, "a number in the request is out of range (at most 2^63-1)"), status_code=400

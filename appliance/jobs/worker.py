@@ -24,6 +24,7 @@ import msgspec
 
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database
+from appliance.errors import DISK_FULL, is_disk_full
 from appliance.jobs import service
 from appliance.storage import sweep_temp_files
 from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
@@ -180,12 +181,13 @@ def run_one(
         tail = "\n".join(context.log_lines) or traceback.format_exc()
         # A handler may attach what it knows about the failure (e.g. the child's final record) as exc.result.
         failure = getattr(exc, "result", None)
+        message = DISK_FULL if is_disk_full(exc) else str(exc) or type(exc).__name__
         service.finish_job(
             db,
             job["id"],
             "failed",
             result=failure if isinstance(failure, dict | msgspec.Struct) else None,
-            error=str(exc) or type(exc).__name__,
+            error=message,
             log_tail=tail,
         )
         return "failed"
