@@ -61,6 +61,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # A USB export to a drive mounted read-only is handed to appliance-usb-write.service (through
     # <runtime_dir>/usb-requests/); the job fails (503) when no one takes the request within this time.
     usb_write_timeout_s: float = 600.0
+    # Inspection events (snapshots under <data_dir>/events): the oldest go first past any of these limits.
+    events_max_mb: int = 2048
+    events_max_count: int = 200_000
+    events_max_age_days: float = 90.0
 
     @property
     def data_path(self) -> Path:

@@ -27,13 +27,14 @@ from appliance.auth.request_checks import (
 )
 from appliance.auth.setup_code import announce_setup_code
 from appliance.auth.throttle import LoginThrottle
-from appliance.camera.controllers import CameraController
+from appliance.camera.controllers import CamerasController
 from appliance.catalog.controllers import DatasetController, ImageController
 from appliance.config import Config, ensure_jwt_secret
 from appliance.db import ConnectionPool, migrate, open_database
 from appliance.dependencies import DEPENDENCIES
 from appliance.errors import DISK_FULL, AppError, error_body, is_disk_full
 from appliance.models.controllers import InferenceController, ModelController, SuggestionsController
+from appliance.stations.controllers import EventsController
 from appliance.storage import ImageStore
 from appliance.system.controllers import SystemController
 from appliance.training.controllers import BaseModelController, TrainingJobController
@@ -126,7 +127,8 @@ def api_routers() -> list[Any]:
         DatasetController,
         ImageController,
         SystemController,
-        CameraController,
+        CamerasController,
+        EventsController,
         TrainingJobController,
         BaseModelController,
         ImportController,

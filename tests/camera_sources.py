@@ -10,6 +10,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import cv2
 
@@ -18,6 +19,7 @@ from appliance.config import Config
 from appliance.db import Database, write_transaction
 from appliance.models.artifacts import artifact_name, model_dir, update_model_metadata
 from tests.models import CLASSES, synthetic_image
+from tests.models import COLORS as COLOURS
 
 
 def synthetic_frames(count: int, size: int = 160, seed: int = 100) -> list[bytes]:
@@ -135,7 +137,9 @@ def export_tiny_onnx(tiny_yolo: Path, workdir: Path) -> Path:
     return out
 
 
-def deploy_model(config: Config, db: Database, onnx: Path, tiny_pt: Path, name: str = "tiny") -> int:
+def deploy_model(
+    config: Config, db: Database, onnx: Path, tiny_pt: Path | None, name: str = "tiny", deploy: bool = True
+) -> int:
     """A models row in the inference layout (models/<id>/best.pt, model_<imgsz>.onnx, metadata.json), deployed."""
     with write_transaction(db):
         model_id = db.execute(
@@ -145,15 +149,115 @@ def deploy_model(config: Config, db: Database, onnx: Path, tiny_pt: Path, name: 
         assert model_id is not None
         folder = model_dir(config, model_id)
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(tiny_pt, folder / "best.pt")
+        if tiny_pt is not None:
+            shutil.copyfile(tiny_pt, folder / "best.pt")
         shutil.copyfile(onnx, folder / onnx.name)
         entry = {"format": "onnx", "precision": "fp32", "imgsz": MODEL_IMGSZ, "dynamic": False}
         fields = {"model_id": model_id, "name": name, "classes": CLASSES, "imgsz": MODEL_IMGSZ}
         update_model_metadata(config, model_id, fields, onnx.name, entry)
         db.execute("UPDATE models SET path = ? WHERE id = ?", [str(folder / "best.pt"), model_id])
-        db.execute("UPDATE models SET deployed = 0 WHERE deployed = 1")
-        db.execute("UPDATE models SET deployed = 1 WHERE id = ?", [model_id])
+        if deploy:
+            db.execute("UPDATE models SET deployed = 0 WHERE deployed = 1")
+            db.execute("UPDATE models SET deployed = 1 WHERE id = ?", [model_id])
     return model_id
 
 
-__all__ = ["MjpegServer", "deploy_model", "export_tiny_onnx", "write_video"]
+# --- a colour detector with known answers (a real ONNX model through the real pipeline) -----------------
+
+CELL = 32  # frame pixels per grid cell (8 px in the model's 64 px input)
+FRAME = 256
+
+
+def build_colour_onnx(path: Path) -> Path:
+    """model_64.onnx in the YOLOv8 output layout (1, 4 + 2, 64 anchors): one anchor per 8 px cell of the
+    input, "square" = share of red pixels in the cell, "disc" = share of blue ones.
+
+    Hand-built so that end-to-end tests know the right answer for every frame: a red square or a blue disc
+    filling one 32 px cell of a 256 px frame is found there with a score near 1, nothing else scores.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    grid = MODEL_IMGSZ // 8
+    ys, xs = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+    boxes = np.stack(
+        [(xs.ravel() + 0.5) * 8, (ys.ravel() + 0.5) * 8, np.full(grid * grid, 8.0), np.full(grid * grid, 8.0)]
+    ).astype(np.float32)[None]
+    consts = {
+        "four": np.array(4.0, np.float32),
+        "one": np.array(1.0, np.float32),
+        "zero": np.array(0.0, np.float32),
+        "shape": np.array([1, 2, grid * grid], np.int64),
+        "anchors": boxes,
+    }
+    nodes = [
+        helper.make_node("Split", ["images"], ["r", "g", "b"], axis=1, num_outputs=3),
+        helper.make_node("Sub", ["r", "b"], ["r_b"]),
+        helper.make_node("Sub", ["b", "r"], ["b_r"]),
+    ]
+    for name, diff in (("red", "r_b"), ("blue", "b_r")):
+        nodes += [
+            helper.make_node("Mul", [diff, "four"], [f"{name}4"]),
+            helper.make_node("Sub", [f"{name}4", "one"], [f"{name}s"]),
+            helper.make_node("Clip", [f"{name}s", "zero", "one"], [name]),
+        ]
+    nodes += [
+        helper.make_node("Concat", ["red", "blue"], ["masks"], axis=1),
+        helper.make_node("AveragePool", ["masks"], ["cells"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Reshape", ["cells", "shape"], ["scores"]),
+        helper.make_node("Concat", ["anchors", "scores"], ["output0"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "colour",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, MODEL_IMGSZ, MODEL_IMGSZ])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, grid * grid])],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def scene(squares: list[tuple[int, int]], discs: list[tuple[int, int]], seed: int = 0) -> Any:
+    """A 256 px frame with red squares and blue discs filling the given (column, row) cells of 32 px."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(60, 120, (FRAME, FRAME, 3), dtype=np.uint8)
+    for col, row in squares:
+        cv2.rectangle(
+            image, (col * CELL, row * CELL), (col * CELL + CELL - 1, row * CELL + CELL - 1), COLOURS[0], -1
+        )
+    for col, row in discs:
+        cv2.circle(image, (col * CELL + CELL // 2, row * CELL + CELL // 2), CELL // 2 - 1, COLOURS[1], -1)
+    return image
+
+
+def write_scenes(
+    path: Path, segments: list[tuple[int, list[tuple[int, int]], list[tuple[int, int]]]], fps: float
+) -> Path:
+    """An MJPG .avi of (frames, squares, discs) segments, played in order (and looped by a file source)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (FRAME, FRAME))
+    assert writer.isOpened()
+    n = 0
+    for frames, squares, discs in segments:
+        for _ in range(frames):
+            writer.write(scene(squares, discs, seed=n))
+            n += 1
+    writer.release()
+    return path
+
+
+__all__ = [
+    "MjpegServer",
+    "build_colour_onnx",
+    "deploy_model",
+    "export_tiny_onnx",
+    "write_scenes",
+    "write_video",
+]

@@ -1,4 +1,4 @@
-"""HTTP and WebSocket routes of the live camera; the camera itself runs in its own process (appliance camera)."""
+"""HTTP and WebSocket routes of the cameras resource; the cameras themselves run in `appliance camera`."""
 
 from __future__ import annotations
 
@@ -6,88 +6,149 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, WebSocket, get, post, put, websocket
+from litestar import Controller, Response, WebSocket, delete, get, post, put, websocket
 from litestar.datastructures import State
 from litestar.exceptions import WebSocketDisconnect
-from litestar.params import JSONBody
+from litestar.params import JSONBody, Parameter
 from litestar.response import Stream
 
+from appliance.caller import CurrentUser, require_writer
 from appliance.camera import service
 from appliance.camera.hub import BOUNDARY, FrameHub, mjpeg_stream
-from appliance.camera.schemas import (
-    CameraSettings,
-    CameraSettingsRead,
-    CameraStatus,
-    CaptureRequest,
-    CaptureResult,
-)
 from appliance.config import Config
 from appliance.dependencies import DB, Caller, Settings
+from appliance.stations import cameras, triggers
+from appliance.stations.schemas import (
+    CameraRead,
+    CameraStatus,
+    CameraWrite,
+    CaptureRequest,
+    CaptureResult,
+    TriggerAccepted,
+    TriggerRead,
+)
 
 logger = logging.getLogger(__name__)
 
+Id = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
 WS_STATUS_EVERY_S = 1.0
 
 
-def frame_hub(state: State) -> FrameHub:
-    """One reader per web process, created on first use inside the event loop."""
-    hub = state.get("camera_hub")
+def frame_hub(state: State, camera_id: int) -> FrameHub:
+    """One reader per camera and web process, created on first use inside the event loop."""
+    hubs: dict[int, FrameHub] = state.setdefault("camera_hubs", {})
+    hub = hubs.get(camera_id)
     if hub is None:
-        hub = FrameHub(state.config.runtime_path)
-        state.camera_hub = hub
+        hub = hubs[camera_id] = FrameHub(service.runtime_folder(state.config, camera_id))
     return hub
 
 
-class CameraController(Controller):
-    path = "/camera"
-    tags = ["camera"]
+class CamerasController(Controller):
+    path = "/cameras"
+    tags = ["cameras"]
 
-    @get("/", operation_id="getCameraSettings", sync_to_thread=True)
-    def get_settings(self, db: DB, user: Caller) -> CameraSettingsRead:
-        return service.get_settings(db)
+    @get("/", operation_id="listCameras", sync_to_thread=True)
+    def list_cameras(self, db: DB, user: Caller) -> list[CameraRead]:
+        return cameras.list_cameras(db, user)
 
-    @put("/", operation_id="putCameraSettings", sync_to_thread=True)
-    def put_settings(self, data: JSONBody[CameraSettings], db: DB, user: Caller) -> CameraSettingsRead:
-        return service.put_settings(db, data, user)
+    @post("/", operation_id="createCamera", sync_to_thread=True, status_code=201)
+    def create(self, data: JSONBody[CameraWrite], db: DB, user: Caller) -> CameraRead:
+        return cameras.create_camera(db, data, user)
 
-    @post("/start", operation_id="startCamera", sync_to_thread=True, status_code=200)
-    def start(self, db: DB, user: Caller) -> CameraSettingsRead:
-        return service.set_enabled(db, True, user)
+    @get("/status", operation_id="listCameraStatuses", sync_to_thread=True)
+    def statuses(self, db: DB, user: Caller, config: Settings) -> list[CameraStatus]:
+        ids = [row[0] for row in db.execute("SELECT id FROM cameras ORDER BY id").fetchall()]
+        return [service.camera_status(db, config, camera_id, user) for camera_id in ids]
 
-    @post("/stop", operation_id="stopCamera", sync_to_thread=True, status_code=200)
-    def stop(self, db: DB, user: Caller) -> CameraSettingsRead:
-        return service.set_enabled(db, False, user)
+    @get("/{camera_id:int}", operation_id="getCamera", sync_to_thread=True)
+    def get_camera(self, camera_id: Id, db: DB, user: Caller) -> CameraRead:
+        return cameras.get_camera(db, camera_id, user)
 
-    @get("/status", operation_id="getCameraStatus", sync_to_thread=True)
-    def status(self, config: Settings, user: Caller) -> CameraStatus:
-        return service.camera_status(config.runtime_path)
+    @put("/{camera_id:int}", operation_id="putCamera", sync_to_thread=True)
+    def put_camera(self, camera_id: Id, data: JSONBody[CameraWrite], db: DB, user: Caller) -> CameraRead:
+        return cameras.replace_camera(db, camera_id, data, user)
 
-    @post("/capture", operation_id="captureCameraFrame", sync_to_thread=True, status_code=201)
+    @delete("/{camera_id:int}", operation_id="deleteCamera", sync_to_thread=True, status_code=204)
+    def delete_camera(self, camera_id: Id, db: DB, user: Caller) -> None:
+        cameras.delete_camera(db, camera_id, user)
+
+    @post("/{camera_id:int}/start", operation_id="startCamera", sync_to_thread=True, status_code=200)
+    def start(self, camera_id: Id, db: DB, user: Caller) -> CameraRead:
+        return cameras.set_enabled(db, camera_id, True, user)
+
+    @post("/{camera_id:int}/stop", operation_id="stopCamera", sync_to_thread=True, status_code=200)
+    def stop(self, camera_id: Id, db: DB, user: Caller) -> CameraRead:
+        return cameras.set_enabled(db, camera_id, False, user)
+
+    @post("/{camera_id:int}/trigger", operation_id="triggerCamera", sync_to_thread=True, status_code=202)
+    def trigger(self, camera_id: Id, db: DB, user: Caller) -> TriggerAccepted:
+        """Inspect the camera's next frame (one that arrives after this request); the event carries the id."""
+        require_writer(user)
+        trigger_id = triggers.request_trigger(db, camera_id, "http")
+        return TriggerAccepted(trigger_id=trigger_id, camera_id=camera_id)
+
+    @get("/{camera_id:int}/triggers/{trigger_id:int}", operation_id="getCameraTrigger", sync_to_thread=True)
+    def get_trigger(self, camera_id: Id, trigger_id: Id, db: DB, user: Caller) -> TriggerRead:
+        return triggers.get_trigger(db, camera_id, trigger_id)
+
+    @get("/{camera_id:int}/status", operation_id="getCameraStatus", sync_to_thread=True)
+    def status(self, camera_id: Id, db: DB, user: Caller, config: Settings) -> CameraStatus:
+        return service.camera_status(db, config, camera_id, user)
+
+    @get(
+        "/{camera_id:int}/frame", operation_id="getCameraFrame", sync_to_thread=True, media_type="image/jpeg"
+    )
+    def frame(self, camera_id: Id, db: DB, user: Caller, config: Settings) -> Response[bytes]:
+        """The latest frame as one JPEG (the Live grid refreshes tiles with it: one stream per page is enough)."""
+        return Response(
+            service.live_jpeg(db, config, camera_id),
+            media_type="image/jpeg",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @post("/{camera_id:int}/capture", operation_id="captureCameraFrame", sync_to_thread=True, status_code=201)
     def capture(
-        self, data: JSONBody[CaptureRequest], db: DB, user: Caller, config: Settings, state: State
+        self,
+        camera_id: Id,
+        data: JSONBody[CaptureRequest],
+        db: DB,
+        user: Caller,
+        config: Settings,
+        state: State,
     ) -> CaptureResult:
-        return service.capture(db, state.image_store, config, data.dataset_id, user)
+        return service.capture(db, state.image_store, config, camera_id, data.dataset_id, user)
 
-    @get("/stream", operation_id="streamCamera", media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-    async def stream(self, state: State, user: Caller) -> Stream:
-        """MJPEG of the latest published frames; any number of viewers, a slow one skips frames."""
+    @get(
+        "/{camera_id:int}/stream",
+        operation_id="streamCamera",
+        sync_to_thread=True,
+        media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+    )
+    def stream(self, camera_id: Id, db: DB, state: State, user: Caller) -> Stream:
+        """MJPEG of the camera's latest frames; any number of viewers, a slow one skips frames."""
+        cameras.camera_row(db, camera_id)
         return Stream(
-            mjpeg_stream(frame_hub(state)),
+            mjpeg_stream(frame_hub(state, camera_id)),
             media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    @websocket("/ws", name="cameraSocket")
-    async def socket(self, socket: WebSocket[Any, Any, Any]) -> None:
-        """Per frame: {type: "frame", seq, width, height, detections, timings, ...}; once a second: status."""
+    @websocket("/{camera_id:int}/ws", name="cameraSocket")
+    async def socket(self, camera_id: int, socket: WebSocket[Any, Any, Any]) -> None:
+        """Per frame: {type: "frame", seq, detections, verdict, timings, ...}; once a second: the status."""
         state = socket.app.state
-        config: Config = state.config
+        user: CurrentUser = socket.user
+        with state.pool.connection() as db:
+            exists = db.execute("SELECT 1 FROM cameras WHERE id = ?", [camera_id]).fetchone()
+        if not exists:
+            await socket.close(code=4404, reason=f"camera {camera_id} not found")
+            return
         await socket.accept()
-        hub = frame_hub(state)
-        sender = asyncio.create_task(self._send_frames(socket, hub, config))
+        hub = frame_hub(state, camera_id)
+        sender = asyncio.create_task(self._send_frames(socket, hub, state.config, state, camera_id, user))
         try:
             while True:  # the client sends nothing we need; this notices when it goes away
                 message = await socket.receive()
@@ -101,20 +162,32 @@ class CameraController(Controller):
                 await sender
 
     @staticmethod
-    async def _send_frames(socket: WebSocket[Any, Any, Any], hub: FrameHub, config: Config) -> None:
+    async def _send_frames(
+        socket: WebSocket[Any, Any, Any],
+        hub: FrameHub,
+        config: Config,
+        state: State,
+        camera_id: int,
+        user: CurrentUser,
+    ) -> None:
         loop = asyncio.get_running_loop()
         next_status = 0.0
         version = 0
+
+        def read_status() -> CameraStatus:
+            with state.pool.connection() as db:
+                return service.camera_status(db, config, camera_id, user)
+
         try:
             async with hub.viewer():
                 while True:
                     if loop.time() >= next_status:
-                        status = await asyncio.to_thread(service.camera_status, config.runtime_path)
-                        payload = msgspec.to_builtins(status)
-                        await socket.send_text(json.dumps({"type": "status", **payload}))
+                        status = await asyncio.to_thread(read_status)
+                        await socket.send_text(json.dumps({"type": "status", **msgspec.to_builtins(status)}))
                         next_status = loop.time() + WS_STATUS_EVERY_S
+                        live = status.state not in ("stopped", "offline")
                     version, frame = await hub.next_frame(version, timeout=WS_STATUS_EVERY_S)
-                    if frame is not None:
+                    if frame is not None and live:
                         await socket.send_text('{"type":"frame",' + frame.meta_json.decode()[1:])
         except (WebSocketDisconnect, RuntimeError, OSError):
             return

@@ -1,4 +1,4 @@
-"""Web side: one shared reader of the camera's runtime files that fans the latest frame out to every viewer.
+"""Web side: per camera, one shared reader of its runtime files that fans the latest frame out to every viewer.
 
 Viewers never queue: each takes the newest frame when it is ready for one, so a slow viewer skips frames and
 cannot slow the others or the camera (the camera never waits for the web process at all). The reader runs
@@ -23,8 +23,8 @@ BOUNDARY = "frame"
 
 
 class FrameHub:
-    def __init__(self, runtime_path: Path, poll_s: float = POLL_S) -> None:
-        self.runtime_path = runtime_path
+    def __init__(self, folder: Path, poll_s: float = POLL_S) -> None:
+        self.folder = folder
         self.poll_s = poll_s
         self.latest: PublishedFrame | None = None
         self.version = 0  # bumped for every new frame (seq restarts when the camera process does)
@@ -51,9 +51,9 @@ class FrameHub:
                 else:
                     idle_since = None
                 try:
-                    current = meta_stamp(self.runtime_path)
+                    current = meta_stamp(self.folder)
                     if current != stamp:
-                        frame = await asyncio.to_thread(read_frame, self.runtime_path) if current else None
+                        frame = await asyncio.to_thread(read_frame, self.folder) if current else None
                         if frame is not None or current is None:
                             stamp = current
                             # The stamp may lag the files by one frame (read between two renames): no repeats.

@@ -1,6 +1,6 @@
-"""The camera's hand-over to the web process: latest JPEG, its detections and the status, in the runtime folder.
+"""The camera process's hand-over to the web process: per camera the latest JPEG, its detections and the status.
 
-Files under `<runtime_dir>/camera/`, each replaced atomically (temp file + rename):
+Files under `<runtime_dir>/cameras/<camera_id>/`, each replaced atomically (temp file + rename):
 
     frame.jpg    the latest published frame
     frame.json   its sequence number, detections, per-stage timings and the CRC-32 of frame.jpg
@@ -24,9 +24,9 @@ from pathlib import Path
 import msgspec
 
 from appliance.camera.contracts import FrameMeta
-from appliance.camera.schemas import CameraStatus
+from appliance.stations.schemas import CameraStatus
 
-CAMERA_DIR = "camera"
+CAMERAS_DIR = "cameras"
 FRAME_JPEG = "frame.jpg"
 FRAME_META = "frame.json"
 STATUS = "status.json"
@@ -34,11 +34,21 @@ STATUS = "status.json"
 STATUS_INTERVAL_S = 0.5
 STATUS_STALE_S = 5.0
 
-STAGES = ("wait", "capture", "preprocess", "inference", "postprocess", "encode", "frame_age")
+STAGES = (
+    "wait",
+    "capture",
+    "wait_model",
+    "preprocess",
+    "inference",
+    "postprocess",
+    "rules",
+    "encode",
+    "frame_age",
+)
 
 
-def camera_dir(runtime_path: Path) -> Path:
-    return runtime_path / CAMERA_DIR
+def camera_dir(runtime_path: Path, camera_id: int) -> Path:
+    return runtime_path / CAMERAS_DIR / str(camera_id)
 
 
 def replace_file(path: Path, data: bytes) -> None:
@@ -105,10 +115,10 @@ class RateMeter:
 
 
 class Publisher:
-    """Camera side: writes frames and status into the runtime folder."""
+    """Camera side: writes one camera's frames and status into the runtime folder."""
 
-    def __init__(self, runtime_path: Path) -> None:
-        self.folder = camera_dir(runtime_path)
+    def __init__(self, runtime_path: Path, camera_id: int) -> None:
+        self.folder = camera_dir(runtime_path, camera_id)
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def publish_frame(self, jpeg: bytes, meta: FrameMeta) -> None:
@@ -123,6 +133,11 @@ class Publisher:
         for name in (FRAME_META, FRAME_JPEG):
             (self.folder / name).unlink(missing_ok=True)
 
+    def remove(self) -> None:
+        """The camera was stopped or deleted: nothing of it stays to be shown as live."""
+        self.clear_frame()
+        (self.folder / STATUS).unlink(missing_ok=True)
+
 
 @dataclass(frozen=True)
 class PublishedFrame:
@@ -132,18 +147,17 @@ class PublishedFrame:
     meta_json: bytes
 
 
-def meta_stamp(runtime_path: Path) -> int | None:
+def meta_stamp(folder: Path) -> int | None:
     """Changes whenever a new frame is published (cheap stat; no read)."""
     try:
-        st = os.stat(camera_dir(runtime_path) / FRAME_META)
+        st = os.stat(folder / FRAME_META)
     except FileNotFoundError:
         return None
     return st.st_mtime_ns ^ st.st_ino
 
 
-def read_frame(runtime_path: Path, attempts: int = 5) -> PublishedFrame | None:
-    """The latest frame and its metadata, consistent with each other; None when nothing is published."""
-    folder = camera_dir(runtime_path)
+def read_frame(folder: Path, attempts: int = 5) -> PublishedFrame | None:
+    """The latest frame of a camera folder and its metadata, consistent with each other; None when none."""
     for _ in range(attempts):
         try:
             meta_json = (folder / FRAME_META).read_bytes()
@@ -161,9 +175,9 @@ def read_frame(runtime_path: Path, attempts: int = 5) -> PublishedFrame | None:
     return None
 
 
-def read_status(runtime_path: Path) -> CameraStatus | None:
-    """The camera's last status.json; None when there is none; MalformedStatus when it is not a status."""
-    path = camera_dir(runtime_path) / STATUS
+def read_status(folder: Path) -> CameraStatus | None:
+    """A camera's last status.json; None when there is none; MalformedStatus when it is not a status."""
+    path = folder / STATUS
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -1,0 +1,171 @@
+"""Models of the camera process: each (model, precision) loaded once and shared by the cameras that use it,
+with a first-come-first-served turn so that no camera starves when the model is the bottleneck.
+
+Why turns and not batches: the exports the box makes have a static batch of 1 (TensorRT engines are
+built for one shape), so cameras are served one frame at a time, in the order their frames became ready.
+With N cameras waiting, that order is round-robin. Loading happens on a background thread; a camera keeps
+its previous model (or runs without one) until the new one is ready, then switches between two frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.config import Config
+from appliance.db import Database, open_database
+from appliance.models.loading import deployed_model, load_detector_for_model, loadable_artifacts
+
+logger = logging.getLogger(__name__)
+
+RETRY_S = 30.0
+
+
+class FairTurn:
+    """A ticket lock: whoever asked first is served first (threading.Lock promises no order)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0
+        self._serving = 0
+
+    def __enter__(self) -> FairTurn:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            while self._serving != ticket:
+                self._cond.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
+@dataclass
+class SharedModel:
+    key: tuple[Any, ...]
+    row: dict[str, Any]
+    detector: Any
+    turn: FairTurn = field(default_factory=FairTurn)
+
+    @property
+    def model_id(self) -> int:
+        return int(self.row["id"])
+
+    @property
+    def name(self) -> str | None:
+        return self.row.get("name")
+
+
+def model_key(config: Config, row: dict[str, Any], precision: str) -> tuple[Any, ...]:
+    """Identity of what would be loaded: the row, the precision asked for, its exports and their mtimes."""
+    try:
+        exports = tuple(
+            sorted((a["file"], a["path"].stat().st_mtime_ns) for a in loadable_artifacts(config, row["id"]))
+        )
+    except OSError as exc:
+        return (row["id"], precision, f"unreadable: {exc}")
+    return (row["id"], precision, exports)
+
+
+def model_row(db: Database, model_id: int | None) -> dict[str, Any] | None:
+    if model_id is None:
+        return deployed_model(db)
+    return next(db.query("SELECT * FROM models WHERE id = ?", [model_id]), None)
+
+
+class ModelPool:
+    """Owned by the camera process's main thread (`refresh`); camera loops only call `get`."""
+
+    def __init__(self, config: Config, db: Database) -> None:
+        self.config = config
+        self.db = db
+        self.loaded: dict[tuple[Any, ...], SharedModel] = {}
+        self.wanted: dict[int, tuple[Any, ...] | None] = {}  # camera id -> key
+        self.notes: dict[int, str] = {}
+        self._failed: dict[tuple[Any, ...], tuple[float, str]] = {}
+        self._loading: tuple[tuple[Any, ...], threading.Thread] | None = None
+        self._done: list[tuple[tuple[Any, ...], Any, dict[str, Any], str | None]] = []
+        self._lock = threading.Lock()
+
+    def get(self, camera_id: int) -> tuple[SharedModel | None, str]:
+        """The camera's model when loaded, and a note for its status."""
+        key = self.wanted.get(camera_id)
+        model = self.loaded.get(key) if key is not None else None
+        if model is not None:
+            return model, f"model {model.model_id} ({getattr(model.detector, 'key', 'onnxruntime')})"
+        return None, self.notes.get(camera_id, "no model deployed")
+
+    def refresh(self, cameras: Mapping[int, tuple[int | None, str]]) -> None:
+        """cameras: {id: (model_id or None for the deployed one, precision)}; loads and frees as needed."""
+        with self._lock:
+            done, self._done = self._done, []
+        for key, detector, loaded_row, error in done:
+            if error is None:
+                self.loaded[key] = SharedModel(key, loaded_row, detector)
+                logger.info("camera process loaded model %s (%s)", loaded_row["id"], key[1])
+            else:
+                self._failed[key] = (time.monotonic(), error)
+        rows: dict[int | None, dict[str, Any] | None] = {}
+        wanted: dict[int, tuple[Any, ...] | None] = {}
+        for camera_id, (model_id, precision) in cameras.items():
+            if model_id not in rows:
+                rows[model_id] = model_row(self.db, model_id)
+            row = rows[model_id]
+            if row is None:
+                wanted[camera_id] = None
+                self.notes[camera_id] = (
+                    "no model deployed" if model_id is None else f"model {model_id} does not exist"
+                )
+                continue
+            key = model_key(self.config, row, precision)
+            wanted[camera_id] = key
+            if key in self.loaded:
+                continue
+            failed = self._failed.get(key)
+            if failed and time.monotonic() - failed[0] < RETRY_S:
+                self.notes[camera_id] = f"model {row['id']} could not be loaded: {failed[1]}"
+                continue
+            self.notes[camera_id] = f"loading model {row['id']}"
+            self._start_load(key, row, precision)
+        self.wanted = wanted
+        in_use = {key for key in wanted.values() if key is not None}
+        for key in [k for k in self.loaded if k not in in_use]:
+            model = self.loaded.pop(key)
+            with model.turn:  # no camera is inside detect() when it closes
+                model.detector.close()
+
+    def _start_load(self, key: tuple[Any, ...], row: dict[str, Any], precision: str) -> None:
+        if self._loading is not None and self._loading[1].is_alive():
+            return
+        thread = threading.Thread(
+            target=self._load, args=(key, row, precision), name="camera-model-loader", daemon=True
+        )
+        self._loading = (key, thread)
+        thread.start()
+
+    def _load(self, key: tuple[Any, ...], row: dict[str, Any], precision: str) -> None:
+        db = open_database(self.config.db_path)
+        try:
+            detector = load_detector_for_model(
+                self.config, db, row, precision=None if precision == "auto" else precision
+            )
+            result: tuple[tuple[Any, ...], Any, dict[str, Any], str | None] = (key, detector, row, None)
+        except Exception as exc:  # a broken export must not stop the cameras
+            logger.exception("camera process could not load model %s", row.get("id"))
+            result = (key, None, row, str(exc)[:500])
+        finally:
+            db.conn.close()
+        with self._lock:
+            self._done.append(result)
+
+    def close(self) -> None:
+        for model in self.loaded.values():
+            model.detector.close()
+        self.loaded.clear()

@@ -1,0 +1,300 @@
+"""One camera's loop (a thread of the camera process): newest frame -> shared model (in turn) -> rules ->
+verdict -> JPEG -> publish, and the inspection events of its mode handed to the event writer.
+
+Modes: continuous (every frame is evaluated; an event when the debounced verdict changes), triggered (the
+first frame that arrived after a trigger is inspected; one event per trigger), interval (one inspection
+every `interval_s`). Triggers are honoured in every mode. The loop touches neither the catalog nor any
+output: triggers arrive through `add_trigger`, events leave through the writer's non-blocking `submit`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from typing import cast
+
+import cv2
+import msgspec
+
+from appliance.camera.capture import Frame, FrameSource, SourceSpec
+from appliance.camera.contracts import FrameDetection, FrameMeta
+from appliance.camera.models import ModelPool
+from appliance.camera.publish import Publisher, RateMeter, RollingStats
+from appliance.camera.writer import EventWriter
+from appliance.stations.contracts import Box, InspectionEvent, Mode, TriggerRow, ZoneShape
+from appliance.stations.rules import Debouncer, Evaluation, evaluate
+from appliance.stations.schemas import CameraSettings, CameraState, CameraStatus, StageTiming
+from appliance.stations.triggers import TRIGGER_TIMEOUT_S
+
+logger = logging.getLogger(__name__)
+
+
+def source_spec(settings: CameraSettings) -> SourceSpec:
+    s = settings
+    return SourceSpec(
+        s.source_type, s.source.strip(), s.width, s.height, s.fps, s.open_timeout_ms, s.read_timeout_ms
+    )
+
+
+class CameraLoop:
+    def __init__(
+        self,
+        camera_id: int,
+        name: str,
+        settings: CameraSettings,
+        models: ModelPool,
+        writer: EventWriter,
+        publisher: Publisher,
+    ) -> None:
+        self.camera_id = camera_id
+        self.name = name
+        self.models = models
+        self.writer = writer
+        self.publisher = publisher
+        self.stop = threading.Event()
+        self.stats = RollingStats()
+        self.rate = RateMeter()
+        self.published = 0
+        self.events = 0
+        self.last_seq = 0
+        self.last_size = (0, 0)
+        self.last_verdict: str | None = None
+        self.last_failing: list[str] = []
+        self.model_note = "no model deployed"
+        self.model_id: int | None = None
+        self.model_name: str | None = None
+        self._triggers: collections.deque[TriggerRow] = collections.deque()
+        self._settings = settings
+        self._spec = source_spec(settings)
+        self._debouncer = Debouncer(settings.debounce_frames)
+        self._next_interval = time.monotonic() + settings.interval_s
+        self.source = FrameSource(self._spec).start()
+        self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
+
+    def start(self) -> CameraLoop:
+        self._thread.start()
+        return self
+
+    @property
+    def settings(self) -> CameraSettings:
+        return self._settings
+
+    def apply(self, name: str, settings: CameraSettings) -> bool:
+        """New settings; False when the source changed (the caller replaces the loop)."""
+        if source_spec(settings) != self._spec:
+            return False
+        self.name = name
+        if settings.debounce_frames != self._settings.debounce_frames or settings.mode != self._settings.mode:
+            self._debouncer = Debouncer(settings.debounce_frames)
+        if settings.interval_s != self._settings.interval_s or settings.mode != self._settings.mode:
+            self._next_interval = time.monotonic() + settings.interval_s
+        self._settings = settings
+        return True
+
+    def add_trigger(self, trigger: TriggerRow) -> None:
+        self._triggers.append(trigger)
+
+    def close(self, timeout: float = 2.0) -> None:
+        self.stop.set()
+        self.source.close(timeout=timeout)
+        self._thread.join(timeout)
+        for trigger in list(self._triggers):
+            self.writer.expire(trigger.id, "the camera stopped before a frame could be inspected")
+        self._triggers.clear()
+        try:
+            self.publisher.remove()
+        except OSError:
+            logger.warning("could not clear camera %s's runtime files", self.camera_id, exc_info=True)
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                started = time.monotonic()
+                waited = time.perf_counter()
+                frame = self.source.latest(self.last_seq, timeout=0.2)
+                self._expire_old_triggers()
+                if frame is None:
+                    continue
+                self.last_seq = frame.seq
+                self.process(frame, wait_ms=(time.perf_counter() - waited) * 1000)
+                if self._settings.max_fps:
+                    self.stop.wait(max(0.0, 1.0 / self._settings.max_fps - (time.monotonic() - started)))
+            except Exception:
+                logger.exception("camera %s loop error", self.camera_id)
+                self.stop.wait(0.5)
+
+    def _expire_old_triggers(self) -> None:
+        now = time.monotonic()
+        while self._triggers and now - self._triggers[0].requested_mono > TRIGGER_TIMEOUT_S:
+            trigger = self._triggers.popleft()
+            reason = self.source.error or "no frame arrived in time"
+            self.writer.expire(trigger.id, f"not inspected within {TRIGGER_TIMEOUT_S:.0f} s: {reason}")
+
+    def process(self, frame: Frame, wait_ms: float = 0.0) -> None:
+        s = self._settings
+        timings: dict[str, float] = {"wait": wait_ms, "capture": frame.capture_ms}
+        detections: list[FrameDetection] = []
+        model, self.model_note = self.models.get(self.camera_id)
+        model_id = None
+        if model is not None:
+            t0 = time.perf_counter()
+            try:
+                with model.turn:
+                    timings["wait_model"] = (time.perf_counter() - t0) * 1000
+                    result = model.detector.detect(frame.image, conf=s.confidence, iou=s.iou)
+            except Exception:
+                logger.exception("camera %s: inference failed; going on without detections", self.camera_id)
+                self.model_note = "inference failed; see the camera log"
+            else:
+                detections = result.detections
+                model_id = model.model_id
+                timings["preprocess"] = result.timings.get("preprocess_ms", 0.0)
+                timings["inference"] = result.timings.get("inference_ms", 0.0)
+                timings["postprocess"] = result.timings.get("postprocess_ms", 0.0)
+        self.model_id, self.model_name = (model_id, model.name) if model is not None else (None, None)
+        t_rules = time.perf_counter()
+        evaluation = evaluate(s.rules, s.zones, detections) if model_id is not None else None
+        decided = time.monotonic()
+        timings["rules"] = (time.perf_counter() - t_rules) * 1000
+        events = self._events_for(frame, evaluation, decided) if evaluation is not None else []
+
+        t0 = time.perf_counter()
+        ok, encoded = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])
+        if not ok:
+            logger.warning("camera %s: JPEG encoding failed for frame %s", self.camera_id, frame.seq)
+            return
+        jpeg = encoded.tobytes()
+        timings["encode"] = (time.perf_counter() - t0) * 1000
+        timings["frame_age"] = (time.monotonic() - frame.captured_at) * 1000
+        height, width = frame.image.shape[:2]
+        self.last_size = (width, height)
+        self.published += 1
+        self.rate.tick()
+        frame_ts = time.time() - (time.monotonic() - frame.captured_at)
+        if evaluation is not None:
+            self.last_verdict = (
+                self._debouncer.current
+                if s.mode == "continuous" and self._debouncer.current
+                else evaluation.verdict
+            )
+            self.last_failing = evaluation.failing_rules
+        else:
+            self.last_verdict, self.last_failing = None, []
+        meta = FrameMeta(
+            seq=self.published,
+            camera_id=self.camera_id,
+            source_seq=frame.seq,
+            ts=frame_ts,
+            width=width,
+            height=height,
+            detections=detections,
+            verdict=evaluation.verdict if evaluation is not None else None,
+            failing_rules=evaluation.failing_rules if evaluation is not None else [],
+            timings={k: round(v, 2) for k, v in timings.items()},
+            model_id=model_id,
+            fps=round(self.rate.rate(), 2),
+            dropped=self.source.dropped,
+        )
+        self.publisher.publish_frame(jpeg, meta)
+        self.stats.add(timings)
+        boxes = boxes_of(detections) if events else []
+        for event in events:
+            event = msgspec.structs.replace(event, ts=frame_ts, width=width, height=height, detections=boxes)
+            if self.writer.submit(event, jpeg if s.snapshots else None):
+                self.events += 1
+
+    def _events_for(self, frame: Frame, evaluation: Evaluation, decided: float) -> list[InspectionEvent]:
+        s = self._settings
+        out: list[InspectionEvent] = []
+        # Triggers whose request came before this frame arrived: this frame is newer than each of them.
+        while self._triggers and self._triggers[0].requested_mono < frame.captured_at:
+            trigger = self._triggers.popleft()
+            latencies = {
+                "trigger_to_frame_ms": (frame.captured_at - trigger.requested_mono) * 1000,
+                "total_ms": (decided - trigger.requested_mono) * 1000,
+            }
+            out.append(self._event("triggered", evaluation, frame, decided, trigger.id, latencies))
+        if s.mode == "continuous":
+            changed = self._debouncer.feed(evaluation.verdict)
+            if changed is not None:
+                out.append(self._event("continuous", evaluation, frame, decided))
+        elif s.mode == "interval" and frame.captured_at >= self._next_interval:
+            self._next_interval += s.interval_s
+            if self._next_interval <= frame.captured_at:  # fell behind (source lost): start over from now
+                self._next_interval = frame.captured_at + s.interval_s
+            out.append(self._event("interval", evaluation, frame, decided))
+        return out
+
+    def _event(
+        self,
+        mode: Mode,
+        evaluation: Evaluation,
+        frame: Frame,
+        decided: float,
+        trigger_id: int | None = None,
+        latencies: dict[str, float] | None = None,
+    ) -> InspectionEvent:
+        lat = {"total_ms": (decided - frame.captured_at) * 1000, **(latencies or {})}
+        return InspectionEvent(
+            camera_id=self.camera_id,
+            ts=0.0,  # set by process() once the frame's wall time is known
+            mode=mode,
+            verdict=evaluation.verdict,
+            trigger_id=trigger_id,
+            failing_rules=list(evaluation.failing_rules),
+            counts=evaluation.counts,
+            detections=[],  # process() fills in the frame's boxes, its wall time and size
+            zones=[ZoneShape(z.name, list(z.points)) for z in self._settings.zones],
+            model_id=self.model_id,
+            latencies={k: round(v, 2) for k, v in lat.items()},
+        )
+
+    # --- status --------------------------------------------------------------------------------------
+
+    def status(self) -> CameraStatus:
+        s = self._settings
+        state = cast(CameraState, self.source.state)
+        width, height = self.last_size
+        return CameraStatus(
+            camera_id=self.camera_id,
+            state=state,
+            source_type=s.source_type,
+            source=s.source,
+            fps=round(self.rate.rate(), 2),
+            source_fps=round(self.source.source_fps(), 2),
+            frames=self.published,
+            dropped=self.source.dropped,
+            reconnects=self.source.reconnects,
+            model_id=self.model_id,
+            model_name=self.model_name,
+            model_note=self.model_note,
+            error=self.source.error,
+            width=width,
+            height=height,
+            verdict=self.last_verdict,
+            failing_rules=self.last_failing,
+            events=self.events,
+            timings={k: StageTiming(**v) for k, v in self.stats.summary().items()},
+            pid=os.getpid(),
+            updated_at=time.time(),
+        )
+
+
+def boxes_of(detections: list[FrameDetection]) -> list[Box]:
+    return [
+        Box(
+            class_id=d.class_id,
+            class_name=d.class_name,
+            confidence=round(d.confidence, 4),
+            x1=round(d.x1, 1),
+            y1=round(d.y1, 1),
+            x2=round(d.x2, 1),
+            y2=round(d.y2, 1),
+        )
+        for d in detections
+    ]

@@ -1,0 +1,187 @@
+"""Cameras in the catalog: create, read, replace, delete, start/stop; settings validated on write, and the
+source's credentials masked for everyone but admins."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from appliance.caller import CurrentUser, require_admin, require_writer
+from appliance.clock import now_iso
+from appliance.db import Database, write_transaction
+from appliance.errors import Conflict, Invalid, NotFound
+from appliance.stations.rules import validate_zones_and_rules
+from appliance.stations.schemas import CameraRead, CameraSettings, CameraWrite
+
+logger = logging.getLogger(__name__)
+
+URL_SCHEMES = {"rtsp", "rtsps", "http", "https"}
+MAX_CAMERAS = 16
+MASK = "***"
+# user:password@ in any URL (also inside a GStreamer pipeline), and password-like pipeline properties.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^@\s/]*)(?=@)")
+_PROPERTY_PASSWORD = re.compile(
+    r"(?P<head>\b(?:user-pw|password|passwd|pass)\s*=\s*)(?P<secret>\"[^\"]*\"|\S+)"
+)
+
+
+def redact_source(source: str) -> str:
+    """The source with any password replaced by ***; user names and hosts stay readable."""
+    source = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, source)
+    return _PROPERTY_PASSWORD.sub(lambda m: m.group("head") + MASK, source)
+
+
+def validate_source(settings: CameraSettings, enabled: bool) -> None:
+    source = settings.source.strip()
+    if enabled and not source:
+        raise Invalid("settings.source: set a source before starting the camera")
+    if not source:
+        return
+    if settings.source_type == "v4l2":
+        if not re.fullmatch(r"(/dev/video)?\d+|/dev/v4l/by-(id|path)/[\w.:-]+", source):
+            raise Invalid("settings.source: a V4L2 source is /dev/videoN (or a /dev/v4l/by-id path)")
+    elif settings.source_type == "url":
+        parts = urlsplit(source)
+        if parts.scheme.lower() not in URL_SCHEMES or not parts.netloc:
+            raise Invalid(
+                "settings.source: a URL source must be rtsp://, rtsps://, http:// or https:// with a host"
+            )
+    elif settings.source_type == "gstreamer":
+        if "appsink" not in source:
+            raise Invalid(
+                "settings.source: a GStreamer pipeline must end in appsink (e.g. '... ! videoconvert ! appsink')"
+            )
+    elif settings.source_type == "file" and not Path(source).is_absolute():
+        raise Invalid("settings.source: a video file needs an absolute path on the box")
+
+
+def validate(settings: CameraSettings, enabled: bool) -> None:
+    validate_source(settings, enabled)
+    validate_zones_and_rules(settings)
+
+
+def decode_settings(raw: str) -> CameraSettings:
+    try:
+        return msgspec.json.decode(raw, type=CameraSettings)
+    except msgspec.ValidationError:
+        # Stored by an older version with a field since removed or tightened: keep what still fits.
+        data = {k: v for k, v in json.loads(raw).items() if k in CameraSettings.__struct_fields__}
+        try:
+            return msgspec.convert(data, CameraSettings)
+        except msgspec.ValidationError:
+            logger.exception("stored camera settings are unusable; using defaults")
+            return CameraSettings()
+
+
+def to_read(row: dict[str, Any], user: CurrentUser | None) -> CameraRead:
+    settings = decode_settings(row["settings"])
+    if user is None or not user.is_admin:
+        settings = msgspec.structs.replace(settings, source=redact_source(settings.source))
+    return CameraRead(
+        id=row["id"],
+        name=row["name"],
+        enabled=bool(row["enabled"]),
+        settings=settings,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def camera_row(db: Database, camera_id: int) -> dict[str, Any]:
+    row = next(db.query("SELECT * FROM cameras WHERE id = ?", [camera_id]), None)
+    if row is None:
+        raise NotFound(f"camera {camera_id} not found")
+    return row
+
+
+def list_cameras(db: Database, user: CurrentUser | None) -> list[CameraRead]:
+    return [to_read(row, user) for row in db.query("SELECT * FROM cameras ORDER BY id")]
+
+
+def get_camera(db: Database, camera_id: int, user: CurrentUser | None) -> CameraRead:
+    return to_read(camera_row(db, camera_id), user)
+
+
+def _name_taken(db: Database, name: str, other_than: int | None) -> bool:
+    row = db.execute(
+        "SELECT id FROM cameras WHERE name = ? COLLATE NOCASE AND id IS NOT ?", [name.strip(), other_than]
+    ).fetchone()
+    return row is not None
+
+
+def create_camera(db: Database, body: CameraWrite, user: CurrentUser) -> CameraRead:
+    """Admins only: a source is a path, a URL or a pipeline run on the box."""
+    require_admin(user)
+    name = body.name.strip()
+    if not name:
+        raise Invalid("name: a camera needs a name")
+    enabled = bool(body.enabled)
+    validate(body.settings, enabled)
+    now = now_iso()
+    with write_transaction(db):
+        if db.execute("SELECT COUNT(*) FROM cameras").fetchone()[0] >= MAX_CAMERAS:
+            raise Conflict(f"this box serves at most {MAX_CAMERAS} cameras")
+        if _name_taken(db, name, None):
+            raise Conflict(f"name: a camera called {name!r} already exists")
+        camera_id = db.execute(
+            "INSERT INTO cameras (name, enabled, settings, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            [name, int(enabled), msgspec.json.encode(body.settings).decode(), now, now],
+        ).lastrowid
+    assert camera_id is not None
+    return get_camera(db, camera_id, user)
+
+
+def replace_camera(db: Database, camera_id: int, body: CameraWrite, user: CurrentUser) -> CameraRead:
+    require_admin(user)
+    name = body.name.strip()
+    if not name:
+        raise Invalid("name: a camera needs a name")
+    with write_transaction(db):
+        row = camera_row(db, camera_id)
+        enabled = bool(row["enabled"]) if body.enabled is None else body.enabled
+        validate(body.settings, enabled)
+        if _name_taken(db, name, camera_id):
+            raise Conflict(f"name: a camera called {name!r} already exists")
+        db.execute(
+            "UPDATE cameras SET name = ?, enabled = ?, settings = ?, updated_at = ? WHERE id = ?",
+            [name, int(enabled), msgspec.json.encode(body.settings).decode(), now_iso(), camera_id],
+        )
+    return get_camera(db, camera_id, user)
+
+
+def delete_camera(db: Database, camera_id: int, user: CurrentUser) -> None:
+    """The camera goes; its events stay in the history (and age out with the retention)."""
+    require_admin(user)
+    with write_transaction(db):
+        camera_row(db, camera_id)
+        db.execute("DELETE FROM cameras WHERE id = ?", [camera_id])
+
+
+def set_enabled(db: Database, camera_id: int, enabled: bool, user: CurrentUser) -> CameraRead:
+    """The desired state (labelers and admins); the camera process follows within a second."""
+    require_writer(user)
+    with write_transaction(db):
+        row = camera_row(db, camera_id)
+        validate_source(decode_settings(row["settings"]), enabled)
+        db.execute(
+            "UPDATE cameras SET enabled = ?, updated_at = ? WHERE id = ?",
+            [int(enabled), now_iso(), camera_id],
+        )
+    return get_camera(db, camera_id, user)
+
+
+def camera_stamps(db: Database) -> dict[int, str]:
+    """{id: updated_at}: the camera process polls this and reloads a camera whose stamp changed."""
+    return {row[0]: row[1] for row in db.execute("SELECT id, updated_at FROM cameras").fetchall()}
+
+
+def enabled_cameras(db: Database) -> dict[int, tuple[str, CameraSettings, str]]:
+    """{id: (name, settings, updated_at)} of the cameras that should run."""
+    rows = db.execute("SELECT id, name, settings, updated_at FROM cameras WHERE enabled = 1").fetchall()
+    return {row[0]: (row[1], decode_settings(row[2]), row[3]) for row in rows}

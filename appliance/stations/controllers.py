@@ -1,0 +1,195 @@
+"""HTTP routes of the inspection events: the history (keyset pages, filters), one event, its snapshot, a live
+stream (SSE), the shift counters, and "send to dataset"."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import JSONBody, Parameter, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from appliance.camera.service import save_frame
+from appliance.db import Database, open_database
+from appliance.dependencies import DB, Caller, Settings
+from appliance.errors import NotFound
+from appliance.stations import events
+from appliance.stations.contracts import EventRow
+from appliance.stations.retention import snapshot_path
+from appliance.stations.schemas import CameraCounters, CaptureRequest, CaptureResult, CountersRead
+from appliance.storage import read_capped
+
+Id = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
+MAX_ID = 2**63 - 1
+MAX_SNAPSHOT_BYTES = 32 * 1024 * 1024
+SSE_POLL_S = 0.25
+SSE_KEEPALIVE_S = 15.0
+SSE_BATCH = 200
+Time = Annotated[float, QueryParameter(ge=0, le=1e11, description="unix time (seconds)")]
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    items: list[EventRow]
+    next_before_id: int | None  # pass as before_id for the next (older) page; null at the end
+
+
+def _stream_cursor(request: Request[Any, Any, Any], after_id: int) -> int:
+    header = request.headers.get("last-event-id", "").strip()
+    if header.isdigit() and len(header) <= 19 and int(header) <= MAX_ID:
+        return max(int(header), after_id)
+    return after_id
+
+
+def _newer(db: Database, camera_id: int | None, cursor: int) -> list[EventRow]:
+    return events.list_events(db, camera_id=camera_id, after_id=cursor, limit=SSE_BATCH)
+
+
+async def event_stream(
+    db_path: Path, after_id: int | None, camera_id: int | None
+) -> AsyncIterator[ServerSentEventMessage]:
+    db: Database = await anyio.to_thread.run_sync(open_database, db_path)
+    try:
+        cursor = (
+            after_id if after_id is not None else await anyio.to_thread.run_sync(events.latest_event_id, db)
+        )
+        last_sent = time.monotonic()
+        while True:
+            rows = await anyio.to_thread.run_sync(_newer, db, camera_id, cursor)
+            for row in rows:
+                cursor = row.id
+                yield ServerSentEventMessage(data=msgspec.json.encode(row).decode(), id=str(row.id))
+            if rows:
+                last_sent = time.monotonic()
+                if len(rows) == SSE_BATCH:
+                    continue
+            elif time.monotonic() - last_sent >= SSE_KEEPALIVE_S:
+                last_sent = time.monotonic()
+                yield ServerSentEventMessage(comment="keep-alive")
+            await anyio.sleep(SSE_POLL_S)
+    finally:
+        db.conn.close()
+
+
+class EventsController(Controller):
+    path = "/events"
+    tags = ["events"]
+
+    @get("/", operation_id="listEvents", sync_to_thread=True)
+    def list_events(
+        self,
+        db: DB,
+        user: Caller,
+        camera_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
+        verdict: Literal["ok", "ng"] | None = None,
+        since: Time | None = None,
+        until: Time | None = None,
+        before_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    ) -> EventPage:
+        """Newest first; filters by camera, verdict and time (unix seconds, `since` included)."""
+        rows = events.list_events(
+            db,
+            camera_id=camera_id,
+            verdict=verdict,
+            since=since,
+            until=until,
+            before_id=before_id,
+            limit=limit + 1,
+        )
+        more = len(rows) > limit
+        items = rows[:limit]
+        return EventPage(items=items, next_before_id=items[-1].id if more and items else None)
+
+    @get("/counters", operation_id="getEventCounters", sync_to_thread=True)
+    def counters(
+        self,
+        db: DB,
+        user: Caller,
+        since: Time,
+        camera_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
+    ) -> CountersRead:
+        """OK / NG totals per camera since a unix time (a shift's start)."""
+        found = events.counters(db, since, camera_id)
+        ids = (
+            [camera_id]
+            if camera_id is not None
+            else [r[0] for r in db.execute("SELECT id FROM cameras ORDER BY id")]
+        )
+        ids += [c for c in found if c not in ids]
+        rows = [CameraCounters(camera_id=c, **found.get(c, {"ok": 0, "ng": 0})) for c in ids]
+        return CountersRead(since=since, cameras=rows)
+
+    @get("/stream", operation_id="streamEvents", sync_to_thread=True)
+    def stream(
+        self,
+        request: Request[Any, Any, Any],
+        user: Caller,
+        config: Settings,
+        after_id: Annotated[
+            int | None,
+            QueryParameter(ge=0, le=MAX_ID, description="events after this id (default: new ones)"),
+        ] = None,
+        camera_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
+    ) -> ServerSentEvent:
+        """Server-sent events, one per stored inspection event (`id:` = event id; reconnects resume)."""
+        header = request.headers.get("last-event-id")
+        cursor = _stream_cursor(request, after_id or 0) if header or after_id is not None else None
+        return ServerSentEvent(
+            event_stream(config.db_path, cursor, camera_id),
+            retry_duration=3000,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @get("/{event_id:int}", operation_id="getEvent", sync_to_thread=True)
+    def get_event(self, event_id: Id, db: DB, user: Caller) -> EventRow:
+        return events.get_event(db, event_id)
+
+    @get(
+        "/{event_id:int}/snapshot",
+        operation_id="getEventSnapshot",
+        sync_to_thread=True,
+        media_type="image/jpeg",
+    )
+    def snapshot(self, event_id: Id, db: DB, user: Caller, config: Settings) -> Response[bytes]:
+        return Response(
+            _snapshot_bytes(events.get_event(db, event_id), config.data_path),
+            media_type="image/jpeg",
+            headers={"Cache-Control": "private, max-age=86400"},
+        )
+
+    @post("/{event_id:int}/dataset", operation_id="sendEventToDataset", sync_to_thread=True, status_code=201)
+    def to_dataset(
+        self,
+        event_id: Id,
+        data: JSONBody[CaptureRequest],
+        db: DB,
+        user: Caller,
+        config: Settings,
+        state: State,
+    ) -> CaptureResult:
+        """The event's frame into a dataset, with the model's boxes as pre-labels to review."""
+        event = events.get_event(db, event_id)
+        jpeg = _snapshot_bytes(event, config.data_path)
+        name = f"event{event.id}-camera{event.camera_id}-{event.verdict}.jpg"
+        return save_frame(
+            db, state.image_store, config, data.dataset_id, user, jpeg, list(event.detections), name
+        )
+
+
+def _snapshot_bytes(event: EventRow, data_path: Path) -> bytes:
+    if not event.snapshot:
+        raise NotFound(f"event {event.id} has no snapshot (snapshots off, or the disk was full)")
+    try:
+        data = read_capped(snapshot_path(data_path, event.snapshot), MAX_SNAPSHOT_BYTES)
+    except (OSError, ValueError):
+        raise NotFound(f"the snapshot of event {event.id} is gone") from None
+    return data
+
+
+__all__ = ["EventsController"]
