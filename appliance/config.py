@@ -58,6 +58,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_import_entries: int = 100_000
     max_import_mb: int = 20_000
     model_cache_size: int = 4
+    # sha256sum-format list of the base weights an admin may import from a USB drive (empty: the pinned list
+    # firmware_scripts/weights.sha256 of this installation, the one fetch-weights.sh uses).
+    weights_checksums: str = ""
     # A USB export to a drive mounted read-only is handed to appliance-usb-write.service (through
     # <runtime_dir>/usb-requests/); the job fails (503) when no one takes the request within this time.
     usb_write_timeout_s: float = 600.0
