@@ -109,9 +109,11 @@ def test_plain_images_and_bad_files_are_reported(client, admin, config, media):
     job = import_folder(client, admin, config, dataset["id"], folder, format="auto")
     report = job["result"]
     assert report["format"] == "plain"
-    assert report["imported"] == 2 and report["duplicates"] == 1 and report["skipped"] == 1
-    assert report["skipped_items"] == [{"name": "fake.jpg", "reason": report["skipped_items"][0]["reason"]}]
-    assert "not an image" in report["skipped_items"][0]["reason"]
+    assert report["imported"] == 2 and report["duplicates"] == 1 and report["skipped"] == 2
+    reasons = {item["name"]: item["reason"] for item in report["skipped_items"]}
+    assert set(reasons) == {"fake.jpg", "camera.json"}
+    assert "not an image" in reasons["fake.jpg"]
+    assert "no boxes in this COCO file" in reasons["camera.json"]  # why the JSON was left out is kept
     stats = client.get(f"{API}/datasets/{dataset['id']}/stats", headers=admin).json()
     assert stats["by_status"]["unlabeled"] == 2
 

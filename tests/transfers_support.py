@@ -53,12 +53,12 @@ def media(config: Config) -> Path:
 
 
 def run_jobs(config: Config) -> list[dict[str, Any]]:
-    """Run every queued import/usb_export job in this process, as the worker's io lane would."""
+    """Run every queued import/usb_export/thumbnails job in this process, as the worker's io lane would."""
     load_job_kinds()
     db = open_database(config.db_path)
     done = []
     try:
-        while (job := jobs.claim_next_job(db, ["import", "usb_export"])) is not None:
+        while (job := jobs.claim_next_job(db, ["import", "usb_export", "thumbnails"])) is not None:
             run_one(job, db, config)
             done.append(jobs.get_job(db, job["id"]))
     finally:

@@ -11,7 +11,7 @@ from appliance.db import Database
 from appliance.errors import Forbidden, NotFound
 
 IMAGE_COLUMNS = """i.id, i.dataset_id, f.sha256, f.width, f.height, f.size, f.format, i.original_name,
-                   i.status, i.version, i.box_count, i.added_at"""
+                   i.status, i.version, i.box_count, i.added_at, f.checked"""
 
 
 def _first_row(db: Database, sql: str, args: list[Any], missing: str) -> dict[str, Any]:

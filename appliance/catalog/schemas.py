@@ -67,6 +67,7 @@ class ImageRead(msgspec.Struct):
     version: int
     box_count: int
     added_at: str
+    checked: int = 1  # 0: thumbnail and full decode still to come (after an import), 1: decoded, 2: corrupt
 
 
 class ImagePage(msgspec.Struct):

@@ -360,6 +360,37 @@ CREATE INDEX inspection_events_counters ON inspection_events (camera_id, ts, ver
     )
 
 
+@migrations()
+def m005_image_files_checked(db: Database) -> None:
+    # Imports store files after the header checks only; a background pass decodes each one, makes its
+    # thumbnail and marks it: 0 pending, 1 decoded (thumbnail made), 2 corrupt (left out of training).
+    _run(
+        db,
+        """
+ALTER TABLE image_files ADD COLUMN checked INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX image_files_unchecked ON image_files(id) WHERE checked != 1
+""",
+    )
+
+
+@migrations()
+def m007_model_visibility(db: Database) -> None:
+    # A model's visibility is its own (owner, public flag copied from its dataset at training time), so it
+    # survives the dataset's deletion. Existing rows: from their dataset while it exists; a model whose dataset
+    # is gone already is private to whoever trained it (admins see every model).
+    _run(
+        db,
+        """
+ALTER TABLE models ADD COLUMN owner_id INTEGER REFERENCES users(id) ON DELETE SET NULL;
+ALTER TABLE models ADD COLUMN is_public INTEGER NOT NULL DEFAULT 0;
+UPDATE models SET
+  owner_id = COALESCE((SELECT owner_id FROM datasets WHERE datasets.id = models.dataset_id), created_by),
+  is_public = COALESCE((SELECT is_public FROM datasets WHERE datasets.id = models.dataset_id), 0);
+CREATE INDEX models_owner ON models(owner_id)
+""",
+    )
+
+
 def backup_database(db: Database, db_path: Path) -> Path:
     """Online copy of the catalog (sqlite backup API) before migrations change it."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")

@@ -116,7 +116,7 @@ def build_snapshot(
         images = conn.execute(
             """SELECT i.id, i.version, f.sha256, f.format, f.width, f.height
                FROM images i JOIN image_files f ON f.id = i.file_id
-               WHERE i.dataset_id = ? AND i.status IN ('labeled', 'reviewed')""",
+               WHERE i.dataset_id = ? AND i.status IN ('labeled', 'reviewed') AND f.checked != 2""",
             [dataset_id],
         ).fetchall()
         boxes: dict[int, list[tuple[Any, ...]]] = defaultdict(list)

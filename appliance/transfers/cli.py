@@ -23,6 +23,13 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--format", default="auto", choices=["auto", "yolo", "coco", "voc", "plain"], help="default: detect"
     )
     parser.add_argument("--unknown-classes", default="add", choices=["add", "skip"])
+    parser.add_argument(
+        "--voc-origin",
+        type=int,
+        default=0,
+        choices=[0, 1],
+        help="VOC coordinates 0-based (default) or 1-based",
+    )
     parser.add_argument("--create", action="store_true", help="create the dataset when it does not exist")
     parser.add_argument(
         "--queue",
@@ -81,6 +88,7 @@ def import_command(args: argparse.Namespace, config: Config) -> int:
         path=str(source),
         format=args.format,
         unknown_classes=args.unknown_classes,
+        voc_origin=args.voc_origin,
         allow_any_path=not args.queue,
     )
     job_id = jobs.create_job(db, "import", params, user_id=user.id, dataset_id=dataset.id)

@@ -12,7 +12,7 @@ from typing import Literal
 
 import msgspec
 
-from appliance.transfers.schemas import ExportFormat, ImportFormat, UnknownClasses
+from appliance.transfers.schemas import ExportFormat, ImportFormat, UnknownClasses, VocOrigin
 
 # --- import ---------------------------------------------------------------------------------------
 
@@ -28,6 +28,7 @@ class ImportParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     format: ImportFormat
     unknown_classes: UnknownClasses
     allow_any_path: bool = False  # the CLI run in the shell may read any path; never shown by the API
+    voc_origin: VocOrigin = 0  # VOC pixel coordinates 0-based (Datumaro, CVAT, labelme) or 1-based (devkit)
     recovered: bool = False  # requeued at worker start after an interruption
 
 
@@ -56,6 +57,19 @@ class ImportResult(ImportProgress):
     classes_added: list[str]
     skipped_items: list[SkippedItem]  # the first REPORT_SKIPPED_MAX, one by one
     skipped_reasons: dict[str, int]  # every skip, counted by reason
+    labels_applied: int = 0  # duplicates whose stored copy was unlabeled and got the import's labels
+
+
+class ThumbnailParams(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A "thumbnails" job: the background pass after an import (every file not yet decoded, any dataset)."""
+
+    recovered: bool = False
+
+
+class ThumbnailResult(msgspec.Struct):
+    made: int
+    corrupt: int
+    images_per_s: float
 
 
 # --- USB export ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from appliance.transfers.schemas import (
     TransferJobRead,
     UnknownClasses,
     UsbExportCreate,
+    VocOrigin,
 )
 from appliance.transfers.sources import list_sources
 
@@ -85,6 +86,7 @@ class ImportController(Controller):
         format: FromQuery[ImportFormat] = "auto",  # noqa: A002 - the API's name for it
         unknown_classes: FromQuery[UnknownClasses] = "add",
         filename: Annotated[str, QueryParameter(max_length=255)] = "upload",
+        voc_origin: FromQuery[VocOrigin] = 0,
     ) -> TransferJobRead:
         announced = uploads.announced_size(config, request.headers.get("content-length"))
         await anyio.to_thread.run_sync(catalog.writable_dataset, db, dataset_id, user)
@@ -99,6 +101,7 @@ class ImportController(Controller):
                     fmt=format,
                     unknown_classes=unknown_classes,
                     user=user,
+                    voc_origin=voc_origin,
                 )
             )
         except BaseException:

@@ -18,6 +18,7 @@ from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
 from appliance.errors import AppError, Forbidden, InsufficientStorage, Invalid, NotFound
+from appliance.imaging.exif import orient_box
 from appliance.storage import ImageStore, check_free_space, read_capped, sync_filesystem, write_unsynced
 from appliance.transfers.archive import extract_archive
 from appliance.transfers.class_mapper import ClassMapper
@@ -59,9 +60,26 @@ def job_user(db: Database, user_id: int | None) -> CurrentUser:
     return CurrentUser(id=row[0], username=row[1], role=row[2], token_id="")
 
 
+def in_raw_space(declared: tuple[int, int] | None, stored: catalog.StoredImage) -> bool:
+    """Whether an annotation file's pixel boxes are in the stored (raw) grid rather than the EXIF-oriented one.
+
+    The appliance's pixel space is the oriented one (what browsers draw and ultralytics sizes). A tool
+    that ignored the EXIF tag states the raw width/height: when the file states the raw size and that
+    differs from the oriented one (orientations 5-8 on a non-square image), its boxes are turned into the
+    oriented space. Orientations 2-4 keep the size, so nothing tells: the oriented space is assumed, as
+    for normalized YOLO boxes (ultralytics applies the orientation before reading labels).
+    """
+    raw = (stored.raw_width, stored.raw_height)
+    return (
+        declared is not None and stored.orientation != 1 and declared == raw != (stored.width, stored.height)
+    )
+
+
 def _pixel_boxes(
-    item: SourceItem, width: int, height: int, classes: ClassMapper, report: ImportReport
+    item: SourceItem, stored: catalog.StoredImage, classes: ClassMapper, report: ImportReport
 ) -> list[Box]:
+    width, height = stored.width, stored.height
+    raw = in_raw_space(item.declared_size, stored)
     boxes: list[Box] = []
     for n, box in enumerate(item.boxes or []):
         class_id = classes.get(box.name)
@@ -71,6 +89,10 @@ def _pixel_boxes(
         x1, y1, x2, y2 = box.x1, box.y1, box.x2, box.y2
         if box.normalized:
             x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
+        elif raw:
+            x1, y1, x2, y2 = orient_box(
+                (x1, y1, x2, y2), stored.orientation, stored.raw_width, stored.raw_height
+            )
         # Tools round outwards by a pixel or write 1.0000001: clip to the image instead of refusing.
         x1, x2 = max(0.0, min(x1, float(width))), max(0.0, min(x2, float(width)))
         y1, y2 = max(0.0, min(y1, float(height))), max(0.0, min(y2, float(height)))
@@ -103,6 +125,8 @@ def import_items(
     report.format = parsed.format
     for name, reason in parsed.skipped:
         report.skip(name, reason, image=not reason.startswith("box skipped"))
+    for name, reason, count in parsed.skipped_boxes:
+        report.skip(name, reason, image=False, boxes=count)
     report.images_total = len(parsed.items)
     classes = ClassMapper(dataset_id, unknown_classes, report)
     with write_transaction(db):  # declared classes first, in their order
@@ -119,7 +143,9 @@ def import_items(
         except OSError as exc:
             return Invalid(f"cannot read the file: {exc.strerror or type(exc).__name__}"), problems
         try:
-            return catalog.store_image_file(store, config, data, write=write_unsynced), problems
+            # Header checks only; the decode and the thumbnail come in the background pass after the import.
+            stored = catalog.store_image_file(store, config, data, write=write_unsynced, thumbnail=False)
+            return stored, problems
         except AppError as exc:
             return exc, problems
 
@@ -167,10 +193,11 @@ def _commit_batch(
     stored = [result for result, _ in prepared if not isinstance(result, AppError)]
     file_ids = catalog.upsert_image_files(db, stored, now)
     marks = ",".join("?" * len(file_ids))
-    present = {
-        row[0]
+    # file id -> (image id, labelled?) of the images already in the dataset (and those added by this batch)
+    present: dict[int, tuple[int, bool]] = {
+        row[0]: (row[1], row[2] != "unlabeled" or row[3] > 0)
         for row in db.execute(
-            f"SELECT file_id FROM images WHERE dataset_id = ? AND file_id IN ({marks})",
+            f"SELECT file_id, id, status, box_count FROM images WHERE dataset_id = ? AND file_id IN ({marks})",
             [dataset_id, *file_ids.values()],
         )
     }
@@ -181,15 +208,32 @@ def _commit_batch(
             report.skip(name, reason, image=False)
         if isinstance(result, AppError):
             report.skip(item.name, result.detail)
+            if item.boxes:  # the boxes of a refused image are counted too
+                report.skip(
+                    item.name, "box skipped: its image was refused", image=False, boxes=len(item.boxes)
+                )
             continue
         file_id = file_ids[result.sha256]
+        boxes = _pixel_boxes(item, result, classes, report) if item.boxes is not None else []
         if file_id in present:  # already in the dataset, or twice in this batch
             report.duplicates += 1
+            image_id, labelled = present[file_id]
+            if item.boxes is not None and not labelled:  # its labels go onto the stored unlabeled image
+                db.execute(
+                    "UPDATE images SET status = 'labeled', box_count = ?, version = version + 1, updated_at = ? "
+                    "WHERE id = ?",
+                    [len(boxes), now, image_id],
+                )
+                present[file_id] = (image_id, True)
+                new_boxes.extend((image_id, box) for box in boxes)
+                report.labels_applied += 1
+                report.boxes += len(boxes)
+            elif boxes:
+                report.skip(
+                    item.name, "box skipped: the same image is already in the dataset with its own labels",
+                    image=False, boxes=len(boxes),
+                )  # fmt: skip
             continue
-        present.add(file_id)
-        boxes = (
-            _pixel_boxes(item, result.width, result.height, classes, report) if item.boxes is not None else []
-        )
         cursor = db.execute(
             """INSERT INTO images (dataset_id, file_id, original_name, status, box_count, added_by, added_at)
                VALUES (?, ?, ?, ?, ?, ?, ?)""",
@@ -199,6 +243,7 @@ def _commit_batch(
             ],
         )  # fmt: skip
         assert cursor.lastrowid is not None
+        present[file_id] = (cursor.lastrowid, item.boxes is not None)
         new_boxes.extend((cursor.lastrowid, box) for box in boxes)
         report.imported += 1
         report.boxes += len(boxes)
@@ -272,7 +317,7 @@ def run_import_job(
         root, staged = prepare_source(config, params, job_id, report)
         tree = walk_tree(root, config.max_import_entries)
         report.files_seen = len(tree.files) + len(tree.skipped)
-        parsed = parse_tree(tree, params.format)
+        parsed = parse_tree(tree, params.format, voc_origin=params.voc_origin)
         if progress:
             progress(report, True)
 

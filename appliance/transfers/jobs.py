@@ -8,20 +8,26 @@ from pathlib import Path
 
 import msgspec
 
+from appliance import catalog
 from appliance.clock import now_iso
+from appliance.db import Database, write_transaction
 from appliance.errors import Invalid
+from appliance.jobs import service as jobs
 from appliance.jobs.worker import JobCancelled, JobContext, JobKind, WorkerStopping, register_job_kind
+from appliance.storage import ImageStore
 from appliance.transfers import usb_write
 from appliance.transfers.contracts import (
     ImportParams,
     ImportResult,
+    ThumbnailParams,
+    ThumbnailResult,
     UsbExportParams,
     UsbExportProgress,
     UsbExportResult,
     UsbWriteVia,
 )
 from appliance.transfers.exporters import archive_name, export_archive
-from appliance.transfers.importer import ImportCancelled, run_import_job
+from appliance.transfers.importer import IMPORT_THREADS, ImportCancelled, run_import_job
 from appliance.transfers.report import ImportReport
 from appliance.transfers.sources import resolve_source
 from appliance.transfers.uploads import remove_upload
@@ -55,18 +61,51 @@ def run_import(context: JobContext) -> ImportResult:
         )
     except ImportCancelled as exc:
         remove_upload(context.config, params)
+        queue_thumbnail_pass(context.db, context.job["created_by"], context.job["dataset_id"])
         raise JobCancelled(exc.report.result()) from None
     except WorkerStopping:
         raise
     except Exception:
         remove_upload(context.config, params)
+        queue_thumbnail_pass(context.db, context.job["created_by"], context.job["dataset_id"])
         raise
     remove_upload(context.config, params)
+    queue_thumbnail_pass(context.db, context.job["created_by"], context.job["dataset_id"])
     context.log(
         f"imported {report.imported}, duplicates {report.duplicates}, skipped {report.skipped} "
         f"({report.format})"
     )
     return report.result()
+
+
+def queue_thumbnail_pass(db: Database, user_id: int | None, dataset_id: int | None) -> int | None:
+    """Queue the background pass after an import, unless one is already waiting (it serves every file)."""
+    with write_transaction(db):
+        waiting = db.execute("SELECT 1 FROM jobs WHERE kind = 'thumbnails' AND status = 'pending'").fetchone()
+    if waiting:
+        return None
+    return jobs.create_job(db, "thumbnails", ThumbnailParams(), user_id=user_id, dataset_id=dataset_id)
+
+
+def run_thumbnails(context: JobContext) -> ThumbnailResult:
+    """Decode every file an import stored unchecked: its thumbnail, or the corrupt mark."""
+    started = time.monotonic()
+    made, corrupt = catalog.check_pending_files(
+        context.db,
+        ImageStore(context.config),
+        context.config,
+        threads=IMPORT_THREADS,
+        stop=lambda: context.worker_stop.is_set(),
+    )
+    seconds = time.monotonic() - started
+    context.log(f"thumbnails made {made}, corrupt {corrupt}")
+    return ThumbnailResult(
+        made=made, corrupt=corrupt, images_per_s=round((made + corrupt) / seconds, 1) if seconds else 0.0
+    )
+
+
+def recover_thumbnails(context: JobContext) -> None:
+    context.requeue(recovered=True)
 
 
 def recover_import(context: JobContext) -> None:
@@ -136,6 +175,15 @@ def recover_usb_export(context: JobContext) -> None:
 
 register_job_kind(
     JobKind(name="import", lane="io", run=run_import, recover=recover_import, params_type=ImportParams)
+)
+register_job_kind(
+    JobKind(
+        name="thumbnails",
+        lane="io",
+        run=run_thumbnails,
+        recover=recover_thumbnails,
+        params_type=ThumbnailParams,
+    )
 )
 register_job_kind(
     JobKind(

@@ -30,19 +30,21 @@ class ImportReport:
     skipped: int = 0
     boxes: int = 0
     boxes_skipped: int = 0
+    labels_applied: int = 0  # images already in the dataset, unlabeled, that got this import's labels
     classes_added: list[str] = field(default_factory=list)
     skipped_items: list[SkippedItem] = field(default_factory=list)
     skipped_reasons: Counter[str] = field(default_factory=Counter)
 
-    def skip(self, name: str, reason: str, *, image: bool = True) -> None:
-        """Count a skipped image (image=True) or box or label problem, and list it while there is room."""
+    def skip(self, name: str, reason: str, *, image: bool = True, boxes: int = 1) -> None:
+        """Count a skipped image (image=True), or `boxes` boxes or a label problem, and list it while there
+        is room. Reasons of skipped boxes start with "box skipped"."""
         box = reason.startswith("box skipped")
         if image:
             self.skipped += 1
         elif box:
-            self.boxes_skipped += 1
+            self.boxes_skipped += boxes
         # "box skipped: class 'x' ..." is counted under "box skipped", whatever the class.
-        self.skipped_reasons[_cut(reason.split(":")[0] if box else reason, REASON_MAX)] += 1
+        self.skipped_reasons[_cut(reason.split(":")[0] if box else reason, REASON_MAX)] += boxes if box else 1
         if len(self.skipped_items) < REPORT_SKIPPED_MAX:  # names and reasons from the source: bounded
             self.skipped_items.append(SkippedItem(name=_cut(name, NAME_MAX), reason=_cut(reason, REASON_MAX)))
 
@@ -62,6 +64,7 @@ class ImportReport:
         return ImportResult(
             **msgspec.structs.asdict(self.progress()),
             boxes_skipped=self.boxes_skipped,
+            labels_applied=self.labels_applied,
             classes_added=list(self.classes_added),
             skipped_items=list(self.skipped_items),
             skipped_reasons=dict(self.skipped_reasons.most_common(REASONS_MAX)),

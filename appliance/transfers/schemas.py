@@ -9,6 +9,7 @@ import msgspec
 ImportFormat = Literal["auto", "yolo", "coco", "voc", "plain"]
 ExportFormat = Literal["yolo", "coco", "voc"]
 UnknownClasses = Literal["add", "skip"]
+VocOrigin = Literal[0, 1]  # VOC coordinates: 0-based edges (Datumaro, CVAT, labelme) or 1-based (VOC devkit)
 TransferKind = Literal["import", "usb_export"]  # the job kinds of this domain
 
 
@@ -18,6 +19,7 @@ class ImportCreate(msgspec.Struct, forbid_unknown_fields=True):
     path: str
     format: ImportFormat = "auto"
     unknown_classes: UnknownClasses = "add"
+    voc_origin: VocOrigin = 0
 
 
 class UsbExportCreate(msgspec.Struct, forbid_unknown_fields=True):

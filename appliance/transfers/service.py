@@ -20,6 +20,7 @@ from appliance.transfers.schemas import (
     TransferKind,
     UnknownClasses,
     UsbExportCreate,
+    VocOrigin,
 )
 from appliance.transfers.sources import resolve_source
 
@@ -114,7 +115,11 @@ def create_import(
     catalog.writable_dataset(db, dataset_id, user)
     source = resolve_source(config, body.path)
     params = ImportParams(
-        source="path", path=str(source), format=body.format, unknown_classes=body.unknown_classes
+        source="path",
+        path=str(source),
+        format=body.format,
+        unknown_classes=body.unknown_classes,
+        voc_origin=body.voc_origin,
     )
     return _queue(db, "import", params, user, dataset_id)
 
@@ -128,6 +133,7 @@ def create_archive_import(
     fmt: ImportFormat,
     unknown_classes: UnknownClasses,
     user: CurrentUser,
+    voc_origin: VocOrigin = 0,
 ) -> TransferJobRead:
     """Queue an import of an archive already streamed into staging/uploads/ (the job removes it at the end)."""
     catalog.writable_dataset(db, dataset_id, user)
@@ -137,6 +143,7 @@ def create_archive_import(
         filename=filename[:255],
         format=fmt,
         unknown_classes=unknown_classes,
+        voc_origin=voc_origin,
     )
     return _queue(db, "import", params, user, dataset_id)
 

@@ -6,14 +6,33 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from appliance.errors import AppError, TooLarge
 from appliance.storage import read_capped
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 FORMAT_NAMES = ("yolo", "coco", "voc", "plain")
-MAX_ANNOTATION_FILE_BYTES = 64 * 1024 * 1024  # one COCO JSON (parsed in memory: ~10x its size)
 MAX_SMALL_FILE_BYTES = 4 * 1024 * 1024  # data.yaml, classes.txt, one VOC XML, one YOLO label file
+# Folders of masks and drawings that tools write beside the photos (VOC, labelme): never imported as photos.
+MASK_FOLDERS = frozenset(
+    name.lower()
+    for name in (
+        "SegmentationClass", "SegmentationObject", "SegmentationClassPNG", "SegmentationObjectPNG",
+        "SegmentationClassVisualization", "SegmentationObjectVisualization", "SegmentationClassAug",
+        "AnnotationsVisualization",
+    )
+)  # fmt: skip
+
+
+class BoxReader(Protocol):
+    """Boxes still to read for one image (a YOLO label file, a COCO file's packed boxes): read in the
+    import's worker threads beside the image, not while parsing."""
+
+    @property
+    def name(self) -> str: ...  # what the report names when a box of it is skipped
+
+    def read(self) -> tuple[list[LabeledBox], list[str]]: ...
 
 
 @dataclass
@@ -45,7 +64,10 @@ class SourceItem:
     path: Path
     name: str  # path relative to the import root, kept as the image's original name
     boxes: list[LabeledBox] | None = None  # None: no labels known (plain image); []: labelled, no objects
-    label_file: LabelFile | None = None  # boxes still to read (YOLO)
+    label_file: BoxReader | None = None  # boxes still to read (YOLO label file, COCO packed boxes)
+    # (width, height) the annotation file states for the image, if any: tells whether its boxes are in
+    # the raw or the EXIF-oriented pixel grid (see importer.to_oriented_space).
+    declared_size: tuple[int, int] | None = None
 
     def read_boxes(self) -> list[tuple[str, str]]:
         """Fill `boxes` from the label file, if there is one; the (name, reason) of every line skipped."""
@@ -65,6 +87,8 @@ class ParsedSet:
     classes: list[str] = field(default_factory=list)  # declared order (data.yaml, categories)
     items: list[SourceItem] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    # Boxes left out while parsing, many at once: (name, "box skipped: ...", how many boxes).
+    skipped_boxes: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -82,7 +106,14 @@ class Tree:
         return path.relative_to(self.root).as_posix()
 
     def images(self) -> list[Path]:
-        return [p for p in self.files if p.suffix.lower() in IMAGE_SUFFIXES]
+        """Photos: image files outside the mask and visualization folders."""
+        return [p for p in self.files if p.suffix.lower() in IMAGE_SUFFIXES and not self.is_mask(p)]
+
+    def masks(self) -> list[Path]:
+        return [p for p in self.files if p.suffix.lower() in IMAGE_SUFFIXES and self.is_mask(p)]
+
+    def is_mask(self, path: Path) -> bool:
+        return any(part.lower() in MASK_FOLDERS for part in self.rel(path).split("/")[:-1])
 
     def with_suffix(self, *suffixes: str) -> list[Path]:
         return [p for p in self.files if p.suffix.lower() in suffixes]
@@ -129,6 +160,11 @@ def read_small(path: Path, limit: int = MAX_SMALL_FILE_BYTES) -> bytes:
     return read_capped(path, limit)
 
 
+def read_text(path: Path, limit: int = MAX_SMALL_FILE_BYTES) -> str:
+    """A small text file as UTF-8 without its byte-order mark (ultralytics reads labels as utf-8-sig)."""
+    return read_small(path, limit).decode("utf-8-sig", "replace")
+
+
 def iter_images(tree: Tree) -> Iterator[Path]:
     yield from tree.images()
 
@@ -143,11 +179,15 @@ class ImageIndex:
         for path in self.by_rel.values():
             self.by_name.setdefault(path.name, []).append(path)
 
-    def find(self, base: Path, file_name: str) -> Path | None:
+    def find(self, base: Path, file_name: str, subset: str = "") -> Path | None:
+        """`subset` (from instances_<subset>.json) looks in images/<subset>/ first: Datumaro and CVAT keep
+        each subset's images there, where the same file name may appear in train and val."""
         file_name = file_name.replace("\\", "/")
         if ".." in file_name.split("/") or file_name.startswith("/"):
             file_name = file_name.rsplit("/", 1)[-1]
+        subsets = (base.parent / "images" / subset, self.tree.root / "images" / subset) if subset else ()
         for folder in (
+            *subsets,
             base,
             base / "images",
             base.parent / "images",

@@ -1,4 +1,9 @@
-"""YOLO sets: images with one label .txt each (class cx cy w h, normalized) and data.yaml or classes.txt names."""
+"""YOLO sets: images with one label .txt each (class cx cy w h, normalized) and their class names.
+
+Names come from an ultralytics dataset YAML of any name with a `names` key (data.yaml, coco8.yaml, ...),
+else classes.txt, obj.names or Roboflow's darknet `_darknet.labels`. Text is read as UTF-8 without a
+byte-order mark, as ultralytics does. Label files that match no image are reported with their boxes.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,20 @@ from typing import Any
 import yaml
 
 from appliance.errors import AppError, Invalid
-from appliance.transfers.formats import LabeledBox, LabelFile, ParsedSet, SourceItem, Tree, read_small
+from appliance.transfers.formats import (
+    MAX_SMALL_FILE_BYTES,
+    LabeledBox,
+    LabelFile,
+    ParsedSet,
+    SourceItem,
+    Tree,
+    read_small,
+    read_text,
+)
 
-YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
-CLASS_FILES = ("classes.txt", "obj.names", "classes.names")
+YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")  # preferred over other YAML files
+CLASS_FILES = ("classes.txt", "obj.names", "classes.names", "_darknet.labels")
+CLASS_SUFFIXES = (".names", ".labels")  # darknet class lists of any name
 MAX_CLASSES = 1000
 
 
@@ -42,16 +57,29 @@ def _names_from_yaml(path: Path) -> list[str]:
 
 
 def _names_from_txt(path: Path) -> list[str]:
-    text = read_small(path).decode("utf-8", "replace")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+
+
+def _has_names(path: Path) -> bool:
+    """A YAML file with a top-level `names:` key (an ultralytics dataset file, whatever its name)."""
+    try:
+        head = read_text(path, MAX_SMALL_FILE_BYTES)
+    except AppError:
+        return False
+    return any(line.startswith("names:") for line in head.splitlines())
 
 
 def find_class_file(tree: Tree) -> Path | None:
     by_depth = sorted(tree.files, key=lambda p: (len(p.parts), p.as_posix()))
-    for names in (YAML_NAMES, CLASS_FILES):
-        for path in by_depth:
-            if path.name.lower() in names:
-                return path
+    for path in by_depth:
+        if path.name.lower() in YAML_NAMES:
+            return path
+    for path in by_depth:
+        if path.suffix.lower() in (".yaml", ".yml") and _has_names(path):
+            return path
+    for path in by_depth:
+        if path.name.lower() in CLASS_FILES or path.suffix.lower() in CLASS_SUFFIXES:
+            return path
     return None
 
 
@@ -74,8 +102,7 @@ def label_path_for(image_rel: str, labels: dict[str, Path]) -> Path | None:
 def parse_label_file(path: Path, names: list[str]) -> tuple[list[LabeledBox], list[str]]:
     boxes: list[LabeledBox] = []
     problems: list[str] = []
-    text = read_small(path).decode("utf-8", "replace")
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
@@ -115,12 +142,41 @@ def parse(tree: Tree) -> ParsedSet:
                 result.classes = _names_from_txt(class_file)
         except AppError as exc:
             result.skipped.append((tree.rel(class_file), exc.detail))
-    labels = {tree.rel(p): p for p in tree.with_suffix(".txt") if p != class_file}
+    labels = {tree.rel(p): p for p in tree.with_suffix(".txt") if p != class_file and not _is_list(p)}
     names = result.classes or [str(i) for i in range(1000)]
+    used: set[Path] = set()
     for image in tree.images():
         item = SourceItem(image, tree.rel(image))
         label = label_path_for(item.name, labels)
         if label is not None:  # read with the image, in the import's threads (SourceItem.read_boxes)
             item.label_file = LabelFile(label, tree.rel(label), names)
+            used.add(label)
         result.items.append(item)
+    for rel, path in labels.items():  # a label file without its image: its boxes are counted, not lost
+        if path not in used:
+            try:
+                count = sum(1 for line in read_text(path).splitlines() if _is_label_line(line))
+            except AppError:
+                count = 0
+            if count:
+                result.skipped_boxes.append((rel, "box skipped: the label file matches no image", count))
+            elif "labels" in rel.split("/")[:-1]:
+                result.skipped.append((rel, "label file matches no image"))
     return result
+
+
+def _is_label_line(line: str) -> bool:
+    fields = line.split()
+    try:
+        int(fields[0])
+        [float(v) for v in fields[1:]]
+    except (ValueError, IndexError):
+        return False
+    return len(fields) >= 5
+
+
+def _is_list(path: Path) -> bool:
+    """Text files that are not label files: class lists, split lists (train.txt), readmes."""
+    return path.name.lower() in (*CLASS_FILES, "train.txt", "val.txt", "test.txt", "labels.txt") or (
+        path.parent.name.lower() != "labels" and path.stem.lower().startswith("readme")
+    )
