@@ -12,7 +12,7 @@ import msgspec
 from litestar import Controller, Response, WebSocket, delete, get, post, put, websocket
 from litestar.datastructures import State
 from litestar.exceptions import WebSocketDisconnect
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, Parameter, PathParameter
 from litestar.response import Stream
 
 from appliance.caller import CurrentUser, require_writer
@@ -137,7 +137,9 @@ class CamerasController(Controller):
         )
 
     @websocket("/{camera_id:int}/ws", name="cameraSocket")
-    async def socket(self, camera_id: int, socket: WebSocket[Any, Any, Any]) -> None:
+    async def socket(
+        self, camera_id: Annotated[int, PathParameter(gt=0)], socket: WebSocket[Any, Any, Any]
+    ) -> None:
         """Per frame: {type: "frame", seq, detections, verdict, timings, ...}; once a second: the status."""
         state = socket.app.state
         user: CurrentUser = socket.user

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import msgspec
 
 from appliance.config import Config
-from appliance.db import open_database
+from appliance.db import Database, open_database
 from appliance.stations import retention, triggers
 from appliance.stations.contracts import InspectionEvent
 from appliance.stations.events import record_events
@@ -152,6 +152,9 @@ class EventWriter:
                 finally:
                     with self._cond:
                         self._busy = bool(carried)
+            self._retention(db)  # the history is within its limits when the process ends, too
+        except Exception:
+            logger.exception("the event writer stopped on an error")
         finally:
             db.conn.close()
 
@@ -191,12 +194,12 @@ class EventWriter:
             return True
         return False
 
-    def _retention(self, db: object) -> None:
+    def _retention(self, db: Database) -> None:
         self._next_retention = time.monotonic() + RETENTION_EVERY_S
         limits = retention.Limits(
             max_bytes=self.config.events_max_mb * retention.MB,
             max_count=self.config.events_max_count,
             max_age_s=self.config.events_max_age_days * 86_400,
         )
-        retention.enforce(db, self.config.data_path, limits)  # type: ignore[arg-type]
-        triggers.prune_triggers(db, time.time() - PRUNE_TRIGGERS_AFTER_S)  # type: ignore[arg-type]
+        retention.enforce(db, self.config.data_path, limits)
+        triggers.prune_triggers(db, time.time() - PRUNE_TRIGGERS_AFTER_S)

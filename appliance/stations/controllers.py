@@ -32,6 +32,7 @@ SSE_POLL_S = 0.25
 SSE_KEEPALIVE_S = 15.0
 SSE_BATCH = 200
 Time = Annotated[float, QueryParameter(ge=0, le=1e11, description="unix time (seconds)")]
+OptionalTime = Annotated[float | None, QueryParameter(ge=0, le=1e11, description="unix time (seconds)")]
 
 
 class EventPage(msgspec.Struct, kw_only=True):
@@ -86,9 +87,9 @@ class EventsController(Controller):
         db: DB,
         user: Caller,
         camera_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
-        verdict: Literal["ok", "ng"] | None = None,
-        since: Time | None = None,
-        until: Time | None = None,
+        verdict: Annotated[Literal["ok", "ng"] | None, QueryParameter()] = None,
+        since: OptionalTime = None,
+        until: OptionalTime = None,
         before_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> EventPage:
