@@ -67,9 +67,9 @@ class PackedBoxes:
 
 
 def _subset(path: Path) -> str:
-    """instances_val2017.json -> val2017; instances.json -> ''."""
+    """instances_val2017.json -> val2017; person_keypoints_train.json -> train; instances.json -> ''."""
     stem = path.stem
-    return stem.split("_", 1)[1] if "_" in stem else ""
+    return stem.rsplit("_", 1)[1] if "_" in stem else ""
 
 
 def _usable(files: dict[Path, CocoFile], tree: Tree, result: ParsedSet) -> list[Path]:
