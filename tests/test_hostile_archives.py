@@ -511,3 +511,29 @@ def test_import_paths_do_not_reveal_what_exists_outside_the_roots(client, admin,
         assert response.status_code == 403, (path, response.text)
         answers.add(response.json()["detail"].replace(path, "PATH"))
     assert len(answers) == 1  # the same answer whether the file exists or not
+
+
+def test_one_bad_coco_value_skips_its_annotation_only(client, admin, config):
+    """issue 16: a 400-digit bbox, a list as image_id or a 200,000-deep nesting failed the whole import."""
+    deep = "[" * 200_000 + "]" * 200_000
+    text = (
+        '{"categories": [{"id": 1, "name": "part"}], '
+        '"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}], "annotations": ['
+        '{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1' + "0" * 400 + ', 2, 3, 4]}, '
+        '{"id": 2, "image_id": [1], "category_id": 1, "bbox": [1, 2, 3, 4]}, '
+        '{"id": 3, "image_id": 1, "category_id": 1, "bbox": ' + deep + "}, "
+        '{"id": 4, "image_id": 1, "category_id": 1, "bbox": [4, 5, 10, 10]}]}'
+    )
+    data = zip_bytes([("instances.json", text.encode()), ("a.jpg", image_bytes(seed=1))])
+    dataset = create_dataset(client, admin, classes=[])
+    tracemalloc.start()
+    job = run_upload(client, admin, config, dataset["id"], data)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert job["status"] == "completed", job
+    report = job["result"]
+    assert report["imported"] == 1 and report["boxes"] == 1 and report["boxes_skipped"] == 3, report
+    reasons = " | ".join(i["reason"] for i in report["skipped_items"])
+    assert "image_id is not a number" in reasons and "no [x, y, w, h] bbox" in reasons
+    assert str(config.data_path) not in json_text(job)
+    assert peak < 64 * MB
