@@ -144,7 +144,8 @@ def test_job_params_are_stored_with_the_keys_the_console_reads(env: Env) -> None
         params = json.loads(stored)
         request = {"dataset_id", "base_model", "epochs", "imgsz", "batch", "patience", "device", "val_ratio"}
         request |= {"seed", "workers", "plots", "name"}
-        assert set(params) == request | {"classes", "model_source"}  # no recovery flags until recovery
+        # no recovery flags until recovery; the dataset's owner (and public flag, when set) for the model's visibility
+        assert set(params) == request | {"classes", "model_source", "dataset_owner_id"}
         assert params["classes"] == CLASSES and params["epochs"] == 3 and params["name"] == "keys"
         assert "model_source" not in job["params"] and job["params"]["epochs"] == 3
     finally:

@@ -90,3 +90,6 @@ class NewModel(msgspec.Struct, kw_only=True):
     params: Any
     metrics: Any
     snapshot: Any
+    # The dataset's owner and public flag when the training was asked for (None: not recorded, older jobs).
+    owner_id: int | None = None
+    is_public: bool = False

@@ -5,16 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, delete, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.params import JSONBody, MultipartBody, Parameter
+from litestar.response import File
 
 from appliance.catalog import dataset_row, image_row
 from appliance.classes import class_names
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import BadRequest, Invalid, NotFound, TooLarge
 from appliance.imaging.check import FORMATS
-from appliance.models import exports, predict, registry
+from appliance.models import exports, lifecycle, predict, registry
 from appliance.models.schemas import ExportCreate, ExportRead, InferenceRead, ModelRead, SuggestionsRead
 from appliance.storage import read_upload
 
@@ -68,9 +69,34 @@ class ModelController(Controller):
     def cancel_export(self, model_id: Id, export_id: Id, db: DB, user: Caller) -> ExportRead:
         return exports.cancel_export(db, model_id, export_id, user)
 
+    @get(
+        "/{model_id:int}/exports/{export_id:int}/file",
+        operation_id="downloadModelExport",
+        sync_to_thread=True,
+    )
+    def download_export(self, model_id: Id, export_id: Id, db: DB, user: Caller, config: Settings) -> File:
+        """The ONNX file of a completed export (engines are built for one box's GPU and stay there)."""
+        path = lifecycle.onnx_export_file(db, config, model_id, export_id, user)
+        name = registry.model_row(db, model_id)["name"]
+        return File(
+            path,
+            filename=lifecycle.download_name(model_id, name, path.name),
+            media_type="application/octet-stream",
+            headers={"Cache-Control": "private, no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
     @post("/{model_id:int}/deploy", operation_id="deployModel", status_code=200, sync_to_thread=True)
     def deploy(self, model_id: Id, db: DB, user: Caller, config: Settings) -> ModelRead:
-        return registry.deploy_model(db, config, model_id, user)
+        return lifecycle.deploy_model(db, config, model_id, user)
+
+    @post("/{model_id:int}/undeploy", operation_id="undeployModel", status_code=200, sync_to_thread=True)
+    def undeploy(self, model_id: Id, db: DB, user: Caller, config: Settings) -> ModelRead:
+        return lifecycle.undeploy_model(db, config, model_id, user)
+
+    @delete("/{model_id:int}", operation_id="deleteModel", status_code=204, sync_to_thread=True)
+    def delete_model(self, model_id: Id, db: DB, user: Caller, config: Settings) -> None:
+        """The row and its files; refused (409) for the deployed model and one a job still needs."""
+        lifecycle.delete_model(db, config, model_id, user)
 
 
 class InferenceController(Controller):

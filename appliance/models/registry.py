@@ -14,7 +14,7 @@ from appliance.classes import dump_class_names, parse_classes
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
-from appliance.errors import Conflict, NotFound
+from appliance.errors import Conflict, Forbidden, NotFound
 from appliance.models.artifacts import artifacts_on_disk, weights_path
 from appliance.models.contracts import NewModel
 from appliance.models.schemas import ClassInfo, ExportRead, ModelRead
@@ -47,20 +47,38 @@ def model_row(db: Database, model_id: int) -> ModelRow:
     return row
 
 
-def _visible(db: Database, row: ModelRow, user: CurrentUser) -> bool:
-    if user.is_admin or row.get("dataset_id") is None:
-        return True
-    found = db.execute(
-        "SELECT owner_id, is_public FROM datasets WHERE id = ?", [row["dataset_id"]]
-    ).fetchone()
-    return found is None or found[0] == user.id or bool(found[1])
+def may_see(row: ModelRow, user: CurrentUser) -> bool:
+    """A model's own visibility (copied from its dataset when it was trained): admins, its owner, or public.
+
+    It does not follow the dataset afterwards: deleting a private dataset leaves its models private."""
+    return (
+        user.is_admin
+        or (row.get("owner_id") is not None and row["owner_id"] == user.id)
+        or bool(row.get("is_public"))
+    )
+
+
+def may_manage(row: ModelRow, user: CurrentUser) -> bool:
+    """Deploy, undeploy and delete: admins and the model's owner."""
+    return user.is_admin or (
+        user.can_write and row.get("owner_id") is not None and row["owner_id"] == user.id
+    )
 
 
 def readable_model(db: Database, model_id: int, user: CurrentUser) -> ModelRow:
-    """The model if the caller may see its dataset; otherwise simply not found."""
+    """The model if the caller may see it; otherwise simply not found."""
     row = model_row(db, model_id)
-    if not _visible(db, row, user):
+    if not may_see(row, user):
         raise NotFound(f"model {model_id} not found")
+    return row
+
+
+def manageable_model(db: Database, model_id: int, user: CurrentUser) -> ModelRow:
+    """The model if the caller may deploy or delete it (403 for one they only see, 404 for one they don't)."""
+    row = readable_model(db, model_id, user)
+    require_writer(user)
+    if not may_manage(row, user):
+        raise Forbidden(f"only the owner of model {model_id} or an admin may deploy, undeploy or delete it")
     return row
 
 
@@ -69,11 +87,11 @@ def deployed_model(db: Database) -> ModelRow | None:
 
 
 def visible_deployed_model(db: Database, user: CurrentUser, when_none: str) -> ModelRow:
-    """The deployed model, if the caller may see its dataset (a private dataset's model predicts for no one else)."""
+    """The deployed model, if the caller may see it (a private model predicts for no one else)."""
     row = deployed_model(db)
     if row is None:
         raise Conflict(when_none)
-    if not _visible(db, row, user):
+    if not may_see(row, user):
         raise NotFound(f"model {row['id']} not found")
     return row
 
@@ -127,7 +145,7 @@ def export_read(db: Database, model_id: int, export_id: int) -> ExportRead:
     return next(e for e in export_reads(db, model_id) if e.id == export_id)
 
 
-def _model_read(db: Database, config: Config, row: ModelRow) -> ModelRead:
+def _model_read(db: Database, config: Config, row: ModelRow, user: CurrentUser) -> ModelRead:
     dataset_name = None
     if row.get("dataset_id") is not None:
         found = db.execute("SELECT name FROM datasets WHERE id = ?", [row["dataset_id"]]).fetchone()
@@ -148,16 +166,19 @@ def _model_read(db: Database, config: Config, row: ModelRow) -> ModelRead:
         exports=export_reads(db, row["id"]),
         has_weights=weights_path(config, row["id"]).is_file(),
         ready=bool(artifacts_on_disk(config, row["id"])),
+        owner_id=row.get("owner_id"),
+        is_public=bool(row.get("is_public")),
+        can_manage=may_manage(row, user),
     )
 
 
 def list_models(db: Database, config: Config, user: CurrentUser) -> list[ModelRead]:
-    rows = [r for r in db.query("SELECT * FROM models ORDER BY id DESC") if _visible(db, r, user)]
-    return [_model_read(db, config, r) for r in rows]
+    rows = [r for r in db.query("SELECT * FROM models ORDER BY id DESC") if may_see(r, user)]
+    return [_model_read(db, config, r, user) for r in rows]
 
 
 def get_model(db: Database, config: Config, model_id: int, user: CurrentUser) -> ModelRead:
-    return _model_read(db, config, readable_model(db, model_id, user))
+    return _model_read(db, config, readable_model(db, model_id, user), user)
 
 
 def list_exports(db: Database, model_id: int, user: CurrentUser) -> list[ExportRead]:
@@ -165,22 +186,39 @@ def list_exports(db: Database, model_id: int, user: CurrentUser) -> list[ExportR
     return export_reads(db, model_id)
 
 
-# --- deploy ------------------------------------------------------------------------------------------
-
-
-def deploy_model(db: Database, config: Config, model_id: int, user: CurrentUser) -> ModelRead:
-    """Mark the model deployed and every other one not, atomically (the unique index allows one)."""
-    readable_model(db, model_id, user)
-    require_writer(user)
-    if not artifacts_on_disk(config, model_id):
-        raise Conflict(f"model {model_id} has no completed export; export it to ONNX or TensorRT first")
-    with write_transaction(db):
-        db.execute("UPDATE models SET deployed = 0 WHERE deployed = 1 AND id != ?", [model_id])
-        db.execute("UPDATE models SET deployed = 1 WHERE id = ?", [model_id])
-    return get_model(db, config, model_id, user)
-
-
 # --- registering a trained model (worker side) ----------------------------------------------------------
+
+
+# The highest model id ever handed out, kept when that model is deleted: ids are never reused, so a job, a
+# cache entry or a leftover folder of a deleted model can never be taken for a new one.
+LAST_DELETED_ID = "models.last_deleted_id"
+
+
+def next_model_id(db: Database) -> int:
+    row = db.execute(
+        """SELECT MAX(n) FROM (SELECT MAX(id) AS n FROM models
+                               UNION ALL SELECT MAX(model_id) FROM jobs
+                               UNION ALL SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?)""",
+        [LAST_DELETED_ID],
+    ).fetchone()
+    return int(row[0] or 0) + 1
+
+
+def _visibility_at_training(db: Database, model: NewModel) -> tuple[int | None, bool]:
+    """Owner and public flag of the new model: its dataset's, as the job recorded them when it was created and
+    as they are now (the stricter of the two); the trainer's and private when the dataset is gone."""
+    owner_id, is_public = model.owner_id, model.is_public
+    found = None
+    if model.dataset_id is not None:
+        found = db.execute(
+            "SELECT owner_id, is_public FROM datasets WHERE id = ?", [model.dataset_id]
+        ).fetchone()
+    if found is not None:
+        owner_id = found[0]
+        is_public = bool(found[1]) and (model.is_public if model.owner_id is not None else True)
+    if owner_id is None:
+        owner_id, is_public = model.created_by, False
+    return owner_id, is_public
 
 
 def register_model(db: Database, config: Config, model: NewModel, best: Path) -> int:
@@ -192,15 +230,16 @@ def register_model(db: Database, config: Config, model: NewModel, best: Path) ->
             found = db.execute("SELECT name FROM datasets WHERE id = ?", [model.dataset_id]).fetchone()
         dataset_name = found[0] if found else ""
         name = f"{dataset_name or 'model'} {model.base_model} job {model.job_id}".strip()
+    owner_id, is_public = _visibility_at_training(db, model)
     with write_transaction(db):
-        model_id = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM models").fetchone()[0])
+        model_id = next_model_id(db)
         target = weights_path(config, model_id)
         with best.open("rb") as source, atomic_target(target) as handle:
             shutil.copyfileobj(source, handle, 1024 * 1024)
         db.execute(
             """INSERT INTO models (id, name, dataset_id, job_id, base_model, classes, imgsz, params, metrics,
-                                   snapshot, path, created_by, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                                   snapshot, path, created_by, created_at, owner_id, is_public)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
                 model_id,
                 name,
@@ -215,6 +254,8 @@ def register_model(db: Database, config: Config, model: NewModel, best: Path) ->
                 str(target),
                 model.created_by,
                 now_iso(),
+                owner_id,
+                int(is_public),
             ],
         )
         db.execute("UPDATE jobs SET model_id = ? WHERE id = ?", [model_id, model.job_id])

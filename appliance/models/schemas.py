@@ -56,6 +56,9 @@ class ModelRead(msgspec.Struct, kw_only=True):
     exports: list[ExportRead]
     has_weights: bool
     ready: bool  # has a completed export that the inference pipeline can load
+    owner_id: int | None = None  # the dataset's owner when it was trained (visibility survives the dataset)
+    is_public: bool = False  # the dataset was public when it was trained: every user sees the model
+    can_manage: bool = False  # the caller may deploy, undeploy and delete it (admin or owner)
 
 
 class Box(msgspec.Struct):

@@ -74,6 +74,9 @@ class TrainParams(TrainRequest, kw_only=True, omit_defaults=True):
     """A "train" job's params: the request, what ultralytics' YOLO() opens, and the recovery flags."""
 
     model_source: str  # an architecture YAML name or an absolute .pt path
+    # The dataset's owner and public flag when the job was created: the model's visibility (models/registry.py).
+    dataset_owner_id: int | None = None
+    dataset_public: bool = False
     resume: bool = False  # continue from the checkpoint copy (set by crash recovery)
     finalize: bool = False  # the child finished; only the bookkeeping is left (set by crash recovery)
 

@@ -8,10 +8,21 @@ from litestar import Controller, Request, get, post
 from litestar.params import JSONBody, Parameter, PathParameter, QueryParameter
 from litestar.response import File, ServerSentEvent
 
+from appliance.caller import require_admin
 from appliance.dependencies import DB, Caller, Settings
 from appliance.jobs.sse import MAX_EVENT_ID, job_events_response, last_event_id
-from appliance.training import service
-from appliance.training.schemas import BaseModelRead, TrainingJobCreate, TrainingJobRead, TrainingJobSummary
+from appliance.training import base_weights, plan, service
+from appliance.training.schemas import (
+    DEVICE_PATTERN,
+    BaseModelRead,
+    BaseWeightsRead,
+    TrainingJobCreate,
+    TrainingJobRead,
+    TrainingJobSummary,
+    TrainingPlanRead,
+    WeightsCandidate,
+    WeightsImport,
+)
 
 Id = Annotated[int, Parameter(gt=0)]
 
@@ -35,6 +46,21 @@ class TrainingJobController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> list[TrainingJobSummary]:
         return service.list_training_jobs(db, config, user, limit)
+
+    @get("/plan", operation_id="planTraining", sync_to_thread=True)
+    def plan(
+        self,
+        db: DB,
+        user: Caller,
+        config: Settings,
+        dataset_id: Annotated[int, QueryParameter(gt=0, le=2**63 - 1)],
+        base_model: Annotated[str, QueryParameter(min_length=1, max_length=200)] = "yolov8n.yaml",
+        epochs: Annotated[int | None, QueryParameter(ge=1, le=1000)] = None,
+        imgsz: Annotated[int | None, QueryParameter(ge=32, le=2048)] = None,
+        device: Annotated[str, QueryParameter(pattern=DEVICE_PATTERN)] = "auto",
+    ) -> TrainingPlanRead:
+        """Labeled images and boxes per class, recommended settings, warnings and a time estimate."""
+        return plan.training_plan(db, config, user, dataset_id, base_model, epochs, imgsz, device)
 
     @get("/{job_id:int}", operation_id="getTrainingJob", sync_to_thread=True)
     def get_job(self, job_id: Id, db: DB, user: Caller, config: Settings) -> TrainingJobRead:
@@ -85,3 +111,21 @@ class BaseModelController(Controller):
     @get("/", operation_id="listBaseModels", sync_to_thread=True)
     def list_base_models(self, db: DB, user: Caller, config: Settings) -> list[BaseModelRead]:
         return service.list_base_models(db, config, user)
+
+    @get("/weights", operation_id="listBaseWeights", sync_to_thread=True)
+    def list_weights(self, user: Caller, config: Settings) -> list[BaseWeightsRead]:
+        """The weights files present, with their checksum and whether the pinned list knows them."""
+        return base_weights.present_weights(config)
+
+    @get("/weights/usb", operation_id="listUsbWeights", sync_to_thread=True)
+    def usb_weights(self, user: Caller, config: Settings) -> list[WeightsCandidate]:
+        """.pt files on the USB drives under the import roots (admins)."""
+        require_admin(user)
+        return base_weights.usb_candidates(config)
+
+    @post("/weights", operation_id="importBaseWeights", status_code=201, sync_to_thread=True)
+    def import_weights(
+        self, data: JSONBody[WeightsImport], user: Caller, config: Settings
+    ) -> BaseWeightsRead:
+        """Copy a base weights file from a USB drive: only one whose sha256 is in the pinned list (admins)."""
+        return base_weights.import_weights(config, data.path, user)

@@ -161,6 +161,8 @@ def _finalize(
             params=request,
             metrics=metrics,
             snapshot=snapshot,
+            owner_id=params.dataset_owner_id,
+            is_public=params.dataset_public,
         )
         summary.model_id = register_model(context.db, context.config, model, best)
     return summary

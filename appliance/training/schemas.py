@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
-Device = Annotated[str, msgspec.Meta(pattern=r"^(auto|cpu|[0-9]{1,2}(,[0-9]{1,2}){0,7})$")]
+DEVICE_PATTERN = r"^(auto|cpu|[0-9]{1,2}(,[0-9]{1,2}){0,7})$"
+Device = Annotated[str, msgspec.Meta(pattern=DEVICE_PATTERN)]
 
 
 class TrainingJobCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -97,3 +98,61 @@ class BaseModelRead(msgspec.Struct, kw_only=True):
     classes: list[str] = msgspec.field(default_factory=list)
     imgsz: int | None = None
     created_at: str | None = None
+
+
+class BaseWeightsRead(msgspec.Struct, kw_only=True):
+    """A base weights file in <data_dir>/weights/."""
+
+    id: str  # what POST /training-jobs takes as base_model: weights:<name>
+    name: str
+    size: int
+    sha256: str
+    pinned: bool  # its checksum is the one the pinned list gives this name
+
+
+class WeightsCandidate(msgspec.Struct, kw_only=True):
+    """A .pt file found on a USB drive under the import roots."""
+
+    path: str
+    name: str
+    size: int
+    listed: bool  # its name is in the pinned list (the checksum is checked when it is imported)
+
+
+class WeightsImport(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class ClassCount(msgspec.Struct, kw_only=True):
+    class_id: int
+    name: str
+    images: int  # labeled (or reviewed) images with at least one box of the class
+    boxes: int  # its boxes on labeled (or reviewed) images
+
+
+class TimeEstimate(msgspec.Struct, kw_only=True):
+    seconds: float  # the whole run at most (patience may stop it earlier)
+    per_epoch_s: float
+    basis: str  # how the figure was made (measured here, or the fixed figure it starts from)
+
+
+class TrainingPlanRead(msgspec.Struct, kw_only=True):
+    """GET /training-jobs/plan: what a training of this dataset from this base would use and take."""
+
+    dataset_id: int
+    base_model: str
+    from_scratch: bool
+    labeled_images: int  # labeled or reviewed: what training takes
+    unlabeled_images: int
+    pending_review_images: int  # unlabeled images holding model proposals nobody reviewed
+    background_images: int  # labeled images without boxes (negatives)
+    boxes: int
+    classes: list[ClassCount]
+    recommended_epochs: int
+    recommended_imgsz: int
+    recommended_batch: int
+    why: list[str]
+    warnings: list[str]
+    gpus: int  # NVIDIA GPUs of this box (0: training runs on the CPU)
+    device: Literal["cpu", "gpu"]  # where "auto" (or the device asked for) trains
+    estimate: TimeEstimate

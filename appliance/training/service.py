@@ -19,6 +19,7 @@ from appliance.db import Database
 from appliance.errors import Forbidden, Invalid, NotFound
 from appliance.jobs import service as jobs
 from appliance.jobs.waiting import waiting_reason
+from appliance.models.registry import may_see
 from appliance.system.service import cuda_device_count
 from appliance.training.contracts import TrainParams
 from appliance.training.schemas import (
@@ -118,15 +119,12 @@ def list_base_models(db: Database, config: Config, user: CurrentUser) -> list[Ba
             )
         )
     for row in db.query(
-        "SELECT id, name, dataset_id, classes, imgsz, path, created_at FROM models ORDER BY id DESC"
+        "SELECT id, name, classes, imgsz, path, created_at, owner_id, is_public FROM models ORDER BY id DESC"
     ):
         if not row["path"] or not Path(row["path"]).exists() or not row["path"].endswith(".pt"):
             continue
-        if row["dataset_id"] is not None:
-            try:
-                readable_dataset(db, row["dataset_id"], user)
-            except NotFound:
-                continue
+        if not may_see(row, user):
+            continue
         items.append(
             BaseModelRead(
                 id=f"model:{row['id']}",
@@ -144,8 +142,9 @@ def list_base_models(db: Database, config: Config, user: CurrentUser) -> list[Ba
 def resolve_base_model(db: Database, config: Config, base_model: str, user: CurrentUser) -> str:
     """The value passed to ultralytics' YOLO(): an architecture YAML name or an absolute .pt path.
 
-    A model trained here is usable by whoever may read its dataset, as in the `GET /models/base` listing:
-    its weights carry what it learned from that dataset."""
+    A model trained here is usable by whoever may see the model (its owner, admins, or everyone when its
+    dataset was public at training time), as in the `GET /models/base` listing: its weights carry what it
+    learned from that dataset, also after the dataset is deleted."""
     if base_model.startswith("weights:"):
         name = base_model.split(":", 1)[1]
         path = config.data_path / "weights" / name
@@ -157,12 +156,11 @@ def resolve_base_model(db: Database, config: Config, base_model: str, user: Curr
             model_id = int(base_model.split(":", 1)[1])
         except ValueError:
             raise Invalid(f"base_model: {base_model!r} is not model:<id>") from None
-        row = db.execute("SELECT path, dataset_id FROM models WHERE id = ?", [model_id]).fetchone()
-        if row is not None and row[1] is not None:
-            try:
-                readable_dataset(db, row[1], user)
-            except NotFound:
-                row = None  # the same answer as for a model that does not exist
+        if not 0 < model_id < 2**63:
+            raise Invalid(f"base_model: model {model_id} has no PyTorch weights on this box")
+        found = next(db.query("SELECT path, owner_id, is_public FROM models WHERE id = ?", [model_id]), None)
+        # A model the caller may not see gets the same answer as one that does not exist.
+        row = (found["path"],) if found is not None and may_see(found, user) else None
         if row is None or not row[0] or not str(row[0]).endswith(".pt") or not Path(row[0]).is_file():
             raise Invalid(f"base_model: model {model_id} has no PyTorch weights on this box")
         return str(row[0])
@@ -204,7 +202,13 @@ def validate_request(db: Database, config: Config, body: TrainingJobCreate, user
         if body.batch < len(indexes):
             raise Invalid("batch must be at least the number of devices")
     source = resolve_base_model(db, config, body.base_model, user)
-    return TrainParams(**msgspec.structs.asdict(body), classes=classes, model_source=source)
+    return TrainParams(
+        **msgspec.structs.asdict(body),
+        classes=classes,
+        model_source=source,
+        dataset_owner_id=dataset["owner_id"],
+        dataset_public=bool(dataset["is_public"]),
+    )
 
 
 def create_training_job(
