@@ -34,6 +34,7 @@ from appliance.db import ConnectionPool, migrate, open_database
 from appliance.dependencies import DEPENDENCIES
 from appliance.errors import DISK_FULL, AppError, error_body, is_disk_full
 from appliance.models.controllers import InferenceController, ModelController, SuggestionsController
+from appliance.openapi import install as complete_openapi_document
 from appliance.stations.controllers import EventsController
 from appliance.storage import ImageStore
 from appliance.system.controllers import SystemController
@@ -81,12 +82,13 @@ def _validation_detail(exc: ValidationException) -> str:
     return "invalid request: " + ("; ".join(parts) if parts else str(exc.detail))
 
 
-def _raised_in(exc: BaseException, where: str) -> bool:
-    """Whether the innermost frame of the exception is in a file whose path contains `where`."""
+def _raised_in(exc: BaseException, places: tuple[str, ...]) -> bool:
+    """Whether the innermost Python frame of the exception is in a file whose path contains one of `places`."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return tb is not None and where in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+    filename = tb.tb_frame.f_code.co_filename.replace("\\", "/") if tb is not None else ""
+    return any(place in filename for place in places)
 
 
 def handle_error(request: Request[Any, Any, State], exc: Exception) -> Response[dict[str, Any]]:
@@ -110,7 +112,9 @@ def handle_error(request: Request[Any, Any, State], exc: Exception) -> Response[
         return Response(
             error_body(400, "a number in the request is out of range (at most 2^63-1)"), status_code=400
         )
-    if isinstance(exc, IndexError | UnicodeDecodeError) and _raised_in(exc, "litestar/_kwargs/"):
+    if isinstance(exc, IndexError | UnicodeDecodeError) and _raised_in(
+        exc, ("litestar/_kwargs/", "litestar/_multipart")
+    ):
         # Litestar's multipart reader trips over an empty or malformed body instead of refusing it.
         return Response(error_body(400, "malformed multipart body: no readable parts"), status_code=400)
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -187,6 +191,7 @@ def create_app(config: Config) -> Litestar:
         debug=False,
     )
     app.policy = RequestPolicy(config)
+    complete_openapi_document(app)
     return app
 
 

@@ -100,7 +100,7 @@ class AuthController(Controller):
             user=user,
         )
 
-    @post("/login", operation_id="login", opt={PUBLIC: True})
+    @post("/login", operation_id="login", opt={PUBLIC: True}, status_code=200)
     async def login(
         self, data: JSONBody[Credentials], db: DB, state: State, request: Request
     ) -> Response[TokenRead]:
@@ -123,7 +123,7 @@ class AuthController(Controller):
     def me(self, db: DB, user: Caller) -> UserRead:
         return service.user_read(service.get_user_row(db, user.id))
 
-    @post("/password", operation_id="changePassword")
+    @post("/password", operation_id="changePassword", status_code=200)
     async def change_password(
         self, data: JSONBody[PasswordChange], db: DB, user: Caller, state: State, request: Request
     ) -> Response[TokenRead]:

@@ -141,6 +141,9 @@ class RouteMethods:
                 continue
             catch_all = ":path}" in route.path  # the console's static files
             pattern = re.sub(r"\{[^}:]+:path\}", ".*", route.path.rstrip("/") or "/")
+            pattern = re.sub(
+                r"\{[^}:]+:int\}", "-?[0-9]+", pattern
+            )  # /cameras/status is not /cameras/{id:int}
             pattern = re.sub(r"\{[^}]+\}", "[^/]+", pattern)
             self.table.append((re.compile(f"^{pattern}/?$"), frozenset(methods), catch_all))
 
