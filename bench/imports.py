@@ -1,9 +1,15 @@
 """Import speed: N generated 640x480 JPEGs with YOLO labels from a folder, against `cp -r` of the same folder.
 
 The floor is a plain copy measured in the same run (same disk, same page cache; the mean of one copy just
-before and one just after the import); the import does more:
-reads, sha256, the upload checks, a thumbnail (reduced JPEG decode + JPEG encode), durable writes of original and
-thumbnail, and the catalog rows with boxes in batched transactions. One JSON object on the last line.
+before and one just after the import); the import does more: reads, sha256, the checks without a decode
+(type, header, pixel cap, end marker), durable writes of the originals and the catalog rows with boxes in
+batched transactions. The thumbnails (a full decode each, marking corrupt files) come in the background
+pass right after: its own rate is reported beside (`thumbnail_pass_images_per_s`).
+
+Large COCO: an instances file of `--coco-mb` MB (generated here, COCO-like: 7 annotations per image with
+40-point polygons) is parsed by the import's reader in a child process, streamed as a large file is and
+decoded at once as a file under 64 MB is; each reports its time and the child's peak RSS.
+One JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -103,10 +109,82 @@ def timed_copy(source: Path, target: Path) -> tuple[float, float, float]:
     return time.perf_counter() - started, nosync_s, sys_s
 
 
+COCO_CHILD = """
+import sys, time
+from pathlib import Path
+from appliance.transfers.formats import coco_stream, walk_tree
+from appliance.transfers.formats.coco import parse
+if sys.argv[2] == "stream":
+    coco_stream.FAST_PARSE_BYTES = 0
+else:
+    coco_stream.FAST_PARSE_BYTES = 1 << 40
+started = time.perf_counter()
+parsed = parse(walk_tree(Path(sys.argv[1]), 1000))
+seconds = time.perf_counter() - started
+boxes = sum(count for _, _, count in parsed.skipped_boxes)
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child started by a large parent reports the
+# parent's size.
+peak_kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(round(seconds, 2), peak_kb // 1024, boxes)
+"""
+
+
+def write_coco(path: Path, megabytes: int) -> int:
+    """A COCO-like instances file of about `megabytes` MB; its annotation count."""
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    per_image, count = 7, 0
+    images = max(1, megabytes * 1_000_000 // (per_image * 480))
+    with open(path, "w") as out:
+        categories = ",".join(f'{{"id": {i + 1}, "name": "c{i}", "supercategory": "x"}}' for i in range(80))
+        out.write(f'{{"info": {{}}, "licenses": [], "categories": [{categories}], "images": [')
+        out.write(
+            ",".join(
+                f'{{"id": {i}, "file_name": "{i:012d}.jpg", "width": 640, "height": 480, "license": 1}}'
+                for i in range(images)
+            )
+        )
+        out.write('], "annotations": [')
+        for i in range(images):
+            polygon = ", ".join(f"{v:.2f}" for v in rng.uniform(0, 480, 40))
+            for k in range(per_image):
+                out.write(
+                    ("," if count else "")
+                    + f'{{"segmentation": [[{polygon}]], "area": 1234.5, "iscrowd": 0, "image_id": {i}, '
+                    f'"bbox": [{k * 10}.5, 20.25, 50.0, 60.0], "category_id": {k + 1}, "id": {count}}}'
+                )
+                count += 1
+        out.write("]}")
+    return count
+
+
+def coco_figures(work: Path, megabytes: int) -> dict[str, float]:
+    folder = work / "coco" / "annotations"
+    annotations = write_coco(folder / "instances_train2017.json", megabytes)
+    size_mb = (folder / "instances_train2017.json").stat().st_size / 1e6
+    figures: dict[str, float] = {"coco_mb": round(size_mb, 1), "coco_annotations": annotations}
+    for mode in ("stream", "fast"):
+        out = subprocess.run(
+            [sys.executable, "-c", COCO_CHILD, str(work / "coco"), mode],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        ).stdout.split()
+        seconds, rss_mb, boxes = float(out[0]), int(out[1]), int(out[2])
+        assert boxes == annotations, (boxes, annotations)  # every box accounted for (images not present)
+        figures[f"coco_{mode}_s"] = seconds
+        figures[f"coco_{mode}_peak_rss_mb"] = rss_mb
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1,000 images instead of 10,000")
     parser.add_argument("--images", type=int, help="image count (overrides --quick)")
+    parser.add_argument(
+        "--coco-mb", type=int, help="size of the generated COCO file (default 500, quick 100)"
+    )
     parser.add_argument(
         "--workdir", help="where to put the source, the copy and the data dir (default: a temp dir)"
     )
@@ -148,6 +226,13 @@ def main() -> int:
         import_sys_s = cpu_done.ru_stime - cpu_started.ru_stime
         result = jobs.get_job(db, job_id)["result"]
         assert state == "completed" and result["imported"] == count, (state, result)
+        # The background pass the import queued: a full decode and a thumbnail per image.
+        thumbs = jobs.claim_next_job(db, ["thumbnails"])
+        assert thumbs is not None
+        started = time.perf_counter()
+        assert run_one(thumbs, db, config) == "completed"
+        thumbs_s = time.perf_counter() - started
+        assert jobs.get_job(db, thumbs["id"])["result"]["made"] == count
         copy_after = timed_copy(source, work / "copy-after")
         copy_s, copy_nosync_s, copy_sys_s = (
             sum(pair) / 2 for pair in zip(copy_before, copy_after, strict=True)
@@ -162,6 +247,7 @@ def main() -> int:
         reimport_s = time.perf_counter() - started
         assert jobs.get_job(db, again_id)["result"]["duplicates"] == count
         db.conn.close()
+        coco = coco_figures(work, args.coco_mb or (100 if args.quick else 500))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -183,6 +269,9 @@ def main() -> int:
         "import_images_per_s": round(count / import_s, 1),
         "copy_images_per_s": round(count / copy_s, 1),
         "reimport_images_per_s": round(count / reimport_s, 1),
+        "thumbnail_pass_ms": round(thumbs_s * 1000),
+        "thumbnail_pass_images_per_s": round(count / thumbs_s, 1),
+        **coco,
         "ratio_to_copy": round(copy_s / import_s, 3),
         "ratio_to_copy_nosync": round(copy_nosync_s / import_s, 3),
         "cpu_count": os.cpu_count(),

@@ -141,7 +141,7 @@ export class VirtualGrid {
   }
 
   fill(cell, item, visible) {
-    const key = item ? `${item.id}:${item.status}:${item.box_count}:${item.id === this.focusId}` : '';
+    const key = item ? `${item.id}:${item.status}:${item.box_count}:${item.checked}:${item.id === this.focusId}` : '';
     if (cell.key === key) return;
     cell.key = key;
     cell.item = item;
@@ -160,14 +160,20 @@ export class VirtualGrid {
     cell.href = this.href(item);
     cell.dataset.imageId = item.id;
     cell.dataset.status = item.status;
-    const src = thumbUrl(item.id);
-    if (img.getAttribute('src') !== src) {
+    // checked: 0 = the import's background pass has not made its thumbnail yet (a placeholder until the
+    // page is read again), 2 = the file does not decode (corrupt: left out of training, shown as such).
+    const src = item.checked === 0 || item.checked === 2 ? null : thumbUrl(item.id);
+    cell.classList.toggle('thumb-pending', item.checked === 0);
+    cell.classList.toggle('corrupt', item.checked === 2);
+    if (src === null) img.removeAttribute('src');
+    else if (img.getAttribute('src') !== src) {
       img.fetchPriority = visible ? 'high' : 'low';
       img.src = src;
     }
     caption.textContent = item.original_name;
-    cell.title = `${item.original_name} · ${item.width}×${item.height}`;
-    badge.textContent = item.status === 'unlabeled' ? '' : `${item.box_count}`;
-    badge.className = `badge ${item.status}`;
+    const state = item.checked === 2 ? ' · corrupt: does not decode, left out of training' : '';
+    cell.title = `${item.original_name} · ${item.width}×${item.height}${state}`;
+    badge.textContent = item.checked === 2 ? 'corrupt' : item.status === 'unlabeled' ? '' : `${item.box_count}`;
+    badge.className = `badge ${item.checked === 2 ? 'corrupt' : item.status}`;
   }
 }
