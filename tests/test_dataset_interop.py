@@ -22,7 +22,7 @@ from appliance.db import open_database
 from appliance.imaging.exif import orient_box
 from tests import transfers_support
 from tests.helpers import API, upload
-from tests.transfers_support import import_folder
+from tests.transfers_support import boxes_by_hash, import_folder
 
 DATA = Path(__file__).parent / "data"
 config = transfers_support.config
@@ -52,25 +52,7 @@ def jpeg(path: Path, width: int, height: int, seed: int = 0, orientation: int = 
 
 def stored_boxes(config, dataset_id: int) -> dict[str, list[tuple[str, float, float, float, float]]]:
     """{original name: sorted boxes} straight from the catalog."""
-    db = open_database(config.db_path)
-    try:
-        names = [
-            c["name"]
-            for c in json.loads(
-                db.execute("SELECT classes FROM datasets WHERE id = ?", [dataset_id]).fetchone()[0]
-            )
-        ]
-        result: dict[str, list] = {}
-        for image_id, name in db.execute(
-            "SELECT id, original_name FROM images WHERE dataset_id = ?", [dataset_id]
-        ):
-            rows = db.execute(
-                "SELECT class_id, x1, y1, x2, y2 FROM annotations WHERE image_id = ?", [image_id]
-            )
-            result[name] = sorted((names[c], x1, y1, x2, y2) for c, x1, y1, x2, y2 in rows)
-        return result
-    finally:
-        db.conn.close()
+    return boxes_by_hash(config, dataset_id, key="i.original_name")
 
 
 def assert_same_boxes(got: list, want: list) -> None:

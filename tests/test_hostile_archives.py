@@ -519,7 +519,7 @@ def test_one_bad_coco_value_skips_its_annotation_only(client, admin, config):
     text = (
         '{"categories": [{"id": 1, "name": "part"}], '
         '"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}], "annotations": ['
-        '{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1' + "0" * 400 + ', 2, 3, 4]}, '
+        '{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1' + "0" * 400 + ", 2, 3, 4]}, "
         '{"id": 2, "image_id": [1], "category_id": 1, "bbox": [1, 2, 3, 4]}, '
         '{"id": 3, "image_id": 1, "category_id": 1, "bbox": ' + deep + "}, "
         '{"id": 4, "image_id": 1, "category_id": 1, "bbox": [4, 5, 10, 10]}]}'

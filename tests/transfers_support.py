@@ -88,8 +88,11 @@ def upload_archive(client: Any, headers: dict[str, str], dataset_id: int, data: 
     )
 
 
-def boxes_by_hash(config: Config, dataset_id: int) -> dict[str, list[tuple[str, float, float, float, float]]]:
-    """{sha256: sorted [(class name, x1, y1, x2, y2)]} of a dataset, straight from the catalog."""
+def boxes_by_hash(
+    config: Config, dataset_id: int, key: str = "f.sha256"
+) -> dict[str, list[tuple[str, float, float, float, float]]]:
+    """{sha256 (or the `key` column, e.g. i.original_name): sorted [(class name, x1, y1, x2, y2)]} of a
+    dataset, straight from the catalog."""
     import json
 
     db = open_database(config.db_path)
@@ -102,7 +105,7 @@ def boxes_by_hash(config: Config, dataset_id: int) -> dict[str, list[tuple[str, 
         ]
         result: dict[str, list[tuple[str, float, float, float, float]]] = {}
         for image_id, sha in db.execute(
-            "SELECT i.id, f.sha256 FROM images i JOIN image_files f ON f.id = i.file_id WHERE i.dataset_id = ?",
+            f"SELECT i.id, {key} FROM images i JOIN image_files f ON f.id = i.file_id WHERE i.dataset_id = ?",
             [dataset_id],
         ).fetchall():
             rows = db.execute(
