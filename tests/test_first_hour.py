@@ -1,7 +1,7 @@
 """The first hour of a new box, as one black-box test over HTTP: `appliance run` on a fresh data folder,
 the setup code from `appliance setup-code`, a dataset labeled through the API, a tiny model trained, exported
-and deployed, a camera on a video file streaming detections over the WebSocket, a frame captured back into
-the dataset with pre-labels, and the supervisor restarting the worker killed on the way."""
+and deployed, a camera on a video file streaming detections over the WebSocket, a triggered inspection event, a
+frame captured back into the dataset with pre-labels, and the supervisor restarting the worker killed on the way."""
 
 from __future__ import annotations
 
@@ -138,11 +138,14 @@ def test_first_hour_from_an_empty_box_to_a_live_camera(tmp_path: Path) -> None:
 
         # A camera on a video file, with a low threshold: the two-epoch model finds something.
         video = write_video(tmp_path / "line.avi", count=30, size=160)
-        settings = {"source_type": "file", "source": str(video), "confidence": 0.001, "enabled": True}
-        assert http.put("/camera", json=settings).status_code == 200
+        settings = {"source_type": "file", "source": str(video), "confidence": 0.001}
+        created = http.post("/cameras", json={"name": "line 1", "settings": settings, "enabled": True})
+        assert created.status_code == 201, created.text
+        camera_id = created.json()["id"]
         headers = {"Authorization": http.headers["Authorization"]}
         frames: list[dict[str, Any]] = []
-        with connect(f"ws://127.0.0.1:{port}{API}/camera/ws", origin=base, additional_headers=headers) as ws:  # type: ignore[arg-type]
+        url = f"ws://127.0.0.1:{port}{API}/cameras/{camera_id}/ws"
+        with connect(url, origin=base, additional_headers=headers) as ws:  # type: ignore[arg-type]
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not any(f["detections"] for f in frames):
                 message = json.loads(ws.recv(timeout=30))
@@ -151,8 +154,22 @@ def test_first_hour_from_an_empty_box_to_a_live_camera(tmp_path: Path) -> None:
         assert frames and any(f["detections"] for f in frames), "no live frame with detections"
         assert all(f["model_id"] == model_id for f in frames if f["detections"])
 
+        # A triggered inspection: an event with a verdict, a snapshot, and the trigger's id.
+        trigger = http.post(f"/cameras/{camera_id}/trigger")
+        assert trigger.status_code == 202, trigger.text
+        trigger_id = trigger.json()["trigger_id"]
+        done = wait(
+            lambda: (t := http.get(f"/cameras/{camera_id}/triggers/{trigger_id}").json())["status"] == "done" and t,
+            30, "the triggered inspection",
+        )  # fmt: skip
+        event = http.get(f"/events/{done['event_id']}").json()
+        assert (
+            event["trigger_id"] == trigger_id and event["verdict"] == "ok" and event["model_id"] == model_id
+        )
+        assert http.get(f"/events/{event['id']}/snapshot").content[:2] == b"\xff\xd8"
+
         # The live frame goes back into the dataset with the model's boxes as pre-labels.
-        captured = http.post("/camera/capture", json={"dataset_id": dataset["id"]})
+        captured = http.post(f"/cameras/{camera_id}/capture", json={"dataset_id": dataset["id"]})
         assert captured.status_code == 201, captured.text
         image_id = captured.json()["image_id"]
         listed = http.get(f"/datasets/{dataset['id']}/images", params={"status": "unlabeled"}).json()

@@ -16,11 +16,13 @@ import datasetPage from './pages/dataset.js';
 import datasetSettingsPage from './pages/dataset-settings.js';
 import importsPage from './pages/imports.js';
 import labelPage from './pages/label.js';
+import eventsPage from './pages/events.js';
 import livePage from './pages/live.js';
 import loginPage from './pages/login.js';
 import setupPage from './pages/setup.js';
 import statsPage from './pages/stats.js';
-import { trainingJobPage, trainingListPage } from './pages/training.js';
+import { trainingListPage } from './pages/training.js';
+import { trainingJobPage } from './pages/training-job.js';
 import modelsPage from './pages/models.js';
 import tryItPage from './pages/tryit.js';
 import usersPage from './pages/users.js';
@@ -39,6 +41,7 @@ export const PAGES = [
   modelsPage,
   tryItPage,
   livePage,
+  eventsPage,
   usersPage,
 ];
 

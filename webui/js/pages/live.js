@@ -1,125 +1,56 @@
-// Live camera: the MJPEG stream with boxes drawn client-side from the WebSocket, FPS, per-stage latency,
-// dropped frames, source status, capture into a dataset, and the source settings (admins).
+// Live: every camera as a tile (its latest frame once a second, state and verdict), and one camera large:
+// the MJPEG stream with boxes and zones drawn from the WebSocket, a large OK/NG verdict, shift counters,
+// start/stop/trigger, per-stage latency, zones drawn on the image, the rules editor and the settings.
+// Tiles poll single JPEGs: a browser keeps only ~6 connections per host, one stream per page is the budget.
 
 import { API_PREFIX, ApiError } from '../api.js';
+import { clearOverlay, drawOverlay, zoneTool } from '../components/camera-overlay.js';
+import { rulesEditor, saveCamera, settingsForm } from '../components/camera-settings.js';
 import { formatNumber } from '../components/format.js';
-import { h, setText } from '../dom.js';
-import { defaultColor } from '../palette.js';
+import { confirmDialog, h, setText } from '../dom.js';
 
 const STAGES = [
-  ['wait', 'Waiting for a frame'],
-  ['capture', 'Capture (retrieve)'],
-  ['preprocess', 'Preprocess'],
-  ['inference', 'Inference'],
-  ['postprocess', 'Postprocess'],
-  ['encode', 'Encode'],
+  ['wait', 'Waiting for a frame'], ['capture', 'Capture (retrieve)'], ['wait_model', 'Waiting for the model'],
+  ['inference', 'Inference'], ['postprocess', 'Postprocess'], ['rules', 'Rules'], ['encode', 'Encode'],
   ['frame_age', 'Frame age at publish'],
 ];
-const SOURCE_HINTS = {
-  v4l2: '/dev/video0',
-  url: 'rtsp://192.168.1.20/stream or http://camera/video.mjpg',
-  gstreamer: 'nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1',
-  file: '/media/usb/line.mp4',
-};
 const ms = (v) => (v === undefined || v === null ? '–' : `${Number(v).toFixed(1)} ms`);
+const LIVE_STATES = ['running', 'reconnecting', 'starting'];
 
-function drawBoxes(canvas, frame) {
-  if (canvas.width !== frame.width || canvas.height !== frame.height) {
-    canvas.width = frame.width;
-    canvas.height = frame.height;
-  }
-  const g = canvas.getContext('2d');
-  g.clearRect(0, 0, canvas.width, canvas.height);
-  const scale = Math.max(1, frame.width / 640);
-  g.lineWidth = 2 * scale;
-  g.font = `${Math.round(12 * scale)}px sans-serif`;
-  g.textBaseline = 'top';
-  for (const d of frame.detections) {
-    const color = defaultColor(d.class_id);
-    g.strokeStyle = color;
-    g.strokeRect(d.x1, d.y1, d.x2 - d.x1, d.y2 - d.y1);
-    const label = `${d.class_name} ${(d.confidence * 100).toFixed(0)}%`;
-    const width = g.measureText(label).width + 6 * scale;
-    const y = d.y1 >= 16 * scale ? d.y1 - 16 * scale : d.y1;
-    g.fillStyle = color;
-    g.fillRect(d.x1, y, width, 16 * scale);
-    g.fillStyle = '#000';
-    g.fillText(label, d.x1 + 3 * scale, y + 2 * scale);
-  }
-  canvas.dataset.boxes = String(frame.detections.length);
-  canvas.dataset.seq = String(frame.seq);
+function startOfDay() {
+  const d = new Date();
+  d.setHours(0, 0, 0, 0);
+  return d;
 }
 
-function numberField(label, name, value, attrs = {}) {
-  return h('label', label, h('input', { type: 'number', name, value: String(value), testid: `live-${name}`, ...attrs }));
+function localInput(date) {
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
 }
 
-function settingsForm(read, ctx, datasets, onSaved) {
-  const s = read.settings;
-  const isAdmin = ctx.user && ctx.user.role === 'admin';
-  const error = h('p.form-error', { testid: 'live-settings-error', role: 'alert' });
-  const sourceType = h('select', { name: 'source_type', testid: 'live-source-type' },
-    ['file', 'url', 'v4l2', 'gstreamer'].map((t) => h('option', { value: t, selected: t === s.source_type },
-      { file: 'Video file (looped)', url: 'RTSP / HTTP URL', v4l2: 'USB camera (V4L2)', gstreamer: 'GStreamer pipeline (CSI)' }[t])));
-  const source = h('input', { name: 'source', value: s.source, testid: 'live-source', placeholder: SOURCE_HINTS[s.source_type] });
-  sourceType.addEventListener('change', () => { source.placeholder = SOURCE_HINTS[sourceType.value]; });
-  const gstNote = h('p.muted', { testid: 'live-gst-note' },
-    read.gstreamer_available ? '' : 'This OpenCV build has no GStreamer: CSI pipelines need the device image (JetPack OpenCV).');
-  const autoDataset = h('select', { name: 'auto_capture_dataset_id', testid: 'live-auto-dataset' },
-    h('option', { value: '' }, '—'),
-    datasets.map((d) => h('option', { value: String(d.id), selected: d.id === s.auto_capture_dataset_id }, d.name)));
-  const autoCapture = h('input', { type: 'checkbox', name: 'auto_capture', checked: s.auto_capture, testid: 'live-auto-capture' });
-  const form = h('form.card', { testid: 'live-settings' },
-    h('h2', 'Source and model settings'),
-    h('div.inline-form',
-      h('label', 'Source type', sourceType),
-      h('label', { style: { flex: '1 1 24rem' } }, 'Source', source)),
-    gstNote,
-    h('div.inline-form',
-      numberField('Width', 'width', s.width, { min: 0, max: 8192 }),
-      numberField('Height', 'height', s.height, { min: 0, max: 8192 }),
-      numberField('FPS', 'fps', s.fps, { min: 0, max: 500, step: 'any' }),
-      numberField('Confidence', 'confidence', s.confidence, { min: 0, max: 1, step: 'any' }),
-      numberField('IoU', 'iou', s.iou, { min: 0, max: 1, step: 'any' }),
-      numberField('JPEG quality', 'jpeg_quality', s.jpeg_quality, { min: 30, max: 100 }),
-      numberField('Max inference FPS (0 = no cap)', 'max_fps', s.max_fps, { min: 0, max: 500, step: 'any' }),
-      h('label', 'Precision', h('select', { name: 'precision', testid: 'live-precision' },
-        ['auto', 'fp32', 'fp16', 'int8'].map((p) => h('option', { value: p, selected: p === s.precision }, p))))),
-    h('h3', 'Auto-capture of hard cases'),
-    h('div.inline-form',
-      h('label.inline', autoCapture, 'Save frames whose best detection is below'),
-      numberField('Threshold', 'auto_capture_below', s.auto_capture_below, { min: 0, max: 1, step: 'any' }),
-      h('label.inline', h('input', { type: 'checkbox', name: 'auto_capture_empty', checked: s.auto_capture_empty,
-        testid: 'live-auto-empty' }), 'also frames without detections'),
-      numberField('At most one every (s)', 'auto_capture_interval_s', s.auto_capture_interval_s, { min: 1, step: 'any' }),
-      h('label', 'into dataset', autoDataset)),
-    error,
-    h('div.actions', isAdmin
-      ? h('button.primary', { type: 'submit', testid: 'live-save' }, 'Save settings')
-      : h('span.muted', 'Only an admin can change the source.')));
-  for (const el of form.querySelectorAll('input, select')) el.disabled = !isAdmin;
+function verdictStyle(el, verdict) {
+  const colors = { ok: '#1f9d55', ng: '#d64545' };
+  el.style.background = colors[verdict] || 'var(--bg2)';
+  el.style.color = verdict ? '#fff' : 'var(--muted)';
+  setText(el, verdict ? verdict.toUpperCase() : '—');
+  el.dataset.verdict = verdict || '';
+}
+
+function addCameraForm(ctx) {
+  const error = h('p.form-error', { testid: 'camera-add-error', role: 'alert' });
+  const form = h('form.inline-form', { testid: 'camera-add' },
+    h('label', 'Name', h('input', { name: 'name', required: true, testid: 'camera-add-name' })),
+    h('label', 'Source type', h('select', { name: 'source_type', testid: 'camera-add-type' },
+      ['file', 'url', 'v4l2', 'gstreamer'].map((t) => h('option', { value: t }, t)))),
+    h('label', { style: { flex: '1 1 18rem' } }, 'Source', h('input', { name: 'source', testid: 'camera-add-source', placeholder: '/media/usb/line.mp4' })),
+    h('button.primary', { type: 'submit', testid: 'camera-add-submit' }, 'Add camera'), error);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     setText(error, '');
-    const values = Object.fromEntries(new FormData(form).entries());
-    const body = {
-      source_type: values.source_type,
-      source: values.source.trim(),
-      width: Number(values.width), height: Number(values.height), fps: Number(values.fps),
-      confidence: Number(values.confidence), iou: Number(values.iou), jpeg_quality: Number(values.jpeg_quality),
-      max_fps: Number(values.max_fps), precision: values.precision,
-      enabled: read.settings.enabled,
-      auto_capture: autoCapture.checked,
-      auto_capture_below: Number(values.auto_capture_below),
-      auto_capture_empty: form.querySelector('[name=auto_capture_empty]').checked,
-      auto_capture_interval_s: Number(values.auto_capture_interval_s),
-      auto_capture_dataset_id: values.auto_capture_dataset_id ? Number(values.auto_capture_dataset_id) : null,
-    };
+    const v = Object.fromEntries(new FormData(form).entries());
     try {
-      const saved = await ctx.api.put('/camera', body);
-      Object.assign(s, saved.settings);
-      ctx.toast('Camera settings saved', 'ok');
-      onSaved(saved);
+      const created = await ctx.api.post('/cameras', { name: v.name.trim(), settings: { source_type: v.source_type, source: v.source.trim() } });
+      ctx.navigate(`#/live?camera=${created.id}`);
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
       setText(error, err.detail);
@@ -128,140 +59,244 @@ function settingsForm(read, ctx, datasets, onSaved) {
   return form;
 }
 
+function tile(camera, selected, ctx) {
+  const img = h('img', { alt: '', style: { width: '100%', height: '90px', 'object-fit': 'contain', background: '#000', display: 'block' } });
+  const verdict = h('span.badge', { testid: 'tile-verdict' });
+  const state = h('span.muted', { testid: 'tile-state' }, '…');
+  const el = h('button', { type: 'button', testid: `camera-tile-${camera.id}`, onclick: () => ctx.navigate(`#/live?camera=${camera.id}`),
+    style: { width: '170px', padding: '.3rem', 'text-align': 'left', border: selected ? '2px solid var(--accent, #3b82f6)' : '1px solid var(--line)', background: 'var(--bg2)', 'border-radius': 'var(--radius)' } },
+  img, h('div', { style: { display: 'flex', gap: '.4rem', 'align-items': 'center', 'margin-top': '.2rem' } }, h('strong', camera.name), verdict, state));
+  el.update = (status) => {
+    setText(state, status.state);
+    verdictStyle(verdict, LIVE_STATES.includes(status.state) ? status.verdict : null);
+    img.style.visibility = status.state === 'running' ? 'visible' : 'hidden';
+    if (status.state === 'running') img.src = `${API_PREFIX}/cameras/${camera.id}/frame?t=${Date.now()}`;
+    else img.removeAttribute('src');
+  };
+  return el;
+}
+
 export default {
   route: '#/live',
   title: 'Live',
   nav: 'Live',
   async render(root, params, ctx) {
-    const [settings, datasets] = await Promise.all([
-      ctx.api.get('/camera', { signal: ctx.signal }),
-      ctx.api.get('/datasets', { signal: ctx.signal }),
+    const [cameras, models] = await Promise.all([
+      ctx.api.get('/cameras', { signal: ctx.signal }),
+      ctx.api.get('/models', { signal: ctx.signal }).catch(() => []),
     ]);
+    const isAdmin = ctx.user && ctx.user.role === 'admin';
     const canWrite = ctx.user && ctx.user.role !== 'viewer';
+    const chosen = Number(ctx.query.get('camera')) || (cameras[0] && cameras[0].id);
+    const camera = cameras.find((c) => c.id === chosen) || cameras[0];
+    const tiles = cameras.map((c) => tile(c, camera && c.id === camera.id, ctx));
+    const timers = [];
+    const page = h('section', { testid: 'live-page' },
+      h('div.toolbar', h('h1', 'Live'), h('span', { style: { flex: '1' } })),
+      h('div', { testid: 'camera-grid', style: { display: 'flex', gap: '.6rem', 'flex-wrap': 'wrap', 'margin-bottom': '.8rem' } }, tiles),
+      isAdmin ? h('details.card', { open: !cameras.length }, h('summary', 'Add a camera'), addCameraForm(ctx)) : null);
+    root.append(page);
+    const pollTiles = async () => {
+      try {
+        const statuses = await ctx.api.get('/cameras/status', { signal: ctx.signal });
+        for (const status of statuses) tiles.find((t) => t.dataset.testid === `camera-tile-${status.camera_id}`)?.update(status);
+      } catch (err) {
+        if (!(err instanceof ApiError)) return;
+      }
+    };
+    pollTiles();
+    timers.push(setInterval(pollTiles, 1000));
+    if (!camera) {
+      page.append(h('p.muted', { testid: 'live-empty' }, isAdmin ? 'No camera yet: add one above.' : 'No camera yet: an admin adds cameras.'));
+      return () => timers.forEach(clearInterval);
+    }
+
+    // --- the selected camera -------------------------------------------------------------------------
     const stateBadge = h('span.badge', { testid: 'live-state' }, '…');
     const modelNote = h('span.muted', { testid: 'live-model' });
     const errorLine = h('p.form-error', { testid: 'live-error', role: 'status' });
-    const img = h('img', { testid: 'live-stream', alt: 'live camera stream',
-      style: { display: 'block', width: '100%', height: 'auto', 'min-height': '120px', background: '#000' } });
-    const overlay = h('canvas', { testid: 'live-overlay',
-      style: { position: 'absolute', left: '0', top: '0', width: '100%', height: '100%', 'pointer-events': 'none' } });
-    const view = h('div', { style: { position: 'relative', 'max-width': '960px' } }, img, overlay);
-    const tiles = {
-      fps: h('span.big', { testid: 'live-fps' }, '0'),
-      sourceFps: h('span.big', { testid: 'live-source-fps' }, '0'),
-      dropped: h('span.big', { testid: 'live-dropped' }, '0'),
-      boxes: h('span.big', { testid: 'live-boxes' }, '0'),
-    };
-    const latency = Object.fromEntries(STAGES.map(([key]) => [key, {
-      median: h('td.num', { testid: `live-latency-${key}` }, '–'), p99: h('td.num', '–'),
-    }]));
-    const latencyTable = h('table.table.compact', { testid: 'live-latency' },
-      h('thead', h('tr', h('th', 'Stage'), h('th.num', 'median'), h('th.num', 'p99'))),
-      h('tbody', STAGES.map(([key, label]) => h('tr', h('td', label), latency[key].median, latency[key].p99))));
+    const actionError = h('p.form-error', { testid: 'live-action-error', role: 'alert' });
+    const img = h('img', { testid: 'live-stream', alt: `${camera.name} live`,
+      style: { display: 'block', 'max-width': '100%', 'max-height': 'calc(100vh - 230px)', 'min-height': '120px', background: '#000' } });
+    const overlay = h('canvas', { testid: 'live-overlay', style: { position: 'absolute', left: '0', top: '0', width: '100%', height: '100%', 'pointer-events': 'none' } });
+    const placeholder = h('p.muted', { testid: 'live-placeholder', style: { padding: '2rem' } }, 'Not streaming.');
+    const view = h('div', { style: { position: 'relative', display: 'inline-block', 'max-width': '100%' } }, img, overlay);
+    const verdict = h('div', { testid: 'live-verdict', style: { 'font-size': '3rem', 'font-weight': '700', 'text-align': 'center', padding: '.4rem', 'border-radius': 'var(--radius)' } });
+    const failing = h('p', { testid: 'live-failing', style: { 'min-height': '1.2em', margin: '.3rem 0' } });
+    const since = h('input', { type: 'datetime-local', testid: 'live-since', value: localInput(startOfDay()) });
+    const counts = { ok: h('span.big', { testid: 'live-count-ok' }, '0'), ng: h('span.big', { testid: 'live-count-ng' }, '0') };
+    const tiles2 = { fps: h('span.big', { testid: 'live-fps' }, '–'), sourceFps: h('span.big', { testid: 'live-source-fps' }, '–'),
+      dropped: h('span.big', { testid: 'live-dropped' }, '–'), boxes: h('span.big', { testid: 'live-boxes' }, '–') };
+    const latency = Object.fromEntries(STAGES.map(([key]) => [key, { median: h('td.num', { testid: `live-latency-${key}` }, '–'), p99: h('td.num', '–') }]));
+    const button = (label, testid, enabled, cls = 'button') => h(cls, { type: 'button', testid, disabled: !enabled }, label);
+    const startButton = button('Start', 'live-start', canWrite, 'button.primary');
+    const stopButton = button('Stop', 'live-stop', canWrite);
+    const triggerButton = button('Trigger inspection', 'live-trigger', canWrite);
+    const drawBar = h('div.inline-form', { testid: 'zone-bar', style: { display: 'none' } });
 
-    const startButton = h('button.primary', { type: 'button', testid: 'live-start', disabled: !canWrite }, 'Start');
-    const stopButton = h('button', { type: 'button', testid: 'live-stop', disabled: !canWrite }, 'Stop');
-    const toggle = async (action) => {
+    let frame = null;
+    let draft = null;
+    let streaming = false;
+    const redraw = () => { if (frame) drawOverlay(overlay, frame, camera.settings.zones, draft && draft.points); };
+    const stopStream = () => {
+      streaming = false;
+      img.removeAttribute('src');
+      img.style.display = 'none';
+      placeholder.style.display = '';
+      frame = null;
+      clearOverlay(overlay);
+      for (const t of Object.values(tiles2)) setText(t, '–');
+    };
+    const startStream = () => {
+      if (streaming) return;
+      streaming = true;
+      img.style.display = 'block';
+      placeholder.style.display = 'none';
+      img.src = `${API_PREFIX}/cameras/${camera.id}/stream`;
+    };
+
+    const act = async (action) => {
+      setText(actionError, '');
       try {
-        const read = await ctx.api.post(`/camera/${action}`);
-        settings.settings = read.settings;
-        ctx.toast(action === 'start' ? 'Camera starting' : 'Camera stopping', 'info');
+        if (action === 'trigger') {
+          const accepted = await ctx.api.post(`/cameras/${camera.id}/trigger`);
+          setText(actionError, `Trigger ${accepted.trigger_id} sent…`);
+          for (let i = 0; i < 40; i += 1) {
+            await new Promise((r) => setTimeout(r, 250));
+            const t = await ctx.api.get(`/cameras/${camera.id}/triggers/${accepted.trigger_id}`);
+            if (t.status === 'done') {
+              const event = await ctx.api.get(`/events/${t.event_id}`);
+              setText(actionError, `Inspection ${event.id}: ${event.verdict.toUpperCase()}${event.failing_rules.length ? ` (${event.failing_rules.join(', ')})` : ''}`);
+              return;
+            }
+            if (t.status === 'expired') { setText(actionError, `Trigger ${t.id} expired: ${t.detail}`); return; }
+          }
+        } else {
+          Object.assign(camera, await ctx.api.post(`/cameras/${camera.id}/${action}`));
+          if (action === 'stop') stopStream();
+        }
       } catch (err) {
-        if (err instanceof ApiError) ctx.toast(err.detail, 'error');
-        else throw err;
+        if (!(err instanceof ApiError)) throw err;
+        setText(actionError, err.detail);
       }
     };
-    startButton.addEventListener('click', () => toggle('start'));
-    stopButton.addEventListener('click', () => toggle('stop'));
+    startButton.addEventListener('click', () => act('start'));
+    stopButton.addEventListener('click', () => act('stop'));
+    triggerButton.addEventListener('click', () => act('trigger'));
 
-    const writable = datasets.filter((d) => canWrite && (ctx.user.role === 'admin' || d.owner_id === ctx.user.id || d.is_public));
-    const captureSelect = h('select', { testid: 'live-capture-dataset' },
-      writable.map((d) => h('option', { value: String(d.id) }, d.name)));
-    const captureButton = h('button.primary', { type: 'button', testid: 'live-capture', disabled: !writable.length },
-      'Capture frame');
-    captureButton.addEventListener('click', async () => {
-      captureButton.disabled = true;
-      try {
-        const result = await ctx.api.post('/camera/capture', { dataset_id: Number(captureSelect.value) });
-        const message = result.duplicate
-          ? `This frame is already image ${result.image_id}`
-          : `Saved as image ${result.image_id} with ${result.boxes} pre-label${result.boxes === 1 ? '' : 's'}`;
-        ctx.toast(message, 'ok');
-      } catch (err) {
-        if (err instanceof ApiError) ctx.toast(err.detail, 'error');
-        else throw err;
-      } finally {
-        captureButton.disabled = false;
-      }
+    const editor = rulesEditor(ctx, camera, {
+      onSaved: () => { editor.refresh(); redraw(); },
+      onDrawZone: () => {
+        if (!frame) { setText(editor.error, 'Start the camera first: zones are drawn on the live image.'); return; }
+        const name = h('input', { testid: 'zone-name', placeholder: 'zone name', required: true });
+        const finish = h('button.primary', { type: 'button', testid: 'zone-finish' }, 'Finish zone');
+        const cancel = h('button', { type: 'button', testid: 'zone-cancel' }, 'Cancel');
+        drawBar.replaceChildren(h('span', 'Click the corners on the image, then'), name, finish, cancel);
+        drawBar.style.display = '';
+        draft = zoneTool(overlay, {
+          onChange: redraw,
+          onFinish: async (points) => {
+            drawBar.style.display = 'none';
+            draft = null;
+            const zoneName = name.value.trim() || `zone ${camera.settings.zones.length + 1}`;
+            if (points && await saveCamera(ctx, camera, { settings: { zones: [...camera.settings.zones, { name: zoneName, points }] } }, editor.error)) {
+              ctx.toast(`Zone "${zoneName}" saved`, 'ok');
+              editor.refresh();
+            }
+            redraw();
+          },
+        });
+        finish.addEventListener('click', () => draft && draft.finish());
+        cancel.addEventListener('click', () => draft && draft.cancel());
+      },
     });
 
-    root.append(h('section', { testid: 'live-page' },
-      h('div.toolbar', h('h1', 'Live camera'), stateBadge, modelNote,
-        h('span', { style: { flex: '1' } }), startButton, stopButton),
-      errorLine,
+    page.append(h('div', { testid: 'live-camera' },
+      h('div.toolbar', h('h2', camera.name), stateBadge, modelNote, h('span', { style: { flex: '1' } }), startButton, stopButton, triggerButton,
+        isAdmin ? h('button', { type: 'button', testid: 'camera-delete', onclick: async () => {
+          if (!(await confirmDialog('Delete camera', `Delete "${camera.name}"? Its events stay in the history.`))) return;
+          await ctx.api.del(`/cameras/${camera.id}`);
+          ctx.navigate('#/live');
+        } }, 'Delete') : null),
+      actionError, errorLine, drawBar,
       h('div', { style: { display: 'flex', gap: '1rem', 'flex-wrap': 'wrap', 'align-items': 'flex-start' } },
-        h('div.card', { style: { flex: '3 1 480px' } }, view),
+        h('div.card', { style: { flex: '3 1 480px', 'text-align': 'center' } }, view, placeholder),
         h('div', { style: { flex: '1 1 260px' } },
-          h('div.stat-tiles',
-            h('div.tile', tiles.fps, 'FPS'),
-            h('div.tile', tiles.sourceFps, 'source FPS'),
-            h('div.tile', tiles.dropped, 'dropped'),
-            h('div.tile', tiles.boxes, 'boxes')),
-          h('div.card', h('h2', 'Latency per stage'), latencyTable),
-          h('div.card', h('h2', 'Capture into a dataset'),
-            writable.length
-              ? h('div.inline-form', h('label', 'Dataset', captureSelect), captureButton)
-              : h('p.muted', 'No dataset you can add images to.')))),
-      settingsForm(settings, ctx, writable, (saved) => { settings.settings = saved.settings; })));
+          verdict, failing,
+          h('div.card', h('h3', 'Shift counters'), h('label', 'since', since),
+            h('div.stat-tiles', h('div.tile', counts.ok, 'OK'), h('div.tile', counts.ng, 'NG'))),
+          h('div.stat-tiles', h('div.tile', tiles2.fps, 'FPS'), h('div.tile', tiles2.sourceFps, 'source FPS'),
+            h('div.tile', tiles2.dropped, 'dropped'), h('div.tile', tiles2.boxes, 'boxes')),
+          h('details.card', h('summary', 'Latency per stage'), h('table.table.compact', { testid: 'live-latency' },
+            h('thead', h('tr', h('th', 'Stage'), h('th.num', 'median'), h('th.num', 'p99'))),
+            h('tbody', STAGES.map(([key, label]) => h('tr', h('td', label), latency[key].median, latency[key].p99))))))),
+      editor,
+      settingsForm(ctx, camera, models, () => { editor.refresh(); redraw(); })));
+    stopStream();
 
-    // The stream: one MJPEG connection; the browser decodes it natively.
-    img.src = `${API_PREFIX}/camera/stream`;
-
-    let lastFrameAt = 0;
     const onStatus = (status) => {
       setText(stateBadge, status.state);
-      stateBadge.className = `badge ${status.state === 'running' ? 'reviewed' : status.state === 'offline' || status.state === 'error' ? 'muted' : 'labeled'}`;
+      stateBadge.className = `badge ${status.state === 'running' ? 'reviewed' : ['offline', 'error', 'stopped'].includes(status.state) ? 'muted' : 'labeled'}`;
       setText(modelNote, status.model_id ? `model ${status.model_name || status.model_id} · ${status.model_note}` : status.model_note);
       setText(errorLine, status.error || '');
-      setText(tiles.fps, Number(status.fps || 0).toFixed(1));
-      setText(tiles.sourceFps, Number(status.source_fps || 0).toFixed(1));
-      setText(tiles.dropped, formatNumber(status.dropped));
+      const live = status.state === 'running';
+      if (live) startStream(); else if (streaming || frame) stopStream();
+      if (!live) {
+        verdictStyle(verdict, null);
+        setText(failing, '');
+      }
+      if (live) {
+        setText(tiles2.fps, Number(status.fps || 0).toFixed(1));
+        setText(tiles2.sourceFps, Number(status.source_fps || 0).toFixed(1));
+        setText(tiles2.dropped, formatNumber(status.dropped));
+      }
       for (const [key] of STAGES) {
-        const t = (status.timings || {})[key];
+        const t = live ? (status.timings || {})[key] : null;
         setText(latency[key].median, t ? ms(t.median) : '–');
         setText(latency[key].p99, t ? ms(t.p99) : '–');
       }
-      if (status.state !== 'running' && Date.now() - lastFrameAt > 2000) {
-        overlay.getContext('2d').clearRect(0, 0, overlay.width, overlay.height);
-        overlay.dataset.boxes = '0';
+    };
+    const pollCounters = async () => {
+      const from = new Date(since.value || startOfDay()).getTime() / 1000;
+      try {
+        const c = await ctx.api.get(`/events/counters?since=${from}&camera_id=${camera.id}`, { signal: ctx.signal });
+        const mine = c.cameras[0] || { ok: 0, ng: 0 };
+        setText(counts.ok, formatNumber(mine.ok));
+        setText(counts.ng, formatNumber(mine.ng));
+      } catch (err) {
+        if (!(err instanceof ApiError)) return;
       }
     };
+    since.addEventListener('change', pollCounters);
+    pollCounters();
+    timers.push(setInterval(pollCounters, 2000));
 
     let socket = null;
     let closed = false;
     let retry = null;
     const connect = () => {
       const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-      socket = new WebSocket(`${scheme}://${location.host}${API_PREFIX}/camera/ws`);
+      socket = new WebSocket(`${scheme}://${location.host}${API_PREFIX}/cameras/${camera.id}/ws`);
       socket.addEventListener('message', (event) => {
         const message = JSON.parse(event.data);
-        if (message.type === 'status') {
-          onStatus(message);
-        } else if (message.type === 'frame') {
-          lastFrameAt = Date.now();
-          drawBoxes(overlay, message);
-          setText(tiles.boxes, String(message.detections.length));
+        if (message.type === 'status') onStatus(message);
+        else if (message.type === 'frame' && streaming) {
+          frame = message;
+          redraw();
+          verdictStyle(verdict, message.verdict);
+          setText(failing, message.failing_rules.length ? `Failing: ${message.failing_rules.join(', ')}` : '');
+          setText(tiles2.boxes, String(message.detections.length));
+          overlay.dataset.seq = String(message.seq);
         }
       });
-      socket.addEventListener('close', () => {
-        if (!closed) retry = setTimeout(connect, 2000);
-      });
+      socket.addEventListener('close', () => { if (!closed) retry = setTimeout(connect, 2000); });
     };
     connect();
 
     return () => {
       closed = true;
       clearTimeout(retry);
+      timers.forEach(clearInterval);
       if (socket) socket.close();
       img.removeAttribute('src'); // ends the MJPEG connection
       img.src = 'data:,';

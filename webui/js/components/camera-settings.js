@@ -1,0 +1,189 @@
+// The forms of one camera on the Live page: source and model settings, zones list, rules editor.
+// Each saves the whole camera (PUT /cameras/{id}); the server names the field when it refuses, and the
+// message stays next to the form that caused it.
+
+import { ApiError } from '../api.js';
+import { h, setText } from '../dom.js';
+
+const SOURCE_HINTS = {
+  v4l2: '/dev/video0',
+  url: 'rtsp://192.168.1.20/stream or http://camera/video.mjpg',
+  gstreamer: 'nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1',
+  file: '/media/usb/line.mp4',
+};
+const SOURCE_LABELS = { file: 'Video file (looped)', url: 'RTSP / HTTP URL', v4l2: 'USB camera (V4L2)', gstreamer: 'GStreamer pipeline (CSI)' };
+const CONDITIONS = [['present', 'present'], ['absent', 'absent'], ['==', 'count ='], ['>=', 'count ≥'], ['<=', 'count ≤'], ['between', 'between']];
+
+/** PUT the camera with changed settings; resolves to the saved camera, or shows the server's reason in `error`. */
+export async function saveCamera(ctx, camera, changes, error) {
+  setText(error, '');
+  try {
+    const saved = await ctx.api.put(`/cameras/${camera.id}`, {
+      name: changes.name ?? camera.name,
+      settings: { ...camera.settings, ...(changes.settings || {}) },
+    });
+    Object.assign(camera, saved);
+    return saved;
+  } catch (err) {
+    if (!(err instanceof ApiError)) throw err;
+    setText(error, err.detail);
+    return null;
+  }
+}
+
+function field(label, input, hint) {
+  return h('label', label, input, hint ? h('small.muted', hint) : null);
+}
+
+function number(name, value, attrs = {}) {
+  return h('input', { type: 'number', name, value: String(value ?? 0), testid: `camera-${name}`, ...attrs });
+}
+
+/** Source, model and inspection settings (admins edit; others read). */
+export function settingsForm(ctx, camera, models, onSaved) {
+  const s = camera.settings;
+  const isAdmin = ctx.user && ctx.user.role === 'admin';
+  const error = h('p.form-error', { testid: 'camera-settings-error', role: 'alert' });
+  const sourceType = h('select', { name: 'source_type', testid: 'camera-source-type' },
+    Object.entries(SOURCE_LABELS).map(([t, label]) => h('option', { value: t, selected: t === s.source_type }, label)));
+  const source = h('input', { name: 'source', value: s.source, testid: 'camera-source', placeholder: SOURCE_HINTS[s.source_type] });
+  sourceType.addEventListener('change', () => { source.placeholder = SOURCE_HINTS[sourceType.value]; });
+  const model = h('select', { name: 'model_id', testid: 'camera-model' },
+    h('option', { value: '' }, 'The deployed model'),
+    models.map((m) => h('option', { value: String(m.id), selected: m.id === s.model_id }, `${m.name} (#${m.id})`)));
+  const mode = h('select', { name: 'mode', testid: 'camera-mode' },
+    [['continuous', 'Continuous (event when the verdict changes)'], ['triggered', 'Triggered (one inspection per trigger)'],
+      ['interval', 'Interval (one inspection every N s)']].map(([v, label]) => h('option', { value: v, selected: v === s.mode }, label)));
+  const form = h('form.card', { testid: 'camera-settings' },
+    h('h2', 'Camera settings'),
+    h('div.inline-form',
+      field('Name', h('input', { name: 'name', value: camera.name, testid: 'camera-name', required: true })),
+      field('Source type', sourceType),
+      h('label', { style: { flex: '1 1 20rem' } }, 'Source', source)),
+    h('div.inline-form',
+      field('Width', number('width', s.width, { min: 0, max: 8192 }), '0 = the camera\'s default'),
+      field('Height', number('height', s.height, { min: 0, max: 8192 }), '0 = the camera\'s default'),
+      field('FPS', number('fps', s.fps, { min: 0, max: 500, step: 'any' }), '0 = the source\'s own rate'),
+      field('Max inspections/s', number('max_fps', s.max_fps, { min: 0, max: 500, step: 'any' }), '0 = no cap')),
+    h('div.inline-form',
+      field('Model', model),
+      field('Precision', h('select', { name: 'precision', testid: 'camera-precision' },
+        ['auto', 'fp32', 'fp16', 'int8'].map((p) => h('option', { value: p, selected: p === s.precision }, p)))),
+      field('Confidence', number('confidence', s.confidence, { min: 0, max: 1, step: 'any' }), 'boxes below are not shown'),
+      field('IoU', number('iou', s.iou, { min: 0, max: 1, step: 'any' }))),
+    h('div.inline-form',
+      field('Mode', mode),
+      field('Interval (s)', number('interval_s', s.interval_s, { min: 0.1, step: 'any' }), 'interval mode'),
+      field('Debounce (frames)', number('debounce_frames', s.debounce_frames, { min: 1, max: 1000 }), 'continuous mode'),
+      h('label.inline', h('input', { type: 'checkbox', name: 'snapshots', checked: s.snapshots, testid: 'camera-snapshots' }),
+        'keep a snapshot of each event')),
+    error,
+    h('div.actions', isAdmin
+      ? h('button.primary', { type: 'submit', testid: 'camera-save' }, 'Save settings')
+      : h('span.muted', 'Only an admin can change a camera.')));
+  for (const el of form.querySelectorAll('input, select')) el.disabled = !isAdmin;
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const v = Object.fromEntries(new FormData(form).entries());
+    const settings = {
+      source_type: v.source_type, source: v.source.trim(),
+      width: Number(v.width), height: Number(v.height), fps: Number(v.fps), max_fps: Number(v.max_fps),
+      model_id: v.model_id ? Number(v.model_id) : null, precision: v.precision,
+      confidence: Number(v.confidence), iou: Number(v.iou), mode: v.mode,
+      interval_s: Number(v.interval_s), debounce_frames: Number(v.debounce_frames),
+      snapshots: form.querySelector('[name=snapshots]').checked,
+    };
+    const saved = await saveCamera(ctx, camera, { name: v.name.trim(), settings }, error);
+    if (saved) {
+      ctx.toast('Camera settings saved', 'ok');
+      onSaved(saved);
+    }
+  });
+  return form;
+}
+
+function ruleRow(rule, zones, onRemove) {
+  const zone = h('select', { name: 'zone' }, h('option', { value: '' }, 'whole frame'),
+    zones.map((z) => h('option', { value: z.name, selected: z.name === rule.zone }, z.name)));
+  const condition = h('select', { name: 'condition' },
+    CONDITIONS.map(([v, label]) => h('option', { value: v, selected: v === rule.condition }, label)));
+  const count = h('input', { type: 'number', name: 'count', min: 0, value: String(rule.count ?? 1), style: { width: '5rem' } });
+  const max = h('input', { type: 'number', name: 'max_count', min: 0, value: rule.max_count ?? '', style: { width: '5rem' } });
+  const sync = () => {
+    count.disabled = ['present', 'absent'].includes(condition.value);
+    max.disabled = condition.value !== 'between';
+  };
+  condition.addEventListener('change', sync);
+  sync();
+  return h('tr', { testid: 'rule-row' },
+    h('td', h('input', { name: 'name', value: rule.name || '', required: true, style: { width: '9rem' } })),
+    h('td', zone),
+    h('td', h('input', { name: 'classes', value: (rule.classes || []).join(', '), placeholder: 'any class', style: { width: '9rem' } })),
+    h('td', h('input', { type: 'number', name: 'min_confidence', min: 0, max: 1, step: 'any', value: String(rule.min_confidence ?? 0.25), style: { width: '5rem' } })),
+    h('td', condition), h('td', count), h('td', max),
+    h('td', h('button', { type: 'button', onclick: onRemove, title: 'Remove this rule' }, '✕')));
+}
+
+function readRule(row) {
+  const value = (name) => row.querySelector(`[name=${name}]`).value;
+  const condition = value('condition');
+  return {
+    name: value('name').trim(),
+    zone: value('zone') || null,
+    classes: value('classes').split(',').map((c) => c.trim()).filter(Boolean),
+    min_confidence: Number(value('min_confidence')),
+    condition,
+    count: ['present', 'absent'].includes(condition) ? 1 : Number(value('count')),
+    max_count: condition === 'between' && value('max_count') !== '' ? Number(value('max_count')) : null,
+  };
+}
+
+/** Zones (drawn on the stream by the page) and rules; `onDrawZone()` starts the zone tool. */
+export function rulesEditor(ctx, camera, { onDrawZone, onSaved }) {
+  const isAdmin = ctx.user && ctx.user.role === 'admin';
+  const error = h('p.form-error', { testid: 'rules-error', role: 'alert' });
+  const body = h('tbody');
+  const zoneList = h('ul', { testid: 'zone-list' });
+  const renderZones = () => {
+    zoneList.replaceChildren(...camera.settings.zones.map((zone, i) => h('li', { testid: 'zone-item' },
+      `${zone.name} (${zone.points.length} points) `,
+      isAdmin ? h('button', { type: 'button', onclick: async () => {
+        const zones = camera.settings.zones.filter((_, j) => j !== i);
+        const rules = camera.settings.rules.filter((r) => r.zone !== zone.name);
+        if (await saveCamera(ctx, camera, { settings: { zones, rules } }, error)) onSaved(camera);
+      } }, 'remove') : null)));
+    if (!camera.settings.zones.length) zoneList.append(h('li.muted', 'No zones: rules count over the whole frame.'));
+  };
+  const addRow = (rule) => {
+    const row = ruleRow(rule, camera.settings.zones, () => row.remove());
+    for (const el of row.querySelectorAll('input, select, button')) el.disabled = !isAdmin;
+    body.append(row);
+  };
+  const render = () => {
+    renderZones();
+    body.replaceChildren();
+    for (const rule of camera.settings.rules) addRow(rule);
+  };
+  render();
+  const card = h('div.card', { testid: 'rules-editor' },
+    h('h2', 'Zones and rules'),
+    h('div.inline-form', zoneList,
+      isAdmin ? h('button', { type: 'button', testid: 'zone-draw', onclick: onDrawZone }, 'Draw a zone on the image') : null),
+    h('p.muted', 'All rules hold → OK; any rule fails → NG, with the failing rules named. A box is in a zone when its centre is.'),
+    h('div', { style: { 'overflow-x': 'auto' } }, h('table.table.compact', { testid: 'rules-table' },
+      h('thead', h('tr', ['Rule', 'Zone', 'Classes', 'Min conf.', 'Condition', 'Count', 'Max', ''].map((t) => h('th', t)))),
+      body)),
+    error,
+    isAdmin ? h('div.actions',
+      h('button', { type: 'button', testid: 'rule-add', onclick: () => addRow({ name: '', condition: 'present' }) }, 'Add a rule'),
+      h('button.primary', { type: 'button', testid: 'rules-save', onclick: async () => {
+        const rules = [...body.querySelectorAll('tr')].map(readRule);
+        if (await saveCamera(ctx, camera, { settings: { rules } }, error)) {
+          ctx.toast('Rules saved', 'ok');
+          onSaved(camera);
+        }
+      } }, 'Save rules')) : null);
+  card.refresh = render;
+  card.error = error;
+  return card;
+}
