@@ -309,6 +309,19 @@ CREATE TABLE login_trusted (
 
 
 @migrations()
+def m005_image_files_checked(db: Database) -> None:
+    # Imports store files after the header checks only; a background pass decodes each one, makes its
+    # thumbnail and marks it: 0 pending, 1 decoded (thumbnail made), 2 corrupt (left out of training).
+    _run(
+        db,
+        """
+ALTER TABLE image_files ADD COLUMN checked INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX image_files_unchecked ON image_files(id) WHERE checked != 1
+""",
+    )
+
+
+@migrations()
 def m006_stations(db: Database) -> None:
     # Inspection stations: cameras (settings as JSON), trigger requests, inspection events.
     # The single-camera settings row of earlier builds goes away (cameras replace it).
@@ -356,19 +369,6 @@ CREATE TABLE inspection_events (
 CREATE INDEX inspection_events_camera ON inspection_events (camera_id, id);
 CREATE INDEX inspection_events_ts ON inspection_events (ts);
 CREATE INDEX inspection_events_counters ON inspection_events (camera_id, ts, verdict)
-""",
-    )
-
-
-@migrations()
-def m005_image_files_checked(db: Database) -> None:
-    # Imports store files after the header checks only; a background pass decodes each one, makes its
-    # thumbnail and marks it: 0 pending, 1 decoded (thumbnail made), 2 corrupt (left out of training).
-    _run(
-        db,
-        """
-ALTER TABLE image_files ADD COLUMN checked INTEGER NOT NULL DEFAULT 1;
-CREATE INDEX image_files_unchecked ON image_files(id) WHERE checked != 1
 """,
     )
 
