@@ -2,8 +2,8 @@
 
 For each model size (ONNX yolov8n at 320 and 640 px, random weights: the speed is the architecture's),
 the same run measures the model alone (Detector.detect on a camera-sized frame, back to back) and the
-whole camera loop (capture thread -> newest frame -> inference -> JPEG encode -> atomic publish) with
-the CameraRunner the `appliance camera` process runs. Targets: delivered FPS >= 90 % of the model-only
+whole camera loop (capture thread -> newest frame -> inference -> rules -> JPEG encode -> atomic publish)
+with the CameraProcess the `appliance camera` process runs (one camera, continuous mode, no rules). Targets: delivered FPS >= 90 % of the model-only
 FPS when the model is the bottleneck, median frame age < 1.5 model-times. The last line is one JSON object.
 """
 
@@ -26,13 +26,14 @@ sys.path.insert(0, str(REPO))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from appliance.camera import service  # noqa: E402
-from appliance.camera.runner import CameraRunner  # noqa: E402
-from appliance.camera.schemas import CameraSettings  # noqa: E402
+from appliance.caller import CurrentUser  # noqa: E402
+from appliance.camera.runner import CameraProcess  # noqa: E402
 from appliance.clock import now_iso  # noqa: E402
 from appliance.config import load_config  # noqa: E402
 from appliance.db import migrate, open_database, write_transaction  # noqa: E402
 from appliance.models.artifacts import artifact_name, model_dir, update_model_metadata  # noqa: E402
+from appliance.stations.cameras import create_camera  # noqa: E402
+from appliance.stations.schemas import CameraSettings, CameraWrite  # noqa: E402
 from tests.models import synthetic_image  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480
@@ -150,9 +151,16 @@ def deploy(config: Any, onnx: Path, imgsz: int, source: SourceProcess) -> int:
         )  # fmt: skip
         db.execute("UPDATE models SET deployed = 0 WHERE deployed = 1")
         db.execute("UPDATE models SET deployed = 1 WHERE id = ?", [model_id])
-    service.store_settings(db, CameraSettings(source_type="url", source=source.url, enabled=True))
+    add_camera(db, "bench", CameraSettings(source_type="url", source=source.url))
     db.conn.close()
     return model_id
+
+
+BENCH_ADMIN = CurrentUser(id=0, username="bench", role="admin", token_id="bench")
+
+
+def add_camera(db: Any, name: str, settings: CameraSettings) -> int:
+    return create_camera(db, CameraWrite(name=name, settings=settings, enabled=True), BENCH_ADMIN).id
 
 
 def measure(
@@ -165,30 +173,35 @@ def measure(
     """
     config = load_config(env={}, data_dir=str(data_dir))
     model_id = deploy(config, onnx, imgsz, source)
-    runner = CameraRunner(config)
-    published: list[tuple[float, dict[str, Any]]] = []
-    original_publish = runner.publisher.publish_frame
-    original_step = runner.step
+    process = CameraProcess(config)
+    thread = threading.Thread(target=process.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not process.loops:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the camera process never started the camera")
+        time.sleep(0.05)
+    loop = next(iter(process.loops.values()))
+    published: list[tuple[float, Any]] = []
+    original_publish = loop.publisher.publish_frame
+    original_latest = loop.source.latest
     gate, held = threading.Event(), threading.Event()
     gate.set()
 
-    def record(jpeg: bytes, meta: dict[str, Any]) -> None:
+    def record(jpeg: bytes, meta: Any) -> None:
         original_publish(jpeg, meta)
         published.append((time.monotonic(), meta))
 
-    def gated_step() -> bool:
-        if not gate.is_set():
+    def gated_latest(after_seq: int, timeout: float) -> Any:
+        if not gate.is_set():  # held between two frames, like the baseline's model calls
             held.set()
             gate.wait()
             held.clear()
-        return original_step()
+        return original_latest(after_seq, timeout)
 
-    runner.publisher.publish_frame = record  # type: ignore[method-assign]
-    runner.step = gated_step  # type: ignore[method-assign]
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not (published and published[-1][1]["model_id"] == model_id):  # model loaded, frames flowing
+    loop.publisher.publish_frame = record  # type: ignore[method-assign]
+    loop.source.latest = gated_latest  # type: ignore[method-assign]
+    while not (published and published[-1][1].model_id == model_id):  # model loaded, frames flowing
         if time.monotonic() > deadline:
             raise RuntimeError("the camera never published a frame with the model")
         time.sleep(0.05)
@@ -196,32 +209,29 @@ def measure(
     # One model, one ONNX Runtime session and thread pool, used in turn by the loop and by the baseline.
     gate.clear()
     held.wait(30)
-    alone = ModelAlone(runner.detector)
+    alone = ModelAlone(next(iter(process.models.loaded.values())).detector)
     gate.set()
     windows: list[tuple[float, float]] = []
     dropped = 0
     for _ in range(rounds):
         gate.clear()
         held.wait(30)
-        assert runner.source is not None
-        runner.source._decode_after = float("inf")  # grab only while held
+        loop.source._decode_after = float("inf")  # grab only while held
         alone.burst(model_s / rounds)
-        runner.source._decode_after = 0.0
-        dropped_before = runner.source.dropped
+        loop.source._decode_after = 0.0
+        dropped_before = loop.source.dropped
         gate.set()
         time.sleep(max(0.5, alone.figures()["model_ms"] / 1000))  # the first frame after the hold is stale
         start = time.monotonic()
         time.sleep(live_s / rounds)
         windows.append((start, time.monotonic()))
-        dropped += runner.source.dropped - dropped_before
-    runner.stop.set()
+        dropped += loop.source.dropped - dropped_before
+    process.stop.set()
     thread.join(15)
-    window = [meta for t, meta in published if any(a <= t < b for a, b in windows)]
+    window = [meta.timings for t, meta in published if any(a <= t < b for a, b in windows)]
     seconds = sum(b - a for a, b in windows)
-    ages = sorted(m["timings"]["frame_age"] for m in window)
-    detect = [
-        sum(m["timings"].get(k, 0.0) for k in ("preprocess", "inference", "postprocess")) for m in window
-    ]
+    ages = sorted(m["frame_age"] for m in window)
+    detect = [sum(m.get(k, 0.0) for k in ("preprocess", "inference", "postprocess")) for m in window]
     return {
         **alone.figures(),
         "delivered_fps": len(window) / seconds,
@@ -229,8 +239,8 @@ def measure(
         "frame_age_p99_ms": ages[min(len(ages) - 1, int(len(ages) * 0.99))],
         "detect_median_ms": statistics.median(detect),
         "detect_mean_ms": statistics.fmean(detect),
-        "wait_mean_ms": statistics.fmean(m["timings"]["wait"] for m in window),
-        "encode_median_ms": statistics.median(m["timings"]["encode"] for m in window),
+        "wait_mean_ms": statistics.fmean(m["wait"] for m in window),
+        "encode_median_ms": statistics.median(m["encode"] for m in window),
         "dropped": dropped,
         "frames": len(window),
     }

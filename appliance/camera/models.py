@@ -9,10 +9,12 @@ its previous model (or runs without one) until the new one is ready, then switch
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,25 +28,31 @@ RETRY_S = 30.0
 
 
 class FairTurn:
-    """A ticket lock: whoever asked first is served first (threading.Lock promises no order)."""
+    """Turns on a shared model: first come, first served (threading.Lock promises no order), except that a
+    frame answering a trigger goes before the others' routine frames (a PLC waits for that verdict)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
+        self._waiting: list[tuple[int, int]] = []  # heap of (0 urgent / 1 routine, ticket)
         self._next = 0
-        self._serving = 0
+        self._busy = False
 
-    def __enter__(self) -> FairTurn:
+    @contextlib.contextmanager
+    def __call__(self, urgent: bool = False) -> Iterator[None]:
         with self._cond:
-            ticket = self._next
+            entry = (0 if urgent else 1, self._next)
             self._next += 1
-            while self._serving != ticket:
+            heapq.heappush(self._waiting, entry)
+            while self._busy or self._waiting[0] != entry:
                 self._cond.wait()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self._serving += 1
-            self._cond.notify_all()
+            heapq.heappop(self._waiting)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
 
 
 @dataclass
@@ -138,7 +146,7 @@ class ModelPool:
         in_use = {key for key in wanted.values() if key is not None}
         for key in [k for k in self.loaded if k not in in_use]:
             model = self.loaded.pop(key)
-            with model.turn:  # no camera is inside detect() when it closes
+            with model.turn():  # no camera is inside detect() when it closes
                 model.detector.close()
 
     def _start_load(self, key: tuple[Any, ...], row: dict[str, Any], precision: str) -> None:

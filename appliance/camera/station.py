@@ -143,8 +143,10 @@ class CameraLoop:
         model_id = None
         if model is not None:
             t0 = time.perf_counter()
+            # A frame that answers a trigger goes before the other cameras' routine frames.
+            urgent = bool(self._triggers) and self._triggers[0].requested_mono < frame.captured_at
             try:
-                with model.turn:
+                with model.turn(urgent):
                     timings["wait_model"] = (time.perf_counter() - t0) * 1000
                     result = model.detector.detect(frame.image, conf=s.confidence, iou=s.iou)
             except Exception:

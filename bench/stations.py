@@ -1,0 +1,236 @@
+"""Inspection stations benchmark: 1, 2 and 4 file-source cameras at 15 fps sharing the 320 px model.
+
+Same run, same machine state: first the model alone (Detector.detect back to back on a camera frame: the
+model-only FPS), then the camera process (`CameraProcess`, the code `appliance camera` runs) with N cameras
+in interval mode (an inspection event with its snapshot every 0.2 s per camera) while triggers are sent to
+camera 1 through the catalog, as the HTTP route does. Figures per N:
+
+- per-camera delivered FPS against its ceiling, min(source FPS, model-only FPS / N): target >= 0.9 when
+  model-bound; fairness, slowest camera / fastest: target >= 0.8;
+- trigger -> verdict latency (the request's monotonic time to the verdict of the first newer frame), median
+  and p99: target p99 <= 1 source period + 1.5 model times;
+- events handed off vs written (none lost), and the writer alone: events with 640x480 snapshots per second.
+
+The model is yolov8n (random weights: its speed is the architecture's) exported by the export job's code
+(bench/camera.py's cache folder is reused). The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import cv2  # noqa: E402
+
+from appliance.camera.runner import CameraProcess  # noqa: E402
+from appliance.camera.writer import EventWriter  # noqa: E402
+from appliance.clock import now_iso  # noqa: E402
+from appliance.config import load_config  # noqa: E402
+from appliance.db import migrate, open_database, write_transaction  # noqa: E402
+from appliance.inference.pipeline import load_detector  # noqa: E402
+from appliance.models.artifacts import model_dir, update_model_metadata  # noqa: E402
+from appliance.stations import triggers  # noqa: E402
+from appliance.stations.contracts import InspectionEvent  # noqa: E402
+from appliance.stations.schemas import CameraSettings, Rule  # noqa: E402
+from bench.camera import FRAME_H, FRAME_W, ModelAlone, add_camera, camera_frames, make_onnx  # noqa: E402
+
+SOURCE_FPS = 15.0
+IMGSZ = 320
+
+
+def write_source(path: Path) -> Path:
+    """A 640x480 MJPG file of 30 camera-like frames, played at 15 fps by the file source."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), SOURCE_FPS, (FRAME_W, FRAME_H))
+    for jpeg in camera_frames(30):
+        writer.write(cv2.imdecode(__import__("numpy").frombuffer(jpeg, "uint8"), cv2.IMREAD_COLOR))
+    writer.release()
+    return path
+
+
+def deploy(config: Any, onnx: Path) -> int:
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    with write_transaction(db):
+        model_id = db.execute(
+            "INSERT INTO models (name, classes, imgsz, created_at, deployed) VALUES (?, ?, ?, ?, 1)",
+            ["bench-320", json.dumps([f"c{i}" for i in range(80)]), IMGSZ, now_iso()],
+        ).lastrowid
+        assert model_id is not None
+        folder = model_dir(config, model_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / onnx.name).write_bytes(onnx.read_bytes())
+        update_model_metadata(
+            config, model_id, {"model_id": model_id, "imgsz": IMGSZ}, onnx.name,
+            {"format": "onnx", "precision": "fp32", "imgsz": IMGSZ, "dynamic": False},
+        )  # fmt: skip
+    db.conn.close()
+    return model_id
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def run_cameras(
+    work: Path, onnx: Path, video: Path, n: int, seconds: float, n_triggers: int
+) -> dict[str, Any]:
+    config = load_config(env={}, data_dir=str(work / f"data-{n}"))
+    deploy(config, onnx)
+    db = open_database(config.db_path)
+    rule = Rule(name="anything", condition=">=", count=0)
+    ids = [
+        add_camera(
+            db,
+            f"cam{i}",
+            CameraSettings(
+                source_type="file", source=str(video), mode="interval", interval_s=0.2, rules=[rule]
+            ),
+        )  # fmt: skip
+        for i in range(n)
+    ]
+    process = CameraProcess(config)
+    thread = threading.Thread(target=process.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while len(process.loops) < n or any(loop.model_id is None for loop in process.loops.values()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the cameras never ran with the model")
+        time.sleep(0.05)
+    time.sleep(1.5)  # warm-up
+    loops = [process.loops[i] for i in ids]
+    before = [loop.published for loop in loops]
+    started = time.monotonic()
+    trigger_ids = []
+    for _ in range(n_triggers):  # over the first 80 % of the window, at times unrelated to the frames
+        time.sleep(0.8 * seconds / n_triggers * (0.6 + 0.8 * (len(trigger_ids) % 5) / 4))
+        trigger_ids.append(triggers.request_trigger(db, ids[0], "bench"))
+    time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+    elapsed = time.monotonic() - started
+    delivered = [(loop.published - b) / elapsed for loop, b in zip(loops, before, strict=True)]
+    process.stop.set()
+    thread.join(30)
+    handed = sum(loop.events for loop in loops)  # after the loops stopped: every event handed off
+    written = db.execute("SELECT COUNT(*) FROM inspection_events").fetchone()[0]
+    latencies = [
+        json.loads(row[0])["total_ms"]
+        for row in db.execute(
+            f"SELECT latencies FROM inspection_events WHERE trigger_id IN ({','.join('?' * len(trigger_ids))})",
+            trigger_ids,
+        )
+    ]
+    model_ms = [loop.stats.values["inference"] for loop in loops]
+    db.conn.close()
+    return {
+        "delivered": delivered,
+        "trigger_ms": latencies,
+        "triggers_sent": len(trigger_ids),
+        "events_handed_off": handed,
+        "events_written": written,
+        "events_dropped": process.writer.stats.events_dropped,
+        "snapshots_dropped": process.writer.stats.snapshots_dropped,
+        "inference_ms_in_loop": statistics.median(v for values in model_ms for v in values),
+    }
+
+
+def writer_rate(work: Path, count: int) -> dict[str, Any]:
+    """The event writer alone: `count` events with a 640x480 snapshot each, submitted at once."""
+    config = load_config(env={}, data_dir=str(work / "data-writer"))
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    jpeg = camera_frames(1)[0]
+    writer = EventWriter(config).start()
+    started = time.monotonic()
+    accepted = sum(
+        writer.submit(InspectionEvent(camera_id=1, ts=time.time(), mode="continuous", verdict="ok"), jpeg)
+        for _ in range(count)
+    )
+    writer.wait_idle(300)
+    elapsed = time.monotonic() - started
+    writer.close()
+    written = db.execute("SELECT COUNT(*), COUNT(snapshot) FROM inspection_events").fetchone()
+    db.conn.close()
+    return {
+        "accepted": accepted,
+        "written": written[0],
+        "with_snapshot": written[1],
+        "per_s": count / elapsed,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs (about a minute in all)")
+    parser.add_argument("--cameras", default="1,2,4")
+    parser.add_argument(
+        "--cache", type=Path, default=Path(tempfile.gettempdir()) / "appliance-bench-camera",
+        help="folder for the exported model, shared with bench/camera.py",
+    )  # fmt: skip
+    args = parser.parse_args()
+    seconds = 6.0 if args.quick else 20.0
+    n_triggers = 12 if args.quick else 60
+    results: dict[str, Any] = {
+        "source_fps": SOURCE_FPS,
+        "imgsz": IMGSZ,
+        "frame_w": FRAME_W,
+        "frame_h": FRAME_H,
+    }
+    onnx = make_onnx(args.cache, IMGSZ)
+    with tempfile.TemporaryDirectory(prefix="bench-stations-") as tmp:
+        work = Path(tmp)
+        video = write_source(work / "line.avi")
+        alone = ModelAlone(load_detector(onnx, class_names=[f"c{i}" for i in range(80)], imgsz=IMGSZ))
+        alone.burst(3.0 if args.quick else 10.0)
+        model = alone.figures()
+        alone.detector.close()
+        results.update(model_only_fps=round(model["model_fps"], 2), model_ms=round(model["model_ms"], 2))
+        period_ms = 1000 / SOURCE_FPS
+        for n in [int(c) for c in args.cameras.split(",")]:
+            m = run_cameras(work, onnx, video, n, seconds, n_triggers)
+            ceiling = min(SOURCE_FPS, model["model_fps"] / n)
+            lat = m["trigger_ms"] or [float("nan")]
+            budget = period_ms + 1.5 * model["model_ms"]
+            row = {
+                "delivered_fps": [round(d, 2) for d in m["delivered"]],
+                "ceiling_fps": round(ceiling, 2),
+                "model_bound": model["model_fps"] / n < SOURCE_FPS,
+                "delivered_ratio_min": round(min(m["delivered"]) / ceiling, 3),
+                "fairness": round(min(m["delivered"]) / max(m["delivered"]), 3),
+                "trigger_to_verdict_median_ms": round(statistics.median(lat), 1),
+                "trigger_to_verdict_p99_ms": round(percentile(lat, 0.99), 1),
+                "trigger_budget_ms": round(budget, 1),
+                "triggers_answered": f"{len(m['trigger_ms'])}/{m['triggers_sent']}",
+                "events_handed_off": m["events_handed_off"],
+                "events_written": m["events_written"],
+                "events_lost": m["events_dropped"] + m["events_handed_off"] - m["events_written"],
+                "inference_ms_in_loop": round(m["inference_ms_in_loop"], 2),
+            }
+            row["fps_target_met"] = row["delivered_ratio_min"] >= 0.9  # ceiling: source or model / N
+            row["fairness_target_met"] = row["fairness"] >= 0.8
+            row["latency_target_met"] = row["trigger_to_verdict_p99_ms"] <= budget
+            print(f"{n} camera(s): {json.dumps(row)}", file=sys.stderr)
+            for key, value in row.items():
+                results[f"{key}_{n}cam"] = value
+        w = writer_rate(work, 500 if args.quick else 3000)
+        print(f"writer: {json.dumps(w)}", file=sys.stderr)
+        results.update(
+            writer_events_per_s=round(w["per_s"], 1),
+            writer_events_lost=w["accepted"] - w["written"],
+            writer_snapshots_kept=w["with_snapshot"],
+        )
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
