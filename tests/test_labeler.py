@@ -200,7 +200,10 @@ def test_model_proposals_are_dashed_with_confidence_and_not_labels_until_accepte
     stored = api.boxes(image)
     # One proposal is still unreviewed: the image stays unlabeled (training does not take it).
     assert stored["status"] == "unlabeled"
-    assert sorted((b["source"], b["confidence"]) for b in stored["boxes"]) == [("manual", None), ("model", 0.42)]
+    assert sorted((b["source"], b["confidence"]) for b in stored["boxes"]) == [
+        ("manual", None),
+        ("model", 0.42),
+    ]
     solid = page.evaluate(EDGE_COVERAGE, [25, 115, 140, color])
     assert solid > 0.95, solid
     # Marking it reviewed is refused while a proposal waits.
@@ -228,7 +231,9 @@ def test_accept_all_and_a_class_change_accept_proposals(
         {"class_id": 0, "x1": 10, "y1": 10, "x2": 60, "y2": 60, "source": "model", "confidence": 0.8},
         {"class_id": 0, "x1": 100, "y1": 100, "x2": 160, "y2": 160, "source": "model", "confidence": 0.7},
     ]
-    api.call("PUT", f"/images/{image}/annotations", json={"version": 0, "boxes": boxes, "status": "unlabeled"})
+    api.call(
+        "PUT", f"/images/{image}/annotations", json={"version": 0, "boxes": boxes, "status": "unlabeled"}
+    )
     login(page, server)
     open_labeler(page, server, dataset["id"], image)
     page.keyboard.press("0")

@@ -69,9 +69,10 @@ def test_models_page_lists_deploys_and_compares(page: Page, site: dict[str, Any]
     first.get_by_test_id("deploy").click()
     expect(first.get_by_test_id("deployed-badge")).to_be_visible()
     assert site["http"].get("/models/1", headers=site["headers"]).json()["deployed"] is True
-    # The engine button explains that TensorRT is not here.
-    first.get_by_test_id("export-engine").click()
-    expect(page.get_by_test_id("toast").last).to_contain_text("TensorRT is not available")
+    # No TensorRT here: the engine button is off and says why.
+    expect(first.get_by_test_id("export-engine")).to_be_disabled()
+    assert "TensorRT" in (first.get_by_test_id("export-engine").get_attribute("title") or "")
+    expect(page.get_by_test_id("engine-unavailable")).to_be_visible()
     # Compare two models side by side.
     first.get_by_test_id("compare-check").check()
     page.locator("[data-testid=model-row][data-id='2']").get_by_test_id("compare-check").check()
@@ -109,6 +110,14 @@ def test_try_it_draws_boxes_and_refilters_without_a_request(
     assert many > few
     expect(page.get_by_test_id("try-detection")).to_have_count(few)
     assert len(requests) == 1  # the slider filtered in the browser
+    # An image the box refuses: the earlier image, boxes and timings leave the screen, the error stays beside.
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image at all")
+    page.get_by_test_id("try-file").set_input_files(str(bad))
+    expect(page.get_by_test_id("try-status")).to_contain_text("broken.jpg:")
+    expect(page.get_by_test_id("try-canvas")).to_be_hidden()
+    expect(page.get_by_test_id("try-detection")).to_have_count(0)
+    expect(page.get_by_test_id("try-timings")).to_be_empty()
 
 
 def test_labeling_suggestions_accept_with_enter_and_reject_with_x(page: Page, site: dict[str, Any]) -> None:
@@ -124,12 +133,17 @@ def test_labeling_suggestions_accept_with_enter_and_reject_with_x(page: Page, si
     login(page, server)
     page.goto(f"{server.url}/#/datasets/{dataset['id']}/label/{image_id}")
     wait_js(page, f"window.__labeler && window.__labeler.drawnImageId === {image_id}")
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.post_data or "") if r.url.endswith("/suggestions") else None)
+    page.get_by_test_id("suggest-confidence").fill("0.05")
+    page.get_by_test_id("suggest-confidence").dispatch_event("change")
     page.get_by_test_id("suggest-boxes").click()
     items = page.get_by_test_id("suggestion-item")
     expect(items.first).to_be_visible()
+    assert '"confidence":0.05' in asked[-1].replace(" ", "")
     proposed = items.count()
-    page.get_by_test_id("label-canvas").focus()
-    page.keyboard.press("Enter")  # accepts the highlighted proposal
+    expect(items.first).to_contain_text(".")  # each proposal shows its confidence
+    page.keyboard.press("Enter")  # accepts the highlighted (most confident) proposal
     expect(page.get_by_test_id("box-item")).to_have_count(1)
     expect(items).to_have_count(proposed - 1)
     if proposed == 1:  # ask again to have one to reject
@@ -141,4 +155,17 @@ def test_labeling_suggestions_accept_with_enter_and_reject_with_x(page: Page, si
     expect(page.get_by_test_id("box-item")).to_have_count(1)
     expect(page.get_by_test_id("save-state")).to_have_attribute("data-state", "saved", timeout=10_000)
     saved = http.get(f"/images/{image_id}/annotations", headers=headers).json()
-    assert len(saved["boxes"]) == 1
+    assert [b["source"] for b in saved["boxes"]].count("manual") == 1
+    # Proposals left unreviewed keep the image unlabeled; none left, it is labeled.
+    assert saved["status"] == ("unlabeled" if proposed > 2 else "labeled")
+    # The confidence control asks again when moved (while proposals asked for here wait): only those above it.
+    if proposed > 2:
+        with page.expect_request(lambda r: r.url.endswith("/suggestions")) as request:
+            page.get_by_test_id("suggest-confidence").fill("0.95")
+            page.get_by_test_id("suggest-confidence").dispatch_event("change")
+        assert '"confidence":0.95' in (request.value.post_data or "").replace(" ", "")
+        expect(page.get_by_test_id("suggest-boxes")).to_be_enabled()
+        shown = page.evaluate(
+            "[...document.querySelectorAll('[data-testid=suggestion-item] .muted')].map((e) => Number(e.textContent))"
+        )
+        assert all(c >= 0.95 for c in shown), shown

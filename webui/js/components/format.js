@@ -1,5 +1,8 @@
 // Numbers, metrics and durations as the console shows them.
 
+// A model whose mAP50 is under this finds (almost) nothing: the console says "not usable" rather than "completed".
+export const UNUSABLE_MAP50 = 0.05;
+
 export function formatNumber(n) {
   return Number(n || 0).toLocaleString('en-US');
 }

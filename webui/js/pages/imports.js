@@ -2,7 +2,7 @@
 // format and class choices, import jobs with live progress and their final report; dataset archive downloads and
 // export onto a USB drive. Route: #/imports?dataset=ID (the dataset page links here).
 
-import { API_PREFIX } from '../api.js';
+import { API_PREFIX, errorText } from '../api.js';
 import { formatNumber } from '../components/format.js';
 import { clear, h } from '../dom.js';
 
@@ -71,6 +71,7 @@ export default {
     let datasetId = Number(ctx.query.get('dataset')) || (datasets[0] && datasets[0].id) || null;
     const timers = new Set();
     let uploading = null;
+    let uploadedJob = null; // the import the archive upload queued: its line follows the job to its end
 
     const datasetSelect = h('select', { testid: 'import-dataset', onchange: () => {
       ctx.navigate(`#/imports?dataset=${datasetSelect.value}`, { replace: true });
@@ -79,6 +80,8 @@ export default {
     const unknown = select('import-unknown', [['add', 'Add unknown classes to the dataset'],
       ['skip', 'Skip boxes of unknown classes']], 'add');
     const sourcesBox = h('div', { testid: 'sources' }, h('p.muted', 'Looking for USB drives…'));
+    const sourcesError = h('p.form-error', { testid: 'sources-error', role: 'alert' });
+    const jobsError = h('p.form-error', { testid: 'jobs-error', role: 'alert' });
     const jobsBox = h('div', { testid: 'import-jobs' });
     const reportBox = h('div', { testid: 'report-holder' });
     const uploadBar = h('progress', { max: 1, value: 0, testid: 'upload-progress', class: 'hidden' });
@@ -113,7 +116,7 @@ export default {
               try {
                 await ctx.api.post(`/usb-exports/${job.id}/cancel`);
               } catch (err) {
-                ctx.toast(err.detail || String(err), 'error');
+                usbExportState.textContent = `Export ${job.id}: ${errorText(err)}`;
               }
             } }, 'Cancel'));
         }
@@ -124,8 +127,12 @@ export default {
               cancelled: `Export ${job.id} cancelled`,
             }[job.status] || `Failed: ${job.error}`;
           } else {
-            clear(reportBox).append(reportView(job));
-            ctx.toast(`Import ${job.status}: ${jobSummary(job)}`, job.status === 'completed' ? 'ok' : 'error');
+            showReport(job);
+            if (job.id === uploadedJob) {
+              uploadBar.classList.add('hidden');
+              uploadState.textContent = `Import ${job.id} ${job.status}: ${jobSummary(job)} (report above)`;
+              uploadedJob = null;
+            }
           }
           return;
         }
@@ -136,7 +143,15 @@ export default {
       timers.add(timer);
     }
 
+    /** A finished import's report, at the top of the page where it is seen without scrolling. */
+    function showReport(job) {
+      clear(reportBox).append(reportView(job),
+        h('button.link', { type: 'button', testid: 'close-report', onclick: () => clear(reportBox) }, 'Close the report'));
+      reportBox.scrollIntoView({ block: 'nearest' });
+    }
+
     async function startImport(path) {
+      sourcesError.textContent = '';
       try {
         const job = await ctx.api.post(`/datasets/${datasetId}/imports`,
           { path, format: format.value, unknown_classes: unknown.value });
@@ -144,7 +159,7 @@ export default {
         await refreshJobs();
         poll(job.id, 'import');
       } catch (err) {
-        ctx.toast(err.detail || String(err), 'error');
+        sourcesError.textContent = errorText(err);
       }
     }
 
@@ -213,12 +228,13 @@ export default {
         h('td.small', { testid: 'import-job-progress' }, jobSummary(job)),
         h('td.actions',
           TERMINAL.includes(job.status)
-            ? h('button.link', { type: 'button', testid: 'show-report', onclick: () => clear(reportBox).append(reportView(job)) }, 'Report')
+            ? h('button.link', { type: 'button', testid: 'show-report', onclick: () => showReport(job) }, 'Report')
             : h('button.link', { type: 'button', testid: 'cancel-import', onclick: async () => {
+              jobsError.textContent = '';
               try {
                 await ctx.api.post(`/imports/${job.id}/cancel`);
               } catch (err) {
-                ctx.toast(err.detail || String(err), 'error');
+                jobsError.textContent = `Import ${job.id}: ${errorText(err)}`;
               }
               refreshJobs();
             } }, 'Cancel')))))));
@@ -246,6 +262,7 @@ export default {
       try {
         const job = await uploading;
         uploadBar.value = 1;
+        uploadedJob = job.id;
         uploadState.textContent = `Uploaded; import ${job.id} queued`;
         await refreshJobs();
         poll(job.id, 'import');
@@ -260,23 +277,26 @@ export default {
       href: `${API_PREFIX}/datasets/${datasetId}/export?format=${fmt}`, download: '', testid: `export-${fmt}`,
     }, `Download ${text}`));
 
+    const optionsRow = writable ? h('div.toolbar', { testid: 'import-options' },
+      h('label', 'Format', format), h('label', 'Classes not in the dataset', unknown)) : null;
     root.append(h('section',
       h('div.page-head', h('h1', 'Import and export'), h('span.spacer'),
         h('label.inline', 'Dataset', datasetSelect),
         h('a', { href: `#/datasets/${datasetId}`, testid: 'back-to-dataset' }, 'Open dataset')),
-      writable ? h('div.card',
-        h('h2', 'Options'),
-        h('div.toolbar', h('label', 'Format', format), h('label', 'Classes not in the dataset', unknown)),
-        h('p.muted.small', 'Classes are matched to the dataset by name (case does not matter). Images already in the dataset are recognised by content and not added twice.')) : null,
-      h('div.card', h('div.page-head', h('h2', 'USB drives and shares'), h('span.spacer'),
-        h('button', { type: 'button', testid: 'refresh-sources', onclick: refreshSources }, 'Refresh')), sourcesBox),
-      writable ? h('form.card', { testid: 'archive-form', onsubmit: uploadArchive },
-        h('h2', 'Upload an archive'),
-        h('p.muted.small', 'zip, tar or tar.gz with images and YOLO, COCO or Pascal VOC labels, or plain images.'),
-        h('div.toolbar', fileInput, h('button.primary', { type: 'submit', testid: 'archive-upload' }, 'Upload and import')),
-        h('div.toolbar', uploadBar, uploadState)) : null,
-      h('div.card', h('h2', 'Imports'), jobsBox),
       reportBox,
+      h('div.import-grid',
+        writable ? h('form.card', { testid: 'archive-form', onsubmit: uploadArchive },
+          h('h2', 'Upload an archive'),
+          h('p.muted.small', 'zip, tar or tar.gz with images and YOLO, COCO or Pascal VOC labels, or plain images. '
+            + 'Classes are matched by name (case does not matter); images already in the dataset are not added twice.'),
+          optionsRow,
+          h('div.toolbar', fileInput, h('button.primary', { type: 'submit', testid: 'archive-upload' }, 'Upload and import')),
+          h('div.toolbar', uploadBar, uploadState)) : null,
+        h('div.card', h('div.page-head', h('h2', 'USB drives and shares'), h('span.spacer'),
+          h('button', { type: 'button', testid: 'refresh-sources', onclick: refreshSources }, 'Refresh')),
+        writable ? h('p.muted.small', 'Imports from a drive use the format and class options of the upload form.') : null,
+        sourcesBox, sourcesError)),
+      h('div.card', h('h2', 'Imports'), jobsBox, jobsError),
       h('div.card', { testid: 'export-card' }, h('h2', 'Export this dataset'),
         h('p.muted.small', 'Labelled images with their boxes as a zip archive. The YOLO archive trains as is: unzip and run yolo train data=data.yaml.'),
         h('div.toolbar', exportLinks))));

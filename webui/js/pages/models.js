@@ -1,9 +1,11 @@
-// Models: every trained model with its metrics, dataset, date and exports (with their state); export to ONNX or
-// a TensorRT engine, deploy one model, and compare two models' metrics side by side.
+// Models: every model the user may see with its metrics, dataset, date and exports (with their state); export to
+// ONNX or a TensorRT engine (disabled, with the reason, where the box has no TensorRT), download an ONNX file,
+// deploy / undeploy one model, delete one (never the deployed one), and compare two models' metrics side by side.
+// Rows keep one height whatever their exports do; an action's error is shown under its row.
 
-import { errorText } from '../api.js';
-import { formatMetric as fmt } from '../components/format.js';
-import { h, clear } from '../dom.js';
+import { API_PREFIX, errorText } from '../api.js';
+import { formatMetric as fmt, UNUSABLE_MAP50 } from '../components/format.js';
+import { clear, confirmDialog, h } from '../dom.js';
 
 const METRICS = [
   ['map50', 'mAP50'],
@@ -12,6 +14,7 @@ const METRICS = [
   ['recall', 'Recall'],
 ];
 const BUSY = ['pending', 'running'];
+const SHOWN_EXPORTS = 2; // newest exports shown per row; the rest are counted
 
 function exportBadge(e) {
   const kind = e.status === 'completed' ? 'reviewed' : BUSY.includes(e.status) ? 'labeled' : 'muted';
@@ -25,6 +28,23 @@ function exportBadge(e) {
 
 function metricsCells(model) {
   return METRICS.map(([key]) => h('td.num', { testid: `metric-${key}` }, fmt(model.metrics && model.metrics[key])));
+}
+
+function unusable(model) {
+  const map50 = model.metrics && model.metrics.map50;
+  return typeof map50 === 'number' && map50 < UNUSABLE_MAP50;
+}
+
+/** What the box can export here, from GET /system: TensorRT needs the Python bindings and pycuda. */
+function engineSupport(system) {
+  const gpu = (system && system.gpu) || {};
+  if (gpu.tensorrt_installed && gpu.pycuda_installed) return { ok: true, reason: '' };
+  return {
+    ok: false,
+    reason: gpu.gpu_present
+      ? 'TensorRT (with pycuda) is not installed on this box: engines cannot be built here'
+      : 'This box has no NVIDIA GPU with TensorRT: engines are built on the device (Jetson); ONNX runs here',
+  };
 }
 
 function compareCard(a, b) {
@@ -55,42 +75,40 @@ export default {
   render(root, params, ctx) {
     const { api } = ctx;
     const selected = new Set();
+    const errors = new Map(); // model id -> the last action's error, shown under its row
     let models = [];
+    let engine = { ok: true, reason: '' };
     let timer = null;
     const list = h('div', { testid: 'models-list' }, h('p.muted', 'Loading…'));
     const compareBox = h('div');
+    const engineNote = h('p.muted.small', { testid: 'engine-unavailable', hidden: true });
     root.append(
       h('div.page-head', h('h1', 'Models'),
         h('div.actions', h('a', { href: '#/try', class: 'button' }, 'Try a model'))),
-      compareBox, list);
+      engineNote, compareBox, list);
 
-    async function startExport(model, body) {
+    async function act(model, run, done) {
+      errors.delete(model.id);
       try {
-        await api.post(`/models/${model.id}/exports`, body);
-        ctx.toast(`Export of ${model.name} queued`, 'ok');
+        await run();
+        if (done) ctx.toast(done, 'ok');
       } catch (err) {
-        ctx.toast(errorText(err), 'error', 6000);
+        errors.set(model.id, errorText(err));
       }
       await load();
     }
 
-    async function cancelExport(model, e) {
-      try {
-        await api.post(`/models/${model.id}/exports/${e.id}/cancel`);
-      } catch (err) {
-        ctx.toast(errorText(err), 'error', 6000);
-      }
-      await load();
-    }
+    const startExport = (model, body) => act(model, () => api.post(`/models/${model.id}/exports`, body),
+      `Export of ${model.name} queued`);
+    const cancelExport = (model, e) => act(model, () => api.post(`/models/${model.id}/exports/${e.id}/cancel`));
+    const deploy = (model) => act(model, () => api.post(`/models/${model.id}/deploy`), `${model.name} is deployed`);
+    const undeploy = (model) => act(model, () => api.post(`/models/${model.id}/undeploy`),
+      `${model.name} is no longer deployed: the cameras run no model`);
 
-    async function deploy(model) {
-      try {
-        await api.post(`/models/${model.id}/deploy`);
-        ctx.toast(`${model.name} is deployed`, 'ok');
-      } catch (err) {
-        ctx.toast(errorText(err), 'error', 6000);
-      }
-      await load();
+    async function remove(model) {
+      const ok = await confirmDialog(`Delete model ${model.name}?`,
+        `Model #${model.id}, its weights and its ${model.exports.length} export(s) are removed from the box.`);
+      if (ok) await act(model, () => api.del(`/models/${model.id}`), `Model ${model.name} deleted`);
     }
 
     function renderCompare() {
@@ -98,6 +116,22 @@ export default {
       const chosen = models.filter((m) => selected.has(m.id)).sort((a, b) => a.id - b.id);
       if (chosen.length === 2) compareBox.append(compareCard(chosen[0], chosen[1]));
       else if (chosen.length === 1) compareBox.append(h('p.muted', { testid: 'compare-hint' }, 'Select one more model to compare.'));
+    }
+
+    function exportsCell(model) {
+      if (!model.exports.length) return h('td.exports', { testid: 'exports' }, h('span.muted', 'none'));
+      const newest = [...model.exports].sort((a, b) => b.id - a.id);
+      const onnx = newest.find((e) => e.format === 'onnx' && e.status === 'completed');
+      const shown = newest.slice(0, SHOWN_EXPORTS);
+      const more = newest.length - shown.length;
+      return h('td.exports', { testid: 'exports' },
+        shown.map((e) => [exportBadge(e), BUSY.includes(e.status)
+          ? h('button.link', { type: 'button', testid: 'cancel-export', title: 'cancel this export',
+            onclick: () => cancelExport(model, e) }, ' cancel') : null, ' ']),
+        more > 0 ? h('span.muted.small', { title: newest.slice(SHOWN_EXPORTS).map((e) => `${e.format} ${e.imgsz}: ${e.status}`).join('\n') },
+          `+${more} `) : null,
+        onnx ? h('a.button.small', { href: `${API_PREFIX}/models/${model.id}/exports/${onnx.id}/file`, download: '',
+          testid: 'download-onnx', title: `download model_${onnx.imgsz}.onnx` }, 'Download ONNX') : null);
     }
 
     function row(model) {
@@ -112,28 +146,36 @@ export default {
         },
       });
       const busy = model.exports.some((e) => BUSY.includes(e.status));
-      return h('tr', { testid: 'model-row', dataset: { id: String(model.id) } },
+      const manage = model.can_manage ? '' : 'only the model\'s owner or an admin may do this';
+      const cells = h('tr', { testid: 'model-row', dataset: { id: String(model.id) } },
         h('td', check),
-        h('td', h('strong', model.name), ' ', h('span.muted', `#${model.id}`),
-          model.deployed ? h('span.badge.reviewed', { testid: 'deployed-badge' }, ' deployed') : null),
-        h('td', model.dataset_name || '–'),
-        h('td', { title: model.created_at }, (model.created_at || '').slice(0, 16).replace('T', ' ')),
+        h('td.model-name', h('div', h('strong', model.name), ' ', h('span.muted', `#${model.id}`),
+          model.deployed ? h('span.badge.reviewed', { testid: 'deployed-badge' }, 'deployed') : null,
+          unusable(model) ? h('span.badge.bad', { testid: 'unusable-badge', title: 'mAP50 near 0: it finds almost nothing' }, 'not usable') : null),
+        h('div.muted.small', `${model.dataset_name || 'dataset deleted'} · ${(model.created_at || '').slice(0, 16).replace('T', ' ')}`)),
         metricsCells(model),
         h('td.num', String(model.imgsz)),
-        h('td', { testid: 'exports' }, model.exports.length
-          ? model.exports.map((e) => [exportBadge(e), BUSY.includes(e.status)
-            ? h('button.link', { type: 'button', testid: 'cancel-export', title: 'cancel this export',
-              onclick: () => cancelExport(model, e) }, ' cancel') : null, ' '])
-          : h('span.muted', 'none')),
+        exportsCell(model),
         h('td.actions',
-          h('button', { type: 'button', testid: 'export-onnx', disabled: !model.has_weights || busy,
+          h('button.small', { type: 'button', testid: 'export-onnx', disabled: !model.has_weights || busy,
+            title: !model.has_weights ? 'no weights file on disk' : busy ? 'an export is running' : 'export to ONNX (runs here and on the device)',
             onclick: () => startExport(model, { format: 'onnx' }) }, 'Export ONNX'),
-          h('button', { type: 'button', testid: 'export-engine', disabled: !model.has_weights || busy,
-            title: 'TensorRT FP16 engine (on the device)', onclick: () => startExport(model, { format: 'engine', half: true }) },
-          'Export TensorRT'),
-          h('button.primary', { type: 'button', testid: 'deploy', disabled: !model.ready || model.deployed,
-            title: model.ready ? '' : 'export the model first', onclick: () => deploy(model) },
-          model.deployed ? 'Deployed' : 'Deploy')));
+          h('button.small', { type: 'button', testid: 'export-engine', disabled: !engine.ok || !model.has_weights || busy,
+            title: engine.ok ? 'TensorRT FP16 engine for this box\'s GPU' : engine.reason,
+            onclick: () => startExport(model, { format: 'engine', half: true }) }, 'Export TensorRT'),
+          model.deployed
+            ? h('button.small', { type: 'button', testid: 'undeploy', disabled: !model.can_manage, title: manage || 'stop running it on the cameras',
+              onclick: () => undeploy(model) }, 'Undeploy')
+            : h('button.primary.small', { type: 'button', testid: 'deploy', disabled: !model.ready || !model.can_manage,
+              title: manage || (model.ready ? 'run it on the cameras' : 'export the model first'), onclick: () => deploy(model) }, 'Deploy'),
+          h('button.danger.small', { type: 'button', testid: 'delete-model', disabled: model.deployed || busy || !model.can_manage,
+            title: manage || (model.deployed ? 'undeploy it first' : busy ? 'an export is running' : 'delete the model and its files'),
+            onclick: () => remove(model) }, 'Delete')));
+      const error = errors.get(model.id);
+      return error
+        ? [cells, h('tr.row-error', { testid: 'model-error', dataset: { id: String(model.id) } },
+          h('td', { colspan: 11, role: 'alert' }, error))]
+        : [cells];
     }
 
     function renderList() {
@@ -141,9 +183,9 @@ export default {
       if (!models.length) {
         list.append(h('p.muted', { testid: 'no-models' }, 'No models yet: train one on a labeled dataset.'));
       } else {
-        list.append(h('table.table', { testid: 'models-table' },
-          h('thead', h('tr', h('th', ''), h('th', 'Model'), h('th', 'Dataset'), h('th', 'Date'),
-            METRICS.map(([, label]) => h('th', label)), h('th', 'Size'), h('th', 'Exports'), h('th', ''))),
+        list.append(h('table.table.models-table', { testid: 'models-table' },
+          h('thead', h('tr', h('th', ''), h('th', 'Model'), METRICS.map(([, label]) => h('th.num', label)),
+            h('th.num', 'Size'), h('th', 'Exports'), h('th', ''))),
           h('tbody', models.map(row))));
       }
       renderCompare();
@@ -162,7 +204,13 @@ export default {
       if (models.some((m) => m.exports.some((e) => BUSY.includes(e.status)))) timer = setTimeout(load, 2000);
     }
 
-    load();
+    (async () => {
+      const system = await api.get('/system', { signal: ctx.signal }).catch(() => null);
+      engine = engineSupport(system);
+      engineNote.hidden = engine.ok;
+      engineNote.textContent = engine.ok ? '' : `Export TensorRT is off: ${engine.reason}.`;
+      await load();
+    })();
     return () => clearTimeout(timer);
   },
 };

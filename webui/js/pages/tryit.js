@@ -3,7 +3,7 @@
 // re-filters here in the browser without asking the appliance again.
 
 import { errorText } from '../api.js';
-import { h, clear } from '../dom.js';
+import { clear, h } from '../dom.js';
 import { defaultColor } from '../palette.js';
 
 const FLOOR = 0.01; // lowest confidence requested; the slider filters above it
@@ -23,31 +23,43 @@ export default {
       'aria-label': 'confidence' });
     const sliderValue = h('span', { testid: 'try-confidence-value' }, '0.25');
     const fileInput = h('input', { type: 'file', accept: 'image/*', testid: 'try-file' });
-    const canvas = h('canvas', { testid: 'try-canvas', width: '640', height: '360' });
-    const drop = h('div.card', { testid: 'try-drop' },
-      h('p.muted', 'Drop an image here or choose a file: '), fileInput);
+    const canvas = h('canvas', { testid: 'try-canvas', width: '640', height: '360', hidden: true });
+    const placeholder = h('p.empty', { testid: 'try-empty' }, 'The image and its boxes appear here.');
+    const drop = h('div.try-drop', { testid: 'try-drop' }, h('span.muted', 'Drop an image here or choose a file:'), fileInput);
     const listBox = h('div', { testid: 'try-detections' });
     const timingBox = h('div.muted', { testid: 'try-timings' });
-    const status = h('p.muted', { testid: 'try-status' });
+    const status = h('p.muted', { testid: 'try-status', role: 'status' });
+    const stage = h('div.try-stage', canvas, placeholder);
     root.append(
-      h('div.page-head', h('h1', 'Try a model')),
-      h('div.toolbar',
-        h('label', 'Model ', modelSelect),
-        h('label', 'Confidence ', slider, ' ', sliderValue)),
+      h('div.page-head', h('h1', 'Try a model'),
+        h('div.toolbar', h('label.inline', 'Model', modelSelect), h('label.inline', 'Confidence', slider, sliderValue))),
       drop, status,
-      h('div', { style: { display: 'flex', gap: '1rem', 'align-items': 'flex-start', 'flex-wrap': 'wrap' } },
-        h('div', { style: { flex: '1 1 480px', 'max-width': '100%' } }, canvas),
-        h('div', { style: { flex: '0 1 320px' } }, h('h3', 'Detections'), listBox, h('h3', 'Timings'), timingBox)));
+      h('div.try-layout', stage,
+        h('div.try-side', h('h3', 'Detections'), listBox, h('h3', 'Timings'), timingBox)));
 
     function visible() {
       const threshold = Number(slider.value);
       return result ? result.detections.filter((d) => d.confidence >= threshold) : [];
     }
 
+    /** Nothing of an earlier image stays on screen (after an error, or before the first result). */
+    function clearResult() {
+      result = null;
+      canvas.hidden = true;
+      delete canvas.dataset.boxes;
+      placeholder.hidden = false;
+      clear(listBox);
+      clear(timingBox);
+    }
+
     function draw() {
-      if (!bitmap) return;
-      const maxWidth = Math.min(960, root.clientWidth || 960);
-      const scale = Math.min(1, maxWidth / bitmap.width) || 1;
+      if (!bitmap || !result) return;
+      canvas.hidden = false;
+      placeholder.hidden = true;
+      // The whole image fits in the window beside the list: width of the stage, height left under its top.
+      const maxWidth = Math.max(160, stage.clientWidth || 640);
+      const maxHeight = Math.max(160, window.innerHeight - stage.getBoundingClientRect().top - 16);
+      const scale = Math.min(1, maxWidth / bitmap.width, maxHeight / bitmap.height) || 1;
       canvas.width = Math.round(bitmap.width * scale);
       canvas.height = Math.round(bitmap.height * scale);
       const g = canvas.getContext('2d');
@@ -95,14 +107,16 @@ export default {
       form.append('image', file, file.name || 'image');
       form.append('confidence', String(FLOOR));
       if (modelSelect.value) form.append('model_id', modelSelect.value);
+      status.className = 'muted';
       try {
         result = await api.post('/inference', form, { signal: ctx.signal });
         status.textContent = `${result.detections.length} box(es) above ${FLOOR}; the slider filters them here.`;
       } catch (err) {
         if (err && err.name === 'AbortError') return;
-        result = null;
-        status.textContent = errorText(err);
-        ctx.toast(errorText(err), 'error', 6000);
+        clearResult();
+        status.className = 'form-error';
+        status.textContent = `${file.name || 'The image'}: ${errorText(err)}`;
+        return;
       }
       showTimings();
       draw();
@@ -111,6 +125,7 @@ export default {
     async function choose(picked) {
       if (!picked) return;
       file = picked;
+      clearResult();
       try {
         bitmap = await createImageBitmap(picked);
       } catch {
