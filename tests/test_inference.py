@@ -183,7 +183,7 @@ def test_cache_evicts_least_recently_used() -> None:
     assert cache.get(1, "fp32", loader("a2")) is a  # hit: a becomes most recent
     cache.get(3, "fp32", loader("c"))  # evicts 2
     assert made["b"].closed and not made["a"].closed
-    assert [k[0] for k in cache.keys()]  # noqa: SIM118 - ModelCache is not a dict == ["1", "3"]
+    assert [key[0] for key in cache.keys()] == ["1", "3"]  # noqa: SIM118 - ModelCache is not a dict
     assert cache.evictions == 1 and cache.loads == 3
     # A new file version replaces the old entry of the same model and precision.
     cache.get(1, "fp32", loader("a3"), version="v2")
