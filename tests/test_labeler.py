@@ -148,6 +148,22 @@ def test_undo_history_survives_moving_between_images(
     assert watched["errors"] == []
 
 
+def open_with_proposals(
+    page: Page, site: tuple[ServerProcess, Api], name: str, boxes: list[dict[str, Any]]
+) -> int:
+    """A new dataset whose one image holds `boxes` saved as proposals (unlabeled), open in the labeler at zoom 1."""
+    server, api = site
+    dataset = api.dataset(name=name)
+    image = int(api.upload(dataset["id"], 1)[0]["id"])
+    api.call(
+        "PUT", f"/images/{image}/annotations", json={"version": 0, "boxes": boxes, "status": "unlabeled"}
+    )
+    login(page, server)
+    open_labeler(page, server, dataset["id"], image)
+    page.keyboard.press("0")
+    return image
+
+
 # Fraction of the pixels along a box's bottom edge (image px, zoom 1) that have the class colour: about 1 for a
 # solid line, clearly less for a dashed one.
 EDGE_COVERAGE = """([x1, x2, y, color]) => {
@@ -166,22 +182,12 @@ EDGE_COVERAGE = """([x1, x2, y, color]) => {
 def test_model_proposals_are_dashed_with_confidence_and_not_labels_until_accepted(
     page: Page, site: tuple[ServerProcess, Api], watched: dict[str, list[str]]
 ) -> None:
-    server, api = site
-    dataset = api.dataset(name="prelabels")
-    image = int(api.upload(dataset["id"], 1)[0]["id"])
+    _, api = site
     # Two pre-labels the way a camera capture stores them: source "model", a confidence, the image unlabeled.
-    proposals = [
+    image = open_with_proposals(page, site, "prelabels", [
         {"class_id": 0, "x1": 20, "y1": 40, "x2": 120, "y2": 140, "source": "model", "confidence": 0.91},
         {"class_id": 1, "x1": 160, "y1": 40, "x2": 260, "y2": 140, "source": "model", "confidence": 0.42},
-    ]
-    api.call(
-        "PUT",
-        f"/images/{image}/annotations",
-        json={"version": 0, "boxes": proposals, "status": "unlabeled"},
-    )
-    login(page, server)
-    open_labeler(page, server, dataset["id"], image)
-    page.keyboard.press("0")
+    ])  # fmt: skip
     assert page.evaluate("window.__labeler.pending") == 2
     items = page.get_by_test_id("suggestion-item")
     expect(items).to_have_count(2)
@@ -224,19 +230,11 @@ def test_model_proposals_are_dashed_with_confidence_and_not_labels_until_accepte
 def test_accept_all_and_a_class_change_accept_proposals(
     page: Page, site: tuple[ServerProcess, Api], watched: dict[str, list[str]]
 ) -> None:
-    server, api = site
-    dataset = api.dataset(name="accept-all")
-    image = int(api.upload(dataset["id"], 1)[0]["id"])
-    boxes = [
+    _, api = site
+    image = open_with_proposals(page, site, "accept-all", [
         {"class_id": 0, "x1": 10, "y1": 10, "x2": 60, "y2": 60, "source": "model", "confidence": 0.8},
         {"class_id": 0, "x1": 100, "y1": 100, "x2": 160, "y2": 160, "source": "model", "confidence": 0.7},
-    ]
-    api.call(
-        "PUT", f"/images/{image}/annotations", json={"version": 0, "boxes": boxes, "status": "unlabeled"}
-    )
-    login(page, server)
-    open_labeler(page, server, dataset["id"], image)
-    page.keyboard.press("0")
+    ])  # fmt: skip
     click_image(page, 130, 130)  # select a proposal and give it another class: reviewed by a person
     page.keyboard.press("2")
     wait_saved(page)

@@ -85,16 +85,27 @@ def base_ids(client: TestClient[Any], headers: dict[str, str]) -> set[str]:
     return {b["id"] for b in client.get(f"{API}/models/base", headers=headers).json()}
 
 
+def model_of_a_deleted_dataset(
+    client: TestClient[Any], admin: dict[str, str], db: Database, config: Config, tmp: Path, public: bool
+) -> tuple[dict[str, str], dict[str, str], dict[str, str], int]:
+    """(owner, another labeler, a viewer, model id): the owner's dataset trained, exported, then deleted."""
+    tag = "public" if public else "private"
+    owner = create_user(client, admin, f"owner-{tag}", "labeler")
+    other = create_user(client, admin, f"other-{tag}", "labeler")
+    viewer = create_user(client, admin, f"viewer-{tag}", "viewer")
+    dataset = labeled_dataset(client, owner, f"data-{tag}", public=public)
+    model_id = train_model(client, owner, db, config, dataset, tmp)
+    add_onnx_export(db, config, model_id)
+    assert client.delete(f"{API}/datasets/{dataset}", headers=owner).status_code == 204
+    return owner, other, viewer, model_id
+
+
 def test_a_private_datasets_model_stays_private_after_the_dataset_is_deleted(
     client: TestClient[Any], admin: dict[str, str], config: Config, fresh_db: Database, tmp_path: Path
 ) -> None:
-    owner = create_user(client, admin, "olga", "labeler")
-    other = create_user(client, admin, "lars", "labeler")
-    viewer = create_user(client, admin, "vera", "viewer")
-    private = labeled_dataset(client, owner, "olga-private", public=False)
-    model_id = train_model(client, owner, fresh_db, config, private, tmp_path)
-    add_onnx_export(fresh_db, config, model_id)
-    assert client.delete(f"{API}/datasets/{private}", headers=owner).status_code == 204
+    owner, other, viewer, model_id = model_of_a_deleted_dataset(
+        client, admin, fresh_db, config, tmp_path, False
+    )
     assert fresh_db.execute("SELECT dataset_id FROM models WHERE id = ?", [model_id]).fetchone() == (None,)
 
     image = {"image": ("a.jpg", jpeg(shapes_image(0)), "image/jpeg")}
@@ -127,13 +138,9 @@ def test_a_private_datasets_model_stays_private_after_the_dataset_is_deleted(
 def test_a_public_datasets_model_is_seen_by_all_but_managed_by_its_owner(
     client: TestClient[Any], admin: dict[str, str], config: Config, fresh_db: Database, tmp_path: Path
 ) -> None:
-    owner = create_user(client, admin, "paula", "labeler")
-    other = create_user(client, admin, "piet", "labeler")
-    viewer = create_user(client, admin, "vic", "viewer")
-    public = labeled_dataset(client, owner, "paula-public", public=True)
-    model_id = train_model(client, owner, fresh_db, config, public, tmp_path)
-    add_onnx_export(fresh_db, config, model_id)
-    assert client.delete(f"{API}/datasets/{public}", headers=owner).status_code == 204
+    owner, other, viewer, model_id = model_of_a_deleted_dataset(
+        client, admin, fresh_db, config, tmp_path, True
+    )
     for headers in (other, viewer):
         assert model_id in visible_ids(client, headers)
         read = client.get(f"{API}/models/{model_id}", headers=headers).json()
