@@ -133,7 +133,8 @@ class ModelAlone:
         return {"model_fps": len(self.times) / self.busy_s, "model_ms": statistics.median(self.times)}
 
 
-def deploy(config: Any, onnx: Path, imgsz: int, source: SourceProcess) -> int:
+def register_model(config: Any, onnx: Path, imgsz: int) -> int:
+    """A deployed models row for an exported file (80 COCO-sized classes), in the inference layout."""
     db = open_database(config.db_path)
     migrate(db, config.db_path)
     with write_transaction(db):
@@ -151,6 +152,13 @@ def deploy(config: Any, onnx: Path, imgsz: int, source: SourceProcess) -> int:
         )  # fmt: skip
         db.execute("UPDATE models SET deployed = 0 WHERE deployed = 1")
         db.execute("UPDATE models SET deployed = 1 WHERE id = ?", [model_id])
+    db.conn.close()
+    return model_id
+
+
+def deploy(config: Any, onnx: Path, imgsz: int, source: SourceProcess) -> int:
+    model_id = register_model(config, onnx, imgsz)
+    db = open_database(config.db_path)
     add_camera(db, "bench", CameraSettings(source_type="url", source=source.url))
     db.conn.close()
     return model_id

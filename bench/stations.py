@@ -34,15 +34,13 @@ import cv2  # noqa: E402
 
 from appliance.camera.runner import CameraProcess  # noqa: E402
 from appliance.camera.writer import EventWriter  # noqa: E402
-from appliance.clock import now_iso  # noqa: E402
 from appliance.config import load_config  # noqa: E402
-from appliance.db import migrate, open_database, write_transaction  # noqa: E402
+from appliance.db import migrate, open_database  # noqa: E402
 from appliance.inference.pipeline import load_detector  # noqa: E402
-from appliance.models.artifacts import model_dir, update_model_metadata  # noqa: E402
 from appliance.stations import triggers  # noqa: E402
 from appliance.stations.contracts import InspectionEvent  # noqa: E402
 from appliance.stations.schemas import CameraSettings, Rule  # noqa: E402
-from bench.camera import FRAME_H, FRAME_W, ModelAlone, add_camera, camera_frames, make_onnx  # noqa: E402
+from bench.camera import FRAME_H, FRAME_W, ModelAlone, add_camera, camera_frames, make_onnx, register_model  # noqa: E402
 
 SOURCE_FPS = 15.0
 IMGSZ = 320
@@ -57,26 +55,6 @@ def write_source(path: Path) -> Path:
     return path
 
 
-def deploy(config: Any, onnx: Path) -> int:
-    db = open_database(config.db_path)
-    migrate(db, config.db_path)
-    with write_transaction(db):
-        model_id = db.execute(
-            "INSERT INTO models (name, classes, imgsz, created_at, deployed) VALUES (?, ?, ?, ?, 1)",
-            ["bench-320", json.dumps([f"c{i}" for i in range(80)]), IMGSZ, now_iso()],
-        ).lastrowid
-        assert model_id is not None
-        folder = model_dir(config, model_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / onnx.name).write_bytes(onnx.read_bytes())
-        update_model_metadata(
-            config, model_id, {"model_id": model_id, "imgsz": IMGSZ}, onnx.name,
-            {"format": "onnx", "precision": "fp32", "imgsz": IMGSZ, "dynamic": False},
-        )  # fmt: skip
-    db.conn.close()
-    return model_id
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -86,7 +64,7 @@ def run_cameras(
     work: Path, onnx: Path, video: Path, n: int, seconds: float, n_triggers: int
 ) -> dict[str, Any]:
     config = load_config(env={}, data_dir=str(work / f"data-{n}"))
-    deploy(config, onnx)
+    register_model(config, onnx, IMGSZ)
     db = open_database(config.db_path)
     rule = Rule(name="anything", condition=">=", count=0)
     ids = [

@@ -8,12 +8,14 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import cv2
 
+from appliance.camera.runner import CameraProcess
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
@@ -43,6 +45,20 @@ def write_video(path: Path, count: int = 30, size: int = 160, fps: float = 30.0)
         writer.write(cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST))
     writer.release()
     return path
+
+
+@contextlib.contextmanager
+def camera_process(config: Config) -> Iterator[CameraProcess]:
+    """The camera process's main loop in a thread of the test (the same code `appliance camera` runs)."""
+    process = CameraProcess(config)
+    thread = threading.Thread(target=process.run, name="test-camera-process", daemon=True)
+    thread.start()
+    try:
+        yield process
+    finally:
+        process.stop.set()
+        thread.join(20)
+        assert not thread.is_alive(), "camera process did not stop"
 
 
 class MjpegServer:

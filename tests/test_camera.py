@@ -3,7 +3,6 @@ camera, model loading and switching (deployed or chosen per camera), capture of 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -24,12 +23,11 @@ from litestar.testing import TestClient
 
 from appliance.caller import CurrentUser
 from appliance.camera.publish import camera_dir, read_frame, read_status
-from appliance.camera.runner import CameraProcess
 from appliance.config import Config, load_config
 from appliance.db import Database, migrate, open_database, write_transaction
 from appliance.stations import cameras
 from appliance.stations.schemas import CameraSettings, CameraWrite
-from tests.camera_sources import MjpegServer, deploy_model, write_video
+from tests.camera_sources import MjpegServer, camera_process, deploy_model, write_video
 from tests.helpers import API, LOCAL_URL, REPO, ServerProcess, create_dataset
 from tests.models import CLASSES
 from tests.workers import wait_for
@@ -53,20 +51,6 @@ def add_camera(db: Database, settings: CameraSettings, name: str = "cam", enable
 
 def put_camera(db: Database, camera_id: int, settings: CameraSettings, enabled: bool = True) -> None:
     cameras.replace_camera(db, camera_id, CameraWrite(name="cam", settings=settings, enabled=enabled), ADMIN)
-
-
-@contextlib.contextmanager
-def running_camera(config: Config) -> Iterator[CameraProcess]:
-    """The camera process's loop in a thread of the test (same code as `appliance camera`)."""
-    process = CameraProcess(config)
-    thread = threading.Thread(target=process.run, name="test-camera", daemon=True)
-    thread.start()
-    try:
-        yield process
-    finally:
-        process.stop.set()
-        thread.join(15)
-        assert not thread.is_alive(), "camera process did not stop"
 
 
 def status(config: Config, camera_id: int) -> dict[str, Any]:
@@ -130,7 +114,7 @@ def test_stream_survives_source_loss_and_picks_up_settings(
 ) -> None:
     db = catalog(config)
     camera_id = add_camera(db, url_settings(mjpeg.url))
-    with running_camera(config):
+    with camera_process(config):
         wait_for(
             lambda: (
                 status(config, camera_id).get("state") == "running"
@@ -183,7 +167,7 @@ def test_unavailable_sources_say_why(config: Config) -> None:
         db, CameraSettings(source_type="gstreamer", source="videotestsrc ! videoconvert ! appsink")
     )
     v4l2 = add_camera(db, CameraSettings(source_type="v4l2", source="/dev/video99"), name="usb")
-    with running_camera(config):
+    with camera_process(config):
         failed = wait_for(lambda: (s := status(config, gst)).get("state") == "error" and s)
         assert "GStreamer" in failed["error"]
         missing = wait_for(lambda: (s := status(config, v4l2)).get("state") == "reconnecting" and s)
@@ -199,7 +183,7 @@ def test_a_model_that_cannot_load_leaves_the_stream_running(config: Config, mjpe
         )
     camera_id = add_camera(db, url_settings(mjpeg.url))
     other = add_camera(db, url_settings(mjpeg.url, model_id=99), name="other")
-    with running_camera(config):
+    with camera_process(config):
         broken = wait_for(
             lambda: "could not be loaded" in (s := status(config, camera_id)).get("model_note", "") and s
         )
@@ -275,7 +259,7 @@ def test_viewers_and_a_slow_viewer_do_not_slow_the_pipeline(tmp_path: Path, mjpe
         headers = {"Authorization": f"Bearer {token}"}
         config = load_config(env={}, data_dir=str(data))
         camera_id = add_camera(catalog(config), url_settings(mjpeg.url))
-        with running_camera(config):
+        with camera_process(config):
             wait_for(lambda: status(config, camera_id).get("frames", 0) > 15)
             alone = _published_rate(config, camera_id, 2.0)
 

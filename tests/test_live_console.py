@@ -4,17 +4,15 @@ stop leaving nothing stale, and the event history with snapshots and "send to da
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from appliance.camera.runner import CameraProcess
 from appliance.config import load_config
 from appliance.db import migrate, open_database
-from tests.camera_sources import build_colour_onnx, deploy_model, write_scenes
+from tests.camera_sources import build_colour_onnx, camera_process, deploy_model, write_scenes
 from tests.helpers import ADMIN, API, ServerProcess, auth, wait_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -59,10 +57,7 @@ def test_live_and_events_pages(page: Page, tmp_path: Path, artifacts_dir: Path) 
             json={"name": "press 2", "settings": {"source_type": "file", "source": str(video)}},
             headers=headers,
         ).json()
-        process = CameraProcess(config)
-        thread = threading.Thread(target=process.run, daemon=True)
-        thread.start()
-        try:
+        with camera_process(config):
             assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
             page.set_viewport_size({"width": 1366, "height": 768})
             page.goto(f"{server.url}/#/live?camera={cam['id']}")
@@ -161,6 +156,3 @@ def test_live_and_events_pages(page: Page, tmp_path: Path, artifacts_dir: Path) 
             images = http.get(f"/datasets/{dataset['id']}/images", headers=headers).json()["items"]
             assert len(images) == 1
             assert errors == []
-        finally:
-            process.stop.set()
-            thread.join(15)

@@ -4,8 +4,6 @@ modes, triggers, the event writer and its retention, two cameras at once."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +14,12 @@ import pytest
 
 from appliance.caller import CurrentUser
 from appliance.camera.publish import camera_dir, read_status
-from appliance.camera.runner import CameraProcess
 from appliance.config import Config, load_config
 from appliance.db import Database, migrate, open_database
 from appliance.stations import cameras, events, retention, triggers
 from appliance.stations.contracts import EventRow
 from appliance.stations.schemas import CameraSettings, CameraWrite, Rule, Zone
-from tests.camera_sources import build_colour_onnx, deploy_model, write_scenes
+from tests.camera_sources import build_colour_onnx, camera_process, deploy_model, write_scenes
 from tests.workers import wait_for
 
 ADMIN = CurrentUser(id=1, username="admin", role="admin", token_id="test")
@@ -54,20 +51,6 @@ def station(tmp_path: Path, colour_onnx: Path) -> Iterator[tuple[Config, Databas
     deploy_model(config, db, colour_onnx, None, "colour")
     yield config, db
     db.conn.close()
-
-
-@contextlib.contextmanager
-def camera_process(config: Config) -> Iterator[CameraProcess]:
-    """The camera process's main loop in a thread (the same code `appliance camera` runs)."""
-    process = CameraProcess(config)
-    thread = threading.Thread(target=process.run, name="test-camera-process", daemon=True)
-    thread.start()
-    try:
-        yield process
-    finally:
-        process.stop.set()
-        thread.join(20)
-        assert not thread.is_alive(), "camera process did not stop"
 
 
 def add_camera(db: Database, name: str, video: Path, **settings: Any) -> int:

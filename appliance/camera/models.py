@@ -95,7 +95,8 @@ class ModelPool:
         self.config = config
         self.db = db
         self.loaded: dict[tuple[Any, ...], SharedModel] = {}
-        self.wanted: dict[int, tuple[Any, ...] | None] = {}  # camera id -> key
+        self.wanted: dict[int, tuple[Any, ...] | None] = {}  # camera id -> the key it should run
+        self.serving: dict[int, tuple[Any, ...] | None] = {}  # camera id -> the key it runs now
         self.notes: dict[int, str] = {}
         self._failed: dict[tuple[Any, ...], tuple[float, str]] = {}
         self._loading: tuple[tuple[Any, ...], threading.Thread] | None = None
@@ -104,7 +105,7 @@ class ModelPool:
 
     def get(self, camera_id: int) -> tuple[SharedModel | None, str]:
         """The camera's model when loaded, and a note for its status."""
-        key = self.wanted.get(camera_id)
+        key = self.serving.get(camera_id)
         model = self.loaded.get(key) if key is not None else None
         if model is not None:
             return model, f"model {model.model_id} ({getattr(model.detector, 'key', 'onnxruntime')})"
@@ -142,8 +143,15 @@ class ModelPool:
                 continue
             self.notes[camera_id] = f"loading model {row['id']}"
             self._start_load(key, row, precision)
-        self.wanted = wanted
-        in_use = {key for key in wanted.values() if key is not None}
+        # A camera keeps the model it runs until the one it should run is loaded (no gap in detections);
+        # with no model to run at all (none deployed, deleted) it stops at once.
+        serving: dict[int, tuple[Any, ...] | None] = {}
+        for camera_id, wanted_key in wanted.items():
+            previous = self.serving.get(camera_id)
+            keep = wanted_key is not None and wanted_key not in self.loaded and previous in self.loaded
+            serving[camera_id] = previous if keep else wanted_key
+        self.wanted, self.serving = wanted, serving
+        in_use = {key for key in (*wanted.values(), *serving.values()) if key is not None}
         for key in [k for k in self.loaded if k not in in_use]:
             model = self.loaded.pop(key)
             with model.turn():  # no camera is inside detect() when it closes

@@ -7,7 +7,6 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import msgspec
 
@@ -20,6 +19,7 @@ from appliance.config import Config
 from appliance.db import Database, write_transaction
 from appliance.errors import Invalid, Unavailable
 from appliance.stations.cameras import camera_row, decode_settings, redact_source
+from appliance.stations.rules import BoxLike
 from appliance.stations.schemas import CameraStatus, CaptureResult
 from appliance.storage import ImageStore
 from appliance.system.processes import is_alive, read_heartbeat
@@ -53,15 +53,6 @@ def camera_status(db: Database, config: Config, camera_id: int, user: CurrentUse
 
 
 # --- frames into datasets ----------------------------------------------------------------------------------
-
-
-class BoxLike(Protocol):
-    class_name: str
-    confidence: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
 
 
 @dataclass
