@@ -56,3 +56,35 @@ def test_half_sent_requests_and_stalled_bodies_are_closed(tmp_path) -> None:
             for _ in range(3):
                 assert client.get(f"{API}/health").status_code == 200
                 time.sleep(1)
+
+
+def test_live_streams_are_capped_per_user(tmp_path) -> None:
+    from tests.helpers import auth, create_dataset, upload
+    from tests.models import synthetic_jpeg
+
+    with ServerProcess(tmp_path / "data", env={"APPLIANCE_STREAMS_PER_USER": "2"}) as server:
+        http = httpx.Client(base_url=server.url, timeout=10)
+        headers = auth(http.post(f"{API}/auth/setup", json=server.setup_body()).json()["access_token"])
+        dataset = create_dataset(http, headers, classes=["square"])
+        files = [(f"{n}.jpg", synthetic_jpeg(n)[0]) for n in range(2)]
+        for image in upload(http, headers, dataset["id"], files)["added"]:
+            box = {"class_id": 0, "x1": 1, "y1": 1, "x2": 20, "y2": 20}
+            body = {"version": 0, "boxes": [box]}
+            assert http.put(f"{API}/images/{image['id']}/annotations", json=body, headers=headers).is_success
+        job = http.post(f"{API}/training-jobs", json={"dataset_id": dataset["id"]}, headers=headers).json()
+        url = f"{API}/training-jobs/{job['id']}/events"  # no worker: the job stays pending, its stream open
+        with (
+            http.stream("GET", url, headers=headers) as first,
+            http.stream("GET", url, headers=headers) as second,
+        ):
+            assert first.status_code == second.status_code == 200
+            third = http.get(url, headers=headers)
+            assert third.status_code == 429 and "live streams" in third.json()["detail"]
+        # Both closed: their slots are free again (the server notices the client left within a poll).
+        deadline = time.monotonic() + 10
+        while True:
+            with http.stream("GET", url, headers=headers) as again:
+                if again.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the closed streams' slots were never released"
+            time.sleep(0.5)

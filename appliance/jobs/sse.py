@@ -23,6 +23,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from appliance.db import Database, open_database
 from appliance.jobs import service
+from appliance.streams import StreamSlots
 
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
@@ -78,9 +79,15 @@ async def job_event_stream(
         db.conn.close()
 
 
-def job_events_response(db_path: Path, job_id: int, after: int = 0) -> ServerSentEvent:
+def job_events_response(
+    db_path: Path, job_id: int, after: int = 0, *, slots: StreamSlots | None = None, user_id: int = 0
+) -> ServerSentEvent:
+    """The stream of a job's events; with `slots`, it holds one of the user's live-stream slots (429 if none)."""
+    stream = job_event_stream(db_path, job_id, after)
+    if slots is not None:
+        stream = slots.hold_while(slots.take(user_id), stream)
     return ServerSentEvent(
-        job_event_stream(db_path, job_id, after),
+        stream,
         retry_duration=3000,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -11,6 +11,7 @@ from litestar.response import File, ServerSentEvent
 from appliance.caller import require_admin
 from appliance.dependencies import DB, Caller, Settings
 from appliance.jobs.sse import MAX_EVENT_ID, job_events_response, last_event_id
+from appliance.streams import stream_slots
 from appliance.training import base_weights, plan, service
 from appliance.training.schemas import (
     DEVICE_PATTERN,
@@ -83,7 +84,13 @@ class TrainingJobController(Controller):
         ] = 0,
     ) -> ServerSentEvent:
         service.visible_job(db, job_id, user)
-        return job_events_response(config.db_path, job_id, last_event_id(request, after))
+        return job_events_response(
+            config.db_path,
+            job_id,
+            last_event_id(request, after),
+            slots=stream_slots(request.app.state),
+            user_id=user.id,
+        )
 
     @get("/{job_id:int}/plots/{name:str}", operation_id="getTrainingPlot", sync_to_thread=True)
     def plot(
