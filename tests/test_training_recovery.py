@@ -90,3 +90,31 @@ def test_worker_sigterm_stops_the_child_and_the_next_start_resumes(tmp_path: Pat
         assert done["result"]["resumed_from_epoch"] == 1 and [m["epoch"] for m in done["metrics"]] == [1, 2]
     finally:
         crash.close()
+
+
+@pytest.mark.slow
+def test_a_training_child_killed_like_the_oom_killer_fails_its_job_and_the_worker_lives(
+    tmp_path: Path,
+) -> None:
+    from tests.workers import wait_for
+
+    env = Env(tmp_path)
+    worker = WorkerProcess(env.data, env={"TRAIN_CHILD_BATCH_DELAY_S": "0.4"}).start()
+    try:
+        job = env.start_job(epochs=3)
+        wait_for(lambda: env.job(job["id"])["batch"] >= 1, RUN_TIMEOUT, "the first batches", interval=0.1)
+        child_pid = int((env.run_dir(job["id"]) / "child.pid").read_text())
+        os.kill(child_pid, 9)  # what the kernel's OOM killer does
+        done = env.wait_status(job["id"], TERMINAL, worker)
+        assert done["status"] == "failed"
+        assert "SIGKILL" in done["error"] and "out of memory" in done["error"], done["error"]
+        assert worker.process is not None and worker.process.poll() is None  # the worker lives on
+        time.sleep(3)  # it does not run the job again by itself
+        again = env.job(job["id"])
+        assert again["status"] == "failed" and again["attempts"] == 1
+        # ... and goes on with the next job.
+        second = env.start_job(epochs=1)
+        assert env.wait_status(second["id"], TERMINAL, worker)["status"] == "completed"
+    finally:
+        worker.stop()
+        env.close()

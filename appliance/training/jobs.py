@@ -271,9 +271,13 @@ def run_training(context: JobContext) -> TrainResult:
         context.log(line)
     if not (folder / RESULT_FILE).exists():
         reason = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        raise TrainingFailed(
-            f"the training process ended ({reason}) without a final record; see the log tail"
+        # SIGKILL with no record is what the kernel's OOM killer (or the unit's MemoryMax) does.
+        hint = (
+            ": most likely out of memory; try a smaller batch or image size"
+            if code == -signal.SIGKILL
+            else "; see the log tail"
         )
+        raise TrainingFailed(f"the training process ended ({reason}) without a final record{hint}")
     result = _read_result(folder)
     logger.info("job %s: training child exited %s with status %s", context.job_id, code, result.status)
     if result.status == "failed" or code != EXIT_OK:
