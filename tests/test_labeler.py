@@ -180,7 +180,7 @@ EDGE_COVERAGE = """([x1, x2, y, color]) => {
 
 
 def test_model_proposals_are_dashed_with_confidence_and_not_labels_until_accepted(
-    page: Page, site: tuple[ServerProcess, Api], watched: dict[str, list[str]]
+    page: Page, site: tuple[ServerProcess, Api], watched: dict[str, list[str]], artifacts_dir: Any
 ) -> None:
     _, api = site
     # Two pre-labels the way a camera capture stores them: source "model", a confidence, the image unlabeled.
@@ -198,6 +198,7 @@ def test_model_proposals_are_dashed_with_confidence_and_not_labels_until_accepte
     color = [255, 107, 107]  # the first class's colour (#ff6b6b)
     dashed = page.evaluate(EDGE_COVERAGE, [25, 115, 140, color])
     assert 0.3 < dashed < 0.85, dashed
+    page.screenshot(path=artifacts_dir / "labeler-proposals.png")
 
     page.keyboard.press("Enter")  # accepts the highlighted (most confident) proposal
     expect(items).to_have_count(1)
