@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from appliance.caller import CurrentUser
-from appliance.camera.publish import camera_dir, read_status
+from appliance.camera.publish import camera_dir, read_frame, read_status
 from appliance.config import Config, load_config
 from appliance.db import Database, migrate, open_database
 from appliance.stations import cameras, events, retention, triggers
@@ -195,3 +195,25 @@ def test_the_writer_keeps_the_history_within_its_limits(tmp_path: Path, colour_o
     assert size == sum(retention.snapshot_path(config.data_path, r).stat().st_size for r in rows)
     assert camera_events(db, camera_id)[-1].id > 40 - 1
     db.conn.close()
+
+
+def test_deploying_another_model_leaves_no_frame_without_a_model(
+    station: tuple[Config, Database], tmp_path: Path, colour_onnx: Path
+) -> None:
+    """The camera keeps its model until the next one is loaded: no frame, verdict or event is lost to the swap."""
+    config, db = station
+    first = db.execute("SELECT id FROM models WHERE deployed = 1").fetchone()[0]
+    video = write_scenes(tmp_path / "good.avi", [(20, [(1, 1), (1, 3)], [])], fps=30)
+    camera_id = add_camera(db, "swap", video, rules=RULES)
+    folder = camera_dir(config.runtime_path, camera_id)
+    with camera_process(config):
+        wait_for(lambda: (f := read_frame(folder)) is not None and f.meta.model_id == first, timeout=30)
+        second = deploy_model(config, db, colour_onnx, None, "colour 2")
+        seen: list[int | None] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not seen or seen[-1] != second):
+            latest = read_frame(folder)
+            if latest is not None:
+                seen.append(latest.meta.model_id)
+            time.sleep(0.01)
+    assert seen[-1] == second and set(seen) <= {first, second}, seen
