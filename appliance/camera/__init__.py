@@ -1,1 +1,1 @@
-"""Live camera mode: capture, infer the deployed model, publish frames for the web process to stream."""
+"""The camera process: every enabled camera's capture and inspection loop, shared models, events handed off."""

@@ -1,4 +1,4 @@
-"""`appliance camera`: the live camera process (capture + inference of the deployed model)."""
+"""`appliance camera`: the camera process (every enabled camera: capture, inference, rules, events)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from appliance.cli import command
 from appliance.config import Config
 
 
-@command("camera", "run the live camera: capture, infer the deployed model, publish frames")
+@command("camera", "run the cameras: capture, infer, apply the rules, record inspection events")
 def camera_command(args: argparse.Namespace, config: Config) -> int:
     from appliance.camera.runner import run_camera
 
