@@ -82,7 +82,7 @@ def test_capture_refused_and_websocket_checks_origin_auth_and_camera(
     response = client.post(
         f"{API}/cameras/{camera_id}/capture", json={"dataset_id": dataset["id"]}, headers=admin
     )
-    assert response.status_code == 503 and "not streaming" in response.json()["detail"]
+    assert response.status_code == 409 and "not streaming" in response.json()["detail"]
 
     client.cookies.clear()  # setup left a console cookie; these sockets authenticate by header or not at all
     with pytest.raises(WebSocketDisconnect), client.websocket_connect(f"{API}/cameras/{camera_id}/ws") as ws:

@@ -104,7 +104,7 @@ def test_cameras_validation_roles_and_masked_passwords(
     # Enabled but no camera process here: the status says so instead of pretending.
     offline = client.get(f"{API}/cameras/{cam['id']}/status", headers=admin).json()
     assert offline["state"] == "offline" and "appliance camera" in offline["error"]
-    assert client.get(f"{API}/cameras/{cam['id']}/frame", headers=admin).status_code == 503
+    assert client.get(f"{API}/cameras/{cam['id']}/frame", headers=admin).status_code == 409
 
     # PUT replaces settings and keeps the running state; the new rules are validated the same way.
     body = camera_body(name="press one", rules=[{**RULE, "condition": "between", "count": 1, "max_count": 3}])

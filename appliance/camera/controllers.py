@@ -20,6 +20,7 @@ from appliance.camera import service
 from appliance.camera.hub import BOUNDARY, FrameHub, mjpeg_stream
 from appliance.config import Config
 from appliance.dependencies import DB, Caller, Settings
+from appliance.errors import TooManyRequests
 from appliance.stations import cameras, triggers
 from appliance.stations.schemas import (
     CameraRead,
@@ -30,6 +31,7 @@ from appliance.stations.schemas import (
     TriggerAccepted,
     TriggerRead,
 )
+from appliance.streams import stream_slots
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +132,9 @@ class CamerasController(Controller):
     def stream(self, camera_id: Id, db: DB, state: State, user: Caller) -> Stream:
         """MJPEG of the camera's latest frames; any number of viewers, a slow one skips frames."""
         cameras.camera_row(db, camera_id)
+        slots = stream_slots(state)
         return Stream(
-            mjpeg_stream(frame_hub(state, camera_id)),
+            slots.hold_while(slots.take(user.id), mjpeg_stream(frame_hub(state, camera_id))),
             media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -148,6 +151,11 @@ class CamerasController(Controller):
         if not exists:
             await socket.close(code=4404, reason=f"camera {camera_id} not found")
             return
+        try:
+            release = stream_slots(state).take(user.id)
+        except TooManyRequests as exc:
+            await socket.close(code=4429, reason=exc.detail[:120])
+            return
         await socket.accept()
         hub = frame_hub(state, camera_id)
         sender = asyncio.create_task(self._send_frames(socket, hub, state.config, state, camera_id, user))
@@ -159,6 +167,7 @@ class CamerasController(Controller):
         except WebSocketDisconnect:
             pass
         finally:
+            release()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender

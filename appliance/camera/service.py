@@ -17,7 +17,7 @@ from appliance.classes import class_names
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
-from appliance.errors import Invalid, Unavailable
+from appliance.errors import Conflict, Invalid
 from appliance.stations.cameras import camera_row, decode_settings, redact_source
 from appliance.stations.rules import BoxLike
 from appliance.stations.schemas import CameraStatus, CaptureResult
@@ -137,7 +137,7 @@ def capture(
     status = camera_status(db, config, camera_id, user)
     frame = read_frame(camera_dir(config.runtime_path, camera_id))
     if frame is None or status.state in ("offline", "stopped"):
-        raise Unavailable(f"no live frame to capture: camera {camera_id} is not streaming")
+        raise Conflict(f"no live frame to capture: camera {camera_id} is not streaming")
     name = f"camera{camera_id}-{time.strftime('%Y%m%dT%H%M%S')}-{frame.seq}.jpg"
     return save_frame(db, store, config, dataset_id, user, frame.jpeg, list(frame.meta.detections), name)
 
@@ -147,7 +147,7 @@ def live_jpeg(db: Database, config: Config, camera_id: int) -> bytes:
     row = camera_row(db, camera_id)
     frame = read_frame(camera_dir(config.runtime_path, camera_id)) if row["enabled"] else None
     if frame is None:
-        raise Unavailable(f"camera {camera_id} has no live frame")
+        raise Conflict(f"camera {camera_id} has no live frame: it is stopped or its source is down")
     return frame.jpeg
 
 

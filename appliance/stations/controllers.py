@@ -24,6 +24,7 @@ from appliance.stations.contracts import EventRow
 from appliance.stations.retention import snapshot_path
 from appliance.stations.schemas import CameraCounters, CaptureRequest, CaptureResult, CountersRead
 from appliance.storage import read_capped
+from appliance.streams import stream_slots
 
 Id = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
 MAX_ID = 2**63 - 1
@@ -141,8 +142,9 @@ class EventsController(Controller):
         """Server-sent events, one per stored inspection event (`id:` = event id; reconnects resume)."""
         header = request.headers.get("last-event-id")
         cursor = _stream_cursor(request, after_id or 0) if header or after_id is not None else None
+        slots = stream_slots(request.app.state)
         return ServerSentEvent(
-            event_stream(config.db_path, cursor, camera_id),
+            slots.hold_while(slots.take(user.id), event_stream(config.db_path, cursor, camera_id)),
             retry_duration=3000,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
