@@ -2,11 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-train install-test run test test-fast lint format bench bench-quick clean
+.PHONY: help install install-test lock run test test-fast lint format bench bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -15,25 +14,31 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel
 
-$(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e .
+# Every third-party package comes from a lock with hashes (pip refuses a file whose hash is not listed);
+# the appliance itself is installed on top, editable, without resolving anything again.
+$(VENV)/.installed-run: requirements/run.lock pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --require-hashes -r requirements/run.lock
+	$(PIP) install --no-deps -e .
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e '.[train,dev]'
-	@touch $@
+$(VENV)/.installed-test: requirements/test.lock pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --require-hashes -r requirements/test.lock
+	$(PIP) install --no-deps -e .
+	@touch $@ $(VENV)/.installed-run
 
-$(VENV)/.installed-train: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e '.[train]'
-	@touch $@
-
-install: $(STAMP) ## install the appliance into .venv (runtime only)
-
-install-train: $(VENV)/.installed-train ## install the appliance with what training needs (torch, ultralytics)
+install: $(VENV)/.installed-run ## install the appliance with what the box runs (training included) into .venv
 
 install-test: $(VENV)/.installed-test ## install the appliance with training and test tools into .venv
 
-run: install-train ## the whole box on 127.0.0.1:8000 (web, worker, camera) with SQLite and ./var
+lock: ## regenerate requirements/*.lock (pinned by hash) after a dependency change in pyproject.toml
+	python3 -m venv .venv-lock && .venv-lock/bin/pip install -q pip-tools==7.6.2
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra train \
+	  -o requirements/run.lock pyproject.toml
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra train --extra dev \
+	  -o requirements/test.lock pyproject.toml
+	sed -i '/^--extra-index-url /d; /^--find-links /d; /^--index-url /d' requirements/run.lock requirements/test.lock
+
+run: install ## the whole box on 127.0.0.1:8000 (web, worker, camera) with SQLite and ./var
 	$(VENV)/bin/appliance run
 
 test: install-test ## install everything and run the whole test suite (browser tests included)

@@ -128,6 +128,17 @@ pip_args=(--disable-pip-version-check)
 if [[ -n "$WHEELHOUSE" ]]; then
     pip_args+=(--no-index --find-links "$WHEELHOUSE")
 fi
+# Third-party packages pinned by hash where the lock was made for this machine (Linux x86_64, Python 3.11,
+# the train extra); elsewhere (a Jetson's aarch64 with JetPack's torch) the versions pinned in
+# pyproject.toml are installed and the script says so.
+LOCK="$SRC/requirements/run.lock"
+if [[ "$EXTRAS" == train && -f "$LOCK" && "$(uname -m)" == x86_64 ]] \
+    && "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    run "$ROOT$PREFIX/venv/bin/pip" install "${pip_args[@]}" --require-hashes -r "$LOCK"
+    pip_args+=(--no-deps)
+else
+    echo "note: no hash lock for $(uname -m) / extras '$EXTRAS'; installing the versions pinned in pyproject.toml"
+fi
 # Editable: the console's files (webui/) are served from the source folder.
 run "$ROOT$PREFIX/venv/bin/pip" install "${pip_args[@]}" --editable "$package"
 

@@ -108,7 +108,9 @@ def test_install_dry_run_prints_every_action_and_changes_nothing(tmp_path: Path)
         rf"^install -d -m 0750 .*{root}/var/lib/appliance {root}/var/lib/appliance/weights$",
         rf"^install -d -m 0750 .*{root}/etc/appliance ",
         rf"^python3 -m venv --system-site-packages {root}/opt/appliance/venv$",
-        rf"^{root}/opt/appliance/venv/bin/pip install .*--no-index --find-links {wheelhouse} --editable '{root}/opt/appliance/src\[train\]'$",
+        # x86_64 with Python 3.11 (this machine): the hash lock first, then the appliance without resolving again.
+        rf"^{root}/opt/appliance/venv/bin/pip install .*--no-index --find-links {wheelhouse} --require-hashes -r .*/requirements/run.lock$",
+        rf"^{root}/opt/appliance/venv/bin/pip install .*--no-index --find-links {wheelhouse} --no-deps --editable '{root}/opt/appliance/src\[train\]'$",
         rf"^install -m 0644 .*/systemd/appliance-web.service {root}/etc/systemd/system/appliance-web.service$",
         rf"^install -m 0644 .*/systemd/appliance-worker.service {root}/etc/systemd/system/",
         rf"^install -m 0644 .*/systemd/appliance-camera.service {root}/etc/systemd/system/",
