@@ -166,7 +166,12 @@ def _load_domain_commands() -> None:
     """Domains that add commands register them on import; missing optional domains are skipped."""
     import importlib
 
-    for module in ("appliance.training.cli", "appliance.transfers.cli", "appliance.camera.cli"):
+    for module in (
+        "appliance.training.cli",
+        "appliance.transfers.cli",
+        "appliance.camera.cli",
+        "appliance.outputs.cli",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -68,6 +68,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     events_max_mb: int = 2048
     events_max_count: int = 200_000
     events_max_age_days: float = 90.0
+    # Line outputs: this box's name on the factory's broker and in every message (empty: the hostname), and the
+    # undelivered messages kept per output (past it the oldest are dropped and counted in the output's status).
+    box_id: str = ""
+    outbox_max_rows: int = 100_000
 
     @property
     def data_path(self) -> Path:

@@ -35,6 +35,7 @@ from appliance.dependencies import DEPENDENCIES
 from appliance.errors import DISK_FULL, AppError, error_body, is_disk_full
 from appliance.models.controllers import InferenceController, ModelController, SuggestionsController
 from appliance.openapi import install as complete_openapi_document
+from appliance.outputs.controllers import OutputsController
 from appliance.stations.controllers import EventsController
 from appliance.storage import ImageStore
 from appliance.system.controllers import SystemController
@@ -133,6 +134,7 @@ def api_routers() -> list[Any]:
         SystemController,
         CamerasController,
         EventsController,
+        OutputsController,
         TrainingJobController,
         BaseModelController,
         ImportController,

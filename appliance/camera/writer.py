@@ -20,6 +20,7 @@ import msgspec
 
 from appliance.config import Config
 from appliance.db import Database, open_database
+from appliance.outputs import outbox
 from appliance.stations import retention, triggers
 from appliance.stations.contracts import InspectionEvent
 from appliance.stations.events import record_events
@@ -46,6 +47,7 @@ class WriterStats:
 class EventWriter:
     def __init__(self, config: Config) -> None:
         self.config = config
+        outbox.install(config)  # each event's outbox rows commit in the event's own transaction
         self.stats = WriterStats()
         self._queue: collections.deque[tuple[InspectionEvent, bytes | None]] = collections.deque()
         self._expire: list[tuple[int, str]] = []

@@ -391,6 +391,51 @@ CREATE INDEX models_owner ON models(owner_id)
     )
 
 
+@migrations()
+def m008_line_outputs(db: Database) -> None:
+    # Line outputs (MQTT, webhooks, OPC UA, Modbus TCP) and their durable outbox: one row per event and enabled
+    # output, written in the event's own transaction; secrets are kept apart from the settings anyone reads.
+    _run(
+        db,
+        """
+CREATE TABLE outputs (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+  kind TEXT NOT NULL CHECK (kind IN ('mqtt', 'webhook', 'opcua', 'modbus')),
+  enabled INTEGER NOT NULL DEFAULT 1,
+  settings TEXT NOT NULL,
+  secrets TEXT NOT NULL DEFAULT '{}',
+  revision INTEGER NOT NULL DEFAULT 1,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE TABLE output_outbox (
+  id INTEGER PRIMARY KEY,
+  output_id INTEGER NOT NULL REFERENCES outputs(id) ON DELETE CASCADE,
+  event_id INTEGER NOT NULL,
+  camera_id INTEGER NOT NULL,
+  payload BLOB NOT NULL,
+  queued_at REAL NOT NULL
+);
+CREATE INDEX output_outbox_order ON output_outbox (output_id, id);
+CREATE TABLE output_stats (
+  output_id INTEGER PRIMARY KEY REFERENCES outputs(id) ON DELETE CASCADE,
+  backlog INTEGER NOT NULL DEFAULT 0,
+  dropped INTEGER NOT NULL DEFAULT 0,
+  delivered INTEGER NOT NULL DEFAULT 0,
+  last_delivery_at REAL,
+  last_event_id INTEGER
+);
+CREATE TABLE output_camera_state (
+  output_id INTEGER NOT NULL REFERENCES outputs(id) ON DELETE CASCADE,
+  camera_id INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  PRIMARY KEY (output_id, camera_id)
+)
+""",
+    )
+
+
 def backup_database(db: Database, db_path: Path) -> Path:
     """Online copy of the catalog (sqlite backup API) before migrations change it."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")

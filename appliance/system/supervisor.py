@@ -151,7 +151,12 @@ def child_commands(config_path: str | None, host: str | None, port: int | None) 
         serve += ["--host", host]
     if port:
         serve += ["--port", str(port)]
-    return {"web": serve, "worker": [*base, "worker"], "camera": [*base, "camera"]}
+    return {
+        "web": serve,
+        "worker": [*base, "worker"],
+        "camera": [*base, "camera"],
+        "outputs": [*base, "outputs"],
+    }
 
 
 def run_supervisor(config_path: str | None, host: str | None, port: int | None) -> int:

@@ -1,0 +1,75 @@
+"""What every output kind implements for its sender thread, and the trigger requests they hand to the catalog.
+
+A connector delivers outbox messages in order and says how many of them (a prefix) the other side has
+taken; the sender removes exactly those from the outbox. Trigger sources (MQTT messages, the Modbus coil, the
+OPC UA method) never touch the catalog on their network thread: they go through `TriggerRequester`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from appliance.db import Database, open_database
+from appliance.errors import Unavailable
+from appliance.outputs.contracts import ConnectorState, OutboxItem
+from appliance.stations.triggers import request_trigger
+
+logger = logging.getLogger(__name__)
+
+MAX_PENDING_TRIGGERS = 64
+
+
+class DeliveryError(Exception):
+    """The other side did not take the messages (not connected, refused, timed out); retried with backoff."""
+
+
+class Connector(Protocol):
+    state: ConnectorState
+
+    def start(self) -> None:
+        """Connect or listen in the background; never blocks for long."""
+
+    def deliver(self, items: list[OutboxItem]) -> int:
+        """Send in order; returns how many (from the first) were taken. Raises DeliveryError when none was."""
+
+    def persist(self, db: Database) -> None:
+        """Writes that must commit with the acknowledgement (servers: their per-camera state)."""
+
+    def close(self) -> None: ...
+
+
+class TriggerRequester:
+    """One thread with its own catalog connection that inserts trigger requests for every trigger source."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self._local = threading.local()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="outputs-trigger"
+        )
+        self._pending = threading.BoundedSemaphore(MAX_PENDING_TRIGGERS)
+
+    def _db(self) -> Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = open_database(self.db_path)
+        return db
+
+    def _request(self, camera_id: int, source: str) -> int:
+        try:
+            return request_trigger(self._db(), camera_id, source)
+        finally:
+            self._pending.release()
+
+    def submit(self, camera_id: int, source: str) -> concurrent.futures.Future[int]:
+        """The trigger id, or NotFound / Conflict / Invalid from request_trigger; Unavailable when flooded."""
+        if not self._pending.acquire(blocking=False):
+            raise Unavailable(f"more than {MAX_PENDING_TRIGGERS} trigger requests waiting: refused")
+        return self._pool.submit(self._request, camera_id, source)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

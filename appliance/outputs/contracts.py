@@ -1,0 +1,109 @@
+"""The messages the box sends to the line, versioned (docs/outputs.md, JSON Schema under docs/schemas/), and the
+records the outputs process shares with the web process (its status file) and with the outbox.
+
+A consumer reads `schema` first: a new optional field keeps the version, anything else bumps it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+EVENT_SCHEMA = "appliance.event/1"
+STATUS_SCHEMA = "appliance.status/1"
+TEST_SCHEMA = "appliance.test/1"
+
+
+class EventMessage(msgspec.Struct, kw_only=True):
+    """One inspection event as every output sends it: MQTT `.../cameras/<id>/events`, the webhook's body, and
+    the source of the OPC UA and Modbus values. `event_id` increases; consumers de-duplicate by it."""
+
+    schema: str = EVENT_SCHEMA
+    box_id: str
+    event_id: int
+    camera_id: int
+    camera_name: str
+    ts: float  # unix time at which the inspected frame arrived
+    time: str  # the same instant, ISO 8601 UTC
+    mode: Literal["continuous", "triggered", "interval"]
+    trigger_id: int | None
+    verdict: Literal["ok", "ng"]
+    failing_rules: list[str]
+    counts: dict[str, dict[str, int]]  # {"*" (whole frame) or zone name: {class name: count}}
+    model_id: int | None
+    latencies: dict[str, float]  # trigger_to_frame_ms, wait_model_ms, inference_ms, total_ms
+    width: int
+    height: int
+    snapshot_url: str | None  # path of the JPEG on the box's API (needs a login), null without a snapshot
+
+
+class CameraSummary(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    enabled: bool
+    mode: str
+
+
+class ModelSummary(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+
+
+class DiskSummary(msgspec.Struct, kw_only=True):
+    free_mb: int
+    total_mb: int
+
+
+class StatusMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`<prefix>/<box_id>/status`, retained: `online` with what the box runs, or `offline` (the last will, or
+    sent on a clean stop). Dashboards list the fleet from these."""
+
+    schema: str = STATUS_SCHEMA
+    box_id: str
+    state: Literal["online", "offline"]
+    ts: float | None = None
+    version: str | None = None
+    cameras: list[CameraSummary] | None = None
+    deployed_model: ModelSummary | None = None
+    disk: DiskSummary | None = None
+
+
+class TestMessage(msgspec.Struct, kw_only=True):
+    """What POST /outputs/{id}/test sends (MQTT `<prefix>/<box_id>/test`, or the webhook's body)."""
+
+    schema: str = TEST_SCHEMA
+    box_id: str
+    output_id: int
+    ts: float
+
+
+class OutboxItem(msgspec.Struct, kw_only=True):
+    """One queued message of one output (a row of `outbox`)."""
+
+    id: int
+    output_id: int
+    event_id: int
+    camera_id: int
+    payload: (
+        bytes  # EventMessage as JSON, built when the event was written (events may expire before delivery)
+    )
+
+
+class ConnectorState(msgspec.Struct, kw_only=True):
+    """What the outputs process knows of one output right now (status file, merged into GET /outputs)."""
+
+    connected: bool = False  # client outputs: connected to the broker/receiver; servers: listening
+    detail: str = ""  # in words: "connected to broker:1883", "listening on 0.0.0.0:4840, 2 clients", ...
+    last_error: str | None = None
+    last_error_at: float | None = None
+    delivered_session: int = 0  # since the outputs process started
+    triggers: int = 0  # trigger requests taken from this output since the process started
+
+
+class OutputsStatusFile(msgspec.Struct, kw_only=True):
+    """<runtime_dir>/outputs/status.json, replaced every second by the outputs process."""
+
+    pid: int
+    updated_at: float
+    outputs: dict[str, ConnectorState]  # output id (as text: a JSON object key) -> state

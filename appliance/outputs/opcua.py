@@ -1,0 +1,287 @@
+"""OPC UA server output (asyncua) for PLCs and SCADA.
+
+Address space (namespace `urn:appliance:<box_id>`, string node ids, docs/outputs.md): `Appliance` with
+`BoxId`, and per camera `camera.<id>` with Name, Verdict, LastEventId, LastEventTime, EventCount, OkCount,
+NgCount, FailingRules, LastTriggerId, ModelId, a `Counts` object with one Int32 per class (whole frame), and
+the method `Trigger()` -> trigger id. Anonymous sessions are refused unless allowed; user/password always;
+Basic256Sha256 (sign and encrypt) with the box's certificate when configured. Variables are read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hmac
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from asyncua import Node, Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
+
+from appliance.db import Database, open_database
+from appliance.errors import AppError
+from appliance.outputs.camera_state import CameraValues, ServerState, catalog_cameras
+from appliance.outputs.connector import DeliveryError, TriggerRequester
+from appliance.outputs.contracts import ConnectorState, OutboxItem
+from appliance.outputs.schemas import OpcuaSettings
+
+logger = logging.getLogger(__name__)
+
+CAMERAS_EVERY_S = 5.0
+WRITE_TIMEOUT_S = 10.0
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+V = ua.VariantType
+VARIABLES: list[tuple[str, ua.VariantType]] = [
+    ("Name", V.String),
+    ("Verdict", V.String),
+    ("LastEventId", V.Int64),
+    ("LastEventTime", V.DateTime),
+    ("EventCount", V.UInt64),
+    ("OkCount", V.UInt64),
+    ("NgCount", V.UInt64),
+    ("FailingRules", V.String),
+    ("LastTriggerId", V.Int64),
+    ("ModelId", V.Int64),
+]
+
+
+def _values(values: CameraValues) -> dict[str, Any]:
+    return {
+        "Name": values.name,
+        "Verdict": values.verdict,
+        "LastEventId": values.last_event_id,
+        "LastEventTime": datetime.datetime.fromtimestamp(values.last_ts, datetime.UTC)
+        if values.last_ts
+        else EPOCH,
+        "EventCount": values.events,
+        "OkCount": values.ok,
+        "NgCount": values.ng,
+        "FailingRules": list(values.failing_rules),
+        "LastTriggerId": values.trigger_id,
+        "ModelId": values.model_id or 0,
+    }
+
+
+class _Users:
+    """The one configured account (compared in constant time); anonymous only when allowed."""
+
+    def __init__(self, settings: OpcuaSettings) -> None:
+        self.settings = settings
+
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> User | None:
+        if username is None and password is None:
+            return User(role=UserRole.User) if self.settings.allow_anonymous else None
+        expected = self.settings.password or ""
+        if (
+            self.settings.username
+            and expected
+            and hmac.compare_digest((username or "").encode(), self.settings.username.encode())
+            and hmac.compare_digest((password or "").encode(), expected.encode())
+        ):
+            return User(role=UserRole.User, name=username)
+        return None
+
+
+class OpcuaConnector:
+    def __init__(
+        self, output_id: int, settings: OpcuaSettings, box_id: str, db_path: Path, triggers: TriggerRequester
+    ) -> None:
+        self.output_id = output_id
+        self.settings = settings
+        self.box_id = box_id
+        self.db_path = db_path
+        self.triggers = triggers
+        self.state = ConnectorState(detail="starting")
+        self.values = ServerState(output_id)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ns = 0
+        self._cameras_node: Node | None = None
+        self._nodes: dict[int, dict[str, Node]] = {}
+        self._count_nodes: dict[int, dict[str, Node]] = {}
+        self._unwritten: set[int] = set()
+        self._listening = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"outputs-opcua-{output_id}", daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://{self.settings.host}:{self.settings.port}/appliance/"
+
+    def start(self) -> None:
+        db = open_database(self.db_path)
+        try:
+            self.values.load(db)
+            for camera_id, name in catalog_cameras(db).items():
+                self.values.camera(camera_id, name)
+        finally:
+            db.conn.close()
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except Exception as exc:
+            self.state.connected = False
+            self.state.detail = self.state.last_error = f"cannot serve {self.endpoint}: {exc}"[:500]
+            self.state.last_error_at = time.time()
+            logger.exception("output %s: the OPC UA server stopped", self.output_id)
+
+    async def _build(self) -> Server:
+        server = Server(user_manager=_Users(self.settings))  # type: ignore[arg-type]
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name(f"Appliance {self.box_id}")
+        policies = []
+        if "none" in self.settings.security:
+            policies.append(ua.SecurityPolicyType.NoSecurity)
+        if "basic256sha256" in self.settings.security:
+            policies.append(ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt)
+            await server.load_certificate(self.settings.certificate)
+            await server.load_private_key(self.settings.private_key)
+        server.set_security_policy(policies)
+        tokens: list[type] = [ua.UserNameIdentityToken]
+        if self.settings.allow_anonymous:
+            tokens.append(ua.AnonymousIdentityToken)
+        server.set_identity_tokens(tokens)
+        self._ns = await server.register_namespace(f"urn:appliance:{self.box_id}")
+        root = await server.nodes.objects.add_object(
+            self._id("appliance"), ua.QualifiedName("Appliance", self._ns)
+        )
+        await root.add_variable(
+            self._id("appliance.BoxId"), ua.QualifiedName("BoxId", self._ns), self.box_id, V.String
+        )
+        self._cameras_node = await root.add_object(self._id("cameras"), ua.QualifiedName("Cameras", self._ns))
+        return server
+
+    def _id(self, name: str) -> ua.NodeId:
+        return ua.NodeId(ua.String(name), ua.Int16(self._ns))
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        server = await self._build()
+        for camera_id in list(self.values.cameras):
+            await self._write(camera_id)
+        async with server:
+            self.state.connected = True
+            self.state.detail = f"listening on {self.endpoint}"
+            self._listening.set()
+            next_sync = time.monotonic() + CAMERAS_EVERY_S
+            while not self._stopping.is_set():
+                await asyncio.sleep(0.2)
+                if time.monotonic() >= next_sync:
+                    next_sync = time.monotonic() + CAMERAS_EVERY_S
+                    await self._sync_cameras()
+        self.state.connected = False
+
+    async def _sync_cameras(self) -> None:
+        def read() -> dict[int, str]:
+            db = open_database(self.db_path)
+            try:
+                return catalog_cameras(db)
+            finally:
+                db.conn.close()
+
+        found = await asyncio.get_running_loop().run_in_executor(None, read)
+        for camera_id, name in found.items():
+            known = self.values.cameras.get(camera_id)
+            if known is None or known.name != name or camera_id not in self._nodes:
+                with self.values.lock:
+                    self.values.camera(camera_id, name)
+                await self._write(camera_id)
+
+    async def _camera_nodes(self, camera_id: int) -> dict[str, Node]:
+        nodes = self._nodes.get(camera_id)
+        if nodes is not None:
+            return nodes
+        assert self._cameras_node is not None
+        prefix = f"camera.{camera_id}"
+        obj = await self._cameras_node.add_object(
+            self._id(prefix), ua.QualifiedName(f"Camera{camera_id}", self._ns)
+        )
+        nodes = {}
+        for name, kind in VARIABLES:
+            initial: Any = [] if name == "FailingRules" else _values(CameraValues(camera_id=camera_id))[name]
+            nodes[name] = await obj.add_variable(
+                self._id(f"{prefix}.{name}"), ua.QualifiedName(name, self._ns), initial, kind
+            )
+        nodes["Counts"] = await obj.add_object(
+            self._id(f"{prefix}.Counts"), ua.QualifiedName("Counts", self._ns)
+        )
+        await obj.add_method(
+            self._id(f"{prefix}.Trigger"),
+            ua.QualifiedName("Trigger", self._ns),
+            self._trigger_method(camera_id),
+            [],
+            [ua.VariantType.Int64],
+        )
+        self._nodes[camera_id] = nodes
+        self._count_nodes[camera_id] = {}
+        return nodes
+
+    def _trigger_method(self, camera_id: int):  # type: ignore[no-untyped-def]
+        async def trigger(parent: ua.NodeId) -> list[ua.Variant] | ua.StatusCode:
+            if not self.settings.triggers:
+                return ua.StatusCode(ua.UInt32(ua.StatusCodes.BadNotSupported))
+            try:
+                trigger_id = await asyncio.wrap_future(self.triggers.submit(camera_id, "opcua"))
+            except AppError as exc:
+                logger.warning(
+                    "output %s: OPC UA trigger for camera %s refused: %s", self.output_id, camera_id, exc
+                )
+                return ua.StatusCode(ua.UInt32(ua.StatusCodes.BadInvalidState))
+            self.state.triggers += 1
+            return [ua.Variant(trigger_id, ua.VariantType.Int64)]
+
+        return trigger
+
+    async def _write(self, camera_id: int) -> None:
+        nodes = await self._camera_nodes(camera_id)
+        with self.values.lock:
+            values = self.values.camera(camera_id)
+            fields = _values(values)
+            counts = dict(values.counts)
+        for name, kind in VARIABLES:
+            await nodes[name].write_value(ua.Variant(fields[name], kind))
+        count_nodes = self._count_nodes[camera_id]
+        for class_name in sorted(set(counts) | set(count_nodes))[:256]:
+            node = count_nodes.get(class_name)
+            if node is None:
+                node = count_nodes[class_name] = await nodes["Counts"].add_variable(
+                    self._id(f"camera.{camera_id}.Counts.{class_name}"),
+                    ua.QualifiedName(class_name, self._ns),
+                    0,
+                    V.Int32,
+                )
+            await node.write_value(ua.Variant(min(counts.get(class_name, 0), 2**31 - 1), V.Int32))
+
+    def deliver(self, items: list[OutboxItem]) -> int:
+        if not self._listening.is_set() or self._loop is None:
+            raise DeliveryError(
+                self.state.last_error or f"the OPC UA server is not listening on {self.endpoint}"
+            )
+        changed = self.values.apply(items) | self._unwritten
+        self._unwritten = changed  # until written: a retried delivery is de-duplicated and changes nothing
+
+        async def write_all() -> None:
+            for camera_id in sorted(changed):
+                await self._write(camera_id)
+
+        try:
+            asyncio.run_coroutine_threadsafe(write_all(), self._loop).result(WRITE_TIMEOUT_S)
+        except Exception as exc:  # the values are applied; the next delivery writes them again
+            raise DeliveryError(f"updating the OPC UA values failed: {exc}") from exc
+        self._unwritten = set()
+        self.state.delivered_session += len(items)
+        return len(items)
+
+    def persist(self, db: Database) -> None:
+        self.values.persist(db)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(10)

@@ -1,0 +1,178 @@
+"""`appliance outputs`: the process that talks to the line. One sender thread per enabled output drains the
+outbox; a watcher wakes them when the catalog changes (PRAGMA data_version, a read of shared memory every
+2 ms); the main thread follows the outputs' configuration and writes the status file and the heartbeat.
+
+Its own process (not a thread of the camera process): a broker, a webhook receiver or a PLC that hangs
+cannot slow a camera loop, a crash in a network library cannot take inspections down, it restarts on its own,
+and only it listens on the line's network (OPC UA, Modbus TCP) in its own sandbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from appliance.config import Config
+from appliance.db import Database, migrate, open_database
+from appliance.outputs import outbox, service, status_file
+from appliance.outputs.connector import Connector, TriggerRequester
+from appliance.outputs.contracts import OutputsStatusFile
+from appliance.outputs.schemas import MqttSettings, OpcuaSettings, WebhookSettings
+from appliance.outputs.sender import Sender
+from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
+from appliance.system.processes import Heartbeat, heartbeat_path, process_started_at, write_heartbeat
+
+logger = logging.getLogger(__name__)
+
+CONFIG_POLL_S = 1.0
+STATUS_EVERY_S = 1.0
+CHANGE_POLL_S = 0.002
+
+
+class OutputsProcess:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.box_id = outbox.box_id(config)
+        self.db = open_database(config.db_path)
+        self.triggers = TriggerRequester(config.db_path)
+        self.senders: dict[int, Sender] = {}
+        self.stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_changes, name="outputs-changes", daemon=True)
+
+    def _connector(self, output: service.StoredOutput, sender: Sender) -> Connector:
+        settings = output.settings
+        # Each kind's library is imported only when an output of that kind exists.
+        if isinstance(settings, MqttSettings):
+            from appliance.outputs.mqtt import MqttConnector
+
+            return MqttConnector(
+                output.id, settings, self.box_id, self.config.db_path, self.config.data_path, self.triggers,
+                on_ready=sender.ready.set,
+            )  # fmt: skip
+        if isinstance(settings, WebhookSettings):
+            from appliance.outputs.webhook import WebhookConnector
+
+            return WebhookConnector(output.id, settings)
+        if isinstance(settings, OpcuaSettings):
+            from appliance.outputs.opcua import OpcuaConnector
+
+            return OpcuaConnector(output.id, settings, self.box_id, self.config.db_path, self.triggers)
+        from appliance.outputs.modbus import ModbusConnector
+
+        return ModbusConnector(output.id, settings, self.config.db_path, self.triggers)
+
+    def sync_outputs(self) -> None:
+        """Start new or changed enabled outputs, stop removed, disabled or changed ones."""
+        wanted = {o.id: o for o in service.stored_outputs(self.db) if o.enabled}
+        for output_id in [
+            i for i, s in self.senders.items() if i not in wanted or wanted[i].revision != s.revision
+        ]:
+            logger.info("output %s stopped", output_id)
+            self.senders.pop(output_id).close()
+        for output_id, output in wanted.items():
+            if output_id in self.senders:
+                continue
+            sender = Sender(output_id, output.revision, self.config.db_path)
+            try:
+                sender.start(self._connector(output, sender))
+            except Exception:
+                logger.exception("output %s (%s) could not start", output_id, output.name)
+                continue
+            logger.info("output %s (%s) started", output_id, output.name)
+            self.senders[output_id] = sender
+
+    def _watch_changes(self) -> None:
+        db = open_database(self.config.db_path)
+        try:
+            last = _data_version(db)
+            while not self.stop.wait(CHANGE_POLL_S):
+                try:
+                    version = _data_version(db)
+                except Exception:
+                    logger.exception("watching the catalog failed")
+                    self.stop.wait(1.0)
+                    continue
+                if version != last:
+                    last = version
+                    for sender in list(self.senders.values()):
+                        sender.wake.set()
+        finally:
+            db.conn.close()
+
+    def write_status(self) -> None:
+        states = {str(i): s.connector.state for i, s in self.senders.items() if s.connector is not None}
+        status_file.write(
+            self.config.runtime_path,
+            OutputsStatusFile(pid=os.getpid(), updated_at=time.time(), outputs=states),
+        )
+        connected = sum(1 for s in states.values() if s.connected)
+        doing = f"{connected}/{len(states)} outputs connected"
+        write_heartbeat(
+            self.config.runtime_path,
+            Heartbeat(
+                name="outputs",
+                pid=os.getpid(),
+                started_at=process_started_at(),
+                updated_at=time.time(),
+                doing=doing,
+            ),
+        )
+        notify(f"STATUS={doing}")
+
+    def run(self) -> int:
+        self._watcher.start()
+        notify("READY=1")
+        watchdog = watchdog_interval_s()
+        next_config = next_status = next_ping = 0.0
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                try:
+                    if now >= next_config:
+                        next_config = now + CONFIG_POLL_S
+                        self.sync_outputs()
+                    if now >= next_status:
+                        next_status = now + STATUS_EVERY_S
+                        self.write_status()
+                except Exception:
+                    logger.exception("outputs process loop error")
+                if watchdog and now >= next_ping:
+                    notify("WATCHDOG=1")
+                    next_ping = now + watchdog
+                self.stop.wait(0.1)
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        self.stop.set()
+        for sender in list(self.senders.values()):
+            sender.close()
+        self.senders.clear()
+        self.triggers.close()
+        self._watcher.join(2)
+        for path in (
+            status_file.status_path(self.config.runtime_path),
+            heartbeat_path(self.config.runtime_path, "outputs"),
+        ):
+            path.unlink(missing_ok=True)
+        self.db.conn.close()
+
+
+def _data_version(db: Database) -> int:
+    return int(db.execute("PRAGMA data_version").fetchone()[0])
+
+
+def run_outputs(config: Config) -> int:
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    db.conn.close()
+    config.runtime_path.mkdir(parents=True, exist_ok=True)
+    process = OutputsProcess(config)
+    stop_on_signals(process.stop, "the outputs")
+    return process.run()
+
+
+__all__ = ["OutputsProcess", "run_outputs"]
