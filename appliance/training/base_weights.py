@@ -19,7 +19,8 @@ from pathlib import Path
 
 from appliance.caller import CurrentUser, require_admin
 from appliance.config import Config
-from appliance.errors import Forbidden, Invalid, NotFound, TooLarge
+from appliance.drives import configured_roots, resolve_under_roots
+from appliance.errors import Invalid, TooLarge
 from appliance.storage import check_free_space, fsync_dir
 from appliance.training.schemas import BaseWeightsRead, WeightsCandidate
 
@@ -110,42 +111,12 @@ def pinned_checksums_or_empty(config: Config) -> dict[str, str]:
         return {}
 
 
-def _roots(config: Config) -> list[Path]:
-    roots = []
-    for root in config.import_roots:
-        try:
-            roots.append(Path(root).expanduser().resolve(strict=True))
-        except OSError:
-            continue
-    return roots
-
-
-def _under(path: Path, roots: list[Path]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)
-
-
 def checked_source(config: Config, raw: str) -> Path:
     """The real path of a .pt file under one of the import roots (a USB drive), checked before it is read.
 
     The roots are checked on the path as written before anything on the disk is looked at, so an answer
     never tells whether a file outside them exists; links are resolved and checked again."""
-    if not raw or "\x00" in raw or len(raw) > 4096:
-        raise Invalid("path is empty, too long or contains a NUL byte")
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        raise Invalid(f"{raw[:300]}: give an absolute path, e.g. /media/usb0/yolo11n.pt")
-    written = [Path(os.path.normpath(Path(r).expanduser())) for r in config.import_roots]
-    outside = Forbidden(
-        f"{raw[:300]} is outside the import folders ({', '.join(config.import_roots) or 'none'})"
-    )
-    if not _under(Path(os.path.normpath(path)), [*_roots(config), *written]):
-        raise outside
-    try:
-        real = path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        raise NotFound(f"{raw[:300]} does not exist") from None
-    if not _under(real, _roots(config)):
-        raise outside
+    real = resolve_under_roots(config, raw, example="/media/usb0/yolo11n.pt")
     if not real.is_file() or real.suffix.lower() != ".pt":
         raise Invalid(f"{raw[:300]} is not a .pt weights file")
     if real.stat().st_size > MAX_WEIGHTS_BYTES:
@@ -160,7 +131,7 @@ def usb_candidates(config: Config) -> list[WeightsCandidate]:
     names = set(pinned_checksums_or_empty(config).values())
     found: list[WeightsCandidate] = []
     seen = 0
-    for root in _roots(config):
+    for root in configured_roots(config):
         stack = [(root, 0)]
         while stack and len(found) < SCAN_FILES and seen < SCAN_ENTRIES:
             folder, depth = stack.pop()

@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.errors import Forbidden, Invalid, NotFound
+from appliance.drives import configured_roots, resolve_under_roots
+from appliance.errors import Invalid
 from appliance.transfers.archive import ARCHIVE_SUFFIXES
 from appliance.transfers.formats import IMAGE_SUFFIXES
 from appliance.transfers.schemas import SourceRead
@@ -18,49 +19,15 @@ logger = logging.getLogger(__name__)
 SCAN_LIMIT = 20_000  # entries looked at per source when counting images for the list
 
 
-def configured_roots(config: Config) -> list[Path]:
-    roots = []
-    for root in config.import_roots:
-        try:
-            roots.append(Path(root).expanduser().resolve(strict=True))
-        except OSError:
-            continue
-    return roots
-
-
 def is_archive_name(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def _under(path: Path, roots: list[Path], config: Config | None = None) -> bool:
-    """`path` is a root or lies below one (also a root as configured, before its own links are resolved)."""
-    written = [Path(os.path.normpath(Path(r).expanduser())) for r in config.import_roots] if config else []
-    return any(path == root or path.is_relative_to(root) for root in [*roots, *written])
-
-
 def resolve_source(config: Config, raw: str, *, allow_any: bool = False) -> Path:
-    """The real path of a folder or archive under one of the import roots; links are resolved before the check."""
-    if not raw or "\x00" in raw:
-        raise Invalid("path is empty or contains a NUL byte")
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        raise Invalid(f"{raw}: give an absolute path, e.g. /media/usb0/photos")
-    outside = Forbidden(
-        f"{raw[:300]} is outside the import folders ({', '.join(config.import_roots) or 'none configured'})"
-    )
-    roots = configured_roots(config)
-    # The roots are checked on the path as written BEFORE anything on the disk is looked at: an answer
-    # must never tell whether a file outside them exists (404 for one path, 403 for another).
-    if not allow_any and not _under(Path(os.path.normpath(path)), roots, config):
-        raise outside
-    try:
-        real = path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        raise NotFound(f"{raw[:300]} does not exist") from None
-    if not allow_any and not _under(real, roots):  # a link under a root that leads out of it
-        raise outside
+    """The real path of a folder or archive under one of the import roots (appliance/drives.py checks)."""
+    real = resolve_under_roots(config, raw, example="/media/usb0/photos", allow_any=allow_any)
     if not (real.is_dir() or (real.is_file() and is_archive_name(real))):
-        raise Invalid(f"{raw} is neither a folder nor a zip/tar archive")
+        raise Invalid(f"{raw[:300]} is neither a folder nor a zip/tar archive")
     return real
 
 

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from appliance.config import Config
+from appliance.drives import configured_roots
 from appliance.errors import InsufficientStorage, Invalid, Unavailable
 from appliance.storage import atomic_target, check_free_space
 from appliance.transfers.contracts import UsbExportProgress
-from appliance.transfers.sources import configured_roots
 
 logger = logging.getLogger(__name__)
 
