@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -38,13 +39,23 @@ def need_mosquitto() -> None:
 class Mosquitto:
     """`mosquitto -c FILE` on 127.0.0.1:<port>; stop() kills it, start() brings it back on the same port."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, persistent: bool = False) -> None:
         self.port = port or free_port()
         self.folder = folder
         self.process: subprocess.Popen[bytes] | None = None
         folder.mkdir(parents=True, exist_ok=True)
         self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # As root mosquitto drops to its own user unless told to stay (it must write the persistence file here).
+        user = pwd.getpwuid(os.getuid()).pw_name
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", f"user {user}"]
+        # persistent: subscriptions of persistent sessions (and retained messages) survive a kill -9, saved
+        # every second, so the line's subscriber misses nothing the box sends right after a restart.
+        lines += (
+            [f"persistence true\npersistence_location {folder}/\nautosave_interval 1"]
+            if persistent
+            else ["persistence false"]
+        )
+        self.conf.write_text("\n".join(lines) + "\n")
         self.log_path = folder / "mosquitto.log"
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
@@ -76,17 +87,22 @@ class Mosquitto:
 class Subscriber:
     """A paho client subscribed (QoS 1) to topic filters; records (topic, payload, arrival time)."""
 
-    def __init__(self, port: int, topics: list[str], client_id: str = "line-test") -> None:
+    def __init__(
+        self, port: int, topics: list[str], client_id: str = "line-test", persistent: bool = False
+    ) -> None:
         self.port = port
         self.topics = topics
         self.messages: list[tuple[str, bytes, float, bool]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent
+        )
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self.connected = threading.Event()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        self.connected.clear()
         for topic in self.topics:
             client.subscribe(topic, qos=1)
         self.connected.set()
@@ -96,7 +112,7 @@ class Subscriber:
             self.messages.append((message.topic, message.payload, time.time(), bool(message.retain)))
 
     def start(self) -> Subscriber:
-        self.client.reconnect_delay_set(0.2, 1)
+        self.client.reconnect_delay_set(1, 1)
         self.client.connect("127.0.0.1", self.port, keepalive=10)
         self.client.loop_start()
         assert self.connected.wait(10), "subscriber did not connect"
@@ -211,6 +227,8 @@ class BoxProcess:
             {
                 "APPLIANCE_DATA_DIR": config.data_dir,
                 "APPLIANCE_RUNTIME_DIR": config.runtime_dir,
+                "APPLIANCE_BOX_ID": config.box_id,
+                "APPLIANCE_OUTBOX_MAX_ROWS": str(config.outbox_max_rows),
                 **(env or {}),
             }
         )

@@ -55,7 +55,7 @@ class DiskSummary(msgspec.Struct, kw_only=True):
     total_mb: int
 
 
-class StatusMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+class StatusMessage(msgspec.Struct, kw_only=True):
     """`<prefix>/<box_id>/status`, retained: `online` with what the box runs, or `offline` (the last will, or
     sent on a clean stop). Dashboards list the fleet from these."""
 
