@@ -186,7 +186,13 @@ class WebhookReceiver:
                     status = owner.statuses.pop(0) if owner.statuses else 200
                     status = status if valid else 401
                     owner.received.append(
-                        {"body": body, "headers": headers, "status": status, "valid": valid}
+                        {
+                            "body": body,
+                            "headers": headers,
+                            "status": status,
+                            "valid": valid,
+                            "at": time.monotonic(),
+                        }
                     )
                 self.send_response(status)
                 self.send_header("Content-Length", "2")

@@ -19,7 +19,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from appliance.db import Database, open_database
 from appliance.errors import AppError
-from appliance.outputs.camera_state import CameraValues, ServerState
+from appliance.outputs.camera_state import CameraValues, ServerState, catalog_cameras
 from appliance.outputs.connector import DeliveryError, TriggerRequester
 from appliance.outputs.contracts import ConnectorState, OutboxItem
 from appliance.outputs.schemas import ModbusSettings
@@ -87,7 +87,10 @@ class ModbusConnector:
     # --- server --------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.values.load(self._catalog_db())
+        db = self._catalog_db()
+        self.values.load(db)
+        for camera_id, name in catalog_cameras(db).items():  # blocks exist before a camera's first event
+            self.values.camera(camera_id, name)
         for camera_id in list(self.values.cameras):
             self._refresh(camera_id)
         self.registers[0] = MAP_VERSION
