@@ -73,4 +73,4 @@ UNIT_DIR="${UNIT_DIR:-/etc/systemd/system}"
 UDEV_DIR="${UDEV_DIR:-/etc/udev/rules.d}"
 APP_USER="${APP_USER:-appliance}"
 # shellcheck disable=SC2034  # used by the scripts that source this file
-SERVICES=(appliance-web.service appliance-worker.service appliance-camera.service)
+SERVICES=(appliance-web.service appliance-worker.service appliance-camera.service appliance-outputs.service)
