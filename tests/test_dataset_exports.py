@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from appliance.db import open_database
 from tests import transfers_support
 from tests.helpers import API, create_dataset
 from tests.models import write_yolo_dataset
@@ -75,6 +76,21 @@ def test_round_trip(client, admin, config, media, source_dataset, fmt):
     assert job["status"] == "completed" and job["result"]["format"] == fmt, job
     assert job["result"]["imported"] == 10 and job["result"]["skipped"] == 0, job["result"]
     assert_same_boxes(boxes_by_hash(config, source_dataset["id"]), boxes_by_hash(config, target["id"]))
+    # The images keep the names they had, not the archive's <id>_<stem> entry names.
+    assert names_by_hash(config, target["id"]) == names_by_hash(config, source_dataset["id"])
+
+
+def names_by_hash(config, dataset_id: int) -> dict[str, str]:
+    db = open_database(config.db_path)
+    try:
+        rows = db.execute(
+            "SELECT f.sha256, i.original_name FROM images i JOIN image_files f ON f.id = i.file_id "
+            "WHERE i.dataset_id = ?",
+            [dataset_id],
+        ).fetchall()
+    finally:
+        db.conn.close()
+    return dict(rows)
 
 
 def test_pycocotools_loads_the_coco_export(client, admin, media, source_dataset):

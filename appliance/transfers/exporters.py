@@ -8,6 +8,7 @@ same images give the same split.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import zipfile
@@ -302,6 +303,23 @@ def zip_stream(entries: Iterable[tuple[str, Content]]) -> Iterator[bytes]:
     yield sink.take()
 
 
+# Archive entries are named <image id>_<safe stem> (unique, portable); this file, at the archive's root,
+# maps each stem back to the image's original name, so a round trip through another tool keeps the names.
+NAMES_FILE = "appliance-names.json"
+
+
+def original_names(db: Database, dataset_id: int, include_unlabeled: bool) -> bytes:
+    status_filter = "" if include_unlabeled else "AND status != 'unlabeled'"
+    names = {
+        _safe_stem(image_id, original): original
+        for image_id, original in db.execute(
+            f"SELECT id, original_name FROM images WHERE dataset_id = ? {status_filter} ORDER BY id",
+            [dataset_id],
+        )
+    }
+    return json.dumps({"version": 1, "names": names}, ensure_ascii=False).encode()
+
+
 def export_archive(
     config: Config, dataset_id: int, fmt: str, include_unlabeled: bool = False
 ) -> Iterator[bytes]:
@@ -312,7 +330,9 @@ def export_archive(
     store = ImageStore(config)
     try:
         db.execute("BEGIN")  # one read snapshot: labels edited meanwhile do not tear the export
-        yield from zip_stream(WRITERS[fmt](db, store, dataset_id, include_unlabeled))
+        entries = WRITERS[fmt](db, store, dataset_id, include_unlabeled)
+        names = [(NAMES_FILE, original_names(db, dataset_id, include_unlabeled))]
+        yield from zip_stream(itertools.chain(entries, names))
     finally:
         if db.conn.in_transaction:
             db.execute("COMMIT")

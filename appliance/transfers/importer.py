@@ -11,6 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
+import msgspec
+
 from appliance import catalog
 from appliance.caller import CurrentUser
 from appliance.catalog.schemas import Box
@@ -23,7 +25,8 @@ from appliance.storage import ImageStore, check_free_space, read_capped, sync_fi
 from appliance.transfers.archive import extract_archive
 from appliance.transfers.class_mapper import ClassMapper
 from appliance.transfers.contracts import ImportParams
-from appliance.transfers.formats import ParsedSet, SourceItem, walk_tree
+from appliance.transfers.exporters import NAMES_FILE
+from appliance.transfers.formats import ParsedSet, SourceItem, Tree, walk_tree
 from appliance.transfers.formats.detect import parse_tree
 from appliance.transfers.report import ImportReport
 from appliance.transfers.schemas import UnknownClasses
@@ -294,6 +297,31 @@ def prepare_source(
     return workdir, workdir
 
 
+MAX_NAMES_BYTES = 32 * 1024 * 1024
+
+
+def take_export_names(tree: Tree, report: ImportReport) -> dict[str, str]:
+    """The stem -> original name map of an archive this box exported (exporters.NAMES_FILE), taken out of
+    the files to parse; an unreadable one is reported and the archive's own names are kept."""
+    path = tree.root / NAMES_FILE
+    if path not in tree.files:
+        return {}
+    tree.files.remove(path)
+    try:
+        names = msgspec.json.decode(read_capped(path, MAX_NAMES_BYTES), type=ExportNames).names
+    except (AppError, OSError, msgspec.DecodeError) as exc:
+        report.skip(
+            NAMES_FILE, f"not a names file of this box ({str(exc)[:200]}); the names in the archive are kept"
+        )
+        return {}
+    return {stem[:255]: name[:255] for stem, name in names.items() if name}
+
+
+class ExportNames(msgspec.Struct):
+    version: int
+    names: dict[str, str]
+
+
 def run_import_job(
     db: Database,
     config: Config,
@@ -317,7 +345,10 @@ def run_import_job(
         root, staged = prepare_source(config, params, job_id, report)
         tree = walk_tree(root, config.max_import_entries)
         report.files_seen = len(tree.files) + len(tree.skipped)
+        names = take_export_names(tree, report)
         parsed = parse_tree(tree, params.format, voc_origin=params.voc_origin)
+        for item in parsed.items:  # an archive this box exported: the images get their names back
+            item.name = names.get(item.path.stem, item.name)
         if progress:
             progress(report, True)
 
