@@ -107,3 +107,16 @@ class OutputsStatusFile(msgspec.Struct, kw_only=True):
     pid: int
     updated_at: float
     outputs: dict[str, ConnectorState]  # output id (as text: a JSON object key) -> state
+
+
+def json_schemas() -> dict[str, dict[str, object]]:
+    """The published contract as JSON Schema (docs/schemas/<name>.json; a test keeps the files in step)."""
+    schemas: dict[str, dict[str, object]] = {}
+    for name, struct in (("event-v1", EventMessage), ("status-v1", StatusMessage), ("test-v1", TestMessage)):
+        schema = msgspec.json.schema(struct)
+        schemas[name] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"appliance/{name}",
+            **schema,
+        }
+    return schemas

@@ -1,0 +1,57 @@
+"""The topic and payload contract: the JSON Schema files in docs/schemas/ are the Structs the box sends, and a
+real message of each kind validates against them. `python -m tests.test_outputs_contract` rewrites the files."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import msgspec
+import pytest
+
+from appliance.outputs.contracts import EVENT_SCHEMA, STATUS_SCHEMA, EventMessage, StatusMessage, json_schemas
+from tests.helpers import REPO
+
+FOLDER = REPO / "docs" / "schemas"
+
+
+def rendered() -> dict[str, str]:
+    return {
+        f"{name}.json": json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        for name, schema in json_schemas().items()
+    }
+
+
+def test_the_schema_files_are_the_structs_the_box_sends() -> None:
+    for filename, text in rendered().items():
+        assert (FOLDER / filename).read_text() == text, (
+            f"docs/schemas/{filename} is stale: python -m tests.test_outputs_contract"
+        )
+
+
+def test_messages_carry_their_versioned_schema_name() -> None:
+    event = EventMessage(
+        box_id="b", event_id=1, camera_id=1, camera_name="c", ts=0.0, time="1970-01-01T00:00:00.000+00:00",
+        mode="triggered", trigger_id=3, verdict="ng", failing_rules=["r"], counts={"*": {"x": 1}}, model_id=None,
+        latencies={}, width=1, height=1, snapshot_url=None,
+    )  # fmt: skip
+    decoded = json.loads(msgspec.json.encode(event))
+    assert decoded["schema"] == EVENT_SCHEMA == "appliance.event/1"
+    assert set(decoded) == set(json_schemas()["event-v1"]["$defs"]["EventMessage"]["properties"])  # type: ignore[index]
+    status = json.loads(msgspec.json.encode(StatusMessage(box_id="b", state="offline")))
+    assert status["schema"] == STATUS_SCHEMA and status["state"] == "offline"
+    # And both validate against the published files (jsonschema-rs, a dependency of schemathesis).
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    for name, message in (("event-v1", decoded), ("status-v1", status)):
+        jsonschema_rs.validator_for(json.loads((FOLDER / f"{name}.json").read_text())).validate(message)
+    with pytest.raises(jsonschema_rs.ValidationError):
+        jsonschema_rs.validator_for(json.loads((FOLDER / "event-v1.json").read_text())).validate(
+            {**decoded, "verdict": "maybe"}
+        )
+
+
+if __name__ == "__main__":
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    for filename, text in rendered().items():
+        (FOLDER / filename).write_text(text)
+        print(f"wrote docs/schemas/{filename}", file=sys.stderr)
