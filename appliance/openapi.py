@@ -59,7 +59,7 @@ def _statuses(method: str, path: str, handler: Any) -> set[str]:
     data = handler.parsed_fn_signature.parameters.get("data")
     codes = {"400", "503"}
     if not public:
-        codes |= {"401", "403"}
+        codes |= {"401", "403", "404"}  # a path id, or an id in the body or query, that is not (visible) there
     if "{" in path:
         codes.add("404")
     if method in STATE_CHANGING:
@@ -94,11 +94,10 @@ def _bound_integers(operation: Any) -> None:
     for parameter in operation.parameters or []:
         schema = getattr(parameter, "schema", None)
         for candidate in [schema, *(getattr(schema, "one_of", None) or [])]:
-            if (
-                isinstance(candidate, Schema)
-                and candidate.type == OpenAPIType.INTEGER
-                and candidate.maximum is None
-            ):
+            if not (isinstance(candidate, Schema) and candidate.type == OpenAPIType.INTEGER):
+                continue
+            # None, or le=2**63-1 that Litestar wrote as the float 9.223372036854776e18 (= 2**63, one too many)
+            if candidate.maximum is None or candidate.maximum >= MAX_INTEGER:
                 candidate.maximum = MAX_INTEGER
 
 

@@ -127,7 +127,7 @@ class EventsController(Controller):
         rows = [CameraCounters(camera_id=c, **found.get(c, {"ok": 0, "ng": 0})) for c in ids]
         return CountersRead(since=since, cameras=rows)
 
-    @get("/stream", operation_id="streamEvents", sync_to_thread=True)
+    @get("/stream", operation_id="streamEvents", sync_to_thread=True, media_type="text/event-stream")
     def stream(
         self,
         request: Request[Any, Any, Any],

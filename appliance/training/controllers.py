@@ -71,7 +71,12 @@ class TrainingJobController(Controller):
     def cancel(self, job_id: Id, db: DB, user: Caller, config: Settings) -> TrainingJobRead:
         return service.cancel_training_job(db, config, job_id, user)
 
-    @get("/{job_id:int}/events", operation_id="streamTrainingJobEvents", sync_to_thread=True)
+    @get(
+        "/{job_id:int}/events",
+        operation_id="streamTrainingJobEvents",
+        sync_to_thread=True,
+        media_type="text/event-stream",
+    )
     def events(
         self,
         job_id: Id,

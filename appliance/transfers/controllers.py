@@ -108,7 +108,12 @@ class ImportController(Controller):
             upload.unlink(missing_ok=True)
             raise
 
-    @get("/datasets/{dataset_id:int}/export", operation_id="exportDataset", sync_to_thread=True)
+    @get(
+        "/datasets/{dataset_id:int}/export",
+        operation_id="exportDataset",
+        sync_to_thread=True,
+        media_type="application/zip",
+    )
     def export(
         self,
         dataset_id: Id,
