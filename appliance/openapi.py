@@ -59,7 +59,8 @@ def _statuses(method: str, path: str, handler: Any) -> set[str]:
     data = handler.parsed_fn_signature.parameters.get("data")
     codes = {"400", "503"}
     if not public:
-        codes |= {"401", "403", "404"}  # a path id, or an id in the body or query, that is not (visible) there
+        # a path id, or an id in the body or query, that is not (visible) there; a state that does not allow it
+        codes |= {"401", "403", "404", "409"}
     if "{" in path:
         codes.add("404")
     if method in STATE_CHANGING:
@@ -101,6 +102,17 @@ def _bound_integers(operation: Any) -> None:
                 candidate.maximum = MAX_INTEGER
 
 
+def _name_file_media_types(responses: dict[str, Any], handler: Any) -> None:
+    """Litestar documents a File response under an empty media type: use the one the route declares."""
+    declared = str(handler.media_type) if handler.media_type else ""
+    for response in responses.values():
+        content = getattr(response, "content", None)
+        if content and "" in content:
+            content[
+                declared if "/" in declared and declared != "application/json" else "application/octet-stream"
+            ] = content.pop("")
+
+
 def complete_document(app: Litestar, document: OpenAPI) -> OpenAPI:
     handlers = _handlers_by_operation(app)
     components = document.components
@@ -123,6 +135,7 @@ def complete_document(app: Litestar, document: OpenAPI) -> OpenAPI:
                 continue
             _bound_integers(operation)
             responses = operation.responses if operation.responses is not None else {}
+            _name_file_media_types(responses, handler)
             for code in sorted(_statuses(method, path, handler)):
                 responses.setdefault(code, _error_response(code))
             operation.responses = responses

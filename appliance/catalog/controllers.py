@@ -125,7 +125,7 @@ class ImageController(Controller):
     def get_image(self, image_id: Id, db: DB, user: Caller) -> ImageRead:
         return images.get_image(db, image_id, user)
 
-    @get("/{image_id:int}/file", operation_id="getImageFile", sync_to_thread=True)
+    @get("/{image_id:int}/file", operation_id="getImageFile", sync_to_thread=True, media_type="image/*")
     def image_file(self, image_id: Id, db: DB, user: Caller, state: State) -> File:
         image = images.get_image(db, image_id, user)
         ext = FORMATS[image.format][0]
@@ -136,7 +136,12 @@ class ImageController(Controller):
             path, media_type=EXTENSION_TYPES[ext], content_disposition_type="inline", headers=IMMUTABLE
         )
 
-    @get("/{image_id:int}/thumbnail", operation_id="getImageThumbnail", sync_to_thread=True)
+    @get(
+        "/{image_id:int}/thumbnail",
+        operation_id="getImageThumbnail",
+        sync_to_thread=True,
+        media_type=THUMBNAIL_MEDIA_TYPE,
+    )
     def thumbnail(self, image_id: Id, db: DB, user: Caller, config: Settings, state: State) -> File:
         image = images.get_image(db, image_id, user)
         path = files.ensure_thumbnail(state.image_store, config, image.sha256, image.format)

@@ -73,6 +73,7 @@ class ModelController(Controller):
         "/{model_id:int}/exports/{export_id:int}/file",
         operation_id="downloadModelExport",
         sync_to_thread=True,
+        media_type="application/octet-stream",
     )
     def download_export(self, model_id: Id, export_id: Id, db: DB, user: Caller, config: Settings) -> File:
         """The ONNX file of a completed export (engines are built for one box's GPU and stay there)."""

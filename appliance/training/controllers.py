@@ -97,7 +97,12 @@ class TrainingJobController(Controller):
             user_id=user.id,
         )
 
-    @get("/{job_id:int}/plots/{name:str}", operation_id="getTrainingPlot", sync_to_thread=True)
+    @get(
+        "/{job_id:int}/plots/{name:str}",
+        operation_id="getTrainingPlot",
+        sync_to_thread=True,
+        media_type="image/*",
+    )
     def plot(
         self,
         job_id: Id,
