@@ -114,6 +114,7 @@ class OutputRead(msgspec.Struct, kw_only=True):
     enabled: bool
     settings: OutputSettings  # secrets always null here
     secrets_set: list[str]
+    box_id: str  # this box's name in topics and messages (config key box_id)
     created_at: str
     updated_at: str
     status: OutputStatus

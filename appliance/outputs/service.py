@@ -115,7 +115,9 @@ def _status(
     )
 
 
-def _to_read(row: dict[str, Any], stats: outbox.OutboxStats, states: status_file.Snapshot) -> OutputRead:
+def _to_read(
+    row: dict[str, Any], stats: outbox.OutboxStats, states: status_file.Snapshot, box: str
+) -> OutputRead:
     settings = _settings_decoder.decode(row["settings"])
     return OutputRead(
         id=row["id"],
@@ -124,6 +126,7 @@ def _to_read(row: dict[str, Any], stats: outbox.OutboxStats, states: status_file
         enabled=bool(row["enabled"]),
         settings=settings,
         secrets_set=sorted(json.loads(row["secrets"])),
+        box_id=box,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         status=_status(row["id"], stats, states, bool(row["enabled"])),
@@ -135,14 +138,15 @@ def list_outputs(db: Database, config: Config, user: CurrentUser) -> list[Output
     stats = outbox.stats(db)
     states = status_file.read(config.runtime_path)
     rows = db.query("SELECT * FROM outputs ORDER BY id")
-    return [_to_read(row, stats.get(row["id"], outbox.OutboxStats()), states) for row in rows]
+    box = outbox.box_id(config)
+    return [_to_read(row, stats.get(row["id"], outbox.OutboxStats()), states, box) for row in rows]
 
 
 def get_output(db: Database, config: Config, output_id: int, user: CurrentUser) -> OutputRead:
     require_admin(user)
     row = _row(db, output_id)
     stats = outbox.stats(db).get(output_id, outbox.OutboxStats())
-    return _to_read(row, stats, status_file.read(config.runtime_path))
+    return _to_read(row, stats, status_file.read(config.runtime_path), outbox.box_id(config))
 
 
 def _check_name(db: Database, name: str, output_id: int | None) -> None:

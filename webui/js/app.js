@@ -24,6 +24,7 @@ import statsPage from './pages/stats.js';
 import { trainingListPage } from './pages/training.js';
 import { trainingJobPage } from './pages/training-job.js';
 import modelsPage from './pages/models.js';
+import outputsPage from './pages/outputs.js';
 import tryItPage from './pages/tryit.js';
 import usersPage from './pages/users.js';
 
@@ -42,6 +43,7 @@ export const PAGES = [
   tryItPage,
   livePage,
   eventsPage,
+  outputsPage,
   usersPage,
 ];
 

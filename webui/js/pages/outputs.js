@@ -1,0 +1,203 @@
+// Outputs (admins only): MQTT, webhooks, OPC UA and Modbus TCP to the line. Add, edit, enable, test, delete; the
+// status of each (connected, backlog, dropped, last delivery, last error) refreshed every 2 s; and, per camera,
+// every way the line can trigger an inspection. Secrets are write-only: the form never shows a stored one.
+
+import { ApiError } from '../api.js';
+import { confirmDialog, h, modal } from '../dom.js';
+import { formatNumber } from '../components/format.js';
+
+const KINDS = { mqtt: 'MQTT', webhook: 'Webhook', opcua: 'OPC UA server', modbus: 'Modbus TCP server' };
+// [name, label, type, default]; type: text | number | check | secret | select:a,b | checks:a,b | list
+const FIELDS = {
+  mqtt: [['host', 'Broker host', 'text', ''], ['port', 'Port', 'number', 1883], ['protocol', 'MQTT version', 'select:3.1.1,5', '3.1.1'],
+    ['topic_prefix', 'Topic prefix', 'text', 'appliance'], ['username', 'User name', 'text', ''], ['password', 'Password', 'secret'],
+    ['tls', 'TLS', 'check', false], ['ca_file', 'CA file on the box (PEM)', 'text', ''], ['tls_insecure', 'Accept any certificate (testing only)', 'check', false],
+    ['keepalive_s', 'Keep-alive (s)', 'number', 30], ['client_id', 'Client id (empty: appliance-<box>-<id>)', 'text', ''],
+    ['triggers', 'Take triggers from the broker', 'check', true]],
+  webhook: [['url', 'URL', 'text', ''], ['secret', 'HMAC key (16+ characters)', 'secret'], ['timeout_s', 'Timeout (s)', 'number', 10],
+    ['verify_tls', 'Check the receiver\'s certificate', 'check', true], ['ca_file', 'CA file on the box (PEM)', 'text', '']],
+  opcua: [['host', 'Listen address', 'text', '0.0.0.0'], ['port', 'Port', 'number', 4840], ['username', 'User name', 'text', ''],
+    ['password', 'Password', 'secret'], ['allow_anonymous', 'Allow anonymous sessions', 'check', false],
+    ['security', 'Security', 'checks:none,basic256sha256', ['none']], ['certificate', 'Box certificate (path)', 'text', ''],
+    ['private_key', 'Private key (path)', 'text', ''], ['triggers', 'Trigger method enabled', 'check', true]],
+  modbus: [['host', 'Listen address', 'text', '0.0.0.0'], ['port', 'Port', 'number', 5020],
+    ['classes', 'Count registers: class names in order (comma-separated; empty: the model\'s)', 'list', []],
+    ['triggers', 'Trigger coils enabled', 'check', true]],
+};
+
+const ago = (t) => (t ? `${Math.max(0, Math.round(Date.now() / 1000 - t))} s ago` : 'never');
+
+function target(o) {
+  const s = o.settings;
+  if (o.kind === 'webhook') return s.url;
+  if (o.kind === 'mqtt') return `${s.tls ? 'mqtts' : 'mqtt'}://${s.host}:${s.port} (${s.topic_prefix}/${o.box_id}/…)`;
+  if (o.kind === 'opcua') return `opc.tcp://${s.host}:${s.port}/appliance/`;
+  return `${s.host}:${s.port}`;
+}
+
+function statusCell(o, result) {
+  const st = o.status;
+  const badge = !o.enabled ? h('span.badge.muted', 'disabled')
+    : st.connected ? h('span.badge', { testid: 'output-connected' }, o.kind === 'opcua' || o.kind === 'modbus' ? 'listening' : 'connected')
+      : h('span.badge.warn', { testid: 'output-disconnected' }, st.running ? 'not connected' : 'process not running');
+  return h('td', badge, h('div.muted', { testid: 'output-detail' }, st.detail),
+    st.last_error ? h('div.form-error', { testid: 'output-last-error' }, `${st.last_error} (${ago(st.last_error_at)})`) : null, result);
+}
+
+function fieldInput(kind, [name, label, type, dflt], settings, secretsSet) {
+  const value = settings ? settings[name] : dflt;
+  const testid = `output-field-${name}`;
+  if (type === 'check') return h('label.inline', h('input', { type: 'checkbox', name, checked: !!value, testid }), ` ${label}`);
+  if (type.startsWith('select:')) {
+    return h('label', label, h('select', { name, testid }, type.slice(7).split(',').map((v) => h('option', { value: v, selected: v === value }, v))));
+  }
+  if (type.startsWith('checks:')) {
+    return h('fieldset', h('legend', label), type.slice(7).split(',').map((v) => h('label.inline',
+      h('input', { type: 'checkbox', name, value: v, checked: (value || []).includes(v), testid: `${testid}-${v}` }), ` ${v} `)));
+  }
+  if (type === 'secret') {
+    const stored = secretsSet.includes(name);
+    return h('label', `${label}${stored ? ' (stored: leave empty to keep)' : ''}`,
+      h('input', { type: 'password', name, autocomplete: 'new-password', maxlength: 256, testid }),
+      stored ? h('label.inline', h('input', { type: 'checkbox', name: `clear-${name}`, testid: `${testid}-clear` }), ' clear the stored one') : null);
+  }
+  const text = type === 'list' ? (value || []).join(', ') : value ?? '';
+  return h('label', label, h('input', { type: type === 'number' ? 'number' : 'text', name, value: String(text), step: 'any', testid }));
+}
+
+function readSettings(form, kind, editing) {
+  const settings = { kind };
+  for (const [name, , type] of FIELDS[kind]) {
+    const els = form.querySelectorAll(`[name="${name}"]`);
+    if (type === 'check') settings[name] = els[0].checked;
+    else if (type.startsWith('checks:')) settings[name] = [...els].filter((e) => e.checked).map((e) => e.value);
+    else if (type === 'number') settings[name] = Number(els[0].value);
+    else if (type === 'list') settings[name] = els[0].value.split(',').map((v) => v.trim()).filter(Boolean);
+    else if (type === 'secret') {
+      const clear = form.querySelector(`[name="clear-${name}"]`);
+      if (clear && clear.checked) settings[name] = '';
+      else if (els[0].value) settings[name] = els[0].value;
+      else if (!editing) settings[name] = null;
+    } else settings[name] = els[0].value.trim();
+  }
+  settings.camera_ids = [...form.querySelectorAll('[name="camera_ids"]')].filter((e) => e.checked).map((e) => Number(e.value));
+  return settings;
+}
+
+function triggerSources(camera, outputs) {
+  const ways = [h('li', `HTTP: POST /api/v1/cameras/${camera.id}/trigger`)];
+  for (const o of outputs) {
+    const s = o.settings;
+    if (!o.enabled || s.triggers === false || o.kind === 'webhook') continue;
+    if (s.camera_ids.length && !s.camera_ids.includes(camera.id)) continue;
+    if (o.kind === 'mqtt') ways.push(h('li', `MQTT (${o.name}): publish to ${s.topic_prefix}/${o.box_id}/cameras/${camera.id}/trigger`));
+    if (o.kind === 'opcua') ways.push(h('li', `OPC UA (${o.name}): call camera.${camera.id}.Trigger`));
+    if (o.kind === 'modbus') {
+      ways.push(h('li', camera.id <= 654 ? `Modbus (${o.name}): write 1 to coil ${100 * camera.id}; registers ${100 * camera.id}-${100 * camera.id + 99}`
+        : `Modbus (${o.name}): camera ids above 654 have no registers`));
+    }
+  }
+  return h('tr', { testid: 'trigger-row', dataset: { camera: String(camera.id) } },
+    h('td', camera.name), h('td', camera.settings.mode), h('td', h('ul.plain', ways)));
+}
+
+export default {
+  route: '#/outputs',
+  title: 'Outputs',
+  nav: 'Outputs',
+  admin: true,
+  async render(root, _params, ctx) {
+    const rows = h('tbody');
+    const triggerRows = h('tbody');
+    const error = h('p.form-error', { testid: 'outputs-error', role: 'alert' });
+    let cameras = [];
+    let editing = false;
+    const fail = (err) => { error.textContent = err instanceof ApiError ? err.detail : String(err); };
+
+    const load = async () => {
+      const [outputs, cams] = await Promise.all([ctx.api.get('/outputs', { signal: ctx.signal }), ctx.api.get('/cameras', { signal: ctx.signal })]);
+      cameras = cams;
+      rows.replaceChildren(...outputs.map((o) => outputRow(o)));
+      if (!outputs.length) rows.append(h('tr', h('td.muted', { colspan: 6 }, 'No outputs yet: add one below.')));
+      triggerRows.replaceChildren(...cameras.map((c) => triggerSources(c, outputs)));
+    };
+
+    const results = new Map(); // output id -> its last test result, kept across the refreshes
+    const outputRow = (o) => {
+      const result = results.get(o.id) || h('div', { testid: 'output-test-result' });
+      results.set(o.id, result);
+      const test = h('button', { type: 'button', testid: 'output-test', onclick: async () => {
+        result.textContent = 'testing…';
+        try {
+          const r = await ctx.api.post(`/outputs/${o.id}/test`);
+          result.className = r.ok ? 'ok' : 'form-error';
+          result.textContent = `${r.ok ? 'OK' : 'Failed'}: ${r.detail} (${r.elapsed_ms} ms)`;
+        } catch (err) { result.className = 'form-error'; result.textContent = err instanceof ApiError ? err.detail : String(err); }
+      } }, 'Test');
+      const toggle = h('button', { type: 'button', testid: 'output-toggle', onclick: () => save(o, { name: o.name, enabled: !o.enabled, settings: o.settings }) },
+        o.enabled ? 'Disable' : 'Enable');
+      const edit = h('button', { type: 'button', testid: 'output-edit', onclick: () => openForm(o) }, 'Edit');
+      const remove = h('button.danger', { type: 'button', testid: 'output-delete', onclick: async () => {
+        if (!(await confirmDialog('Delete output', `Delete ${o.name}? Its ${o.status.backlog} undelivered messages go with it.`))) return;
+        try { await ctx.api.del(`/outputs/${o.id}`); await load(); } catch (err) { fail(err); }
+      } }, 'Delete');
+      const st = o.status;
+      return h('tr', { testid: 'output-row', dataset: { name: o.name, kind: o.kind } },
+        h('td', h('strong', o.name), h('div.muted', KINDS[o.kind])), h('td', { testid: 'output-target' }, target(o)), statusCell(o, result),
+        h('td', { testid: 'output-backlog' }, formatNumber(st.backlog), st.dropped ? h('div.form-error', { testid: 'output-dropped' }, `${formatNumber(st.dropped)} dropped`) : null),
+        h('td', h('div', { testid: 'output-delivered' }, `${formatNumber(st.delivered)} sent`), h('div.muted', `last ${ago(st.last_delivery_at)}`)),
+        h('td.actions', test, edit, toggle, remove));
+    };
+
+    // Secrets omitted from a PUT keep the stored ones (the page never had them).
+    const save = async (o, body) => {
+      const settings = { ...body.settings };
+      for (const key of ['password', 'secret']) if (settings[key] === null) delete settings[key];
+      try { await ctx.api.put(`/outputs/${o.id}`, { ...body, settings }); await load(); } catch (err) { fail(err); }
+    };
+
+    const openForm = (o = null) => modal(o ? `Edit ${o.name}` : 'New output', (close) => {
+      editing = true;
+      const kind = h('select', { name: 'kind', testid: 'output-kind', disabled: !!o },
+        Object.entries(KINDS).map(([k, label]) => h('option', { value: k, selected: o ? o.kind === k : k === 'mqtt' }, label)));
+      const name = h('input', { name: 'name', required: true, maxlength: 64, value: o ? o.name : '', testid: 'output-name' });
+      const enabled = h('input', { type: 'checkbox', name: 'enabled', checked: o ? o.enabled : true, testid: 'output-enabled' });
+      const fields = h('div.stack');
+      const cams = h('fieldset', h('legend', 'Cameras (none ticked: every camera)'), cameras.map((c) => h('label.inline',
+        h('input', { type: 'checkbox', name: 'camera_ids', value: String(c.id), checked: o ? o.settings.camera_ids.includes(c.id) : false }), ` ${c.name} `)));
+      const draw = () => fields.replaceChildren(...FIELDS[kind.value].map((f) => fieldInput(kind.value, f, o && o.kind === kind.value ? o.settings : null, o ? o.secrets_set : [])));
+      kind.addEventListener('change', draw);
+      draw();
+      const msg = h('p.form-error', { testid: 'output-form-error', role: 'alert' });
+      const form = h('form.stack', { testid: 'output-form' }, h('label', 'Kind', kind), h('label', 'Name', name),
+        h('label.inline', enabled, ' Enabled'), fields, cams, msg,
+        h('div.actions', h('button', { type: 'button', onclick: () => close(false) }, 'Cancel'),
+          h('button.primary', { type: 'submit', testid: 'output-save' }, o ? 'Save' : 'Add')));
+      form.addEventListener('submit', async (event) => {
+        event.preventDefault();
+        const body = { name: name.value.trim(), enabled: enabled.checked, settings: readSettings(form, kind.value, !!o) };
+        try {
+          if (o) await ctx.api.put(`/outputs/${o.id}`, body);
+          else await ctx.api.post('/outputs', body);
+          ctx.toast(`Output ${body.name} saved`, 'ok');
+          close(true);
+          await load();
+        } catch (err) { msg.textContent = err instanceof ApiError ? err.detail : String(err); }
+      });
+      return form;
+    }, { testid: 'output-dialog', wide: true }).finally(() => { editing = false; });
+
+    root.append(h('section',
+      h('div.page-head', h('h1', 'Outputs'), h('button.primary', { type: 'button', testid: 'output-add', onclick: () => openForm() }, 'Add output')),
+      h('p.muted', 'Every inspection event goes to each enabled output, in order, at least once (event_id de-duplicates); '
+        + 'a broker or receiver that is away gets the backlog when it is back. Topics, payloads, OPC UA nodes and Modbus registers: docs/outputs.md.'),
+      error,
+      h('table.table', { testid: 'outputs-table' },
+        h('thead', h('tr', ['Output', 'Target', 'Status', 'Backlog', 'Delivered', ''].map((t) => h('th', t)))), rows),
+      h('h2', { style: { 'margin-top': '1.5rem' } }, 'Trigger sources per camera'),
+      h('table.table', { testid: 'trigger-sources' }, h('thead', h('tr', ['Camera', 'Mode', 'Ways to trigger an inspection'].map((t) => h('th', t)))), triggerRows)));
+    await load();
+    const timer = setInterval(() => { if (!editing) load().catch(fail); }, 2000);
+    return () => clearInterval(timer);
+  },
+};
