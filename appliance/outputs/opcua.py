@@ -134,6 +134,8 @@ class OpcuaConnector:
     async def _build(self) -> Server:
         server = Server(user_manager=_Users(self.settings))  # type: ignore[arg-type]
         await server.init()
+        # The application URI a certificate made for this box carries (docs/outputs.md).
+        await server.set_application_uri(f"urn:appliance:{self.box_id}")
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"Appliance {self.box_id}")
         policies = []
