@@ -210,17 +210,21 @@ class WebhookReceiver:
 
 
 @contextlib.contextmanager
-def outputs_in_thread(config: Config) -> Iterator[OutputsProcess]:
-    """The outputs process's main loop in a thread of the test (the same code `appliance outputs` runs)."""
-    process = OutputsProcess(config)
-    thread = threading.Thread(target=process.run, name="test-outputs-process", daemon=True)
+def in_thread(process: Any, name: str, join_s: float = 30) -> Iterator[Any]:
+    """A process object's main loop (`run()` until its `stop` event is set) in a thread of the test."""
+    thread = threading.Thread(target=process.run, name=name, daemon=True)
     thread.start()
     try:
         yield process
     finally:
         process.stop.set()
-        thread.join(30)
-        assert not thread.is_alive(), "outputs process did not stop"
+        thread.join(join_s)
+        assert not thread.is_alive(), f"{name} did not stop"
+
+
+def outputs_in_thread(config: Config) -> contextlib.AbstractContextManager[OutputsProcess]:
+    """The outputs process's code (the same `appliance outputs` runs) in a thread of the test."""
+    return in_thread(OutputsProcess(config), "test-outputs-process")
 
 
 class BoxProcess:

@@ -7,11 +7,14 @@ OPC UA method) never touch the catalog on their network thread: they go through 
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from appliance.db import Database, open_database
 from appliance.errors import Unavailable
@@ -40,6 +43,19 @@ class Connector(Protocol):
         """Writes that must commit with the acknowledgement (servers: their per-camera state)."""
 
     def close(self) -> None: ...
+
+
+def serve_until_stopped(
+    state: ConnectorState, serve: Callable[[], Coroutine[Any, Any, None]], what: str, output_id: int
+) -> None:
+    """A server's asyncio loop on its own thread; a failure (port taken, bad certificate) lands in the state."""
+    try:
+        asyncio.run(serve())
+    except Exception as exc:
+        state.connected = False
+        state.detail = state.last_error = f"{what}: {exc}"[:500]
+        state.last_error_at = time.time()
+        logger.exception("output %s: %s", output_id, what)
 
 
 class TriggerRequester:

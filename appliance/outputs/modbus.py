@@ -20,7 +20,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from appliance.db import Database, open_database
 from appliance.errors import AppError
 from appliance.outputs.camera_state import CameraValues, ServerState, catalog_cameras
-from appliance.outputs.connector import DeliveryError, TriggerRequester
+from appliance.outputs.connector import DeliveryError, TriggerRequester, serve_until_stopped
 from appliance.outputs.contracts import ConnectorState, OutboxItem
 from appliance.outputs.schemas import ModbusSettings
 
@@ -102,13 +102,7 @@ class ModbusConnector:
         return self._db
 
     def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except Exception as exc:
-            self.state.connected = False
-            self.state.detail = self.state.last_error = f"cannot listen on {self._where}: {exc}"[:500]
-            self.state.last_error_at = time.time()
-            logger.exception("output %s: the Modbus server stopped", self.output_id)
+        serve_until_stopped(self.state, self._serve, f"cannot listen on {self._where}", self.output_id)
 
     @property
     def _where(self) -> str:

@@ -24,7 +24,7 @@ from asyncua.crypto.permission_rules import User, UserRole
 from appliance.db import Database, open_database
 from appliance.errors import AppError
 from appliance.outputs.camera_state import CameraValues, ServerState, catalog_cameras
-from appliance.outputs.connector import DeliveryError, TriggerRequester
+from appliance.outputs.connector import DeliveryError, TriggerRequester, serve_until_stopped
 from appliance.outputs.contracts import ConnectorState, OutboxItem
 from appliance.outputs.schemas import OpcuaSettings
 
@@ -123,13 +123,7 @@ class OpcuaConnector:
         self._thread.start()
 
     def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except Exception as exc:
-            self.state.connected = False
-            self.state.detail = self.state.last_error = f"cannot serve {self.endpoint}: {exc}"[:500]
-            self.state.last_error_at = time.time()
-            logger.exception("output %s: the OPC UA server stopped", self.output_id)
+        serve_until_stopped(self.state, self._serve, f"cannot serve {self.endpoint}", self.output_id)
 
     async def _build(self) -> Server:
         server = Server(user_manager=_Users(self.settings))  # type: ignore[arg-type]
