@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,38 @@ def test_opcua_basic256sha256_with_the_box_certificate_and_no_unencrypted_endpoi
         requester.close()
     assert box == "box-s"
     assert "No matching endpoints" in plain
+
+
+def test_a_server_that_cannot_listen_says_so_and_keeps_its_backlog(tmp_path) -> None:
+    import socket
+
+    config = load_config(env={}, data_dir=str(tmp_path / "data"), runtime_dir=str(tmp_path / "run"))
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    db.execute(
+        "INSERT INTO cameras (name, enabled, settings, created_at, updated_at) VALUES ('c', 1, '{}', '', '')"
+    )
+    outbox.install(config)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        output_id = add(config, db, ModbusSettings(host="127.0.0.1", port=port))
+        with outputs_in_thread(config):
+            status = wait_for(
+                lambda: (s := service.get_output(db, config, output_id, ADMIN).status).last_error and s,
+                timeout=20,
+                what="the error in the status",
+            )
+            events.record_events(db, [events_fixture()])
+            wait_for(lambda: outbox.stats(db)[output_id].backlog == 1, timeout=5)
+            time.sleep(1.0)  # the sender tries and fails; the message stays
+            assert outbox.stats(db)[output_id].backlog == 1
+    db.conn.close()
+    assert status.running and not status.connected and f"cannot listen on 127.0.0.1:{port}" in status.detail
+
+
+def events_fixture() -> Any:
+    from appliance.stations.contracts import InspectionEvent
+
+    return InspectionEvent(camera_id=1, ts=time.time(), mode="continuous", verdict="ok")

@@ -68,11 +68,13 @@ class TriggerRequester:
             max_workers=1, thread_name_prefix="outputs-trigger"
         )
         self._pending = threading.BoundedSemaphore(MAX_PENDING_TRIGGERS)
+        self._opened: list[Database] = []
 
     def _db(self) -> Database:
         db = getattr(self._local, "db", None)
         if db is None:
             db = self._local.db = open_database(self.db_path)
+            self._opened.append(db)
         return db
 
     def _request(self, camera_id: int, source: str) -> int:
@@ -89,3 +91,5 @@ class TriggerRequester:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for db in self._opened:
+            db.conn.close()

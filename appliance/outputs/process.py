@@ -18,7 +18,7 @@ from appliance.config import Config
 from appliance.db import Database, migrate, open_database
 from appliance.outputs import outbox, service, status_file
 from appliance.outputs.connector import Connector, TriggerRequester
-from appliance.outputs.contracts import OutputsStatusFile
+from appliance.outputs.contracts import ConnectorState, OutputsStatusFile
 from appliance.outputs.schemas import MqttSettings, OpcuaSettings, WebhookSettings
 from appliance.outputs.sender import Sender
 from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 CONFIG_POLL_S = 1.0
 STATUS_EVERY_S = 1.0
 CHANGE_POLL_S = 0.002
+RETRY_FAILED_S = 30.0
 
 
 class OutputsProcess:
@@ -38,6 +39,9 @@ class OutputsProcess:
         self.db = open_database(config.db_path)
         self.triggers = TriggerRequester(config.db_path)
         self.senders: dict[int, Sender] = {}
+        # Outputs that could not start (a certificate that does not load, a bad address): retried when their
+        # settings change or after RETRY_FAILED_S, their error shown in the status meanwhile.
+        self.failed: dict[int, tuple[int, float, ConnectorState]] = {}
         self.stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch_changes, name="outputs-changes", daemon=True)
 
@@ -71,15 +75,22 @@ class OutputsProcess:
         ]:
             logger.info("output %s stopped", output_id)
             self.senders.pop(output_id).close()
+        self.failed = {i: f for i, f in self.failed.items() if i in wanted and wanted[i].revision == f[0]}
         for output_id, output in wanted.items():
             if output_id in self.senders:
+                continue
+            if output_id in self.failed and time.monotonic() < self.failed[output_id][1]:
                 continue
             sender = Sender(output_id, output.revision, self.config.db_path)
             try:
                 sender.start(self._connector(output, sender))
-            except Exception:
+            except Exception as exc:
                 logger.exception("output %s (%s) could not start", output_id, output.name)
+                state = ConnectorState(detail=f"could not start: {exc}"[:500], last_error=str(exc)[:500])
+                state.last_error_at = time.time()
+                self.failed[output_id] = (output.revision, time.monotonic() + RETRY_FAILED_S, state)
                 continue
+            self.failed.pop(output_id, None)
             logger.info("output %s (%s) started", output_id, output.name)
             self.senders[output_id] = sender
 
@@ -103,6 +114,7 @@ class OutputsProcess:
 
     def write_status(self) -> None:
         states = {str(i): s.connector.state for i, s in self.senders.items() if s.connector is not None}
+        states.update({str(i): state for i, (_, _, state) in self.failed.items()})
         status_file.write(
             self.config.runtime_path,
             OutputsStatusFile(pid=os.getpid(), updated_at=time.time(), outputs=states),
@@ -166,6 +178,9 @@ def _data_version(db: Database) -> int:
 
 
 def run_outputs(config: Config) -> int:
+    # The libraries' own INFO lines (every request, every session) would drown the journal.
+    for name in ("asyncua", "pymodbus", "paho"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     db = open_database(config.db_path)
     migrate(db, config.db_path)
     db.conn.close()
