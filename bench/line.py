@@ -46,6 +46,7 @@ from appliance.stations.schemas import CameraSettings, CameraWrite, Rule  # noqa
 from tests.camera_sources import build_colour_onnx, deploy_model, write_scenes  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 from tests.line_peers import BoxProcess, Mosquitto, Subscriber, first_occurrences  # noqa: E402
+from tests.workers import wait_for  # noqa: E402
 
 ADMIN = CurrentUser(id=1, username="bench", role="admin", token_id="bench")
 BOX = "bench-box"
@@ -58,16 +59,6 @@ def pct(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))], 2)
 
 
-def wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
 def broker_round_trip(port: int, count: int) -> list[float]:
     """Bare QoS 1 publish -> subscriber latency through the same broker (ms): the baseline."""
     sub = Subscriber(port, ["baseline/#"], client_id="bench-baseline").start()
@@ -75,7 +66,12 @@ def broker_round_trip(port: int, count: int) -> list[float]:
         for i in range(count):
             sub.publish("baseline/x", json.dumps({"sent": time.time(), "i": i}).encode())
             time.sleep(0.01)
-        wait(lambda: len(sub.on_topic("baseline/x")) >= count, 10, "baseline messages")
+        wait_for(
+            lambda: len(sub.on_topic("baseline/x")) >= count,
+            timeout=10,
+            what="baseline messages",
+            interval=0.005,
+        )
         with sub.lock:
             return [(at - json.loads(p)["sent"]) * 1000 for t, p, at, _ in sub.messages if t == "baseline/x"]
     finally:
@@ -155,7 +151,7 @@ def main() -> int:
     processes = [BoxProcess("camera", config).start(), BoxProcess("outputs", config).start()]
     results: dict[str, Any] = {"quick": args.quick}
     try:
-        wait(lambda: len(sub.events()) >= 5, 60, "the first events")
+        wait_for(lambda: len(sub.events()) >= 5, timeout=60, what="the first events", interval=0.005)
         baseline = broker_round_trip(broker.port, 200)
         start_id = max(e["event_id"] for e in sub.events())
         time.sleep(latency_s)
@@ -191,12 +187,27 @@ def main() -> int:
         broker.start()
         # Measured at the box: the outbox backlog as the catalog counts it, polled every 5 ms.
         restarted = time.monotonic()
-        wait(lambda: outbox.stats(db)[mqtt_id].backlog < backlog, 60, "the first delivery after the outage")
+        wait_for(
+            lambda: outbox.stats(db)[mqtt_id].backlog < backlog,
+            timeout=60,
+            what="the first delivery after the outage",
+            interval=0.005,
+        )
         reconnect_s = time.monotonic() - restarted
         began = time.monotonic()
-        wait(lambda: (outbox.stats(db)[mqtt_id].last_event_id or 0) >= last, 60, "the backlog drained")
+        wait_for(
+            lambda: (outbox.stats(db)[mqtt_id].last_event_id or 0) >= last,
+            timeout=60,
+            what="the backlog drained",
+            interval=0.005,
+        )
         drained_s = time.monotonic() - began
-        wait(lambda: last in {e["event_id"] for e in sub.events()}, 120, "the backlog at the subscriber")
+        wait_for(
+            lambda: last in {e["event_id"] for e in sub.events()},
+            timeout=120,
+            what="the backlog at the subscriber",
+            interval=0.005,
+        )
         stored = {r[0] for r in db.execute("SELECT id FROM inspection_events WHERE id <= ?", [last])}
         got = first_occurrences([e["event_id"] for e in sub.events()])
         results["outage"] = {
