@@ -107,6 +107,7 @@ def test_system_reads_nvidia_smi_and_systemctl(
         "appliance-web.service": "active",
         "appliance-worker.service": "active",
         "appliance-camera.service": "failed",
+        "appliance-outputs.service": "active",
     }
     assert "appliance-camera.service is failed" in report["warnings"]
 

@@ -151,6 +151,24 @@ class WorkerStopping(Exception):
     """Raised by a handler that stopped because the worker is shutting down; the job stays running."""
 
 
+FINISH_TRIES = 5
+
+
+def _finish(db: Database, job_id: int, status: str, **fields: Any) -> None:
+    """Record a job's end; on a full disk (the catalog cannot grow) try a few times, then leave the job
+    `running` for the next start's recovery rather than let a lane thread die with the write."""
+    for attempt in range(FINISH_TRIES):
+        try:
+            service.finish_job(db, job_id, status, **fields)
+            return
+        except Exception as exc:
+            if not is_disk_full(exc) or attempt + 1 == FINISH_TRIES:
+                logger.exception("could not record the end (%s) of job %s; left for recovery", status, job_id)
+                return
+            logger.warning("the data disk is full: recording the end of job %s again in 5 s", job_id)
+            time.sleep(5)
+
+
 def run_one(
     job: dict[str, Any], db: Database, config: Config, worker_stop: threading.Event | None = None
 ) -> str:
@@ -158,9 +176,7 @@ def run_one(
     kind = JOB_KINDS.get(job["kind"])
     context = JobContext(job=job, db=db, config=config, worker_stop=worker_stop or threading.Event())
     if kind is None:
-        service.finish_job(
-            db, job["id"], "failed", error=f"this worker cannot run jobs of kind {job['kind']!r}"
-        )
+        _finish(db, job["id"], "failed", error=f"this worker cannot run jobs of kind {job['kind']!r}")
         return "failed"
     try:
         result = kind.run(context)
@@ -168,7 +184,7 @@ def run_one(
         logger.info("job %s left running for recovery at the next start", job["id"])
         return "running"
     except JobCancelled as exc:
-        service.finish_job(
+        _finish(
             db,
             job["id"],
             "cancelled",
@@ -182,7 +198,7 @@ def run_one(
         # A handler may attach what it knows about the failure (e.g. the child's final record) as exc.result.
         failure = getattr(exc, "result", None)
         message = DISK_FULL if is_disk_full(exc) else str(exc) or type(exc).__name__
-        service.finish_job(
+        _finish(
             db,
             job["id"],
             "failed",
@@ -191,7 +207,7 @@ def run_one(
             log_tail=tail,
         )
         return "failed"
-    service.finish_job(db, job["id"], "completed", result=result, log_tail="\n".join(context.log_lines))
+    _finish(db, job["id"], "completed", result=result, log_tail="\n".join(context.log_lines))
     return "completed"
 
 
@@ -203,6 +219,7 @@ class Worker:
         self._lock = threading.Lock()
         self.last_loop = time.monotonic()
         self.can_train, self.train_note = training_support()
+        self._heartbeat_failing = False
 
     def recover(self, db: Database) -> None:
         """Jobs left running by a killed worker or a power cut: resume where their kind can, else fail."""
@@ -266,6 +283,9 @@ class Worker:
             notify(f"STATUS=running job {job['id']} ({job['kind']})")
             try:
                 state = run_one(job, db, self.config, self.stop)
+            except Exception:  # a lane must outlive any one job, whatever it broke
+                logger.exception("job %s (%s) ended abnormally", job["id"], job["kind"])
+                state = "left for recovery"
             finally:
                 with self._lock:
                     self.running.pop(lane, None)
@@ -294,8 +314,12 @@ class Worker:
                     running=running,
                 ),
             )
-        except OSError:
-            logger.warning("could not write the worker heartbeat", exc_info=True)
+        except OSError as exc:
+            if not self._heartbeat_failing:  # once per streak, not every second on a full disk
+                logger.warning("could not write the worker heartbeat: %s", exc)
+            self._heartbeat_failing = True
+        else:
+            self._heartbeat_failing = False
 
     def heartbeat_loop(self) -> None:
         db = open_database(self.config.db_path)

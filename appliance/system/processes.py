@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-PROCESS_NAMES = ("web", "worker", "camera")
+PROCESS_NAMES = ("web", "worker", "camera", "outputs")
 STALE_S = 20.0
 _STARTED_AT = time.time()
 
@@ -123,11 +123,13 @@ def processes_read(runtime_path: Path, *, in_web: bool = True) -> ProcessesRead:
 HOW_TO_START = {
     "worker": "no worker is running: jobs wait until `appliance worker` runs (`make run` starts it)",
     "camera": "no camera process is running: start `appliance camera` (`make run` starts it)",
+    "outputs": "no outputs process is running: the line (MQTT, OPC UA, Modbus, webhooks) hears nothing until "
+    "`appliance outputs` runs (`make run` starts it)",
 }
 
 
 def process_states(runtime_path: Path, *, in_web: bool = True) -> dict[str, ProcessState]:
-    """web (this process when called from it), worker and camera as their heartbeats say."""
+    """web (this process when called from it), worker, camera and outputs as their heartbeats say."""
     now = time.time()
     states = {
         "web": ProcessState(
@@ -136,7 +138,7 @@ def process_states(runtime_path: Path, *, in_web: bool = True) -> dict[str, Proc
         if in_web
         else ProcessState(name="web", alive=False, doing="unknown", note="asked from outside the web process")
     }
-    for name in ("worker", "camera"):
+    for name in PROCESS_NAMES[1:]:
         beat = read_heartbeat(runtime_path, name)
         alive = is_alive(beat, now)
         note = "" if alive else HOW_TO_START[name]

@@ -26,7 +26,7 @@ import msgspec
 
 from appliance.config import Config
 from appliance.storage import write_atomic
-from appliance.system.processes import processes_read
+from appliance.system.processes import PROCESS_NAMES, processes_read
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,12 @@ PACKAGES = [
     "onnxruntime", "onnxruntime-gpu", "torch", "ultralytics-opencv-headless", "ultralytics", "tensorrt",
     "pycuda", "systemd-python",
 ]  # fmt: skip
-SERVICES = ["appliance-web.service", "appliance-worker.service", "appliance-camera.service"]
+SERVICES = [
+    "appliance-web.service",
+    "appliance-worker.service",
+    "appliance-camera.service",
+    "appliance-outputs.service",
+]
 COMMAND_TIMEOUT_S = 3.0
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 # Where Jetsons expose the integrated GPU's load (per mille) in sysfs, depending on the L4T release.
@@ -286,7 +291,7 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
     elif not gpu["tensorrt_installed"]:
         warnings.append("TensorRT is not installed: engine export is unavailable, ONNX Runtime is used")
     processes = report.get("processes") or {}
-    for name in ("worker", "camera"):
+    for name in PROCESS_NAMES[1:]:
         state = processes.get(name)
         if state is not None and state["note"]:
             warnings.append(state["note"])

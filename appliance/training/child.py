@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     audit = NetworkAudit(run_dir / "network.jsonl").install()
     prepare_ultralytics_env(Path(spec.ultralytics_config_dir))
     db = open_database(spec.db_path)
-    progress = Progress(db, Path(spec.db_path), spec.job_id, run_dir, list(spec.history))
+    progress = Progress(
+        db, Path(spec.db_path), spec.job_id, run_dir, list(spec.history), spec.disk_min_free_mb
+    )
     guard = "sys.addaudithook(socket.connect, socket.getaddrinfo)" if audit.active else None
     result = ChildResult(status="failed", network_guard=guard)
     started = time.monotonic()
@@ -153,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         result.device, result.batch = outcome.device, outcome.batch
         result.oom_retry, result.resumed_from_epoch = outcome.oom_retry, outcome.resumed_from_epoch
         result.status = "cancelled" if progress.cancelled else "completed"
+        if progress.low_disk is not None:
+            result.status, result.error = "failed", progress.low_disk
+            code = EXIT_FAILED
     except CheckpointError as exc:
         logger.error("%s", exc)
         result.error = str(exc)

@@ -165,6 +165,8 @@ class ChildJob(msgspec.Struct, kw_only=True):
     history: list[EpochMetrics]  # epochs already done (kept across a resume)
     parent_pid: int
     ultralytics_config_dir: str
+    # The data disk's reserve (config disk_min_free_mb): training stops before its checkpoints eat into it.
+    disk_min_free_mb: int = 512
 
 
 class TrainOutcome(msgspec.Struct, kw_only=True):

@@ -232,6 +232,7 @@ def run_training(context: JobContext) -> TrainResult:
         history=_history_to_resume(context, folder) if resume else [],
         parent_pid=os.getpid(),
         ultralytics_config_dir=str(config.data_path / "ultralytics"),
+        disk_min_free_mb=config.disk_min_free_mb,
     )
     write_atomic(folder / JOB_FILE, encode_record(spec))
     (folder / RESULT_FILE).unlink(missing_ok=True)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -105,7 +106,13 @@ class Progress:
     """Ultralytics callbacks -> catalog: throttled batch progress, per-epoch metrics, cancel, checkpoints."""
 
     def __init__(
-        self, db: Database, db_path: Path, job_id: int, run_dir: Path, history: list[EpochMetrics]
+        self,
+        db: Database,
+        db_path: Path,
+        job_id: int,
+        run_dir: Path,
+        history: list[EpochMetrics],
+        disk_min_free_mb: int = 512,
     ) -> None:
         self.db = db  # reads only (the cancel flag); writes go through self.writer
         self.job_id = job_id
@@ -117,6 +124,10 @@ class Progress:
         self.start_epoch = 0
         self.in_epoch = False
         self.cancelled = False
+        # Set when the data disk came too close to its reserve: the run stopped with this reason.
+        self.low_disk: str | None = None
+        self.disk_min_free_mb = disk_min_free_mb
+        self._last_disk_check = 0.0
         self.final: FinalMetrics | None = None
         self.best_epoch: int | None = None
         self._last_write = 0.0
@@ -171,6 +182,25 @@ class Progress:
         self.batch = 0
         self._epoch_started = time.monotonic()
 
+    def check_disk(self, trainer: Any) -> None:
+        """Stop before the data disk's reserve is touched: the saves at the end of an epoch (last.pt, best.pt
+        and the copy aside) need about three checkpoints of room, and the catalog must stay writable."""
+        try:
+            free = shutil.disk_usage(self.run_dir).free
+        except OSError:
+            return
+        last = self.run_dir / "train" / "weights" / "last.pt"
+        checkpoint = last.stat().st_size if last.exists() else 64 * 1024 * 1024
+        needed = self.disk_min_free_mb * 1024 * 1024 + 3 * checkpoint
+        if free < needed and self.low_disk is None:
+            self.low_disk = (
+                f"the data disk is nearly full ({free // 1024**2} MB free; training needs about "
+                f"{needed // 1024**2} MB to save its checkpoints and keep the {self.disk_min_free_mb} MB reserve): "
+                "training stopped; free space (delete datasets, old models or exports) and train again"
+            )
+            logger.error("%s", self.low_disk)
+            trainer.stop = True
+
     def on_train_batch_start(self, trainer: Any) -> None:
         if self.fake_oom_batch and trainer.batch_size > self.fake_oom_batch:
             raise RuntimeError(f"CUDA out of memory (simulated with {FAKE_OOM_ENV})")
@@ -188,6 +218,9 @@ class Progress:
                     logger.info("cancel requested: stopping after this batch")
                 self.cancelled = True
                 trainer.stop = True
+        if now - self._last_disk_check >= 2.0:
+            self._last_disk_check = now
+            self.check_disk(trainer)
         if now - self._last_write >= 1.0 or self.batch == self.batches:
             self._last_write = now
             losses: dict[str, Any] = {}
