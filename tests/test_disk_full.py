@@ -163,3 +163,28 @@ def test_a_full_data_disk_answers_507_fails_jobs_cleanly_and_recovers(
     time.sleep(3)
     restarted.stop()
     assert leftovers(data) == []
+
+
+def test_a_training_stops_before_its_checkpoints_eat_into_the_reserve(
+    tmp_path: Path, config: Any, fresh_db: Any
+) -> None:
+    """The guard in the training child, without filling a disk: a reserve larger than the free space."""
+    import shutil
+    from types import SimpleNamespace
+
+    from appliance.training.progress import Progress
+
+    free_mb = shutil.disk_usage(tmp_path).free // 1024**2
+    progress = Progress(fresh_db, config.db_path, 1, tmp_path / "run", [], disk_min_free_mb=free_mb + 1)
+    try:
+        trainer = SimpleNamespace(stop=False)
+        progress.check_disk(trainer)
+        assert trainer.stop is True
+        assert progress.low_disk is not None and "nearly full" in progress.low_disk
+        roomy = Progress(fresh_db, config.db_path, 1, tmp_path / "run2", [], disk_min_free_mb=1)
+        other = SimpleNamespace(stop=False)
+        roomy.check_disk(other)
+        assert other.stop is False and roomy.low_disk is None
+        roomy.writer.close()
+    finally:
+        progress.writer.close()

@@ -18,7 +18,7 @@ import msgspec
 from appliance.jobs.worker import JobCancelled, JobContext, JobKind, WorkerStopping, register_job_kind
 from appliance.models.contracts import NewModel
 from appliance.models.registry import register_model
-from appliance.storage import write_atomic
+from appliance.storage import check_free_space, write_atomic
 from appliance.training.checkpoints import CheckpointError, check_checkpoint, checkpoint_state
 from appliance.training.contracts import (
     CHECKPOINT_DIR,
@@ -188,6 +188,21 @@ def _history_to_resume(context: JobContext, folder: Path) -> list[EpochMetrics]:
     return [h for h in history if h.epoch <= last + 1]
 
 
+MIN_RUN_BYTES = 64 * 1024 * 1024  # a nano model's checkpoints three times, its logs and plots
+
+
+def training_space_needed(params: TrainParams) -> int:
+    """What a run writes at least: three checkpoints' worth of the base model (a from-scratch nano: 64 MB)."""
+    source = Path(params.model_source) if params.model_source.endswith(".pt") else None
+    try:
+        base = source.stat().st_size if source is not None else 0
+    except OSError:
+        base = 0
+    return max(
+        MIN_RUN_BYTES, 3 * base * 2
+    )  # a checkpoint holds the optimizer state too: about twice the weights
+
+
 def run_training(context: JobContext) -> TrainResult:
     config = context.config
     job = context.job
@@ -207,6 +222,9 @@ def run_training(context: JobContext) -> TrainResult:
             raise JobCancelled(summary)
         return summary
 
+    # Room for the run (ultralytics' files, last.pt, best.pt and the copy aside) beside the disk's reserve,
+    # checked before anything is written: a training that fills the disk cannot even record its failure.
+    check_free_space(config.data_path, config.disk_min_free_mb, training_space_needed(params))
     if snapshot is None:
         if job["dataset_id"] is None:
             raise TrainingFailed("the dataset was deleted before the training started")

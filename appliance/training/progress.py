@@ -185,8 +185,9 @@ class Progress:
     def check_disk(self, trainer: Any) -> None:
         """Stop before the data disk's reserve is touched: the saves at the end of an epoch (last.pt, best.pt
         and the copy aside) need about three checkpoints of room, and the catalog must stay writable."""
+        folder = next((p for p in (self.run_dir, *self.run_dir.parents) if p.exists()), self.run_dir)
         try:
-            free = shutil.disk_usage(self.run_dir).free
+            free = shutil.disk_usage(folder).free
         except OSError:
             return
         last = self.run_dir / "train" / "weights" / "last.pt"
