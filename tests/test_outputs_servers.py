@@ -60,6 +60,15 @@ def box(tmp_path: Path, colour_onnx: Path) -> Iterator[tuple[Config, Database, i
     db.conn.close()
 
 
+def run_async(coro: Any) -> Any:
+    """asyncio.run on a thread of its own: the browser tests' Playwright leaves an event loop running on the
+    main thread of the session, where asyncio.run refuses to start another."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def add(config: Config, db: Database, settings: Any) -> int:
     return service.create_output(db, config, OutputWrite(name="plc", settings=settings), ADMIN).id
 
@@ -122,7 +131,7 @@ def test_an_opcua_client_reads_the_variables_and_calls_trigger(box) -> None:
 
     with camera_process(config), outputs_in_thread(config):
         found = settle(config, db, output_id, press, 4)
-        values = asyncio.run(scenario())
+        values = run_async(scenario())
     last = found[-1]
     assert values["box"] == "box-b" and values["Name"] == "press"
     assert values["LastEventId"] == last.id and values["Verdict"] == last.verdict
@@ -199,7 +208,7 @@ def test_opcua_basic256sha256_with_the_box_certificate_and_no_unencrypted_endpoi
                 {"commonName": name},
             )
 
-    asyncio.run(make_certificates())
+    run_async(make_certificates())
     config = load_config(env={}, data_dir=str(tmp_path / "data"))
     db = open_database(config.db_path)
     migrate(db, config.db_path)
@@ -235,7 +244,7 @@ def test_opcua_basic256sha256_with_the_box_certificate_and_no_unencrypted_endpoi
 
     try:
         wait_for(lambda: server.state.connected, timeout=20, what="the OPC UA server")
-        box, plain = asyncio.run(sessions())
+        box, plain = run_async(sessions())
     finally:
         server.close()
         requester.close()

@@ -62,7 +62,9 @@ def test_corrupt_checkpoint_fails_clearly_instead_of_hanging(tmp_path: Path) -> 
         crash.sql("SELECT 1")
         conn = sqlite3.connect(crash.config.db_path)
         conn.execute(
-            "UPDATE jobs SET status = 'running', error = NULL, worker_pid = 999999 WHERE id = ?", (job["id"],)
+            # attempts = 1: a job run once, not one that already died twice (that is failed before any check)
+            "UPDATE jobs SET status = 'running', error = NULL, worker_pid = 999999, attempts = 1 WHERE id = ?",
+            (job["id"],),
         )
         conn.commit()
         conn.close()
