@@ -167,7 +167,7 @@ def test_first_run_setup_then_logout_and_login(
     expect(page.get_by_test_id("current-user")).to_have_text("chief")
     # No worker runs beside this server: the console says jobs will wait, and why.
     expect(page.get_by_test_id("status-warning").first).to_contain_text(
-        "Jobs will wait: no worker is running"
+        "No worker is running: jobs will wait"
     )
     watched["errors"] = [e for e in watched["errors"] if "403" not in e]  # the wrong code's answer
 

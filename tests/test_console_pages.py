@@ -126,6 +126,8 @@ def test_every_page_fits_1366x768_with_its_main_action_visible(
         ("models", "#/models", "deploy"),
         ("try", "#/try", "try-file"),
         ("live", "#/live", "live-page"),
+        ("events", "#/events", "events-verdict"),
+        ("outputs", "#/outputs", "output-add"),
         ("users", "#/users", "user-create"),
     ]
     for name, route, main in pages:

@@ -121,7 +121,7 @@ def processes_read(runtime_path: Path, *, in_web: bool = True) -> ProcessesRead:
 
 
 HOW_TO_START = {
-    "worker": "no worker is running: jobs wait until `appliance worker` runs (`make run` starts it)",
+    "worker": "no worker is running: jobs will wait until `appliance worker` runs (`make run` starts it)",
     "camera": "no camera process is running: start `appliance camera` (`make run` starts it)",
     "outputs": "no outputs process is running: the line (MQTT, OPC UA, Modbus, webhooks) hears nothing until "
     "`appliance outputs` runs (`make run` starts it)",

@@ -21,8 +21,7 @@ function render(target, warnings) {
   clear(target);
   target.hidden = warnings.length === 0;
   for (const text of warnings) {
-    const wording = text.startsWith('no worker') ? `Jobs will wait: ${text}.` : `${text[0].toUpperCase()}${text.slice(1)}.`;
-    target.append(h('p', { testid: 'status-warning', role: 'status' }, wording));
+    target.append(h('p', { testid: 'status-warning', role: 'status' }, `${text[0].toUpperCase()}${text.slice(1)}.`));
   }
 }
 
