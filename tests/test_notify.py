@@ -218,9 +218,7 @@ def test_watchdog_pings_stop_while_the_event_loop_is_blocked(
         server.loop.call_soon_threadsafe(block_the_loop)
         assert done.wait(30)
         # No ping while the loop was blocked (one sent just before may still be in the socket: 0.2 s margin).
-        during = [
-            at for at in notify_socket.times("WATCHDOG=1") if block["start"] + 0.2 < at < block["end"]
-        ]
+        during = [at for at in notify_socket.times("WATCHDOG=1") if block["start"] + 0.2 < at < block["end"]]
         assert during == []
         # And pings resume once the loop runs again.
         resumed = len(notify_socket.times("WATCHDOG=1"))

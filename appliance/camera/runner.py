@@ -185,7 +185,9 @@ class CameraProcess:
         self.writer.start()
         self._trigger_thread.start()
         notify("READY=1")
-        logger.info("camera process ready: it serves every enabled camera of the catalog (pid %s)", os.getpid())
+        logger.info(
+            "camera process ready: it serves every enabled camera of the catalog (pid %s)", os.getpid()
+        )
         watchdog = watchdog_interval_s()
         next_ping = 0.0
         try:

@@ -95,7 +95,9 @@ def _check_pragmas(conn: sqlite3.Connection, path: Path, readonly: bool) -> None
     log = os.environ.get(PRAGMA_LOG_ENV)
     if log:
         with open(log, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"pid": os.getpid(), "argv": sys.argv[:3], "db": str(path), **found}) + "\n")
+            handle.write(
+                json.dumps({"pid": os.getpid(), "argv": sys.argv[:3], "db": str(path), **found}) + "\n"
+            )
     if wrong:
         conn.close()
         raise sqlite3.OperationalError(f"catalog {path}: pragmas not applied: {wrong} (expected {EXPECTED})")

@@ -118,7 +118,7 @@ export default {
       const [outputs, cams] = await Promise.all([ctx.api.get('/outputs', { signal: ctx.signal }), ctx.api.get('/cameras', { signal: ctx.signal })]);
       cameras = cams;
       rows.replaceChildren(...outputs.map((o) => outputRow(o)));
-      if (!outputs.length) rows.append(h('tr', h('td.muted', { colspan: 6 }, 'No outputs yet: add one below.')));
+      if (!outputs.length) rows.append(h('tr', h('td.muted', { colspan: 6 }, 'No outputs yet: add one with "Add output".')));
       triggerRows.replaceChildren(...cameras.map((c) => triggerSources(c, outputs)));
     };
 
