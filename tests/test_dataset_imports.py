@@ -11,6 +11,7 @@ import time
 import cv2
 import httpx
 
+from appliance.db import open_database
 from appliance.transfers import importer
 from tests import transfers_support
 from tests.helpers import (
@@ -389,3 +390,83 @@ def test_cancel_stops_between_batches_with_a_partial_report(
     final = client.get(f"{API}/imports/{job['id']}", headers=admin).json()
     assert final["status"] == "cancelled" and final["result"]["imported"] == 3  # the first batch stays
     assert client.get(f"{API}/datasets/{dataset['id']}", headers=admin).json()["image_count"] == 3
+
+
+def test_an_import_keeps_every_kept_count_equal_to_a_recount(client, admin, config, media):
+    """Imports apply the box stats per batch (the per-box triggers stand aside): the kept counts must equal
+    what counting the rows again gives, also after labels land on stored unlabeled copies."""
+    from tests.models import write_yolo_dataset
+
+    write_yolo_dataset(media / "set", count=12)
+    dataset = create_dataset(client, admin, name="recount", classes=[])
+    plain = media / "plain"
+    plain.mkdir()
+    for image in sorted((media / "set" / "images").rglob("*.jpg"))[:4]:
+        (plain / image.name).write_bytes(image.read_bytes())  # unlabeled copies first
+    assert import_folder(client, admin, config, dataset["id"], plain)["result"]["imported"] == 4
+    job = import_folder(client, admin, config, dataset["id"], media / "set")
+    assert job["result"]["imported"] == 8 and job["result"]["labels_applied"] == 4, job["result"]
+    db = open_database(config.db_path)
+    try:
+        d = dataset["id"]
+        recount = {
+            "status": dict(
+                db.execute("SELECT status, COUNT(*) FROM images WHERE dataset_id = ? GROUP BY status", [d])
+            ),
+            "class": {
+                row[0]: (row[1], row[2])
+                for row in db.execute(
+                    "SELECT class_id, COUNT(*), COUNT(DISTINCT image_id) FROM annotations WHERE dataset_id = ? "
+                    "GROUP BY class_id",
+                    [d],
+                )
+            },
+            "class_status": {
+                (row[0], row[1]): row[2]
+                for row in db.execute(
+                    "SELECT a.class_id, i.status, COUNT(DISTINCT a.image_id) FROM annotations a "
+                    "JOIN images i ON i.id = a.image_id WHERE a.dataset_id = ? GROUP BY a.class_id, i.status",
+                    [d],
+                )
+            },
+            "size": dict(
+                db.execute(
+                    "SELECT size_bucket, COUNT(*) FROM annotations WHERE dataset_id = ? GROUP BY size_bucket",
+                    [d],
+                )
+            ),
+        }
+        kept = {
+            "status": {
+                s: n
+                for s, n in db.execute(
+                    "SELECT status, images FROM dataset_status_stats WHERE dataset_id = ?", [d]
+                )
+                if n
+            },
+            "class": {
+                c: (b, i)
+                for c, b, i in db.execute(
+                    "SELECT class_id, boxes, images FROM dataset_class_stats WHERE dataset_id = ?", [d]
+                )
+                if b
+            },
+            "class_status": {
+                (c, s): n
+                for c, s, n in db.execute(
+                    "SELECT class_id, status, images FROM dataset_class_status_stats WHERE dataset_id = ?",
+                    [d],
+                )
+                if n
+            },
+            "size": {
+                b: n
+                for b, n in db.execute(
+                    "SELECT bucket, boxes FROM dataset_size_stats WHERE dataset_id = ?", [d]
+                )
+                if n
+            },
+        }
+    finally:
+        db.conn.close()
+    assert recount["class"] and kept == recount

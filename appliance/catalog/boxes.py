@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from appliance.caller import CurrentUser
@@ -120,3 +120,56 @@ def insert_boxes(
             for image_id, b in boxes
         ],
     )  # fmt: skip
+
+
+def insert_new_boxes(
+    db: Database,
+    dataset_id: int,
+    boxes: Sequence[tuple[int, BoxLike]],
+    statuses: dict[int, str],
+    author_id: int | None,
+) -> None:
+    """Insert the boxes of images that had none (an import's batch), keeping the stats in a few statements.
+
+    Inside the caller's write transaction: the per-box triggers stand aside (stats_deferred, m009) and the
+    batch's totals per class, per (class, status) and per size bucket are applied at once. `statuses` gives
+    each image's status. Only for images without boxes before: "images per class" counts them all as new.
+    """
+    if not boxes:
+        return
+    db.execute("INSERT INTO stats_deferred (token) VALUES (1)")
+    try:
+        insert_boxes(db, dataset_id, boxes, author_id)
+    finally:
+        db.execute("DELETE FROM stats_deferred")
+    per_class: dict[int, list[int]] = {}  # class -> [boxes, images]
+    seen: set[tuple[int, int]] = set()
+    per_class_status: dict[tuple[int, str], int] = {}
+    per_bucket: dict[int, int] = {}
+    for image_id, box in boxes:
+        counts = per_class.setdefault(box.class_id, [0, 0])
+        counts[0] += 1
+        if (image_id, box.class_id) not in seen:
+            seen.add((image_id, box.class_id))
+            counts[1] += 1
+            key = (box.class_id, statuses[image_id])
+            per_class_status[key] = per_class_status.get(key, 0) + 1
+        bucket = size_bucket(box.x2 - box.x1, box.y2 - box.y1)
+        per_bucket[bucket] = per_bucket.get(bucket, 0) + 1
+    conn = db.conn
+    conn.executemany(
+        """INSERT INTO dataset_class_stats (dataset_id, class_id, boxes, images) VALUES (?, ?, ?, ?)
+           ON CONFLICT (dataset_id, class_id) DO UPDATE
+           SET boxes = boxes + excluded.boxes, images = images + excluded.images""",
+        [(dataset_id, class_id, n[0], n[1]) for class_id, n in per_class.items()],
+    )
+    conn.executemany(
+        """INSERT INTO dataset_class_status_stats (dataset_id, class_id, status, images) VALUES (?, ?, ?, ?)
+           ON CONFLICT (dataset_id, class_id, status) DO UPDATE SET images = images + excluded.images""",
+        [(dataset_id, class_id, status, n) for (class_id, status), n in per_class_status.items()],
+    )
+    conn.executemany(
+        """INSERT INTO dataset_size_stats (dataset_id, bucket, boxes) VALUES (?, ?, ?)
+           ON CONFLICT (dataset_id, bucket) DO UPDATE SET boxes = boxes + excluded.boxes""",
+        [(dataset_id, bucket, n) for bucket, n in per_bucket.items()],
+    )

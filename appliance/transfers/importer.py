@@ -205,6 +205,9 @@ def _commit_batch(
         )
     }
     new_boxes: list[tuple[int, Box]] = []
+    new_rows: list[tuple[object, ...]] = []
+    # Ids given here, so the rows go in with one executemany: safe, this is the writer's own transaction.
+    next_id = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM images").fetchone()[0]) + 1
     for item, (result, problems) in zip(batch, prepared, strict=True):
         report.processed += 1
         for name, reason in problems:
@@ -237,20 +240,22 @@ def _commit_batch(
                     image=False, boxes=len(boxes),
                 )  # fmt: skip
             continue
-        cursor = db.execute(
-            """INSERT INTO images (dataset_id, file_id, original_name, status, box_count, added_by, added_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?)""",
-            [
-                dataset_id, file_id, item.name[-255:], "unlabeled" if item.boxes is None else "labeled",
-                len(boxes), user_id, now,
-            ],
-        )  # fmt: skip
-        assert cursor.lastrowid is not None
-        present[file_id] = (cursor.lastrowid, item.boxes is not None)
-        new_boxes.extend((cursor.lastrowid, box) for box in boxes)
+        image_id, next_id = next_id, next_id + 1
+        status = "unlabeled" if item.boxes is None else "labeled"
+        new_rows.append((image_id, dataset_id, file_id, item.name[-255:], status, len(boxes), user_id, now))
+        present[file_id] = (image_id, item.boxes is not None)
+        new_boxes.extend((image_id, box) for box in boxes)
         report.imported += 1
         report.boxes += len(boxes)
-    catalog.insert_boxes(db, dataset_id, new_boxes, user_id)
+    db.conn.executemany(
+        """INSERT INTO images (id, dataset_id, file_id, original_name, status, box_count, added_by, added_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+        new_rows,
+    )
+    # Every image that gets boxes here had none: new ones, and stored unlabeled copies now labeled.
+    catalog.insert_new_boxes(
+        db, dataset_id, new_boxes, {image_id: "labeled" for image_id, _ in new_boxes}, user_id
+    )
     db.execute("UPDATE datasets SET updated_at = ? WHERE id = ?", [now, dataset_id])
 
 
