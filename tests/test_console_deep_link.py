@@ -86,7 +86,9 @@ def test_deep_link_opens_with_one_list_request_and_the_grid_scrolls_to_it(
     wait_drawn(page, ids[pos])
     expect(page.get_by_test_id("image-position")).to_have_text(f"{pos + 1} / {total}")
     expect(page.get_by_test_id("image-name")).to_have_text(site["names"][ids[pos]])
-    page.wait_for_timeout(300)  # what the neighbour prefetch would ask for, it has asked for by now
+    # What the neighbour prefetch would ask for, it has asked for once the page's network is quiet (no
+    # request for 500 ms): a condition, not a fixed wait, so a slow machine only waits longer.
+    page.wait_for_load_state("networkidle")
     assert len(lists) == 1 and lists[0].startswith("around="), lists  # not ~6 pages walked from the start
 
     for key, step in (("d", 1), ("d", 1), ("a", -1)):
