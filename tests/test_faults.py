@@ -310,3 +310,67 @@ def test_every_process_opens_the_catalog_with_its_pragmas(tmp_path: Path) -> Non
         wrong = {k: line[k] for k in EXPECTED if line[k] != EXPECTED[k]}
         assert wrong == {}, line
     assert len({line["pid"] for line in lines}) >= 4
+
+
+IMPORT_IMAGES = 6000
+
+
+@pytest.mark.slow
+def test_an_import_cut_by_a_killed_worker_is_requeued_and_completes(tmp_path: Path) -> None:
+    """kill -9 of the worker in the middle of an archive import: the next worker start requeues the job,
+    it completes with every image once, and nothing of the cut run stays in staging."""
+    import zipfile
+
+    from appliance.jobs.service import create_job
+    from appliance.transfers.contracts import ImportParams
+    from tests.helpers import image_bytes
+    from tests.workers import WorkerProcess, wait_for
+
+    data = tmp_path / "data"
+    make_box(data)
+    media = tmp_path / "media"
+    media.mkdir()
+    archive = media / "photos.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for n in range(IMPORT_IMAGES):
+            zf.writestr(f"photos/{n:05d}.jpg", image_bytes(64, 48, seed=n))
+    config = load_config(env={}, data_dir=str(data), import_roots=[str(media)])
+    db = open_database(config.db_path)
+    params = ImportParams(source="path", path=str(archive), format="plain", unknown_classes="add")
+    job_id = create_job(db, "import", params, user_id=1, dataset_id=1)
+    env = {"APPLIANCE_IMPORT_ROOTS": str(media)}
+    worker = WorkerProcess(data, env=env).start()
+
+    def committed() -> int:
+        return int(db.execute("SELECT COUNT(*) FROM images WHERE dataset_id = 1").fetchone()[0])
+
+    wait_for(lambda: committed() >= 200, 120, "the first batches committed", interval=0.005)
+    worker.kill()
+    cut_at = db.execute("SELECT COUNT(*) FROM images WHERE dataset_id = 1").fetchone()[0]
+    assert 0 < cut_at < IMPORT_IMAGES, cut_at  # really cut in the middle
+    again = WorkerProcess(data, env={**env, "APPLIANCE_STALE_AFTER_S": "2"}).start()
+    try:
+        wait_for(
+            lambda: db.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()[0] == "completed",
+            180,
+            "the requeued import to complete",
+            interval=0.2,
+        )
+    finally:
+        again.stop()
+    status, attempts, result = db.execute(
+        "SELECT status, attempts, result FROM jobs WHERE id = ?", [job_id]
+    ).fetchone()
+    assert status == "completed" and attempts == 2
+    assert committed() == IMPORT_IMAGES
+    assert (
+        db.execute("SELECT COUNT(DISTINCT file_id) FROM images WHERE dataset_id = 1").fetchone()[0]
+        == IMPORT_IMAGES
+    )
+    report = json.loads(result)
+    assert (
+        report["imported"] + report["duplicates"] == IMPORT_IMAGES
+    )  # the second run found the cut run's images
+    assert not list((data / "staging").glob("job-*"))
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.conn.close()
