@@ -1,8 +1,8 @@
 // The "New dataset" dialog: name, description, classes, public; resolves with the created dataset or null.
 
-import { ApiError } from '../api.js';
 import { h, modal } from '../dom.js';
 import { classesEditor } from './classes-editor.js';
+import { onSubmit } from './form-submit.js';
 
 export function createDatasetDialog(ctx) {
   return modal('New dataset', (close) => {
@@ -21,18 +21,15 @@ export function createDatasetDialog(ctx) {
       h('div.actions',
         h('button', { type: 'button', onclick: () => close(null) }, 'Cancel'),
         h('button.primary', { type: 'submit', testid: 'dataset-create-submit' }, 'Create')));
-    form.addEventListener('submit', async (event) => {
-      event.preventDefault();
-      error.textContent = '';
-      try {
+    onSubmit(form, {
+      error,
+      send: async () => {
         const created = await ctx.api.post('/datasets', {
           name: name.value.trim(), description: description.value, classes: editor.value(),
           is_public: isPublic.checked,
         });
         close(created);
-      } catch (err) {
-        error.textContent = err instanceof ApiError ? err.detail : String(err);
-      }
+      },
     });
     setTimeout(() => name.focus(), 0);
     return form;

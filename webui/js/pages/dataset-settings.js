@@ -3,6 +3,7 @@
 import { ApiError } from '../api.js';
 import { classesEditor } from '../components/classes-editor.js';
 import { datasetTabs } from '../components/dataset-tabs.js';
+import { onSubmit } from '../components/form-submit.js';
 import { confirmDialog, h } from '../dom.js';
 
 export default {
@@ -30,21 +31,15 @@ export default {
       h('label.inline', isPublic, 'Public (everyone on the appliance may see and label it)'),
       error,
       h('div.actions', save));
-    form.addEventListener('submit', async (event) => {
-      event.preventDefault();
-      error.textContent = '';
-      save.disabled = true;
-      try {
+    onSubmit(form, {
+      error, button: save,
+      send: async () => {
         await ctx.api.patch(`/datasets/${id}`, {
           name: name.value.trim(), description: description.value, classes: editor.value(),
           is_public: isPublic.checked,
         });
         ctx.toast('Dataset saved', 'ok');
-      } catch (err) {
-        error.textContent = err instanceof ApiError ? err.detail : String(err);
-      } finally {
-        save.disabled = false;
-      }
+      },
     });
     const remove = h('button.danger', { type: 'button', testid: 'dataset-delete', disabled: !mayEdit, onclick: async () => {
       const ok = await confirmDialog('Delete dataset',

@@ -1,6 +1,7 @@
 // Users (admins only): create with a role, change role, disable/enable, reset password.
 
 import { ApiError } from '../api.js';
+import { onSubmit } from '../components/form-submit.js';
 import { confirmDialog, h, modal } from '../dom.js';
 
 const ROLES = ['admin', 'labeler', 'viewer'];
@@ -85,17 +86,14 @@ export default {
       h('h2', 'New user'),
       h('label', 'User name', username), h('label', 'Password', password), h('label', 'Role', role),
       h('button.primary', { type: 'submit', testid: 'user-create' }, 'Create'));
-    form.addEventListener('submit', async (event) => {
-      event.preventDefault();
-      error.textContent = '';
-      try {
+    onSubmit(form, {
+      error,
+      send: async () => {
         await ctx.api.post('/users', { username: username.value.trim(), password: password.value, role: role.value });
         ctx.toast(`User ${username.value.trim()} created`, 'ok');
         form.reset();
         await load();
-      } catch (err) {
-        fail(err);
-      }
+      },
     });
     root.append(h('section',
       h('div.page-head', h('h1', 'Users')),
