@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import httpx
 import numpy as np
+
+if TYPE_CHECKING:
+    from appliance.db import Database
 
 API = "/api/v1"
 ADMIN = {"username": "admin", "password": "admin-password-1"}
@@ -58,6 +63,21 @@ def run_cli(
     )
 
 
+@contextlib.contextmanager
+def client_with_controller(monkeypatch: Any, data_dir: Path, controller: type) -> Iterator[Any]:
+    """A TestClient of the real app with one more controller among its API routers, the way a new one is added."""
+    from litestar.testing import TestClient
+
+    import appliance.server as server_module
+    from appliance.config import load_config
+
+    original = server_module.api_routers
+    monkeypatch.setattr(server_module, "api_routers", lambda: [*original(), controller])
+    app = server_module.create_app(load_config(env={}, data_dir=str(data_dir)))
+    with TestClient(base_url=LOCAL_URL, app=app, raise_server_exceptions=False) as client:
+        yield client
+
+
 def setup_code_from_cli(data_dir: Path) -> str:
     """What `appliance setup-code` prints on its last line."""
     printed = run_cli("setup-code", data_dir=data_dir)
@@ -89,6 +109,27 @@ def setup_admin(client: Any, db_path: Path | None = None) -> dict[str, str]:
     response = client.post(f"{API}/auth/setup", json=admin_setup(db_path))
     assert response.status_code == 201, response.text
     return auth(response.json()["access_token"])
+
+
+def seeded_catalog(path: Path) -> Database:
+    """A migrated catalog at `path` with user 1 (admin) and dataset 1 (classes a, b) written straight in;
+    the caller closes it."""
+    import json
+
+    from appliance.db import migrate, open_database
+
+    db = open_database(path)
+    migrate(db, path)
+    now = "2026-01-01T00:00:00"
+    db.execute(
+        "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (1, 'admin', 'x', 'admin', ?)",
+        [now],
+    )
+    db.execute(
+        "INSERT INTO datasets (id, name, owner_id, classes, created_at, updated_at) VALUES (1, 'd', 1, ?, ?, ?)",
+        [json.dumps([{"name": "a", "color": "#ffffff"}, {"name": "b", "color": "#000000"}]), now, now],
+    )
+    return db
 
 
 def create_user(client: Any, admin: dict[str, str], username: str, role: str) -> dict[str, str]:
@@ -131,6 +172,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM a child that still runs, then SIGKILL it if it has not exited after `timeout` seconds."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class ServerProcess:
@@ -188,13 +240,7 @@ class ServerProcess:
         raise RuntimeError(f"server not ready after {timeout} s: {self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 10)
         if hasattr(self, "log"):
             self.log.close()
 

@@ -2,141 +2,52 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.console_support import (
+    Api,
+    H,
+    W,
+    add_rows,
+    assert_boxes,
+    click_image,
+    drag,
+    fill_form,
+    label_new_images,
+    login,
+    open_labeler,
+    served,
+    wait_saved,
+)
 from tests.helpers import ADMIN, API, ServerProcess, auth, fresh_setup_code, image_bytes, wait_js
 
 pytestmark = pytest.mark.browser
 
 XSS = "<img src=x onerror=alert(1)>"
-W, H = 320, 240
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-
-class Api:
-    """The appliance's API over HTTP, as a second client next to the browser."""
-
-    def __init__(self, server: ServerProcess) -> None:
-        self.http = httpx.Client(base_url=server.url + API, timeout=10)
-        self.server = server
-        self.headers: dict[str, str] = {}
-        self.name = "parts"
-
-    def setup(self) -> None:
-        response = self.http.post("/auth/setup", json=self.server.setup_body())
-        assert response.status_code == 201, response.text
-        self.headers = auth(response.json()["access_token"])
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, path, headers=self.headers, **kwargs)
-        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
-        return response.json() if response.content else None
-
-    def dataset(self, name: str | None = None, classes: list[Any] | None = None) -> dict[str, Any]:
-        body = {"name": name or self.name, "classes": classes or ["bolt", "nut"]}
-        return self.call("POST", "/datasets", json=body)
-
-    def upload(self, dataset_id: int, count: int, seed: int | None = None) -> list[dict[str, Any]]:
-        seed = dataset_id * 1000 if seed is None else seed
-        files = [
-            ("files", (f"part-{i:03d}.jpg", image_bytes(W, H, seed=seed + i), "image/jpeg"))
-            for i in range(count)
-        ]
-        return self.call("POST", f"/datasets/{dataset_id}/images", files=files)["added"]
-
-    def boxes(self, image_id: int) -> dict[str, Any]:
-        return self.call("GET", f"/images/{image_id}/annotations")
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def console_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Api]]:
     """One real server for the labeling tests (each test makes its own dataset); starting one costs seconds."""
-    process = ServerProcess(tmp_path_factory.mktemp("console") / "data")
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def admin_api(shared_server: ServerProcess) -> Iterator[Api]:
-    client = Api(shared_server)
-    client.setup()
-    yield client
-    client.http.close()
+    with served(tmp_path_factory.mktemp("console")) as site:
+        yield site
 
 
 @pytest.fixture
-def console(shared_server: ServerProcess) -> ServerProcess:
-    return shared_server
+def console(console_site: tuple[ServerProcess, Api]) -> ServerProcess:
+    return console_site[0]
 
 
 @pytest.fixture
-def api(admin_api: Api, request: pytest.FixtureRequest) -> Api:
+def api(console_site: tuple[ServerProcess, Api], request: pytest.FixtureRequest) -> Api:
+    admin_api = console_site[1]
     admin_api.name = request.node.name.split("[")[0][:60]
     return admin_api
-
-
-def login(page: Page, server: ServerProcess) -> None:
-    """Log the browser in through the API (the cookie lands in the page's context)."""
-    response = page.request.post(f"{server.url}{API}/auth/login", data=ADMIN)
-    assert response.ok, response.text()
-
-
-def open_labeler(page: Page, server: ServerProcess, dataset_id: int, image_id: int) -> None:
-    page.goto(f"{server.url}/#/datasets/{dataset_id}/label/{image_id}")
-    wait_js(page, f"window.__labeler && window.__labeler.drawnImageId === {image_id}")
-
-
-def label_new_image(page: Page, server: ServerProcess, api: Api, count: int = 1) -> int:
-    """A new dataset with `count` uploaded images; the browser logged in, labeling the first at zoom 1."""
-    dataset = api.dataset()
-    image = int(api.upload(dataset["id"], count)[0]["id"])
-    login(page, server)
-    open_labeler(page, server, dataset["id"], image)
-    page.keyboard.press("0")  # actual size: one image pixel per CSS pixel
-    return image
-
-
-def drag(page: Page, start: tuple[float, float], end: tuple[float, float]) -> None:
-    """Drag with the mouse between two image-pixel points of the labeler."""
-    a = page.evaluate(f"window.__labeler.toClient({start[0]}, {start[1]})")
-    b = page.evaluate(f"window.__labeler.toClient({end[0]}, {end[1]})")
-    page.mouse.move(a["x"], a["y"])
-    page.mouse.down()
-    page.mouse.move((a["x"] + b["x"]) / 2, (a["y"] + b["y"]) / 2, steps=2)
-    page.mouse.move(b["x"], b["y"], steps=2)
-    page.mouse.up()
-
-
-def click_image(page: Page, x: float, y: float) -> None:
-    p = page.evaluate(f"window.__labeler.toClient({x}, {y})")
-    page.mouse.click(p["x"], p["y"])
-
-
-def wait_saved(page: Page) -> None:
-    wait_js(page, "window.__labeler.saveState === 'saved'")
-
-
-def assert_boxes(
-    stored: list[dict[str, Any]], expected: list[tuple[int, float, float, float, float]]
-) -> None:
-    got = sorted((b["class_id"], b["x1"], b["y1"], b["x2"], b["y2"]) for b in stored)
-    want = sorted(expected)
-    assert len(got) == len(want), got
-    for g, w in zip(got, want, strict=True):
-        assert g[0] == w[0], (got, want)
-        assert all(abs(a - b) <= 1.0 for a, b in zip(g[1:], w[1:], strict=True)), (got, want)
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -155,10 +66,8 @@ def test_first_run_setup_then_logout_and_login(
     assert failed == []  # the first load asks /auth/session, which never answers 401
     expect(page.get_by_test_id("setup-code-help")).to_contain_text("appliance setup-code")
     page.screenshot(path=artifacts_dir / "console-setup.png")
-    page.get_by_test_id("setup-code").fill("AAAA-BBBB-CCCC")
-    page.get_by_test_id("setup-username").fill("chief")
-    page.get_by_test_id("setup-password").fill("chief-password-1")
-    page.get_by_test_id("setup-repeat").fill("chief-password-1")
+    fill_form(page, {"setup-code": "AAAA-BBBB-CCCC", "setup-username": "chief",
+                     "setup-password": "chief-password-1", "setup-repeat": "chief-password-1"})  # fmt: skip
     page.get_by_test_id("setup-submit").click()
     expect(page.get_by_test_id("setup-error")).to_contain_text("setup code")
     page.get_by_test_id("setup-code").fill(fresh_setup_code(server.data_dir / "appliance.db"))
@@ -175,8 +84,7 @@ def test_first_run_setup_then_logout_and_login(
     expect(page.get_by_test_id("login-form")).to_be_visible()
     page.goto(server.url + "/#/setup")  # setup is done: the console sends us to the login instead
     expect(page.get_by_test_id("login-form")).to_be_visible()
-    page.get_by_test_id("login-username").fill("chief")
-    page.get_by_test_id("login-password").fill("wrong-password")
+    fill_form(page, {"login-username": "chief", "login-password": "wrong-password"})
     page.get_by_test_id("login-submit").click()
     expect(page.get_by_test_id("login-error")).not_to_be_empty()
     page.get_by_test_id("login-password").fill("chief-password-1")
@@ -189,8 +97,7 @@ def test_first_run_setup_then_logout_and_login(
 def test_create_dataset_upload_with_duplicate_and_rejected(
     page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]], artifacts_dir: Path
 ) -> None:
-    login(page, console)
-    page.goto(console.url + "/#/datasets")
+    login(page, console, "datasets")
     page.get_by_test_id("new-dataset").click()
     page.get_by_test_id("dataset-name").fill("line 4")
     page.get_by_test_id("class-name").first.fill("scratch")
@@ -243,42 +150,13 @@ def test_create_dataset_upload_with_duplicate_and_rejected(
     assert watched["dialogs"] == [] and watched["errors"] == []
 
 
-def add_rows(console: ServerProcess, dataset_id: int, names: list[str]) -> None:
-    """Catalog rows straight into SQLite (fast), each with its own file: hard links of the dataset's first upload."""
-    data = console.data_dir
-    db = sqlite3.connect(data / "appliance.db", timeout=30)
-    sha, size, width, height, fmt = db.execute(
-        "SELECT f.sha256, f.size, f.width, f.height, f.format FROM images i JOIN image_files f ON f.id = i.file_id "
-        "WHERE i.dataset_id = ? ORDER BY i.id LIMIT 1",
-        [dataset_id],
-    ).fetchone()
-    now = "2026-01-01T00:00:00Z"
-    with db:
-        for name in names:
-            fake = hashlib.sha256(f"rows-{dataset_id}-{name}".encode()).hexdigest()
-            for folder, ext in (("images", "jpg"), ("thumbs", "jpg")):
-                target = data / folder / fake[:2] / f"{fake}.{ext}"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.link(data / folder / sha[:2] / f"{sha}.{ext}", target)
-            file_id = db.execute(
-                "INSERT INTO image_files (sha256, size, width, height, format, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [fake, size, width, height, fmt, now],
-            ).lastrowid
-            db.execute(
-                "INSERT INTO images (dataset_id, file_id, original_name, added_at) VALUES (?, ?, ?, ?)",
-                [dataset_id, file_id, name, now],
-            )
-    db.close()
-
-
 def test_grid_scrolls_through_keyset_pages_with_few_cells(
     page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]]
 ) -> None:
     dataset = api.dataset()
     api.upload(dataset["id"], 1)
     add_rows(console, dataset["id"], [f"row-{n:05d}.jpg" for n in range(1199)])
-    login(page, console)
-    page.goto(f"{console.url}/#/datasets/{dataset['id']}")
+    login(page, console, f"datasets/{dataset['id']}")
     expect(page.get_by_test_id("grid-count")).to_have_text("1,200 images")
     grid = page.get_by_test_id("grid")
     cells = page.locator("[data-testid=thumb][data-image-id]")
@@ -299,12 +177,8 @@ def test_grid_scrolls_through_keyset_pages_with_few_cells(
 def test_label_with_mouse_and_keys_matches_api_in_image_pixels(
     page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]], artifacts_dir: Path
 ) -> None:
-    dataset = api.dataset()
-    images = api.upload(dataset["id"], 4)
-    first = images[0]["id"]
-    login(page, console)
-    open_labeler(page, console, dataset["id"], first)
-    page.keyboard.press("0")  # actual size: one image pixel per CSS pixel
+    _, images = label_new_images(page, console, api, 4)  # the first, at one image pixel per CSS pixel
+    first = images[0]
     assert page.evaluate("window.__labeler.zoom") == 1
 
     drag(page, (20, 30), (120, 110))  # box A, class 0 (active)
@@ -342,21 +216,21 @@ def test_label_with_mouse_and_keys_matches_api_in_image_pixels(
 
     # Keys: next, previous, next unlabeled; copy boxes from the previous image.
     page.keyboard.press("d")
-    wait_js(page, f"window.__labeler.drawnImageId === {images[1]['id']}")
+    wait_js(page, f"window.__labeler.drawnImageId === {images[1]}")
     page.keyboard.press("c")
     wait_js(page, "window.__labeler.boxes.length === 3")
     wait_saved(page)
-    assert len(api.boxes(images[1]["id"])["boxes"]) == 3
+    assert len(api.boxes(images[1])["boxes"]) == 3
     page.keyboard.press("ArrowLeft")
     wait_js(page, f"window.__labeler.drawnImageId === {first}")
     page.keyboard.press("n")  # images 0 and 1 are labeled now
-    wait_js(page, f"window.__labeler.drawnImageId === {images[2]['id']}")
-    assert f"/label/{images[2]['id']}" in page.url
+    wait_js(page, f"window.__labeler.drawnImageId === {images[2]}")
+    assert f"/label/{images[2]}" in page.url
     page.keyboard.press("a")
-    wait_js(page, f"window.__labeler.drawnImageId === {images[1]['id']}")
+    wait_js(page, f"window.__labeler.drawnImageId === {images[1]}")
     page.keyboard.press("r")
     wait_js(page, "window.__labeler.status === 'reviewed'")
-    assert api.boxes(images[1]["id"])["status"] == "reviewed"
+    assert api.boxes(images[1])["status"] == "reviewed"
     page.keyboard.press("?")
     expect(page.get_by_test_id("help-overlay")).to_be_visible()
     page.screenshot(path=artifacts_dir / "console-help.png")
@@ -368,7 +242,7 @@ def test_label_with_mouse_and_keys_matches_api_in_image_pixels(
 def test_autosave_survives_reload_and_stats_page(
     page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]], artifacts_dir: Path
 ) -> None:
-    image = label_new_image(page, console, api, 2)
+    _, (image, _) = label_new_images(page, console, api, 2)
     drag(page, (10, 10), (100, 80))
     wait_saved(page)
     page.reload()
@@ -386,7 +260,7 @@ def test_autosave_survives_reload_and_stats_page(
 def test_conflicting_edit_shows_both_versions_and_keeps_the_choice(
     page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]], artifacts_dir: Path
 ) -> None:
-    image = label_new_image(page, console, api)
+    _, (image,) = label_new_images(page, console, api)
     # Someone else saves two boxes while the page shows version 0.
     theirs = [
         {"class_id": 1, "x1": 5, "y1": 5, "x2": 50, "y2": 50},
@@ -419,13 +293,12 @@ def test_conflicting_edit_shows_both_versions_and_keeps_the_choice(
 def test_expired_session_goes_to_login_and_keeps_unsaved_boxes(
     page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]]
 ) -> None:
-    image = label_new_image(page, console, api)
+    _, (image,) = label_new_images(page, console, api)
     token = next(c["value"] for c in page.context.cookies() if c["name"] == "appliance_token")
     httpx.post(f"{console.url}{API}/auth/logout", headers=auth(token)).raise_for_status()  # revoke it
     drag(page, (30, 30), (90, 90))
     expect(page.get_by_test_id("session-expired")).to_be_visible()
-    page.get_by_test_id("login-username").fill(ADMIN["username"])
-    page.get_by_test_id("login-password").fill(ADMIN["password"])
+    fill_form(page, {"login-username": ADMIN["username"], "login-password": ADMIN["password"]})
     page.get_by_test_id("login-submit").click()
     wait_js(page, f"window.__labeler && window.__labeler.drawnImageId === {image}")
     wait_js(page, "window.__labeler.boxes.length === 1 && window.__labeler.saveState === 'saved'")
@@ -460,11 +333,8 @@ def test_user_text_is_rendered_as_text_and_no_script_runs(
 def test_users_page_create_disable_reset(
     page: Page, console: ServerProcess, api: Api, watched: dict[str, list[str]], artifacts_dir: Path
 ) -> None:
-    login(page, console)
-    page.goto(f"{console.url}/#/users")
-    page.get_by_test_id("new-username").fill("line-lead")
-    page.get_by_test_id("new-password").fill("lead-password-1")
-    page.get_by_test_id("new-role").select_option("viewer")
+    login(page, console, "users")
+    fill_form(page, {"new-username": "line-lead", "new-password": "lead-password-1", "new-role": "viewer"})
     page.get_by_test_id("user-create").click()
     row = page.locator("[data-testid=user-row][data-username=line-lead]")
     expect(row).to_be_visible()

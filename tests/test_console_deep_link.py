@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Request, expect
 
-from tests.helpers import ServerProcess, wait_js
-from tests.test_console import Api, add_rows, login
+from tests.console_support import add_rows, login, served
+from tests.helpers import wait_js
 
 pytestmark = pytest.mark.browser
 
@@ -30,31 +30,26 @@ VISIBLE_CELLS = """() => {
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One server, a 3,000-image dataset (one upload, the rest catalog rows with hard-linked files)."""
-    server = ServerProcess(tmp_path_factory.mktemp("deep") / "data")
-    server.start()
-    api = Api(server)
-    api.setup()
-    dataset = api.dataset("deep", ["bolt", "nut"])
-    other = api.dataset("other", ["bolt"])
-    api.upload(dataset["id"], 1)
-    api.upload(other["id"], 1, seed=99)
-    add_rows(server, dataset["id"], [f"row-{n:05d}.jpg" for n in range(FIRST)])
-    add_rows(server, other["id"], [f"other-{n:05d}.jpg" for n in range(GAP)])
-    add_rows(server, dataset["id"], [f"row-{n:05d}.jpg" for n in range(FIRST, FIRST + SECOND)])
-    db = sqlite3.connect(server.data_dir / "appliance.db")
-    rows = db.execute(
-        "SELECT id, original_name FROM images WHERE dataset_id = ? ORDER BY id", [dataset["id"]]
-    ).fetchall()
-    db.close()
-    assert len(rows) == 1 + FIRST + SECOND
-    yield {
-        "server": server,
-        "dataset": dataset["id"],
-        "ids": [r[0] for r in rows],
-        "names": {r[0]: r[1] for r in rows},
-    }
-    api.http.close()
-    server.stop()
+    with served(tmp_path_factory.mktemp("deep")) as (server, api):
+        dataset = api.dataset("deep", ["bolt", "nut"])
+        other = api.dataset("other", ["bolt"])
+        api.upload(dataset["id"], 1)
+        api.upload(other["id"], 1, seed=99)
+        add_rows(server, dataset["id"], [f"row-{n:05d}.jpg" for n in range(FIRST)])
+        add_rows(server, other["id"], [f"other-{n:05d}.jpg" for n in range(GAP)])
+        add_rows(server, dataset["id"], [f"row-{n:05d}.jpg" for n in range(FIRST, FIRST + SECOND)])
+        db = sqlite3.connect(server.data_dir / "appliance.db")
+        rows = db.execute(
+            "SELECT id, original_name FROM images WHERE dataset_id = ? ORDER BY id", [dataset["id"]]
+        ).fetchall()
+        db.close()
+        assert len(rows) == 1 + FIRST + SECOND
+        yield {
+            "server": server,
+            "dataset": dataset["id"],
+            "ids": [r[0] for r in rows],
+            "names": {r[0]: r[1] for r in rows},
+        }
 
 
 def list_requests(page: Page, dataset_id: int) -> list[str]:
@@ -133,8 +128,7 @@ def test_previous_and_next_cross_the_window_edges(
     page: Page, site: dict[str, Any], watched: dict[str, list[str]]
 ) -> None:
     server, dataset_id, ids = site["server"], site["dataset"], site["ids"]
-    login(page, server)
-    page.goto(f"{server.url}/#/datasets")
+    login(page, server, "datasets")
     page.get_by_test_id("datasets-table").wait_for()
     # Pages of 20 images, so the window around a deep link has its edges 10 key presses away.
     page.evaluate(

@@ -15,9 +15,9 @@ from playwright.sync_api import Page, expect
 
 from appliance.config import load_config
 from appliance.db import open_database, write_transaction
-from tests.helpers import ADMIN, API, ServerProcess, wait_js
+from tests.console_support import fill_form, login, served
+from tests.helpers import ADMIN, ServerProcess, wait_js
 from tests.inference_support import insert_model
-from tests.test_console import Api
 from tests.test_model_visibility import add_onnx_export
 
 pytestmark = pytest.mark.browser
@@ -51,46 +51,39 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     pinned = root / "weights.sha256"
     pinned.write_text(f"{hashlib.sha256(WEIGHTS).hexdigest()}  yolo-test.pt\n")
     env = {"APPLIANCE_IMPORT_ROOTS": str(root / "media"), "APPLIANCE_WEIGHTS_CHECKSUMS": str(pinned)}
-    server = ServerProcess(root / "data", env=env)
-    server.start()
-    api = Api(server)
-    api.setup()
-    dataset = api.dataset(name="line 4")
-    images = [int(i["id"]) for i in api.upload(dataset["id"], 6)]
-    for image_id in images[:3]:
-        box = {"class_id": 0, "x1": 10, "y1": 10, "x2": 80, "y2": 70}
-        api.call("PUT", f"/images/{image_id}/annotations", json={"version": 0, "boxes": [box]})
-    job = api.call("POST", "/training-jobs", json={"dataset_id": dataset["id"], "epochs": 3, "imgsz": 320})
-    config = load_config(env={}, data_dir=str(server.data_dir))
-    db = open_database(config.db_path)
-    weights = root / "best.pt"
-    weights.write_bytes(b"not loaded by these tests")
-    model_id = insert_model(
-        db, config, weights, name="line 4 nano", imgsz=64, metrics={"map50": 0.62, "map50_95": 0.41}
-    )
-    add_onnx_export(db, config, model_id)
-    weak = insert_model(
-        db, config, weights, name="three epochs", imgsz=64, metrics={"map50": 0.001, "map50_95": 0.0}
-    )
-    result = {"metrics": {"map50": 0.001, "map50_95": 0.0}, "epochs_done": 3, "model_id": weak,
-              "snapshot": {"images": 14, "val_images": 3}}  # fmt: skip
-    with write_transaction(db):
-        db.execute("UPDATE models SET owner_id = 1")
-        done = db.execute(
-            """INSERT INTO jobs (kind, status, dataset_id, model_id, params, result, created_by, created_at, finished_at)
-               VALUES ('train', 'completed', ?, ?, ?, ?, 1, '2026-01-01T00:00:00Z', '2026-01-01T00:05:00Z')""",
-            [dataset["id"], weak, json.dumps({"base_model": "yolov8n.yaml", "epochs": 3, "imgsz": 320, "batch": 8}),
-             json.dumps(result)],
-        ).lastrowid  # fmt: skip
-    db.conn.close()
-    yield {"server": server, "api": api, "dataset": dataset["id"], "images": images, "job": job["id"],
-           "done": done, "model": model_id, "weak": weak, "media": media}  # fmt: skip
-    api.http.close()
-    server.stop()
-
-
-def login(page: Page, server: ServerProcess) -> None:
-    assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
+    with served(root, env) as (server, api):
+        dataset = api.dataset(name="line 4")
+        images = [int(i["id"]) for i in api.upload(dataset["id"], 6)]
+        for image_id in images[:3]:
+            box = {"class_id": 0, "x1": 10, "y1": 10, "x2": 80, "y2": 70}
+            api.call("PUT", f"/images/{image_id}/annotations", json={"version": 0, "boxes": [box]})
+        job = api.call(
+            "POST", "/training-jobs", json={"dataset_id": dataset["id"], "epochs": 3, "imgsz": 320}
+        )
+        config = load_config(env={}, data_dir=str(server.data_dir))
+        db = open_database(config.db_path)
+        weights = root / "best.pt"
+        weights.write_bytes(b"not loaded by these tests")
+        model_id = insert_model(
+            db, config, weights, name="line 4 nano", imgsz=64, metrics={"map50": 0.62, "map50_95": 0.41}
+        )
+        add_onnx_export(db, config, model_id)
+        weak = insert_model(
+            db, config, weights, name="three epochs", imgsz=64, metrics={"map50": 0.001, "map50_95": 0.0}
+        )
+        result = {"metrics": {"map50": 0.001, "map50_95": 0.0}, "epochs_done": 3, "model_id": weak,
+                  "snapshot": {"images": 14, "val_images": 3}}  # fmt: skip
+        with write_transaction(db):
+            db.execute("UPDATE models SET owner_id = 1")
+            done = db.execute(
+                """INSERT INTO jobs (kind, status, dataset_id, model_id, params, result, created_by, created_at, finished_at)
+                   VALUES ('train', 'completed', ?, ?, ?, ?, 1, '2026-01-01T00:00:00Z', '2026-01-01T00:05:00Z')""",
+                [dataset["id"], weak, json.dumps({"base_model": "yolov8n.yaml", "epochs": 3, "imgsz": 320, "batch": 8}),
+                 json.dumps(result)],
+            ).lastrowid  # fmt: skip
+        db.conn.close()
+        yield {"server": server, "api": api, "dataset": dataset["id"], "images": images, "job": job["id"],
+               "done": done, "model": model_id, "weak": weak, "media": media}  # fmt: skip
 
 
 def check_page(page: Page, artifacts: Path, name: str, main: str) -> None:
@@ -141,8 +134,7 @@ def test_train_page_tells_what_the_training_will_use_and_take(
     page: Page, site: dict[str, Any], watched: dict[str, list[str]]
 ) -> None:
     server, dataset = site["server"], site["dataset"]
-    login(page, server)
-    page.goto(f"{server.url}/#/training?dataset={dataset}")
+    login(page, server, f"training?dataset={dataset}")
     # The picker counts what training takes: labeled images.
     expect(page.get_by_test_id("train-dataset").locator("option")).to_contain_text(
         ["line 4 (3 labeled of 6)"]
@@ -196,8 +188,7 @@ def test_a_finished_training_that_found_nothing_says_not_usable(
     page: Page, site: dict[str, Any], watched: dict[str, list[str]]
 ) -> None:
     server = site["server"]
-    login(page, server)
-    page.goto(f"{server.url}/#/training/{site['done']}")
+    login(page, server, f"training/{site['done']}")
     notice = page.get_by_test_id("job-unusable")
     expect(notice).to_contain_text("Not usable: mAP50 0.001")
     expect(notice).to_contain_text("only 3 epochs")
@@ -215,8 +206,7 @@ def test_models_page_engine_off_with_reason_download_undeploy_delete_and_steady_
     page: Page, site: dict[str, Any], watched: dict[str, list[str]]
 ) -> None:
     server, api = site["server"], site["api"]
-    login(page, server)
-    page.goto(f"{server.url}/#/models")
+    login(page, server, "models")
     row = page.locator(f"[data-testid=model-row][data-id='{site['model']}']")
     engine = row.get_by_test_id("export-engine")
     expect(engine).to_be_disabled()
@@ -260,8 +250,7 @@ def test_try_it_error_leaves_no_result_on_screen(
     page: Page, site: dict[str, Any], watched: dict[str, list[str]], tmp_path: Path
 ) -> None:
     server = site["server"]
-    login(page, server)
-    page.goto(f"{server.url}/#/try")
+    login(page, server, "try")
     expect(page.get_by_test_id("try-model").locator("option")).not_to_have_count(0)
     bad = tmp_path / "notes.jpg"
     bad.write_bytes(b"this is not an image")
@@ -279,8 +268,7 @@ def test_logout_and_setup_routes_show_their_own_address(
     page: Page, site: dict[str, Any], watched: dict[str, list[str]]
 ) -> None:
     server = site["server"]
-    login(page, server)
-    page.goto(f"{server.url}/#/datasets")
+    login(page, server, "datasets")
     expect(page.get_by_test_id("nav-datasets")).to_be_visible()
     page.goto(f"{server.url}/#/setup")  # setup is done: logged in, the datasets instead
     wait_js(page, "location.hash === '#/datasets'")
@@ -294,8 +282,7 @@ def test_logout_and_setup_routes_show_their_own_address(
     # A deep link while logged out comes back after the login.
     page.goto(f"{server.url}/#/models")
     wait_js(page, "location.hash === '#/login'")
-    page.get_by_test_id("login-username").fill(ADMIN["username"])
-    page.get_by_test_id("login-password").fill(ADMIN["password"])
+    fill_form(page, {"login-username": ADMIN["username"], "login-password": ADMIN["password"]})
     page.get_by_test_id("login-submit").click()
     wait_js(page, "location.hash === '#/models'")
     assert watched["dialogs"] == []

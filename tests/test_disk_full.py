@@ -17,6 +17,7 @@ import pytest
 
 from appliance.db import open_database
 from tests.helpers import ADMIN, API, ServerProcess, auth, create_dataset, setup_code_from_cli
+from tests.training_support import TINY
 from tests.workers import WorkerProcess, build_synthetic_dataset
 
 pytestmark = pytest.mark.slow
@@ -130,17 +131,7 @@ def test_a_full_data_disk_answers_507_fails_jobs_cleanly_and_recovers(
             assert not list((data / "exports").glob("*")) if (data / "exports").is_dir() else True
 
             # 4. Training on the full disk: its checkpoints cannot be written; the job fails with the reason.
-            train = http.post(
-                f"{API}/training-jobs",
-                json={
-                    "dataset_id": shapes["id"],
-                    "epochs": 1,
-                    "imgsz": 64,
-                    "batch": 4,
-                    "workers": 0,
-                    "plots": False,
-                },
-            )
+            train = http.post(f"{API}/training-jobs", json={"dataset_id": shapes["id"], "epochs": 1, **TINY})
             assert train.status_code == 201, train.text
             trained = wait_job(http, f"{API}/training-jobs/{train.json()['id']}", timeout=600)
             assert trained["status"] == "failed", trained

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -11,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from appliance.db import migrate, open_database
-from tests.helpers import REPO
+from appliance.db import open_database
+from tests.helpers import REPO, seeded_catalog
 
 IMAGES = 7
 ROUNDS = 6
@@ -48,17 +47,8 @@ while True:
 
 
 def make_catalog(path: Path) -> None:
-    db = open_database(path)
-    migrate(db, path)
+    db = seeded_catalog(path)
     now = "2026-01-01T00:00:00"
-    db.execute(
-        "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (1, 'admin', 'x', 'admin', ?)",
-        [now],
-    )
-    db.execute(
-        "INSERT INTO datasets (id, name, owner_id, classes, created_at, updated_at) VALUES (1, 'd', 1, ?, ?, ?)",
-        [json.dumps([{"name": "a", "color": "#ffffff"}, {"name": "b", "color": "#000000"}]), now, now],
-    )
     for n in range(1, IMAGES + 1):
         db.execute(
             "INSERT INTO image_files (id, sha256, size, width, height, format, created_at) "

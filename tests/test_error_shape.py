@@ -11,7 +11,16 @@ from litestar.testing import TestClient
 from appliance.catalog import datasets as catalog_service
 from appliance.config import load_config
 from appliance.server import create_app
-from tests.helpers import API, LOCAL_URL, create_dataset, create_user, image_bytes, setup_admin, upload
+from tests.helpers import (
+    API,
+    LOCAL_URL,
+    client_with_controller,
+    create_dataset,
+    create_user,
+    image_bytes,
+    setup_admin,
+    upload,
+)
 
 
 def assert_error(response: Any, status_code: int) -> dict[str, Any]:
@@ -127,8 +136,6 @@ def test_internal_error_in_a_route_of_a_test_app(tmp_path, monkeypatch):
     """A route that fails with a plain exception (ZeroDivisionError), added only to this app."""
     from litestar import Controller, get
 
-    import appliance.server as server_module
-
     class Broken(Controller):
         path = "/broken"
 
@@ -136,12 +143,7 @@ def test_internal_error_in_a_route_of_a_test_app(tmp_path, monkeypatch):
         def broken(self) -> dict[str, float]:
             return {"value": 1 / 0}
 
-    original = server_module.api_routers
-    monkeypatch.setattr(server_module, "api_routers", lambda: [*original(), Broken])
-    config = load_config(env={}, data_dir=str(tmp_path / "data"))
-    with TestClient(
-        base_url=LOCAL_URL, app=server_module.create_app(config), raise_server_exceptions=False
-    ) as client:
+    with client_with_controller(monkeypatch, tmp_path / "data", Broken) as client:
         admin = setup_admin(client)
         response = client.get(f"{API}/broken", headers=admin)
         assert_error(response, 500)

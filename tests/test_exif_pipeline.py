@@ -124,16 +124,14 @@ def test_the_labeler_draws_the_photo_as_it_is_seen_and_saves_boxes_in_that_space
 ) -> None:
     import httpx
 
+    from tests.console_support import drag, label_at_actual_size, wait_saved
     from tests.helpers import auth
-    from tests.test_console import drag, login, open_labeler, wait_saved
 
     http = httpx.Client(base_url=server.url, timeout=30)
     headers = auth(http.post(f"{API}/auth/setup", json=server.setup_body()).json()["access_token"])
     dataset = create_dataset(http, headers, classes=["square"])
     (image,) = upload(http, headers, dataset["id"], [("phone.jpg", phone_photo(6))])["added"]
-    login(page, server)
-    open_labeler(page, server, dataset["id"], image["id"])
-    page.keyboard.press("0")  # one image pixel per CSS pixel
+    label_at_actual_size(page, server, dataset["id"], image["id"])  # one image pixel per CSS pixel
     x1, y1, x2, y2 = oriented_square(6)
     # The canvas shows the square where the oriented coordinates say: sample the drawn pixel there (the
     # zoom change above is drawn on the next frame, so wait for it rather than sample once).

@@ -19,7 +19,8 @@ from appliance.config import load_config
 from appliance.db import migrate, open_database
 from appliance.db.connection import EXPECTED, PRAGMA_LOG_ENV
 from appliance.jobs.worker import Worker
-from tests.helpers import ADMIN, API, REPO, auth, free_port, setup_code_from_cli
+from tests.helpers import ADMIN, API, REPO, auth, free_port, seeded_catalog, setup_code_from_cli
+from tests.training_support import TINY
 
 KILLS = 200
 
@@ -88,19 +89,7 @@ while True:
 
 
 def make_box(data: Path) -> None:
-    config = load_config(env={}, data_dir=str(data))
-    db = open_database(config.db_path)
-    migrate(db, config.db_path)
-    now = "2026-01-01T00:00:00"
-    db.execute(
-        "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (1, 'admin', 'x', 'admin', ?)",
-        [now],
-    )
-    db.execute(
-        "INSERT INTO datasets (id, name, owner_id, classes, created_at, updated_at) VALUES (1, 'd', 1, ?, ?, ?)",
-        [json.dumps([{"name": "a", "color": "#ffffff"}, {"name": "b", "color": "#000000"}]), now, now],
-    )
-    db.conn.close()
+    seeded_catalog(load_config(env={}, data_dir=str(data)).db_path).conn.close()
 
 
 @pytest.mark.slow
@@ -280,18 +269,8 @@ def test_every_process_opens_the_catalog_with_its_pragmas(tmp_path: Path) -> Non
                 json={"version": 0, "boxes": [box]},
                 headers=headers,
             )
-        job = http.post(
-            f"{API}/training-jobs",
-            json={
-                "dataset_id": dataset["id"],
-                "epochs": 1,
-                "imgsz": 64,
-                "batch": 4,
-                "workers": 0,
-                "plots": False,
-            },
-            headers=headers,
-        ).json()
+        body = {"dataset_id": dataset["id"], "epochs": 1, **TINY}
+        job = http.post(f"{API}/training-jobs", json=body, headers=headers).json()
         deadline = time.monotonic() + 300
         while http.get(f"{API}/training-jobs/{job['id']}", headers=headers).json()["status"] not in (
             "completed",

@@ -81,6 +81,34 @@ def run_upload(client, admin, config, dataset_id: int, data: bytes) -> dict:
     return client.get(f"{API}/imports/{response.json()['id']}", headers=admin).json()
 
 
+def failed_import(client, admin, config, data: bytes) -> dict:
+    """An archive uploaded into a new dataset whose import job fails; the job as GET /imports/{id} reads it."""
+    dataset = create_dataset(client, admin)
+    job = run_upload(client, admin, config, dataset["id"], data)
+    assert job["status"] == "failed", job
+    return job
+
+
+class PeakMemory:
+    """Traces Python's allocations while its block runs; `peak` is the most it held at once, in bytes."""
+
+    def __enter__(self) -> PeakMemory:
+        self.peak = 0
+        tracemalloc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _, self.peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+
+
+def refused_extraction_peak(path: Path, out: Path, match: str) -> int:
+    """extract_archive refuses `path` with TooLarge (`match`); the peak memory it took, in bytes."""
+    with PeakMemory() as memory, pytest.raises(TooLarge, match=match):
+        extract_archive(path, out, max_entries=1000, max_bytes=20 * MB)
+    return memory.peak
+
+
 @pytest.mark.parametrize(
     ("name", "clean"),
     [
@@ -172,16 +200,13 @@ def test_folder_sources_skip_links_and_hardlinks(client, admin, config, media, t
 
 
 def test_too_many_entries_is_refused_before_extraction(client, admin, config, tmp_path):
-    dataset = create_dataset(client, admin)
-    data = zip_bytes([(f"f{i}.txt", b"x") for i in range(10_000)])
-    job = run_upload(client, admin, config, dataset["id"], data)
-    assert job["status"] == "failed" and "10000 entries; the limit is 1000" in job["error"], job
+    job = failed_import(client, admin, config, zip_bytes([(f"f{i}.txt", b"x") for i in range(10_000)]))
+    assert "10000 entries; the limit is 1000" in job["error"], job
     assert not (config.data_path / "staging" / f"job-{job['id']}").exists()
     many_tar = tar_bytes([(tar_member(f"f{i}.txt"), b"x") for i in range(1500)])
     staged = tmp_path / "many.tgz"
     staged.write_bytes(many_tar)
-    with pytest.raises(TooLarge, match="more than 1000 entries"):
-        extract_archive(staged, tmp_path / "out", max_entries=1000, max_bytes=20 * MB)
+    refused_extraction_peak(staged, tmp_path / "out", "more than 1000 entries")
     assert list((tmp_path / "out").iterdir()) == []  # refused in the header pass: nothing written
 
 
@@ -191,27 +216,19 @@ def test_zip_bomb_refused_on_declared_size_with_bounded_memory(client, admin, co
     path = tmp_path / "bomb.zip"
     path.write_bytes(bomb)
     del bomb
-    tracemalloc.start()
-    with pytest.raises(TooLarge, match="declares 64 MB"):
-        extract_archive(path, tmp_path / "out", max_entries=1000, max_bytes=20 * MB)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    assert peak < 4 * MB
+    assert refused_extraction_peak(path, tmp_path / "out", "declares 64 MB") < 4 * MB
     assert list((tmp_path / "out").iterdir()) == []
-    dataset = create_dataset(client, admin)
-    job = run_upload(client, admin, config, dataset["id"], path.read_bytes())
-    assert job["status"] == "failed" and "max_import_mb" in job["error"]
+    job = failed_import(client, admin, config, path.read_bytes())
+    assert "max_import_mb" in job["error"]
 
 
 def test_bomb_under_the_cap_extracts_in_bounded_memory(tmp_path):
     path = tmp_path / "big.zip"
     path.write_bytes(zip_bytes([("zeros.bin", b"\0" * (15 * MB))]))
-    tracemalloc.start()
-    report = extract_archive(path, tmp_path / "out", max_entries=10, max_bytes=20 * MB)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    with PeakMemory() as memory:
+        report = extract_archive(path, tmp_path / "out", max_entries=10, max_bytes=20 * MB)
     assert report.bytes_written == 15 * MB
-    assert peak < 4 * MB  # streamed 1 MB at a time, never the whole entry
+    assert memory.peak < 4 * MB  # streamed 1 MB at a time, never the whole entry
 
 
 def test_lying_zip_header_is_caught_while_extracting(tmp_path):
@@ -316,13 +333,11 @@ def test_yaml_alias_bomb_is_refused(tmp_path):
             f"{cur}: &{cur} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]"
         )
     (tmp_path / "data.yaml").write_text("\n".join(levels) + "\nnames: *i\n")  # 10^9 names if expanded
-    tracemalloc.start()
-    parsed = parse(walk_tree(tmp_path, 100))
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    with PeakMemory() as memory:
+        parsed = parse(walk_tree(tmp_path, 100))
     assert parsed.classes == []
     assert "at most 1000 plain names" in parsed.skipped[0][1]
-    assert peak < 16 * MB
+    assert memory.peak < 16 * MB
 
 
 def lying_png(width: int, height: int) -> bytes:
@@ -390,15 +405,12 @@ def test_tar_long_name_bomb_is_refused_before_it_is_read(client, admin, config, 
     path = tmp_path / "longname.tgz"
     gnu_long_name_bomb(path, 256 * MB)
     assert path.stat().st_size < 2 * MB
-    tracemalloc.start()
-    with pytest.raises(TooLarge, match="long-name record of 268435456 bytes; at most 4096"):
-        extract_archive(path, tmp_path / "out", max_entries=1000, max_bytes=20 * MB)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = refused_extraction_peak(
+        path, tmp_path / "out", "long-name record of 268435456 bytes; at most 4096"
+    )
     assert peak < 4 * MB
-    dataset = create_dataset(client, admin)
-    job = run_upload(client, admin, config, dataset["id"], path.read_bytes())
-    assert job["status"] == "failed" and "long-name record" in job["error"], job
+    job = failed_import(client, admin, config, path.read_bytes())
+    assert "long-name record" in job["error"], job
     assert len(job["error"]) < 300
 
 
@@ -413,11 +425,7 @@ def test_tar_pax_header_bomb_is_refused(tmp_path):
         out.write(pax.tobuf(format=tarfile.USTAR_FORMAT))
         out.write(record)
         out.write(info.tobuf())
-    tracemalloc.start()
-    with pytest.raises(TooLarge, match="pax header of 1048576 bytes; at most 65536"):
-        extract_archive(path, tmp_path / "out", max_entries=1000, max_bytes=20 * MB)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = refused_extraction_peak(path, tmp_path / "out", "pax header of 1048576 bytes; at most 65536")
     assert peak < 512 * 1024  # the megabyte of records was never read
 
 
@@ -526,14 +534,12 @@ def test_one_bad_coco_value_skips_its_annotation_only(client, admin, config):
     )
     data = zip_bytes([("instances.json", text.encode()), ("a.jpg", image_bytes(seed=1))])
     dataset = create_dataset(client, admin, classes=[])
-    tracemalloc.start()
-    job = run_upload(client, admin, config, dataset["id"], data)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    with PeakMemory() as memory:
+        job = run_upload(client, admin, config, dataset["id"], data)
     assert job["status"] == "completed", job
     report = job["result"]
     assert report["imported"] == 1 and report["boxes"] == 1 and report["boxes_skipped"] == 3, report
     reasons = " | ".join(i["reason"] for i in report["skipped_items"])
     assert "image_id is not a number" in reasons and "no [x, y, w, h] bbox" in reasons
     assert str(config.data_path) not in json_text(job)
-    assert peak < 64 * MB
+    assert memory.peak < 64 * MB

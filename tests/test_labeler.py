@@ -10,32 +10,25 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.console_support import (
+    Api,
+    assert_boxes,
+    click_image,
+    drag,
+    label_new_images,
+    proposal,
+    served,
+    wait_saved,
+)
 from tests.helpers import ServerProcess, wait_js
-from tests.test_console import Api, assert_boxes, click_image, drag, login, open_labeler, wait_saved
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Api]]:
-    server = ServerProcess(tmp_path_factory.mktemp("labeler") / "data")
-    server.start()
-    api = Api(server)
-    api.setup()
-    yield server, api
-    api.http.close()
-    server.stop()
-
-
-def start(page: Page, site: tuple[ServerProcess, Api], name: str, count: int = 1) -> tuple[int, list[int]]:
-    """A new dataset (classes bolt, nut) with `count` images, the labeler open on the first at zoom 1."""
-    server, api = site
-    dataset = api.dataset(name=name)
-    images = [int(i["id"]) for i in api.upload(dataset["id"], count)]
-    login(page, server)
-    open_labeler(page, server, dataset["id"], images[0])
-    page.keyboard.press("0")  # one image pixel per CSS pixel
-    return dataset["id"], images
+    with served(tmp_path_factory.mktemp("labeler")) as server_and_api:
+        yield server_and_api
 
 
 def hover(page: Page, x: float, y: float, shift: bool = False) -> str:
@@ -55,7 +48,7 @@ def test_a_class_key_after_drawing_sets_the_next_box_not_the_one_just_drawn(
     page: Page, site: tuple[ServerProcess, Api], watched: dict[str, list[str]]
 ) -> None:
     _, api = site
-    _, (image,) = start(page, site, "trap-class-key")
+    _, (image,) = label_new_images(page, *site, name="trap-class-key")
     drag(page, (40, 40), (110, 100))  # the "circle": a box around a round part, class bolt (active)
     assert page.evaluate("window.__labeler.selected") == -1  # a new box is not selected
     page.keyboard.press("2")  # the class for the next box
@@ -77,7 +70,7 @@ def test_a_drag_inside_a_box_draws_a_nested_box_and_only_a_selected_box_moves(
     page: Page, site: tuple[ServerProcess, Api], watched: dict[str, list[str]]
 ) -> None:
     _, api = site
-    _, (image,) = start(page, site, "trap-nested")
+    _, (image,) = label_new_images(page, *site, name="trap-nested")
     big = (0, 20, 30, 260, 200)
     drag(page, big[1:3], big[3:5])
     # A drag starting inside the larger (unselected) box draws a new box there; the larger one stays put.
@@ -112,7 +105,7 @@ def test_a_drag_inside_a_box_draws_a_nested_box_and_only_a_selected_box_moves(
 def test_the_cursor_says_what_a_drag_will_do(
     page: Page, site: tuple[ServerProcess, Api], watched: dict[str, list[str]]
 ) -> None:
-    start(page, site, "cursor")
+    label_new_images(page, *site, name="cursor")
     drag(page, (20, 30), (200, 180))
     assert hover(page, 250, 220) == "crosshair"  # empty image: draw
     assert hover(page, 100, 100) == "cell"  # an unselected box: click selects, drag draws inside it
@@ -128,7 +121,7 @@ def test_undo_history_survives_moving_between_images(
     page: Page, site: tuple[ServerProcess, Api], watched: dict[str, list[str]]
 ) -> None:
     _, api = site
-    _, images = start(page, site, "undo-across", count=2)
+    _, images = label_new_images(page, *site, 2, name="undo-across")
     drag(page, (10, 10), (60, 60))
     drag(page, (100, 100), (150, 150))
     wait_saved(page)
@@ -146,22 +139,6 @@ def test_undo_history_survives_moving_between_images(
     assert_boxes(api.boxes(images[0])["boxes"], [(0, 10, 10, 60, 60)])
     assert_boxes(api.boxes(images[1])["boxes"], [(0, 20, 20, 80, 80)])
     assert watched["errors"] == []
-
-
-def open_with_proposals(
-    page: Page, site: tuple[ServerProcess, Api], name: str, boxes: list[dict[str, Any]]
-) -> int:
-    """A new dataset whose one image holds `boxes` saved as proposals (unlabeled), open in the labeler at zoom 1."""
-    server, api = site
-    dataset = api.dataset(name=name)
-    image = int(api.upload(dataset["id"], 1)[0]["id"])
-    api.call(
-        "PUT", f"/images/{image}/annotations", json={"version": 0, "boxes": boxes, "status": "unlabeled"}
-    )
-    login(page, server)
-    open_labeler(page, server, dataset["id"], image)
-    page.keyboard.press("0")
-    return image
 
 
 # Fraction of the pixels along a box's bottom edge (image px, zoom 1) that have the class colour: about 1 for a
@@ -184,10 +161,8 @@ def test_model_proposals_are_dashed_with_confidence_and_not_labels_until_accepte
 ) -> None:
     _, api = site
     # Two pre-labels the way a camera capture stores them: source "model", a confidence, the image unlabeled.
-    image = open_with_proposals(page, site, "prelabels", [
-        {"class_id": 0, "x1": 20, "y1": 40, "x2": 120, "y2": 140, "source": "model", "confidence": 0.91},
-        {"class_id": 1, "x1": 160, "y1": 40, "x2": 260, "y2": 140, "source": "model", "confidence": 0.42},
-    ])  # fmt: skip
+    proposals = [proposal(0, 20, 40, 120, 140, 0.91), proposal(1, 160, 40, 260, 140, 0.42)]
+    _, (image,) = label_new_images(page, *site, name="prelabels", proposals=proposals)
     assert page.evaluate("window.__labeler.pending") == 2
     items = page.get_by_test_id("suggestion-item")
     expect(items).to_have_count(2)
@@ -232,10 +207,8 @@ def test_accept_all_and_a_class_change_accept_proposals(
     page: Page, site: tuple[ServerProcess, Api], watched: dict[str, list[str]]
 ) -> None:
     _, api = site
-    image = open_with_proposals(page, site, "accept-all", [
-        {"class_id": 0, "x1": 10, "y1": 10, "x2": 60, "y2": 60, "source": "model", "confidence": 0.8},
-        {"class_id": 0, "x1": 100, "y1": 100, "x2": 160, "y2": 160, "source": "model", "confidence": 0.7},
-    ])  # fmt: skip
+    proposals = [proposal(0, 10, 10, 60, 60, 0.8), proposal(0, 100, 100, 160, 160, 0.7)]
+    _, (image,) = label_new_images(page, *site, name="accept-all", proposals=proposals)
     click_image(page, 130, 130)  # select a proposal and give it another class: reviewed by a person
     page.keyboard.press("2")
     wait_saved(page)
@@ -253,7 +226,7 @@ def test_delete_an_image_from_the_labeler_and_from_the_grid(
     page: Page, site: tuple[ServerProcess, Api], watched: dict[str, list[str]], artifacts_dir: Any
 ) -> None:
     server, api = site
-    dataset_id, images = start(page, site, "delete-images", count=3)
+    dataset_id, images = label_new_images(page, *site, 3, name="delete-images")
     page.get_by_test_id("delete-image").click()
     page.get_by_test_id("confirm-ok").click()
     wait_js(page, f"window.__labeler && window.__labeler.drawnImageId === {images[1]}")

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
 from appliance.config import load_config
 from appliance.db import migrate, open_database
 from tests.camera_sources import build_colour_onnx, camera_process, deploy_model, write_scenes
-from tests.helpers import ADMIN, API, ServerProcess, auth, wait_js
+from tests.console_support import fill_form, login, served
+from tests.helpers import wait_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,9 +32,8 @@ def test_live_and_events_pages(page: Page, tmp_path: Path, artifacts_dir: Path) 
     data = tmp_path / "data"
     video = write_scenes(tmp_path / "line.avi", SCENES, fps=15)
     onnx = build_colour_onnx(tmp_path / "colour" / "model_64.onnx")
-    with ServerProcess(data) as server:
-        http = httpx.Client(base_url=server.url + API, timeout=10)
-        headers = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
+    with served(tmp_path) as (server, api):
+        http, headers = api.http, api.headers
         dataset = http.post(
             "/datasets", json={"name": "line", "classes": ["square", "disc"]}, headers=headers
         ).json()
@@ -58,9 +57,8 @@ def test_live_and_events_pages(page: Page, tmp_path: Path, artifacts_dir: Path) 
             headers=headers,
         ).json()
         with camera_process(config):
-            assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
             page.set_viewport_size({"width": 1366, "height": 768})
-            page.goto(f"{server.url}/#/live?camera={cam['id']}")
+            login(page, server, f"live?camera={cam['id']}")
             expect(page.get_by_test_id(f"camera-tile-{other['id']}")).to_contain_text("stopped")
             expect(page.get_by_test_id("live-state")).to_have_text("running", timeout=20_000)
             wait_js(page, "document.querySelector('[data-testid=live-stream]').naturalWidth === 256")
@@ -96,11 +94,8 @@ def test_live_and_events_pages(page: Page, tmp_path: Path, artifacts_dir: Path) 
             # Rules: a bad one is refused next to the editor, naming the field; a good one is saved.
             page.get_by_test_id("rule-add").click()
             row = page.get_by_test_id("rule-row").last
-            row.locator("[name=name]").fill("few discs")
-            row.locator("[name=zone]").select_option("left")
-            row.locator("[name=condition]").select_option("between")
-            row.locator("[name=count]").fill("3")
-            row.locator("[name=max_count]").fill("1")
+            fill_form(row, {"[name=name]": "few discs", "[name=zone]": "left", "[name=condition]": "between",
+                            "[name=count]": "3", "[name=max_count]": "1"})  # fmt: skip
             page.get_by_test_id("rules-save").click()
             expect(page.get_by_test_id("rules-error")).to_contain_text("settings.rules[1].max_count")
             row.locator("[name=max_count]").fill("4")

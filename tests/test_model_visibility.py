@@ -77,6 +77,23 @@ def add_onnx_export(db: Database, config: Config, model_id: int, status: str = "
     return int(cursor.lastrowid or 0)
 
 
+def owner_other_and_dataset(
+    client: TestClient[Any], admin: dict[str, str], other_role: str, public: bool
+) -> tuple[dict[str, str], dict[str, str], int]:
+    """(a labeler, another user with `other_role`, the labeler's labeled dataset, public or private)."""
+    owner = create_user(client, admin, "owner", "labeler")
+    other = create_user(client, admin, f"other-{other_role}", other_role)
+    return owner, other, labeled_dataset(client, owner, "owner-data", public=public)
+
+
+def model_with_export(
+    client: TestClient[Any], owner: dict[str, str], db: Database, config: Config, dataset_id: int, tmp: Path
+) -> tuple[int, int]:
+    """(model id, export id): a model trained by `owner` on the dataset, with a completed ONNX export."""
+    model_id = train_model(client, owner, db, config, dataset_id, tmp)
+    return model_id, add_onnx_export(db, config, model_id)
+
+
 def visible_ids(client: TestClient[Any], headers: dict[str, str]) -> set[int]:
     return {m["id"] for m in client.get(f"{API}/models", headers=headers).json()}
 
@@ -89,13 +106,9 @@ def model_of_a_deleted_dataset(
     client: TestClient[Any], admin: dict[str, str], db: Database, config: Config, tmp: Path, public: bool
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str], int]:
     """(owner, another labeler, a viewer, model id): the owner's dataset trained, exported, then deleted."""
-    tag = "public" if public else "private"
-    owner = create_user(client, admin, f"owner-{tag}", "labeler")
-    other = create_user(client, admin, f"other-{tag}", "labeler")
-    viewer = create_user(client, admin, f"viewer-{tag}", "viewer")
-    dataset = labeled_dataset(client, owner, f"data-{tag}", public=public)
-    model_id = train_model(client, owner, db, config, dataset, tmp)
-    add_onnx_export(db, config, model_id)
+    owner, other, dataset = owner_other_and_dataset(client, admin, "labeler", public)
+    viewer = create_user(client, admin, "viewer", "viewer")
+    model_id, _ = model_with_export(client, owner, db, config, dataset, tmp)
     assert client.delete(f"{API}/datasets/{dataset}", headers=owner).status_code == 204
     return owner, other, viewer, model_id
 
@@ -160,9 +173,7 @@ def test_a_public_datasets_model_is_seen_by_all_but_managed_by_its_owner(
 def test_a_dataset_made_private_before_the_model_is_registered_keeps_it_private(
     client: TestClient[Any], admin: dict[str, str], config: Config, fresh_db: Database, tmp_path: Path
 ) -> None:
-    owner = create_user(client, admin, "quinn", "labeler")
-    viewer = create_user(client, admin, "quentin", "viewer")
-    dataset = labeled_dataset(client, owner, "quinn-flip", public=True)
+    owner, viewer, dataset = owner_other_and_dataset(client, admin, "viewer", public=True)
     job = client.post(f"{API}/training-jobs", json={"dataset_id": dataset, "epochs": 1}, headers=owner)
     params = msgspec.json.decode(
         fresh_db.execute("SELECT params FROM jobs WHERE id = ?", [job.json()["id"]]).fetchone()[0],
@@ -227,12 +238,9 @@ def test_the_migration_copies_visibility_from_datasets_that_still_exist(tmp_path
 def test_delete_removes_row_and_files_never_the_deployed_model_and_ids_are_not_reused(
     client: TestClient[Any], admin: dict[str, str], config: Config, fresh_db: Database, tmp_path: Path
 ) -> None:
-    owner = create_user(client, admin, "rita", "labeler")
-    viewer = create_user(client, admin, "rolf", "viewer")
-    dataset = labeled_dataset(client, owner, "rita-data", public=True)
+    owner, viewer, dataset = owner_other_and_dataset(client, admin, "viewer", public=True)
     first = train_model(client, owner, fresh_db, config, dataset, tmp_path)
-    second = train_model(client, owner, fresh_db, config, dataset, tmp_path)
-    export_id = add_onnx_export(fresh_db, config, second)
+    second, export_id = model_with_export(client, owner, fresh_db, config, dataset, tmp_path)
     assert client.post(f"{API}/models/{second}/deploy", headers=owner).status_code == 200
     refused = client.delete(f"{API}/models/{second}", headers=owner)
     assert refused.status_code == 409 and "deployed" in refused.json()["detail"]
@@ -268,11 +276,8 @@ def test_delete_removes_row_and_files_never_the_deployed_model_and_ids_are_not_r
 def test_an_onnx_export_downloads_and_engines_and_unfinished_exports_do_not(
     client: TestClient[Any], admin: dict[str, str], config: Config, fresh_db: Database, tmp_path: Path
 ) -> None:
-    owner = create_user(client, admin, "sam", "labeler")
-    stranger = create_user(client, admin, "sue", "labeler")
-    dataset = labeled_dataset(client, owner, "sam-private", public=False)
-    model_id = train_model(client, owner, fresh_db, config, dataset, tmp_path)
-    export_id = add_onnx_export(fresh_db, config, model_id)
+    owner, stranger, dataset = owner_other_and_dataset(client, admin, "labeler", public=False)
+    model_id, export_id = model_with_export(client, owner, fresh_db, config, dataset, tmp_path)
     url = f"{API}/models/{model_id}/exports/{export_id}/file"
     got = client.get(url, headers=owner)
     assert got.status_code == 200, got.text

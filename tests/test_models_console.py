@@ -14,7 +14,8 @@ from playwright.sync_api import Page, expect
 
 from appliance.config import load_config
 from appliance.db import open_database, write_transaction
-from tests.helpers import ADMIN, API, ServerProcess, auth, wait_js
+from tests.console_support import login, open_labeler
+from tests.helpers import API, ServerProcess, auth, wait_js
 from tests.inference_support import copy_exported_model, exported_data_dir, jpeg, shapes_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -48,17 +49,16 @@ def site(tiny_yolo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     server.stop()
 
 
-def login(page: Page, server: ServerProcess) -> None:
-    assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
+def login_at_1366x800(page: Page, server: ServerProcess, route: str | None = None) -> None:
     page.set_viewport_size({"width": 1366, "height": 800})
+    login(page, server, route)
 
 
 def test_models_page_lists_deploys_and_compares(page: Page, site: dict[str, Any]) -> None:
     server = site["server"]
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    login(page, server)
-    page.goto(f"{server.url}/#/models")
+    login_at_1366x800(page, server, "models")
     rows = page.get_by_test_id("model-row")
     expect(rows).to_have_count(2)
     first = page.locator("[data-testid=model-row][data-id='1']")
@@ -92,7 +92,7 @@ def test_try_it_draws_boxes_and_refilters_without_a_request(
 ) -> None:
     server = site["server"]
     site["http"].post("/models/1/deploy", headers=site["headers"])
-    login(page, server)
+    login_at_1366x800(page, server)
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url) if r.url.endswith("/inference") else None)
     page.goto(f"{server.url}/#/try")
@@ -130,9 +130,8 @@ def test_labeling_suggestions_accept_with_enter_and_reject_with_x(page: Page, si
     image_id = http.post(f"/datasets/{dataset['id']}/images", files=files, headers=headers).json()["added"][
         0
     ]["id"]
-    login(page, server)
-    page.goto(f"{server.url}/#/datasets/{dataset['id']}/label/{image_id}")
-    wait_js(page, f"window.__labeler && window.__labeler.drawnImageId === {image_id}")
+    login_at_1366x800(page, server)
+    open_labeler(page, server, dataset["id"], image_id)
     asked: list[str] = []
     page.on("request", lambda r: asked.append(r.post_data or "") if r.url.endswith("/suggestions") else None)
     page.get_by_test_id("suggest-confidence").fill("0.05")

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
 from appliance.config import load_config
-from tests.helpers import ADMIN, API, ServerProcess, auth
+from tests.console_support import fill_form, login, served
 from tests.line_peers import BoxProcess, Mosquitto
 
 pytestmark = [pytest.mark.browser]
@@ -23,25 +22,21 @@ def test_outputs_page(page: Page, watched: dict[str, list[str]], tmp_path: Path,
     broker = Mosquitto(tmp_path / "broker").start()
     outputs: BoxProcess | None = None
     try:
-        with ServerProcess(data, env={"APPLIANCE_BOX_ID": "press-line"}) as server:
-            http = httpx.Client(base_url=server.url + API, timeout=10)
-            headers = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
+        with served(tmp_path, {"APPLIANCE_BOX_ID": "press-line"}) as (server, api):
+            http, headers = api.http, api.headers
             camera = http.post(
                 "/cameras", json={"name": "press 1", "settings": {"mode": "triggered"}}, headers=headers
             ).json()
             outputs = BoxProcess(
                 "outputs", load_config(env={}, data_dir=str(data), box_id="press-line")
             ).start()
-            assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
-            page.goto(f"{server.url}/#/outputs")
+            login(page, server, "outputs")
             expect(page.get_by_test_id("outputs-table")).to_contain_text("No outputs yet")
 
             page.get_by_test_id("output-add").click()
-            page.get_by_test_id("output-name").fill("line broker")
-            page.get_by_test_id("output-field-host").fill("127.0.0.1")
-            page.get_by_test_id("output-field-port").fill(str(broker.port))
-            page.get_by_test_id("output-field-username").fill("box")
-            page.get_by_test_id("output-field-password").fill(SECRET)
+            fill_form(page, {"output-name": "line broker", "output-field-host": "127.0.0.1",
+                             "output-field-port": str(broker.port), "output-field-username": "box",
+                             "output-field-password": SECRET})  # fmt: skip
             page.get_by_test_id("output-save").click()
             row = page.get_by_test_id("output-row")
             expect(row).to_contain_text("line broker")
@@ -68,10 +63,9 @@ def test_outputs_page(page: Page, watched: dict[str, list[str]], tmp_path: Path,
 
             # A webhook without a long enough key: refused, the reason next to the form, nothing added.
             page.get_by_test_id("output-add").click()
-            page.get_by_test_id("output-kind").select_option("webhook")
-            page.get_by_test_id("output-name").fill("mes")
-            page.get_by_test_id("output-field-url").fill("https://mes.example/in")
-            page.get_by_test_id("output-field-secret").fill("short")
+            fill_form(page, {"output-kind": "webhook", "output-name": "mes",
+                             "output-field-url": "https://mes.example/in",
+                             "output-field-secret": "short"})  # fmt: skip
             page.get_by_test_id("output-save").click()
             expect(page.get_by_test_id("output-form-error")).to_contain_text("settings.secret")
             page.keyboard.press("Escape")

@@ -27,6 +27,7 @@ from tests.helpers import (
     LOCAL_URL,
     ServerProcess,
     auth,
+    client_with_controller,
     create_dataset,
     create_user,
     image_bytes,
@@ -442,8 +443,6 @@ def test_inventory_covers_routes_added_later(monkeypatch, tmp_path):
     """A controller another engineer adds (HTTP and websocket) is checked without editing this test."""
     from litestar import Controller, get, websocket
 
-    import appliance.server as server_module
-
     class LaterController(Controller):
         path = "/later"
 
@@ -457,12 +456,7 @@ def test_inventory_covers_routes_added_later(monkeypatch, tmp_path):
             await socket.send_json({"secret": True})
             await socket.close()
 
-    original = server_module.api_routers
-    monkeypatch.setattr(server_module, "api_routers", lambda: [*original(), LaterController])
-    config = load_config(env={}, data_dir=str(tmp_path / "data"))
-    with TestClient(
-        base_url=LOCAL_URL, app=server_module.create_app(config), raise_server_exceptions=False
-    ) as client:
+    with client_with_controller(monkeypatch, tmp_path / "data", LaterController) as client:
         found = {(m, p) for m, p, _ in app_routes(client.app)}
         assert ("GET", f"{API}/later/1/report") in found and ("WS", f"{API}/later/ws") in found
         _assert_every_route_needs_auth(client, registration_enabled=False)

@@ -56,14 +56,13 @@ def runnable_copy(tmp_path: Path) -> Path:
     return target
 
 
+def analyze(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`systemd-analyze ARGS` run in the folder of the units (they are named ./unit)."""
+    return subprocess.run(["systemd-analyze", *args], cwd=folder, capture_output=True, text=True, timeout=60)
+
+
 def analyze_verify(folder: Path, unit: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["systemd-analyze", "verify", "--recursive-errors=yes", f"./{unit}"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return analyze(folder, "verify", "--recursive-errors=yes", f"./{unit}")
 
 
 @needs_analyze
@@ -93,13 +92,7 @@ def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
 
 
 def security_score(folder: Path, unit: str) -> float:
-    result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", f"./{unit}"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = analyze(folder, "security", "--offline=true", f"./{unit}")
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
     assert match, result.stdout + result.stderr
     return float(match.group(1))
@@ -110,13 +103,7 @@ def security_score(folder: Path, unit: str) -> float:
 def test_security_exposure_meets_the_threshold(unit: str, tmp_path: Path) -> None:
     folder = runnable_copy(tmp_path)
     threshold = SECURITY_THRESHOLDS[unit]
-    result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", f"--threshold={threshold}", f"./{unit}"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = analyze(folder, "security", "--offline=true", f"--threshold={threshold}", f"./{unit}")
     assert result.returncode == 0, result.stdout[-3000:]
     score = security_score(folder, unit)
     assert score <= threshold / 10
@@ -128,13 +115,7 @@ def test_security_exposure_meets_the_threshold(unit: str, tmp_path: Path) -> Non
         if not line.startswith(("Protect", "Restrict", "SystemCall", "CapabilityBoundingSet", "Private"))
     )
     (folder / unit).write_text(stripped)
-    worse = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", f"--threshold={threshold}", f"./{unit}"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    worse = analyze(folder, "security", "--offline=true", f"--threshold={threshold}", f"./{unit}")
     assert worse.returncode != 0
 
 

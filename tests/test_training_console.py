@@ -10,7 +10,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.helpers import ADMIN, API, ServerProcess, auth, wait_js
+from tests.console_support import fill_form, login
+from tests.helpers import API, ServerProcess, auth, wait_js
 from tests.workers import WorkerProcess, build_synthetic_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -43,29 +44,24 @@ def test_train_page_starts_watches_cancels_and_shows_results(
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.set_viewport_size({"width": 1366, "height": 900})
-    assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
-    page.goto(f"{server.url}/#/training")
+    login(page, server, "training")
     form = page.get_by_test_id("train-form")
     expect(form).to_be_visible()
     # Jetson Orin Nano defaults.
     expect(page.get_by_test_id("train-imgsz")).to_have_value("640")
     expect(page.get_by_test_id("train-batch")).to_have_value("8")
-    page.get_by_test_id("train-dataset").select_option(str(dataset["id"]))
-    page.get_by_test_id("train-base").select_option("yolov8n.yaml")
-    page.get_by_test_id("train-epochs").fill("2")
-    page.get_by_test_id("train-imgsz").fill("100")
+    fill_form(page, {"train-dataset": str(dataset["id"]), "train-base": "yolov8n.yaml",
+                     "train-epochs": "2", "train-imgsz": "100"})  # fmt: skip
     page.get_by_test_id("train-start").click()
     expect(page.get_by_test_id("train-error")).to_contain_text("multiple of 32")
-    page.get_by_test_id("train-imgsz").fill("64")
-    page.get_by_test_id("train-batch").fill("4")
+    fill_form(page, {"train-imgsz": "64", "train-batch": "4"})
     page.get_by_test_id("train-start").click()
     page.wait_for_url("**/#/training/1")
     expect(page.get_by_test_id("job-progress-text")).to_contain_text("epoch")
 
     # A second job waits behind the first; cancel it from its page (pending -> cancelled at once).
     page.goto(f"{server.url}/#/training")
-    page.get_by_test_id("train-epochs").fill("5")
-    page.get_by_test_id("train-imgsz").fill("64")
+    fill_form(page, {"train-epochs": "5", "train-imgsz": "64"})
     page.get_by_test_id("train-start").click()
     page.wait_for_url("**/#/training/2")
     page.get_by_test_id("job-cancel").click()

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.helpers import ADMIN, API, ServerProcess, auth
+from tests.console_support import login, served
+from tests.helpers import ServerProcess
 from tests.models import write_yolo_dataset
 from tests.transfers_support import read_only_stick, zip_folder
 from tests.workers import WorkerProcess
@@ -20,36 +20,33 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def appliance(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
+def appliance(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path, dict[str, Any]]]:
+    """A server and a worker with the import root `media`, and the admin's dataset "parts" (class disc)."""
     media = tmp_path / "media"
     media.mkdir()
     env = {"APPLIANCE_IMPORT_ROOTS": str(media), "APPLIANCE_WORKER_POLL_S": "0.2"}
-    with ServerProcess(tmp_path / "data", env=env) as server:
+    with served(tmp_path, env) as (server, api):
         worker = WorkerProcess(server.data_dir, env={"APPLIANCE_IMPORT_ROOTS": str(media)}).start()
         try:
-            yield server, media
+            yield server, media, api.dataset("parts", ["disc"])
         finally:
             worker.stop()
 
 
 def test_import_page_usb_upload_and_exports(
-    page: Page, appliance: tuple[ServerProcess, Path], tmp_path: Path
+    page: Page, appliance: tuple[ServerProcess, Path, dict[str, Any]], tmp_path: Path
 ) -> None:
-    server, media = appliance
+    server, media, dataset = appliance
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    http = httpx.Client(base_url=server.url + API, timeout=10)
-    headers: dict[str, Any] = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
-    dataset = http.post("/datasets", json={"name": "parts", "classes": ["disc"]}, headers=headers).json()
     write_yolo_dataset(media / "usb0", count=6)
     other = tmp_path / "other"
     write_yolo_dataset(other, count=30)
     archive = tmp_path / "more.zip"
     archive.write_bytes(zip_folder(other))
 
-    assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
-    page.goto(f"{server.url}/#/datasets/{dataset['id']}")
+    login(page, server, f"datasets/{dataset['id']}")
     page.get_by_test_id("tab-transfer").click()
     expect(page.get_by_test_id("source-row")).to_have_count(1)
     expect(page.get_by_test_id("source-count")).to_have_text("6")
@@ -84,20 +81,15 @@ def test_import_page_usb_upload_and_exports(
     written = list((media / "usb0").glob("parts-coco-*.zip"))
     assert len(written) == 1 and zipfile.ZipFile(written[0]).testzip() is None
     assert errors == []
-    http.close()
 
 
 def test_usb_export_to_a_read_only_stick_shows_its_phase_and_cancels(
-    page: Page, appliance: tuple[ServerProcess, Path]
+    page: Page, appliance: tuple[ServerProcess, Path, dict[str, Any]]
 ) -> None:
     """Nobody serves the write requests here: the export waits for appliance-usb-write, visibly, until cancelled."""
-    server, media = appliance
-    http = httpx.Client(base_url=server.url + API, timeout=10)
-    headers: dict[str, Any] = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
-    dataset = http.post("/datasets", json={"name": "parts", "classes": ["disc"]}, headers=headers).json()
+    server, media, dataset = appliance
     with read_only_stick(media / "STICK", {}) as stick:
-        assert page.request.post(f"{server.url}{API}/auth/login", data=ADMIN).ok
-        page.goto(f"{server.url}/#/imports?dataset={dataset['id']}")
+        login(page, server, f"imports?dataset={dataset['id']}")
         row = page.get_by_test_id("source-row").filter(has_text="STICK")
         row.get_by_test_id("usb-export").click()
         state = page.get_by_test_id("usb-export-state")
@@ -107,4 +99,3 @@ def test_usb_export_to_a_read_only_stick_shows_its_phase_and_cancels(
         expect(state).to_contain_text("cancelled", timeout=30_000)
         assert not list((server.data_dir / "run" / "usb-requests").glob("*.request"))  # withdrawn
         assert sorted(p.name for p in stick.iterdir()) == ["exports"]
-    http.close()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import API, REPO, create_dataset, upload
+from tests.helpers import API, REPO, create_dataset, terminate, upload
 from tests.models import CLASSES, synthetic_jpeg
 
 
@@ -51,13 +51,7 @@ class WorkerProcess:
         self.log.close()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 30)
         if hasattr(self, "log") and not self.log.closed:
             self.log.close()
 
