@@ -26,7 +26,7 @@ from appliance.stations.contracts import TriggerRow
 from appliance.stations.schemas import CameraSettings
 from appliance.stations.triggers import TRIGGER_TIMEOUT_S, get_trigger, insert_trigger, pending_triggers
 from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
-from appliance.system.processes import Heartbeat, heartbeat_path, process_started_at, write_heartbeat
+from appliance.system.processes import beat, heartbeat_path
 
 logger = logging.getLogger(__name__)
 
@@ -153,16 +153,7 @@ class CameraProcess:
         doing = f"{running}/{len(loops)} cameras running, {stats.written} events written"
         if stats.events_dropped or stats.snapshots_dropped:
             doing += f" ({stats.events_dropped} dropped, {stats.snapshots_dropped} without snapshot)"
-        write_heartbeat(
-            self.config.runtime_path,
-            Heartbeat(
-                name="camera",
-                pid=os.getpid(),
-                started_at=process_started_at(),
-                updated_at=time.time(),
-                doing=doing,
-            ),
-        )
+        beat(self.config.runtime_path, "camera", doing)
         notify(f"STATUS={doing}")
 
     # --- loop ------------------------------------------------------------------------------------------

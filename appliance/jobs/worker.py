@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import shutil
 import threading
 import time
@@ -28,13 +27,7 @@ from appliance.errors import DISK_FULL, is_disk_full
 from appliance.jobs import service
 from appliance.storage import sweep_temp_files
 from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
-from appliance.system.processes import (
-    Heartbeat,
-    heartbeat_path,
-    process_started_at,
-    training_support,
-    write_heartbeat,
-)
+from appliance.system.processes import beat, heartbeat_path, training_support
 from appliance.system.service import publish_gpu_snapshot
 
 logger = logging.getLogger(__name__)
@@ -300,19 +293,14 @@ class Worker:
             running = dict(self.running)
         doing = ", ".join(f"job {job_id} ({lane} lane)" for lane, job_id in sorted(running.items()))
         try:
-            write_heartbeat(
+            beat(
                 self.config.runtime_path,
-                Heartbeat(
-                    name="worker",
-                    pid=os.getpid(),
-                    started_at=process_started_at(),
-                    updated_at=time.time(),
-                    doing=f"running {doing}" if doing else "idle",
-                    can_train=self.can_train,
-                    train_note=self.train_note,
-                    lanes={kind.name: kind.lane for kind in JOB_KINDS.values()},
-                    running=running,
-                ),
+                "worker",
+                f"running {doing}" if doing else "idle",
+                can_train=self.can_train,
+                train_note=self.train_note,
+                lanes={kind.name: kind.lane for kind in JOB_KINDS.values()},
+                running=running,
             )
         except OSError as exc:
             if not self._heartbeat_failing:  # once per streak, not every second on a full disk

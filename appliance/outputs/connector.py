@@ -14,14 +14,17 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from appliance.db import Database, open_database
 from appliance.errors import Unavailable
+from appliance.outputs.camera_state import ServerState, catalog_cameras
 from appliance.outputs.contracts import ConnectorState, OutboxItem
 from appliance.stations.triggers import request_trigger
 
 logger = logging.getLogger(__name__)
+
+SettingsT = TypeVar("SettingsT")
 
 MAX_PENDING_TRIGGERS = 64
 
@@ -56,6 +59,64 @@ def serve_until_stopped(
         state.detail = state.last_error = f"{what}: {exc}"[:500]
         state.last_error_at = time.time()
         logger.exception("output %s: %s", output_id, what)
+
+
+class ValuesServer(Generic[SettingsT]):
+    """What the OPC UA and Modbus outputs share: a server on its own thread and asyncio loop that exposes the
+    per-camera values (loaded from the catalog at start, persisted with each acknowledgement)."""
+
+    protocol = ""  # "OPC UA", "Modbus": for messages
+    thread_name = ""
+
+    def __init__(
+        self, output_id: int, settings: SettingsT, db_path: Path, triggers: TriggerRequester
+    ) -> None:
+        self.output_id = output_id
+        self.settings = settings
+        self.db_path = db_path
+        self.triggers = triggers
+        self.state = ConnectorState(detail="starting")
+        self.values = ServerState(output_id)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listening = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"outputs-{self.thread_name}-{output_id}", daemon=True
+        )
+
+    @property
+    def where(self) -> str:
+        raise NotImplementedError
+
+    async def _serve(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        serve_until_stopped(self.state, self._serve, f"cannot listen on {self.where}", self.output_id)
+
+    def _load_cameras(self, db: Database) -> None:
+        """The persisted values, and a block for every catalog camera before its first event."""
+        self.values.load(db)
+        for camera_id, name in catalog_cameras(db).items():
+            self.values.camera(camera_id, name)
+
+    def _check_listening(self) -> None:
+        if not self._listening.is_set() or self._loop is None:
+            raise DeliveryError(
+                self.state.last_error or f"the {self.protocol} server is not listening on {self.where}"
+            )
+
+    def _listening_now(self) -> None:
+        self.state.connected = True
+        self.state.detail = f"listening on {self.where}"
+        self._listening.set()
+
+    def persist(self, db: Database) -> None:
+        self.values.persist(db)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(10)
 
 
 class TriggerRequester:

@@ -19,9 +19,9 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from appliance.db import Database, open_database
 from appliance.errors import AppError
-from appliance.outputs.camera_state import CameraValues, ServerState, catalog_cameras
-from appliance.outputs.connector import DeliveryError, TriggerRequester, serve_until_stopped
-from appliance.outputs.contracts import ConnectorState, OutboxItem
+from appliance.outputs.camera_state import CameraValues
+from appliance.outputs.connector import TriggerRequester, ValuesServer
+from appliance.outputs.contracts import OutboxItem
 from appliance.outputs.schemas import ModbusSettings
 
 logger = logging.getLogger(__name__)
@@ -64,33 +64,29 @@ def camera_block(values: CameraValues, classes: list[str], coil: tuple[int, int]
     return block
 
 
-class ModbusConnector:
+class ModbusConnector(ValuesServer[ModbusSettings]):
+    protocol = "Modbus"
+    thread_name = "modbus"
+
     def __init__(
         self, output_id: int, settings: ModbusSettings, db_path: Path, triggers: TriggerRequester
     ) -> None:
-        self.output_id = output_id
-        self.settings = settings
-        self.db_path = db_path
-        self.triggers = triggers
-        self.state = ConnectorState(detail="starting")
-        self.values = ServerState(output_id)
+        super().__init__(output_id, settings, db_path, triggers)
         self.registers = [0] * REGISTERS
         self._coil: dict[int, tuple[int, int]] = {}  # camera -> (trigger id, state) of the latest coil write
         self._model_classes: dict[int, list[str]] = {}
         self._db: Database | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._server: ModbusTcpServer | None = None
-        self._listening = threading.Event()
         self._lock = threading.Lock()  # _refresh runs on the sender thread and on the server's loop
-        self._thread = threading.Thread(target=self._run, name=f"outputs-modbus-{output_id}", daemon=True)
+
+    @property
+    def where(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
 
     # --- server --------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        db = self._catalog_db()
-        self.values.load(db)
-        for camera_id, name in catalog_cameras(db).items():  # blocks exist before a camera's first event
-            self.values.camera(camera_id, name)
+        self._load_cameras(self._catalog_db())
         for camera_id in list(self.values.cameras):
             self._refresh(camera_id)
         self.registers[0] = MAP_VERSION
@@ -100,13 +96,6 @@ class ModbusConnector:
         if self._db is None:
             self._db = open_database(self.db_path)
         return self._db
-
-    def _run(self) -> None:
-        serve_until_stopped(self.state, self._serve, f"cannot listen on {self._where}", self.output_id)
-
-    @property
-    def _where(self) -> str:
-        return f"{self.settings.host}:{self.settings.port}"
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -123,14 +112,10 @@ class ModbusConnector:
         )
         self._server = ModbusTcpServer(device, address=(self.settings.host, self.settings.port))
         await self._server.serve_forever(background=True)
-        self.state.connected = True
-        self.state.detail = f"listening on {self._where}"
-        self._listening.set()
-        while self._server is not None and not self._stopping:
+        self._listening_now()
+        while not self._stopping.is_set():
             await asyncio.sleep(0.2)
         await self._server.shutdown()
-
-    _stopping = False
 
     async def _action(
         self,
@@ -196,20 +181,13 @@ class ModbusConnector:
         self.registers[1] = sum(1 for c in self.values.cameras if 1 <= c <= MAX_CAMERA_ID)
 
     def deliver(self, items: list[OutboxItem]) -> int:
-        if not self._listening.is_set():
-            raise DeliveryError(
-                self.state.last_error or f"the Modbus server is not listening on {self._where}"
-            )
+        self._check_listening()
         for camera_id in self.values.apply(items):
             self._refresh(camera_id)
         self.state.delivered_session += len(items)
         return len(items)
 
-    def persist(self, db: Database) -> None:
-        self.values.persist(db)
-
     def close(self) -> None:
-        self._stopping = True
-        self._thread.join(5)
+        super().close()
         if self._db is not None:
             self._db.conn.close()

@@ -13,7 +13,6 @@ import asyncio
 import datetime
 import hmac
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,11 @@ from typing import Any
 from asyncua import Node, Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 
-from appliance.db import Database, open_database
+from appliance.db import open_database
 from appliance.errors import AppError
-from appliance.outputs.camera_state import CameraValues, ServerState, catalog_cameras
-from appliance.outputs.connector import DeliveryError, TriggerRequester, serve_until_stopped
-from appliance.outputs.contracts import ConnectorState, OutboxItem
+from appliance.outputs.camera_state import CameraValues, catalog_cameras
+from appliance.outputs.connector import DeliveryError, TriggerRequester, ValuesServer
+from appliance.outputs.contracts import OutboxItem
 from appliance.outputs.schemas import OpcuaSettings
 
 logger = logging.getLogger(__name__)
@@ -87,50 +86,39 @@ class _Users:
         return None
 
 
-class OpcuaConnector:
+class OpcuaConnector(ValuesServer[OpcuaSettings]):
+    protocol = "OPC UA"
+    thread_name = "opcua"
+
     def __init__(
         self, output_id: int, settings: OpcuaSettings, box_id: str, db_path: Path, triggers: TriggerRequester
     ) -> None:
-        self.output_id = output_id
-        self.settings = settings
+        super().__init__(output_id, settings, db_path, triggers)
         self.box_id = box_id
-        self.db_path = db_path
-        self.triggers = triggers
-        self.state = ConnectorState(detail="starting")
-        self.values = ServerState(output_id)
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._ns = 0
         self._cameras_node: Node | None = None
         self._nodes: dict[int, dict[str, Node]] = {}
         self._count_nodes: dict[int, dict[str, Node]] = {}
         self._unwritten: set[int] = set()
-        self._listening = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"outputs-opcua-{output_id}", daemon=True)
 
     @property
-    def endpoint(self) -> str:
+    def where(self) -> str:
         return f"opc.tcp://{self.settings.host}:{self.settings.port}/appliance/"
 
     def start(self) -> None:
         db = open_database(self.db_path)
         try:
-            self.values.load(db)
-            for camera_id, name in catalog_cameras(db).items():
-                self.values.camera(camera_id, name)
+            self._load_cameras(db)
         finally:
             db.conn.close()
         self._thread.start()
-
-    def _run(self) -> None:
-        serve_until_stopped(self.state, self._serve, f"cannot serve {self.endpoint}", self.output_id)
 
     async def _build(self) -> Server:
         server = Server(user_manager=_Users(self.settings))  # type: ignore[arg-type]
         await server.init()
         # The application URI a certificate made for this box carries (docs/outputs.md).
         await server.set_application_uri(f"urn:appliance:{self.box_id}")
-        server.set_endpoint(self.endpoint)
+        server.set_endpoint(self.where)
         server.set_server_name(f"Appliance {self.box_id}")
         policies = []
         if "none" in self.settings.security:
@@ -163,9 +151,7 @@ class OpcuaConnector:
         for camera_id in list(self.values.cameras):
             await self._write(camera_id)
         async with server:
-            self.state.connected = True
-            self.state.detail = f"listening on {self.endpoint}"
-            self._listening.set()
+            self._listening_now()
             next_sync = time.monotonic() + CAMERAS_EVERY_S
             while not self._stopping.is_set():
                 await asyncio.sleep(0.2)
@@ -256,10 +242,8 @@ class OpcuaConnector:
             await node.write_value(ua.Variant(min(counts.get(class_name, 0), 2**31 - 1), V.Int32))
 
     def deliver(self, items: list[OutboxItem]) -> int:
-        if not self._listening.is_set() or self._loop is None:
-            raise DeliveryError(
-                self.state.last_error or f"the OPC UA server is not listening on {self.endpoint}"
-            )
+        self._check_listening()
+        assert self._loop is not None
         changed = self.values.apply(items) | self._unwritten
         self._unwritten = changed  # until written: a retried delivery is de-duplicated and changes nothing
 
@@ -274,10 +258,3 @@ class OpcuaConnector:
         self._unwritten = set()
         self.state.delivered_session += len(items)
         return len(items)
-
-    def persist(self, db: Database) -> None:
-        self.values.persist(db)
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(10)

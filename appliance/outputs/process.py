@@ -22,7 +22,7 @@ from appliance.outputs.contracts import ConnectorState, OutputsStatusFile
 from appliance.outputs.schemas import MqttSettings, OpcuaSettings, WebhookSettings
 from appliance.outputs.sender import Sender
 from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
-from appliance.system.processes import Heartbeat, heartbeat_path, process_started_at, write_heartbeat
+from appliance.system.processes import beat, heartbeat_path
 
 logger = logging.getLogger(__name__)
 
@@ -121,16 +121,7 @@ class OutputsProcess:
         )
         connected = sum(1 for s in states.values() if s.connected)
         doing = f"{connected}/{len(states)} outputs connected"
-        write_heartbeat(
-            self.config.runtime_path,
-            Heartbeat(
-                name="outputs",
-                pid=os.getpid(),
-                started_at=process_started_at(),
-                updated_at=time.time(),
-                doing=doing,
-            ),
-        )
+        beat(self.config.runtime_path, "outputs", doing)
         notify(f"STATUS={doing}")
 
     def run(self) -> int:

@@ -47,10 +47,6 @@ class ProcessState(msgspec.Struct, kw_only=True):
     note: str = ""
 
 
-def process_started_at() -> float:
-    return _STARTED_AT
-
-
 def heartbeat_path(runtime_path: Path, name: str) -> Path:
     return runtime_path / "processes" / f"{name}.json"
 
@@ -67,6 +63,33 @@ def write_heartbeat(runtime_path: Path, beat: Heartbeat) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def beat(
+    runtime_path: Path,
+    name: str,
+    doing: str,
+    *,
+    can_train: bool | None = None,
+    train_note: str = "",
+    lanes: dict[str, str] | None = None,
+    running: dict[str, int] | None = None,
+) -> None:
+    """This process's heartbeat, now: alive since it started, doing `doing` (the worker adds its lanes)."""
+    write_heartbeat(
+        runtime_path,
+        Heartbeat(
+            name=name,
+            pid=os.getpid(),
+            started_at=_STARTED_AT,
+            updated_at=time.time(),
+            doing=doing,
+            can_train=can_train,
+            train_note=train_note,
+            lanes=lanes or {},
+            running=running or {},
+        ),
+    )
 
 
 def read_heartbeat(runtime_path: Path, name: str) -> Heartbeat | None:
