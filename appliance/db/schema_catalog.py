@@ -6,6 +6,26 @@ from sqlite_utils import Database
 
 from appliance.db.migrations import migrations, run_statements
 
+# Trigger bodies that m009 (schema_line.py) re-creates under a WHEN clause. Applied migrations are history:
+# never edit these, add a migration.
+BOX_STATS_ON_INSERT = """\
+  INSERT INTO dataset_class_stats (dataset_id, class_id, boxes, images)
+    VALUES (NEW.dataset_id, NEW.class_id, 0, 0)
+    ON CONFLICT (dataset_id, class_id) DO NOTHING;
+  UPDATE dataset_class_stats
+    SET boxes = boxes + 1,
+        images = images + ((SELECT COUNT(*) FROM annotations
+                            WHERE image_id = NEW.image_id AND class_id = NEW.class_id) = 1)
+    WHERE dataset_id = NEW.dataset_id AND class_id = NEW.class_id;
+  INSERT INTO dataset_size_stats (dataset_id, bucket, boxes) VALUES (NEW.dataset_id, NEW.size_bucket, 1)
+    ON CONFLICT (dataset_id, bucket) DO UPDATE SET boxes = boxes + 1;
+"""
+CLASS_STATUS_ON_INSERT = """\
+  INSERT INTO dataset_class_status_stats (dataset_id, class_id, status, images)
+    SELECT NEW.dataset_id, NEW.class_id, status, 1 FROM images WHERE id = NEW.image_id
+    ON CONFLICT (dataset_id, class_id, status) DO UPDATE SET images = images + 1;
+"""
+
 
 @migrations()
 def m001_initial_schema(db: Database) -> None:
@@ -98,17 +118,9 @@ CREATE TABLE dataset_size_stats (
   PRIMARY KEY (dataset_id, bucket)
 ) WITHOUT ROWID;
 CREATE TRIGGER annotations_stats_insert AFTER INSERT ON annotations BEGIN
-  INSERT INTO dataset_class_stats (dataset_id, class_id, boxes, images)
-    VALUES (NEW.dataset_id, NEW.class_id, 0, 0)
-    ON CONFLICT (dataset_id, class_id) DO NOTHING;
-  UPDATE dataset_class_stats
-    SET boxes = boxes + 1,
-        images = images + ((SELECT COUNT(*) FROM annotations
-                            WHERE image_id = NEW.image_id AND class_id = NEW.class_id) = 1)
-    WHERE dataset_id = NEW.dataset_id AND class_id = NEW.class_id;
-  INSERT INTO dataset_size_stats (dataset_id, bucket, boxes) VALUES (NEW.dataset_id, NEW.size_bucket, 1)
-    ON CONFLICT (dataset_id, bucket) DO UPDATE SET boxes = boxes + 1;
-END;
+"""
+        + BOX_STATS_ON_INSERT
+        + """END;
 CREATE TRIGGER annotations_stats_delete AFTER DELETE ON annotations BEGIN
   UPDATE dataset_class_stats
     SET boxes = boxes - 1,
@@ -259,10 +271,9 @@ CREATE TRIGGER images_delete_boxes_first BEFORE DELETE ON images BEGIN
 END;
 CREATE TRIGGER annotations_class_status_insert AFTER INSERT ON annotations
   WHEN (SELECT COUNT(*) FROM annotations WHERE image_id = NEW.image_id AND class_id = NEW.class_id) = 1 BEGIN
-  INSERT INTO dataset_class_status_stats (dataset_id, class_id, status, images)
-    SELECT NEW.dataset_id, NEW.class_id, status, 1 FROM images WHERE id = NEW.image_id
-    ON CONFLICT (dataset_id, class_id, status) DO UPDATE SET images = images + 1;
-END;
+"""
+        + CLASS_STATUS_ON_INSERT
+        + """END;
 CREATE TRIGGER annotations_class_status_delete AFTER DELETE ON annotations
   WHEN (SELECT COUNT(*) FROM annotations WHERE image_id = OLD.image_id AND class_id = OLD.class_id) = 0 BEGIN
   UPDATE dataset_class_status_stats SET images = images - 1

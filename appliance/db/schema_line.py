@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlite_utils import Database
 
 from appliance.db.migrations import migrations, run_statements
+from appliance.db.schema_catalog import BOX_STATS_ON_INSERT, CLASS_STATUS_ON_INSERT
 
 
 @migrations()
@@ -134,24 +135,15 @@ CREATE TABLE stats_deferred (token INTEGER PRIMARY KEY);
 DROP TRIGGER annotations_stats_insert;
 CREATE TRIGGER annotations_stats_insert AFTER INSERT ON annotations
   WHEN NOT EXISTS (SELECT 1 FROM stats_deferred) BEGIN
-  INSERT INTO dataset_class_stats (dataset_id, class_id, boxes, images)
-    VALUES (NEW.dataset_id, NEW.class_id, 0, 0)
-    ON CONFLICT (dataset_id, class_id) DO NOTHING;
-  UPDATE dataset_class_stats
-    SET boxes = boxes + 1,
-        images = images + ((SELECT COUNT(*) FROM annotations
-                            WHERE image_id = NEW.image_id AND class_id = NEW.class_id) = 1)
-    WHERE dataset_id = NEW.dataset_id AND class_id = NEW.class_id;
-  INSERT INTO dataset_size_stats (dataset_id, bucket, boxes) VALUES (NEW.dataset_id, NEW.size_bucket, 1)
-    ON CONFLICT (dataset_id, bucket) DO UPDATE SET boxes = boxes + 1;
-END;
+"""
+        + BOX_STATS_ON_INSERT
+        + """END;
 DROP TRIGGER annotations_class_status_insert;
 CREATE TRIGGER annotations_class_status_insert AFTER INSERT ON annotations
   WHEN NOT EXISTS (SELECT 1 FROM stats_deferred)
    AND (SELECT COUNT(*) FROM annotations WHERE image_id = NEW.image_id AND class_id = NEW.class_id) = 1 BEGIN
-  INSERT INTO dataset_class_status_stats (dataset_id, class_id, status, images)
-    SELECT NEW.dataset_id, NEW.class_id, status, 1 FROM images WHERE id = NEW.image_id
-    ON CONFLICT (dataset_id, class_id, status) DO UPDATE SET images = images + 1;
-END
+"""
+        + CLASS_STATUS_ON_INSERT
+        + """END
 """,
     )
