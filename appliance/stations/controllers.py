@@ -3,20 +3,17 @@ stream (SSE), the shift counters, and "send to dataset"."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import anyio
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody, Parameter, QueryParameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEvent
 
 from appliance.camera.service import save_frame
-from appliance.db import Database, open_database
+from appliance.db import Database
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import NotFound
 from appliance.stations import events
@@ -24,13 +21,12 @@ from appliance.stations.contracts import EventRow
 from appliance.stations.retention import snapshot_path
 from appliance.stations.schemas import CameraCounters, CaptureRequest, CaptureResult, CountersRead
 from appliance.storage import read_capped
-from appliance.streams import stream_slots
+from appliance.streams import Polled, last_event_id, polled_events, sse_response, stream_slots
 
 Id = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
 MAX_ID = 2**63 - 1
 MAX_SNAPSHOT_BYTES = 32 * 1024 * 1024
 SSE_POLL_S = 0.25
-SSE_KEEPALIVE_S = 15.0
 SSE_BATCH = 200
 Time = Annotated[float, QueryParameter(ge=0, le=1e11, description="unix time (seconds)")]
 OptionalTime = Annotated[float | None, QueryParameter(ge=0, le=1e11, description="unix time (seconds)")]
@@ -41,41 +37,9 @@ class EventPage(msgspec.Struct, kw_only=True):
     next_before_id: int | None  # pass as before_id for the next (older) page; null at the end
 
 
-def _stream_cursor(request: Request[Any, Any, Any], after_id: int) -> int:
-    header = request.headers.get("last-event-id", "").strip()
-    if header.isdigit() and len(header) <= 19 and int(header) <= MAX_ID:
-        return max(int(header), after_id)
-    return after_id
-
-
-def _newer(db: Database, camera_id: int | None, cursor: int) -> list[EventRow]:
-    return events.list_events(db, camera_id=camera_id, after_id=cursor, limit=SSE_BATCH)
-
-
-async def event_stream(
-    db_path: Path, after_id: int | None, camera_id: int | None
-) -> AsyncIterator[ServerSentEventMessage]:
-    db: Database = await anyio.to_thread.run_sync(open_database, db_path)
-    try:
-        cursor = (
-            after_id if after_id is not None else await anyio.to_thread.run_sync(events.latest_event_id, db)
-        )
-        last_sent = time.monotonic()
-        while True:
-            rows = await anyio.to_thread.run_sync(_newer, db, camera_id, cursor)
-            for row in rows:
-                cursor = row.id
-                yield ServerSentEventMessage(data=msgspec.json.encode(row).decode(), id=str(row.id))
-            if rows:
-                last_sent = time.monotonic()
-                if len(rows) == SSE_BATCH:
-                    continue
-            elif time.monotonic() - last_sent >= SSE_KEEPALIVE_S:
-                last_sent = time.monotonic()
-                yield ServerSentEventMessage(comment="keep-alive")
-            await anyio.sleep(SSE_POLL_S)
-    finally:
-        db.conn.close()
+def _newer(db: Database, camera_id: int | None, cursor: int) -> Polled:
+    rows = events.list_events(db, camera_id=camera_id, after_id=cursor, limit=SSE_BATCH)
+    return Polled([(row.id, msgspec.json.encode(row).decode()) for row in rows])
 
 
 class EventsController(Controller):
@@ -141,13 +105,20 @@ class EventsController(Controller):
     ) -> ServerSentEvent:
         """Server-sent events, one per stored inspection event (`id:` = event id; reconnects resume)."""
         header = request.headers.get("last-event-id")
-        cursor = _stream_cursor(request, after_id or 0) if header or after_id is not None else None
-        slots = stream_slots(request.app.state)
-        return ServerSentEvent(
-            slots.hold_while(slots.take(user.id), event_stream(config.db_path, cursor, camera_id)),
-            retry_duration=3000,
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        cursor = (
+            last_event_id(request, after_id or 0)
+            if header or after_id is not None
+            else events.latest_event_id
         )
+        slots = stream_slots(request.app.state)
+        stream = polled_events(
+            config.db_path,
+            cursor,
+            lambda db, at: _newer(db, camera_id, at),
+            batch=SSE_BATCH,
+            poll_s=SSE_POLL_S,
+        )
+        return sse_response(slots.hold_while(slots.take(user.id), stream))
 
     @get("/{event_id:int}", operation_id="getEvent", sync_to_thread=True)
     def get_event(self, event_id: Id, db: DB, user: Caller) -> EventRow:

@@ -10,8 +10,8 @@ from litestar.response import File, ServerSentEvent
 
 from appliance.caller import require_admin
 from appliance.dependencies import DB, Caller, Settings
-from appliance.jobs.sse import MAX_EVENT_ID, job_events_response, last_event_id
-from appliance.streams import stream_slots
+from appliance.jobs.sse import job_events_response
+from appliance.streams import MAX_EVENT_ID, last_event_id, stream_slots
 from appliance.training import base_weights, plan, service
 from appliance.training.schemas import (
     DEVICE_PATTERN,
