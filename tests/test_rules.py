@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.errors import Invalid
+from appliance.inference.pipeline import Detection
 from appliance.stations.rules import (
     Debouncer,
     count_by_zone,
@@ -21,18 +20,8 @@ from appliance.stations.rules import (
 from appliance.stations.schemas import CameraSettings, Rule, Zone
 
 
-@dataclass
-class B:
-    class_name: str
-    confidence: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-
-def box(cls: str, cx: float, cy: float, conf: float = 0.9, half: float = 5) -> B:
-    return B(cls, conf, cx - half, cy - half, cx + half, cy + half)
+def box(cls: str, cx: float, cy: float, conf: float = 0.9, half: float = 5) -> Detection:
+    return Detection(0, cls, conf, cx - half, cy - half, cx + half, cy + half)
 
 
 LEFT = Zone("left", [(0, 0), (100, 0), (100, 100), (0, 100)])
@@ -185,7 +174,7 @@ def test_membership_ignores_start_vertex_and_orientation_and_moves_with_the_poly
 
 @settings(max_examples=200, deadline=None)
 @given(detections, rectangles())
-def test_counts_add_up(dets: list[B], rect: tuple[int, int, int, int]) -> None:
+def test_counts_add_up(dets: list[Detection], rect: tuple[int, int, int, int]) -> None:
     x1, y1, x2, y2 = rect
     zone = Zone("z", [(x1, y1), (x2, y1), (x2, y2), (x1, y2)])
     everything = Zone("all", [(-10, -10), (2000, -10), (2000, 2000), (-10, 2000)])
@@ -202,7 +191,7 @@ def test_counts_add_up(dets: list[B], rect: tuple[int, int, int, int]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(detections, st.floats(0, 1), st.floats(0, 1), st.lists(classes, max_size=2))
 def test_raising_the_confidence_never_counts_more(
-    dets: list[B], a: float, b: float, wanted: list[str]
+    dets: list[Detection], a: float, b: float, wanted: list[str]
 ) -> None:
     low, high = sorted((a, b))
     n_low = rule_count(Rule(name="r", classes=wanted, min_confidence=low), dets, {})
@@ -231,7 +220,9 @@ def test_conditions_agree_with_each_other(n: int, a: int, b: int) -> None:
     detections,
     st.lists(st.tuples(classes, st.sampled_from(["present", "absent", ">="]), st.integers(0, 5)), max_size=6),
 )
-def test_verdict_is_ok_exactly_when_no_rule_fails(dets: list[B], specs: list[tuple[str, str, int]]) -> None:
+def test_verdict_is_ok_exactly_when_no_rule_fails(
+    dets: list[Detection], specs: list[tuple[str, str, int]]
+) -> None:
     rules = [Rule(name=f"r{i}", classes=[c], condition=cond, count=n) for i, (c, cond, n) in enumerate(specs)]  # type: ignore[arg-type]
     result = evaluate(rules, [], dets)
     expected = [r.name for r in rules if not rule_holds(r, rule_count(r, dets, {}))]

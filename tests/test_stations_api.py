@@ -16,8 +16,9 @@ from litestar.testing import TestClient
 
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database
+from appliance.inference.pipeline import Detection
 from appliance.stations import events, retention
-from appliance.stations.contracts import Box, EventRow, InspectionEvent
+from appliance.stations.contracts import EventRow, InspectionEvent
 from appliance.storage import write_atomic
 from tests.helpers import API, ServerProcess, create_dataset, create_user
 from tests.models import synthetic_jpeg
@@ -139,7 +140,9 @@ def store_events(
             failing_rules=[] if verdict == "o" else ["two screws"],
             counts={"*": {"square": 1}},
             detections=[
-                Box(class_id=c, class_name=["square", "disc"][c], confidence=0.9, x1=x1, y1=y1, x2=x2, y2=y2)
+                Detection(
+                    class_id=c, class_name=["square", "disc"][c], confidence=0.9, x1=x1, y1=y1, x2=x2, y2=y2
+                )
                 for c, x1, y1, x2, y2 in boxes
             ],
             snapshot=rel,

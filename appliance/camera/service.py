@@ -18,8 +18,8 @@ from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, Invalid
+from appliance.inference.pipeline import Detection
 from appliance.stations.cameras import camera_row, decode_settings, redact_source
-from appliance.stations.rules import BoxLike
 from appliance.stations.schemas import CameraStatus, CaptureResult
 from appliance.storage import ImageStore
 from appliance.system.processes import is_alive, read_heartbeat
@@ -67,7 +67,7 @@ class PreLabel:
 
 
 def prelabels(
-    detections: list[BoxLike], dataset_classes: list[str], width: int, height: int
+    detections: list[Detection], dataset_classes: list[str], width: int, height: int
 ) -> tuple[list[PreLabel], list[str]]:
     """Model detections as dataset boxes, mapped by class name (case-insensitive); unknown names skipped."""
     by_name = {name.lower(): i for i, name in enumerate(dataset_classes)}
@@ -93,7 +93,7 @@ def save_frame(
     dataset_id: int,
     user: CurrentUser,
     jpeg: bytes,
-    detections: list[BoxLike],
+    detections: list[Detection],
     name: str,
 ) -> CaptureResult:
     """Store a frame in a dataset with the model's detections as pre-labels a person reviews."""

@@ -24,7 +24,7 @@ from appliance.camera.contracts import FrameDetection, FrameMeta
 from appliance.camera.models import ModelPool
 from appliance.camera.publish import Publisher, RateMeter, RollingStats
 from appliance.camera.writer import EventWriter
-from appliance.stations.contracts import Box, InspectionEvent, Mode, TriggerRow, ZoneShape
+from appliance.stations.contracts import InspectionEvent, Mode, TriggerRow, ZoneShape
 from appliance.stations.rules import Debouncer, Evaluation, evaluate
 from appliance.stations.schemas import CameraSettings, CameraState, CameraStatus, StageTiming
 from appliance.stations.triggers import TRIGGER_TIMEOUT_S
@@ -287,9 +287,10 @@ class CameraLoop:
         )
 
 
-def boxes_of(detections: list[FrameDetection]) -> list[Box]:
+def boxes_of(detections: list[FrameDetection]) -> list[FrameDetection]:
+    """The detections as an event stores them: confidence to 4 decimals, coordinates to 0.1 px."""
     return [
-        Box(
+        FrameDetection(
             class_id=d.class_id,
             class_name=d.class_name,
             confidence=round(d.confidence, 4),

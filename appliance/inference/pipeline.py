@@ -27,6 +27,9 @@ MAX_NMS = 30_000  # candidates kept for NMS, highest confidence first
 
 @dataclass
 class Detection:
+    """One box in the frame's pixels: what the pipeline returns, what the camera publishes in frame.json and
+    what an inspection event stores (stations.contracts)."""
+
     class_id: int
     class_name: str
     confidence: float

@@ -11,21 +11,11 @@ from typing import Literal
 
 import msgspec
 
+from appliance.inference.pipeline import Detection
+
 Mode = Literal["continuous", "triggered", "interval"]
 Verdict = Literal["ok", "ng"]
 WHOLE_FRAME = "*"  # the key of the whole frame in counts (zones are keyed by name)
-
-
-class Box(msgspec.Struct, kw_only=True):
-    """One detection in the frame's pixels (the pipeline's Detection, as stored)."""
-
-    class_id: int
-    class_name: str
-    confidence: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
 
 
 class ZoneShape(msgspec.Struct):
@@ -46,7 +36,7 @@ class InspectionEvent(msgspec.Struct, kw_only=True):
     failing_rules: list[str] = msgspec.field(default_factory=list)
     # {zone name or "*": {class name: count}} of the detections above the camera's confidence
     counts: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
-    detections: list[Box] = msgspec.field(default_factory=list)
+    detections: list[Detection] = msgspec.field(default_factory=list)  # as stored: rounded (camera.station)
     zones: list[ZoneShape] = msgspec.field(default_factory=list)
     model_id: int | None = None
     # trigger_to_frame_ms (triggered), wait_model_ms, inference_ms, total_ms (trigger or frame -> verdict)

@@ -11,20 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from appliance.errors import Invalid
+from appliance.inference.pipeline import Detection
 from appliance.stations.contracts import WHOLE_FRAME, Verdict
 from appliance.stations.schemas import CameraSettings, Rule, Zone
-
-
-class BoxLike(Protocol):
-    class_name: str
-    confidence: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
 
 
 def point_in_polygon(x: float, y: float, points: Sequence[tuple[float, float]]) -> bool:
@@ -41,16 +32,16 @@ def point_in_polygon(x: float, y: float, points: Sequence[tuple[float, float]]) 
     return inside
 
 
-def centre(box: BoxLike) -> tuple[float, float]:
+def centre(box: Detection) -> tuple[float, float]:
     return (box.x1 + box.x2) / 2, (box.y1 + box.y2) / 2
 
 
-def zones_of(box: BoxLike, zones: Iterable[Zone]) -> list[str]:
+def zones_of(box: Detection, zones: Iterable[Zone]) -> list[str]:
     x, y = centre(box)
     return [zone.name for zone in zones if point_in_polygon(x, y, zone.points)]
 
 
-def count_by_zone(detections: Sequence[BoxLike], zones: Sequence[Zone]) -> dict[str, dict[str, int]]:
+def count_by_zone(detections: Sequence[Detection], zones: Sequence[Zone]) -> dict[str, dict[str, int]]:
     """{"*": {class: n}, zone: {class: n}, ...} over every detection given (a zone with none is {})."""
     counts: dict[str, dict[str, int]] = {WHOLE_FRAME: {}}
     for zone in zones:
@@ -62,7 +53,7 @@ def count_by_zone(detections: Sequence[BoxLike], zones: Sequence[Zone]) -> dict[
     return counts
 
 
-def rule_count(rule: Rule, detections: Sequence[BoxLike], zones: dict[str, Zone]) -> int:
+def rule_count(rule: Rule, detections: Sequence[Detection], zones: dict[str, Zone]) -> int:
     wanted = {c.lower() for c in rule.classes}
     zone = zones.get(rule.zone) if rule.zone is not None else None
     n = 0
@@ -101,7 +92,7 @@ class Evaluation:
     rule_counts: dict[str, int] = field(default_factory=dict)
 
 
-def evaluate(rules: Sequence[Rule], zones: Sequence[Zone], detections: Sequence[BoxLike]) -> Evaluation:
+def evaluate(rules: Sequence[Rule], zones: Sequence[Zone], detections: Sequence[Detection]) -> Evaluation:
     """All rules hold -> ok; otherwise ng with the failing rules named in rule order. No rules -> ok."""
     by_name = {zone.name: zone for zone in zones}
     failing: list[str] = []
