@@ -76,21 +76,16 @@ def import_command(args: argparse.Namespace, config: Config) -> int:
     from appliance.jobs import service as jobs
     from appliance.jobs.worker import run_one
     from appliance.transfers import jobs as import_jobs  # noqa: F401 - registers the job kinds
-    from appliance.transfers.contracts import ImportParams
-    from appliance.transfers.sources import resolve_source
+    from appliance.transfers.schemas import ImportCreate
+    from appliance.transfers.service import path_import_params
 
     db = open_database(config.db_path)
     migrate(db, config.db_path)
     dataset, user = _find_dataset(db, args.dataset, args.owner, args.create)
-    source = resolve_source(config, str(Path(args.path).absolute()), allow_any=not args.queue)
-    params = ImportParams(
-        source="path",
-        path=str(source),
-        format=args.format,
-        unknown_classes=args.unknown_classes,
-        voc_origin=args.voc_origin,
-        allow_any_path=not args.queue,
+    request = ImportCreate(
+        str(Path(args.path).absolute()), args.format, args.unknown_classes, args.voc_origin
     )
+    params = path_import_params(config, request, allow_any_path=not args.queue)
     job_id = jobs.create_job(db, "import", params, user_id=user.id, dataset_id=dataset.id)
     if args.queue:
         print(json.dumps({"job_id": job_id, "status": "pending"}))

@@ -113,15 +113,21 @@ def create_import(
 ) -> TransferJobRead:
     """Queue an import of a folder (or archive file) under the import roots; checked now, run by the worker."""
     catalog.writable_dataset(db, dataset_id, user)
-    source = resolve_source(config, body.path)
-    params = ImportParams(
+    return _queue(db, "import", path_import_params(config, body), user, dataset_id)
+
+
+def path_import_params(config: Config, body: ImportCreate, *, allow_any_path: bool = False) -> ImportParams:
+    """An import of a folder or archive file, its path checked now (under the import roots unless the CLI in
+    the shell allows any path)."""
+    source = resolve_source(config, body.path, allow_any=allow_any_path)
+    return ImportParams(
         source="path",
         path=str(source),
         format=body.format,
         unknown_classes=body.unknown_classes,
         voc_origin=body.voc_origin,
+        allow_any_path=allow_any_path,
     )
-    return _queue(db, "import", params, user, dataset_id)
 
 
 def create_archive_import(
