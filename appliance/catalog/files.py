@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from appliance.config import Config
@@ -24,18 +24,11 @@ CHECK_PENDING, CHECK_OK, CHECK_CORRUPT = 0, 1, 2
 
 
 @dataclass(frozen=True)
-class StoredImage:
-    """An image file checked and on disk, ready for its image_files row. width/height are the EXIF-oriented
-    size; raw_width/raw_height the stored grid before the orientation."""
+class StoredImage(CheckedImage):
+    """An image file checked (its header's facts) and on disk, ready for its image_files row."""
 
-    sha256: str
-    size: int
-    width: int
-    height: int
-    format: str
-    orientation: int = 1
-    raw_width: int = 0
-    raw_height: int = 0
+    sha256: str = ""
+    size: int = 0
     checked: int = CHECK_OK  # CHECK_PENDING: the thumbnail and the full decode are left to the pass
 
 
@@ -86,10 +79,7 @@ def store_image_file(
         if not original_ok:
             write(original, data)
         write(thumb, thumb_bytes)
-    return StoredImage(
-        sha256, len(data), checked.width, checked.height, checked.format,
-        checked.orientation, checked.raw_width, checked.raw_height, state,
-    )  # fmt: skip
+    return StoredImage(**asdict(checked), sha256=sha256, size=len(data), checked=state)
 
 
 def _thumbnail_bytes(data: bytes, checked: CheckedImage, max_px: int) -> bytes:
