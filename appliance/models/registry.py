@@ -116,28 +116,16 @@ def export_reads(db: Database, model_id: int) -> list[ExportRead]:
     result = []
     for r in rows:
         row = dict(zip(_EXPORT_COLUMNS, r[:13], strict=True))
-        status = row["status"]
         # A job cancelled or failed before the handler ran leaves the export row behind: show the job's state.
-        if status in ("pending", "running") and r[14] in ("failed", "cancelled"):
-            status = r[14]
-        result.append(
-            ExportRead(
-                id=row["id"],
-                model_id=row["model_id"],
-                job_id=row["job_id"],
-                format=row["format"],
-                precision=row["precision"],
-                imgsz=row["imgsz"],
-                dynamic=bool(row["dynamic"]),
-                status=status,
-                file=row["path"],
-                metadata=_json_object(row["metadata"]),
-                error=row["error"],
-                created_at=row["created_at"],
-                finished_at=row["finished_at"],
-                progress=_json_object(r[13]),
-            )
+        if row["status"] in ("pending", "running") and r[14] in ("failed", "cancelled"):
+            row["status"] = r[14]
+        row.update(
+            file=row.pop("path"),
+            dynamic=bool(row["dynamic"]),
+            metadata=_json_object(row["metadata"]),
+            progress=_json_object(r[13]),
         )
+        result.append(msgspec.convert(row, ExportRead))
     return result
 
 

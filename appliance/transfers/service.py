@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from appliance import catalog
 from appliance.caller import CurrentUser, require_writer
 from appliance.config import Config
@@ -28,20 +30,8 @@ HIDDEN_PARAMS = ("archive", "allow_any_path")  # a staging path and the CLI's tr
 
 
 def job_read(row: dict[str, Any], waiting: str | None = None) -> TransferJobRead:
-    return TransferJobRead(
-        id=row["id"],
-        kind=row["kind"],
-        status=row["status"],
-        dataset_id=row["dataset_id"],
-        params={k: v for k, v in row["params"].items() if k not in HIDDEN_PARAMS},
-        progress=row["progress"],
-        result=row["result"],
-        error=row["error"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        waiting_reason=waiting,
-    )
+    params = {k: v for k, v in row["params"].items() if k not in HIDDEN_PARAMS}
+    return msgspec.convert({**row, "params": params, "waiting_reason": waiting}, TransferJobRead)
 
 
 def visible_job(db: Database, job_id: int, kind: TransferKind, user: CurrentUser) -> dict[str, Any]:
