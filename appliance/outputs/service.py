@@ -105,11 +105,7 @@ def _status(
         running=states.running,
         connected=bool(live and live.connected),
         detail=detail,
-        backlog=stats.backlog,
-        dropped=stats.dropped,
-        delivered=stats.delivered,
-        last_delivery_at=stats.last_delivery_at,
-        last_event_id=stats.last_event_id,
+        **msgspec.structs.asdict(stats),  # the outbox's counters, as they are
         last_error=live.last_error if live else None,
         last_error_at=live.last_error_at if live else None,
     )
