@@ -27,7 +27,7 @@ from appliance.errors import DISK_FULL, is_disk_full
 from appliance.jobs import service
 from appliance.storage import sweep_temp_files
 from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
-from appliance.system.processes import beat, heartbeat_path, training_support
+from appliance.system.processes import heartbeat_now, heartbeat_path, training_support, write_heartbeat
 from appliance.system.service import publish_gpu_snapshot
 
 logger = logging.getLogger(__name__)
@@ -293,15 +293,14 @@ class Worker:
             running = dict(self.running)
         doing = ", ".join(f"job {job_id} ({lane} lane)" for lane, job_id in sorted(running.items()))
         try:
-            beat(
-                self.config.runtime_path,
-                "worker",
-                f"running {doing}" if doing else "idle",
+            heartbeat = msgspec.structs.replace(
+                heartbeat_now("worker", f"running {doing}" if doing else "idle"),
                 can_train=self.can_train,
                 train_note=self.train_note,
                 lanes={kind.name: kind.lane for kind in JOB_KINDS.values()},
                 running=running,
             )
+            write_heartbeat(self.config.runtime_path, heartbeat)
         except OSError as exc:
             if not self._heartbeat_failing:  # once per streak, not every second on a full disk
                 logger.warning("could not write the worker heartbeat: %s", exc)

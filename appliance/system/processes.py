@@ -65,31 +65,13 @@ def write_heartbeat(runtime_path: Path, beat: Heartbeat) -> None:
         raise
 
 
-def beat(
-    runtime_path: Path,
-    name: str,
-    doing: str,
-    *,
-    can_train: bool | None = None,
-    train_note: str = "",
-    lanes: dict[str, str] | None = None,
-    running: dict[str, int] | None = None,
-) -> None:
-    """This process's heartbeat, now: alive since it started, doing `doing` (the worker adds its lanes)."""
-    write_heartbeat(
-        runtime_path,
-        Heartbeat(
-            name=name,
-            pid=os.getpid(),
-            started_at=_STARTED_AT,
-            updated_at=time.time(),
-            doing=doing,
-            can_train=can_train,
-            train_note=train_note,
-            lanes=lanes or {},
-            running=running or {},
-        ),
-    )
+def heartbeat_now(name: str, doing: str) -> Heartbeat:
+    """This process's heartbeat at this moment: alive since it started, doing `doing`."""
+    return Heartbeat(name=name, pid=os.getpid(), started_at=_STARTED_AT, updated_at=time.time(), doing=doing)
+
+
+def beat(runtime_path: Path, name: str, doing: str) -> None:
+    write_heartbeat(runtime_path, heartbeat_now(name, doing))
 
 
 def read_heartbeat(runtime_path: Path, name: str) -> Heartbeat | None:
