@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.config import Config
@@ -79,7 +79,7 @@ def store_image_file(
         if not original_ok:
             write(original, data)
         write(thumb, thumb_bytes)
-    return StoredImage(**asdict(checked), sha256=sha256, size=len(data), checked=state)
+    return StoredImage(**vars(checked), sha256=sha256, size=len(data), checked=state)
 
 
 def _thumbnail_bytes(data: bytes, checked: CheckedImage, max_px: int) -> bytes:
