@@ -2,10 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-CHROMIUM ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test lock run test test-fast lint format bench bench-quick clean
+.PHONY: help system-deps install install-test lock run test test-fast lint format bench bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,28 +20,31 @@ $(VENV)/.installed-run: requirements/run.lock pyproject.toml | $(VENV)/bin/pytho
 	$(PIP) install --no-deps -e .
 	@touch $@
 
-$(VENV)/.installed-test: requirements/test.lock pyproject.toml | $(VENV)/bin/python
+# The test lock builds PyGObject (GigE Vision cameras) against system headers: system-deps comes first.
+$(VENV)/.installed-test: requirements/test.lock pyproject.toml | system-deps $(VENV)/bin/python
 	$(PIP) install --require-hashes -r requirements/test.lock
 	$(PIP) install --no-deps -e .
 	@touch $@ $(VENV)/.installed-run
 
+system-deps: ## install the system packages the tests need (requirements/apt.txt) when any is missing
+	@bash requirements/system-deps.sh
+
 install: $(VENV)/.installed-run ## install the appliance with what the box runs (training included) into .venv
 
-install-test: $(VENV)/.installed-test ## install the appliance with training and test tools into .venv
+install-test: system-deps $(VENV)/.installed-test ## install the system packages, then the appliance with training and test tools into .venv
 
 lock: ## regenerate requirements/*.lock (pinned by hash) after a dependency change in pyproject.toml
 	python3 -m venv .venv-lock && .venv-lock/bin/pip install -q pip-tools==7.6.2
 	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra train \
 	  -o requirements/run.lock pyproject.toml
-	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra train --extra dev \
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra train --extra genicam --extra dev \
 	  -o requirements/test.lock pyproject.toml
 	sed -i '/^--extra-index-url /d; /^--find-links /d; /^--index-url /d' requirements/run.lock requirements/test.lock
 
 run: install ## the whole box on 127.0.0.1:8000 (web, worker, camera) with SQLite and ./var
 	$(VENV)/bin/appliance run
 
-test: install-test ## install everything and run the whole test suite (browser tests included)
-	@test -x $(CHROMIUM) || (echo "Chromium missing: apt-get install -y chromium" && exit 1)
+test: install-test ## install everything (system packages included) and run the whole test suite
 	$(VENV)/bin/pytest
 
 test-fast: install-test ## the suite without browser and training tests

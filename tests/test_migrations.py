@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from appliance.db import migrate, open_database
-from appliance.db.migrations import RENAMED, migrations
+from appliance.db.migrations import RENAMED
+from appliance.db.registry import migrations
 
 
 def test_migrations_apply_in_the_order_of_their_names(tmp_path):

@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database, write_transaction
-from appliance.db.migrations import migrations
+from appliance.db.registry import migrations
 from appliance.models.artifacts import artifact_path, model_dir, update_model_metadata
 from appliance.models.contracts import NewModel
 from appliance.models.registry import register_model

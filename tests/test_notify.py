@@ -80,7 +80,7 @@ def notify_socket() -> Any:
 
 def pending_migrations(db_path: Path) -> list[str]:
     """Names of the migrations not yet applied to the catalog (all of them when it does not exist)."""
-    from appliance.db.migrations import migrations
+    from appliance.db.registry import migrations
 
     assert db_path.exists(), f"no catalog at {db_path}"
     db = open_database(db_path, readonly=True)

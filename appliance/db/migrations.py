@@ -1,5 +1,8 @@
-"""Catalog schema as sqlite-utils Migrations: one mNNN_what(db) function each, never edited once released; the
-functions live in schema_catalog.py (m001-m005) and schema_line.py (m006 on); migrate() applies them."""
+"""Applying the catalog's migrations: backup first, then every pending one in one write transaction.
+
+The migrations are registered on `appliance.db.registry.migrations` by the schema modules (schema_catalog.py
+m001-m005, schema_line.py m006-m009, then one module per later domain), imported below in the order of their
+numbers."""
 
 from __future__ import annotations
 
@@ -8,25 +11,14 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from sqlite_utils import Database, Migrations
+from sqlite_utils import Database
 
+# The schema modules register their migrations on import, in the order of their numbers (a test holds them to it).
+from appliance.db import schema_catalog, schema_line  # noqa: F401
 from appliance.db.connection import write_transaction
+from appliance.db.registry import migrations
 
 logger = logging.getLogger(__name__)
-
-migrations = Migrations("appliance")
-
-
-def run_statements(db: Database, statements: str) -> None:
-    # executescript() would COMMIT the migration's transaction; run one complete statement at a time.
-    pending = ""
-    for line in statements.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            db.execute(pending)
-            pending = ""
-    if pending.strip():
-        db.execute(pending)
 
 
 def backup_database(db: Database, db_path: Path) -> Path:
@@ -76,7 +68,3 @@ def migrate(db: Database, db_path: Path | None = None) -> list[str]:
         pending = [m.name for m in migrations.pending(db)]
         migrations.apply(db)
     return pending
-
-
-# The migrations themselves, registered in the order of their names (a test holds them to it).
-from appliance.db import schema_catalog, schema_line  # noqa: E402,F401

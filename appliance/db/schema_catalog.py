@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from appliance.db.migrations import migrations, run_statements
+from appliance.db.registry import migrations, run_statements
 
 # Trigger bodies that m009 (schema_line.py) re-creates under a WHEN clause. Applied migrations are history:
 # never edit these, add a migration.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from appliance.db.migrations import migrations, run_statements
+from appliance.db.registry import migrations, run_statements
 from appliance.db.schema_catalog import BOX_STATS_ON_INSERT, CLASS_STATUS_ON_INSERT
 
 
