@@ -109,6 +109,7 @@ def test_rule_classes_come_from_the_model_and_a_typo_is_refused_next_to_the_rule
         "circel",
     ]
     expect(picker.locator("label.missing")).to_contain_text("circel (not in the model)")
+    page.screenshot(path=artifacts_dir / "first-hour-rule-classes.png")
     # Saved as it is: refused, with the model's classes, in a sentence under that rule.
     page.get_by_test_id("rules-save").click()
     refusal = page.get_by_test_id("rule-field-error")

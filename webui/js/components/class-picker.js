@@ -32,11 +32,12 @@ export function classPicker(modelClasses, chosen = [], { disabled = false } = {}
     picker.classList.toggle('invalid', ticked.some((b) => b.dataset.missing));
   };
   menu.addEventListener('change', render);
-  // Open one at a time; a click elsewhere closes it.
+  // A click elsewhere closes it: on the click, not the press, so that what was pressed (Save rules) is not
+  // moved away by the list closing between the press and the release.
   const outside = (event) => { if (!picker.contains(event.target)) picker.open = false; };
   picker.addEventListener('toggle', () => {
-    if (picker.open) document.addEventListener('mousedown', outside, true);
-    else document.removeEventListener('mousedown', outside, true);
+    if (picker.open) document.addEventListener('click', outside, true);
+    else document.removeEventListener('click', outside, true);
   });
   Object.defineProperty(picker, 'value', { get: () => boxes().filter((b) => b.checked).map((b) => b.value) });
   render();
