@@ -60,7 +60,11 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-@command("run", "run the whole box here: web, worker and camera as supervised children", _serve_arguments)
+@command(
+    "run",
+    "run the whole box here: web, worker, camera and outputs as supervised children",
+    _serve_arguments,
+)
 def run_command(args: argparse.Namespace, config: Config) -> int:
     from appliance.system.supervisor import run_supervisor
 
@@ -158,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_arguments, _run) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text))
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     return parser
 
 

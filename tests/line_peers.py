@@ -11,6 +11,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -155,6 +156,7 @@ class WebhookReceiver:
         self.received: list[dict[str, Any]] = []  # every request: body, headers, status answered, valid
         self.lock = threading.Lock()
         self.port = free_port()
+        self._connections: set[socket.socket] = set()  # kept-alive ones too: stop() cuts them (a real outage)
 
     @property
     def url(self) -> str:
@@ -177,6 +179,16 @@ class WebhookReceiver:
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with owner.lock:
+                    owner._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with owner.lock:
+                    owner._connections.discard(self.connection)
+                super().finish()
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -205,8 +217,13 @@ class WebhookReceiver:
         return self
 
     def stop(self) -> None:
+        """The receiver goes away: no longer listening, and its open keep-alive connections cut."""
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self.lock:
+            for connection in list(self._connections):
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
 
 
 @contextlib.contextmanager

@@ -133,6 +133,10 @@ def test_stream_survives_source_loss_and_picks_up_settings(
         mjpeg.stop()
         lost = wait_for(lambda: (s := status(config, camera_id)).get("state") == "reconnecting" and s)
         assert lost["error"]
+        # While it retries the status counts the attempts and says since when the source is lost (issue 23).
+        retrying = wait_for(lambda: (s := status(config, camera_id)).get("retries", 0) >= 2 and s)
+        assert retrying["state"] == "reconnecting" and retrying["reconnects"] >= retrying["retries"]
+        assert retrying["source_lost_at"] is not None and time.time() - retrying["source_lost_at"] < 30
         frames_before = lost["frames"]
         back = MjpegServer(fps=30, port=port).start()
         try:
@@ -142,7 +146,9 @@ def test_stream_survives_source_loss_and_picks_up_settings(
                     and status(config, camera_id)["frames"] > frames_before + 10
                 )
             )
-            assert status(config, camera_id)["reconnects"] >= 1 and status(config, camera_id)["error"] is None
+            back_status = status(config, camera_id)
+            assert back_status["reconnects"] >= 2 and back_status["error"] is None
+            assert back_status["source_lost_at"] is None and back_status["retries"] == 0
 
             # A settings change (another source) applies without a restart.
             video = write_video(tmp_path / "clip.avi", count=20, size=128, fps=30)

@@ -122,6 +122,7 @@ def test_every_page_fits_1366x768_with_its_main_action_visible(
         ("events", "#/events", "events-verdict"),
         ("outputs", "#/outputs", "output-add"),
         ("users", "#/users", "user-create"),
+        ("manual", "#/manual/console", "manual-title"),  # outputs.md names JSON null: the check would flag it
     ]
     for name, route, main in pages:
         page.goto(f"{server.url}/{route}")

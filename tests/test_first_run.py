@@ -361,10 +361,31 @@ def test_appliance_run_supervises_web_worker_and_camera(tmp_path):
                 not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
             )
         assert "all stopped" in (tmp_path / "run.log").read_text()
+        assert (
+            "signal SIGTERM: stopping web, worker, camera and outputs" in (tmp_path / "run.log").read_text()
+        )
     finally:
         if run.poll() is None:
             run.kill()
         log.close()
+
+
+def test_appliance_run_help_names_all_four_processes():
+    """`appliance run` also runs the outputs process: its help says so (issue 23)."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "appliance", "run", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert shown.returncode == 0
+    assert "web, worker, camera and outputs" in " ".join(shown.stdout.split())
+    from appliance.system.supervisor import child_commands, stopping_message
+
+    assert (
+        stopping_message(list(child_commands(None, None, None))) == "stopping web, worker, camera and outputs"
+    )
 
 
 def test_the_training_api_says_why_a_job_waits(client, admin, config):

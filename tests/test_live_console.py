@@ -91,17 +91,21 @@ def test_live_and_events_pages(page: Page, tmp_path: Path, artifacts_dir: Path) 
             assert 100 < zone["points"][1][0] < 156  # half way across a 256 px image
             wait_js(page, "document.querySelector('[data-testid=live-overlay]').dataset.zones === '1'")
 
-            # Rules: a bad one is refused next to the editor, naming the field; a good one is saved.
+            # Rules: a bad one is refused with a sentence under the rule at its field; a good one is saved.
             page.get_by_test_id("rule-add").click()
             row = page.get_by_test_id("rule-row").last
             fill_form(row, {"[name=name]": "few discs", "[name=zone]": "left", "[name=condition]": "between",
                             "[name=count]": "3", "[name=max_count]": "1"})  # fmt: skip
             page.get_by_test_id("rules-save").click()
-            expect(page.get_by_test_id("rules-error")).to_contain_text("settings.rules[1].max_count")
+            expect(page.get_by_test_id("rule-field-error")).to_have_text(
+                "Rule “few discs”, Max: must be at least Count (3)."
+            )
+            expect(row.locator("[name=max_count]")).to_have_class("invalid")
             row.locator("[name=max_count]").fill("4")
             row.locator("[name=count]").fill("0")
             page.get_by_test_id("rules-save").click()
             expect(page.get_by_test_id("rules-error")).to_have_text("")
+            expect(page.get_by_test_id("rule-field-error")).to_have_count(0)
             rules = http.get(f"/cameras/{cam['id']}", headers=headers).json()["settings"]["rules"]
             assert rules[1] == {
                 **rules[1],

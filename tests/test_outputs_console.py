@@ -43,7 +43,8 @@ def test_outputs_page(page: Page, watched: dict[str, list[str]], tmp_path: Path,
             expect(row.get_by_test_id("output-target")).to_contain_text(f"mqtt://127.0.0.1:{broker.port}")
             expect(row.get_by_test_id("output-connected")).to_be_visible(timeout=15_000)
             row.get_by_test_id("output-test").click()
-            expect(row.get_by_test_id("output-test-result")).to_contain_text("OK: connected", timeout=10_000)
+            # The Test is the row's latest state (one state per row, issue 23).
+            expect(row.get_by_test_id("output-state")).to_contain_text("Test OK: connected", timeout=10_000)
             expect(page.get_by_test_id("trigger-sources")).to_contain_text(
                 f"publish to appliance/press-line/cameras/{camera['id']}/trigger"
             )

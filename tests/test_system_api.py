@@ -265,3 +265,18 @@ def test_gpu_memory_comes_from_the_worker_when_the_web_may_not_open_the_gpu(
     assert report["gpu"]["gpus"][0]["memory_total_mb"] == 12282
     monkeypatch.setattr(system_service, "GPU_SNAPSHOT_MAX_AGE_S", -1.0)  # stale: not shown
     assert system_service.system_report(config)["gpu"]["gpus"] == []
+
+
+def test_the_manuals_are_served_by_name_to_logged_in_users(
+    client: TestClient[Any], admin: dict[str, str]
+) -> None:
+    """The console links its pages to the manuals (issue 23): docs/<name>.md by name, nothing else."""
+    got = client.get(f"{API}/manuals/outputs", headers=admin)
+    assert got.status_code == 200 and got.headers["content-type"].startswith("text/markdown")
+    assert got.text == (REPO / "docs" / "outputs.md").read_text()
+    client.cookies.clear()  # the admin's session cookie from the setup
+    assert client.get(f"{API}/manuals/outputs").status_code == 401
+    for name in ("nope", "..%2FREADME", "OUTPUTS", "schemas"):
+        missing = client.get(f"{API}/manuals/{name}", headers=admin)
+        assert missing.status_code == 404, name
+        assert set(missing.json()) == {"status_code", "detail"}

@@ -103,7 +103,9 @@ class FrameSource:
         self.spec = spec
         self.state = "starting"
         self.error: str | None = None
-        self.reconnects = 0
+        self.reconnects = 0  # attempts to open the source again after it was lost or failed to open
+        self.lost_since: float | None = None  # wall time the source was lost (None while it delivers)
+        self.retries = 0  # attempts since lost_since
         self.dropped = 0
         self.frames_read = 0
         self.width = 0
@@ -186,7 +188,12 @@ class FrameSource:
 
     def _run(self) -> None:
         backoff = BACKOFF_START_S
+        opened_before = False
         while not self._stop.is_set():
+            if opened_before:  # a retry: the last open failed, or the source was lost
+                self.reconnects += 1
+                self.retries += 1
+            opened_before = True
             try:
                 cap = open_capture(self.spec)
             except SourceError as exc:
@@ -204,7 +211,6 @@ class FrameSource:
             finally:
                 cap.release()
             if not self._stop.is_set():
-                self.reconnects += 1
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
         self.state = "stopped"
@@ -214,6 +220,8 @@ class FrameSource:
             logger.warning("camera source %s: %s", self.spec.source, message)
         self.error = message
         self.state = state
+        if self.lost_since is None:
+            self.lost_since = time.time()
 
     def _read_loop(self, cap: Any) -> bool:
         """Read until the source fails or we are stopped; True when at least one frame came."""
@@ -269,4 +277,5 @@ class FrameSource:
                 logger.info("camera source %s delivering %dx%d", self.spec.source, self.width, self.height)
             self.state = "running"
             self.error = None
+            self.lost_since, self.retries = None, 0
         return got_any

@@ -262,6 +262,11 @@ class CameraLoop:
         s = self._settings
         state = cast(CameraState, self.source.state)
         width, height = self.last_size
+        model_id, model_name, model_note = self.model_id, self.model_name, self.model_note
+        if self.published == 0 or state != "running":
+            # No frame goes through the model now (source lost or not open yet): say what the pool holds for it.
+            model, model_note = self.models.get(self.camera_id)
+            model_id, model_name = (model.model_id, model.name) if model is not None else (None, None)
         return CameraStatus(
             camera_id=self.camera_id,
             state=state,
@@ -272,9 +277,11 @@ class CameraLoop:
             frames=self.published,
             dropped=self.source.dropped,
             reconnects=self.source.reconnects,
-            model_id=self.model_id,
-            model_name=self.model_name,
-            model_note=self.model_note,
+            source_lost_at=self.source.lost_since,
+            retries=self.source.retries,
+            model_id=model_id,
+            model_name=model_name,
+            model_note=model_note,
             error=self.source.error,
             width=width,
             height=height,

@@ -15,8 +15,16 @@ from appliance.classes import class_names
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import BadRequest, Invalid, NotFound, TooLarge
 from appliance.imaging.check import FORMATS
-from appliance.models import exports, lifecycle, predict, registry
-from appliance.models.schemas import ExportCreate, ExportRead, InferenceRead, ModelRead, SuggestionsRead
+from appliance.models import deploy_check, exports, lifecycle, predict, registry
+from appliance.models.schemas import (
+    DeployCheck,
+    DeployRequest,
+    ExportCreate,
+    ExportRead,
+    InferenceRead,
+    ModelRead,
+    SuggestionsRead,
+)
 from appliance.storage import read_upload
 
 Id = Annotated[int, Parameter(gt=0)]
@@ -86,9 +94,24 @@ class ModelController(Controller):
             headers={"Cache-Control": "private, no-cache", "X-Content-Type-Options": "nosniff"},
         )
 
+    @get("/{model_id:int}/deploy-check", operation_id="checkModelDeploy", sync_to_thread=True)
+    def deploy_check(self, model_id: Id, db: DB, user: Caller, config: Settings) -> DeployCheck:
+        """What deploying would do: not exported yet, not usable by its own validation, cameras' rules it breaks."""
+        return deploy_check.deploy_check(db, config, model_id, user)
+
     @post("/{model_id:int}/deploy", operation_id="deployModel", status_code=200, sync_to_thread=True)
-    def deploy(self, model_id: Id, db: DB, user: Caller, config: Settings) -> ModelRead:
-        return lifecycle.deploy_model(db, config, model_id, user)
+    def deploy(
+        self,
+        model_id: Id,
+        db: DB,
+        user: Caller,
+        config: Settings,
+        data: JSONBody[DeployRequest | None] = None,
+    ) -> ModelRead:
+        """409 when cameras following the deployed model have rules counting classes it lacks (named in the
+        detail), unless `deploy_anyway`."""
+        anyway = bool(data and data.deploy_anyway)
+        return lifecycle.deploy_model(db, config, model_id, user, deploy_anyway=anyway)
 
     @post("/{model_id:int}/undeploy", operation_id="undeployModel", status_code=200, sync_to_thread=True)
     def undeploy(self, model_id: Id, db: DB, user: Caller, config: Settings) -> ModelRead:

@@ -16,6 +16,7 @@ from appliance.config import Config
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, NotFound
 from appliance.models.artifacts import artifact_path, artifacts_on_disk, model_dir
+from appliance.models.deploy_check import refuse_broken_rules
 from appliance.models.registry import LAST_DELETED_ID, ModelRow, get_model, manageable_model, readable_model
 from appliance.models.schemas import ModelRead
 from appliance.storage import fsync_dir
@@ -25,14 +26,19 @@ logger = logging.getLogger(__name__)
 TRASH_PREFIX = ".deleted-"  # models/.deleted-<id>-<random>: a deleted model's folder on its way out
 
 
-def deploy_model(db: Database, config: Config, model_id: int, user: CurrentUser) -> ModelRead:
+def deploy_model(
+    db: Database, config: Config, model_id: int, user: CurrentUser, deploy_anyway: bool = False
+) -> ModelRead:
     """Mark the model deployed and every other one not, atomically (the unique index allows one).
 
-    Needs the right to the model (its owner or an admin): deploying replaces what the box's cameras run."""
-    manageable_model(db, model_id, user)
+    Needs the right to the model (its owner or an admin): deploying replaces what the box's cameras run.
+    Refused (409) when cameras' rules count classes the model lacks, unless `deploy_anyway`."""
+    row = manageable_model(db, model_id, user)
     if not artifacts_on_disk(config, model_id):
         raise Conflict(f"model {model_id} has no completed export; export it to ONNX or TensorRT first")
     with write_transaction(db):
+        if not deploy_anyway:
+            refuse_broken_rules(db, row)
         db.execute("UPDATE models SET deployed = 0 WHERE deployed = 1 AND id != ?", [model_id])
         db.execute("UPDATE models SET deployed = 1 WHERE id = ?", [model_id])
     return get_model(db, config, model_id, user)

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 ModelRow = dict[str, Any]
 
 
-def _json_object(value: Any) -> dict[str, Any]:
+def json_object(value: Any) -> dict[str, Any]:
     """A JSON column shown as an object by the API; missing or unreadable is an empty one."""
     if isinstance(value, str | bytes):
         try:
@@ -122,8 +122,8 @@ def export_reads(db: Database, model_id: int) -> list[ExportRead]:
         row.update(
             file=row.pop("path"),
             dynamic=bool(row["dynamic"]),
-            metadata=_json_object(row["metadata"]),
-            progress=_json_object(r[13]),
+            metadata=json_object(row["metadata"]),
+            progress=json_object(r[13]),
         )
         result.append(msgspec.convert(row, ExportRead))
     return result
@@ -147,8 +147,8 @@ def _model_read(db: Database, config: Config, row: ModelRow, user: CurrentUser) 
         base_model=row["base_model"],
         classes=[ClassInfo(name=c.name, color=c.color) for c in parse_classes(row["classes"])],
         imgsz=row["imgsz"],
-        params=_json_object(row["params"]),
-        metrics=_json_object(row["metrics"]),
+        params=json_object(row["params"]),
+        metrics=json_object(row["metrics"]),
         deployed=bool(row["deployed"]),
         created_at=row["created_at"],
         exports=export_reads(db, row["id"]),

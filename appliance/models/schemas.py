@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from appliance.stations.class_check import BrokenRule
+
 ExportFormat = Literal["onnx", "engine"]
 
 
@@ -90,3 +92,22 @@ class SuggestionsRead(msgspec.Struct, kw_only=True):
     model_id: int
     detections: list[DetectionRead]
     skipped_classes: list[str] = msgspec.field(default_factory=list)  # model classes missing from the dataset
+
+
+class DeployRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /models/{id}/deploy: `deploy_anyway` deploys even when cameras' rules count classes the model lacks."""
+
+    deploy_anyway: bool = False
+
+
+class DeployCheck(msgspec.Struct, kw_only=True):
+    """GET /models/{id}/deploy-check: what deploying the model would do, for the console to confirm first."""
+
+    model_id: int
+    ready: bool  # has a completed export the cameras can load
+    not_ready_reason: str | None  # why it cannot be deployed yet (export it first)
+    unusable_reason: str | None  # its validation says it finds (almost) nothing
+    classes: list[str]
+    broken_rules: list[
+        BrokenRule
+    ]  # rules of cameras following the deployed model that count classes it lacks

@@ -107,7 +107,7 @@ class ValuesServer(Generic[SettingsT]):
             )
 
     def _listening_now(self) -> None:
-        self.state.connected = True
+        self.state.connected, self.state.connected_at = True, time.time()
         self.state.detail = f"listening on {self.where}"
         self._listening.set()
 

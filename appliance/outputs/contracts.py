@@ -94,6 +94,9 @@ class ConnectorState(msgspec.Struct, kw_only=True):
     """What the outputs process knows of one output right now (status file, merged into GET /outputs)."""
 
     connected: bool = False  # client outputs: connected to the broker/receiver; servers: listening
+    connected_at: float | None = (
+        None  # when it last connected (or started listening): orders it against errors
+    )
     detail: str = ""  # in words: "connected to broker:1883", "listening on 0.0.0.0:4840, 2 clients", ...
     last_error: str | None = None
     last_error_at: float | None = None

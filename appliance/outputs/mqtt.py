@@ -145,7 +145,7 @@ class MqttConnector:
                 return False
             established = True
             self._client = client
-            self.state.connected = True
+            self.state.connected, self.state.connected_at = True, time.time()
             self.state.detail = f"connected to {where}"
             if self.settings.triggers:
                 client.subscribe(self.trigger_topic, qos=1)

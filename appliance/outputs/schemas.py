@@ -97,6 +97,7 @@ class OutputWrite(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class OutputStatus(msgspec.Struct, kw_only=True):
     running: bool  # the outputs process is alive
     connected: bool
+    connected_at: float | None  # when it last connected or started listening (unix time)
     detail: str
     backlog: int  # queued, not yet delivered
     dropped: int  # removed unsent because the backlog passed outbox_max_rows

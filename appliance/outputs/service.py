@@ -104,6 +104,7 @@ def _status(
     return OutputStatus(
         running=states.running,
         connected=bool(live and live.connected),
+        connected_at=live.connected_at if live else None,
         detail=detail,
         **msgspec.structs.asdict(stats),  # the outbox's counters, as they are
         last_error=live.last_error if live else None,

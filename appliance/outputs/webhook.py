@@ -121,6 +121,8 @@ class WebhookConnector:
         if done:
             self.state.delivered_session += done
             self.state.detail = f"POST {self.settings.url}: delivered"
+        if failure:
+            self.state.detail = failure
         if failure and not done:
             raise DeliveryError(failure)
         return done

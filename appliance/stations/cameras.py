@@ -16,6 +16,7 @@ from appliance.caller import CurrentUser, require_admin, require_writer
 from appliance.clock import now_iso
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, Invalid, NotFound
+from appliance.stations.class_check import check_rule_classes
 from appliance.stations.rules import validate_zones_and_rules
 from appliance.stations.schemas import CameraRead, CameraSettings, CameraWrite
 
@@ -125,6 +126,7 @@ def create_camera(db: Database, body: CameraWrite, user: CurrentUser) -> CameraR
     validate(body.settings, enabled)
     now = now_iso()
     with write_transaction(db):
+        check_rule_classes(db, body.settings)
         if db.execute("SELECT COUNT(*) FROM cameras").fetchone()[0] >= MAX_CAMERAS:
             raise Conflict(f"this box serves at most {MAX_CAMERAS} cameras")
         if _name_taken(db, name, None):
@@ -146,6 +148,7 @@ def replace_camera(db: Database, camera_id: int, body: CameraWrite, user: Curren
         row = camera_row(db, camera_id)
         enabled = bool(row["enabled"]) if body.enabled is None else body.enabled
         validate(body.settings, enabled)
+        check_rule_classes(db, body.settings)
         if _name_taken(db, name, camera_id):
             raise Conflict(f"name: a camera called {name!r} already exists")
         db.execute(

@@ -160,7 +160,10 @@ def validate_zones_and_rules(settings: CameraSettings) -> None:
             raise Invalid(f"{where}.zone: no zone named {rule.zone!r} on this camera")
         if rule.condition == "between":
             if rule.max_count is None:
-                raise Invalid(f"{where}.max_count: 'between' needs max_count (count..max_count)")
+                raise Invalid(
+                    f"{where}.max_count: a 'between' rule needs max_count, and passes while the number found is "
+                    "from count to max_count"
+                )
             if rule.max_count < rule.count:
                 raise Invalid(f"{where}.max_count: must be at least count ({rule.count})")
         elif rule.max_count is not None:

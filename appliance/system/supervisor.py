@@ -1,6 +1,6 @@
 """`appliance run`: the whole box in one terminal (development twin of systemd's appliance.target).
 
-Starts web, worker and camera as child processes of this one, prefixes each line they print with the
+Starts web, worker, camera and outputs as child processes of this one, prefixes each line they print with the
 child's name, restarts a child that dies (after a pause that doubles from 1 s up to 30 s, back to 1 s
 once it has run a minute), and stops all of them on Ctrl+C or SIGTERM: SIGTERM each, SIGKILL whoever is
 still there after `STOP_TIMEOUT_S`. On the device systemd does all this instead.
@@ -159,11 +159,17 @@ def child_commands(config_path: str | None, host: str | None, port: int | None) 
     }
 
 
+def stopping_message(names: list[str]) -> str:
+    """ "stopping web, worker, camera and outputs": every child by name."""
+    return "stopping " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names))
+
+
 def run_supervisor(config_path: str | None, host: str | None, port: int | None) -> int:
-    supervisor = Supervisor(child_commands(config_path, host, port), env=dict(os.environ))
+    commands = child_commands(config_path, host, port)
+    supervisor = Supervisor(commands, env=dict(os.environ))
 
     def on_signal(signum: int, frame: Any) -> None:
-        supervisor.say("run", f"signal {signal.Signals(signum).name}: stopping web, worker and camera")
+        supervisor.say("run", f"signal {signal.Signals(signum).name}: {stopping_message(list(commands))}")
         supervisor.stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)

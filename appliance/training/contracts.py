@@ -139,6 +139,7 @@ class TrainResult(msgspec.Struct, kw_only=True):
     snapshot: SnapshotSummary  # without class_images
     run_dir: str
     model_id: int | None = None
+    advice: list[str] = msgspec.field(default_factory=list)  # what the losses say about the settings
 
 
 class TrainFailure(msgspec.Struct, kw_only=True):

@@ -37,6 +37,7 @@ from appliance.training.contracts import (
     encode_record,
     read_record,
 )
+from appliance.training.plan import median_sizes, run_advice
 from appliance.training.schemas import EpochMetrics
 from appliance.training.service import KIND, run_dir
 from appliance.training.snapshot import build_snapshot, load_snapshot
@@ -136,6 +137,7 @@ def _finalize(
         network_guard=result.network_guard,
         snapshot=msgspec.structs.replace(snapshot, class_images=None),
         run_dir=str(folder),
+        advice=run_advice(result.history, params.imgsz, median_sizes(context.db, snapshot.dataset_id)[1]),
     )
     best = Path(result.best) if result.best else None
     existing = context.db.execute("SELECT model_id FROM jobs WHERE id = ?", [context.job_id]).fetchone()

@@ -11,6 +11,7 @@ x86 CPU) or guessed (a Jetson-class GPU), and the answer says which.
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from typing import Literal
@@ -23,7 +24,7 @@ from appliance.classes import class_names
 from appliance.config import Config
 from appliance.db import Database
 from appliance.system.service import cuda_device_count
-from appliance.training.schemas import ClassCount, TimeEstimate, TrainingPlanRead
+from appliance.training.schemas import ClassCount, EpochMetrics, TimeEstimate, TrainingPlanRead
 
 LABELED = ("labeled", "reviewed")
 # Compute (GFLOPs at 640 px) of YOLOv8 s/m/l/x against n; the YOLO11 family scales about the same.
@@ -34,6 +35,12 @@ SCALE_COST = {"n": 1.0, "s": 3.3, "m": 9.1, "l": 19.0, "x": 29.7}
 DEFAULT_RATE = {"cpu": 0.44, "gpu": 0.03}
 SMALL_SET = 1000  # labeled images under which training from scratch rarely gives a usable model
 FEW_BOXES = 20  # boxes of one class under which the model will rarely find it
+# A labeled object whose short side is under this many pixels at the training size is (almost) never learned:
+# ultralytics' assigner weighs it by its overlap with the untrained predictions, which is ~0 at that size.
+MIN_OBJECT_PX = 8
+# The size suggested instead keeps the median object at least this big (seen to train at 128 px in the test).
+GOOD_OBJECT_PX = 16
+ZERO_LOSS = 0.0005  # a box loss under this reads 0.000: the box head received no signal
 SAMPLE = 5000  # rows sampled for image and box sizes
 
 
@@ -59,7 +66,7 @@ def _class_counts(db: Database, dataset_id: int, names: list[str]) -> list[Class
     ]
 
 
-def _sizes(db: Database, dataset_id: int) -> tuple[float | None, float | None]:
+def median_sizes(db: Database, dataset_id: int) -> tuple[float | None, float | None]:
     """Median long side of the labeled images, and the median short side of their boxes as a share of it."""
     sides = [
         max(w, h)
@@ -192,13 +199,16 @@ def training_plan(
         [dataset_id],
     ).fetchone()[0]
     from_scratch = base_model.endswith(".yaml")
-    long_side, box_share = _sizes(db, dataset_id)
+    long_side, box_share = median_sizes(db, dataset_id)
     rec_epochs, rec_imgsz, rec_batch, why = recommend(labeled, from_scratch, long_side, box_share)
     gpus = cuda_device_count()
     device_kind: Literal["cpu", "gpu"] = (
         "cpu" if device == "cpu" or (device == "auto" and not gpus) else "gpu"
     )
     warnings = _warnings(labeled, from_scratch, classes, pending, epochs)
+    small = small_objects_warning(imgsz or rec_imgsz, box_share)
+    if small:
+        warnings.append(small)
     return TrainingPlanRead(
         dataset_id=dataset_id,
         base_model=base_model,
@@ -243,3 +253,43 @@ def _warnings(
             f"{epochs} epochs is very few: expect a model that finds little or nothing (mAP near 0)"
         )
     return warnings
+
+
+def size_for_objects(box_share: float) -> int:
+    """The smallest multiple of 32 at which the median object is GOOD_OBJECT_PX (at most 2048)."""
+    return min(2048, max(32, math.ceil(GOOD_OBJECT_PX / max(box_share, 1e-6) / 32) * 32))
+
+
+def small_objects_warning(imgsz: int, box_share: float | None) -> str | None:
+    """A warning when the median labeled object is under MIN_OBJECT_PX at this training size."""
+    if box_share is None or box_share * imgsz >= MIN_OBJECT_PX:
+        return None
+    return (
+        f"At {imgsz} px the median labeled object is about {box_share * imgsz:.1f} px (its boxes are "
+        f"{box_share * 100:.0f}% of the image): under {MIN_OBJECT_PX} px the model cannot learn to find it "
+        f"(the box loss stays at 0.000 and mAP at 0). Use {size_for_objects(box_share)} px or more"
+    )
+
+
+def run_advice(history: list[EpochMetrics], imgsz: int, box_share: float | None) -> list[str]:
+    """What a finished run's losses say about its settings, in words (the training job's result).
+
+    A box loss of 0.000 in every epoch is not a perfect fit: ultralytics' TaskAlignedAssigner weighs each
+    box's anchors by score^0.5 x IoU^6 with the current predictions and normalises by the best of them; the
+    untrained head predicts boxes of ~7.5 strides per side (60+ px), so a box of a few pixels overlaps them
+    by IoU ~0.003, the weight falls to ~1e-10 (under the assigner's eps), and the box and DFL losses, which
+    are weighted by it, stay at ~1e-9: the boxes are assigned but count for nothing, and nothing is learned."""
+    losses = [h.box_loss for h in history]
+    if not losses or any(loss is None or loss >= ZERO_LOSS for loss in losses):
+        return []
+    size = (
+        f"at {imgsz} px the median labeled object is about {box_share * imgsz:.1f} px, too small to carry any "
+        f"weight. Train at {size_for_objects(box_share)} px or more"
+        if box_share is not None
+        else f"at {imgsz} px the labeled objects are too small to carry any weight. Train at a larger image size"
+    )
+    return [
+        f"The box loss was 0.000 in every epoch: the model learned no boxes. The boxes were assigned to anchors, "
+        f"but ultralytics weighs each by its overlap with the model's predictions (IoU to the 6th power), and "
+        f"{size}."
+    ]

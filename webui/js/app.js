@@ -19,6 +19,7 @@ import labelPage from './pages/label.js';
 import eventsPage from './pages/events.js';
 import livePage from './pages/live.js';
 import loginPage from './pages/login.js';
+import manualPage from './pages/manual.js';
 import setupPage from './pages/setup.js';
 import statsPage from './pages/stats.js';
 import { trainingListPage } from './pages/training.js';
@@ -45,6 +46,7 @@ export const PAGES = [
   eventsPage,
   outputsPage,
   usersPage,
+  manualPage,
 ];
 
 const DEFAULT_ROUTE = '#/datasets';

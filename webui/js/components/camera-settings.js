@@ -1,9 +1,12 @@
 // The forms of one camera on the Live page: source and model settings, zones list, rules editor.
 // Each saves the whole camera (PUT /cameras/{id}); the server names the field when it refuses, and the
-// message stays next to the form that caused it.
+// message stays next to the form that caused it (a rule's, as a sentence under the rule, at its field).
+// A rule's classes are chosen from the class list of the camera's model (components/class-picker.js).
 
 import { ApiError } from '../api.js';
 import { h, setText } from '../dom.js';
+import { classPicker } from './class-picker.js';
+import { fieldError } from './field-errors.js';
 
 const SOURCE_HINTS = {
   v4l2: '/dev/video0',
@@ -14,9 +17,10 @@ const SOURCE_HINTS = {
 const SOURCE_LABELS = { file: 'Video file (looped)', url: 'RTSP / HTTP URL', v4l2: 'USB camera (V4L2)', gstreamer: 'GStreamer pipeline (CSI)' };
 const CONDITIONS = [['present', 'present'], ['absent', 'absent'], ['==', 'count ='], ['>=', 'count ≥'], ['<=', 'count ≤'], ['between', 'between']];
 
-/** PUT the camera with changed settings; resolves to the saved camera, or shows the server's reason in `error`. */
+/** PUT the camera with changed settings; resolves to the saved camera, or shows the server's reason in `error`
+ * (an element, or a function given the ApiError). */
 export async function saveCamera(ctx, camera, changes, error) {
-  setText(error, '');
+  if (typeof error !== 'function') setText(error, '');
   try {
     const saved = await ctx.api.put(`/cameras/${camera.id}`, {
       name: changes.name ?? camera.name,
@@ -26,7 +30,8 @@ export async function saveCamera(ctx, camera, changes, error) {
     return saved;
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
-    setText(error, err.detail);
+    if (typeof error === 'function') error(err);
+    else setText(error, err.detail);
     return null;
   }
 }
@@ -102,7 +107,13 @@ export function settingsForm(ctx, camera, models, onSaved) {
   return form;
 }
 
-function ruleRow(rule, zones, onRemove) {
+/** The model the camera runs, from the models the page listed: the one it names, else the deployed one. */
+export function cameraModel(camera, models) {
+  const id = camera.settings.model_id;
+  return (models || []).find((m) => (id ? m.id === id : m.deployed)) || null;
+}
+
+function ruleRow(rule, zones, modelClasses, onRemove) {
   const zone = h('select', { name: 'zone' }, h('option', { value: '' }, 'whole frame'),
     zones.map((z) => h('option', { value: z.name, selected: z.name === rule.zone }, z.name)));
   const condition = h('select', { name: 'condition' },
@@ -118,7 +129,7 @@ function ruleRow(rule, zones, onRemove) {
   return h('tr', { testid: 'rule-row' },
     h('td', h('input', { name: 'name', value: rule.name || '', required: true, style: { width: '9rem' } })),
     h('td', zone),
-    h('td', h('input', { name: 'classes', value: (rule.classes || []).join(', '), placeholder: 'any class', style: { width: '9rem' } })),
+    h('td', classPicker(modelClasses, rule.classes || [])),
     h('td', h('input', { type: 'number', name: 'min_confidence', min: 0, max: 1, step: 'any', value: String(rule.min_confidence ?? 0.25), style: { width: '5rem' } })),
     h('td', condition), h('td', count), h('td', max),
     h('td', h('button', { type: 'button', onclick: onRemove, title: 'Remove this rule' }, '✕')));
@@ -130,7 +141,7 @@ function readRule(row) {
   return {
     name: value('name').trim(),
     zone: value('zone') || null,
-    classes: value('classes').split(',').map((c) => c.trim()).filter(Boolean),
+    classes: row.querySelector('[data-testid=rule-classes]').value,
     min_confidence: Number(value('min_confidence')),
     condition,
     count: ['present', 'absent'].includes(condition) ? 1 : Number(value('count')),
@@ -138,12 +149,36 @@ function readRule(row) {
   };
 }
 
-/** Zones (drawn on the stream by the page) and rules; `onDrawZone()` starts the zone tool. */
-export function rulesEditor(ctx, camera, { onDrawZone, onSaved }) {
+/** Zones (drawn on the stream by the page) and rules; `onDrawZone()` starts the zone tool. `models`: the models
+ * the page listed (GET /models), for the class list of the camera's model. */
+export function rulesEditor(ctx, camera, { models = [], onDrawZone, onSaved }) {
   const isAdmin = ctx.user && ctx.user.role === 'admin';
   const error = h('p.form-error', { testid: 'rules-error', role: 'alert' });
   const body = h('tbody');
   const zoneList = h('ul', { testid: 'zone-list' });
+  const modelNote = h('p.muted.small', { testid: 'rules-model' });
+  let modelClasses = null;
+  const clearFieldErrors = () => {
+    for (const el of body.querySelectorAll('tr.row-error')) el.remove();
+    for (const el of body.querySelectorAll('.invalid')) el.classList.remove('invalid');
+  };
+  /** A refusal about one rule: a sentence under that rule and its field marked; anything else above. */
+  const showError = (err) => {
+    clearFieldErrors();
+    const rows = [...body.querySelectorAll('tr[data-testid=rule-row]')];
+    const found = fieldError(err.detail, 'rules');
+    const row = found && rows[found.index];
+    if (!row) {
+      setText(error, err.detail);
+      return;
+    }
+    setText(error, '');
+    const name = row.querySelector('[name=name]').value.trim();
+    const field = found.field === 'classes' ? row.querySelector('[data-testid=rule-classes]') : row.querySelector(`[name=${found.field}]`);
+    if (field) field.classList.add('invalid');
+    row.after(h('tr.row-error', { testid: 'rule-field-error', dataset: { field: found.field, index: String(found.index) } },
+      h('td', { colspan: 8, role: 'alert' }, `Rule ${name ? `“${name}”` : found.index + 1}, ${found.sentence}`)));
+  };
   const renderZones = () => {
     zoneList.replaceChildren(...camera.settings.zones.map((zone, i) => h('li', { testid: 'zone-item' },
       `${zone.name} (${zone.points.length} points) `,
@@ -155,11 +190,19 @@ export function rulesEditor(ctx, camera, { onDrawZone, onSaved }) {
     if (!camera.settings.zones.length) zoneList.append(h('li.muted', 'No zones: rules count over the whole frame.'));
   };
   const addRow = (rule) => {
-    const row = ruleRow(rule, camera.settings.zones, () => row.remove());
+    const row = ruleRow(rule, camera.settings.zones, modelClasses, () => {
+      if (row.nextElementSibling && row.nextElementSibling.classList.contains('row-error')) row.nextElementSibling.remove();
+      row.remove();
+    });
     for (const el of row.querySelectorAll('input, select, button')) el.disabled = !isAdmin;
     body.append(row);
   };
   const render = () => {
+    const model = cameraModel(camera, models);
+    modelClasses = model ? model.classes.map((c) => c.name) : null;
+    setText(modelNote, model
+      ? `Classes come from model ${model.name} (#${model.id}): ${modelClasses.join(', ') || 'none'}.`
+      : 'No model deployed: a rule counts any class until a model is deployed (its classes are then offered here).');
     renderZones();
     body.replaceChildren();
     for (const rule of camera.settings.rules) addRow(rule);
@@ -170,6 +213,7 @@ export function rulesEditor(ctx, camera, { onDrawZone, onSaved }) {
     h('div.inline-form', zoneList,
       isAdmin ? h('button', { type: 'button', testid: 'zone-draw', onclick: onDrawZone }, 'Draw a zone on the image') : null),
     h('p.muted', 'All rules hold → OK; any rule fails → NG, with the failing rules named. A box is in a zone when its centre is.'),
+    modelNote,
     h('div', { style: { 'overflow-x': 'auto' } }, h('table.table.compact', { testid: 'rules-table' },
       h('thead', h('tr', ['Rule', 'Zone', 'Classes', 'Min conf.', 'Condition', 'Count', 'Max', ''].map((t) => h('th', t)))),
       body)),
@@ -177,8 +221,10 @@ export function rulesEditor(ctx, camera, { onDrawZone, onSaved }) {
     isAdmin ? h('div.actions',
       h('button', { type: 'button', testid: 'rule-add', onclick: () => addRow({ name: '', condition: 'present' }) }, 'Add a rule'),
       h('button.primary', { type: 'button', testid: 'rules-save', onclick: async () => {
-        const rules = [...body.querySelectorAll('tr')].map(readRule);
-        if (await saveCamera(ctx, camera, { settings: { rules } }, error)) {
+        const rules = [...body.querySelectorAll('tr[data-testid=rule-row]')].map(readRule);
+        clearFieldErrors();
+        setText(error, '');
+        if (await saveCamera(ctx, camera, { settings: { rules } }, showError)) {
           ctx.toast('Rules saved', 'ok');
           onSaved(camera);
         }

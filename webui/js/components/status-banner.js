@@ -3,6 +3,7 @@
 
 import { api } from '../api.js';
 import { clear, h } from '../dom.js';
+import { inline } from './markdown.js';
 
 const EVERY_MS = 15000;
 let timer = null;
@@ -21,7 +22,8 @@ function render(target, warnings) {
   clear(target);
   target.hidden = warnings.length === 0;
   for (const text of warnings) {
-    target.append(h('p', { testid: 'status-warning', role: 'status' }, `${text[0].toUpperCase()}${text.slice(1)}.`));
+    // The warnings name commands in `backticks`: shown as code, never as literal backticks.
+    target.append(h('p', { testid: 'status-warning', role: 'status' }, ...inline(`${text[0].toUpperCase()}${text.slice(1)}.`)));
   }
 }
 

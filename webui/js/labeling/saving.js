@@ -164,8 +164,17 @@ export function createSaver({ datasetId, classes, canWrite, labeler, state, pane
     }
   }
 
-  /** The labeler changed the boxes: keep them in the session and save soon (a viewer's edit is put back). */
-  function boxesEdited() {
+  /** The status the image has, or will have once the save under way lands: what an undo step brings back. */
+  function statusNow() {
+    const s = state.session;
+    if (!s) return null;
+    return { status: s.dirty || s.saving ? statusFor(s.boxes, s.wantStatus) || 'labeled' : s.status };
+  }
+
+  /** The labeler changed the boxes: keep them in the session and save soon (a viewer's edit is put back). An
+   * undo or redo also brings back the status the image had then (`restored`): undoing "Copy previous" on an
+   * unlabeled image leaves it unlabeled, not labeled with no boxes. */
+  function boxesEdited(reason, restored) {
     const s = state.session;
     if (!s) return;
     if (!canWrite) {
@@ -174,7 +183,7 @@ export function createSaver({ datasetId, classes, canWrite, labeler, state, pane
       return;
     }
     s.boxes = labeler.boxes.map((b) => ({ ...b }));
-    s.wantStatus = null;
+    s.wantStatus = restored && restored.status ? restored.status : null;
     markDirty(s);
     panels.renderBoxes();
   }
@@ -208,5 +217,5 @@ export function createSaver({ datasetId, classes, canWrite, labeler, state, pane
     }
   }
 
-  return { save, restoreDraft, boxesEdited, markReviewed, saveOnUnload };
+  return { save, restoreDraft, boxesEdited, statusNow, markReviewed, saveOnUnload };
 }

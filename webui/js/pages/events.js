@@ -5,6 +5,7 @@
 
 import { API_PREFIX, ApiError, events as sse } from '../api.js';
 import { drawOverlay } from '../components/camera-overlay.js';
+import { say } from '../components/message.js';
 import { h, setText } from '../dom.js';
 
 const when = (ts) => new Date(ts * 1000).toLocaleString();
@@ -32,11 +33,11 @@ function detail(ctx, event, cameraName, datasets) {
     setText(message, '');
     try {
       const r = await ctx.api.post(`/events/${event.id}/dataset`, { dataset_id: Number(select.value) });
-      setText(message, r.duplicate ? `Already in the dataset as image ${r.image_id}`
-        : `Saved as image ${r.image_id} with ${r.boxes} pre-label${r.boxes === 1 ? '' : 's'} to review`);
+      say(message, r.duplicate ? `Already in the dataset as image ${r.image_id}`
+        : `Saved as image ${r.image_id} with ${r.boxes} pre-label${r.boxes === 1 ? '' : 's'} to review`, 'ok');
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
-      setText(message, err.detail);
+      say(message, err.detail);
     } finally {
       send.disabled = false;
     }

@@ -42,7 +42,8 @@ export default {
     root.append(...panels.nodes);
     const labeler = new Labeler(panels.canvas, {
       classes,
-      onChange: () => saver.boxesEdited(),
+      onChange: (reason, restored) => saver.boxesEdited(reason, restored),
+      stateOf: () => saver.statusNow(),
       onSelect: () => {
         panels.renderClasses();
         panels.renderBoxes();

@@ -6,7 +6,9 @@
 import { API_PREFIX, ApiError } from '../api.js';
 import { clearOverlay, drawOverlay, zoneTool } from '../components/camera-overlay.js';
 import { rulesEditor, saveCamera, settingsForm } from '../components/camera-settings.js';
+import { modelText, sourceText } from '../components/camera-status-line.js';
 import { formatNumber } from '../components/format.js';
+import { say } from '../components/message.js';
 import { confirmDialog, h, setText } from '../dom.js';
 
 const STAGES = [
@@ -65,7 +67,7 @@ function tile(camera, selected, ctx) {
   const state = h('span.muted', { testid: 'tile-state' }, '…');
   const el = h('button', { type: 'button', testid: `camera-tile-${camera.id}`, onclick: () => ctx.navigate(`#/live?camera=${camera.id}`),
     style: { width: '170px', padding: '.3rem', 'text-align': 'left', border: selected ? '2px solid var(--accent, #3b82f6)' : '1px solid var(--line)', background: 'var(--bg2)', 'border-radius': 'var(--radius)' } },
-  img, h('div', { style: { display: 'flex', gap: '.4rem', 'align-items': 'center', 'margin-top': '.2rem' } }, h('strong', camera.name), verdict, state));
+  img, h('strong.tile-name', { testid: 'tile-name', title: camera.name }, camera.name), h('div.tile-caption', verdict, state));
   el.update = (status) => {
     setText(state, status.state);
     verdictStyle(verdict, LIVE_STATES.includes(status.state) ? status.verdict : null);
@@ -114,6 +116,7 @@ export default {
     // --- the selected camera -------------------------------------------------------------------------
     const stateBadge = h('span.badge', { testid: 'live-state' }, '…');
     const modelNote = h('span.muted', { testid: 'live-model' });
+    const sourceNote = h('span.warn', { testid: 'live-source' });
     const errorLine = h('p.form-error', { testid: 'live-error', role: 'status' });
     const actionError = h('p.form-error', { testid: 'live-action-error', role: 'alert' });
     const img = h('img', { testid: 'live-stream', alt: `${camera.name} live`,
@@ -132,7 +135,8 @@ export default {
     const startButton = button('Start', 'live-start', canWrite, 'button.primary');
     const stopButton = button('Stop', 'live-stop', canWrite);
     const triggerButton = button('Trigger inspection', 'live-trigger', canWrite);
-    const drawBar = h('div.inline-form', { testid: 'zone-bar', style: { display: 'none' } });
+    const drawBar = h('div.inline-form', { testid: 'zone-bar', style: { display: 'none', 'margin-bottom': '.5rem' } });
+    const stage = h('div.card', { testid: 'live-stage', style: { flex: '3 1 480px', 'text-align': 'center' } }, drawBar, view, placeholder);
 
     let frame = null;
     let draft = null;
@@ -160,16 +164,16 @@ export default {
       try {
         if (action === 'trigger') {
           const accepted = await ctx.api.post(`/cameras/${camera.id}/trigger`);
-          setText(actionError, `Trigger ${accepted.trigger_id} sent…`);
+          say(actionError, `Trigger ${accepted.trigger_id} sent…`, 'info');
           for (let i = 0; i < 40; i += 1) {
             await new Promise((r) => setTimeout(r, 250));
             const t = await ctx.api.get(`/cameras/${camera.id}/triggers/${accepted.trigger_id}`);
             if (t.status === 'done') {
               const event = await ctx.api.get(`/events/${t.event_id}`);
-              setText(actionError, `Inspection ${event.id}: ${event.verdict.toUpperCase()}${event.failing_rules.length ? ` (${event.failing_rules.join(', ')})` : ''}`);
+              say(actionError, `Inspection ${event.id}: ${event.verdict.toUpperCase()}${event.failing_rules.length ? ` (${event.failing_rules.join(', ')})` : ''}`, 'ok');
               return;
             }
-            if (t.status === 'expired') { setText(actionError, `Trigger ${t.id} expired: ${t.detail}`); return; }
+            if (t.status === 'expired') { say(actionError, `Trigger ${t.id} expired: ${t.detail}`); return; }
           }
         } else {
           Object.assign(camera, await ctx.api.post(`/cameras/${camera.id}/${action}`));
@@ -177,7 +181,7 @@ export default {
         }
       } catch (err) {
         if (!(err instanceof ApiError)) throw err;
-        setText(actionError, err.detail);
+        say(actionError, err.detail);
       }
     };
     startButton.addEventListener('click', () => act('start'));
@@ -185,6 +189,7 @@ export default {
     triggerButton.addEventListener('click', () => act('trigger'));
 
     const editor = rulesEditor(ctx, camera, {
+      models,
       onSaved: () => { editor.refresh(); redraw(); },
       onDrawZone: () => {
         if (!frame) { setText(editor.error, 'Start the camera first: zones are drawn on the live image.'); return; }
@@ -193,6 +198,8 @@ export default {
         const cancel = h('button', { type: 'button', testid: 'zone-cancel' }, 'Cancel');
         drawBar.replaceChildren(h('span', 'Click the corners on the image, then'), name, finish, cancel);
         drawBar.style.display = '';
+        stage.scrollIntoView({ block: 'start' }); // the button is below the fold: show the bar and the image
+        name.focus({ preventScroll: true });
         draft = zoneTool(overlay, {
           onChange: redraw,
           onFinish: async (points) => {
@@ -212,15 +219,15 @@ export default {
     });
 
     page.append(h('div', { testid: 'live-camera' },
-      h('div.toolbar', h('h2', camera.name), stateBadge, modelNote, h('span', { style: { flex: '1' } }), startButton, stopButton, triggerButton,
+      h('div.toolbar', h('h2', camera.name), stateBadge, modelNote, sourceNote, h('span', { style: { flex: '1' } }), startButton, stopButton, triggerButton,
         isAdmin ? h('button', { type: 'button', testid: 'camera-delete', onclick: async () => {
           if (!(await confirmDialog('Delete camera', `Delete "${camera.name}"? Its events stay in the history.`))) return;
           await ctx.api.del(`/cameras/${camera.id}`);
           ctx.navigate('#/live');
         } }, 'Delete') : null),
-      actionError, errorLine, drawBar,
+      actionError, errorLine,
       h('div', { style: { display: 'flex', gap: '1rem', 'flex-wrap': 'wrap', 'align-items': 'flex-start' } },
-        h('div.card', { style: { flex: '3 1 480px', 'text-align': 'center' } }, view, placeholder),
+        stage,
         h('div', { style: { flex: '1 1 260px' } },
           verdict, failing,
           h('div.card', h('h3', 'Shift counters'), h('label', 'since', since),
@@ -237,8 +244,12 @@ export default {
     const onStatus = (status) => {
       setText(stateBadge, status.state);
       stateBadge.className = `badge ${status.state === 'running' ? 'reviewed' : ['offline', 'error', 'stopped'].includes(status.state) ? 'muted' : 'labeled'}`;
-      setText(modelNote, status.model_id ? `model ${status.model_name || status.model_id} · ${status.model_note}` : status.model_note);
+      setText(modelNote, modelText(status));
+      setText(sourceNote, sourceText(status));
       setText(errorLine, status.error || '');
+      startButton.disabled = !canWrite || status.state !== 'stopped';
+      stopButton.disabled = !canWrite || status.state === 'stopped';
+      startButton.title = status.state === 'stopped' ? 'start the camera' : 'the camera is on';
       const live = status.state === 'running';
       if (live) startStream(); else if (streaming || frame) stopStream();
       if (!live) {

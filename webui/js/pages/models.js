@@ -4,6 +4,7 @@
 // Rows keep one height whatever their exports do; an action's error is shown under its row.
 
 import { API_PREFIX, errorText } from '../api.js';
+import { confirmDeploy } from '../components/deploy-confirm.js';
 import { formatMetric as fmt, UNUSABLE_MAP50 } from '../components/format.js';
 import { clear, confirmDialog, h } from '../dom.js';
 
@@ -101,7 +102,18 @@ export default {
     const startExport = (model, body) => act(model, () => api.post(`/models/${model.id}/exports`, body),
       `Export of ${model.name} queued`);
     const cancelExport = (model, e) => act(model, () => api.post(`/models/${model.id}/exports/${e.id}/cancel`));
-    const deploy = (model) => act(model, () => api.post(`/models/${model.id}/deploy`), `${model.name} is deployed`);
+    // Asks first when the model is not usable or breaks cameras' rules (components/deploy-confirm.js).
+    const deploy = async (model) => {
+      let answer;
+      try {
+        answer = await confirmDeploy(api, model);
+      } catch (err) {
+        errors.set(model.id, errorText(err));
+        renderList();
+        return;
+      }
+      if (answer.go) await act(model, () => api.post(`/models/${model.id}/deploy`, answer.body), `${model.name} is deployed`);
+    };
     const undeploy = (model) => act(model, () => api.post(`/models/${model.id}/undeploy`),
       `${model.name} is no longer deployed: the cameras run no model`);
 
@@ -149,7 +161,7 @@ export default {
       const manage = model.can_manage ? '' : 'only the model\'s owner or an admin may do this';
       const cells = h('tr', { testid: 'model-row', dataset: { id: String(model.id) } },
         h('td', check),
-        h('td.model-name', h('div', h('strong', model.name), ' ', h('span.muted', `#${model.id}`),
+        h('td.model-name', h('div.model-title', h('span.name', { title: model.name }, h('strong', model.name), ' ', h('span.muted', `#${model.id}`)),
           model.deployed ? h('span.badge.reviewed', { testid: 'deployed-badge' }, 'deployed') : null,
           unusable(model) ? h('span.badge.bad', { testid: 'unusable-badge', title: 'mAP50 near 0: it finds almost nothing' }, 'not usable') : null),
         h('div.muted.small', `${model.dataset_name || 'dataset deleted'} · ${(model.created_at || '').slice(0, 16).replace('T', ' ')}`)),
@@ -167,10 +179,14 @@ export default {
             ? h('button.small', { type: 'button', testid: 'undeploy', disabled: !model.can_manage, title: manage || 'stop running it on the cameras',
               onclick: () => undeploy(model) }, 'Undeploy')
             : h('button.primary.small', { type: 'button', testid: 'deploy', disabled: !model.ready || !model.can_manage,
-              title: manage || (model.ready ? 'run it on the cameras' : 'export the model first'), onclick: () => deploy(model) }, 'Deploy'),
+              title: manage || (model.ready ? 'run it on the cameras' : 'export the model first (Export ONNX), then deploy it'),
+              onclick: () => deploy(model) }, 'Deploy'),
           h('button.danger.small', { type: 'button', testid: 'delete-model', disabled: model.deployed || busy || !model.can_manage,
             title: manage || (model.deployed ? 'undeploy it first' : busy ? 'an export is running' : 'delete the model and its files'),
-            onclick: () => remove(model) }, 'Delete')));
+            onclick: () => remove(model) }, 'Delete'),
+          // Why Deploy is off, said in words under the buttons (the row is two lines high anyway).
+          model.deployed || model.ready || !model.can_manage ? null
+            : h('div.muted.deploy-reason', { testid: 'deploy-reason' }, 'Deploy: export the model first (Export ONNX)')));
       const error = errors.get(model.id);
       return error
         ? [cells, h('tr.row-error', { testid: 'model-error', dataset: { id: String(model.id) } },

@@ -1,10 +1,12 @@
 // Outputs (admins only): MQTT, webhooks, OPC UA and Modbus TCP to the line. Add, edit, enable, test, delete; the
-// status of each (connected, backlog, dropped, last delivery, last error) refreshed every 2 s; and, per camera,
-// every way the line can trigger an inspection. Secrets are write-only: the form never shows a stored one.
+// state of each in one line, the latest first with its time (components/output-state.js), its backlog and
+// deliveries, refreshed every 2 s; and, per camera, every way the line can trigger an inspection. Secrets are
+// write-only: the form never shows a stored one. The topics and registers link to the manual (#/manual/outputs).
 
 import { ApiError } from '../api.js';
 import { confirmDialog, h, modal } from '../dom.js';
 import { formatNumber } from '../components/format.js';
+import { ago, stateCell } from '../components/output-state.js';
 
 const KINDS = { mqtt: 'MQTT', webhook: 'Webhook', opcua: 'OPC UA server', modbus: 'Modbus TCP server' };
 // [name, label, type, default]; type: text | number | check | secret | select:a,b | checks:a,b | list
@@ -25,23 +27,12 @@ const FIELDS = {
     ['triggers', 'Trigger coils enabled', 'check', true]],
 };
 
-const ago = (t) => (t ? `${Math.max(0, Math.round(Date.now() / 1000 - t))} s ago` : 'never');
-
 function target(o) {
   const s = o.settings;
   if (o.kind === 'webhook') return s.url;
   if (o.kind === 'mqtt') return `${s.tls ? 'mqtts' : 'mqtt'}://${s.host}:${s.port} (${s.topic_prefix}/${o.box_id}/…)`;
   if (o.kind === 'opcua') return `opc.tcp://${s.host}:${s.port}/appliance/`;
   return `${s.host}:${s.port}`;
-}
-
-function statusCell(o, result) {
-  const st = o.status;
-  const badge = !o.enabled ? h('span.badge.muted', 'disabled')
-    : st.connected ? h('span.badge', { testid: 'output-connected' }, o.kind === 'opcua' || o.kind === 'modbus' ? 'listening' : 'connected')
-      : h('span.badge.warn', { testid: 'output-disconnected' }, st.running ? 'not connected' : 'process not running');
-  return h('td', badge, h('div.muted', { testid: 'output-detail' }, st.detail),
-    st.last_error ? h('div.form-error', { testid: 'output-last-error' }, `${st.last_error} (${ago(st.last_error_at)})`) : null, result);
 }
 
 function fieldInput(kind, [name, label, type, dflt], settings, secretsSet) {
@@ -122,17 +113,18 @@ export default {
       triggerRows.replaceChildren(...cameras.map((c) => triggerSources(c, outputs)));
     };
 
-    const results = new Map(); // output id -> its last test result, kept across the refreshes
+    const tests = new Map(); // output id -> its last Test here ({ ok, detail, elapsed_ms, at }), one of the row's facts
     const outputRow = (o) => {
-      const result = results.get(o.id) || h('div', { testid: 'output-test-result' });
-      results.set(o.id, result);
       const test = h('button', { type: 'button', testid: 'output-test', onclick: async () => {
-        result.textContent = 'testing…';
+        tests.set(o.id, { pending: true });
+        rows.querySelector(`[data-testid=output-row][data-id="${o.id}"]`)?.replaceWith(outputRow(o));
         try {
           const r = await ctx.api.post(`/outputs/${o.id}/test`);
-          result.className = r.ok ? 'ok' : 'form-error';
-          result.textContent = `${r.ok ? 'OK' : 'Failed'}: ${r.detail} (${r.elapsed_ms} ms)`;
-        } catch (err) { result.className = 'form-error'; result.textContent = err instanceof ApiError ? err.detail : String(err); }
+          tests.set(o.id, { ...r, at: Date.now() / 1000 });
+        } catch (err) {
+          tests.set(o.id, { ok: false, detail: err instanceof ApiError ? err.detail : String(err), at: Date.now() / 1000 });
+        }
+        await load().catch(fail);
       } }, 'Test');
       const toggle = h('button', { type: 'button', testid: 'output-toggle', onclick: () => save(o, { name: o.name, enabled: !o.enabled, settings: o.settings }) },
         o.enabled ? 'Disable' : 'Enable');
@@ -142,8 +134,8 @@ export default {
         try { await ctx.api.del(`/outputs/${o.id}`); await load(); } catch (err) { fail(err); }
       } }, 'Delete');
       const st = o.status;
-      return h('tr', { testid: 'output-row', dataset: { name: o.name, kind: o.kind } },
-        h('td', h('strong', o.name), h('div.muted', KINDS[o.kind])), h('td', { testid: 'output-target' }, target(o)), statusCell(o, result),
+      return h('tr', { testid: 'output-row', dataset: { name: o.name, kind: o.kind, id: String(o.id) } },
+        h('td', h('strong', o.name), h('div.muted', KINDS[o.kind])), h('td', { testid: 'output-target' }, target(o)), stateCell(o, tests.get(o.id)),
         h('td', { testid: 'output-backlog' }, formatNumber(st.backlog), st.dropped ? h('div.form-error', { testid: 'output-dropped' }, `${formatNumber(st.dropped)} dropped`) : null),
         h('td', h('div', { testid: 'output-delivered' }, `${formatNumber(st.delivered)} sent`), h('div.muted', `last ${ago(st.last_delivery_at)}`)),
         h('td.actions', test, edit, toggle, remove));
@@ -189,8 +181,13 @@ export default {
 
     root.append(h('section',
       h('div.page-head', h('h1', 'Outputs'), h('button.primary', { type: 'button', testid: 'output-add', onclick: () => openForm() }, 'Add output')),
-      h('p.muted', 'Every inspection event goes to each enabled output, in order, at least once (event_id de-duplicates); '
-        + 'a broker or receiver that is away gets the backlog when it is back. Topics, payloads, OPC UA nodes and Modbus registers: docs/outputs.md.'),
+      h('p.muted', { testid: 'outputs-help' }, 'Every inspection event goes to each enabled output, in order, at least once (event_id de-duplicates); '
+        + 'a broker or receiver that is away gets the backlog when it is back. In the manual: ',
+      h('a', { href: '#/manual/outputs?section=mqtt', testid: 'manual-mqtt' }, 'MQTT topics'), ', ',
+      h('a', { href: '#/manual/outputs?section=webhooks' }, 'webhook signatures'), ', ',
+      h('a', { href: '#/manual/outputs?section=opc-ua-server' }, 'OPC UA nodes'), ', ',
+      h('a', { href: '#/manual/outputs?section=modbus-tcp-server', testid: 'manual-modbus' }, 'Modbus registers'), ', ',
+      h('a', { href: '#/manual/outputs?section=contract' }, 'payloads'), '.'),
       error,
       h('table.table', { testid: 'outputs-table' },
         h('thead', h('tr', ['Output', 'Target', 'Status', 'Backlog', 'Delivered', ''].map((t) => h('th', t)))), rows),

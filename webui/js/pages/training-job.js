@@ -105,11 +105,15 @@ export const trainingJobPage = {
       if (job.result && job.result.resumed_from_epoch) resultParts.push(` · resumed after epoch ${job.result.resumed_from_epoch}`);
       result.replaceChildren(...resultParts);
       const unusable = TERMINAL.includes(job.status) ? unusableReasons(job) : null;
+      // What the run's losses say about its settings (the result's advice, e.g. objects too small to learn).
+      const advice = (job.result && job.result.advice) || [];
       verdict.replaceChildren(...(unusable ? [h('div.notice.bad', { testid: 'job-unusable', role: 'alert' },
         h('strong', `Not usable: mAP50 ${metric(unusable.map50)}.`),
         ' The model finds (almost) nothing on the validation images; do not deploy it.',
-        unusable.reasons.length ? h('ul', unusable.reasons.map((r) => h('li', r))) : null,
-        h('a', { href: `#/training?dataset=${job.dataset_id || ''}` }, 'Train again with the recommended settings'))] : []));
+        unusable.reasons.length || advice.length ? h('ul', unusable.reasons.map((r) => h('li', r)),
+          advice.map((a) => h('li', { testid: 'job-advice' }, a))) : null,
+        h('a', { href: `#/training?dataset=${job.dataset_id || ''}` }, 'Train again with the recommended settings'))]
+        : advice.map((a) => h('p.notice', { testid: 'job-advice' }, a))));
       const names = TERMINAL.includes(job.status) ? job.plots.filter((n) => PLOT_TITLES[n]) : [];
       if (names.join() !== shownPlots) {
         shownPlots = names.join();

@@ -10,7 +10,7 @@ const MAX_SCALE = 32;
 const UNDO_STEPS = 200;
 
 /**
- * Labeler(canvas, { classes, onChange(reason), onSelect(), onView() })
+ * Labeler(canvas, { classes, onChange(reason, restored), onSelect(), onView(), stateOf() })
  * - setImage(img, width, height, boxes, history) shows an image with its boxes (image px), fitted; `history`
  *   ({ undo, redo } from history() when the image was left) brings its undo steps back.
  * - boxes, selected, activeClass, scale/offsetX/offsetY are readable; edits go through the methods so
@@ -19,15 +19,18 @@ const UNDO_STEPS = 200;
  *   (or the box list, or a drag on its tag) selects one: a box just drawn is not selected.
  * - Boxes with source 'model' are proposals (suggestions, camera pre-labels) until accepted.
  * - draw() paints now, schedule() on the next frame; a caller may wrap draw() to paint over it (suggestions.js).
+ * - stateOf() gives what else an undo step must bring back with the boxes (the image's status: undoing a copy
+ *   leaves the image as unlabeled as it was); undo and redo hand it to onChange as `restored`.
  */
 export class Labeler {
-  constructor(canvas, { classes, onChange, onSelect, onView }) {
+  constructor(canvas, { classes, onChange, onSelect, onView, stateOf }) {
     this.canvas = canvas;
     this.ctx = canvas.getContext('2d');
     this.classes = classes;
     this.onChange = onChange || (() => {});
     this.onSelect = onSelect || (() => {});
     this.onView = onView || (() => {});
+    this.stateOf = stateOf || (() => null);
     this.img = null;
     this.width = 0;
     this.height = 0;
@@ -166,7 +169,7 @@ export class Labeler {
   }
 
   snapshot() {
-    return { boxes: this.boxes.map((b) => ({ ...b })), selected: this.selected };
+    return { boxes: this.boxes.map((b) => ({ ...b })), selected: this.selected, state: this.stateOf() };
   }
 
   record() {
@@ -175,9 +178,9 @@ export class Labeler {
     this.redoStack = [];
   }
 
-  changed(reason) {
+  changed(reason, restored = null) {
     this.schedule();
-    this.onChange(reason);
+    this.onChange(reason, restored);
   }
 
   undo() {
@@ -197,7 +200,7 @@ export class Labeler {
     // Nothing comes back selected: a class key after an undo must not change a box the user did not pick.
     this.selected = -1;
     this.onSelect();
-    this.changed(reason);
+    this.changed(reason, state.state);
     return true;
   }
 
