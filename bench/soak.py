@@ -77,6 +77,17 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float:
     return cov / var * 3600
 
 
+def settled(points: list[tuple[float, float]], window_s: float = 60.0) -> list[tuple[float, float]]:
+    """The lowest value of each window: a file held open for a moment (a snapshot being written, a request
+    in flight) is not a leak, a descriptor that stays is."""
+    windows: dict[int, tuple[float, float]] = {}
+    for t, v in points:
+        key = int(t // window_s)
+        if key not in windows or v < windows[key][1]:
+            windows[key] = (t, v)
+    return [windows[k] for k in sorted(windows)]
+
+
 def folder_bytes(root: Path) -> int:
     total = 0
     for folder, _dirs, files in os.walk(root):
@@ -204,7 +215,7 @@ def main() -> int:
     parser.add_argument("--cameras", type=int, default=2)
     parser.add_argument("--events-mb", type=int, default=0)
     parser.add_argument("--sample-s", type=float, default=0)
-    parser.add_argument("--keep", action="store_true", help="keep the data folder and logs")
+    parser.add_argument("--keep", action="store_true", help="keep the data folder, samples.json and run.log")
     args = parser.parse_args()
     minutes = args.minutes or (10 if args.quick else 120)
     events_mb = args.events_mb or (20 if args.quick else 200)
@@ -325,7 +336,12 @@ def main() -> int:
                     for p in PROCESSES
                 },
                 "fd_slope_per_h": {
-                    p: round(slope_per_hour([(s["t"], s["fds"][p]) for s in second_half if p in s["fds"]]), 2)
+                    p: round(
+                        slope_per_hour(
+                            settled([(s["t"], s["fds"][p]) for s in second_half if p in s["fds"]])
+                        ),
+                        2,
+                    )
                     for p in PROCESSES
                 },
                 "rss_mb_first_last": {
@@ -351,7 +367,8 @@ def main() -> int:
         db.conn.close()
         http.close()
         if args.keep:
-            print(f"kept {work}", file=sys.stderr)
+            (work / "samples.json").write_text(json.dumps(samples))
+            print(f"kept {work} (samples.json, run.log)", file=sys.stderr)
         else:
             import shutil
 
