@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 
 from appliance.config import Config, load_config
+from appliance.db.connection import set_page_cache_mb
 from appliance.errors import AppError, ConfigError
 
 logger = logging.getLogger("appliance")
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"appliance: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    set_page_cache_mb(config.catalog_cache_mb)
     try:
         return COMMANDS[args.command][2](args, config)
     except AppError as exc:

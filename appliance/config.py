@@ -58,6 +58,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_import_entries: int = 100_000
     max_import_mb: int = 20_000
     model_cache_size: int = 4
+    # SQLite's page cache per catalog connection (MB). Every process holds a few connections (the web at most 4
+    # between requests): this bounds what months of reads and a pass over a million images can keep resident.
+    catalog_cache_mb: int = 8
     # sha256sum-format list of the base weights an admin may import from a USB drive (empty: the pinned list
     # firmware_scripts/weights.sha256 of this installation, the one fetch-weights.sh uses).
     weights_checksums: str = ""

@@ -31,6 +31,7 @@ from appliance.camera.controllers import CamerasController
 from appliance.catalog.controllers import DatasetController, ImageController
 from appliance.config import Config, ensure_jwt_secret
 from appliance.db import ConnectionPool, migrate, open_database
+from appliance.db.connection import set_page_cache_mb
 from appliance.dependencies import DEPENDENCIES
 from appliance.errors import DISK_FULL, AppError, error_body, is_disk_full
 from appliance.models.controllers import InferenceController, ModelController, SuggestionsController
@@ -146,6 +147,7 @@ def api_routers() -> list[Any]:
 
 def create_app(config: Config) -> Litestar:
     jwt_secret = ensure_jwt_secret(config)
+    set_page_cache_mb(config.catalog_cache_mb)
 
     def open_catalog(app: Litestar) -> None:
         config.data_path.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,10 @@
 Measured through the service functions and over HTTP against a real `appliance serve`, plus PUT
 throughput with 16 concurrent clients, server ready time, web process memory, and a baseline
 (GET /health, one `SELECT 1` round trip) from the same run. The last line is one JSON object.
+
+Memory on heavy reads: the web process's RSS once it has answered one request of each kind (idle), then after
+one full pass over the catalog (every page of the grid at the console's page size, the stats, the exports
+listed), as `web_rss_full_pass_over_idle_mb` (goal <= 20 MB, with `--images 1000000`).
 """
 
 from __future__ import annotations
@@ -270,6 +274,49 @@ def fsync_baseline(folder: Path, repeat: int) -> dict[str, float]:
         probe.unlink()
 
 
+def full_pass_memory(server: ServerProcess, token: str, dataset_id: int) -> dict[str, Any]:
+    """RSS after one request of each kind (idle), then after paging the whole grid, stats and exports."""
+    assert server.process is not None
+    pid = server.process.pid
+    base = f"{server.url}{API}"
+    with httpx.Client(headers=auth(token), timeout=60) as client:
+        pages = [
+            f"/datasets/{dataset_id}/images",
+            f"/datasets/{dataset_id}/stats",
+            "/usb-exports",
+            "/datasets",
+        ]
+        for path in pages:
+            client.get(f"{base}{path}").raise_for_status()
+        time.sleep(1)
+        idle = process_facts(pid)["rss_mb"]
+        started = time.perf_counter()
+        after, count, peak = 0, 0, idle
+        while True:
+            page = client.get(
+                f"{base}/datasets/{dataset_id}/images", params={"after": after, "limit": 100}
+            ).json()
+            count += 1
+            if count % 500 == 0:
+                peak = max(peak, process_facts(pid)["rss_mb"])
+            if page["next_cursor"] is None:
+                break
+            after = page["next_cursor"]
+        for path in pages[1:]:
+            client.get(f"{base}{path}").raise_for_status()
+        seconds = time.perf_counter() - started
+        time.sleep(1)
+        after_pass = process_facts(pid)["rss_mb"]
+    return {
+        "pages": count,
+        "seconds": round(seconds, 1),
+        "idle_mb": idle,
+        "peak_mb": max(peak, after_pass),
+        "after_mb": after_pass,
+        "over_idle_mb": round(after_pass - idle, 1),
+    }
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process, from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -328,6 +375,8 @@ def main() -> None:
             token = httpx.post(
                 f"{server.url}{API}/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
             ).json()["access_token"]
+            memory = full_pass_memory(server, token, dataset_id)
+            print(f"full pass: {json.dumps(memory)}", file=sys.stderr)
             over_http = http_figures(server, token, dataset_id, images, repeat)
             print(f"http: {json.dumps(over_http)}", file=sys.stderr)
             throughput = put_throughput(server, token, images, args.clients, seconds)
@@ -386,6 +435,10 @@ def main() -> None:
         "serve_ready_ms": round(ready_s * 1000, 1),
         "serve_ready_cpu_ms": round(ready_cpu_s * 1000, 1),
         "web_rss_mb": facts["rss_mb"],
+        "web_rss_idle_mb": memory["idle_mb"],
+        "web_rss_full_pass_over_idle_mb": memory["over_idle_mb"],
+        "web_rss_full_pass_peak_mb": memory["peak_mb"],
+        "full_pass_pages": memory["pages"],
         "web_torch_loaded": facts["torch_loaded"],
         "web_ultralytics_loaded": facts["ultralytics_loaded"],
         "detail_service": in_process,

@@ -14,6 +14,10 @@ from pathlib import Path
 from sqlite_utils import Database
 
 BUSY_TIMEOUT_MS = 10_000
+# SQLite's own page cache, per connection (KiB). Each process sets it once from `catalog_cache_mb`
+# (set_page_cache_mb): a box runs for months and a process holds several connections, so the cache that a
+# full pass over a large catalog fills stays bounded; the kernel's page cache still serves repeated reads.
+_page_cache_kib = 8 * 1024
 
 _WRITE_LOCKS: dict[str, threading.RLock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
@@ -40,6 +44,12 @@ def _fresh_locks_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
+def set_page_cache_mb(megabytes: int) -> None:
+    """The page cache of every catalog connection this process opens from now on."""
+    global _page_cache_kib
+    _page_cache_kib = max(1, megabytes) * 1024
 
 
 def open_database(path: str | Path, *, readonly: bool = False) -> Database:
@@ -72,7 +82,7 @@ def open_database(path: str | Path, *, readonly: bool = False) -> Database:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA temp_store = MEMORY")
-    conn.execute("PRAGMA cache_size = -32000")
+    conn.execute(f"PRAGMA cache_size = -{_page_cache_kib}")
     _check_pragmas(conn, path, readonly)
     return Database(conn)
 
@@ -135,9 +145,12 @@ def write_transaction(db: Database) -> Iterator[Database]:
 
 
 class ConnectionPool:
-    """Connections handed to one request at a time (sqlite3 objects must not be shared concurrently)."""
+    """Connections handed to one request at a time (sqlite3 objects must not be shared concurrently).
 
-    def __init__(self, path: str | Path, keep: int = 16) -> None:
+    At most `keep` stay open between requests (each holds up to its page cache); a burst beyond them opens
+    connections that are closed when they are handed back."""
+
+    def __init__(self, path: str | Path, keep: int = 4) -> None:
         self.path = Path(path)
         self.keep = keep
         self._idle: list[Database] = []
