@@ -38,6 +38,7 @@ from appliance.evaluation.controllers import EvaluationsController, ModelEvaluat
 from appliance.models.controllers import InferenceController, ModelController, SuggestionsController
 from appliance.openapi import install as complete_openapi_document
 from appliance.outputs.controllers import OutputsController
+from appliance.shadow.controllers import CameraShadowController, ShadowEventsController
 from appliance.stations.controllers import EventsController
 from appliance.storage import ImageStore
 from appliance.system.controllers import SystemController
@@ -145,6 +146,8 @@ def api_routers() -> list[Any]:
         SuggestionsController,
         ModelEvaluationsController,
         EvaluationsController,
+        CameraShadowController,
+        ShadowEventsController,
     ]
 
 

@@ -5,7 +5,6 @@ image, the confusion matrix's bookkeeping, comparing two models, who may see wha
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from appliance.config import Config
 from appliance.db import Database, open_database, write_transaction
 from appliance.jobs.service import claim_next_job
 from appliance.jobs.worker import load_job_kinds, run_one
-from tests.camera_sources import CELL, build_colour_onnx, deploy_model, scene
+from tests.camera_sources import CELL, build_colour_onnx, renamed_model, scene
 from tests.helpers import API, create_dataset, create_user, upload
 
 SQUARE, DISC = 0, 1
@@ -54,14 +53,8 @@ def add_model(
     config: Config, db: Database, onnx: Path, name: str, classes: list[str] | None = None
 ) -> tuple[int, int]:
     """A model with a completed ONNX export (no weights): (model id, export id); public, owned by the admin."""
-    model_id = deploy_model(config, db, onnx, None, name, deploy=False)
+    model_id = renamed_model(config, db, onnx, name, classes or ["square", "disc"])
     with write_transaction(db):
-        if classes is not None:
-            db.execute("UPDATE models SET classes = ? WHERE id = ?", [json.dumps(classes), model_id])
-            metadata = config.data_path / "models" / str(model_id) / "metadata.json"
-            data = json.loads(metadata.read_text())
-            data["classes"] = [{"name": c, "color": ""} for c in classes]
-            metadata.write_text(json.dumps(data))
         db.execute("UPDATE models SET owner_id = 1, is_public = 1 WHERE id = ?", [model_id])
         export_id = db.execute(
             """INSERT INTO model_exports (model_id, format, precision, imgsz, status, path, created_at)
