@@ -44,11 +44,6 @@ def colour_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_colour_onnx(tmp_path_factory.mktemp("colour") / "model_64.onnx")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def job_kinds() -> None:
-    load_job_kinds()
-
-
 def add_model(
     config: Config, db: Database, onnx: Path, name: str, classes: list[str] | None = None
 ) -> tuple[int, int]:
@@ -67,6 +62,7 @@ def add_model(
 
 def run_jobs(config: Config) -> list[str]:
     """Run every pending "evaluate" job to its end here, as the worker's gpu lane does."""
+    load_job_kinds()
     db = open_database(config.db_path)
     states = []
     try:
