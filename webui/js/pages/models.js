@@ -50,11 +50,11 @@ function engineSupport(system) {
 }
 
 /** The model's newest evaluation (mAP50-95 on its frozen images), a link to all of them. */
-function evaluationCell(model, latest) {
+function evaluationLink(model, latest) {
   const e = latest.get(model.id);
-  const text = !e ? 'evaluate' : e.status === 'completed' ? fmt(e.map50_95) : e.status;
-  return h('td.num', { testid: 'evaluation-cell' }, h('a', { href: `#/models/${model.id}/evaluation`, testid: 'open-evaluation',
-    title: e ? `evaluation #${e.id} on ${e.images} frozen images` : 'evaluate the model on frozen images' }, text));
+  const text = !e ? 'evaluate' : e.status === 'completed' ? `evaluated: mAP50-95 ${fmt(e.map50_95)}` : `evaluation ${e.status}`;
+  return h('a', { href: `#/models/${model.id}/evaluation`, testid: 'open-evaluation', dataset: { map: e && e.map50_95 !== null ? fmt(e.map50_95) : '' },
+    title: e ? `evaluation #${e.id} on ${e.images} frozen images` : 'evaluate the model on frozen images' }, text);
 }
 
 function compareCard(a, b) {
@@ -176,9 +176,9 @@ export default {
         h('td.model-name', h('div.model-title', h('span.name', { title: model.name }, h('strong', model.name), ' ', h('span.muted', `#${model.id}`)),
           model.deployed ? h('span.badge.reviewed', { testid: 'deployed-badge' }, 'deployed') : null,
           unusable(model) ? h('span.badge.bad', { testid: 'unusable-badge', title: 'mAP50 near 0: it finds almost nothing' }, 'not usable') : null),
-        h('div.muted.small', `${model.dataset_name || 'dataset deleted'} · ${(model.created_at || '').slice(0, 16).replace('T', ' ')}`)),
+        h('div.muted.small', `${model.dataset_name || 'dataset deleted'} · ${(model.created_at || '').slice(0, 16).replace('T', ' ')} · `,
+          evaluationLink(model, latest))),
         metricsCells(model),
-        evaluationCell(model, latest),
         h('td.num', String(model.imgsz)),
         exportsCell(model),
         h('td.actions',
@@ -214,7 +214,7 @@ export default {
       } else {
         list.append(h('table.table.models-table', { testid: 'models-table' },
           h('thead', h('tr', h('th', ''), h('th', 'Model'), METRICS.map(([, label]) => h('th.num', label)),
-            h('th.num', { title: 'mAP50-95 of its newest evaluation on frozen images' }, 'Evaluated'), h('th.num', 'Size'), h('th', 'Exports'), h('th', ''))),
+            h('th.num', 'Size'), h('th', 'Exports'), h('th', ''))),
           h('tbody', models.map(row))));
       }
       renderCompare();
