@@ -177,7 +177,7 @@ class ImageStore:
 
 
 TEMP_SUFFIX = ".tmp"  # every atomic write's temp file is .<name>.<random>.tmp beside its target
-SWEPT_FOLDERS = ("images", "thumbs", "models", "exports", "weights", "runs", "events")
+SWEPT_FOLDERS = ("images", "thumbs", "models", "exports", "weights", "runs", "events", "shadow")
 
 
 def sweep_temp_files(data_path: Path, older_than_s: float, folders: tuple[str, ...] = SWEPT_FOLDERS) -> int:

@@ -5,6 +5,7 @@ both results and sent to a dataset, promote and its undo through the API."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,3 +218,31 @@ def test_box_difference_pairs_boxes_one_to_one() -> None:
     assert found.class_changed == [(1, 1)]
     assert found.deployed_only == [2] and found.candidate_only == [2] and not found.same_boxes
     assert box_difference(deployed, deployed).same_boxes
+
+
+def test_frames_without_a_row_are_swept_and_the_kept_ones_bounded(config: Config, fresh_db: Database) -> None:
+    from appliance.shadow.contracts import BoxDifference, Disagreement, ModelResult
+    from appliance.shadow.store import record_disagreement, shadow_root, sweep_orphans
+
+    found = Disagreement(
+        camera_id=3, ts=time.time(), mode="triggered", trigger_id=None,
+        deployed=ModelResult(model_id=1, verdict="ok"), candidate=ModelResult(model_id=2, verdict="ng"),
+        difference=BoxDifference(), width=8, height=8,
+    )  # fmt: skip
+    ids = [
+        record_disagreement(fresh_db, config.data_path, found, b"\xff\xd8jpeg", n, max_events=2)
+        for n in range(4)
+    ]
+    kept = fresh_db.execute("SELECT id, snapshot FROM shadow_events ORDER BY id").fetchall()
+    assert [row[0] for row in kept] == ids[-2:]  # the oldest went, rows and frames
+    frames = sorted(
+        p.relative_to(shadow_root(config.data_path)).as_posix()
+        for p in shadow_root(config.data_path).rglob("*.jpg")
+    )
+    assert frames == sorted(row[1] for row in kept)
+    orphan = shadow_root(config.data_path) / "3" / "19700101" / "0-1-1.jpg"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"x")
+    os.utime(orphan, (0, 0))
+    assert sweep_orphans(fresh_db, config.data_path, 3) == 1 and not orphan.exists()
+    assert all(snapshot_path(config.data_path, row[1]).is_file() for row in kept)

@@ -42,7 +42,7 @@ from appliance.inference.pipeline import Detection
 from appliance.models.loading import select_artifact
 from appliance.shadow.compare import box_difference
 from appliance.shadow.contracts import SHADOW_STATUS, Disagreement, ModelResult, ShadowRow, ShadowStatus
-from appliance.shadow.store import active_shadows, record_disagreement
+from appliance.shadow.store import active_shadows, record_disagreement, sweep_orphans
 from appliance.stations.contracts import InspectionEvent
 from appliance.stations.rules import Evaluation, evaluate
 from appliance.stations.schemas import CameraSettings
@@ -164,6 +164,7 @@ class CameraShadow:
     def _run(self) -> None:
         db = open_database(self.config.db_path)
         try:
+            sweep_orphans(db, self.config.data_path, self.camera_id)
             self._start_child()
             self.status.state = "running"
             self._publish(force=True)

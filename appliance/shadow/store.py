@@ -78,3 +78,31 @@ def record_disagreement(
                 logger.warning("could not remove shadow snapshot %s", snapshot, exc_info=True)
     assert event_id is not None
     return int(event_id)
+
+
+def sweep_orphans(db: Database, data_path: Path, camera_id: int, older_than_s: float = 60.0) -> int:
+    """Frames of a camera's disagreements without a row (the process died between the file and the row)."""
+    folder = shadow_root(data_path) / str(int(camera_id))
+    if not folder.is_dir():
+        return 0
+    known = {
+        row[0]
+        for row in db.execute(
+            "SELECT snapshot FROM shadow_events WHERE camera_id = ? AND snapshot IS NOT NULL", [camera_id]
+        )
+    }
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in folder.rglob("*.jpg"):
+        try:
+            if (
+                path.relative_to(shadow_root(data_path)).as_posix() not in known
+                and path.stat().st_mtime < cutoff
+            ):
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    if removed:
+        logger.info("removed %s shadow frames of camera %s without a row", removed, camera_id)
+    return removed
