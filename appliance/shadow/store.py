@@ -13,6 +13,7 @@ import msgspec
 
 from appliance.db import Database, write_transaction
 from appliance.shadow.contracts import Disagreement, ShadowRow
+from appliance.storage import path_inside, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +27,7 @@ def shadow_root(data_path: Path) -> Path:
 
 def snapshot_path(data_path: Path, relpath: str) -> Path:
     """The file of a stored relative path, refused when the path would leave the shadow folder."""
-    root = shadow_root(data_path).resolve()
-    path = (root / relpath).resolve()
-    if root not in path.parents:
-        raise ValueError(f"snapshot path {relpath!r} leaves the shadow folder")
-    return path
+    return path_inside(shadow_root(data_path), relpath)
 
 
 def active_shadows(db: Database) -> dict[int, ShadowRow]:
@@ -42,8 +39,6 @@ def record_disagreement(
     db: Database, data_path: Path, found: Disagreement, jpeg: bytes | None, serial: int, max_events: int
 ) -> int:
     """Write the frame (when given), then the row; then the oldest beyond `max_events` go. Returns the row id."""
-    from appliance.storage import write_atomic
-
     relpath = None
     if jpeg is not None:
         day = time.strftime("%Y%m%d", time.gmtime(found.ts))
