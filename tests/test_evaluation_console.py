@@ -68,7 +68,9 @@ def test_evaluation_page_opens_each_error_in_the_labeler_and_compare_shows_disag
         summary = api.call("GET", f"/evaluations/{first['id']}")["summary"]
         login(page, server, "models")
         row = page.locator(f"[data-testid=model-row][data-id='{model}']")
-        expect(row.get_by_test_id("open-evaluation")).to_have_text(f"evaluated: mAP50-95 {summary['map50_95']:.3f}")
+        expect(row.get_by_test_id("open-evaluation")).to_have_text(
+            f"evaluated: mAP50-95 {summary['map50_95']:.3f}"
+        )
         row.get_by_test_id("open-evaluation").click()
         expect(page.get_by_test_id("detail-status")).to_have_text("completed")
         expect(page.get_by_test_id("evaluation-map50")).to_have_text(f"{summary['map50']:.3f}")
