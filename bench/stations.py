@@ -278,7 +278,7 @@ def main() -> int:
                 results[f"{key}_{n}cam"] = value
         candidate = make_onnx(args.cache, CANDIDATE_IMGSZ)
         shadowed = shadow_figures(
-            work, onnx, candidate, video, seconds, n_triggers, rounds=1 if args.quick else 2
+            work, onnx, candidate, video, seconds, n_triggers, rounds=2 if args.quick else 4
         )
         print(f"shadow: {json.dumps(shadowed)}", file=sys.stderr)
         results.update(shadowed)
