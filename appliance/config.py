@@ -75,6 +75,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # undelivered messages kept per output (past it the oldest are dropped and counted in the output's status).
     box_id: str = ""
     outbox_max_rows: int = 100_000
+    # Model evaluation: a dataset split holds at most this many images (more is refused, never sampled silently).
+    evaluation_max_images: int = 10_000
+    # Shadow mode: inspections a candidate is judged over (default window; promote needs this many) and the
+    # disagreements kept with their frames (<data_dir>/shadow; the oldest go first past it).
+    shadow_window: int = 200
+    shadow_events_max: int = 2_000
 
     @property
     def data_path(self) -> Path:

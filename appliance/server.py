@@ -34,9 +34,11 @@ from appliance.db import ConnectionPool, migrate, open_database
 from appliance.db.connection import set_page_cache_mb
 from appliance.dependencies import DEPENDENCIES
 from appliance.errors import DISK_FULL, AppError, error_body, is_disk_full
+from appliance.evaluation.controllers import EvaluationsController, ModelEvaluationsController
 from appliance.models.controllers import InferenceController, ModelController, SuggestionsController
 from appliance.openapi import install as complete_openapi_document
 from appliance.outputs.controllers import OutputsController
+from appliance.shadow.controllers import CameraShadowController, ShadowEventsController
 from appliance.stations.controllers import EventsController
 from appliance.storage import ImageStore
 from appliance.system.controllers import SystemController
@@ -142,6 +144,10 @@ def api_routers() -> list[Any]:
         ModelController,
         InferenceController,
         SuggestionsController,
+        ModelEvaluationsController,
+        EvaluationsController,
+        CameraShadowController,
+        ShadowEventsController,
     ]
 
 

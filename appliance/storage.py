@@ -101,6 +101,15 @@ def sync_filesystem(folder: Path) -> None:
         os.close(fd)
 
 
+def path_inside(root: Path, relpath: str) -> Path:
+    """root/relpath for a path stored by the box, refused (ValueError) when it would leave `root`."""
+    base = root.resolve()
+    path = (base / relpath).resolve()
+    if base not in path.parents:
+        raise ValueError(f"path {relpath!r} leaves {base.name}/")
+    return path
+
+
 def read_capped(path: Path, limit: int, *, follow_links: bool = True) -> bytes:
     """The whole file, or TooLarge past `limit` bytes; the buffer is sized by fstat, never by the limit.
 
@@ -177,7 +186,7 @@ class ImageStore:
 
 
 TEMP_SUFFIX = ".tmp"  # every atomic write's temp file is .<name>.<random>.tmp beside its target
-SWEPT_FOLDERS = ("images", "thumbs", "models", "exports", "weights", "runs", "events")
+SWEPT_FOLDERS = ("images", "thumbs", "models", "exports", "weights", "runs", "events", "shadow")
 
 
 def sweep_temp_files(data_path: Path, older_than_s: float, folders: tuple[str, ...] = SWEPT_FOLDERS) -> int:

@@ -9,7 +9,12 @@ camera 1 through the catalog, as the HTTP route does. Figures per N:
   model-bound; fairness, slowest camera / fastest: target >= 0.8;
 - trigger -> verdict latency (the request's monotonic time to the verdict of the first newer frame), median
   and p99: target p99 <= 1 source period + 1.5 model times;
-- events handed off vs written (none lost), and the writer alone: events with 640x480 snapshots per second.
+- events handed off vs written (none lost), and the writer alone: events with 640x480 snapshots per second;
+- shadow mode: one camera in continuous mode (every frame offered to the candidate) with and without a slow
+  candidate shadowing it (the same network exported at 640 px, about 4x the work), alone and shadowed runs
+  alternating: `shadow_delivered_ratio` (delivered FPS shadowed / alone, target >= 0.95) and
+  `shadow_trigger_p99_ratio` (trigger -> verdict p99 shadowed / alone, target <= 1.05), with how many
+  inspections the candidate judged and skipped.
 
 The model is yolov8n (random weights: its speed is the architecture's) exported by the export job's code
 (bench/camera.py's cache folder is reused). The last line is one JSON object.
@@ -31,19 +36,34 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import cv2  # noqa: E402
+import msgspec  # noqa: E402
 
 from appliance.camera.runner import CameraProcess  # noqa: E402
 from appliance.camera.writer import EventWriter  # noqa: E402
+from appliance.clock import now_iso  # noqa: E402
 from appliance.config import load_config  # noqa: E402
-from appliance.db import migrate, open_database  # noqa: E402
+from appliance.db import migrate, open_database, write_transaction  # noqa: E402
 from appliance.inference.pipeline import load_detector  # noqa: E402
+from appliance.shadow.schemas import ShadowStart  # noqa: E402
+from appliance.shadow.service import read_status as read_shadow_status  # noqa: E402
+from appliance.shadow.service import start_shadow  # noqa: E402
 from appliance.stations import triggers  # noqa: E402
-from appliance.stations.contracts import InspectionEvent  # noqa: E402
+from appliance.stations.contracts import InspectionEvent, Mode  # noqa: E402
 from appliance.stations.schemas import CameraSettings, Rule  # noqa: E402
-from bench.camera import FRAME_H, FRAME_W, ModelAlone, add_camera, camera_frames, make_onnx, register_model  # noqa: E402
+from bench.camera import (  # noqa: E402
+    BENCH_ADMIN,
+    FRAME_H,
+    FRAME_W,
+    ModelAlone,
+    add_camera,
+    camera_frames,
+    make_onnx,
+    register_model,
+)
 
 SOURCE_FPS = 15.0
 IMGSZ = 320
+CANDIDATE_IMGSZ = 640  # the shadowed candidate: the same network at 4x the pixels
 
 
 def write_source(path: Path) -> Path:
@@ -61,29 +81,49 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_cameras(
-    work: Path, onnx: Path, video: Path, n: int, seconds: float, n_triggers: int
+    work: Path,
+    onnx: Path,
+    video: Path,
+    n: int,
+    seconds: float,
+    n_triggers: int,
+    *,
+    tag: str = "",
+    mode: Mode = "interval",
+    candidate: Path | None = None,
 ) -> dict[str, Any]:
-    config = load_config(env={}, data_dir=str(work / f"data-{n}"))
-    register_model(config, onnx, IMGSZ)
+    """N cameras on `video`; with `candidate`, a slower model shadows camera 1 (it is up before measuring)."""
+    config = load_config(env={}, data_dir=str(work / f"data-{n}{tag}"))
+    candidate_id = register_model(config, candidate, CANDIDATE_IMGSZ) if candidate is not None else None
+    register_model(config, onnx, IMGSZ)  # registered last: the deployed one
     db = open_database(config.db_path)
     rule = Rule(name="anything", condition=">=", count=0)
     ids = [
         add_camera(
             db,
             f"cam{i}",
-            CameraSettings(
-                source_type="file", source=str(video), mode="interval", interval_s=0.2, rules=[rule]
-            ),
+            CameraSettings(source_type="file", source=str(video), mode=mode, interval_s=0.2, rules=[rule]),
         )  # fmt: skip
         for i in range(n)
     ]
+    if candidate_id is not None:
+        with write_transaction(db):  # the admin who starts the shadow (recorded with it)
+            db.execute(
+                "INSERT OR IGNORE INTO users (id, username, password_hash, role, created_at) VALUES (?, ?, 'x', 'admin', ?)",
+                [BENCH_ADMIN.id, BENCH_ADMIN.username, now_iso()],
+            )
+        start_shadow(db, config, ids[0], ShadowStart(model_id=candidate_id, window=10), BENCH_ADMIN)
     process = CameraProcess(config)
     thread = threading.Thread(target=process.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
-    while len(process.loops) < n or any(loop.model_id is None for loop in process.loops.values()):
+    while (
+        len(process.loops) < n
+        or any(loop.model_id is None for loop in process.loops.values())
+        or (candidate_id is not None and _shadow_state(config, ids[0]) != "running")
+    ):
         if time.monotonic() > deadline:
-            raise RuntimeError("the cameras never ran with the model")
+            raise RuntimeError("the cameras never ran with the model (and the candidate)")
         time.sleep(0.05)
     time.sleep(1.5)  # warm-up
     loops = [process.loops[i] for i in ids]
@@ -96,6 +136,7 @@ def run_cameras(
     time.sleep(max(0.0, seconds - (time.monotonic() - started)))
     elapsed = time.monotonic() - started
     delivered = [(loop.published - b) / elapsed for loop, b in zip(loops, before, strict=True)]
+    shadow = read_shadow_status(config.runtime_path, ids[0]) if candidate_id is not None else None
     process.stop.set()
     thread.join(30)
     handed = sum(loop.events for loop in loops)  # after the loops stopped: every event handed off
@@ -118,6 +159,42 @@ def run_cameras(
         "events_dropped": process.writer.stats.events_dropped,
         "snapshots_dropped": process.writer.stats.snapshots_dropped,
         "inference_ms_in_loop": statistics.median(v for values in model_ms for v in values),
+        "shadow": msgspec.to_builtins(shadow) if shadow is not None else None,
+    }
+
+
+def _shadow_state(config: Any, camera_id: int) -> str | None:
+    status = read_shadow_status(config.runtime_path, camera_id)
+    return status.state if status is not None else None
+
+
+def shadow_figures(
+    work: Path, onnx: Path, candidate: Path, video: Path, seconds: float, n_triggers: int, rounds: int
+) -> dict[str, Any]:
+    """One camera alone and shadowed by the slow candidate, alternating; ratios of the pooled figures."""
+    runs: dict[str, list[dict[str, Any]]] = {"alone": [], "shadowed": []}
+    for r in range(rounds):
+        for kind in ("alone", "shadowed"):
+            runs[kind].append(
+                run_cameras(
+                    work, onnx, video, 1, seconds, n_triggers, tag=f"-{kind}-{r}", mode="continuous",
+                    candidate=candidate if kind == "shadowed" else None,
+                )
+            )  # fmt: skip
+    fps = {k: statistics.mean(run["delivered"][0] for run in v) for k, v in runs.items()}
+    p99 = {k: percentile([ms for run in v for ms in run["trigger_ms"]], 0.99) for k, v in runs.items()}
+    median = {k: statistics.median([ms for run in v for ms in run["trigger_ms"]]) for k, v in runs.items()}
+    judged = [run["shadow"] for run in runs["shadowed"] if run["shadow"]]
+    return {
+        "shadow_delivered_ratio": round(fps["shadowed"] / fps["alone"], 3),
+        "shadow_trigger_p99_ratio": round(p99["shadowed"] / p99["alone"], 3),
+        "shadow_delivered_fps": [round(fps["alone"], 2), round(fps["shadowed"], 2)],
+        "shadow_trigger_p99_ms": [round(p99["alone"], 1), round(p99["shadowed"], 1)],
+        "shadow_trigger_median_ms": [round(median["alone"], 1), round(median["shadowed"], 1)],
+        "shadow_candidate_imgsz": CANDIDATE_IMGSZ,
+        "shadow_candidate_ms": [s["candidate_ms"] for s in judged],
+        "shadow_inspections_judged": sum(s["shadowed"] for s in judged),
+        "shadow_inspections_skipped": sum(s["skipped"] for s in judged),
     }
 
 
@@ -199,6 +276,12 @@ def main() -> int:
             print(f"{n} camera(s): {json.dumps(row)}", file=sys.stderr)
             for key, value in row.items():
                 results[f"{key}_{n}cam"] = value
+        candidate = make_onnx(args.cache, CANDIDATE_IMGSZ)
+        shadowed = shadow_figures(
+            work, onnx, candidate, video, seconds, n_triggers, rounds=2 if args.quick else 4
+        )
+        print(f"shadow: {json.dumps(shadowed)}", file=sys.stderr)
+        results.update(shadowed)
         w = writer_rate(work, 500 if args.quick else 3000)
         print(f"writer: {json.dumps(w)}", file=sys.stderr)
         results.update(

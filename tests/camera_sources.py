@@ -178,6 +178,15 @@ def deploy_model(
     return model_id
 
 
+def renamed_model(config: Config, db: Database, onnx: Path, name: str, classes: list[str]) -> int:
+    """The same network as another models row, calling its classes by other names (a model that disagrees)."""
+    model_id = deploy_model(config, db, onnx, None, name, deploy=False)
+    with write_transaction(db):
+        db.execute("UPDATE models SET classes = ? WHERE id = ?", [json.dumps(classes), model_id])
+    update_model_metadata(config, model_id, {"classes": classes}, None, {})
+    return model_id
+
+
 # --- a colour detector with known answers (a real ONNX model through the real pipeline) -----------------
 
 CELL = 32  # frame pixels per grid cell (8 px in the model's 64 px input)
@@ -274,6 +283,7 @@ __all__ = [
     "build_colour_onnx",
     "deploy_model",
     "export_tiny_onnx",
+    "renamed_model",
     "write_scenes",
     "write_video",
 ]

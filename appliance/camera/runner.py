@@ -17,6 +17,7 @@ import time
 
 from appliance.camera.models import ModelPool
 from appliance.camera.publish import CAMERAS_DIR, STATUS_INTERVAL_S, Publisher
+from appliance.camera.shadow import CameraShadow, follow_shadows
 from appliance.camera.station import CameraLoop
 from appliance.camera.writer import EventWriter
 from appliance.config import Config
@@ -44,6 +45,7 @@ class CameraProcess:
         self.models = ModelPool(config, self.db)
         self.writer = EventWriter(config)
         self.loops: dict[int, CameraLoop] = {}
+        self.shadows: dict[int, CameraShadow] = {}  # camera id -> its candidate model (camera/shadow.py)
         self.stop = threading.Event()
         self._lock = threading.Lock()  # guards self.loops against the trigger watcher
         self._next_cameras = 0.0
@@ -94,6 +96,7 @@ class CameraProcess:
                 cid: (loop.settings.model_id, loop.settings.precision) for cid, loop in self.loops.items()
             }
         self.models.refresh(cameras)
+        self.shadows = follow_shadows(self.config, self.db, self.shadows, self.loops)
 
     # --- triggers --------------------------------------------------------------------------------------
 
@@ -202,6 +205,8 @@ class CameraProcess:
             loops, self.loops = list(self.loops.values()), {}
         for loop in loops:
             loop.close()
+        for shadow in self.shadows.values():
+            shadow.close()
         self.writer.close()
         self.models.close()
         self._trigger_thread.join(2)

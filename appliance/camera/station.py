@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import cv2
 import msgspec
@@ -28,6 +28,9 @@ from appliance.stations.contracts import InspectionEvent, Mode, TriggerRow, Zone
 from appliance.stations.rules import Debouncer, Evaluation, evaluate
 from appliance.stations.schemas import CameraSettings, CameraState, CameraStatus, StageTiming
 from appliance.stations.triggers import TRIGGER_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from appliance.camera.shadow import CameraShadow
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class CameraLoop:
         self.model_note = "no model deployed"
         self.model_id: int | None = None
         self.model_name: str | None = None
+        self.shadow: CameraShadow | None = None  # a candidate model beside this camera's (camera/shadow.py)
         self._triggers: collections.deque[TriggerRow] = collections.deque()
         self._settings = settings
         self._spec = source_spec(settings)
@@ -209,6 +213,9 @@ class CameraLoop:
             event = msgspec.structs.replace(event, ts=frame_ts, width=width, height=height, detections=boxes)
             if self.writer.submit(event, jpeg if s.snapshots else None):
                 self.events += 1
+        shadow = self.shadow
+        if shadow is not None and evaluation is not None:  # after the verdict is out: it never waits for this
+            shadow.consider(frame.image, jpeg, frame_ts, s, model_id, detections, evaluation, events)
 
     def _events_for(self, frame: Frame, evaluation: Evaluation, decided: float) -> list[InspectionEvent]:
         s = self._settings

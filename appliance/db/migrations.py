@@ -20,6 +20,10 @@ from appliance.db.registry import migrations
 
 logger = logging.getLogger(__name__)
 
+# Schema modules of later domains, one statement each in the order of their numbers (apart from the block above,
+# so that sorting the imports cannot reorder them).
+from appliance.db import schema_evaluation  # noqa: E402, F401 - m030-m034
+
 
 def backup_database(db: Database, db_path: Path) -> Path:
     """Online copy of the catalog (sqlite backup API) before migrations change it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import shutil
+import subprocess
 import threading
 import time
 import traceback
@@ -21,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database
 from appliance.errors import DISK_FULL, is_disk_full
@@ -33,7 +35,12 @@ from appliance.system.service import publish_gpu_snapshot
 logger = logging.getLogger(__name__)
 
 # Modules whose import registers job kinds; a domain not yet present is skipped.
-JOB_MODULES = ("appliance.training.jobs", "appliance.models.jobs", "appliance.transfers.jobs")
+JOB_MODULES = (
+    "appliance.training.jobs",
+    "appliance.models.jobs",
+    "appliance.transfers.jobs",
+    "appliance.evaluation.jobs",
+)
 
 
 class JobCancelled(Exception):
@@ -138,6 +145,27 @@ class JobContext:
     def requeue(self, **params_update: Any) -> None:
         service.requeue_job(self.db, self.job_id, params_update)
         self._params = None
+
+    def wait_for_child(
+        self, process: subprocess.Popen[Any], poll_s: float = 0.2, grace_s: float = 10.0
+    ) -> None:
+        """Until a child process of the job exits. When the worker stops (WorkerStopping) or a user cancels
+        (JobCancelled) the child is terminated first (killed after `grace_s`) and the exception raised."""
+        try:
+            while process.poll() is None:
+                if self.worker_stop.is_set():
+                    raise WorkerStopping()
+                if self.cancel_requested():
+                    raise JobCancelled({"cancelled_at": now_iso()})
+                time.sleep(poll_s)
+        except BaseException:
+            process.terminate()
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise
 
 
 class WorkerStopping(Exception):

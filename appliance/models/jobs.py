@@ -79,21 +79,7 @@ def run_child(context: JobContext, argv: list[str]) -> OnnxExportInfo:
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
-    try:
-        while process.poll() is None:
-            if context.worker_stop.is_set():
-                raise WorkerStopping()
-            if context.cancel_requested():
-                raise JobCancelled({"cancelled_at": now_iso()})
-            time.sleep(CHILD_POLL_S)
-    except BaseException:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        raise
+    context.wait_for_child(process, CHILD_POLL_S)
     thread.join(5)
     if process.returncode != 0:
         tail = "".join(lines[-5:]).strip().splitlines()

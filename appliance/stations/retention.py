@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.db import Database, write_transaction
+from appliance.storage import path_inside
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,7 @@ def snapshot_relpath(camera_id: int, ts: float, serial: int) -> str:
 
 def snapshot_path(data_path: Path, relpath: str) -> Path:
     """The file of a stored relative path, refused when the path would leave the events folder."""
-    root = events_root(data_path).resolve()
-    path = (root / relpath).resolve()
-    if root not in path.parents:
-        raise ValueError(f"snapshot path {relpath!r} leaves the events folder")
-    return path
+    return path_inside(events_root(data_path), relpath)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 
+from appliance.evaluation.service import queue_training_evaluation
 from appliance.jobs.worker import JobCancelled, JobContext, JobKind, WorkerStopping, register_job_kind
 from appliance.models.contracts import NewModel
 from appliance.models.registry import register_model
@@ -167,7 +168,17 @@ def _finalize(
             is_public=params.dataset_public,
         )
         summary.model_id = register_model(context.db, context.config, model, best)
+    if summary.model_id is not None:
+        _queue_evaluation(context, summary.model_id)
     return summary
+
+
+def _queue_evaluation(context: JobContext, model_id: int) -> None:
+    """The new model is measured on the run's frozen val split by an "evaluate" job; never fails the training."""
+    try:
+        queue_training_evaluation(context.db, context.config, model_id, context.job_id)
+    except Exception:
+        logger.exception("job %s: the evaluation of model %s could not be queued", context.job_id, model_id)
 
 
 def _read_result(folder: Path) -> ChildResult:

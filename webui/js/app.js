@@ -25,6 +25,8 @@ import statsPage from './pages/stats.js';
 import { trainingListPage } from './pages/training.js';
 import { trainingJobPage } from './pages/training-job.js';
 import modelsPage from './pages/models.js';
+import modelEvaluationPage from './pages/model-evaluation.js';
+import modelComparePage from './pages/model-compare.js';
 import outputsPage from './pages/outputs.js';
 import tryItPage from './pages/tryit.js';
 import usersPage from './pages/users.js';
@@ -41,6 +43,8 @@ export const PAGES = [
   trainingListPage,
   trainingJobPage,
   modelsPage,
+  modelEvaluationPage,
+  modelComparePage,
   tryItPage,
   livePage,
   eventsPage,

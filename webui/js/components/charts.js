@@ -67,10 +67,11 @@ export function barChart(canvas, bars, { horizontal = true, valueFormat = (v) =>
 const SERIES_COLORS = ['#4ea1ff', '#ff8c42', '#5cd65c', '#e05cff', '#ffd23f', '#ff5c7a'];
 
 /**
- * A line chart per epoch on a canvas: series = [{label, values: [number|null]}], x = epoch 1..n.
- * Sized to its box and the device pixel ratio; the number of points drawn is kept in data-points.
+ * A line chart per epoch on a canvas: series = [{label, values: [number|null]}], x = epoch 1..n (or what
+ * `xLabel(i)` says, one label every `step` points). Sized to its box and the device pixel ratio; the number of
+ * points drawn is kept in data-points.
  */
-export function lineChart(canvas, title, series) {
+export function lineChart(canvas, title, series, { xLabel = (i) => String(i + 1), step: xStep = 0 } = {}) {
   const width = canvas.clientWidth || 480;
   const height = canvas.clientHeight || 220;
   const g = prepare(canvas, width, height);
@@ -108,8 +109,8 @@ export function lineChart(canvas, title, series) {
     g.fillText(v.toFixed(hi - lo < 1 ? 3 : 2), pad.left - 4, y(v) + 4);
   }
   g.textAlign = 'center';
-  const step = Math.max(1, Math.ceil(n / 10));
-  for (let i = 0; i < n; i += step) g.fillText(String(i + 1), x(i), pad.top + plotH + 14);
+  const step = xStep || Math.max(1, Math.ceil(n / 10));
+  for (let i = 0; i < n; i += step) g.fillText(xLabel(i), x(i), pad.top + plotH + 14);
   g.textAlign = 'left';
   let legendX = pad.left;
   series.forEach((s, index) => {

@@ -13,6 +13,7 @@ import { createNavigation } from '../labeling/navigation.js';
 import { createPanels } from '../labeling/panels.js';
 import { createSaver } from '../labeling/saving.js';
 import { createSuggestions } from '../labeling/suggestions.js';
+import { boxFromQuery, createFocus } from '../labeling/focus.js';
 
 export default {
   route: '#/datasets/:id/label/:imageId',
@@ -92,6 +93,9 @@ export default {
       panels.side.insertBefore(suggestions.section, panels.side.children[1]);
     }
 
+    // A deep link to one box (?box=x1,y1,x2,y2, from an evaluation): zoomed onto and marked on that image.
+    const focus = createFocus(labeler, boxFromQuery(ctx.query), linked, () => state.drawnImageId);
+
     const unbindKeys = bindKeys({ labeler, commands, canWrite });
     const onBeforeUnload = () => saver.saveOnUnload();
     window.addEventListener('beforeunload', onBeforeUnload);
@@ -115,6 +119,7 @@ export default {
       get pending() { return labeler.boxes.filter(isPending).length; },
       get cursor() { return labeler.cursorIntent; },
       get undoDepth() { return labeler.undoStack.length; },
+      get focusBox() { return focus.box || null; },
       toClient: (x, y) => labeler.toClient(x, y),
     };
     window.__labeler = Object.freeze(hook);
@@ -131,6 +136,7 @@ export default {
     if (startId !== null && classes.length) {
       await (startId === linked && located ? located : index.ensureId(startId).catch(() => false));
       await navigation.show(startId);
+      focus.apply();
     }
 
     return async () => {
@@ -138,6 +144,7 @@ export default {
       unbindKeys();
       window.removeEventListener('beforeunload', onBeforeUnload);
       resizeObserver.disconnect();
+      focus.destroy();
       if (suggestions) suggestions.destroy();
       labeler.destroy();
       if (window.__labeler === hook) delete window.__labeler;

@@ -7,6 +7,7 @@ import { API_PREFIX, ApiError } from '../api.js';
 import { clearOverlay, drawOverlay, zoneTool } from '../components/camera-overlay.js';
 import { rulesEditor, saveCamera, settingsForm } from '../components/camera-settings.js';
 import { modelText, sourceText } from '../components/camera-status-line.js';
+import { shadowCard } from '../components/shadow-card.js';
 import { formatNumber } from '../components/format.js';
 import { say } from '../components/message.js';
 import { confirmDialog, h, setText } from '../dom.js';
@@ -218,6 +219,7 @@ export default {
       },
     });
 
+    const shadow = shadowCard(ctx, camera, models);
     page.append(h('div', { testid: 'live-camera' },
       h('div.toolbar', h('h2', camera.name), stateBadge, modelNote, sourceNote, h('span', { style: { flex: '1' } }), startButton, stopButton, triggerButton,
         isAdmin ? h('button', { type: 'button', testid: 'camera-delete', onclick: async () => {
@@ -238,6 +240,7 @@ export default {
             h('thead', h('tr', h('th', 'Stage'), h('th.num', 'median'), h('th.num', 'p99'))),
             h('tbody', STAGES.map(([key, label]) => h('tr', h('td', label), latency[key].median, latency[key].p99))))))),
       editor,
+      shadow.el,
       settingsForm(ctx, camera, models, () => { editor.refresh(); redraw(); })));
     stopStream();
 
@@ -306,6 +309,7 @@ export default {
 
     return () => {
       closed = true;
+      shadow.stop();
       clearTimeout(retry);
       timers.forEach(clearInterval);
       if (socket) socket.close();

@@ -1,6 +1,7 @@
 // Models: every model the user may see with its metrics, dataset, date and exports (with their state); export to
 // ONNX or a TensorRT engine (disabled, with the reason, where the box has no TensorRT), download an ONNX file,
-// deploy / undeploy one model, delete one (never the deployed one), and compare two models' metrics side by side.
+// deploy / undeploy one model, delete one (never the deployed one), and compare two models' metrics side by side;
+// each model's newest evaluation on frozen images links to its Evaluation page (and two to Compare).
 // Rows keep one height whatever their exports do; an action's error is shown under its row.
 
 import { API_PREFIX, errorText } from '../api.js';
@@ -48,12 +49,22 @@ function engineSupport(system) {
   };
 }
 
+/** The model's newest evaluation (mAP50-95 on its frozen images), a link to all of them. */
+function evaluationLink(model, latest) {
+  const e = latest.get(model.id);
+  const text = !e ? 'evaluate' : e.status === 'completed' ? `evaluated: mAP50-95 ${fmt(e.map50_95)}` : `evaluation ${e.status}`;
+  return h('a', { href: `#/models/${model.id}/evaluation`, testid: 'open-evaluation', dataset: { map: e && e.map50_95 !== null ? fmt(e.map50_95) : '' },
+    title: e ? `evaluation #${e.id} on ${e.images} frozen images` : 'evaluate the model on frozen images' }, text);
+}
+
 function compareCard(a, b) {
   const keys = [...new Set([...METRICS.map(([k]) => k), ...Object.keys(a.metrics || {}), ...Object.keys(b.metrics || {})])]
     .filter((k) => typeof (a.metrics || {})[k] === 'number' || typeof (b.metrics || {})[k] === 'number');
   const label = (k) => (METRICS.find(([key]) => key === k) || [k, k])[1];
   return h('div.card', { testid: 'compare' },
     h('h3', `Compare: ${a.name} (#${a.id}) vs ${b.name} (#${b.id})`),
+    h('p', h('a', { href: `#/models/compare?a=${a.id}&b=${b.id}`, testid: 'compare-images' },
+      'Compare them on the same images →')),
     h('table.table',
       h('thead', h('tr', h('th', 'Metric'), h('th', `#${a.id}`), h('th', `#${b.id}`), h('th', 'Difference'))),
       h('tbody',
@@ -78,6 +89,7 @@ export default {
     const selected = new Set();
     const errors = new Map(); // model id -> the last action's error, shown under its row
     let models = [];
+    let latest = new Map(); // model id -> its newest evaluation
     let engine = { ok: true, reason: '' };
     let timer = null;
     const list = h('div', { testid: 'models-list' }, h('p.muted', 'Loading…'));
@@ -164,7 +176,8 @@ export default {
         h('td.model-name', h('div.model-title', h('span.name', { title: model.name }, h('strong', model.name), ' ', h('span.muted', `#${model.id}`)),
           model.deployed ? h('span.badge.reviewed', { testid: 'deployed-badge' }, 'deployed') : null,
           unusable(model) ? h('span.badge.bad', { testid: 'unusable-badge', title: 'mAP50 near 0: it finds almost nothing' }, 'not usable') : null),
-        h('div.muted.small', `${model.dataset_name || 'dataset deleted'} · ${(model.created_at || '').slice(0, 16).replace('T', ' ')}`)),
+        h('div.muted.small', `${model.dataset_name || 'dataset deleted'} · ${(model.created_at || '').slice(0, 16).replace('T', ' ')} · `,
+          evaluationLink(model, latest))),
         metricsCells(model),
         h('td.num', String(model.imgsz)),
         exportsCell(model),
@@ -209,7 +222,10 @@ export default {
 
     async function load() {
       try {
-        models = await api.get('/models', { signal: ctx.signal });
+        const [found, evaluated] = await Promise.all([api.get('/models', { signal: ctx.signal }),
+          api.get('/evaluations/latest', { signal: ctx.signal }).catch(() => [])]);
+        models = found;
+        latest = new Map(evaluated.map((e) => [e.model_id, e]));
       } catch (err) {
         if (err && err.name === 'AbortError') return;
         clear(list).append(h('p.card.error', errorText(err)));

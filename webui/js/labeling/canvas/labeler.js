@@ -118,6 +118,16 @@ export class Labeler {
     this.schedule();
   }
 
+  /** Zoom to `scale` with the image point (x, y) in the middle of the view (a deep link to one box). */
+  centreOn(x, y, scale) {
+    this.scale = clamp(scale, MIN_SCALE, MAX_SCALE);
+    this.offsetX = Math.round(this.cssW / 2 - x * this.scale);
+    this.offsetY = Math.round(this.cssH / 2 - y * this.scale);
+    this.fitted = false;
+    this.onView();
+    this.schedule();
+  }
+
   actualSize() {
     this.zoomTo(1);
     // Centre the image when it fits at 1:1 so pixels line up on whole canvas pixels.
