@@ -1,28 +1,31 @@
 """Applying the catalog's migrations: backup first, then every pending one in one write transaction.
 
-The migrations are registered on `appliance.db.registry.migrations` by the schema modules (schema_catalog.py
-m001-m005, schema_line.py m006-m009, then one module per later domain), imported below in the order of their
-numbers."""
+The migrations are registered on `appliance.db.registry.migrations` by the schema modules listed in
+SCHEMA_MODULES, imported in that order: the order of their numbers (a test holds them to it)."""
 
 from __future__ import annotations
 
 import datetime
+import importlib
 import logging
 import sqlite3
 from pathlib import Path
 
 from sqlite_utils import Database
 
-# The schema modules register their migrations on import, in the order of their numbers (a test holds them to it).
-from appliance.db import schema_catalog, schema_line  # noqa: F401
 from appliance.db.connection import write_transaction
 from appliance.db.registry import migrations
 
 logger = logging.getLogger(__name__)
 
-# Schema modules of later domains, one statement each in the order of their numbers (apart from the block above,
-# so that sorting the imports cannot reorder them).
-from appliance.db import schema_evaluation  # noqa: E402, F401 - m030-m034
+# The schema modules, in the order of their migrations' numbers; a later domain appends its module here.
+SCHEMA_MODULES = [
+    "schema_catalog",  # m001-m005: users, datasets, images, annotations, jobs, models
+    "schema_line",  # m006-m009: stations and events, model visibility, line outputs, bulk box stats
+    "schema_evaluation",  # m030-m031: model evaluations, shadow mode
+]
+for _module in SCHEMA_MODULES:
+    importlib.import_module(f"appliance.db.{_module}")
 
 
 def backup_database(db: Database, db_path: Path) -> Path:
