@@ -53,6 +53,7 @@ def socket_buffer_bytes(payload: int) -> int:
     """The stream socket's receive buffer: 16 frames, 1 MiB at least, 64 MiB at most (the kernel caps it)."""
     return min(max(payload * SOCKET_BUFFER_FRAMES, 1 << 20), 64 << 20)
 
+
 GIGE_CONTROL_REGISTER = 0x0A00  # GigE Vision bootstrap register CCP: answered by every GigE camera
 
 _import_lock = threading.Lock()
@@ -277,7 +278,6 @@ class Grabbed:
     conversion: int | None = None
     frame_id: int = 0
     timestamp_ns: int = 0  # the camera's clock
-    arrived_unix_ns: int = 0  # the box's clock when the frame's first packet arrived
 
 
 class GenicamCamera:
@@ -307,7 +307,7 @@ class GenicamCamera:
         self._codes = _pixel_codes()
         self._ids = FrameIds()
         self.counters = TransportCounters()
-        self._stream_base = TransportCounters()
+        self._packet_base: dict[str, int] = {}
         if require_control and self.is_gige and not self.device.is_controller():
             self.close()
             raise CameraBusy(
@@ -373,6 +373,16 @@ class GenicamCamera:
         except self._glib.Error:
             formats = []
         try:
+            activations = (
+                list(
+                    self.device.dup_available_enumeration_feature_values_as_strings("TriggerActivation") or []
+                )
+                if self._has("TriggerActivation")
+                else []
+            )
+        except self._glib.Error:
+            activations = []
+        try:
             software = bool(c.is_software_trigger_supported())
         except self._glib.Error:
             software = False
@@ -387,6 +397,7 @@ class GenicamCamera:
             sensor_height=int(sensor_height or (height.max if height else 0)),
             pixel_formats=formats,
             trigger_sources=sources,
+            trigger_activations=activations,
             software_trigger=software,
         )
 
@@ -540,6 +551,7 @@ class GenicamCamera:
         for _ in range(STREAM_BUFFERS):
             self.stream.push_buffer(arv.Buffer.new_allocate(payload))
         self._ids = FrameIds()
+        self._packet_base = {}
         self._call("starting the acquisition", c.start_acquisition)
 
     def pop(self, timeout_s: float) -> Grabbed | None:
@@ -571,28 +583,50 @@ class GenicamCamera:
                 conversion=self._codes[pixel_format],
                 frame_id=frame_id,
                 timestamp_ns=int(buffer.get_timestamp()),
-                arrived_unix_ns=int(buffer.get_system_timestamp()),
             )
         finally:
             self.stream.push_buffer(buffer)
+
+    PACKET_INFOS = {
+        "packets_missing": "n_missing_packets",
+        "packets_resent": "n_resent_packets",
+        "resend_requests": "n_resend_requests",
+    }
+
+    def _packet_infos(self) -> dict[str, int]:
+        if self.stream is None:
+            return {}
+        out = {}
+        for field, name in self.PACKET_INFOS.items():
+            try:
+                out[field] = int(self.stream.get_info_uint64_by_name(name))
+            except (self._glib.Error, TypeError):
+                out[field] = 0
+        return out
 
     def stream_counters(self) -> TransportCounters:
         """The transport counters of this connection: the box's own plus the stream's packet statistics."""
         out = TransportCounters(**{f: getattr(self.counters, f) for f in TransportCounters.__struct_fields__})
         out.frames_lost += self._ids.never_seen()
-        if self.stream is None:
-            return out
-
-        def info(name: str) -> int:
-            try:
-                return int(self.stream.get_info_uint64_by_name(name))
-            except (self._glib.Error, TypeError):
-                return 0
-
-        out.packets_missing = info("n_missing_packets")
-        out.packets_resent = info("n_resent_packets")
-        out.resend_requests = info("n_resend_requests")
+        for field, value in self._packet_infos().items():
+            setattr(out, field, value - self._packet_base.get(field, 0))
         return out
+
+    def warm_up(self) -> None:
+        """Software trigger mode: one frame, thrown away, before the first one that counts.
+
+        Aravis sizes the stream socket's receive buffer when the first frame begins; until then the kernel's
+        default (net.core.rmem_default) holds the burst, which a large frame overflows unless the camera
+        resends (the simulator does not). A free-running camera warms itself up; a hardware-triggered one
+        needs the larger default the install sets, or packet resend (docs/camera.md).
+        """
+        self.software_trigger()
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and self.pop(0.1) is None:
+            pass
+        self.counters = TransportCounters()
+        self._ids = FrameIds()
+        self._packet_base = self._packet_infos()
 
     def software_trigger(self) -> None:
         self._call("TriggerSoftware", self.camera.software_trigger)

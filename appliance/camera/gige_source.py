@@ -235,7 +235,7 @@ class GigeFrameSource(FrameSource):
                 with self._camera_lock:
                     self._camera = None
                     self._totals = _add(self._totals, camera.stream_counters())
-                    camera.close()
+                camera.close()  # outside the lock: a camera that is gone takes seconds to not answer
             if not self._stop.is_set():
                 self.reconnects += 1
                 self._stop.wait(backoff)
@@ -256,6 +256,8 @@ class GigeFrameSource(FrameSource):
             trigger=applied.trigger,
         )
         camera.start(self.settings.packet_resend)
+        if self.settings.trigger == "software":
+            camera.warm_up()
         with self._camera_lock:
             self._camera = camera
         what = f"{camera.info.vendor} {camera.info.model} {camera.info.serial} at {camera.info.address}"
@@ -301,9 +303,9 @@ class GigeFrameSource(FrameSource):
         self._incident(message)
 
     def _take(self, grabbed: Grabbed, popped: float, camera: GenicamCamera) -> None:
-        # When the frame's first packet arrived, on the monotonic clock triggers are stamped with.
-        transfer_s = (time.time_ns() - grabbed.arrived_unix_ns) / 1e9 if grabbed.arrived_unix_ns else 0.0
-        arrived = popped - min(max(transfer_s, 0.0), 1.0)
+        # Arrived = complete in the box (popped), as for every source: a frame answering a software trigger is
+        # then always after the trigger's request, which is how the station pairs them.
+        arrived = popped
         self.frames_read += 1
         self._read_times.append(popped)
         if len(self._read_times) > 60:

@@ -88,6 +88,7 @@ class GenicamRanges(msgspec.Struct, kw_only=True):
     sensor_height: int = 0
     pixel_formats: list[str] = msgspec.field(default_factory=list)  # the camera's names
     trigger_sources: list[str] = msgspec.field(default_factory=list)
+    trigger_activations: list[str] = msgspec.field(default_factory=list)  # RisingEdge, FallingEdge, ...
     software_trigger: bool = False
 
 
@@ -274,6 +275,10 @@ def check_settings(settings: GenicamSettings, ranges: GenicamRanges, field: str 
             problems.append(
                 f"{field}.trigger_line: this camera's trigger lines are {offered}, not {settings.trigger_line}"
             )
+        edge = EDGE_FEATURE[settings.trigger_edge]
+        if ranges.trigger_activations and edge not in ranges.trigger_activations:
+            offered = ", ".join(ranges.trigger_activations)
+            problems.append(f"{field}.trigger_edge: this camera triggers on {offered}, not {edge}")
     if problems:
         raise Invalid("; ".join(problems))
 
