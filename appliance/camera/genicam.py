@@ -612,15 +612,16 @@ class GenicamCamera:
             setattr(out, field, value - self._packet_base.get(field, 0))
         return out
 
-    def warm_up(self) -> None:
-        """Software trigger mode: one frame, thrown away, before the first one that counts.
+    def warm_up(self, fire: bool) -> None:
+        """Take one frame and throw it away before the first one that counts (`fire`: TriggerSoftware for it).
 
         Aravis sizes the stream socket's receive buffer when the first frame begins; until then the kernel's
         default (net.core.rmem_default) holds the burst, which a large frame overflows unless the camera
-        resends (the simulator does not). A free-running camera warms itself up; a hardware-triggered one
-        needs the larger default the install sets, or packet resend (docs/camera.md).
+        resends (the simulator does not). A hardware-triggered camera cannot be asked for a frame: there the
+        larger default the install sets, and packet resend, keep the first part's frame whole (docs/camera.md).
         """
-        self.software_trigger()
+        if fire:
+            self.software_trigger()
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline and self.pop(0.1) is None:
             pass

@@ -256,8 +256,10 @@ class GigeFrameSource(FrameSource):
             trigger=applied.trigger,
         )
         camera.start(self.settings.packet_resend)
-        if self.settings.trigger == "software":
-            camera.warm_up()
+        if (
+            self.settings.trigger != "hardware"
+        ):  # the stream socket is sized by the first frame: not one that counts
+            camera.warm_up(fire=self.settings.trigger == "software")
         with self._camera_lock:
             self._camera = camera
         what = f"{camera.info.vendor} {camera.info.model} {camera.info.serial} at {camera.info.address}"
