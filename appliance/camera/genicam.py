@@ -328,6 +328,8 @@ class GenicamCamera:
         address = ""
         if self.is_gige:
             address = self.device.get_device_address().to_string()
+            host, _, port = address.rpartition(":")  # "192.168.1.20:3956": the camera, not its control port
+            address = host if port.isdigit() and _is_ipv4(host) else address
         return GenicamDevice(
             device_id=self._call("reading the device id", c.get_device_id) or identifier,
             vendor=self._call("reading the vendor", c.get_vendor_name) or "",
