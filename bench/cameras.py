@@ -24,7 +24,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +34,6 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from appliance.camera.runner import CameraProcess  # noqa: E402
 from appliance.config import load_config  # noqa: E402
 from appliance.db import open_database  # noqa: E402
 from appliance.inference.pipeline import load_detector  # noqa: E402
@@ -43,7 +41,9 @@ from appliance.stations import triggers  # noqa: E402
 from appliance.stations.genicam import GenicamSettings  # noqa: E402
 from appliance.stations.schemas import CameraSettings, Rule  # noqa: E402
 from bench.camera import ModelAlone, add_camera, make_onnx, register_model  # noqa: E402
+from tests.camera_sources import camera_process  # noqa: E402
 from tests.gige_simulator import Simulator, loopback_address  # noqa: E402
+from tests.workers import wait_for  # noqa: E402
 
 SIMULATOR_FPS = 25.0
 IMGSZ = 320
@@ -63,28 +63,6 @@ def simulator(folder: Path, address: str | None) -> Iterator[Simulator]:
         yield sim.start()
 
 
-@contextlib.contextmanager
-def camera_process(config: Any) -> Iterator[CameraProcess]:
-    process = CameraProcess(config)
-    thread = threading.Thread(target=process.run, daemon=True)
-    thread.start()
-    try:
-        yield process
-    finally:
-        process.stop.set()
-        thread.join(30)
-
-
-def wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
 def lost_per_1000(transport: Any) -> float:
     sent = transport.frames + transport.frames_incomplete + transport.frames_lost
     return 1000 * (transport.frames_incomplete + transport.frames_lost) / sent if sent else float("nan")
@@ -98,7 +76,7 @@ def free_run(work: Path, onnx: Path, source: str, seconds: float) -> dict[str, A
     camera_id = add_camera(db, "gige", CameraSettings(source_type="gige", source=source, rules=rules))
     db.conn.close()
     with camera_process(config) as process:
-        wait(
+        wait_for(
             lambda: camera_id in process.loops and process.loops[camera_id].model_id is not None,
             60,
             "the model",
@@ -131,8 +109,8 @@ def software_trigger(work: Path, onnx: Path, source: str, count: int) -> dict[st
     camera_id = add_camera(db, "gige", settings)
     rng = np.random.default_rng(7)
     with camera_process(config) as process:
-        wait(lambda: process.models.get(camera_id)[0] is not None, 60, "the model")
-        wait(
+        wait_for(lambda: process.models.get(camera_id)[0] is not None, 60, "the model")
+        wait_for(
             lambda: camera_id in process.loops and process.loops[camera_id].source.state == "running",
             30,
             "the camera",
@@ -142,7 +120,7 @@ def software_trigger(work: Path, onnx: Path, source: str, count: int) -> dict[st
         for _ in range(count):  # at times unrelated to anything the camera does
             ids.append(triggers.request_trigger(db, camera_id, "bench"))
             time.sleep(0.12 + 0.1 * float(rng.random()))
-        wait(
+        wait_for(
             lambda: (
                 db.execute(
                     f"SELECT COUNT(*) FROM inspection_triggers WHERE status = 'pending' AND id IN ({','.join('?' * len(ids))})",

@@ -39,15 +39,9 @@ logger = logging.getLogger(__name__)
 def source_spec(settings: CameraSettings) -> SourceSpec:
     s = settings
     return SourceSpec(
-        s.source_type,
-        s.source.strip(),
-        s.width,
-        s.height,
-        s.fps,
-        s.open_timeout_ms,
-        s.read_timeout_ms,
+        s.source_type, s.source.strip(), s.width, s.height, s.fps, s.open_timeout_ms, s.read_timeout_ms,
         s.genicam,
-    )
+    )  # fmt: skip
 
 
 class CameraLoop:
