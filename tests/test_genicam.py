@@ -443,8 +443,16 @@ def test_software_trigger_fires_one_frame_and_one_event_with_the_cameras_feature
                 }
                 assert features["frame_id"] > 0 and features["timestamp_ns"] > 0
                 assert event["latencies"]["trigger_to_frame_ms"] > 0
-            transport = status_of(client, admin, camera_id)["genicam"]["transport"]
-            assert transport["software_triggers"] == 3 and transport["frames"] == 3
+            transport = wait_for(
+                lambda: (
+                    (t := status_of(client, admin, camera_id)["genicam"]["transport"])["software_triggers"]
+                    == 3
+                    and t
+                ),
+                5,
+                "the status written after the triggers",
+            )
+            assert transport["frames"] == 3 and transport["frames_lost"] == 0
 
 
 @needs_simulator
