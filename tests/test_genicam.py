@@ -607,3 +607,28 @@ def test_a_second_process_contending_for_the_camera_gets_a_clear_error_not_a_han
             finally:
                 terminate(second, 5)
                 log.close()
+
+
+@needs_simulator
+def test_settings_stored_while_the_camera_was_away_are_refused_by_the_camera_process(
+    tmp_path: Path, client: TestClient[Any], admin: dict[str, str], box: Config
+) -> None:
+    with simulators(tmp_path) as (sim,):
+        sim.kill()  # not reachable: the web process cannot ask it, so the settings are stored
+        settings = {"source_type": "gige", "source": sim.source, "genicam": {"gain": 50}}
+        cam = client.post(
+            f"{API}/cameras", json={"name": "cam", "settings": settings, "enabled": True}, headers=admin
+        )
+        assert cam.status_code == 201, cam.text
+        camera_id = cam.json()["id"]
+        with camera_process(box):
+            sim.start()
+            refused = wait_for(
+                lambda: (s := status_of(client, admin, camera_id))["state"] == "error" and s,
+                20,
+                "the camera process to refuse the settings",
+            )
+            assert refused["error"] == (
+                "the camera refused the settings: settings.genicam.gain: 50 is outside this camera's range 0..10"
+            )
+            assert refused["genicam"]["incidents"][-1]["message"] == refused["error"]
