@@ -194,8 +194,12 @@ class GigeFrameSource(FrameSource):
 
     def _run(self) -> None:
         backoff = BACKOFF_START_S
-        connected_once = False
+        connected_once = opened_before = False
         while not self._stop.is_set():
+            if opened_before:  # a retry: the last open failed, or the camera was lost (as FrameSource counts)
+                self.reconnects += 1
+                self.retries += 1
+            opened_before = True
             try:
                 camera = self._open()
             except GenicamUnavailable as exc:
@@ -237,7 +241,6 @@ class GigeFrameSource(FrameSource):
                     self._totals = _add(self._totals, camera.stream_counters())
                 camera.close()  # outside the lock: a camera that is gone takes seconds to not answer
             if not self._stop.is_set():
-                self.reconnects += 1
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
         self.state = "stopped"
@@ -266,7 +269,7 @@ class GigeFrameSource(FrameSource):
         self._incident(f"{'reconnected to' if again else 'connected to'} {what}; settings applied")
         if self._queued:
             # Nothing comes until the camera is triggered: that is running, not starting.
-            self.state, self.error = "running", None
+            self._delivering()
 
     def _read_loop_genicam(self, camera: GenicamCamera) -> bool:
         """Pop frames until the camera is lost or we are stopped; True when at least one frame came."""
@@ -339,7 +342,7 @@ class GigeFrameSource(FrameSource):
                 self.dropped += 1
             self._queue.append(Frame(image, self.frames_read, arrived, (now - popped) * 1000, features))
             self._cond.notify_all()
-        self.state, self.error = "running", None
+        self._delivering()
 
 
 def open_source(spec: SourceSpec) -> FrameSource:
