@@ -289,6 +289,15 @@ def box(client: TestClient[Any], config: Config, colour_onnx: Path) -> Iterator[
     yield config
 
 
+def started_camera(client: TestClient[Any], admin: dict[str, str], settings: dict[str, Any]) -> int:
+    """POST /cameras, enabled: the camera process serves it once it runs."""
+    created = client.post(
+        f"{API}/cameras", json={"name": "cam", "settings": settings, "enabled": True}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    return int(created.json()["id"])
+
+
 def applied_of(status: dict[str, Any]) -> dict[str, Any]:
     return (status.get("genicam") or {}).get("applied") or {}
 
@@ -328,11 +337,7 @@ def test_features_applied_read_back_and_invalid_values_refused_with_the_range(
             "genicam": genicam_settings,
             "mode": "triggered",
         }
-        cam = client.post(
-            f"{API}/cameras", json={"name": "cam", "settings": settings, "enabled": True}, headers=admin
-        )
-        assert cam.status_code == 201, cam.text
-        camera_id = cam.json()["id"]
+        camera_id = started_camera(client, admin, settings)
         with camera_process(box):
             status = wait_for(
                 lambda: (s := status_of(client, admin, camera_id))["state"] == "running" and s["width"] and s,
@@ -393,10 +398,7 @@ def test_software_trigger_fires_one_frame_and_one_event_with_the_cameras_feature
             "genicam": {"trigger": "software", "exposure_us": 15_000, "gain": 2},
             "rules": [{"name": "any", "condition": ">=", "count": 0}],
         }
-        cam = client.post(
-            f"{API}/cameras", json={"name": "cam", "settings": settings, "enabled": True}, headers=admin
-        )
-        camera_id = cam.json()["id"]
+        camera_id = started_camera(client, admin, settings)
         with camera_process(box) as process:
             wait_for(
                 lambda: process.models.get(camera_id)[0] is not None,
@@ -472,11 +474,7 @@ def test_hardware_trigger_mode_is_set_on_the_camera_and_each_camera_frame_is_one
         assert refused.status_code == 422, refused.text
         assert "trigger_edge: this camera triggers on RisingEdge, not FallingEdge" in refused.json()["detail"]
         genicam_settings["trigger_edge"] = "rising"
-        cam = client.post(
-            f"{API}/cameras", json={"name": "cam", "settings": settings, "enabled": True}, headers=admin
-        )
-        assert cam.status_code == 201, cam.text
-        camera_id = cam.json()["id"]
+        camera_id = started_camera(client, admin, settings)
         with camera_process(box) as process:
             wait_for(lambda: process.models.get(camera_id)[0] is not None, 30)
             status = wait_for(
@@ -521,10 +519,7 @@ def test_a_killed_camera_recovers_by_itself_and_the_status_says_what_happened(
             "read_timeout_ms": 1000,
             "genicam": {"exposure_us": 20_000},
         }
-        cam = client.post(
-            f"{API}/cameras", json={"name": "cam", "settings": settings, "enabled": True}, headers=admin
-        )
-        camera_id = cam.json()["id"]
+        camera_id = started_camera(client, admin, settings)
         with camera_process(box):
             wait_for(
                 lambda: status_of(client, admin, camera_id)["source_fps"] > 20, 20, "frames at full rate"
@@ -561,10 +556,7 @@ def test_a_second_process_contending_for_the_camera_gets_a_clear_error_not_a_han
 ) -> None:
     with simulators(tmp_path) as (sim,):
         settings = {"source_type": "gige", "source": sim.source}
-        cam = client.post(
-            f"{API}/cameras", json={"name": "cam", "settings": settings, "enabled": True}, headers=admin
-        )
-        camera_id = cam.json()["id"]
+        camera_id = started_camera(client, admin, settings)
         # Another box: its own catalog with the same camera, its own `appliance camera` process.
         other = load_config(env={}, data_dir=str(tmp_path / "other"))
         db = open_database(other.db_path)
@@ -616,11 +608,7 @@ def test_settings_stored_while_the_camera_was_away_are_refused_by_the_camera_pro
     with simulators(tmp_path) as (sim,):
         sim.kill()  # not reachable: the web process cannot ask it, so the settings are stored
         settings = {"source_type": "gige", "source": sim.source, "genicam": {"gain": 50}}
-        cam = client.post(
-            f"{API}/cameras", json={"name": "cam", "settings": settings, "enabled": True}, headers=admin
-        )
-        assert cam.status_code == 201, cam.text
-        camera_id = cam.json()["id"]
+        camera_id = started_camera(client, admin, settings)
         with camera_process(box):
             sim.start()
             refused = wait_for(
