@@ -40,6 +40,9 @@ lock: ## regenerate requirements/*.lock (pinned by hash) after a dependency chan
 	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra train --extra genicam --extra dev \
 	  -o requirements/test.lock pyproject.toml
 	sed -i '/^--extra-index-url /d; /^--find-links /d; /^--index-url /d' requirements/run.lock requirements/test.lock
+	# The genicam extra alone (PyGObject + pycairo), for firmware_scripts/install.sh: its entries of test.lock.
+	{ sed -n '1,3p' requirements/genicam.lock; awk '/^[a-z0-9]/ { keep = /^(pycairo|pygobject)==/ } keep' \
+	  requirements/test.lock; } > requirements/genicam.lock.new && mv requirements/genicam.lock.new requirements/genicam.lock
 
 run: install ## the whole box on 127.0.0.1:8000 (web, worker, camera) with SQLite and ./var
 	$(VENV)/bin/appliance run

@@ -26,6 +26,8 @@ Options:
   --dry-run            print every action, change nothing
   --wheelhouse DIR     install offline from the wheels in DIR (pip wheel --wheel-dir DIR '.[train]' setuptools wheel)
   --extras LIST        pip extras to install (default: train; "" for inference only)
+  --no-genicam         leave out GigE Vision / USB3 Vision cameras (Aravis from Debian, PyGObject, their
+                       udev rule and socket buffer sizes)
   --python PATH        Python 3.11+ interpreter for the venv (default: python3)
   --platform KIND      jetson | nvidia | cpu (default: detected)
   --port N             HTTPS port of the console (default: from the config, 8443)
@@ -37,6 +39,7 @@ USAGE
 
 WHEELHOUSE=""
 EXTRAS="train"
+GENICAM=1
 PYTHON="python3"
 PLATFORM=""
 PORT=""
@@ -46,6 +49,7 @@ while [[ $# -gt 0 ]]; do
         --dry-run) DRY_RUN=1 ;;
         --wheelhouse) WHEELHOUSE="${2:?--wheelhouse needs a folder}"; shift ;;
         --extras) EXTRAS="${2?--extras needs a value}"; shift ;;
+        --no-genicam) GENICAM=0 ;;
         --python) PYTHON="${2:?--python needs a path}"; shift ;;
         --platform) PLATFORM="${2:?--platform needs jetson, nvidia or cpu}"; shift ;;
         --port) PORT="${2:?--port needs a number}"; shift ;;
@@ -142,11 +146,42 @@ fi
 # Editable: the console's files (webui/) are served from the source folder.
 run "$ROOT$PREFIX/venv/bin/pip" install "${pip_args[@]}" --editable "$package"
 
+# GigE Vision / USB3 Vision cameras: Aravis from the distribution (JetPack's Ubuntu has it too), PyGObject
+# for the camera process built against its headers (or taken from the wheelhouse), pinned by hash.
+if [[ "$GENICAM" == 1 ]]; then
+    if [[ -z "$ROOT" ]] && have apt-get; then
+        run apt-get install -y --no-install-recommends gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev \
+            pkg-config gcc
+    else
+        log "install gir1.2-aravis-0.8 (Aravis) with the distribution's package manager for GigE Vision cameras"
+    fi
+    if [[ "$(uname -m)" == x86_64 ]] && "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+        run "$ROOT$PREFIX/venv/bin/pip" install "${pip_args[@]}" --require-hashes -r "$SRC/requirements/genicam.lock"
+    else
+        run "$ROOT$PREFIX/venv/bin/pip" install "${pip_args[@]}" \
+            "$(grep -o 'PyGObject==[0-9.]*' "$SRC/pyproject.toml")"
+    fi
+fi
+
 # --- 4. units, udev rule, config --------------------------------------------------------------
 for unit in "$SRC"/systemd/*.service "$SRC"/systemd/*.path "$SRC"/systemd/*.target; do
     run install -m 0644 "$unit" "$ROOT$UNIT_DIR/$(basename "$unit")"
 done
 run install -m 0644 "$SRC/systemd/99-appliance-usb.rules" "$ROOT$UDEV_DIR/99-appliance-usb.rules"
+if [[ "$GENICAM" == 1 ]]; then
+    run install -m 0644 "$SRC/systemd/99-appliance-usb3vision.rules" "$ROOT$UDEV_DIR/99-appliance-usb3vision.rules"
+    # A GigE camera's frame arrives as a burst of UDP packets: room for several frames in the kernel while the
+    # camera process's receiving thread waits for a busy CPU (the default is 208 KB, smaller than one frame).
+    run install -d -m 0755 "$ROOT$SYSCTL_DIR"
+    write_file "$ROOT$SYSCTL_DIR/60-appliance-gige.conf" 0644 <<'SYSCTL'
+# Written by the appliance's install.sh: receive buffers for GigE Vision streams (docs/camera.md).
+net.core.rmem_max = 67108864
+net.core.rmem_default = 8388608
+SYSCTL
+    if [[ -z "$ROOT" ]] && have sysctl; then
+        run sysctl -p "$SYSCTL_DIR/60-appliance-gige.conf"
+    fi
+fi
 CONFIG="$ROOT$CONFIG_DIR/appliance.toml"
 if [[ -e "$CONFIG" ]]; then
     log "keeping the existing $CONFIG"

@@ -71,6 +71,7 @@ DATA_DIR="${DATA_DIR:-/var/lib/appliance}"
 CONFIG_DIR="${CONFIG_DIR:-/etc/appliance}"
 UNIT_DIR="${UNIT_DIR:-/etc/systemd/system}"
 UDEV_DIR="${UDEV_DIR:-/etc/udev/rules.d}"
+SYSCTL_DIR="${SYSCTL_DIR:-/etc/sysctl.d}"
 APP_USER="${APP_USER:-appliance}"
 # shellcheck disable=SC2034  # used by the scripts that source this file
 SERVICES=(appliance-web.service appliance-worker.service appliance-camera.service appliance-outputs.service)

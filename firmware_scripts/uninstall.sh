@@ -43,7 +43,8 @@ for unit in "${SERVICES[@]}" appliance.target appliance-usb-mount@.service appli
     appliance-usb-write.path; do
     run rm -f "$ROOT$UNIT_DIR/$unit"
 done
-run rm -f "$ROOT$UDEV_DIR/99-appliance-usb.rules"
+run rm -f "$ROOT$UDEV_DIR/99-appliance-usb.rules" "$ROOT$UDEV_DIR/99-appliance-usb3vision.rules" \
+    "$ROOT$SYSCTL_DIR/60-appliance-gige.conf"
 if systemd_running || [[ "$DRY_RUN" == 1 ]]; then
     run systemctl daemon-reload
     run udevadm control --reload-rules

@@ -119,6 +119,10 @@ def test_install_dry_run_prints_every_action_and_changes_nothing(tmp_path: Path)
         rf"^install -m 0644 .*/systemd/appliance-usb-write.service {root}/etc/systemd/system/",
         rf"^install -m 0644 .*/systemd/appliance-usb-write.path {root}/etc/systemd/system/",
         rf"^install -m 0644 .*/systemd/99-appliance-usb.rules {root}/etc/udev/rules.d/99-appliance-usb.rules$",
+        # GigE Vision / USB3 Vision: PyGObject pinned by hash, the USB3 Vision rule, stream socket buffers.
+        rf"^{root}/opt/appliance/venv/bin/pip install .*--no-deps --require-hashes -r .*/requirements/genicam.lock$",
+        rf"^install -m 0644 .*/systemd/99-appliance-usb3vision.rules {root}/etc/udev/rules.d/99-appliance-usb3vision.rules$",
+        rf"^write {root}/etc/sysctl.d/60-appliance-gige.conf \(mode 0644\):$",
         rf"^install -m 0640 .*/systemd/appliance.toml {root}/etc/appliance/appliance.toml$",
         rf"^openssl req -x509 .* -keyout {root}/etc/appliance/tls/key.pem -out {root}/etc/appliance/tls/cert.pem$",
         r"^sed -i -e 's\|\^tls_cert = \"\"\|tls_cert = \"/etc/appliance/tls/cert.pem\"\|'",

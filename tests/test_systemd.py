@@ -157,6 +157,22 @@ def test_device_access_per_process() -> None:
         assert {"/dev/nvmap", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia0", "char-nvhost*"} <= nodes
     assert "char-video4linux rw" in camera
     assert not any("video4linux" in entry for entry in worker)
+    # USB3 Vision cameras: the USB device nodes, which a udev rule gives to the video group.
+    assert "char-usb_device rw" in camera and not any("usb" in entry for entry in worker)
+    rule = (SYSTEMD / "99-appliance-usb3vision.rules").read_text()
+    assert 'ENV{ID_USB_INTERFACES}=="*:ef0500:*"' in rule and 'GROUP="video"' in rule
+    assert values(SYSTEMD / "appliance-camera.service", "SupplementaryGroups") == ["video"]
+
+
+def test_gige_cameras_get_ip_sockets_and_netlink_but_no_raw_packets() -> None:
+    """Aravis discovers and opens GigE cameras over UDP after listing the interfaces (getifaddrs: netlink);
+    its stream uses a UDP socket (the packet socket, AF_PACKET + CAP_NET_RAW, is turned off)."""
+    for unit in ("appliance-camera.service", "appliance-web.service"):
+        families = values(SYSTEMD / unit, "RestrictAddressFamilies")[0].split()
+        assert {"AF_INET", "AF_NETLINK"} <= set(families) and "AF_PACKET" not in families, unit
+        assert values(SYSTEMD / unit, "CapabilityBoundingSet") == [""], unit
+    worker = values(SYSTEMD / "appliance-worker.service", "RestrictAddressFamilies")
+    assert all("AF_NETLINK" not in line for line in worker)
 
 
 def test_worker_memory_limits_protect_the_web() -> None:

@@ -13,10 +13,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from appliance.stations.genicam import CameraFeatures, GenicamSettings, GenicamStatus
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ class SourceSpec:
     fps: float = 0.0
     open_timeout_ms: int = 5000
     read_timeout_ms: int = 5000
+    genicam: GenicamSettings | None = None  # gige: the features the box sets on the camera
 
 
 @dataclass
@@ -50,6 +54,9 @@ class Frame:
     seq: int  # counts frames read from the source since the reader started
     captured_at: float  # time.monotonic() when the source delivered the frame (before decoding)
     capture_ms: float  # time spent in retrieve() (decode for V4L2 MJPEG, colour conversion for FFmpeg)
+    camera: CameraFeatures | None = (
+        None  # GenICam cameras: the feature values and the camera's frame id, clock
+    )
 
 
 class SourceError(Exception):
@@ -178,6 +185,13 @@ class FrameSource:
     def _should_decode(self, now: float) -> bool:
         return self._consumer_waiting or now >= self._decode_after
 
+    def trigger_requested(self) -> None:
+        """A trigger is waiting for this source's next frame (a camera in software-trigger mode exposes one)."""
+
+    def genicam_status(self) -> GenicamStatus | None:
+        """The GenICam part of the status (GigE / USB3 Vision sources only)."""
+        return None
+
     def source_fps(self) -> float:
         times = self._read_times
         if len(times) < 2 or time.monotonic() - times[-1] > 2:
@@ -264,18 +278,28 @@ class FrameSource:
             if not ok or image is None:
                 self._fail("could not decode a frame from the source", "reconnecting")
                 return got_any
-            now = time.monotonic()
-            self._decode_s = 0.8 * self._decode_s + 0.2 * (now - started)
-            self.height, self.width = image.shape[:2]
-            with self._cond:
-                if self._slot is not None and self._slot.seq > self._taken_seq:
-                    self.dropped += 1
-                # Age counts from the moment the frame's data arrived (grab returned), decode included.
-                self._slot = Frame(image, self.frames_read, started, (now - started) * 1000)
-                self._cond.notify_all()
-            if self.state != "running":
-                logger.info("camera source %s delivering %dx%d", self.spec.source, self.width, self.height)
-            self.state = "running"
-            self.error = None
-            self.lost_since, self.retries = None, 0
+            # Age counts from the moment the frame's data arrived (grab returned), decode included.
+            self._deliver(image, started, started)
         return got_any
+
+    def _deliver(
+        self, image: np.ndarray, arrived: float, started: float, camera: CameraFeatures | None = None
+    ) -> None:
+        """Put a decoded frame in the slot (the newest wins; one nobody took counts as dropped)."""
+        now = time.monotonic()
+        self._decode_s = 0.8 * self._decode_s + 0.2 * (now - started)
+        self.height, self.width = image.shape[:2]
+        with self._cond:
+            if self._slot is not None and self._slot.seq > self._taken_seq:
+                self.dropped += 1
+            self._slot = Frame(image, self.frames_read, arrived, (now - started) * 1000, camera)
+            self._cond.notify_all()
+        if self.state != "running":
+            logger.info("camera source %s delivering %dx%d", self.spec.source, self.width, self.height)
+        self._delivering()
+
+    def _delivering(self) -> None:
+        """The source delivers: running, and no longer lost."""
+        self.state = "running"
+        self.error = None
+        self.lost_since, self.retries = None, 0

@@ -15,15 +15,17 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import JSONBody, Parameter, PathParameter
 from litestar.response import Stream
 
-from appliance.caller import CurrentUser, require_writer
-from appliance.camera import service
+from appliance.caller import CurrentUser, require_admin, require_writer
+from appliance.camera import genicam_service, service
 from appliance.camera.hub import BOUNDARY, FrameHub, mjpeg_stream
 from appliance.config import Config
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import TooManyRequests
 from appliance.stations import cameras, triggers
+from appliance.stations.genicam import GenicamDiscovery
 from appliance.stations.schemas import (
     CameraRead,
+    CameraSettings,
     CameraStatus,
     CameraWrite,
     CaptureRequest,
@@ -57,8 +59,17 @@ class CamerasController(Controller):
         return cameras.list_cameras(db, user)
 
     @post("/", operation_id="createCamera", sync_to_thread=True, status_code=201)
-    def create(self, data: JSONBody[CameraWrite], db: DB, user: Caller) -> CameraRead:
-        return cameras.create_camera(db, data, user)
+    def create(self, data: JSONBody[CameraWrite], db: DB, user: Caller, config: Settings) -> CameraRead:
+        def check(settings: CameraSettings) -> None:
+            genicam_service.check_against_camera(config, None, settings)
+
+        return cameras.create_camera(db, data, user, check)
+
+    @get("/discover", operation_id="discoverCameras", sync_to_thread=True)
+    def discover(self, user: Caller) -> GenicamDiscovery:
+        """The GigE Vision / USB3 Vision cameras Aravis finds on the box's interfaces (about a second)."""
+        require_admin(user)
+        return genicam_service.discovery()
 
     @get("/status", operation_id="listCameraStatuses", sync_to_thread=True)
     def statuses(self, db: DB, user: Caller, config: Settings) -> list[CameraStatus]:
@@ -70,8 +81,13 @@ class CamerasController(Controller):
         return cameras.get_camera(db, camera_id, user)
 
     @put("/{camera_id:int}", operation_id="putCamera", sync_to_thread=True)
-    def put_camera(self, camera_id: Id, data: JSONBody[CameraWrite], db: DB, user: Caller) -> CameraRead:
-        return cameras.replace_camera(db, camera_id, data, user)
+    def put_camera(
+        self, camera_id: Id, data: JSONBody[CameraWrite], db: DB, user: Caller, config: Settings
+    ) -> CameraRead:
+        def check(settings: CameraSettings) -> None:
+            genicam_service.check_against_camera(config, camera_id, settings)
+
+        return cameras.replace_camera(db, camera_id, data, user, check)
 
     @delete("/{camera_id:int}", operation_id="deleteCamera", sync_to_thread=True, status_code=204)
     def delete_camera(self, camera_id: Id, db: DB, user: Caller) -> None:

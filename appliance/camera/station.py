@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, cast
 import cv2
 import msgspec
 
-from appliance.camera.capture import Frame, FrameSource, SourceSpec
+from appliance.camera.capture import Frame, SourceSpec
 from appliance.camera.contracts import FrameDetection, FrameMeta
+from appliance.camera.gige_source import open_source
 from appliance.camera.models import ModelPool
 from appliance.camera.publish import Publisher, RateMeter, RollingStats
 from appliance.camera.writer import EventWriter
@@ -38,8 +39,9 @@ logger = logging.getLogger(__name__)
 def source_spec(settings: CameraSettings) -> SourceSpec:
     s = settings
     return SourceSpec(
-        s.source_type, s.source.strip(), s.width, s.height, s.fps, s.open_timeout_ms, s.read_timeout_ms
-    )
+        s.source_type, s.source.strip(), s.width, s.height, s.fps, s.open_timeout_ms, s.read_timeout_ms,
+        s.genicam,
+    )  # fmt: skip
 
 
 class CameraLoop:
@@ -75,7 +77,7 @@ class CameraLoop:
         self._spec = source_spec(settings)
         self._debouncer = Debouncer(settings.debounce_frames)
         self._next_interval = time.monotonic() + settings.interval_s
-        self.source = FrameSource(self._spec).start()
+        self.source = open_source(self._spec).start()
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
 
     def start(self) -> CameraLoop:
@@ -100,6 +102,7 @@ class CameraLoop:
 
     def add_trigger(self, trigger: TriggerRow) -> None:
         self._triggers.append(trigger)
+        self.source.trigger_requested()  # a camera in software-trigger mode exposes a frame for it
 
     def close(self, timeout: float = 2.0) -> None:
         self.stop.set()
@@ -210,7 +213,9 @@ class CameraLoop:
         self.stats.add(timings)
         boxes = boxes_of(detections) if events else []
         for event in events:
-            event = msgspec.structs.replace(event, ts=frame_ts, width=width, height=height, detections=boxes)
+            event = msgspec.structs.replace(
+                event, ts=frame_ts, width=width, height=height, detections=boxes, camera_features=frame.camera
+            )
             if self.writer.submit(event, jpeg if s.snapshots else None):
                 self.events += 1
         shadow = self.shadow
@@ -228,6 +233,9 @@ class CameraLoop:
                 "total_ms": (decided - trigger.requested_mono) * 1000,
             }
             out.append(self._event("triggered", evaluation, frame, decided, trigger.id, latencies))
+        if frame.camera is not None and frame.camera.trigger not in (None, "free_run"):
+            # The camera's own trigger (software or its input line): this frame is one inspection.
+            return out or [self._event("triggered", evaluation, frame, decided)]
         if s.mode == "continuous":
             changed = self._debouncer.feed(evaluation.verdict)
             if changed is not None:
@@ -296,6 +304,7 @@ class CameraLoop:
             failing_rules=self.last_failing,
             events=self.events,
             timings={k: StageTiming(**v) for k, v in self.stats.summary().items()},
+            genicam=self.source.genicam_status(),
             pid=os.getpid(),
             updated_at=time.time(),
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from appliance.clock import now_iso
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.stations.class_check import check_rule_classes
+from appliance.stations.genicam import parse_source
 from appliance.stations.rules import validate_zones_and_rules
 from appliance.stations.schemas import CameraRead, CameraSettings, CameraWrite
 
@@ -60,10 +62,31 @@ def validate_source(settings: CameraSettings, enabled: bool) -> None:
             )
     elif settings.source_type == "file" and not Path(source).is_absolute():
         raise Invalid("settings.source: a video file needs an absolute path on the box")
+    elif settings.source_type == "gige":
+        parse_source(source)
+
+
+def validate_genicam(settings: CameraSettings) -> None:
+    """GenICam settings belong to gige sources, whose size and rate are GenICam features too."""
+    if settings.source_type != "gige":
+        if settings.genicam is not None:
+            raise Invalid("settings.genicam: only a gige:// camera has GenICam settings (set it to null)")
+        return
+    for name in ("width", "height", "fps"):
+        if getattr(settings, name):
+            target = "frame_rate" if name == "fps" else name
+            raise Invalid(
+                f"settings.{name}: a GigE / USB3 Vision camera takes it as settings.genicam.{target} (leave 0)"
+            )
+
+
+# Checks against the camera itself (the web process reads a GenICam camera's ranges), run before the write.
+DeviceCheck = Callable[[CameraSettings], None]
 
 
 def validate(settings: CameraSettings, enabled: bool) -> None:
     validate_source(settings, enabled)
+    validate_genicam(settings)
     validate_zones_and_rules(settings)
 
 
@@ -116,7 +139,9 @@ def _name_taken(db: Database, name: str, other_than: int | None) -> bool:
     return row is not None
 
 
-def create_camera(db: Database, body: CameraWrite, user: CurrentUser) -> CameraRead:
+def create_camera(
+    db: Database, body: CameraWrite, user: CurrentUser, check_device: DeviceCheck | None = None
+) -> CameraRead:
     """Admins only: a source is a path, a URL or a pipeline run on the box."""
     require_admin(user)
     name = body.name.strip()
@@ -124,6 +149,8 @@ def create_camera(db: Database, body: CameraWrite, user: CurrentUser) -> CameraR
         raise Invalid("name: a camera needs a name")
     enabled = bool(body.enabled)
     validate(body.settings, enabled)
+    if check_device is not None:
+        check_device(body.settings)
     now = now_iso()
     with write_transaction(db):
         check_rule_classes(db, body.settings)
@@ -139,11 +166,21 @@ def create_camera(db: Database, body: CameraWrite, user: CurrentUser) -> CameraR
     return get_camera(db, camera_id, user)
 
 
-def replace_camera(db: Database, camera_id: int, body: CameraWrite, user: CurrentUser) -> CameraRead:
+def replace_camera(
+    db: Database,
+    camera_id: int,
+    body: CameraWrite,
+    user: CurrentUser,
+    check_device: DeviceCheck | None = None,
+) -> CameraRead:
     require_admin(user)
     name = body.name.strip()
     if not name:
         raise Invalid("name: a camera needs a name")
+    if check_device is not None:
+        camera_row(db, camera_id)
+        validate(body.settings, False)
+        check_device(body.settings)  # may ask the camera (a second): outside the write transaction
     with write_transaction(db):
         row = camera_row(db, camera_id)
         enabled = bool(row["enabled"]) if body.enabled is None else body.enabled

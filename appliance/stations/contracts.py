@@ -12,6 +12,7 @@ from typing import Literal
 import msgspec
 
 from appliance.inference.pipeline import Detection
+from appliance.stations.genicam import CameraFeatures
 
 Mode = Literal["continuous", "triggered", "interval"]
 Verdict = Literal["ok", "ng"]
@@ -45,6 +46,9 @@ class InspectionEvent(msgspec.Struct, kw_only=True):
     height: int = 0
     snapshot: str | None = None  # path of the JPEG relative to <data_dir>/events
     snapshot_bytes: int = 0
+    # GigE / USB3 Vision: exposure, gain, pixel format, trigger as read back from the camera, and the camera's
+    # own frame id and timestamp (null for other sources)
+    camera_features: CameraFeatures | None = None
 
 
 class EventRow(InspectionEvent, kw_only=True):

@@ -24,9 +24,9 @@ ON_EVENT_WRITTEN: list[EventHook] = []
 
 COLUMNS = (
     "camera_id", "ts", "mode", "trigger_id", "verdict", "failing_rules", "counts", "detections", "zones",
-    "model_id", "latencies", "width", "height", "snapshot", "snapshot_bytes",
+    "model_id", "latencies", "width", "height", "snapshot", "snapshot_bytes", "camera_features",
 )  # fmt: skip
-JSON_COLUMNS = {"failing_rules", "counts", "detections", "zones", "latencies"}
+JSON_COLUMNS = {"failing_rules", "counts", "detections", "zones", "latencies", "camera_features"}
 _INSERT = f"INSERT INTO inspection_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 _encoder = msgspec.json.Encoder()
 

@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 import msgspec
 
 from appliance.stations.contracts import Mode, TriggerRow
+from appliance.stations.genicam import GenicamSettings, GenicamStatus
 
-SourceType = Literal["v4l2", "url", "gstreamer", "file"]
+SourceType = Literal["v4l2", "url", "gstreamer", "file", "gige"]
 Precision = Literal["auto", "fp32", "fp16", "int8"]  # auto: the best export this machine can run
 Condition = Literal["==", ">=", "<=", "between", "present", "absent"]
 CameraState = Literal["stopped", "starting", "running", "reconnecting", "error", "offline"]
@@ -46,7 +47,8 @@ class CameraSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Everything the camera process needs for one camera; PUT replaces the whole object."""
 
     source_type: SourceType = "file"
-    # /dev/videoN (v4l2), rtsp://, http(s):// (url), a GStreamer pipeline ending in appsink, or a file path.
+    # /dev/videoN (v4l2), rtsp://, http(s):// (url), a GStreamer pipeline ending in appsink, a file path, or
+    # gige://<serial, device id or IP> (GigE Vision / USB3 Vision through Aravis).
     source: Annotated[str, msgspec.Meta(max_length=2000)] = ""
     width: Annotated[int, msgspec.Meta(ge=0, le=8192)] = 0  # v4l2: requested size, 0 = device default
     height: Annotated[int, msgspec.Meta(ge=0, le=8192)] = 0
@@ -65,6 +67,9 @@ class CameraSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     snapshots: bool = True  # keep a JPEG of each event's frame
     zones: Annotated[list[Zone], msgspec.Meta(max_length=32)] = msgspec.field(default_factory=list)
     rules: Annotated[list[Rule], msgspec.Meta(max_length=64)] = msgspec.field(default_factory=list)
+    genicam: GenicamSettings | None = (
+        None  # gige sources: exposure, gain, pixel format, ROI, trigger (null: defaults)
+    )
 
 
 class CameraWrite(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -114,6 +119,7 @@ class CameraStatus(msgspec.Struct, kw_only=True):
     failing_rules: list[str] = msgspec.field(default_factory=list)
     events: int = 0  # handed to the event writer since the process started
     timings: dict[str, StageTiming] = msgspec.field(default_factory=dict)
+    genicam: GenicamStatus | None = None  # gige sources: device, features read back, transport, incidents
     pid: int | None = None
     updated_at: float = 0.0
 

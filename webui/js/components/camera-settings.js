@@ -7,14 +7,17 @@ import { ApiError } from '../api.js';
 import { h, setText } from '../dom.js';
 import { classPicker } from './class-picker.js';
 import { fieldError } from './field-errors.js';
+import { discoveryList, genicamFieldset } from './genicam-settings.js';
 
 const SOURCE_HINTS = {
   v4l2: '/dev/video0',
   url: 'rtsp://192.168.1.20/stream or http://camera/video.mjpg',
   gstreamer: 'nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1',
   file: '/media/usb/line.mp4',
+  gige: 'gige://<serial, device id or IP> (Find cameras)',
 };
-const SOURCE_LABELS = { file: 'Video file (looped)', url: 'RTSP / HTTP URL', v4l2: 'USB camera (V4L2)', gstreamer: 'GStreamer pipeline (CSI)' };
+const SOURCE_LABELS = { file: 'Video file (looped)', url: 'RTSP / HTTP URL', v4l2: 'USB camera (V4L2)', gstreamer: 'GStreamer pipeline (CSI)',
+  gige: 'GigE Vision / USB3 Vision' };
 const CONDITIONS = [['present', 'present'], ['absent', 'absent'], ['==', 'count ='], ['>=', 'count ≥'], ['<=', 'count ≤'], ['between', 'between']];
 
 /** PUT the camera with changed settings; resolves to the saved camera, or shows the server's reason in `error`
@@ -52,7 +55,20 @@ export function settingsForm(ctx, camera, models, onSaved) {
   const sourceType = h('select', { name: 'source_type', testid: 'camera-source-type' },
     Object.entries(SOURCE_LABELS).map(([t, label]) => h('option', { value: t, selected: t === s.source_type }, label)));
   const source = h('input', { name: 'source', value: s.source, testid: 'camera-source', placeholder: SOURCE_HINTS[s.source_type] });
-  sourceType.addEventListener('change', () => { source.placeholder = SOURCE_HINTS[sourceType.value]; });
+  const genicam = genicamFieldset(camera);
+  const discovery = isAdmin ? discoveryList(ctx, (found) => { source.value = found.source; }) : h('div');
+  const sizeRow = h('div.inline-form',
+    field('Width', number('width', s.width, { min: 0, max: 8192 }), '0 = the camera\'s default'),
+    field('Height', number('height', s.height, { min: 0, max: 8192 }), '0 = the camera\'s default'),
+    field('FPS', number('fps', s.fps, { min: 0, max: 500, step: 'any' }), '0 = the source\'s own rate'));
+  const syncType = () => {
+    const gige = sourceType.value === 'gige';
+    source.placeholder = SOURCE_HINTS[sourceType.value];
+    for (const el of [genicam, discovery]) el.style.display = gige ? '' : 'none';
+    sizeRow.style.display = gige ? 'none' : ''; // a GigE camera's size and rate are GenICam features
+  };
+  sourceType.addEventListener('change', syncType);
+  syncType();
   const model = h('select', { name: 'model_id', testid: 'camera-model' },
     h('option', { value: '' }, 'The deployed model'),
     models.map((m) => h('option', { value: String(m.id), selected: m.id === s.model_id }, `${m.name} (#${m.id})`)));
@@ -65,11 +81,10 @@ export function settingsForm(ctx, camera, models, onSaved) {
       field('Name', h('input', { name: 'name', value: camera.name, testid: 'camera-name', required: true })),
       field('Source type', sourceType),
       h('label', { style: { flex: '1 1 20rem' } }, 'Source', source)),
-    h('div.inline-form',
-      field('Width', number('width', s.width, { min: 0, max: 8192 }), '0 = the camera\'s default'),
-      field('Height', number('height', s.height, { min: 0, max: 8192 }), '0 = the camera\'s default'),
-      field('FPS', number('fps', s.fps, { min: 0, max: 500, step: 'any' }), '0 = the source\'s own rate'),
+    discovery,
+    h('div.inline-form', sizeRow,
       field('Max inspections/s', number('max_fps', s.max_fps, { min: 0, max: 500, step: 'any' }), '0 = no cap')),
+    genicam,
     h('div.inline-form',
       field('Model', model),
       field('Precision', h('select', { name: 'precision', testid: 'camera-precision' },
@@ -90,9 +105,10 @@ export function settingsForm(ctx, camera, models, onSaved) {
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const v = Object.fromEntries(new FormData(form).entries());
+    const gige = v.source_type === 'gige';
     const settings = {
-      source_type: v.source_type, source: v.source.trim(),
-      width: Number(v.width), height: Number(v.height), fps: Number(v.fps), max_fps: Number(v.max_fps),
+      source_type: v.source_type, source: v.source.trim(), genicam: gige ? genicam.read() : null,
+      width: gige ? 0 : Number(v.width), height: gige ? 0 : Number(v.height), fps: gige ? 0 : Number(v.fps), max_fps: Number(v.max_fps),
       model_id: v.model_id ? Number(v.model_id) : null, precision: v.precision,
       confidence: Number(v.confidence), iou: Number(v.iou), mode: v.mode,
       interval_s: Number(v.interval_s), debounce_frames: Number(v.debounce_frames),
@@ -104,6 +120,7 @@ export function settingsForm(ctx, camera, models, onSaved) {
       onSaved(saved);
     }
   });
+  form.genicam = genicam;
   return form;
 }
 

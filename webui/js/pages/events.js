@@ -5,6 +5,7 @@
 
 import { API_PREFIX, ApiError, events as sse } from '../api.js';
 import { drawOverlay } from '../components/camera-overlay.js';
+import { describeFeatures } from '../components/genicam-settings.js';
 import { say } from '../components/message.js';
 import { h, setText } from '../dom.js';
 
@@ -53,6 +54,7 @@ function detail(ctx, event, cameraName, datasets) {
       h('div', { style: { flex: '1 1 220px' } },
         h('h3', 'Counts'), h('ul', counts),
         h('p.muted', latencies),
+        event.camera_features ? h('p.muted', { testid: 'event-camera-features' }, describeFeatures(event.camera_features)) : null,
         event.model_id ? h('p.muted', `model ${event.model_id}${event.trigger_id ? ` · trigger ${event.trigger_id}` : ''}`) : null,
         datasets.length ? h('div.inline-form', h('label', 'Dataset', select), send) : h('p.muted', 'No dataset you can add images to.'),
         message)));

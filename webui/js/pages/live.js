@@ -9,6 +9,7 @@ import { rulesEditor, saveCamera, settingsForm } from '../components/camera-sett
 import { modelText, sourceText } from '../components/camera-status-line.js';
 import { shadowCard } from '../components/shadow-card.js';
 import { formatNumber } from '../components/format.js';
+import { discoveryList, genicamPanel } from '../components/genicam-settings.js';
 import { say } from '../components/message.js';
 import { confirmDialog, h, setText } from '../dom.js';
 
@@ -41,12 +42,19 @@ function verdictStyle(el, verdict) {
 
 function addCameraForm(ctx) {
   const error = h('p.form-error', { testid: 'camera-add-error', role: 'alert' });
+  const type = h('select', { name: 'source_type', testid: 'camera-add-type' }, ['file', 'url', 'v4l2', 'gstreamer', 'gige'].map((t) => h('option', { value: t }, t)));
+  const source = h('input', { name: 'source', testid: 'camera-add-source', placeholder: '/media/usb/line.mp4' });
+  const name = h('input', { name: 'name', required: true, testid: 'camera-add-name' });
+  const discovery = discoveryList(ctx, (found) => {
+    source.value = found.source;
+    if (!name.value) name.value = `${found.model} ${found.serial}`;
+  });
+  type.addEventListener('change', () => { discovery.style.display = type.value === 'gige' ? '' : 'none'; });
+  discovery.style.display = 'none';
   const form = h('form.inline-form', { testid: 'camera-add' },
-    h('label', 'Name', h('input', { name: 'name', required: true, testid: 'camera-add-name' })),
-    h('label', 'Source type', h('select', { name: 'source_type', testid: 'camera-add-type' },
-      ['file', 'url', 'v4l2', 'gstreamer'].map((t) => h('option', { value: t }, t)))),
-    h('label', { style: { flex: '1 1 18rem' } }, 'Source', h('input', { name: 'source', testid: 'camera-add-source', placeholder: '/media/usb/line.mp4' })),
-    h('button.primary', { type: 'submit', testid: 'camera-add-submit' }, 'Add camera'), error);
+    h('label', 'Name', name), h('label', 'Source type', type),
+    h('label', { style: { flex: '1 1 18rem' } }, 'Source', source),
+    h('button.primary', { type: 'submit', testid: 'camera-add-submit' }, 'Add camera'), error, discovery);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     setText(error, '');
@@ -138,6 +146,8 @@ export default {
     const triggerButton = button('Trigger inspection', 'live-trigger', canWrite);
     const drawBar = h('div.inline-form', { testid: 'zone-bar', style: { display: 'none', 'margin-bottom': '.5rem' } });
     const stage = h('div.card', { testid: 'live-stage', style: { flex: '3 1 480px', 'text-align': 'center' } }, drawBar, view, placeholder);
+    const genicam = genicamPanel();
+    const form = settingsForm(ctx, camera, models, () => { editor.refresh(); redraw(); });
 
     let frame = null;
     let draft = null;
@@ -238,10 +248,11 @@ export default {
             h('div.tile', tiles2.dropped, 'dropped'), h('div.tile', tiles2.boxes, 'boxes')),
           h('details.card', h('summary', 'Latency per stage'), h('table.table.compact', { testid: 'live-latency' },
             h('thead', h('tr', h('th', 'Stage'), h('th.num', 'median'), h('th.num', 'p99'))),
-            h('tbody', STAGES.map(([key, label]) => h('tr', h('td', label), latency[key].median, latency[key].p99))))))),
+            h('tbody', STAGES.map(([key, label]) => h('tr', h('td', label), latency[key].median, latency[key].p99))))),
+          genicam)),
       editor,
       shadow.el,
-      settingsForm(ctx, camera, models, () => { editor.refresh(); redraw(); })));
+      form));
     stopStream();
 
     const onStatus = (status) => {
@@ -253,6 +264,8 @@ export default {
       startButton.disabled = !canWrite || status.state !== 'stopped';
       stopButton.disabled = !canWrite || status.state === 'stopped';
       startButton.title = status.state === 'stopped' ? 'start the camera' : 'the camera is on';
+      genicam.update(status);
+      if (status.genicam) form.genicam.showRanges(status.genicam.ranges);
       const live = status.state === 'running';
       if (live) startStream(); else if (streaming || frame) stopStream();
       if (!live) {
