@@ -59,7 +59,10 @@ def main() -> int:
         )  # fmt: skip
         seconds = time.perf_counter() - started
         log = server.log_path.read_text()
+    report = Path(tempfile.gettempdir()) / "schemathesis-full-report.txt"
+    report.write_text(done.stdout)
     print(done.stdout[-8000:])
+    print(f"whole report: {report}", file=sys.stderr)
     counts = {code: int(n) for code, n in re.findall(r"(ST\d+) [^:\n]*: (\d+)", done.stdout)}
     cases = re.search(r"(\d+) generated", done.stdout)
     figures = {
