@@ -176,6 +176,7 @@ def _load_domain_commands() -> None:
         "appliance.transfers.cli",
         "appliance.camera.cli",
         "appliance.outputs.cli",
+        "appliance.audit.cli",
     ):
         try:
             importlib.import_module(module)
@@ -195,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(config.log_level)
     set_page_cache_mb(config.catalog_cache_mb)
+    from appliance.audit.log import set_process_name
+
+    set_process_name(args.command)  # named in the audit entries this process writes
     try:
         return COMMANDS[args.command][2](args, config)
     except AppError as exc:

@@ -45,6 +45,10 @@ class InspectionEvent(msgspec.Struct, kw_only=True):
     height: int = 0
     snapshot: str | None = None  # path of the JPEG relative to <data_dir>/events
     snapshot_bytes: int = 0
+    # What judged it: the revision of the camera's settings (GET /cameras/{id}/revisions/{rev}) and the model's
+    # version (format, precision, input size, engine, build time of the export that ran).
+    settings_revision: int | None = None
+    model_version: str | None = None
 
 
 class EventRow(InspectionEvent, kw_only=True):
