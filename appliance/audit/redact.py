@@ -16,12 +16,17 @@ SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 # user:password@ in any URL (rtsp://, mqtt://, http:// ...), and password-like properties of a pipeline string.
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]*(?=@)")
+# The scheme's length is bounded: an unbounded one backtracks quadratically over a long string without "://".
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^/\s:@]*:)[^@\s/]*(?=@)")
 _PROPERTY_PASSWORD = re.compile(r"(?P<head>\b(?:user-pw|password|passwd|pass)\s*=\s*)(?:\"[^\"]*\"|\S+)")
 MAX_DEPTH = 8
+# Strings are cut to this before they are searched: the log keeps far less of any string (log.py), and a
+# secret cut here lies beyond what is kept.
+MAX_TEXT = 4096
 
 
 def redact_text(text: str) -> str:
+    text = text[:MAX_TEXT]
     text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
     return _PROPERTY_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
 
