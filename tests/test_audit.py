@@ -608,6 +608,10 @@ def test_record_from_the_shell_names_the_command(tmp_path):
         ("create-admin", "create-admin", "root", "username=root")
     ]
     assert log[0]["address"].startswith("local:")
+    exported = run_cli("audit", "export", "--output", str(tmp_path / "all.jsonl"), data_dir=data_dir)
+    assert exported.returncode == 0 and "1 entries written" in exported.stdout, exported.stderr
+    offline = run_cli("audit", "verify", "--file", str(tmp_path / "all.jsonl"), data_dir=data_dir)
+    assert offline.returncode == 0 and "intact: 1 entries (1-1)" in offline.stdout, offline.stdout
     config = load_config(env={}, data_dir=str(data_dir))
     db = open_database(config.db_path)
     assert record(db, config, "test") == 2

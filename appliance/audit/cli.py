@@ -48,10 +48,12 @@ def _verify(config: Config, file: str | None, as_json: bool) -> int:
     if as_json:
         print(msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(report, segments=[]))).decode())
     elif report.ok:
-        span = f"entries {report.first_seq}-{report.last_seq}" if report.entries else "no entries"
-        print(
-            f"audit log of {source} is intact: {report.entries} {span.split(' ', 1)[0]} ({span}), from {report.anchor}"
+        span = (
+            f"{report.entries} entries ({report.first_seq}-{report.last_seq})"
+            if report.entries
+            else "no entries yet"
         )
+        print(f"audit log of {source} is intact: {span}, from {report.anchor}")
         if report.pruned_segments:
             print(f"{report.pruned_segments} older segment(s) pruned ({report.pruned_entries} entries)")
         print(f"head {report.head_hash}")
