@@ -8,6 +8,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get
+from litestar.di import NamedDependency, Provide
 from litestar.params import QueryParameter
 from litestar.response import Stream
 
@@ -35,54 +36,50 @@ def export_lines(config: Config, filters: AuditFilters) -> Iterator[bytes]:
         db.conn.close()
 
 
+def _filters(
+    actor: Text = None,
+    action: Text = None,
+    outcome: Annotated[Outcome | None, QueryParameter()] = None,
+    address: Text = None,
+    since: Time = None,
+    until: Time = None,
+    text: Text = None,
+) -> AuditFilters:
+    """The query's filters, the same for a page and an export. `outcome`: ok (answered below 400), refused (4xx),
+    error (5xx); `text` is looked for in the target, the path and the details."""
+    return AuditFilters(
+        actor=actor, action=action, outcome=outcome, address=address, since=since, until=until, text=text
+    )
+
+
+Filters = NamedDependency[AuditFilters]
+
+
 class AuditController(Controller):
     path = "/audit"
     tags = ["audit"]
+    dependencies = {"filters": Provide(_filters, sync_to_thread=False)}
 
     @get("/", operation_id="listAuditEntries", sync_to_thread=True)
     def list_entries(
         self,
         db: DB,
         user: Caller,
-        actor: Text = None,
-        action: Text = None,
-        outcome: Annotated[Outcome | None, QueryParameter()] = None,
-        address: Text = None,
-        since: Time = None,
-        until: Time = None,
-        text: Text = None,
+        filters: Filters,
         before_seq: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> AuditPage:
-        """Newest first. `outcome`: ok (answered below 400), refused (4xx), error (5xx); `text` is looked for
-        in the target, the path and the details."""
+        """Newest first, with the filters; `next_before_seq` pages back."""
         require_admin(user)
-        filters = AuditFilters(
-            actor=actor, action=action, outcome=outcome, address=address, since=since, until=until, text=text
-        )
         rows = list_entries(db, filters, before_seq=before_seq, limit=limit + 1)
         items = rows[:limit]
         return AuditPage(items=items, next_before_seq=items[-1].seq if len(rows) > limit else None)
 
     @get("/export", operation_id="exportAuditLog", sync_to_thread=True, media_type="application/x-ndjson")
-    def export(
-        self,
-        user: Caller,
-        config: Settings,
-        actor: Text = None,
-        action: Text = None,
-        outcome: Annotated[Outcome | None, QueryParameter()] = None,
-        address: Text = None,
-        since: Time = None,
-        until: Time = None,
-        text: Text = None,
-    ) -> Stream:
+    def export(self, user: Caller, config: Settings, filters: Filters) -> Stream:
         """The entries (same filters) as JSON lines, oldest first, with their hashes: without a filter the file
         is the chain itself, which `appliance audit verify --file` checks offline."""
         require_admin(user)
-        filters = AuditFilters(
-            actor=actor, action=action, outcome=outcome, address=address, since=since, until=until, text=text
-        )
         return Stream(
             export_lines(config, filters),
             media_type="application/x-ndjson",
