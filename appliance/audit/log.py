@@ -193,15 +193,19 @@ def _prune(db: Database, limits: Limits, now: float) -> None:
         "SELECT id, first_seq, last_seq, bytes, closed_at FROM audit_segments WHERE pruned_at IS NULL ORDER BY id"
     ).fetchall()
     total = sum(row[3] for row in live)
+    pruned = False
     for segment_id, first_seq, last_seq, size, closed_at in live[:-1]:
         if total <= limits.max_bytes or closed_at is None:
             break
         db.execute("DELETE FROM audit_log WHERE seq BETWEEN ? AND ?", [first_seq, last_seq])
         db.execute("UPDATE audit_segments SET pruned_at = ? WHERE id = ?", [now, segment_id])
         total -= size
+        pruned = True
         logger.info(
             "audit log: pruned segment %s (entries %s-%s, %s bytes)", segment_id, first_seq, last_seq, size
         )
+    if not pruned:
+        return
     db.execute(
         """DELETE FROM audit_segments WHERE pruned_at IS NOT NULL AND id < (
              SELECT id FROM audit_segments WHERE pruned_at IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?)""",

@@ -6,6 +6,7 @@ cut from the end are missing against the head its segment recorded. `verify_expo
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -80,8 +81,41 @@ def _rows(db: Database) -> Iterator[dict[str, Any]]:
         yield dict(zip(names, values, strict=True))
 
 
+@contextlib.contextmanager
+def _one_snapshot(db: Database) -> Iterator[None]:
+    """Segments and entries read from one snapshot: appends and prunes by other connections meanwhile are not
+    seen half (WAL readers keep the snapshot of their transaction's first read)."""
+    if db.conn.in_transaction:
+        yield
+        return
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("ROLLBACK")
+
+
 def verify(db: Database) -> VerifyReport:
     """The whole log in the catalog, from the genesis or the newest pruned segment's hash."""
+    try:
+        with _one_snapshot(db):
+            return _verify(db)
+    except sqlite3.DatabaseError as exc:  # a catalog damaged where the segments or the first rows are
+        return VerifyReport(
+            ok=False,
+            entries=0,
+            first_seq=None,
+            last_seq=None,
+            head_hash="",
+            anchor="",
+            pruned_segments=0,
+            pruned_entries=0,
+            problems=[ChainBreak(seq=None, reason=f"the audit log cannot be read: {exc}")],
+            problems_total=1,
+        )
+
+
+def _verify(db: Database) -> VerifyReport:
     problems = _Problems()
     segments = _segments(db)
     for before, after in zip(segments, segments[1:], strict=False):

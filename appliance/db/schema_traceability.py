@@ -85,6 +85,7 @@ CREATE TABLE audit_segments (
   opened_at REAL NOT NULL,
   closed_at REAL,
   pruned_at REAL
-)
+);
+CREATE INDEX audit_segments_live ON audit_segments (id) WHERE pruned_at IS NULL
 """,
     )
