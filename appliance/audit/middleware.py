@@ -113,7 +113,7 @@ def _target(scope: Scope, draft: context.Draft, status: int, held: list[Message]
     if draft.target is not None:
         return draft.target
     parts = [f"{name}={value}" for name, value in (scope.get("path_params") or {}).items()]
-    created = _created_id(held) if status == 201 else None
+    created = _created_id(held) if status in (201, 202) else None  # created, or accepted as a job
     if created is not None:
         parts.append(f"created_id={created}")
     return " ".join(parts)
