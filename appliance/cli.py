@@ -110,9 +110,20 @@ def create_admin(args: argparse.Namespace, config: Config) -> int:
     except msgspec.ValidationError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2
+    from appliance.audit.log import record
+
     db = open_database(config.db_path)
     migrate(db, config.db_path)
     user = create_first_admin(db, body.username, body.password)
+    record(
+        db,
+        config,
+        "create-admin",
+        actor_id=user.id,
+        actor=user.username,
+        role=user.role,
+        target=f"username={user.username}",
+    )
     print(f"admin {user.username!r} created (id {user.id})")
     return 0
 
@@ -128,6 +139,9 @@ def setup_code_command(args: argparse.Namespace, config: Config) -> int:
         print("setup is done: an account exists; log in instead", file=sys.stderr)
         return 1
     code = new_setup_code(db)
+    from appliance.audit.log import record
+
+    record(db, config, "setup-code", details={"issued": "a new setup code (the one before stops working)"})
     print("Enter this code on the console's first page to create the admin account.")
     print("It replaces any code printed before and works once.")
     print(code)
@@ -176,6 +190,7 @@ def _load_domain_commands() -> None:
         "appliance.transfers.cli",
         "appliance.camera.cli",
         "appliance.outputs.cli",
+        "appliance.audit.cli",
     ):
         try:
             importlib.import_module(module)
@@ -195,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(config.log_level)
     set_page_cache_mb(config.catalog_cache_mb)
+    from appliance.audit.log import set_process_name
+
+    set_process_name(args.command)  # named in the audit entries this process writes
     try:
         return COMMANDS[args.command][2](args, config)
     except AppError as exc:

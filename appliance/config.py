@@ -81,6 +81,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # disagreements kept with their frames (<data_dir>/shadow; the oldest go first past it).
     shadow_window: int = 200
     shadow_events_max: int = 2_000
+    # The audit log (in the catalog) is kept under this size: past it, the oldest of its 16 segments is deleted
+    # whole and its last hash kept, so `appliance audit verify` still checks the chain from there.
+    audit_max_mb: float = 64.0
 
     @property
     def data_path(self) -> Path:
@@ -168,6 +171,8 @@ def load_config(
         raise ConfigError(f"invalid configuration: {exc}") from None
     if not 0 < config.port < 65536:
         raise ConfigError(f"port must be between 1 and 65535, got {config.port}")
+    if not config.audit_max_mb > 0:
+        raise ConfigError(f"audit_max_mb must be above 0, got {config.audit_max_mb}")
     if config.jwt_secret and len(config.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
         raise ConfigError(
             f"jwt_secret must be at least {MIN_JWT_SECRET_BYTES} bytes (HS256 keys shorter than the hash can be "

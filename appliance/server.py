@@ -13,6 +13,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.static_files import create_static_files_router
 
+from appliance.audit.controllers import AuditController
+from appliance.audit.middleware import AuditMiddleware, AuditWriter
 from appliance.auth.controllers import AuthController, UsersController
 from appliance.auth.middleware import PUBLIC, AuthMiddleware
 from appliance.auth.password_gate import PasswordGate
@@ -39,7 +41,7 @@ from appliance.models.controllers import InferenceController, ModelController, S
 from appliance.openapi import install as complete_openapi_document
 from appliance.outputs.controllers import OutputsController
 from appliance.shadow.controllers import CameraShadowController, ShadowEventsController
-from appliance.stations.controllers import EventsController
+from appliance.stations.controllers import EventsController, RevisionsController
 from appliance.storage import ImageStore
 from appliance.system.controllers import SystemController
 from appliance.training.controllers import BaseModelController, TrainingJobController
@@ -137,6 +139,7 @@ def api_routers() -> list[Any]:
         SystemController,
         CamerasController,
         EventsController,
+        RevisionsController,
         OutputsController,
         TrainingJobController,
         BaseModelController,
@@ -148,6 +151,7 @@ def api_routers() -> list[Any]:
         EvaluationsController,
         CameraShadowController,
         ShadowEventsController,
+        AuditController,
     ]
 
 
@@ -178,7 +182,8 @@ def create_app(config: Config) -> Litestar:
     app = ApplianceApp(
         route_handlers=[api, console],
         dependencies=DEPENDENCIES,
-        middleware=[content_type_middleware, AuthMiddleware],
+        # Audit sits outside authentication: it sees the caller the auth middleware found, and its 401s.
+        middleware=[content_type_middleware, AuditMiddleware, AuthMiddleware],
         exception_handlers={Exception: handle_error},
         on_startup=[open_catalog],
         on_shutdown=[close_catalog],
@@ -189,6 +194,7 @@ def create_app(config: Config) -> Litestar:
                 "login_throttle": LoginThrottle(),
                 "password_gate": PasswordGate(),
                 "image_store": ImageStore(config),
+                "audit_writer": AuditWriter(config),
             }
         ),
         request_max_body_size=config.max_upload_mb * 1024 * 1024,

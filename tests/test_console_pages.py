@@ -123,6 +123,7 @@ def test_every_page_fits_1366x768_with_its_main_action_visible(
         ("outputs", "#/outputs", "output-add"),
         ("users", "#/users", "user-create"),
         ("manual", "#/manual/console", "manual-title"),  # outputs.md names JSON null: the check would flag it
+        ("audit", "#/audit", "audit-verify"),
     ]
     for name, route, main in pages:
         page.goto(f"{server.url}/{route}")

@@ -9,6 +9,7 @@ from litestar.datastructures import Cookie, State
 from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
+from appliance import audit
 from appliance.auth import service
 from appliance.auth.middleware import PUBLIC, PUBLIC_IF_REGISTRATION, token_from
 from appliance.auth.schemas import (
@@ -68,6 +69,7 @@ class AuthController(Controller):
         self, data: JSONBody[SetupRequest], db: DB, state: State, request: Request
     ) -> Response[TokenRead]:
         client = _client(request)
+        audit.note(target=f"username={data.username}", setup_code_given=bool(data.setup_code))
 
         def create() -> Response[TokenRead]:
             user = service.create_first_admin(
@@ -78,6 +80,7 @@ class AuthController(Controller):
                 client=client,
                 throttle=state.login_throttle,
             )
+            audit.note_actor(user.id, user.username, user.role)
             return _token_response(db, user.id, state, HTTP_201_CREATED)
 
         return await state.password_gate.run(client, create)
@@ -105,9 +108,12 @@ class AuthController(Controller):
         self, data: JSONBody[Credentials], db: DB, state: State, request: Request
     ) -> Response[TokenRead]:
         client = _client(request)
+        audit.note(target=f"username={data.username}")
 
         def log_in() -> Response[TokenRead]:
             user_id = service.login(db, data.username, data.password, client, state.login_throttle)
+            signed_in = service.user_read(service.get_user_row(db, user_id))
+            audit.note_actor(signed_in.id, signed_in.username, signed_in.role)
             return _token_response(db, user_id, state)
 
         return await state.password_gate.run(client, log_in)

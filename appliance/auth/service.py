@@ -12,6 +12,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from appliance import audit
 from appliance.auth.schemas import UserCreate, UserRead, UserUpdate
 from appliance.auth.setup_code import forget_setup_code, setup_code_matches
 from appliance.auth.throttle import LoginThrottle
@@ -118,7 +119,14 @@ def create_first_admin(
 def create_user(db: Database, body: UserCreate) -> UserRead:
     password_hash = hash_password(body.password)
     with write_transaction(db):
-        return _insert_user(db, body.username, password_hash, body.role)
+        user = _insert_user(db, body.username, password_hash, body.role)
+    audit.note_change(None, _account(user), target=f"user_id={user.id}")
+    return user
+
+
+def _account(user: UserRead) -> dict[str, Any]:
+    """What the audit log keeps of an account (never its password)."""
+    return {"username": user.username, "role": user.role, "disabled": user.disabled}
 
 
 def list_users(db: Database) -> list[UserRead]:
@@ -154,7 +162,11 @@ def update_user(db: Database, user_id: int, body: UserUpdate) -> UserRead:
             db.execute(f"UPDATE users SET {assignments} WHERE id = ?", [*changes.values(), user_id])
         if body.password is not None or body.disabled or body.role is not None:
             revoke_user_tokens(db, user_id)
-        return user_read(get_user_row(db, user_id))
+        after = user_read(get_user_row(db, user_id))
+        audit.note_change(
+            _account(user_read(row)), _account(after), password_changed=body.password is not None
+        )
+        return after
 
 
 def delete_user(db: Database, user_id: int, caller: CurrentUser) -> None:
@@ -168,6 +180,7 @@ def delete_user(db: Database, user_id: int, caller: CurrentUser) -> None:
         if owned:
             raise Conflict(f"user owns {owned} dataset(s); disable the account instead, or delete them first")
         db.execute("DELETE FROM users WHERE id = ?", [user_id])
+        audit.note_change(_account(user_read(row)), None)
 
 
 def change_password(db: Database, user: CurrentUser, current: str, new: str) -> None:

@@ -10,6 +10,7 @@ its previous model (or runs without one) until the new one is ready, then switch
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import logging
 import threading
@@ -20,7 +21,12 @@ from typing import Any
 
 from appliance.config import Config
 from appliance.db import Database, open_database
-from appliance.models.loading import deployed_model, load_detector_for_model, loadable_artifacts
+from appliance.models.loading import (
+    deployed_model,
+    load_detector_for_model,
+    loadable_artifacts,
+    model_version,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,12 @@ class SharedModel:
     @property
     def name(self) -> str | None:
         return self.row.get("name")
+
+    @functools.cached_property
+    def version(self) -> str:
+        """What exactly runs, for the events it judges: the export's format, precision and input size, the
+        engine, and when the export was built (a rebuilt or re-exported file is another version)."""
+        return model_version(self.detector)
 
 
 def model_key(config: Config, row: dict[str, Any], precision: str) -> tuple[Any, ...]:

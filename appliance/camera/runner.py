@@ -60,27 +60,29 @@ class CameraProcess:
 
     def sync_cameras(self) -> None:
         wanted = {
-            cid: (name, settings)
-            for cid, (name, settings, _stamp) in enabled_cameras(self.db).items()
+            cid: (name, settings, revision)
+            for cid, (name, settings, _stamp, revision) in enabled_cameras(self.db).items()
             if settings.source.strip()
         }
         with self._lock:
             for camera_id in [c for c in self.loops if c not in wanted]:
                 logger.info("camera %s stopped", camera_id)
                 self.loops.pop(camera_id).close()
-            for camera_id, (name, settings) in wanted.items():
+            for camera_id, (name, settings, revision) in wanted.items():
                 loop = self.loops.get(camera_id)
-                if loop is not None and loop.settings == settings and loop.name == name:
+                if loop is not None and loop.judging == (settings, revision) and loop.name == name:
                     continue
-                if loop is not None and loop.apply(name, settings):
+                if loop is not None and loop.apply(name, settings, revision):
                     logger.info("camera %s settings applied", camera_id)
                     continue
                 if loop is not None:
                     loop.close()
                 logger.info("camera %s (%s): %s %s", camera_id, name, settings.source_type, settings.source)
-                self.loops[camera_id] = self._new_loop(camera_id, name, settings).start()
+                self.loops[camera_id] = self._new_loop(camera_id, name, settings, revision).start()
 
-    def _new_loop(self, camera_id: int, name: str, settings: CameraSettings) -> CameraLoop:
+    def _new_loop(
+        self, camera_id: int, name: str, settings: CameraSettings, revision: int | None = None
+    ) -> CameraLoop:
         return CameraLoop(
             camera_id,
             name,
@@ -88,6 +90,7 @@ class CameraProcess:
             self.models,
             self.writer,
             Publisher(self.config.runtime_path, camera_id),
+            revision=revision,
         )
 
     def refresh_models(self) -> None:

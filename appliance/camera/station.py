@@ -53,6 +53,8 @@ class CameraLoop:
         models: ModelPool,
         writer: EventWriter,
         publisher: Publisher,
+        *,
+        revision: int | None = None,
     ) -> None:
         self.camera_id = camera_id
         self.name = name
@@ -73,7 +75,7 @@ class CameraLoop:
         self.model_name: str | None = None
         self.shadow: CameraShadow | None = None  # a candidate model beside this camera's (camera/shadow.py)
         self._triggers: collections.deque[TriggerRow] = collections.deque()
-        self._settings = settings
+        self._judging = (settings, revision)  # one object: a frame never pairs settings with another revision
         self._spec = source_spec(settings)
         self._debouncer = Debouncer(settings.debounce_frames)
         self._next_interval = time.monotonic() + settings.interval_s
@@ -86,9 +88,18 @@ class CameraLoop:
 
     @property
     def settings(self) -> CameraSettings:
-        return self._settings
+        return self._judging[0]
 
-    def apply(self, name: str, settings: CameraSettings) -> bool:
+    @property
+    def _settings(self) -> CameraSettings:
+        return self._judging[0]
+
+    @property
+    def judging(self) -> tuple[CameraSettings, int | None]:
+        """The settings that judge the next frame and the id of their revision (stations/revisions.py)."""
+        return self._judging
+
+    def apply(self, name: str, settings: CameraSettings, revision: int | None = None) -> bool:
         """New settings; False when the source changed (the caller replaces the loop)."""
         if source_spec(settings) != self._spec:
             return False
@@ -97,7 +108,7 @@ class CameraLoop:
             self._debouncer = Debouncer(settings.debounce_frames)
         if settings.interval_s != self._settings.interval_s or settings.mode != self._settings.mode:
             self._next_interval = time.monotonic() + settings.interval_s
-        self._settings = settings
+        self._judging = (settings, revision)
         return True
 
     def add_trigger(self, trigger: TriggerRow) -> None:
@@ -143,11 +154,11 @@ class CameraLoop:
             self.writer.expire(trigger.id, f"not inspected within {TRIGGER_TIMEOUT_S:.0f} s: {reason}")
 
     def process(self, frame: Frame, wait_ms: float = 0.0) -> None:
-        s = self._settings
+        s, revision = self._judging
         timings: dict[str, float] = {"wait": wait_ms, "capture": frame.capture_ms}
         detections: list[FrameDetection] = []
         model, self.model_note = self.models.get(self.camera_id)
-        model_id = None
+        model_id = model_version = None
         if model is not None:
             t0 = time.perf_counter()
             # A frame that answers a trigger goes before the other cameras' routine frames.
@@ -161,7 +172,7 @@ class CameraLoop:
                 self.model_note = "inference failed; see the camera log"
             else:
                 detections = result.detections
-                model_id = model.model_id
+                model_id, model_version = model.model_id, model.version
                 timings["preprocess"] = result.timings.get("preprocess_ms", 0.0)
                 timings["inference"] = result.timings.get("inference_ms", 0.0)
                 timings["postprocess"] = result.timings.get("postprocess_ms", 0.0)
@@ -214,7 +225,14 @@ class CameraLoop:
         boxes = boxes_of(detections) if events else []
         for event in events:
             event = msgspec.structs.replace(
-                event, ts=frame_ts, width=width, height=height, detections=boxes, camera_features=frame.camera
+                event,
+                ts=frame_ts,
+                width=width,
+                height=height,
+                detections=boxes,
+                camera_features=frame.camera,
+                settings_revision=revision,
+                model_version=model_version,
             )
             if self.writer.submit(event, jpeg if s.snapshots else None):
                 self.events += 1

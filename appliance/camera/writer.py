@@ -21,7 +21,7 @@ import msgspec
 from appliance.config import Config
 from appliance.db import Database, open_database
 from appliance.outputs import outbox
-from appliance.stations import retention, triggers
+from appliance.stations import retention, revisions, triggers
 from appliance.stations.contracts import InspectionEvent
 from appliance.stations.events import record_events
 from appliance.storage import sync_filesystem, write_unsynced
@@ -205,3 +205,4 @@ class EventWriter:
         )
         retention.enforce(db, self.config.data_path, limits)
         triggers.prune_triggers(db, time.time() - PRUNE_TRIGGERS_AFTER_S)
+        revisions.prune_unreferenced(db)  # settings revisions no event names any more

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from appliance import audit
 from appliance.caller import CurrentUser, require_writer
 from appliance.catalog.access import class_reads, readable_dataset, writable_dataset
 from appliance.catalog.files import orphan_files, remove_files
@@ -134,8 +135,9 @@ def update_dataset(db: Database, dataset_id: int, body: DatasetUpdate, user: Cur
 def delete_dataset(db: Database, store: ImageStore, dataset_id: int, user: CurrentUser) -> None:
     """The dataset, its images and boxes; files no other dataset uses are removed after the commit."""
     with write_transaction(db):
-        writable_dataset(db, dataset_id, user, owner_only=True)
+        dataset = writable_dataset(db, dataset_id, user, owner_only=True)
         file_ids = [r[0] for r in db.execute("SELECT file_id FROM images WHERE dataset_id = ?", [dataset_id])]
+        audit.note(name=dataset["name"], images=len(file_ids))
         db.execute("DELETE FROM datasets WHERE id = ?", [dataset_id])
         for table in STATS_TABLES:
             db.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [dataset_id])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from appliance import audit
 from appliance.caller import CurrentUser
 from appliance.catalog.access import image_read, image_row, writable_dataset
 from appliance.catalog.files import orphan_files, remove_files
@@ -25,5 +26,6 @@ def delete_image(db: Database, store: ImageStore, image_id: int, user: CurrentUs
         if not (user.is_admin or dataset["owner_id"] == user.id or added_by == user.id):
             raise Forbidden("only the dataset's owner, an admin or whoever added the image may delete it")
         db.execute("DELETE FROM images WHERE id = ?", [image_id])
+        audit.note(dataset_id=row["dataset_id"], name=row["original_name"], sha256=row["sha256"])
         orphans = orphan_files(db, [file_id])
     remove_files(db, store, orphans)

@@ -24,6 +24,7 @@ SCHEMA_MODULES = [
     "schema_line",  # m006-m009: stations and events, model visibility, line outputs, bulk box stats
     "schema_genicam",  # m025-m029: machine-vision cameras (the camera's feature values kept with each event)
     "schema_evaluation",  # m030-m031: model evaluations, shadow mode
+    "schema_traceability",  # m035-m036: camera settings revisions on events, the hash-chained audit log
 ]
 for _module in SCHEMA_MODULES:
     importlib.import_module(f"appliance.db.{_module}")

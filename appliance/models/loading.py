@@ -100,6 +100,24 @@ def load_detector_for_model(
         return load_detector(onnx.path, class_names=names or None, imgsz=onnx.info.imgsz)
 
 
+MAX_VERSION = 200
+
+
+def model_version(detector: Any) -> str:
+    """A loaded model's version as events record it: "onnx fp32 640px onnxruntime, built <time>"."""
+    meta = getattr(detector, "metadata", None) or {}
+    size = meta.get("imgsz") or "?"
+    parts = [
+        str(meta.get("format") or "?"),
+        str(meta.get("precision") or "?"),
+        f"{size}px",
+        str(detector.key),
+    ]
+    built = meta.get("built_at")
+    text = " ".join(parts) + (f", built {built}" if built else "")
+    return text[:MAX_VERSION]
+
+
 _caches: dict[int, ModelCache] = {}
 _caches_lock = threading.Lock()
 
@@ -133,5 +151,6 @@ __all__ = [
     "detector_cache",
     "load_detector_for_model",
     "loadable_artifacts",
+    "model_version",
     "select_artifact",
 ]

@@ -36,6 +36,10 @@ class EventMessage(msgspec.Struct, kw_only=True):
     width: int
     height: int
     snapshot_url: str | None  # path of the JPEG on the box's API (needs a login), null without a snapshot
+    # Added in version 1 (optional): what judged it, the camera settings' revision (GET
+    # /api/v1/cameras/{camera_id}/revisions/{settings_revision}) and the version of the model that ran.
+    settings_revision: int | None = None
+    model_version: str | None = None
 
 
 class CameraSummary(msgspec.Struct, kw_only=True):

@@ -76,6 +76,8 @@ def event_message(row: EventRow, box: str, camera_name: str) -> EventMessage:
         width=row.width,
         height=row.height,
         snapshot_url=f"/api/v1/events/{row.id}/snapshot" if row.snapshot else None,
+        settings_revision=row.settings_revision,
+        model_version=row.model_version,
     )
 
 

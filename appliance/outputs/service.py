@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from appliance import audit
 from appliance.caller import CurrentUser, require_admin
 from appliance.clock import now_iso
 from appliance.config import Config
@@ -168,6 +169,12 @@ def create_output(db: Database, config: Config, body: OutputWrite, user: Current
         ).lastrowid
         db.execute("INSERT INTO output_stats (output_id) VALUES (?)", [output_id])
     assert output_id is not None
+    audit.note_change(
+        None,
+        _audited(body.name, body.enabled, settings),
+        target=f"output_id={output_id}",
+        write_only_fields_set=sorted(secrets),
+    )
     logger.info("output %s (%s) created by %s", output_id, _kind(settings), user.username)
     return get_output(db, config, output_id, user)
 
@@ -190,6 +197,11 @@ def replace_output(
             "updated_at = ? WHERE id = ?",
             [body.name, body.enabled, _json(settings), json.dumps(secrets), now_iso(), output_id],
         )
+    before = _audited(row["name"], bool(row["enabled"]), _settings_decoder.decode(row["settings"]))
+    # Which secrets the request set or cleared, by name only (their values never reach the log).
+    audit.note_change(
+        before, _audited(body.name, body.enabled, settings), write_only_fields_changed=sorted(given)
+    )
     logger.info("output %s changed by %s", output_id, user.username)
     return get_output(db, config, output_id, user)
 
@@ -198,8 +210,11 @@ def delete_output(db: Database, output_id: int, user: CurrentUser) -> None:
     """The output and its undelivered messages go together."""
     require_admin(user)
     with write_transaction(db):
-        _row(db, output_id)
+        row = _row(db, output_id)
         db.execute("DELETE FROM outputs WHERE id = ?", [output_id])
+    audit.note_change(
+        _audited(row["name"], bool(row["enabled"]), _settings_decoder.decode(row["settings"])), None
+    )
     logger.info("output %s deleted by %s", output_id, user.username)
 
 
@@ -222,6 +237,11 @@ def stored_outputs(db: Database, output_id: int | None = None) -> list[StoredOut
             )
         )
     return found
+
+
+def _audited(name: str, enabled: bool, settings: OutputSettings) -> dict[str, Any]:
+    """An output as its audit entries show it (stored settings carry no secrets; redact masks any left)."""
+    return {"name": name, "enabled": bool(enabled), "settings": msgspec.to_builtins(settings)}
 
 
 def _kind(settings: OutputSettings) -> str:

@@ -13,10 +13,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from appliance import audit
 from appliance.caller import CurrentUser, require_admin, require_writer
 from appliance.clock import now_iso
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, Invalid, NotFound
+from appliance.stations import revisions
 from appliance.stations.class_check import check_rule_classes
 from appliance.stations.genicam import parse_source
 from appliance.stations.rules import validate_zones_and_rules
@@ -162,8 +164,17 @@ def create_camera(
             "INSERT INTO cameras (name, enabled, settings, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
             [name, int(enabled), msgspec.json.encode(body.settings).decode(), now, now],
         ).lastrowid
-    assert camera_id is not None
+        assert camera_id is not None
+        revision = revisions.record_revision(db, camera_id, name, body.settings, user)
+    audit.note_change(
+        None, audited(name, enabled, body.settings), target=f"camera_id={camera_id}", revision=revision
+    )
     return get_camera(db, camera_id, user)
+
+
+def audited(name: str, enabled: bool, settings: CameraSettings) -> dict[str, Any]:
+    """A camera as its audit entries show it (zones, rules, thresholds, mode, source without its password)."""
+    return {"name": name, "enabled": enabled, "settings": msgspec.to_builtins(settings)}
 
 
 def replace_camera(
@@ -192,6 +203,11 @@ def replace_camera(
             "UPDATE cameras SET name = ?, enabled = ?, settings = ?, updated_at = ? WHERE id = ?",
             [name, int(enabled), msgspec.json.encode(body.settings).decode(), now_iso(), camera_id],
         )
+        revision = revisions.record_revision(db, camera_id, name, body.settings, user)
+    before = audited(row["name"], bool(row["enabled"]), decode_settings(row["settings"]))
+    audit.note_change(
+        before, audited(name, enabled, body.settings), revision_before=row["revision_id"], revision=revision
+    )
     return get_camera(db, camera_id, user)
 
 
@@ -199,8 +215,14 @@ def delete_camera(db: Database, camera_id: int, user: CurrentUser) -> None:
     """The camera goes; its events stay in the history (and age out with the retention)."""
     require_admin(user)
     with write_transaction(db):
-        camera_row(db, camera_id)
+        row = camera_row(db, camera_id)
+        revisions.supersede_current(db, camera_id)
         db.execute("DELETE FROM cameras WHERE id = ?", [camera_id])
+    audit.note_change(
+        audited(row["name"], bool(row["enabled"]), decode_settings(row["settings"])),
+        None,
+        revision=row["revision_id"],
+    )
 
 
 def set_enabled(db: Database, camera_id: int, enabled: bool, user: CurrentUser) -> CameraRead:
@@ -213,6 +235,7 @@ def set_enabled(db: Database, camera_id: int, enabled: bool, user: CurrentUser) 
             "UPDATE cameras SET enabled = ?, updated_at = ? WHERE id = ?",
             [int(enabled), now_iso(), camera_id],
         )
+    audit.note_change({"enabled": bool(row["enabled"])}, {"enabled": enabled})
     return get_camera(db, camera_id, user)
 
 
@@ -221,7 +244,9 @@ def camera_stamps(db: Database) -> dict[int, str]:
     return {row[0]: row[1] for row in db.execute("SELECT id, updated_at FROM cameras").fetchall()}
 
 
-def enabled_cameras(db: Database) -> dict[int, tuple[str, CameraSettings, str]]:
-    """{id: (name, settings, updated_at)} of the cameras that should run."""
-    rows = db.execute("SELECT id, name, settings, updated_at FROM cameras WHERE enabled = 1").fetchall()
-    return {row[0]: (row[1], decode_settings(row[2]), row[3]) for row in rows}
+def enabled_cameras(db: Database) -> dict[int, tuple[str, CameraSettings, str, int | None]]:
+    """{id: (name, settings, updated_at, revision id of these settings)} of the cameras that should run."""
+    rows = db.execute(
+        "SELECT id, name, settings, updated_at, revision_id FROM cameras WHERE enabled = 1"
+    ).fetchall()
+    return {row[0]: (row[1], decode_settings(row[2]), row[3], row[4]) for row in rows}

@@ -49,6 +49,10 @@ class InspectionEvent(msgspec.Struct, kw_only=True):
     # GigE / USB3 Vision: exposure, gain, pixel format, trigger as read back from the camera, and the camera's
     # own frame id and timestamp (null for other sources)
     camera_features: CameraFeatures | None = None
+    # What judged it: the revision of the camera's settings (GET /cameras/{id}/revisions/{rev}) and the model's
+    # version (format, precision, input size, engine, build time of the export that ran).
+    settings_revision: int | None = None
+    model_version: str | None = None
 
 
 class EventRow(InspectionEvent, kw_only=True):

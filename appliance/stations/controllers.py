@@ -16,9 +16,10 @@ from appliance.camera.service import save_frame
 from appliance.db import Database
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import NotFound
-from appliance.stations import events
+from appliance.stations import events, revisions
 from appliance.stations.contracts import EventRow
 from appliance.stations.retention import snapshot_path
+from appliance.stations.revisions import RevisionRead, RevisionSummary
 from appliance.stations.schemas import CameraCounters, CaptureRequest, CaptureResult, CountersRead
 from appliance.storage import read_capped
 from appliance.streams import Polled, last_event_id, polled_events, sse_response, stream_slots
@@ -166,4 +167,28 @@ def _snapshot_bytes(event: EventRow, data_path: Path) -> bytes:
     return data
 
 
-__all__ = ["EventsController"]
+class RevisionsController(Controller):
+    """The camera settings that judged events: kept while an event names them (stations/revisions.py)."""
+
+    path = "/cameras/{camera_id:int}/revisions"
+    tags = ["cameras"]
+
+    @get("/", operation_id="listCameraRevisions", sync_to_thread=True)
+    def list_revisions(
+        self,
+        camera_id: Id,
+        db: DB,
+        user: Caller,
+        before_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    ) -> list[RevisionSummary]:
+        """Newest first: the camera's current settings and the earlier ones events still name."""
+        return revisions.list_revisions(db, camera_id, before_id=before_id, limit=limit)
+
+    @get("/{revision_id:int}", operation_id="getCameraRevision", sync_to_thread=True)
+    def get_revision(self, camera_id: Id, revision_id: Id, db: DB, user: Caller) -> RevisionRead:
+        """The settings (zones, rules, thresholds, mode, camera settings) an event's `settings_revision` names."""
+        return revisions.get_revision(db, camera_id, revision_id)
+
+
+__all__ = ["EventsController", "RevisionsController"]

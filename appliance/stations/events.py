@@ -15,6 +15,7 @@ import msgspec
 
 from appliance.db import Database, write_transaction
 from appliance.errors import NotFound
+from appliance.stations import revisions
 from appliance.stations.contracts import EventRow, InspectionEvent
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ ON_EVENT_WRITTEN: list[EventHook] = []
 COLUMNS = (
     "camera_id", "ts", "mode", "trigger_id", "verdict", "failing_rules", "counts", "detections", "zones",
     "model_id", "latencies", "width", "height", "snapshot", "snapshot_bytes", "camera_features",
+    "settings_revision", "model_version",
 )  # fmt: skip
 JSON_COLUMNS = {"failing_rules", "counts", "detections", "zones", "latencies", "camera_features"}
 _INSERT = f"INSERT INTO inspection_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
@@ -56,6 +58,7 @@ def record_events(db: Database, events: list[InspectionEvent]) -> list[int]:
                     "UPDATE inspection_triggers SET status = 'done', event_id = ? WHERE id = ?",
                     [event_id, event.trigger_id],
                 )
+        revisions.mark_referenced(db, rows)
         for hook in ON_EVENT_WRITTEN:
             hook(db, rows)
     return ids

@@ -30,6 +30,7 @@ import modelComparePage from './pages/model-compare.js';
 import outputsPage from './pages/outputs.js';
 import tryItPage from './pages/tryit.js';
 import usersPage from './pages/users.js';
+import auditPage from './pages/audit.js';
 
 export const PAGES = [
   setupPage,
@@ -51,6 +52,7 @@ export const PAGES = [
   outputsPage,
   usersPage,
   manualPage,
+  auditPage,
 ];
 
 const DEFAULT_ROUTE = '#/datasets';

@@ -1,12 +1,13 @@
 // Events: the inspection history with filters (camera, verdict, since), newest first, older pages on demand,
 // new events arriving live (SSE); one event large with its snapshot, boxes and zones drawn over it, the
-// failing rules, counts per zone and latencies, and "send to dataset" (the frame with the model's boxes as
-// pre-labels, to label the hard cases).
+// failing rules, counts per zone and latencies, what judged it (model version, the settings revision's rules and
+// zones), and "send to dataset" (the frame with the model's boxes as pre-labels, to label the hard cases).
 
 import { API_PREFIX, ApiError, events as sse } from '../api.js';
 import { drawOverlay } from '../components/camera-overlay.js';
 import { describeFeatures } from '../components/genicam-settings.js';
 import { say } from '../components/message.js';
+import { judgedBy } from '../components/settings-revision.js';
 import { h, setText } from '../dom.js';
 
 const when = (ts) => new Date(ts * 1000).toLocaleString();
@@ -55,9 +56,10 @@ function detail(ctx, event, cameraName, datasets) {
         h('h3', 'Counts'), h('ul', counts),
         h('p.muted', latencies),
         event.camera_features ? h('p.muted', { testid: 'event-camera-features' }, describeFeatures(event.camera_features)) : null,
-        event.model_id ? h('p.muted', `model ${event.model_id}${event.trigger_id ? ` · trigger ${event.trigger_id}` : ''}`) : null,
+        event.trigger_id ? h('p.muted', `trigger ${event.trigger_id}`) : null,
         datasets.length ? h('div.inline-form', h('label', 'Dataset', select), send) : h('p.muted', 'No dataset you can add images to.'),
-        message)));
+        message)),
+    judgedBy(ctx.api, event));
 }
 
 export default {

@@ -1,0 +1,74 @@
+"""The one place that keeps secrets out of the audit log: `redact` masks the values of secret-named keys and the
+passwords written inside URLs and pipeline strings; `changes` lists the fields that differ between two states
+(both redacted), which is what an entry keeps of a camera, zone, rule, output or account change."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+MASK = "***"
+# Keys whose values are secrets wherever they appear (settings, bodies, details).
+SECRET_KEY = re.compile(
+    r"pass(word|wd|phrase)?$|passwd|password|secret|token|api[_-]?key|private[_-]?key|credential|"
+    r"authorization|cookie|setup[_-]?code|hmac",
+    re.IGNORECASE,
+)
+# user:password@ in any URL (rtsp://, mqtt://, http:// ...), and password-like properties of a pipeline string.
+# The scheme's length is bounded: an unbounded one backtracks quadratically over a long string without "://".
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^/\s:@]*:)[^@\s/]*(?=@)")
+_PROPERTY_PASSWORD = re.compile(r"(?P<head>\b(?:user-pw|password|passwd|pass)\s*=\s*)(?:\"[^\"]*\"|\S+)")
+MAX_DEPTH = 8
+# Strings are cut to this before they are searched: the log keeps far less of any string (log.py), and a
+# secret cut here lies beyond what is kept.
+MAX_TEXT = 4096
+
+
+def redact_text(text: str) -> str:
+    text = text[:MAX_TEXT]
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    return _PROPERTY_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+
+
+def redact(value: Any, depth: int = 0) -> Any:
+    """A copy with every secret masked: the values of secret-named keys (an empty or null one stays as it is,
+    so "cleared" and "kept" remain readable) and passwords inside strings. Nesting past MAX_DEPTH is cut."""
+    if depth > MAX_DEPTH:
+        return "…"
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = str(key)
+            secret = SECRET_KEY.search(name) and item not in (None, "") and not isinstance(item, bool)
+            out[name] = MASK if secret else redact(item, depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [redact(item, depth + 1) for item in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+def _flatten(value: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    """{"a.b": leaf}: nested objects by dotted key (lists are leaves: a zone or rule list changes as a whole)."""
+    if isinstance(value, Mapping) and depth < 3:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}.", depth + 1))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """{field: [before, after]} of the fields that differ, both sides redacted; a field that appears or goes
+    has null on the other side."""
+    old, new = _flatten(redact(before)), _flatten(redact(after))
+    return {
+        key: [old.get(key), new.get(key)]
+        for key in [*old, *(k for k in new if k not in old)]
+        if old.get(key) != new.get(key)
+    }
+
+
+__all__ = ["MASK", "changes", "redact", "redact_text"]
