@@ -23,6 +23,7 @@ SCHEMA_MODULES = [
     "schema_catalog",  # m001-m005: users, datasets, images, annotations, jobs, models
     "schema_line",  # m006-m009: stations and events, model visibility, line outputs, bulk box stats
     "schema_evaluation",  # m030-m031: model evaluations, shadow mode
+    "schema_events",  # m055-m056: event counts per minute and hour, the event list's indexes, rule rows
 ]
 for _module in SCHEMA_MODULES:
     importlib.import_module(f"appliance.db.{_module}")
