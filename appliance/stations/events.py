@@ -107,6 +107,32 @@ def list_events(
     (camera_id, rule, ts)); a page reads about `limit` entries whatever the size of the history."""
     if after_id is not None:
         return _written_after(db, after_id, camera_id, verdict, limit)
+    if before_id is not None and before_ts is None:
+        found = db.execute("SELECT ts FROM inspection_events WHERE id = ?", [before_id]).fetchone()
+        if found is None:
+            return []  # the page's last event went with the retention: nothing older is left either
+        before_ts = found[0]
+    sql, args = list_query(
+        camera_id=camera_id,
+        verdict=verdict,
+        rule=rule,
+        since=since,
+        until=until,
+        before=None if before_id is None or before_ts is None else (before_ts, before_id),
+    )
+    return [row_to_event(row) for row in db.query(sql, [*args, limit])]
+
+
+def list_query(
+    *,
+    camera_id: int | None = None,
+    verdict: str | None = None,
+    rule: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    before: tuple[float, int] | None = None,
+) -> tuple[str, list[Any]]:
+    """The SQL of one page (its LIMIT the last parameter, left to the caller) and its arguments."""
     if rule is not None:
         source = "inspection_event_rules k JOIN inspection_events e ON e.id = k.event_id"
         key_ts, key_id, camera_column = "k.ts", "k.event_id", "k.camera_id"
@@ -115,6 +141,12 @@ def list_events(
     else:
         source, key_ts, key_id, camera_column = "inspection_events e", "e.ts", "e.id", "e.camera_id"
         where, args = [], []
+    if before is not None and until is not None:
+        # One upper bound on the time, not two: with two the planner may take a shorter index.
+        if until <= before[0]:
+            before = None  # every event before `until` comes before the cursor too
+        else:
+            until = None  # the cursor's bound is the tighter one
     for clause, value in (
         (f"{camera_column} = ?", camera_id),
         ("e.verdict = ?", verdict),
@@ -124,19 +156,13 @@ def list_events(
         if value is not None:
             where.append(clause)
             args.append(value)
-    if before_id is not None:
-        if before_ts is None:
-            found = db.execute("SELECT ts FROM inspection_events WHERE id = ?", [before_id]).fetchone()
-            if found is None:
-                return []  # the page's last event went with the retention: nothing older is left either
-            before_ts = found[0]
+    if before is not None:
         where.append(f"{key_ts} <= ? AND ({key_ts} < ? OR {key_id} < ?)")
-        args += [before_ts, before_ts, before_id]
+        args += [before[0], before[0], before[1]]
     sql = f"SELECT e.* FROM {source}"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY {key_ts} DESC, {key_id} DESC LIMIT ?"
-    return [row_to_event(row) for row in db.query(sql, [*args, limit])]
+    return sql + f" ORDER BY {key_ts} DESC, {key_id} DESC LIMIT ?", args
 
 
 def _written_after(

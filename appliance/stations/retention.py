@@ -83,6 +83,8 @@ def _delete(
 ) -> Pruned:
     """One transaction: the oldest `limit` events matching `where`, their rule rows and totals; then their
     files (rows first, then files: a row never points at a file that is already gone)."""
+    if db.execute(f"SELECT 1 FROM inspection_events WHERE {where} LIMIT 1", args).fetchone() is None:
+        return Pruned()  # nothing to do: no write lock taken
     pruned = Pruned(transactions=1)
     started = time.perf_counter()
     with write_transaction(db):
