@@ -54,6 +54,7 @@ from appliance.db import Database, migrate, open_database  # noqa: E402
 from appliance.inference.pipeline import Detection  # noqa: E402
 from appliance.stations import counts, events, retention  # noqa: E402
 from appliance.stations.contracts import InspectionEvent  # noqa: E402
+from bench.catalog import summary, timed  # noqa: E402
 from tests.helpers import ADMIN, API, ServerProcess, auth  # noqa: E402
 
 CAMERAS = 4
@@ -69,10 +70,6 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median_ms": round(statistics.median(values), 2), "p99_ms": round(percentile(values, 0.99), 2)}
 
 
 def add_cameras(db: Database) -> list[int]:
@@ -154,17 +151,6 @@ def seed(
 def local_midnight(now: float) -> float:
     day = time.localtime(now)
     return time.mktime((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0, 0, 0, -1))
-
-
-def timed(fn: Callable[[], Any], repeat: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - started) * 1000)
-    return times
 
 
 def http_figures(server: ServerProcess, token: str, now: float, oldest: float, repeat: int) -> dict[str, Any]:

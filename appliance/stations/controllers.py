@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import ServerSentEvent
 
@@ -40,6 +41,13 @@ Time = Annotated[float, QueryParameter(ge=0, le=1e11, description="unix time (se
 OptionalTime = Annotated[float | None, QueryParameter(ge=0, le=1e11, description="unix time (seconds)")]
 CameraFilter = Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)]
 Bucket = Annotated[ReportBucket, QueryParameter(description="width of a report point")]
+
+
+def _report_query(
+    since: Time, until: OptionalTime = None, camera_id: CameraFilter = None, bucket: Bucket = "hour"
+) -> report.ReportQuery:
+    """The report's parameters, for the JSON and the CSV alike (until: default now)."""
+    return report.ReportQuery(since, time.time() if until is None else until, camera_id, bucket)
 
 
 class EventPage(msgspec.Struct, kw_only=True):
@@ -108,36 +116,29 @@ class EventsController(Controller):
         the counts per minute and hour: the same cost whatever the number of events."""
         return report.counters_read(db, since, until, camera_id)
 
-    @get("/report", operation_id="getEventReport", sync_to_thread=True)
-    def get_report(
-        self,
-        db: DB,
-        user: Caller,
-        since: Time,
-        until: OptionalTime = None,
-        camera_id: CameraFilter = None,
-        bucket: Bucket = "hour",
-    ) -> EventReport:
+    @get(
+        "/report",
+        operation_id="getEventReport",
+        sync_to_thread=True,
+        dependencies={"asked": Provide(_report_query, sync_to_thread=False)},
+    )
+    def get_report(self, db: DB, user: Caller, asked: report.ReportQuery) -> EventReport:
         """The shift report: OK/NG per bucket, NG rate, top failing rules, for all cameras (or one) and per
         camera, over [since, until) (default until: now); at most 1000 buckets."""
-        return report.build_report(db, since, time.time() if until is None else until, camera_id, bucket)
+        return report.build_report(db, asked)
 
-    @get("/report/csv", operation_id="getEventReportCsv", sync_to_thread=True, media_type="text/csv")
-    def get_report_csv(
-        self,
-        db: DB,
-        user: Caller,
-        since: Time,
-        until: OptionalTime = None,
-        camera_id: CameraFilter = None,
-        bucket: Bucket = "hour",
-    ) -> Response[str]:
+    @get(
+        "/report/csv",
+        operation_id="getEventReportCsv",
+        sync_to_thread=True,
+        media_type="text/csv",
+        dependencies={"asked": Provide(_report_query, sync_to_thread=False)},
+    )
+    def get_report_csv(self, db: DB, user: Caller, asked: report.ReportQuery) -> Response[str]:
         """The shift report as CSV: one row per bucket and camera, NG per failing rule in columns."""
-        end = time.time() if until is None else until
-        text = report.report_csv(db, since, end, camera_id, bucket)
-        stamp = time.strftime("%Y%m%d-%H%M", time.localtime(since))
+        stamp = time.strftime("%Y%m%d-%H%M", time.localtime(asked.since))
         return Response(
-            text,
+            report.report_csv(db, asked),
             media_type="text/csv; charset=utf-8",
             headers={
                 "Content-Disposition": f'attachment; filename="events-report-{stamp}.csv"',

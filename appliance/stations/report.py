@@ -12,6 +12,7 @@ import datetime
 import io
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
 from appliance.db import Database
 from appliance.errors import BadRequest
@@ -92,15 +93,20 @@ def report_edges(since: float, until: float, bucket: ReportBucket) -> list[float
     return [*edges, until]
 
 
-def build_report(
-    db: Database, since: float, until: float, camera_id: int | None, bucket: ReportBucket
-) -> EventReport:
-    return _build(db, since, until, camera_id, bucket)[0]
+@dataclass(frozen=True)
+class ReportQuery:
+    since: float
+    until: float
+    camera_id: int | None
+    bucket: ReportBucket
 
 
-def _build(
-    db: Database, since: float, until: float, camera_id: int | None, bucket: ReportBucket
-) -> tuple[EventReport, list[counts.IntervalCounts]]:
+def build_report(db: Database, query: ReportQuery) -> EventReport:
+    return _build(db, query)[0]
+
+
+def _build(db: Database, query: ReportQuery) -> tuple[EventReport, list[counts.IntervalCounts]]:
+    since, until, camera_id, bucket = query.since, query.until, query.camera_id, query.bucket
     edges = report_edges(since, until, bucket)
     intervals = counts.count_intervals(db, edges, camera_id, rules=True)
     names = camera_names(db)
@@ -162,10 +168,10 @@ def _local(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
-def report_csv(db: Database, since: float, until: float, camera_id: int | None, bucket: ReportBucket) -> str:
+def report_csv(db: Database, query: ReportQuery) -> str:
     """One row per bucket and camera: start, end (local time with its offset), camera, OK, NG, NG rate in
     percent, then NG per failing rule (the most frequent rules of the range, one column each)."""
-    report, intervals = _build(db, since, until, camera_id, bucket)
+    report, intervals = _build(db, query)
     edges = [p.start for p in report.points] + [report.until]
     rule_totals: dict[str, int] = defaultdict(int)
     for interval in intervals:

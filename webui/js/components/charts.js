@@ -64,6 +64,42 @@ export function barChart(canvas, bars, { horizontal = true, valueFormat = (v) =>
   return canvas;
 }
 
+/** A plot area on the canvas: the 2d context in CSS px, theme colours, padding and the plot's size. */
+function frame(canvas, pad) {
+  const width = canvas.clientWidth || 480;
+  const height = canvas.clientHeight || 220;
+  const g = prepare(canvas, width, height);
+  const styles = getComputedStyle(document.body);
+  g.font = '12px system-ui, sans-serif';
+  return {
+    g,
+    width,
+    height,
+    pad,
+    text: styles.getPropertyValue('--muted').trim() || '#9aa4b2',
+    line: styles.getPropertyValue('--line').trim() || '#333b47',
+    plotW: Math.max(10, width - pad.left - pad.right),
+    plotH: Math.max(10, height - pad.top - pad.bottom),
+  };
+}
+
+/** Five horizontal grid lines from lo to hi, each labelled on the left. */
+function grid(f, y, lo, hi, format) {
+  const { g, pad, plotW } = f;
+  g.strokeStyle = f.line;
+  g.fillStyle = f.text;
+  g.lineWidth = 1;
+  g.textAlign = 'right';
+  for (let k = 0; k <= 4; k += 1) {
+    const v = lo + ((hi - lo) * k) / 4;
+    g.beginPath();
+    g.moveTo(pad.left, y(v));
+    g.lineTo(pad.left + plotW, y(v));
+    g.stroke();
+    g.fillText(format(v), pad.left - 4, y(v) + 4);
+  }
+}
+
 const SERIES_COLORS = ['#4ea1ff', '#ff8c42', '#5cd65c', '#e05cff', '#ffd23f', '#ff5c7a'];
 
 /**
@@ -74,18 +110,10 @@ const SERIES_COLORS = ['#4ea1ff', '#ff8c42', '#5cd65c', '#e05cff', '#ffd23f', '#
 export function lineChart(canvas, title, series, {
   xLabel = (i) => String(i + 1), step: xStep = 0, emptyText = 'waiting for the first epoch…', valueFormat = null,
 } = {}) {
-  const width = canvas.clientWidth || 480;
-  const height = canvas.clientHeight || 220;
-  const g = prepare(canvas, width, height);
-  const styles = getComputedStyle(document.body);
-  const text = styles.getPropertyValue('--muted').trim() || '#9aa4b2';
-  const line = styles.getPropertyValue('--line').trim() || '#333b47';
-  const pad = { left: 46, right: 12, top: 22, bottom: 38 };
-  const plotW = Math.max(10, width - pad.left - pad.right);
-  const plotH = Math.max(10, height - pad.top - pad.bottom);
+  const f = frame(canvas, { left: 46, right: 12, top: 22, bottom: 38 });
+  const { g, height, pad, plotW, plotH, text } = f;
   const n = Math.max(0, ...series.map((s) => s.values.length));
   const all = series.flatMap((s) => s.values).filter((v) => v !== null && v !== undefined && Number.isFinite(v));
-  g.font = '12px system-ui, sans-serif';
   g.fillStyle = text;
   g.fillText(title, pad.left, 14);
   canvas.dataset.points = String(n);
@@ -99,17 +127,7 @@ export function lineChart(canvas, title, series, {
   hi += (hi - lo) * 0.05;
   const x = (i) => pad.left + (n === 1 ? plotW / 2 : (i / (n - 1)) * plotW);
   const y = (v) => pad.top + plotH - ((v - lo) / (hi - lo)) * plotH;
-  g.strokeStyle = line;
-  g.lineWidth = 1;
-  g.textAlign = 'right';
-  for (let k = 0; k <= 4; k += 1) {
-    const v = lo + ((hi - lo) * k) / 4;
-    g.beginPath();
-    g.moveTo(pad.left, y(v));
-    g.lineTo(pad.left + plotW, y(v));
-    g.stroke();
-    g.fillText(valueFormat ? valueFormat(v) : v.toFixed(hi - lo < 1 ? 3 : 2), pad.left - 4, y(v) + 4);
-  }
+  grid(f, y, lo, hi, valueFormat || ((v) => v.toFixed(hi - lo < 1 ? 3 : 2)));
   g.textAlign = 'center';
   const step = xStep || Math.max(1, Math.ceil(n / 10));
   for (let i = 0; i < n; i += step) g.fillText(xLabel(i), x(i), pad.top + plotH + 14);
@@ -146,36 +164,18 @@ export function lineChart(canvas, title, series, {
  * value, bottom first). Sized to its box and the device pixel ratio; the number of bars is kept in data-points.
  */
 export function stackedBars(canvas, bars, series, { emptyText = 'nothing yet' } = {}) {
-  const width = canvas.clientWidth || 480;
-  const height = canvas.clientHeight || 220;
-  const g = prepare(canvas, width, height);
-  const styles = getComputedStyle(document.body);
-  const text = styles.getPropertyValue('--muted').trim() || '#9aa4b2';
-  const line = styles.getPropertyValue('--line').trim() || '#333b47';
-  const pad = { left: 46, right: 12, top: 12, bottom: 38 };
-  const plotW = Math.max(10, width - pad.left - pad.right);
-  const plotH = Math.max(10, height - pad.top - pad.bottom);
+  const f = frame(canvas, { left: 46, right: 12, top: 12, bottom: 38 });
+  const { g, height, pad, plotW, plotH, text } = f;
   const totals = bars.map((b) => b.values.reduce((a, v) => a + v, 0));
   canvas.dataset.points = String(bars.length);
   canvas.dataset.total = String(totals.reduce((a, v) => a + v, 0));
-  g.font = '12px system-ui, sans-serif';
   g.fillStyle = text;
   if (!bars.length || !Math.max(0, ...totals)) {
     g.fillText(emptyText, pad.left + 8, pad.top + plotH / 2);
   }
   const max = Math.max(1, ...totals);
   const y = (v) => pad.top + plotH - (v / max) * plotH;
-  g.strokeStyle = line;
-  g.lineWidth = 1;
-  g.textAlign = 'right';
-  for (let k = 0; k <= 4; k += 1) {
-    const v = (max * k) / 4;
-    g.beginPath();
-    g.moveTo(pad.left, y(v));
-    g.lineTo(pad.left + plotW, y(v));
-    g.stroke();
-    g.fillText(Math.round(v).toLocaleString('en-US'), pad.left - 4, y(v) + 4);
-  }
+  grid(f, y, 0, max, (v) => Math.round(v).toLocaleString('en-US'));
   const slot = plotW / Math.max(1, bars.length);
   bars.forEach((b, i) => {
     let base = 0;
