@@ -270,13 +270,13 @@ def prune_while_writing(
     pruner = retention.Pruner(config)
     db = open_database(config.db_path)
     before = retention.totals(db)[0]
+    db.conn.close()
     thread.start()
     started = time.perf_counter()
-    pruned = pruner.run_once(db, pause=pruner._pause)  # noqa: SLF001 - the pause the pruner thread takes
+    pruned = pruner.pass_now()  # what the camera process's retention thread does in one pass
     elapsed = time.perf_counter() - started
     stop.set()
     thread.join()
-    db.conn.close()
     return (
         {
             "pruned": pruned.events,
@@ -303,7 +303,14 @@ def file_facts(db: Database) -> dict[str, float]:
 FIRST_PAINT = """async () => {
   const ready = () => document.querySelector('[data-testid=event-row]')
     && Number(document.querySelector('[data-testid=report-chart]')?.dataset.points || 0) > 0;
-  while (!ready()) await new Promise((r) => requestAnimationFrame(r));
+  const t0 = performance.now();
+  while (!ready()) {
+    if (performance.now() - t0 > 30000) {
+      const error = document.querySelector('[data-testid=report-error]')?.textContent || '';
+      throw new Error(`not drawn after 30 s at ${location.hash}: ${error || document.body.innerText.slice(0, 300)}`);
+    }
+    await new Promise((r) => requestAnimationFrame(r));
+  }
   await new Promise((r) => requestAnimationFrame(r));
   return performance.now();
 }"""

@@ -97,7 +97,7 @@ def test_event_writes_get_in_between_while_a_large_backlog_is_pruned(
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        pruned = pruner.run_once(fresh_db, pause=pruner._pause)  # noqa: SLF001 - the pause its thread takes
+        pruned = pruner.pass_now()
     finally:
         done.set()
         thread.join()

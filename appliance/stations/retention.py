@@ -249,9 +249,29 @@ class Pruner:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def _pause(self) -> bool:
-        time.sleep(PAUSE_S)
-        return not self._stop.is_set()
+    def connect(self) -> Database:
+        """The retention's own connection. Its commits never checkpoint the WAL (a checkpoint inside a commit
+        holds the write lock the event writer waits on): the pauses between two transactions do, outside
+        the lock, which writers do not wait for."""
+        db = open_database(self.config.db_path)
+        db.execute("PRAGMA wal_autocheckpoint = 0")
+        return db
+
+    def pause_with(self, db: Database) -> Callable[[], bool]:
+        def pause() -> bool:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            time.sleep(PAUSE_S)
+            return not self._stop.is_set()
+
+        return pause
+
+    def pass_now(self) -> Pruned:
+        """One pass on its own connection, pausing between transactions as the thread does."""
+        db = self.connect()
+        try:
+            return self.run_once(db, self.pause_with(db))
+        finally:
+            db.conn.close()
 
     def run_once(self, db: Database, pause: Callable[[], bool] | None = None) -> Pruned:
         config = self.config
@@ -265,11 +285,12 @@ class Pruner:
         return pruned
 
     def _run(self) -> None:
-        db = open_database(self.config.db_path)
+        db = self.connect()
+        pause = self.pause_with(db)
         try:
             while not self._stop.is_set():
                 try:
-                    self.run_once(db, self._pause)
+                    self.run_once(db, pause)
                 except Exception:  # a busy or full catalog: the next pass tries again
                     logger.exception("the event retention failed; trying again in %s s", self.every_s)
                 self._wake.wait(self.every_s)
