@@ -64,9 +64,10 @@ export default {
   title: 'Events',
   nav: 'Events',
   async render(root, params, ctx) {
-    const [cameras, datasets] = await Promise.all([
+    const [cameras, datasets, periods] = await Promise.all([
       ctx.api.get('/cameras', { signal: ctx.signal }),
       ctx.api.get('/datasets', { signal: ctx.signal }),
+      ctx.api.get('/events/periods', { signal: ctx.signal }),
     ]);
     const canWrite = ctx.user && ctx.user.role !== 'viewer';
     const writable = datasets.filter((d) => canWrite && (ctx.user.role === 'admin' || d.owner_id === ctx.user.id || d.is_public));
@@ -110,6 +111,7 @@ export default {
     };
     const report = eventReport(ctx, {
       names,
+      periods: periods.periods,
       period,
       cameraId: camera.value,
       onRule: (name) => {
