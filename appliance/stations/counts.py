@@ -133,8 +133,11 @@ def prune_buckets(
         cutoff = bucket_of(now - days * 86_400, HOUR)
         column = f"{span}s_from"
         step = SPANS[span] * max(1, batch // MAX_CAMERAS)  # whole buckets at a time
+        tables = (f"event_counts_{span}", f"event_rule_counts_{span}")
         while True:
             done = 0
+            if not _older_than(db, column, tables, cutoff):
+                break  # nothing to do: no write lock taken
             if removed and pause is not None and not pause():
                 return removed
             with write_transaction(db):
@@ -142,7 +145,7 @@ def prune_buckets(
                     f"UPDATE event_history SET {column} = max(COALESCE({column}, ?), ?) WHERE id = 1",
                     [cutoff, cutoff],
                 )
-                for table in (f"event_counts_{span}", f"event_rule_counts_{span}"):
+                for table in tables:
                     oldest = db.execute(f"SELECT MIN(bucket) FROM {table}").fetchone()[0]
                     if oldest is not None and oldest < cutoff:
                         bound = min(cutoff, oldest + step)
@@ -151,6 +154,16 @@ def prune_buckets(
             if not done:
                 break
     return removed
+
+
+def _older_than(db: Database, column: str, tables: tuple[str, ...], cutoff: int) -> bool:
+    """Whether the watermark is behind `cutoff` or a table still holds a bucket before it."""
+    mark = db.execute(f"SELECT {column} FROM event_history WHERE id = 1").fetchone()[0]
+    if mark is None or mark < cutoff:
+        return True
+    return any(
+        db.execute(f"SELECT 1 FROM {table} WHERE bucket < ? LIMIT 1", [cutoff]).fetchone() for table in tables
+    )
 
 
 # --- coverage: how far back each source is complete -------------------------------------------------
