@@ -141,8 +141,8 @@ def enforce(
         return p.events
 
     # By age: the oldest by time, read in the order of the time index.
-    while step("ts < ?", [now - limits.max_age_s], "ts", batch.rows) == batch.rows:
-        pass
+    while step("ts < ?", [now - limits.max_age_s], "ts", batch.rows):
+        pass  # until none is left (a check without the write lock)
     count, size = totals(db)
     while count > limits.max_count:
         removed = step("1", [], "id", min(batch.rows, count - limits.max_count))
