@@ -238,3 +238,26 @@ def test_periods_route_uses_the_configured_shifts(tmp_path: Path) -> None:
     assert body["shift_starts"] == ["07:30", "19:30"]
     shift = next(p for p in body["periods"] if p["key"] == "shift")
     assert shift["until"] - shift["since"] == 12 * 3600 and shift["since"] <= time.time() < shift["until"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"shift_starts": ["6:00"]},
+        {"shift_starts": ["24:00"]},
+        {"shift_starts": ["06:00", "06:00"]},
+        {"event_counts_minute_days": 0},
+        {"event_counts_minute_days": 30, "event_counts_hour_days": 10},
+    ],
+)
+def test_bad_shift_starts_and_count_retention_stop_the_start(
+    tmp_path: Path, overrides: dict[str, Any]
+) -> None:
+    from appliance.config import load_config
+    from appliance.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        load_config(env={}, data_dir=str(tmp_path), **overrides)
+    env = {"APPLIANCE_SHIFT_STARTS": "05:30,13:30,21:30", "APPLIANCE_EVENT_COUNTS_MINUTE_DAYS": "7"}
+    config = load_config(env=env, data_dir=str(tmp_path))
+    assert config.shift_starts == ["05:30", "13:30", "21:30"] and config.event_counts_minute_days == 7
