@@ -85,6 +85,21 @@ def migrate_command(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+@command(
+    "vacuum",
+    "rewrite the catalog so that space the event retention frees goes back to the disk (stop the services first)",
+)
+def vacuum_command(args: argparse.Namespace, config: Config) -> int:
+    from appliance.db.maintenance import vacuum_catalog
+
+    result = vacuum_catalog(config.db_path)
+    print(
+        f"catalog {config.db_path}: auto_vacuum {result.mode_before} -> {result.mode_after}, "
+        f"{result.size_before_mb} MB -> {result.size_after_mb} MB in {result.seconds} s"
+    )
+    return 0
+
+
 def _create_admin_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--username", required=True)
     parser.add_argument("--password-stdin", action="store_true", help="read the password from standard input")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import tempfile
 import tomllib
@@ -71,6 +72,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     events_max_mb: int = 2048
     events_max_count: int = 200_000
     events_max_age_days: float = 90.0
+    # OK/NG counts per camera per minute and per hour (counters, shift report) outlive the events: minute buckets
+    # are kept this many days (at least events_max_age_days, or old partial minutes are rounded), hour buckets this many.
+    event_counts_minute_days: float = 100.0
+    event_counts_hour_days: float = 1100.0
+    # Local times (HH:MM, the box's time zone) at which the shifts start; each shift ends when the next begins.
+    shift_starts: list[str] = msgspec.field(default_factory=lambda: ["06:00", "14:00", "22:00"])
     # Line outputs: this box's name on the factory's broker and in every message (empty: the hostname), and the
     # undelivered messages kept per output (past it the oldest are dropped and counted in the output's status).
     box_id: str = ""
@@ -173,6 +180,7 @@ def load_config(
         raise ConfigError(f"port must be between 1 and 65535, got {config.port}")
     if not config.audit_max_mb > 0:
         raise ConfigError(f"audit_max_mb must be above 0, got {config.audit_max_mb}")
+    _check_event_counts(config)
     if config.jwt_secret and len(config.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
         raise ConfigError(
             f"jwt_secret must be at least {MIN_JWT_SECRET_BYTES} bytes (HS256 keys shorter than the hash can be "
@@ -182,6 +190,20 @@ def load_config(
 
 
 MIN_JWT_SECRET_BYTES = 32
+SHIFT_START = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _check_event_counts(config: Config) -> None:
+    if not 0 < config.event_counts_minute_days <= config.event_counts_hour_days:
+        raise ConfigError(
+            "event_counts_minute_days must be above 0 and at most event_counts_hour_days, got "
+            f"{config.event_counts_minute_days} and {config.event_counts_hour_days}"
+        )
+    bad = [s for s in config.shift_starts if not SHIFT_START.fullmatch(s)]
+    if bad or len(config.shift_starts) > 24 or len(set(config.shift_starts)) != len(config.shift_starts):
+        raise ConfigError(
+            f"shift_starts: up to 24 different local times as HH:MM (00:00-23:59), got {config.shift_starts}"
+        )
 
 
 def ensure_jwt_secret(config: Config) -> str:

@@ -1,9 +1,10 @@
 """The event writer: the one thread of the camera process that stores inspection events.
 
 Camera loops hand events off with `submit` (never blocking); this thread writes their snapshots (temp file
-+ rename, then one syncfs for the batch), calls `record_events` for the batch in one transaction, expires
-triggers nobody served, and applies the retention. Bounded: past MAX_PENDING_BYTES of queued snapshots an
-event is kept without its snapshot, past MAX_PENDING events it is dropped; both are counted in the status.
++ rename, then one syncfs for the batch), calls `record_events` for the batch in one transaction and expires
+triggers nobody served; the retention runs beside it on a thread of its own (`retention.Pruner`). Bounded:
+past MAX_PENDING_BYTES of queued snapshots an event is kept without its snapshot, past MAX_PENDING events it
+is dropped; both are counted in the status.
 A catalog that refuses the batch (busy, disk full) is retried with backoff; the batch is kept meanwhile.
 """
 
@@ -31,7 +32,6 @@ logger = logging.getLogger(__name__)
 MAX_PENDING = 20_000
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 BATCH = 256
-RETENTION_EVERY_S = 5.0
 PRUNE_TRIGGERS_AFTER_S = 7 * 86_400
 
 
@@ -57,9 +57,12 @@ class EventWriter:
         self._serial = 0
         self._thread = threading.Thread(target=self._run, name="camera-event-writer", daemon=True)
         self._written_cond = threading.Condition()
+        # The retention runs beside this thread, never in its way (retention.Pruner).
+        self._pruner = retention.Pruner(config, after_pass=_after_retention)
 
     def start(self) -> EventWriter:
         self._thread.start()
+        self._pruner.start()
         return self
 
     def submit(self, event: InspectionEvent, jpeg: bytes | None) -> bool:
@@ -110,8 +113,6 @@ class EventWriter:
         with self._cond:
             while not self._queue and not self._expire and not self._stop.is_set():
                 self._cond.wait(1.0)
-                if time.monotonic() >= self._next_retention:
-                    break
             batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
             expire, self._expire = self._expire, []
             self._busy = bool(batch or expire)
@@ -126,7 +127,6 @@ class EventWriter:
             retention.sweep_orphans(db, data_path)
         except Exception:
             logger.exception("sweeping orphan snapshots failed")
-        self._next_retention = 0.0
         backoff = 0.1
         carried: list[InspectionEvent] = []
         try:
@@ -142,8 +142,6 @@ class EventWriter:
                         self.stats.written += len(events)
                     carried = []
                     backoff = 0.1
-                    if time.monotonic() >= self._next_retention:
-                        self._retention(db)
                 except Exception as exc:  # busy catalog, disk full, a failing hook: keep the batch, retry
                     self.stats.failures += 1
                     self.stats.last_error = str(exc)[:500]
@@ -154,7 +152,8 @@ class EventWriter:
                 finally:
                     with self._cond:
                         self._busy = bool(carried)
-            self._retention(db)  # the history is within its limits when the process ends, too
+            self._pruner.close()
+            self._pruner.run_once(db)  # the history is within its limits when the process ends, too
         except Exception:
             logger.exception("the event writer stopped on an error")
         finally:
@@ -192,17 +191,11 @@ class EventWriter:
     def _disk_low(self) -> bool:
         free = shutil.disk_usage(self.config.data_path).free
         if free < self.config.disk_min_free_mb * retention.MB:
-            self._next_retention = 0.0
+            self._pruner.poke()
             return True
         return False
 
-    def _retention(self, db: Database) -> None:
-        self._next_retention = time.monotonic() + RETENTION_EVERY_S
-        limits = retention.Limits(
-            max_bytes=self.config.events_max_mb * retention.MB,
-            max_count=self.config.events_max_count,
-            max_age_s=self.config.events_max_age_days * 86_400,
-        )
-        retention.enforce(db, self.config.data_path, limits)
-        triggers.prune_triggers(db, time.time() - PRUNE_TRIGGERS_AFTER_S)
-        revisions.prune_unreferenced(db)  # settings revisions no event names any more
+
+def _after_retention(db: Database) -> None:
+    triggers.prune_triggers(db, time.time() - PRUNE_TRIGGERS_AFTER_S)
+    revisions.prune_unreferenced(db)  # settings revisions no event names any more

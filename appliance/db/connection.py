@@ -77,6 +77,10 @@ def open_database(path: str | Path, *, readonly: bool = False) -> Database:
         )
         conn.write_lock = _write_lock_for(path)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not readonly and conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        # A new catalog can give pages freed by the retention back (incremental vacuum); an existing one
+        # keeps its mode (changing it takes a VACUUM of the whole file: `appliance vacuum`).
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA foreign_keys = ON")

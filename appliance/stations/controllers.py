@@ -1,14 +1,16 @@
 """HTTP routes of the inspection events: the history (keyset pages, filters), one event, its snapshot, a live
-stream (SSE), the shift counters, and "send to dataset"."""
+stream (SSE), the shift counters and the shift report (JSON and CSV), and "send to dataset"."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import ServerSentEvent
 
@@ -16,11 +18,18 @@ from appliance.camera.service import save_frame
 from appliance.db import Database
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import NotFound
-from appliance.stations import events, revisions
+from appliance.stations import events, report, revisions
 from appliance.stations.contracts import EventRow
 from appliance.stations.retention import snapshot_path
 from appliance.stations.revisions import RevisionRead, RevisionSummary
-from appliance.stations.schemas import CameraCounters, CaptureRequest, CaptureResult, CountersRead
+from appliance.stations.schemas import (
+    CaptureRequest,
+    CaptureResult,
+    CountersRead,
+    EventReport,
+    ReportBucket,
+    ReportPeriods,
+)
 from appliance.storage import read_capped
 from appliance.streams import Polled, last_event_id, polled_events, sse_response, stream_slots
 
@@ -31,11 +40,21 @@ SSE_POLL_S = 0.25
 SSE_BATCH = 200
 Time = Annotated[float, QueryParameter(ge=0, le=1e11, description="unix time (seconds)")]
 OptionalTime = Annotated[float | None, QueryParameter(ge=0, le=1e11, description="unix time (seconds)")]
+CameraFilter = Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)]
+Bucket = Annotated[ReportBucket, QueryParameter(description="width of a report point")]
+
+
+def _report_query(
+    since: Time, until: OptionalTime = None, camera_id: CameraFilter = None, bucket: Bucket = "hour"
+) -> report.ReportQuery:
+    """The report's parameters, for the JSON and the CSV alike (until: default now)."""
+    return report.ReportQuery(since, time.time() if until is None else until, camera_id, bucket)
 
 
 class EventPage(msgspec.Struct, kw_only=True):
     items: list[EventRow]
     next_before_id: int | None  # pass as before_id for the next (older) page; null at the end
+    next_before_ts: float | None = None  # and this as before_ts
 
 
 def _newer(db: Database, camera_id: int | None, cursor: int) -> Polled:
@@ -52,26 +71,38 @@ class EventsController(Controller):
         self,
         db: DB,
         user: Caller,
-        camera_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
+        camera_id: CameraFilter = None,
         verdict: Annotated[Literal["ok", "ng"] | None, QueryParameter()] = None,
+        rule: Annotated[
+            str | None, QueryParameter(min_length=1, max_length=64, description="a failing rule's name")
+        ] = None,
         since: OptionalTime = None,
         until: OptionalTime = None,
         before_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
+        before_ts: OptionalTime = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> EventPage:
-        """Newest first; filters by camera, verdict and time (unix seconds, `since` included)."""
+        """Newest first (by time); filters by camera, verdict, failing rule and time (unix seconds, `since`
+        included); the next page from `next_before_id` and `next_before_ts`."""
         rows = events.list_events(
             db,
             camera_id=camera_id,
             verdict=verdict,
+            rule=rule,
             since=since,
             until=until,
             before_id=before_id,
+            before_ts=before_ts,
             limit=limit + 1,
         )
         more = len(rows) > limit
         items = rows[:limit]
-        return EventPage(items=items, next_before_id=items[-1].id if more and items else None)
+        last = items[-1] if more and items else None
+        return EventPage(
+            items=items,
+            next_before_id=last.id if last else None,
+            next_before_ts=last.ts if last else None,
+        )
 
     @get("/counters", operation_id="getEventCounters", sync_to_thread=True)
     def counters(
@@ -79,18 +110,48 @@ class EventsController(Controller):
         db: DB,
         user: Caller,
         since: Time,
-        camera_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
+        until: OptionalTime = None,
+        camera_id: CameraFilter = None,
     ) -> CountersRead:
-        """OK / NG totals per camera since a unix time (a shift's start)."""
-        found = events.counters(db, since, camera_id)
-        ids = (
-            [camera_id]
-            if camera_id is not None
-            else [r[0] for r in db.execute("SELECT id FROM cameras ORDER BY id")]
+        """OK / NG totals per camera from a unix time (a shift's start) to `until` (default: no end), from
+        the counts per minute and hour: the same cost whatever the number of events."""
+        return report.counters_read(db, since, until, camera_id)
+
+    @get(
+        "/report",
+        operation_id="getEventReport",
+        sync_to_thread=True,
+        dependencies={"asked": Provide(_report_query, sync_to_thread=False)},
+    )
+    def get_report(self, db: DB, user: Caller, asked: report.ReportQuery) -> EventReport:
+        """The shift report: OK/NG per bucket, NG rate, top failing rules, for all cameras (or one) and per
+        camera, over [since, until) (default until: now); at most 1000 buckets."""
+        return report.build_report(db, asked)
+
+    @get(
+        "/report/csv",
+        operation_id="getEventReportCsv",
+        sync_to_thread=True,
+        media_type="text/csv",
+        dependencies={"asked": Provide(_report_query, sync_to_thread=False)},
+    )
+    def get_report_csv(self, db: DB, user: Caller, asked: report.ReportQuery) -> Response[str]:
+        """The shift report as CSV: one row per bucket and camera, NG per failing rule in columns."""
+        stamp = time.strftime("%Y%m%d-%H%M", time.localtime(asked.since))
+        return Response(
+            report.report_csv(db, asked),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="events-report-{stamp}.csv"',
+                "Cache-Control": "no-store",
+            },
         )
-        ids += [c for c in found if c not in ids]
-        rows = [CameraCounters(camera_id=c, **found.get(c, {"ok": 0, "ng": 0})) for c in ids]
-        return CountersRead(since=since, cameras=rows)
+
+    @get("/periods", operation_id="getEventReportPeriods", sync_to_thread=False)
+    def get_periods(self, user: Caller, config: Settings) -> ReportPeriods:
+        """This shift, the previous one, today, yesterday and the last 7 days as unix times, from the
+        configured `shift_starts` in the box's time zone."""
+        return report.periods(config.shift_starts, time.time())
 
     @get("/stream", operation_id="streamEvents", sync_to_thread=True, media_type="text/event-stream")
     def stream(

@@ -15,7 +15,7 @@ import msgspec
 
 from appliance.db import Database, write_transaction
 from appliance.errors import NotFound
-from appliance.stations import revisions
+from appliance.stations import counts, revisions
 from appliance.stations.contracts import EventRow, InspectionEvent
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def record_events(db: Database, events: list[InspectionEvent]) -> list[int]:
                     [event_id, event.trigger_id],
                 )
         revisions.mark_referenced(db, rows)
+        counts.count_written(db, rows)  # the minute/hour counts and rule rows, in the events' transaction
         for hook in ON_EVENT_WRITTEN:
             hook(db, rows)
     return ids
@@ -92,44 +93,91 @@ def list_events(
     *,
     camera_id: int | None = None,
     verdict: str | None = None,
+    rule: str | None = None,
     since: float | None = None,
     until: float | None = None,
     before_id: int | None = None,
+    before_ts: float | None = None,
     after_id: int | None = None,
     limit: int = 50,
 ) -> list[EventRow]:
-    """Newest first, keyset-paginated by id (`before_id`); `after_id` lists newer ones oldest first."""
-    where, args = [], []
+    """Newest first by time (ts, then id), keyset-paginated: pass the last row's id (and ts) as `before_id`
+    (`before_ts`); `after_id` lists the ones written after an id, oldest first (the live stream).
+
+    Every filter is one index read in order (migration m056): camera (camera_id, ts), verdict (verdict, ts),
+    both (camera_id, verdict, ts), time (ts), a failing rule (inspection_event_rules: (rule, ts) or
+    (camera_id, rule, ts)); a page reads about `limit` entries whatever the size of the history."""
+    if after_id is not None:
+        return _written_after(db, after_id, camera_id, verdict, limit)
+    if before_id is not None and before_ts is None:
+        found = db.execute("SELECT ts FROM inspection_events WHERE id = ?", [before_id]).fetchone()
+        if found is None:
+            return []  # the page's last event went with the retention: nothing older is left either
+        before_ts = found[0]
+    sql, args = list_query(
+        camera_id=camera_id,
+        verdict=verdict,
+        rule=rule,
+        since=since,
+        until=until,
+        before=None if before_id is None or before_ts is None else (before_ts, before_id),
+    )
+    return [row_to_event(row) for row in db.query(sql, [*args, limit])]
+
+
+def list_query(
+    *,
+    camera_id: int | None = None,
+    verdict: str | None = None,
+    rule: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    before: tuple[float, int] | None = None,
+) -> tuple[str, list[Any]]:
+    """The SQL of one page (its LIMIT the last parameter, left to the caller) and its arguments."""
+    if rule is not None:
+        source = "inspection_event_rules k JOIN inspection_events e ON e.id = k.event_id"
+        key_ts, key_id, camera_column = "k.ts", "k.event_id", "k.camera_id"
+        where: list[str] = ["k.rule = ?"]
+        args: list[Any] = [rule]
+    else:
+        source, key_ts, key_id, camera_column = "inspection_events e", "e.ts", "e.id", "e.camera_id"
+        where, args = [], []
+    if before is not None and until is not None:
+        # One upper bound on the time, not two: with two the planner may take a shorter index.
+        if until <= before[0]:
+            before = None  # every event before `until` comes before the cursor too
+        else:
+            until = None  # the cursor's bound is the tighter one
     for clause, value in (
-        ("camera_id = ?", camera_id),
-        ("verdict = ?", verdict),
-        ("ts >= ?", since),
-        ("ts < ?", until),
-        ("id < ?", before_id),
-        ("id > ?", after_id),
+        (f"{camera_column} = ?", camera_id),
+        ("e.verdict = ?", verdict),
+        (f"{key_ts} >= ?", since),
+        (f"{key_ts} < ?", until),
     ):
         if value is not None:
             where.append(clause)
             args.append(value)
-    order = "ASC" if after_id is not None else "DESC"
-    sql = "SELECT * FROM inspection_events"
+    if before is not None:
+        where.append(f"{key_ts} <= ? AND ({key_ts} < ? OR {key_id} < ?)")
+        args += [before[0], before[0], before[1]]
+    sql = f"SELECT e.* FROM {source}"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY id {order} LIMIT ?"
+    return sql + f" ORDER BY {key_ts} DESC, {key_id} DESC LIMIT ?", args
+
+
+def _written_after(
+    db: Database, after_id: int, camera_id: int | None, verdict: str | None, limit: int
+) -> list[EventRow]:
+    where: list[str] = ["id > ?"]
+    args: list[Any] = [after_id]
+    for clause, value in (("camera_id = ?", camera_id), ("verdict = ?", verdict)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    sql = f"SELECT * FROM inspection_events WHERE {' AND '.join(where)} ORDER BY id ASC LIMIT ?"
     return [row_to_event(row) for row in db.query(sql, [*args, limit])]
-
-
-def counters(db: Database, since: float, camera_id: int | None = None) -> dict[int, dict[str, int]]:
-    """{camera_id: {"ok": n, "ng": n}} of the events since a unix time (a shift's totals)."""
-    sql = "SELECT camera_id, verdict, COUNT(*) FROM inspection_events WHERE ts >= ?"
-    args: list[Any] = [since]
-    if camera_id is not None:
-        sql += " AND camera_id = ?"
-        args.append(camera_id)
-    out: dict[int, dict[str, int]] = {}
-    for cam, verdict, count in db.execute(sql + " GROUP BY camera_id, verdict", args).fetchall():
-        out.setdefault(cam, {"ok": 0, "ng": 0})[verdict] = count
-    return out
 
 
 def latest_event_id(db: Database) -> int:
@@ -140,7 +188,6 @@ def latest_event_id(db: Database) -> int:
 __all__ = [
     "ON_EVENT_WRITTEN",
     "EventHook",
-    "counters",
     "get_event",
     "list_events",
     "record_events",

@@ -153,3 +153,70 @@ class CameraCounters(msgspec.Struct, kw_only=True):
 class CountersRead(msgspec.Struct, kw_only=True):
     since: float
     cameras: list[CameraCounters]
+    until: float | None = None  # null: no end
+    # The range counted: the one asked, or wider where the rows of an end are gone (exact false; see
+    # docs/stations.md "Counts"); counted_until is null when the range has no end.
+    counted_since: float | None = None
+    counted_until: float | None = None
+    exact: bool = True
+
+
+# --- the shift report (stations/report.py) ---------------------------------------------------------------
+
+ReportBucket = Literal["minute", "hour", "day"]
+
+
+class ReportPoint(msgspec.Struct, kw_only=True):
+    start: float  # unix time; the point covers [start, start + bucket_s)
+    ok: int
+    ng: int
+
+
+class RuleCount(msgspec.Struct, kw_only=True):
+    rule: str
+    ng: int  # events this rule failed in
+
+
+class CameraReport(msgspec.Struct, kw_only=True):
+    camera_id: int
+    name: str | None  # null once the camera is deleted (its counts stay)
+    ok: int
+    ng: int
+    ng_rate: float | None  # ng / (ok + ng); null without events
+    points: list[ReportPoint]
+    top_rules: list[RuleCount]
+
+
+class EventReport(msgspec.Struct, kw_only=True):
+    """OK/NG per bucket, the NG rate and the top failing rules, for all cameras (or the one asked) and per
+    camera, over [since, until)."""
+
+    since: float
+    until: float
+    bucket: ReportBucket
+    bucket_s: int
+    counted_since: float
+    counted_until: float
+    exact: bool
+    ok: int
+    ng: int
+    ng_rate: float | None
+    points: list[ReportPoint]
+    top_rules: list[RuleCount]
+    cameras: list[CameraReport]
+
+
+class ReportPeriod(msgspec.Struct, kw_only=True):
+    key: str  # shift, previous-shift, today, yesterday, week
+    label: str
+    since: float
+    until: float
+    bucket: ReportBucket
+
+
+class ReportPeriods(msgspec.Struct, kw_only=True):
+    """The periods the report offers, in the box's time zone, from the configured shift starts."""
+
+    timezone: str
+    shift_starts: list[str]
+    periods: list[ReportPeriod]

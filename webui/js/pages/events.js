@@ -1,10 +1,12 @@
-// Events: the inspection history with filters (camera, verdict, since), newest first, older pages on demand,
-// new events arriving live (SSE); one event large with its snapshot, boxes and zones drawn over it, the
-// failing rules, counts per zone and latencies, what judged it (model version, the settings revision's rules and
-// zones), and "send to dataset" (the frame with the model's boxes as pre-labels, to label the hard cases).
+// Events: the shift report (components/event-report.js) over the inspection history with filters (camera,
+// verdict, failing rule, since, until), newest first, older pages on demand, new events arriving live (SSE);
+// one event large with its snapshot, boxes and zones drawn over it, the failing rules, counts per zone and
+// latencies, what judged it (model version, the settings revision's rules and zones), and "send to dataset"
+// (the frame with the model's boxes as pre-labels, to label the hard cases).
 
 import { API_PREFIX, ApiError, events as sse } from '../api.js';
 import { drawOverlay } from '../components/camera-overlay.js';
+import { eventReport } from '../components/event-report.js';
 import { describeFeatures } from '../components/genicam-settings.js';
 import { say } from '../components/message.js';
 import { judgedBy } from '../components/settings-revision.js';
@@ -67,9 +69,10 @@ export default {
   title: 'Events',
   nav: 'Events',
   async render(root, params, ctx) {
-    const [cameras, datasets] = await Promise.all([
+    const [cameras, datasets, periods] = await Promise.all([
       ctx.api.get('/cameras', { signal: ctx.signal }),
       ctx.api.get('/datasets', { signal: ctx.signal }),
+      ctx.api.get('/events/periods', { signal: ctx.signal }),
     ]);
     const canWrite = ctx.user && ctx.user.role !== 'viewer';
     const writable = datasets.filter((d) => canWrite && (ctx.user.role === 'admin' || d.owner_id === ctx.user.id || d.is_public));
@@ -79,27 +82,56 @@ export default {
       cameras.map((c) => h('option', { value: String(c.id), selected: String(c.id) === q.get('camera') }, c.name)));
     const verdict = h('select', { testid: 'events-verdict' }, [['', 'OK and NG'], ['ok', 'OK'], ['ng', 'NG']].map(([v, label]) =>
       h('option', { value: v, selected: v === (q.get('verdict') || '') }, label)));
+    const ruleNames = [...new Set(cameras.flatMap((c) => (c.settings.rules || []).map((r) => r.name)))].sort();
+    if (q.get('rule') && !ruleNames.includes(q.get('rule'))) ruleNames.push(q.get('rule'));
+    const rule = h('select', { testid: 'events-rule' }, h('option', { value: '' }, 'any rule'),
+      ruleNames.map((name) => h('option', { value: name, selected: name === q.get('rule') }, name)));
     const since = h('input', { type: 'datetime-local', testid: 'events-since', value: q.get('since') || '' });
+    const until = h('input', { type: 'datetime-local', testid: 'events-until', value: q.get('until') || '' });
     const error = h('p.form-error', { testid: 'events-error', role: 'alert' });
     const body = h('tbody');
     const more = h('button', { type: 'button', testid: 'events-more', style: { display: 'none' } }, 'Older events');
     const detailBox = h('div', { testid: 'events-detail-box' });
+    let period = q.get('period') || 'shift';
     const apply = () => {
       const next = new URLSearchParams();
       if (camera.value) next.set('camera', camera.value);
       if (verdict.value) next.set('verdict', verdict.value);
+      if (rule.value) next.set('rule', rule.value);
       if (since.value) next.set('since', since.value);
+      if (until.value) next.set('until', until.value);
+      if (period !== 'shift') next.set('period', period);
       ctx.navigate(`#/events${next.toString() ? `?${next}` : ''}`);
     };
-    for (const el of [camera, verdict, since]) el.addEventListener('change', apply);
+    for (const el of [camera, verdict, rule, since, until]) el.addEventListener('change', apply);
 
     const filters = () => {
       const p = new URLSearchParams();
       if (camera.value) p.set('camera_id', camera.value);
       if (verdict.value) p.set('verdict', verdict.value);
+      if (rule.value) p.set('rule', rule.value);
       if (since.value) p.set('since', String(new Date(since.value).getTime() / 1000));
+      if (until.value) p.set('until', String(new Date(until.value).getTime() / 1000));
       return p;
     };
+    const report = eventReport(ctx, {
+      names,
+      periods: periods.periods,
+      period,
+      cameraId: camera.value,
+      onRule: (name) => {
+        if (!ruleNames.includes(name)) rule.append(h('option', { value: name }, name));
+        rule.value = name;
+        apply();
+      },
+      onPeriod: (key) => {
+        period = key;
+        const next = new URLSearchParams(q);
+        if (key === 'shift') next.delete('period');
+        else next.set('period', key);
+        history.replaceState(null, '', `#/events${next.toString() ? `?${next}` : ''}`);
+      },
+    });
     let selected = null;
     const show = async (id, rowEl) => {
       selected = id;
@@ -119,11 +151,14 @@ export default {
       setText(error, '');
       const p = filters();
       p.set('limit', '50');
-      if (before) p.set('before_id', String(before));
+      if (before) {
+        p.set('before_id', String(before.id));
+        p.set('before_ts', String(before.ts));
+      }
       try {
         const page = await ctx.api.get(`/events?${p}`, { signal: ctx.signal });
         body.append(...page.items.map(row));
-        nextBefore = page.next_before_id;
+        nextBefore = page.next_before_id ? { id: page.next_before_id, ts: page.next_before_ts } : null;
         more.style.display = nextBefore ? '' : 'none';
         if (!before && page.items.length && selected === null) show(page.items[0].id, body.firstChild);
         if (!body.children.length) body.append(h('tr', h('td', { colspan: 6, class: 'muted' }, 'No events yet for these filters.')));
@@ -135,14 +170,16 @@ export default {
     more.addEventListener('click', () => load(nextBefore));
     root.append(h('section', { testid: 'events-page' },
       h('div.toolbar', h('h1', 'Events'), h('span', { style: { flex: '1' } }),
-        h('label', 'Camera', camera), h('label', 'Verdict', verdict), h('label', 'Since', since)),
+        h('label', 'Camera', camera), h('label', 'Verdict', verdict), h('label', 'Failing rule', rule),
+        h('label', 'Since', since), h('label', 'Until', until)),
+      report.element,
       error,
       h('div', { style: { display: 'flex', gap: '1rem', 'flex-wrap': 'wrap', 'align-items': 'flex-start' } },
         h('div.card', { style: { flex: '1 1 420px', 'max-height': 'calc(100vh - 160px)', overflow: 'auto' } },
           h('table.table.compact', { testid: 'events-table' },
             h('thead', h('tr', ['#', 'Time', 'Camera', 'Mode', 'Verdict', 'Failing rules'].map((t) => h('th', t)))), body), more),
         h('div', { style: { flex: '2 1 480px' } }, detailBox))));
-    await load(null);
+    await Promise.all([load(null), report.load(camera.value)]);
 
     // New events arrive live (filters applied here; the stream carries every camera's events).
     const wanted = filters();
@@ -150,11 +187,16 @@ export default {
       onMessage: (e) => {
         if (!e || typeof e !== 'object' || !e.id) return;
         if (wanted.get('verdict') && e.verdict !== wanted.get('verdict')) return;
+        if (wanted.get('rule') && !e.failing_rules.includes(wanted.get('rule'))) return;
+        if (wanted.get('until') && e.ts >= Number(wanted.get('until'))) return;
         const empty = body.querySelector('td[colspan]');
         if (empty) empty.parentElement.remove();
         body.prepend(row(e));
       },
     });
-    return () => close();
+    return () => {
+      close();
+      report.stop();
+    };
   },
 };
