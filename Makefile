@@ -65,7 +65,7 @@ format: install-test ## apply ruff's formatting and fixes
 bench: install-test ## run every benchmark (figures as JSON on each script's last line)
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
-bench-quick: install-test ## every benchmark with --quick (about a minute each)
+bench-quick: install-test ## every benchmark with --quick (a minute or a few each; soak.py 10 minutes)
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script --quick || exit 1; done
 
 clean: ## remove caches (not .venv, not var/)
