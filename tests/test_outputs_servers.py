@@ -285,3 +285,61 @@ def events_fixture() -> Any:
     from appliance.stations.contracts import InspectionEvent
 
     return InspectionEvent(camera_id=1, ts=time.time(), mode="continuous", verdict="ok")
+
+
+def test_a_write_to_a_coil_that_is_no_trigger_is_an_illegal_data_address(tmp_path) -> None:
+    """Only coil 100*N of a camera N triggers; any other coil answers exception 02 (illegal data address),
+    from pymodbus's client and from Debian's mbpoll, and nothing is triggered."""
+    import shutil
+    import subprocess
+
+    from pymodbus.constants import ExcCodes
+
+    from appliance.outputs.connector import TriggerRequester
+    from appliance.outputs.modbus import ModbusConnector
+
+    config = load_config(env={}, data_dir=str(tmp_path / "data"))
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    camera = cameras.create_camera(
+        db, CameraWrite(name="gate", enabled=True, settings=CameraSettings(source="/x.avi")), ADMIN
+    ).id
+    port = free_port()
+    requester = TriggerRequester(config.db_path)
+    server = ModbusConnector(1, ModbusSettings(host="127.0.0.1", port=port), config.db_path, requester)
+    server.start()
+    try:
+        wait_for(lambda: server.state.connected, timeout=20, what="the Modbus server")
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
+        assert client.connect()
+        try:
+            answers = {
+                "coil 201": client.write_coil(BLOCK * camera + 1, True),
+                "box coil 0": client.write_coil(0, True),
+                "coils 100..101": client.write_coils(BLOCK * camera, [True, True]),
+                "coil 201 off": client.write_coil(BLOCK * camera + 1, False),
+            }
+            unknown = client.write_coil(BLOCK * (camera + 1), True)
+        finally:
+            client.close()
+        mbpoll = shutil.which("mbpoll")
+        polled = None
+        if mbpoll:  # -t 0: coils, -0: PDU addresses, -1: once; the value 1 written to coil 201
+            polled = subprocess.run(
+                [mbpoll, "-m", "tcp", "-p", str(port), "-0", "-1", "-t", "0", "-r", str(BLOCK * camera + 1),
+                 "127.0.0.1", "1"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+    finally:
+        server.close()
+        requester.close()
+    for what, answer in answers.items():
+        assert answer.isError() and answer.exception_code == ExcCodes.ILLEGAL_ADDRESS, (what, answer)
+    assert unknown.isError() and unknown.exception_code == ExcCodes.DEVICE_FAILURE  # no such camera
+    assert db.execute("SELECT COUNT(*) FROM inspection_triggers").fetchone()[0] == 0
+    db.conn.close()
+    if polled is None:
+        pytest.skip("mbpoll not installed (apt-get install -y mbpoll): checked with pymodbus only")
+    assert polled.returncode != 0 and "illegal data address" in (polled.stdout + polled.stderr).lower(), (
+        polled
+    )

@@ -45,6 +45,11 @@ def words(value: int, count: int) -> list[int]:
     return [(value >> (16 * (count - 1 - i))) & U16 for i in range(count)]
 
 
+def is_trigger_coil(coil: int) -> bool:
+    """Coil 100*N of camera N (1..654): the only coils a client may write."""
+    return coil % BLOCK == 0 and 1 <= coil // BLOCK <= MAX_CAMERA_ID
+
+
 def camera_block(values: CameraValues, classes: list[str], coil: tuple[int, int]) -> list[int]:
     """The 100 registers of one camera (coil: the latest coil request's trigger id and state)."""
     block = [0] * BLOCK
@@ -132,6 +137,9 @@ class ModbusConnector(ValuesServer[ModbusSettings]):
                 address : address + count
             ]
         elif function_code in COIL_WRITES and set_values:
+            # Only coil 100*N of a camera block triggers; any other coil is no address of this map.
+            if not all(is_trigger_coil(address + i) for i in range(len(set_values))):
+                return ExcCodes.ILLEGAL_ADDRESS
             for i, value in enumerate(set_values):
                 if value and (address + i) % BLOCK == 0 and not await self._trigger((address + i) // BLOCK):
                     return ExcCodes.DEVICE_FAILURE
