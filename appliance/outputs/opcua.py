@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import Node, Server, ua
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
 
-from appliance.db import open_database
+from appliance.db import Database, open_database
 from appliance.errors import AppError
+from appliance.outputs import trust
 from appliance.outputs.camera_state import CameraValues, catalog_cameras
 from appliance.outputs.connector import DeliveryError, TriggerRequester, ValuesServer
 from appliance.outputs.contracts import OutboxItem
+from appliance.outputs.opcua_security import ClearTextPassword, GuardedServer, refuse_certificate
 from appliance.outputs.schemas import OpcuaSettings
 
 logger = logging.getLogger(__name__)
@@ -69,12 +72,22 @@ class _Users:
 
     def __init__(self, settings: OpcuaSettings) -> None:
         self.settings = settings
+        self.unencrypted_sessions = "none" in settings.security
+        self.encrypts_passwords = "basic256sha256" in settings.security
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
     ) -> User | None:
+        # `certificate` is empty exactly on an unencrypted channel (opcua_security).
+        if not certificate and not self.unencrypted_sessions:
+            logger.warning("OPC UA: refused a session over an unencrypted channel (security has no 'none')")
+            raise ServiceError(ua.StatusCodes.BadSecurityPolicyRejected)
         if username is None and password is None:
             return User(role=UserRole.User) if self.settings.allow_anonymous else None
+        if not certificate and isinstance(password, ClearTextPassword) and self.encrypts_passwords:
+            # The endpoint asked for the password encrypted with the box's key.
+            logger.warning("OPC UA: refused a password sent in clear text over an unencrypted channel")
+            raise ServiceError(ua.StatusCodes.BadSecurityPolicyRejected)
         expected = self.settings.password or ""
         if (
             self.settings.username
@@ -100,6 +113,7 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         self._nodes: dict[int, dict[str, Node]] = {}
         self._count_nodes: dict[int, dict[str, Node]] = {}
         self._unwritten: set[int] = set()
+        self._trust_db: Database | None = None  # the server loop's own connection (certificate checks)
 
     @property
     def where(self) -> str:
@@ -114,7 +128,7 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         self._thread.start()
 
     async def _build(self) -> Server:
-        server = Server(user_manager=_Users(self.settings))  # type: ignore[arg-type]
+        server = GuardedServer(_Users(self.settings), self._check_certificate)  # type: ignore[arg-type]
         await server.init()
         # The application URI a certificate made for this box carries (docs/outputs.md).
         await server.set_application_uri(f"urn:appliance:{self.box_id}")
@@ -142,6 +156,37 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         self._cameras_node = await root.add_object(self._id("cameras"), ua.QualifiedName("Cameras", self._ns))
         return server
 
+    def _check_certificate(self, der: bytes | None) -> None:
+        """At each OpenSecureChannel with Basic256Sha256: only a certificate of the trust list (or the first
+        one, with trust_on_first_use) opens it; anything else, or a failure to decide, refuses it."""
+        if self._trust_db is None:
+            self._trust_db = open_database(self.db_path)
+        try:
+            decision, parsed = trust.check_client(
+                self._trust_db, self.output_id, der, self.settings.trust_on_first_use
+            )
+        except Exception as exc:
+            logger.exception("output %s: checking a client certificate failed", self.output_id)
+            raise refuse_certificate(
+                ua.StatusCodes.BadSecurityChecksFailed, f"the check failed: {exc}"
+            ) from None
+        what = (
+            f"{parsed.subject} (sha256 {parsed.thumbprint[:16]}...)" if parsed else "no readable certificate"
+        )
+        if decision == "first_use":
+            logger.warning("output %s: client certificate %s trusted on first use", self.output_id, what)
+        if decision in ("trusted", "first_use"):
+            return
+        reason = {
+            "untrusted": "is not in the trust list (trust it on the Outputs page)",
+            "expired": "is outside its validity period",
+            "unreadable": "cannot be read",
+        }[decision]
+        raise refuse_certificate(
+            ua.StatusCodes.BadSecurityChecksFailed,
+            f"output {self.output_id}: client certificate {what} {reason}",
+        )
+
     def _id(self, name: str) -> ua.NodeId:
         return ua.NodeId(ua.String(name), ua.Int16(self._ns))
 
@@ -150,15 +195,19 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         server = await self._build()
         for camera_id in list(self.values.cameras):
             await self._write(camera_id)
-        async with server:
-            self._listening_now()
-            next_sync = time.monotonic() + CAMERAS_EVERY_S
-            while not self._stopping.is_set():
-                await asyncio.sleep(0.2)
-                if time.monotonic() >= next_sync:
-                    next_sync = time.monotonic() + CAMERAS_EVERY_S
-                    await self._sync_cameras()
-        self.state.connected = False
+        try:
+            async with server:
+                self._listening_now()
+                next_sync = time.monotonic() + CAMERAS_EVERY_S
+                while not self._stopping.is_set():
+                    await asyncio.sleep(0.2)
+                    if time.monotonic() >= next_sync:
+                        next_sync = time.monotonic() + CAMERAS_EVERY_S
+                        await self._sync_cameras()
+        finally:
+            self.state.connected = False
+            if self._trust_db is not None:
+                self._trust_db.conn.close()
 
     async def _sync_cameras(self) -> None:
         def read() -> dict[int, str]:

@@ -68,6 +68,10 @@ class OpcuaSettings(_Base, tag="opcua"):
     certificate: Path = ""  # DER or PEM application certificate (needed for basic256sha256)
     private_key: Path = ""
     triggers: bool = True
+    # Basic256Sha256 clients are accepted only with a certificate in the output's trust list (GET
+    # /outputs/{id}/certificates); with this on, the first certificate presented while the list is empty is
+    # added to it, and every other is refused.
+    trust_on_first_use: bool = False
 
 
 class ModbusSettings(_Base, tag="modbus"):
@@ -125,3 +129,33 @@ class OutputTestResult(msgspec.Struct, kw_only=True):
     ok: bool
     detail: str
     elapsed_ms: float
+
+
+# --- the client certificates an OPC UA output trusts ----------------------------------------------------
+
+
+class ClientCertificateAdd(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /outputs/{id}/certificates: a client application certificate to trust, PEM text or base64 DER."""
+
+    certificate: Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
+
+
+class ClientCertificateRead(msgspec.Struct, kw_only=True):
+    id: int
+    output_id: int
+    thumbprint: str  # SHA-256 of the DER bytes, hex (what UaExpert and others show as the SHA-256 thumbprint)
+    # trusted: sessions with it are accepted; refused: a client presented it and was turned away
+    state: Literal["trusted", "refused"]
+    source: Literal[
+        "admin", "first_use", "client"
+    ]  # added by an admin, trusted on first use, seen and refused
+    subject: str
+    application_uri: str | None
+    not_before: float  # unix seconds
+    not_after: float
+    expired: bool
+    added_at: str
+    added_by: str | None
+    last_seen_at: float | None  # the latest secure channel that presented it
+    attempts: int  # secure channels that presented it
+    pem: str
