@@ -17,7 +17,7 @@ from appliance.db import Database, migrate, open_database
 from appliance.errors import ConfigError
 from appliance.outputs import outbox, service
 from appliance.outputs.camera_state import ServerState
-from appliance.outputs.contracts import EventMessage
+from appliance.outputs.contracts import EventMessage, Latencies
 from appliance.outputs.modbus import camera_block, words
 from appliance.outputs.schemas import ModbusSettings, MqttSettings, OutputWrite, WebhookSettings
 from appliance.stations import events, retention
@@ -93,7 +93,9 @@ def test_each_event_is_queued_for_each_enabled_output_with_the_contract_payload(
         "ng",
     )
     assert message.failing_rules == ["two screws"] and message.counts["*"] == {"screw": 2}
-    assert message.time.startswith("2023-11-14T22:13:20.500") and message.latencies == {"total_ms": 12.5}
+    assert message.time.startswith("2023-11-14T22:13:20.500") and message.latencies == Latencies(
+        trigger_to_frame_ms=0.0, wait_model_ms=0.0, inference_ms=0.0, total_ms=12.5
+    )
     assert message.snapshot_url == f"/api/v1/events/{ids[1]}/snapshot" and message.model_id == 3
     assert outbox.stats(db)[mqtt_id].backlog == 3 and outbox.stats(db)[hook_id].backlog == 1
 

@@ -15,6 +15,18 @@ STATUS_SCHEMA = "appliance.status/1"
 TEST_SCHEMA = "appliance.test/1"
 
 
+class Latencies(msgspec.Struct, kw_only=True):
+    """Milliseconds of one inspection; every key is always there (the schema requires them)."""
+
+    trigger_to_frame_ms: float  # trigger request -> arrival of the inspected frame; 0 when no trigger
+    wait_model_ms: float  # waiting for this camera's turn on the shared model
+    inference_ms: float  # the model's pass: letterbox, engine, decode and NMS
+    total_ms: float  # trigger request (or, without a trigger, frame arrival) -> verdict
+
+
+LATENCY_KEYS = tuple(Latencies.__struct_fields__)
+
+
 class EventMessage(msgspec.Struct, kw_only=True):
     """One inspection event as every output sends it: MQTT `.../cameras/<id>/events`, the webhook's body, and
     the source of the OPC UA and Modbus values. `event_id` increases; consumers de-duplicate by it."""
@@ -32,7 +44,7 @@ class EventMessage(msgspec.Struct, kw_only=True):
     failing_rules: list[str]
     counts: dict[str, dict[str, int]]  # {"*" (whole frame) or zone name: {class name: count}}
     model_id: int | None
-    latencies: dict[str, float]  # trigger_to_frame_ms, wait_model_ms, inference_ms, total_ms
+    latencies: Latencies
     width: int
     height: int
     snapshot_url: str | None  # path of the JPEG on the box's API (needs a login), null without a snapshot
