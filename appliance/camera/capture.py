@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from appliance.redaction import redact_credentials, remember_secrets
+
 if TYPE_CHECKING:
     from appliance.stations.genicam import CameraFeatures, GenicamSettings, GenicamStatus
 
@@ -104,10 +106,13 @@ def open_capture(spec: SourceSpec) -> Any:
 
 
 class FrameSource:
-    """A reader thread over one source; `latest()` hands out the newest frame exactly once."""
+    """A reader thread over one source; `latest()` hands out the newest frame exactly once. What it says about
+    the source (`error`, `shown_source`, its log lines) carries no credentials (appliance.redaction)."""
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
+        remember_secrets(spec.source)
+        self.shown_source = redact_credentials(spec.source)
         self.state = "starting"
         self.error: str | None = None
         self.reconnects = 0  # attempts to open the source again after it was lost or failed to open
@@ -230,8 +235,9 @@ class FrameSource:
         self.state = "stopped"
 
     def _fail(self, message: str, state: str) -> None:
+        message = redact_credentials(message)  # OpenCV's and our own messages quote the source
         if message != self.error:
-            logger.warning("camera source %s: %s", self.spec.source, message)
+            logger.warning("camera source %s: %s", self.shown_source, message)
         self.error = message
         self.state = state
         if self.lost_since is None:
@@ -295,7 +301,7 @@ class FrameSource:
             self._slot = Frame(image, self.frames_read, arrived, (now - started) * 1000, camera)
             self._cond.notify_all()
         if self.state != "running":
-            logger.info("camera source %s delivering %dx%d", self.spec.source, self.width, self.height)
+            logger.info("camera source %s delivering %dx%d", self.shown_source, self.width, self.height)
         self._delivering()
 
     def _delivering(self) -> None:

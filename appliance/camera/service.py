@@ -19,7 +19,8 @@ from appliance.config import Config
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, Invalid
 from appliance.inference.pipeline import Detection
-from appliance.stations.cameras import camera_row, decode_settings, redact_source
+from appliance.redaction import redact_credentials
+from appliance.stations.cameras import camera_row, decode_settings
 from appliance.stations.schemas import CameraStatus, CaptureResult
 from appliance.storage import ImageStore
 from appliance.system.processes import is_alive, read_heartbeat
@@ -31,10 +32,11 @@ logger = logging.getLogger(__name__)
 
 
 def camera_status(db: Database, config: Config, camera_id: int, user: CurrentUser) -> CameraStatus:
-    """What the camera process last published for the camera; never a live state for a stopped camera."""
+    """What the camera process last published for the camera; never a live state for a stopped camera. No
+    credentials, for admins neither: a status is shown on screens and copied into tickets."""
     row = camera_row(db, camera_id)
     settings = decode_settings(row["settings"])
-    source = settings.source if user.is_admin else redact_source(settings.source)
+    source = redact_credentials(settings.source)
     base = CameraStatus(camera_id=camera_id, state="stopped", source_type=settings.source_type, source=source)
     if not row["enabled"]:
         return base
@@ -49,7 +51,8 @@ def camera_status(db: Database, config: Config, camera_id: int, user: CurrentUse
             error = "the camera process is not running (appliance camera)"
             return msgspec.structs.replace(base, state="offline", error=error)
         return msgspec.structs.replace(base, state="starting")
-    return msgspec.structs.replace(status, source=source)
+    error = redact_credentials(status.error) if status.error else status.error  # a file of an older version
+    return msgspec.structs.replace(status, source=source, error=error)
 
 
 # --- frames into datasets ----------------------------------------------------------------------------------

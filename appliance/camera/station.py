@@ -298,7 +298,7 @@ class CameraLoop:
             camera_id=self.camera_id,
             state=state,
             source_type=s.source_type,
-            source=s.source,
+            source=self.source.shown_source,
             fps=round(self.rate.rate(), 2),
             source_fps=round(self.source.source_fps(), 2),
             frames=self.published,
