@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote

@@ -51,8 +51,9 @@ def camera_status(db: Database, config: Config, camera_id: int, user: CurrentUse
             error = "the camera process is not running (appliance camera)"
             return msgspec.structs.replace(base, state="offline", error=error)
         return msgspec.structs.replace(base, state="starting")
-    error = redact_credentials(status.error) if status.error else status.error  # a file of an older version
-    return msgspec.structs.replace(status, source=source, error=error)
+    # Redacted again: the file may come from a camera process of an older version.
+    shown_error = redact_credentials(status.error) if status.error else None
+    return msgspec.structs.replace(status, source=source, error=shown_error)
 
 
 # --- frames into datasets ----------------------------------------------------------------------------------
