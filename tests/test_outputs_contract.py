@@ -10,8 +10,10 @@ import msgspec
 import pytest
 
 from appliance.outputs.contracts import (
+    CAMERA_STATE_SCHEMA,
     EVENT_SCHEMA,
     STATUS_SCHEMA,
+    CameraStateMessage,
     EventMessage,
     Latencies,
     StatusMessage,
@@ -46,6 +48,13 @@ def test_messages_carry_their_versioned_schema_name() -> None:
     decoded = json.loads(msgspec.json.encode(event))
     assert decoded["schema"] == EVENT_SCHEMA == "appliance.event/1"
     assert set(decoded) == set(json_schemas()["event-v1"]["$defs"]["EventMessage"]["properties"])  # type: ignore[index]
+    state = CameraStateMessage(
+        box_id="b", camera_id=2, camera_name="gate", state="reconnecting", since=1.0, last_frame_age_s=None,
+        frames=3, inspections=2, detail="source lost", ts=2.0,
+    )  # fmt: skip
+    assert (
+        json.loads(msgspec.json.encode(state))["schema"] == CAMERA_STATE_SCHEMA == "appliance.camera-state/1"
+    )
     status = json.loads(msgspec.json.encode(StatusMessage(box_id="b", state="offline")))
     assert status["schema"] == STATUS_SCHEMA and status["state"] == "offline"
     # And both validate against the published files (jsonschema-rs, a dependency of schemathesis).

@@ -165,7 +165,7 @@ def test_a_modbus_client_reads_the_registers_and_writes_the_trigger_coil(box) ->
             client.close()
     last = found[-1]
     word2 = lambda regs, i: regs[i] << 16 | regs[i + 1]  # noqa: E731
-    assert head[0] == 1 and head[1] == 2  # map version, cameras mapped
+    assert head[0] == 2 and head[1] == 2  # map version, cameras mapped
     assert block[0] == {"ok": 1, "ng": 2}[last.verdict]
     assert word2(block, 1) == len(found) and word2(block, 3) == sum(e.verdict == "ok" for e in found)
     assert word2(block, 5) == sum(e.verdict == "ng" for e in found)

@@ -113,7 +113,9 @@ class FrameSource:
         self.spec = spec
         remember_secrets(spec.source)
         self.shown_source = redact_credentials(spec.source)
-        self.state = "starting"
+        self._state = "starting"
+        self.state_since = time.time()  # wall time of the latest change of `state`
+        self.last_frame_at: float | None = None  # wall time the newest frame arrived from the source
         self.error: str | None = None
         self.reconnects = 0  # attempts to open the source again after it was lost or failed to open
         self.lost_since: float | None = None  # wall time the source was lost (None while it delivers)
@@ -135,6 +137,16 @@ class FrameSource:
         self._decode_s = 0.0
         self._decode_after = 0.0
         self.skipped_decodes = 0
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if value != self._state:
+            self._state = value
+            self.state_since = time.time()
 
     def start(self) -> FrameSource:
         self._thread.start()
@@ -271,6 +283,7 @@ class FrameSource:
                     self._fail("source delivered no frame (lost or timed out); reconnecting", "reconnecting")
                     return got_any
             started = time.monotonic()
+            self.last_frame_at = time.time()
             got_any = True
             self.frames_read += 1
             self._read_times.append(started)

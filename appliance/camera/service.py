@@ -12,7 +12,7 @@ import msgspec
 
 from appliance import catalog
 from appliance.caller import CurrentUser
-from appliance.camera.publish import STATUS_STALE_S, MalformedStatus, camera_dir, read_frame, read_status
+from appliance.camera.publish import camera_dir, live_status, read_frame
 from appliance.classes import class_names
 from appliance.clock import now_iso
 from appliance.config import Config
@@ -23,7 +23,6 @@ from appliance.redaction import redact_credentials
 from appliance.stations.cameras import camera_row, decode_settings
 from appliance.stations.schemas import CameraStatus, CaptureResult
 from appliance.storage import ImageStore
-from appliance.system.processes import is_alive, read_heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +39,12 @@ def camera_status(db: Database, config: Config, camera_id: int, user: CurrentUse
     base = CameraStatus(camera_id=camera_id, state="stopped", source_type=settings.source_type, source=source)
     if not row["enabled"]:
         return base
-    try:
-        status = read_status(camera_dir(config.runtime_path, camera_id))
-    except MalformedStatus:
-        return msgspec.structs.replace(
-            base, state="offline", error="unreadable status from the camera process"
-        )
-    if status is None or time.time() - status.updated_at > STATUS_STALE_S:
-        if not is_alive(read_heartbeat(config.runtime_path, "camera")):
-            error = "the camera process is not running (appliance camera)"
-            return msgspec.structs.replace(base, state="offline", error=error)
-        return msgspec.structs.replace(base, state="starting")
+    live = live_status(config.runtime_path, camera_id)
+    if live.published is None or not live.fresh:
+        return msgspec.structs.replace(base, state=live.state, error=live.error)
     # Redacted again: the file may come from a camera process of an older version.
-    shown_error = redact_credentials(status.error) if status.error else None
-    return msgspec.structs.replace(status, source=source, error=shown_error)
+    shown_error = redact_credentials(live.error) if live.error else None
+    return msgspec.structs.replace(live.published, source=source, error=shown_error)
 
 
 # --- frames into datasets ----------------------------------------------------------------------------------

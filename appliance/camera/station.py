@@ -66,6 +66,7 @@ class CameraLoop:
         self.stats = RollingStats()
         self.rate = RateMeter()
         self.published = 0
+        self.inspections = 0  # frames evaluated by the model and rules (the line's heartbeat)
         self.events = 0
         self.last_seq = 0
         self.last_size = (0, 0)
@@ -180,6 +181,8 @@ class CameraLoop:
         self.model_id, self.model_name = (model_id, model.name) if model is not None else (None, None)
         t_rules = time.perf_counter()
         evaluation = evaluate(s.rules, s.zones, detections) if model_id is not None else None
+        if evaluation is not None:
+            self.inspections += 1
         decided = time.monotonic()
         timings["rules"] = (time.perf_counter() - t_rules) * 1000
         events = self._events_for(frame, evaluation, decided, timings) if evaluation is not None else []
@@ -319,6 +322,9 @@ class CameraLoop:
             genicam=self.source.genicam_status(),
             pid=os.getpid(),
             updated_at=time.time(),
+            state_since=self.source.state_since,
+            last_frame_at=self.source.last_frame_at,
+            inspections=self.inspections,
         )
 
 

@@ -10,6 +10,7 @@ Basic256Sha256 (sign and encrypt) with the box's certificate when configured. Va
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime
 import hmac
 import logging
@@ -24,6 +25,7 @@ from asyncua.crypto.permission_rules import User, UserRole
 from appliance.db import Database, open_database
 from appliance.errors import AppError
 from appliance.outputs import trust
+from appliance.outputs.camera_live import STATE_CODES, CameraLive
 from appliance.outputs.camera_state import CameraValues, catalog_cameras
 from appliance.outputs.connector import DeliveryError, TriggerRequester, ValuesServer
 from appliance.outputs.contracts import OutboxItem
@@ -48,6 +50,16 @@ VARIABLES: list[tuple[str, ua.VariantType]] = [
     ("LastTriggerId", V.Int64),
     ("ModelId", V.Int64),
 ]
+# The camera as the line sees it, refreshed every poll of the outputs process (camera_live.py).
+LIVE_VARIABLES: list[tuple[str, ua.VariantType]] = [
+    ("State", V.String),  # running | reconnecting | stopped | error
+    ("StateCode", V.UInt16),  # 0 stopped, 1 running, 2 reconnecting, 3 error (as Modbus register 96)
+    ("StateSince", V.DateTime),
+    ("StateDetail", V.String),  # why it is not running; empty when it is
+    ("LastFrameAge", V.Double),  # seconds since its newest frame arrived; -1 before the first one
+    ("Frames", V.UInt64),  # frames its loop processed since it started
+    ("Inspections", V.UInt64),  # frames inspected since it started: the heartbeat a PLC watches move
+]
 
 
 def _values(values: CameraValues) -> dict[str, Any]:
@@ -64,6 +76,22 @@ def _values(values: CameraValues) -> dict[str, Any]:
         "FailingRules": list(values.failing_rules),
         "LastTriggerId": values.trigger_id,
         "ModelId": values.model_id or 0,
+    }
+
+
+def _live_values(camera: CameraLive | None, now: float) -> dict[str, Any]:
+    if camera is None:  # not seen by the outputs process yet
+        return {"State": "stopped", "StateCode": 0, "StateSince": EPOCH, "StateDetail": "", "LastFrameAge": -1.0,
+                "Frames": 0, "Inspections": 0}  # fmt: skip
+    age = camera.frame_age(now)
+    return {
+        "State": camera.state,
+        "StateCode": STATE_CODES[camera.state],
+        "StateSince": datetime.datetime.fromtimestamp(camera.since, datetime.UTC),
+        "StateDetail": camera.detail,
+        "LastFrameAge": -1.0 if age is None else age,
+        "Frames": camera.frames,
+        "Inspections": camera.inspections,
     }
 
 
@@ -114,6 +142,9 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         self._count_nodes: dict[int, dict[str, Node]] = {}
         self._unwritten: set[int] = set()
         self._trust_db: Database | None = None  # the server loop's own connection (certificate checks)
+        self._live: dict[int, CameraLive] = {}
+        self._adding = asyncio.Lock()
+        self._live_writing: concurrent.futures.Future[None] | None = None
 
     @property
     def where(self) -> str:
@@ -195,6 +226,7 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         server = await self._build()
         for camera_id in list(self.values.cameras):
             await self._write(camera_id)
+        await self._write_live(sorted(self._live))
         try:
             async with server:
                 self._listening_now()
@@ -229,16 +261,24 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         nodes = self._nodes.get(camera_id)
         if nodes is not None:
             return nodes
+        async with self._adding:  # events and camera states may both meet a new camera
+            return self._nodes.get(camera_id) or await self._add_camera_nodes(camera_id)
+
+    async def _add_camera_nodes(self, camera_id: int) -> dict[str, Node]:
         assert self._cameras_node is not None
         prefix = f"camera.{camera_id}"
         obj = await self._cameras_node.add_object(
             self._id(prefix), ua.QualifiedName(f"Camera{camera_id}", self._ns)
         )
         nodes = {}
-        for name, kind in VARIABLES:
-            initial: Any = [] if name == "FailingRules" else _values(CameraValues(camera_id=camera_id))[name]
+        initials = {
+            **_values(CameraValues(camera_id=camera_id)),
+            **_live_values(None, 0.0),
+            "FailingRules": [],
+        }
+        for name, kind in VARIABLES + LIVE_VARIABLES:
             nodes[name] = await obj.add_variable(
-                self._id(f"{prefix}.{name}"), ua.QualifiedName(name, self._ns), initial, kind
+                self._id(f"{prefix}.{name}"), ua.QualifiedName(name, self._ns), initials[name], kind
             )
         nodes["Counts"] = await obj.add_object(
             self._id(f"{prefix}.Counts"), ua.QualifiedName("Counts", self._ns)
@@ -289,6 +329,28 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
                     V.Int32,
                 )
             await node.write_value(ua.Variant(min(counts.get(class_name, 0), 2**31 - 1), V.Int32))
+
+    async def _write_live(self, camera_ids: list[int]) -> None:
+        now = time.time()
+        for camera_id in camera_ids:
+            nodes = await self._camera_nodes(camera_id)
+            fields = _live_values(self._live.get(camera_id), now)
+            for name, kind in LIVE_VARIABLES:
+                await nodes[name].write_value(ua.Variant(fields[name], kind))
+
+    def cameras_changed(self, cameras: dict[int, CameraLive], changed: set[int]) -> None:
+        """Every poll: the state variables of every camera (written on the server's loop; a poll that finds
+        the previous write still running leaves it to the next one)."""
+        self._live = cameras
+        for camera_id, camera in cameras.items():
+            with self.values.lock:
+                self.values.camera(camera_id, camera.name)
+        loop = self._loop
+        if loop is None or not self._listening.is_set():
+            return  # written once the server listens (_serve)
+        if self._live_writing is not None and not self._live_writing.done():
+            return
+        self._live_writing = asyncio.run_coroutine_threadsafe(self._write_live(sorted(cameras)), loop)
 
     def deliver(self, items: list[OutboxItem]) -> int:
         self._check_listening()

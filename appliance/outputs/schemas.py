@@ -74,13 +74,17 @@ class OpcuaSettings(_Base, tag="opcua"):
     trust_on_first_use: bool = False
 
 
+MODBUS_CLASS_REGISTERS = 76  # registers 20..95 of a camera's block (96..99: its state and heartbeat)
+
+
 class ModbusSettings(_Base, tag="modbus"):
     """A Modbus TCP server on the box (register map in docs/outputs.md)."""
 
     host: Host = "0.0.0.0"
     port: Port = 5020
-    # Count registers 20..99 of each camera's block: these class names in this order (empty: the event
-    # model's classes in the model's order).
+    # Count registers 20..95 of each camera's block: these class names in this order (empty: the event
+    # model's classes in the model's order); at most 76 (80 were accepted before map version 2: kept
+    # readable, refused on write).
     classes: Annotated[list[Annotated[str, msgspec.Meta(max_length=128)]], msgspec.Meta(max_length=80)] = (
         msgspec.field(default_factory=list)
     )
