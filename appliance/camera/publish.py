@@ -34,6 +34,9 @@ STATUS = "status.json"
 # The camera process rewrites status.json at least this often; older means it is not running.
 STATUS_INTERVAL_S = 0.5
 STATUS_STALE_S = 5.0
+# A published frame older than this (or than three of the camera's frame intervals, when it runs slower) is
+# no live picture: /frame says so in its headers and the console marks it stale.
+FRAME_STALE_S = 3.0
 
 STAGES = (
     "wait",
@@ -146,6 +149,16 @@ class PublishedFrame:
     jpeg: bytes
     meta: FrameMeta
     meta_json: bytes
+
+
+def frame_age_s(meta: FrameMeta, now: float | None = None) -> float:
+    """Seconds since the frame arrived from the source (the box's own clock)."""
+    return max(0.0, (time.time() if now is None else now) - meta.ts)
+
+
+def is_stale(meta: FrameMeta, now: float | None = None) -> bool:
+    limit = max(FRAME_STALE_S, 3.0 / meta.fps) if meta.fps > 0 else FRAME_STALE_S
+    return frame_age_s(meta, now) > limit
 
 
 def meta_stamp(folder: Path) -> int | None:

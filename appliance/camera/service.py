@@ -12,7 +12,7 @@ import msgspec
 
 from appliance import catalog
 from appliance.caller import CurrentUser
-from appliance.camera.publish import camera_dir, live_status, read_frame
+from appliance.camera.publish import PublishedFrame, camera_dir, live_status, read_frame
 from appliance.classes import class_names
 from appliance.clock import now_iso
 from appliance.config import Config
@@ -137,13 +137,14 @@ def capture(
     return save_frame(db, store, config, dataset_id, user, frame.jpeg, list(frame.meta.detections), name)
 
 
-def live_jpeg(db: Database, config: Config, camera_id: int) -> bytes:
-    """The camera's latest published JPEG (grid tiles poll this instead of holding a stream each)."""
+def latest_frame(db: Database, config: Config, camera_id: int) -> PublishedFrame:
+    """The camera's latest published frame (grid tiles poll this instead of holding a stream each); during an
+    outage that is the last one before it: its `meta.ts` says when it arrived."""
     row = camera_row(db, camera_id)
     frame = read_frame(camera_dir(config.runtime_path, camera_id)) if row["enabled"] else None
     if frame is None:
-        raise Conflict(f"camera {camera_id} has no live frame: it is stopped or its source is down")
-    return frame.jpeg
+        raise Conflict(f"camera {camera_id} has no frame: it is stopped or has not delivered one yet")
+    return frame
 
 
 def runtime_folder(config: Config, camera_id: int) -> Path:
