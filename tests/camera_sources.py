@@ -154,8 +154,9 @@ def rtsp_available() -> str | None:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{SYSTEM_PYTHON}: {exc}"
     if done.returncode != 0:
-        return "GStreamer's RTSP server is not installed: apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 " + (
-            "gstreamer1.0-plugins-ugly (requirements/apt.txt)"
+        return (
+            "GStreamer's RTSP server is not installed: apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
+            + ("gstreamer1.0-plugins-ugly (requirements/apt.txt)")
         )
     return None
 
@@ -192,10 +193,15 @@ class RtspServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the RTSP server exited: {self.log_path.read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
                 return self
             time.sleep(0.05)
-        raise RuntimeError(f"the RTSP server is not listening on {self.port}: {self.log_path.read_text()[-2000:]}")
+        raise RuntimeError(
+            f"the RTSP server is not listening on {self.port}: {self.log_path.read_text()[-2000:]}"
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

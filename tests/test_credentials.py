@@ -5,9 +5,11 @@ WebSocket message, the expired trigger's reason and every line the camera proces
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from appliance.caller import CurrentUser
-from appliance.config import load_config
+from appliance.config import Config, load_config
 from appliance.db import migrate, open_database
 from appliance.redaction import MASK, RedactingFilter, redact_credentials, remember_secrets, source_secrets
 from appliance.server import create_app
@@ -99,11 +101,43 @@ def test_the_processes_log_handler_redacts() -> None:
     assert any(isinstance(f, RedactingFilter) for f in log_handler().filters)
 
 
-def answers(client: TestClient[Any], headers: dict[str, str], camera_id: int) -> list[str]:
-    """Every API answer a user of that role can get about the camera."""
-    paths = [f"/cameras/{camera_id}/status", "/cameras/status", "/system", "/events?limit=50"]
-    found = [client.get(f"{API}{p}", headers=headers).text for p in paths]
-    return found
+class WebWatch:
+    """The real web app over a box's catalog, with an admin, a labeler and a viewer; `look` collects every API
+    answer and WebSocket message each of them gets about a camera."""
+
+    SAME_ORIGIN = {"Origin": LOCAL_URL, "Host": LOCAL_URL.split("//")[1]}
+
+    def __init__(self, client: TestClient[Any]) -> None:
+        self.client = client
+        self.admin = setup_admin(client)
+        self.roles = [
+            self.admin,
+            *(create_user(client, self.admin, f"u-{r}", r) for r in ("labeler", "viewer")),
+        ]
+        client.cookies.clear()
+        self.seen: list[str] = []
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Any:
+        return self.client.get(f"{API}{path}", headers=headers or self.admin).json()
+
+    def trigger(self, camera_id: int) -> int:
+        return int(
+            self.client.post(f"{API}/cameras/{camera_id}/trigger", headers=self.admin).json()["trigger_id"]
+        )
+
+    def look(self, camera_id: int) -> None:
+        paths = [f"/cameras/{camera_id}/status", "/cameras/status", "/system", "/events?limit=50"]
+        for headers in self.roles:
+            self.seen += [self.client.get(f"{API}{p}", headers=headers).text for p in paths]
+            ws_url = f"{API}/cameras/{camera_id}/ws"
+            with self.client.websocket_connect(ws_url, headers={**headers, **self.SAME_ORIGIN}) as ws:
+                self.seen += [ws.receive_text() for _ in range(3)]
+
+
+@contextlib.contextmanager
+def web_watch(config: Config) -> Iterator[WebWatch]:
+    with TestClient(app=create_app(config), base_url=LOCAL_URL, raise_server_exceptions=False) as client:
+        yield WebWatch(client)
 
 
 def test_a_camera_password_appears_in_no_answer_message_or_log_line(tmp_path: Path) -> None:
@@ -119,42 +153,25 @@ def test_a_camera_password_appears_in_no_answer_message_or_log_line(tmp_path: Pa
         db, CameraWrite(name="press", enabled=True, settings=settings), ADMIN
     ).id
     camera = BoxProcess("camera", config).start()
-    seen: list[str] = []
     try:
-        with TestClient(app=create_app(config), base_url=LOCAL_URL, raise_server_exceptions=False) as client:
-            admin = setup_admin(client)
-            roles = {
-                "admin": admin,
-                **{r: create_user(client, admin, f"u-{r}", r) for r in ("labeler", "viewer")},
-            }
-            client.cookies.clear()
-            status = lambda: client.get(f"{API}/cameras/{camera_id}/status", headers=admin).json()  # noqa: E731
+        with web_watch(config) as web:
+            status = lambda: web.get(f"/cameras/{camera_id}/status")  # noqa: E731
             wait_for(lambda: status()["state"] == "running", timeout=30, what="frames from the stream")
-            for headers in roles.values():
-                seen += answers(client, headers, camera_id)
+            web.look(camera_id)
             stream.stop()  # the outage
             wait_for(
-                lambda: status()["state"] == "reconnecting" and status()["error"],
-                timeout=30,
-                what="the outage",
+                lambda: status()["state"] == "reconnecting" and status()["error"], timeout=30, what="outage"
             )
-            trigger = client.post(f"{API}/cameras/{camera_id}/trigger", headers=admin).json()["trigger_id"]
-            same = {"Origin": LOCAL_URL, "Host": LOCAL_URL.split("//")[1]}
-            for headers in roles.values():
-                with client.websocket_connect(
-                    f"{API}/cameras/{camera_id}/ws", headers={**headers, **same}
-                ) as ws:
-                    seen += [ws.receive_text() for _ in range(3)]
-                seen += answers(client, headers, camera_id)
-            read_trigger = lambda: client.get(  # noqa: E731
-                f"{API}/cameras/{camera_id}/triggers/{trigger}", headers=admin
-            ).json()
+            trigger = web.trigger(camera_id)
+            web.look(camera_id)
+            read_trigger = lambda: web.get(f"/cameras/{camera_id}/triggers/{trigger}")  # noqa: E731
             expired = wait_for(lambda: read_trigger()["status"] == "expired" and read_trigger(), timeout=30)
-            seen.append(json.dumps(expired))
+            web.seen.append(json.dumps(expired))
             outage = status()
             # What an admin reads to edit the camera is the one place the source is whole (they typed it).
-            viewer_read = client.get(f"{API}/cameras/{camera_id}", headers=roles["viewer"]).json()
-            seen.append(json.dumps(viewer_read))
+            viewer_read = web.get(f"/cameras/{camera_id}", web.roles[2])
+            web.seen.append(json.dumps(viewer_read))
+            seen = web.seen
     finally:
         camera.stop()
         stream.stop()

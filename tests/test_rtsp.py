@@ -13,18 +13,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from litestar.testing import TestClient
 
 from appliance.caller import CurrentUser
 from appliance.config import load_config
 from appliance.db import migrate, open_database
-from appliance.server import create_app
 from appliance.stations import cameras, events
 from appliance.stations.schemas import CameraSettings, CameraWrite
 from tests.camera_sources import RtspServer, build_colour_onnx, deploy_model, rtsp_available
-from tests.helpers import API, LOCAL_URL, create_user, setup_admin
 from tests.line_peers import BoxProcess
-from tests.test_credentials import answers
+from tests.test_credentials import web_watch
 from tests.workers import wait_for
 
 pytestmark = [pytest.mark.slow]
@@ -59,27 +56,9 @@ def test_an_rtsp_camera_inspects_recovers_from_an_outage_and_never_shows_its_pas
         db, CameraWrite(name="gate", enabled=True, settings=rtsp_settings(wrong_url)), ADMIN
     ).id
     camera = BoxProcess("camera", config).start()
-    seen: list[str] = []
     try:
-        with TestClient(app=create_app(config), base_url=LOCAL_URL, raise_server_exceptions=False) as client:
-            admin = setup_admin(client)
-            roles = [
-                admin,
-                create_user(client, admin, "lab", "labeler"),
-                create_user(client, admin, "view", "viewer"),
-            ]
-            client.cookies.clear()
-            status = lambda cid: client.get(f"{API}/cameras/{cid}/status", headers=admin).json()  # noqa: E731
-            same = {"Origin": LOCAL_URL, "Host": LOCAL_URL.split("//")[1]}
-
-            def look() -> None:
-                for headers in roles:
-                    seen.extend(answers(client, headers, press))
-                    with client.websocket_connect(
-                        f"{API}/cameras/{press}/ws", headers={**headers, **same}
-                    ) as ws:
-                        seen.extend(ws.receive_text() for _ in range(3))
-
+        with web_watch(config) as web:
+            status = lambda cid: web.get(f"/cameras/{cid}/status")  # noqa: E731
             running = wait_for(
                 lambda: (s := status(press))["state"] == "running" and s["inspections"] > 0 and s, timeout=60,
                 what="frames from the RTSP camera, inspected",
@@ -91,17 +70,16 @@ def test_an_rtsp_camera_inspects_recovers_from_an_outage_and_never_shows_its_pas
             refused = wait_for(
                 lambda: (s := status(wrong))["error"] and s, timeout=30, what="the wrong password"
             )
-            look()
+            web.look(press)
 
             server.stop()  # the outage: the RTSP server is gone for OUTAGE_S
             stopped_at = time.monotonic()
             outage = wait_for(lambda: (s := status(press))["state"] == "reconnecting" and s, timeout=20)
-            trigger = client.post(f"{API}/cameras/{press}/trigger", headers=admin).json()["trigger_id"]
-            look()
-            trigger_url = f"{API}/cameras/{press}/triggers/{trigger}"
-            read_trigger = lambda: client.get(trigger_url, headers=admin).json()  # noqa: E731
+            trigger = web.trigger(press)
+            web.look(press)
+            read_trigger = lambda: web.get(f"/cameras/{press}/triggers/{trigger}")  # noqa: E731
             expired = wait_for(lambda: (t := read_trigger())["status"] == "expired" and t, timeout=20)
-            seen.append(json.dumps(expired))
+            web.seen.append(json.dumps(expired))
             time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped_at)))
             during = status(press)
             last_event = events.list_events(db, camera_id=press, limit=1)[0]
@@ -117,7 +95,7 @@ def test_an_rtsp_camera_inspects_recovers_from_an_outage_and_never_shows_its_pas
                 timeout=20, what="inspections after the outage",
             )  # fmt: skip
             after = status(press)
-            look()
+            web.look(press)
     finally:
         camera.stop()
         server.stop()
@@ -133,6 +111,6 @@ def test_an_rtsp_camera_inspects_recovers_from_an_outage_and_never_shows_its_pas
     log = camera.log_text()
     assert "camera 1 (press): url rtsp://operator:***@127.0.0.1" in log, log[-2000:]
     secrets = {PASSWORD, quote(PASSWORD, safe=""), f"not-{quote(PASSWORD, safe='')}"}
-    for where, text in [*(("answer", s) for s in seen), ("camera.log", log), ("web log", caplog.text)]:
+    for where, text in [*(("answer", s) for s in web.seen), ("camera.log", log), ("web log", caplog.text)]:
         for secret in secrets:
             assert secret not in text, (where, secret, text[:3000])
