@@ -94,7 +94,7 @@ def _opcua_output(db: Database, output_id: int) -> None:
     if row is None:
         raise NotFound(f"output {output_id} not found")
     if row[0] != "opcua":
-        raise Invalid(f"output {output_id} is {row[0]}: client certificates belong to OPC UA outputs")
+        raise NotFound(f"output {output_id} is {row[0]}: only OPC UA outputs have client certificates")
 
 
 def _certificate(db: Database, output_id: int, certificate_id: int) -> ClientCertificateRead:
