@@ -20,8 +20,9 @@ MIN_SECRET = 4  # shorter secrets are masked only where they stand in a URL or p
 MAX_SECRETS = 256
 
 # scheme://authority: everything up to the path, query, fragment or whitespace. The userinfo ends at the
-# authority's last '@' (as FFmpeg and urllib read it), so a password may itself contain '@'.
-_URL = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<authority>[^/\s?#]*)")
+# authority's last '@' (as FFmpeg and urllib read it), so a password may itself contain '@'. The scheme's length
+# is bounded: an unbounded one backtracks quadratically over a long string without "://".
+_URL = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<authority>[^/\s?#]*)")
 _PROPERTY = re.compile(
     r"(?P<head>\b(?:user-pw|password|passwd|pass|pwd)\s*=\s*)(?P<secret>\"[^\"]*\"|'[^']*'|[^\s!]+)",
     re.IGNORECASE,

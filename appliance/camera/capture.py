@@ -283,7 +283,6 @@ class FrameSource:
                     self._fail("source delivered no frame (lost or timed out); reconnecting", "reconnecting")
                     return got_any
             started = time.monotonic()
-            self.last_frame_at = time.time()
             got_any = True
             self.frames_read += 1
             self._read_times.append(started)
@@ -306,6 +305,7 @@ class FrameSource:
     ) -> None:
         """Put a decoded frame in the slot (the newest wins; one nobody took counts as dropped)."""
         now = time.monotonic()
+        self.last_frame_at = time.time() - (now - arrived)
         self._decode_s = 0.8 * self._decode_s + 0.2 * (now - started)
         self.height, self.width = image.shape[:2]
         with self._cond:
