@@ -141,6 +141,74 @@ class MjpegServer:
                     conn.shutdown(socket.SHUT_RDWR)
 
 
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with gi and GStreamer's RTSP server bindings
+
+
+def rtsp_available() -> str | None:
+    """Why no RTSP server can run here (None when it can)."""
+    import subprocess
+
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    try:
+        done = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{SYSTEM_PYTHON}: {exc}"
+    if done.returncode != 0:
+        return (
+            "GStreamer's RTSP server is not installed: apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
+            + ("gstreamer1.0-plugins-ugly (requirements/apt.txt)")
+        )
+    return None
+
+
+class RtspServer:
+    """tests/rtsp_server.py on 127.0.0.1:<port> (H.264, 15 fps, basic auth when given a user); stop() kills it
+    (the camera's outage), start() brings it back on the same port."""
+
+    def __init__(self, folder: Path, user: str = "", password: str = "") -> None:
+        from tests.helpers import free_port
+
+        self.port = free_port()
+        self.user, self.password = user, password
+        self.log_path = folder / "rtsp-server.log"
+        self.process: Any = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}/cam"
+
+    def start(self, timeout: float = 20.0) -> RtspServer:
+        import subprocess
+
+        from tests.helpers import REPO
+
+        credentials = [self.user, self.password] if self.user else []
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [SYSTEM_PYTHON, str(REPO / "tests" / "rtsp_server.py"), str(self.port), *credentials],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the RTSP server exited: {self.log_path.read_text()[-2000:]}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"the RTSP server is not listening on {self.port}: {self.log_path.read_text()[-2000:]}"
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
 MODEL_IMGSZ = 64
 
 
@@ -280,6 +348,8 @@ def write_scenes(
 
 __all__ = [
     "MjpegServer",
+    "RtspServer",
+    "rtsp_available",
     "build_colour_onnx",
     "deploy_model",
     "export_tiny_onnx",

@@ -226,6 +226,63 @@ class WebhookReceiver:
                     connection.shutdown(socket.SHUT_RDWR)
 
 
+def run_async(coro: Any) -> Any:
+    """asyncio.run on a thread of its own: the browser tests' Playwright leaves an event loop running on the
+    main thread of the session, where asyncio.run refuses to start another."""
+    import asyncio
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def make_opcua_certificates(folder: Path) -> Path:
+    """Self-signed application certificates (DER, key in PEM) made the way asyncua makes them: the box's
+    (`box`, URI urn:appliance:box-s) and three client applications' (`scada`, `rogue`, `hmi`, URI urn:line:<name>)."""
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    async def make() -> None:
+        for name, uri, usage in (
+            ("box", "urn:appliance:box-s", ExtendedKeyUsageOID.SERVER_AUTH),
+            ("scada", "urn:line:scada", ExtendedKeyUsageOID.CLIENT_AUTH),
+            ("rogue", "urn:line:rogue", ExtendedKeyUsageOID.CLIENT_AUTH),
+            ("hmi", "urn:line:hmi", ExtendedKeyUsageOID.CLIENT_AUTH),
+        ):
+            await setup_self_signed_certificate(
+                folder / f"{name}.pem",
+                folder / f"{name}.der",
+                uri,
+                "localhost",
+                [usage],
+                {"commonName": name},
+            )
+
+    run_async(make())
+    return folder
+
+
+async def opcua_secure_session(url: str, certificates: Path, name: str, password: str) -> dict[str, Any]:
+    """The stock asyncua client, Basic256Sha256 sign-and-encrypt with the named client certificate, as user
+    `plc`: {"refused_at": None, "box_id": ...} once in, or where and why it was refused."""
+    from asyncua import Client, ua
+
+    client = Client(url, timeout=5)
+    await client.set_security_string(
+        f"Basic256Sha256,SignAndEncrypt,{certificates / f'{name}.der'},{certificates / f'{name}.pem'}"
+    )
+    client.set_user("plc")
+    client.set_password(password)
+    try:
+        async with client:
+            namespace = next(u for u in await client.get_namespace_array() if u.startswith("urn:appliance:"))
+            ns = await client.get_namespace_index(namespace)
+            box_id = await client.get_node(ua.NodeId("appliance.BoxId", ns)).read_value()
+            return {"refused_at": None, "box_id": box_id}
+    except Exception as exc:  # noqa: BLE001 - the refusal, whatever asyncua raises for it
+        return {"refused_at": "connect", "error": f"{type(exc).__name__}: {exc}"}
+
+
 @contextlib.contextmanager
 def in_thread(process: Any, name: str, join_s: float = 30) -> Iterator[Any]:
     """A process object's main loop (`run()` until its `stop` event is set) in a thread of the test."""

@@ -9,7 +9,16 @@ import sys
 import msgspec
 import pytest
 
-from appliance.outputs.contracts import EVENT_SCHEMA, STATUS_SCHEMA, EventMessage, StatusMessage, json_schemas
+from appliance.outputs.contracts import (
+    CAMERA_STATE_SCHEMA,
+    EVENT_SCHEMA,
+    STATUS_SCHEMA,
+    CameraStateMessage,
+    EventMessage,
+    Latencies,
+    StatusMessage,
+    json_schemas,
+)
 from tests.helpers import REPO
 
 FOLDER = REPO / "docs" / "schemas"
@@ -33,21 +42,35 @@ def test_messages_carry_their_versioned_schema_name() -> None:
     event = EventMessage(
         box_id="b", event_id=1, camera_id=1, camera_name="c", ts=0.0, time="1970-01-01T00:00:00.000+00:00",
         mode="triggered", trigger_id=3, verdict="ng", failing_rules=["r"], counts={"*": {"x": 1}}, model_id=None,
-        latencies={}, width=1, height=1, snapshot_url=None,
+        latencies=Latencies(trigger_to_frame_ms=4.0, wait_model_ms=0.5, inference_ms=9.25, total_ms=21.0),
+        width=1, height=1, snapshot_url=None,
     )  # fmt: skip
     decoded = json.loads(msgspec.json.encode(event))
     assert decoded["schema"] == EVENT_SCHEMA == "appliance.event/1"
     assert set(decoded) == set(json_schemas()["event-v1"]["$defs"]["EventMessage"]["properties"])  # type: ignore[index]
+    state = CameraStateMessage(
+        box_id="b", camera_id=2, camera_name="gate", state="reconnecting", since=1.0, last_frame_age_s=None,
+        frames=3, inspections=2, detail="source lost", ts=2.0,
+    )  # fmt: skip
+    assert (
+        json.loads(msgspec.json.encode(state))["schema"] == CAMERA_STATE_SCHEMA == "appliance.camera-state/1"
+    )
     status = json.loads(msgspec.json.encode(StatusMessage(box_id="b", state="offline")))
     assert status["schema"] == STATUS_SCHEMA and status["state"] == "offline"
     # And both validate against the published files (jsonschema-rs, a dependency of schemathesis).
     jsonschema_rs = pytest.importorskip("jsonschema_rs")
     for name, message in (("event-v1", decoded), ("status-v1", status)):
         jsonschema_rs.validator_for(json.loads((FOLDER / f"{name}.json").read_text())).validate(message)
+    event_schema = jsonschema_rs.validator_for(json.loads((FOLDER / "event-v1.json").read_text()))
     with pytest.raises(jsonschema_rs.ValidationError):
-        jsonschema_rs.validator_for(json.loads((FOLDER / "event-v1.json").read_text())).validate(
-            {**decoded, "verdict": "maybe"}
-        )
+        event_schema.validate({**decoded, "verdict": "maybe"})
+    # The four latencies docs/outputs.md promises are required: a message without one breaks the contract.
+    assert set(decoded["latencies"]) == {"trigger_to_frame_ms", "wait_model_ms", "inference_ms", "total_ms"}
+    for key in decoded["latencies"]:
+        with pytest.raises(jsonschema_rs.ValidationError):
+            event_schema.validate(
+                {**decoded, "latencies": {k: v for k, v in decoded["latencies"].items() if k != key}}
+            )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from appliance.config import Config, load_config
 from appliance.db import Database, migrate, open_database
 from appliance.errors import ConfigError
 from appliance.outputs import outbox, service
+from appliance.outputs.camera_live import CameraLive
 from appliance.outputs.camera_state import ServerState
-from appliance.outputs.contracts import EventMessage
+from appliance.outputs.contracts import EventMessage, Latencies
 from appliance.outputs.modbus import camera_block, words
 from appliance.outputs.schemas import ModbusSettings, MqttSettings, OutputWrite, WebhookSettings
 from appliance.stations import events, retention
@@ -93,7 +94,9 @@ def test_each_event_is_queued_for_each_enabled_output_with_the_contract_payload(
         "ng",
     )
     assert message.failing_rules == ["two screws"] and message.counts["*"] == {"screw": 2}
-    assert message.time.startswith("2023-11-14T22:13:20.500") and message.latencies == {"total_ms": 12.5}
+    assert message.time.startswith("2023-11-14T22:13:20.500") and message.latencies == Latencies(
+        trigger_to_frame_ms=0.0, wait_model_ms=0.0, inference_ms=0.0, total_ms=12.5
+    )
     assert message.snapshot_url == f"/api/v1/events/{ids[1]}/snapshot" and message.model_id == 3
     assert outbox.stats(db)[mqtt_id].backlog == 3 and outbox.stats(db)[hook_id].backlog == 1
 
@@ -176,11 +179,19 @@ def test_modbus_words_and_a_camera_block() -> None:
     values.verdict, values.events, values.ok, values.ng = "ng", 70_000, 69_999, 1
     values.last_event_id, values.last_ts, values.trigger_id = 2**40 + 1, 1_700_000_000.9, 42
     values.counts, values.failing_rules, values.model_id = {"nut": 3, "bolt": 70_000}, ["a", "b"], 9
-    block = camera_block(values, ["bolt", "nut", "washer"], (43, 1))
+    live = CameraLive(
+        camera_id=3, name="gate", enabled=True, mode="continuous", state="reconnecting", since=1_700_000_000.0,
+        last_frame_at=1_700_000_000.0, frames=90_000, inspections=2**32 + 7, detail="lost",
+    )  # fmt: skip
+    block = camera_block(values, ["bolt", "nut", "washer"], (43, 1), live, 1_700_000_012.5)
     assert block[0] == 2 and block[1:3] == [1, 70_000 - 65536] and block[5:7] == [0, 1]
     assert block[7:11] == [0, 256, 0, 1] and block[11:13] == words(1_700_000_000, 2)
     assert block[13] == 2 and block[14:16] == [0, 42] and block[16:19] == [0, 43, 1] and block[19] == 9
     assert block[20:23] == [65535, 3, 0]  # counts saturate; classes in the configured order
+    # 96: state (2 reconnecting), 97: seconds since the newest frame, 98..99: the heartbeat (wraps)
+    assert block[96:100] == [2, 12, 0, 7]
+    unseen = camera_block(values, ["bolt"], (0, 0), None, 0.0)
+    assert unseen[96:100] == [0, 65535, 0, 0]  # not seen yet: stopped, no frame
 
 
 def test_box_id_must_fit_in_a_topic(tmp_path) -> None:

@@ -25,7 +25,7 @@ from appliance.stations import cameras, events, triggers
 from appliance.stations.schemas import CameraSettings, CameraWrite, Rule
 from tests.camera_sources import build_colour_onnx, camera_process, deploy_model, write_scenes
 from tests.helpers import free_port
-from tests.line_peers import outputs_in_thread
+from tests.line_peers import outputs_in_thread, run_async
 from tests.workers import wait_for
 
 ADMIN = CurrentUser(id=1, username="admin", role="admin", token_id="test")
@@ -58,15 +58,6 @@ def box(tmp_path: Path, colour_onnx: Path) -> Iterator[tuple[Config, Database, i
         )
     yield config, db, ids[0], ids[1]
     db.conn.close()
-
-
-def run_async(coro: Any) -> Any:
-    """asyncio.run on a thread of its own: the browser tests' Playwright leaves an event loop running on the
-    main thread of the session, where asyncio.run refuses to start another."""
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 def add(config: Config, db: Database, settings: Any) -> int:
@@ -174,7 +165,7 @@ def test_a_modbus_client_reads_the_registers_and_writes_the_trigger_coil(box) ->
             client.close()
     last = found[-1]
     word2 = lambda regs, i: regs[i] << 16 | regs[i + 1]  # noqa: E731
-    assert head[0] == 1 and head[1] == 2  # map version, cameras mapped
+    assert head[0] == 2 and head[1] == 2  # map version, cameras mapped
     assert block[0] == {"ok": 1, "ng": 2}[last.verdict]
     assert word2(block, 1) == len(found) and word2(block, 3) == sum(e.verdict == "ok" for e in found)
     assert word2(block, 5) == sum(e.verdict == "ng" for e in found)
@@ -185,71 +176,6 @@ def test_a_modbus_client_reads_the_registers_and_writes_the_trigger_coil(box) ->
     assert trigger_id > 0 and word2(after, 14) == trigger_id and word2(after, 1) == word2(before, 1) + 1
     assert triggers.get_trigger(db, gate, trigger_id).source == "modbus"
     assert refused_state == 3
-
-
-def test_opcua_basic256sha256_with_the_box_certificate_and_no_unencrypted_endpoint(tmp_path) -> None:
-    from asyncua.crypto.cert_gen import setup_self_signed_certificate
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-
-    from appliance.outputs.connector import TriggerRequester
-    from appliance.outputs.opcua import OpcuaConnector
-
-    async def make_certificates() -> None:
-        for name, uri, usage in (
-            ("box", "urn:appliance:box-s", ExtendedKeyUsageOID.SERVER_AUTH),
-            ("scada", "urn:line:scada", ExtendedKeyUsageOID.CLIENT_AUTH),
-        ):
-            await setup_self_signed_certificate(
-                tmp_path / f"{name}.pem",
-                tmp_path / f"{name}.der",
-                uri,
-                "localhost",
-                [usage],
-                {"commonName": name},
-            )
-
-    run_async(make_certificates())
-    config = load_config(env={}, data_dir=str(tmp_path / "data"))
-    db = open_database(config.db_path)
-    migrate(db, config.db_path)
-    db.conn.close()
-    port = free_port()
-    settings = OpcuaSettings(
-        host="127.0.0.1", port=port, username="plc", password=PASSWORD, security=["basic256sha256"],
-        certificate=str(tmp_path / "box.der"), private_key=str(tmp_path / "box.pem"),
-    )  # fmt: skip
-    requester = TriggerRequester(config.db_path)
-    server = OpcuaConnector(1, settings, "box-s", config.db_path, requester)
-    server.start()
-    url = f"opc.tcp://127.0.0.1:{port}/appliance/"
-
-    async def sessions() -> tuple[str, str]:
-        secure = Client(url, timeout=5)
-        await secure.set_security_string(
-            f"Basic256Sha256,SignAndEncrypt,{tmp_path / 'scada.der'},{tmp_path / 'scada.pem'}"
-        )
-        secure.set_user("plc")
-        secure.set_password(PASSWORD)
-        async with secure:
-            ns = await secure.get_namespace_index("urn:appliance:box-s")
-            box = await secure.get_node(ua.NodeId("appliance.BoxId", ns)).read_value()
-        plain = Client(url, timeout=5)
-        plain.set_user("plc")
-        plain.set_password(PASSWORD)
-        try:
-            async with plain:
-                return box, "accepted"
-        except Exception as exc:  # no endpoint without security
-            return box, str(exc)
-
-    try:
-        wait_for(lambda: server.state.connected, timeout=20, what="the OPC UA server")
-        box, plain = run_async(sessions())
-    finally:
-        server.close()
-        requester.close()
-    assert box == "box-s"
-    assert "No matching endpoints" in plain
 
 
 def test_a_server_that_cannot_listen_says_so_and_keeps_its_backlog(tmp_path) -> None:
@@ -285,3 +211,61 @@ def events_fixture() -> Any:
     from appliance.stations.contracts import InspectionEvent
 
     return InspectionEvent(camera_id=1, ts=time.time(), mode="continuous", verdict="ok")
+
+
+def test_a_write_to_a_coil_that_is_no_trigger_is_an_illegal_data_address(tmp_path) -> None:
+    """Only coil 100*N of a camera N triggers; any other coil answers exception 02 (illegal data address),
+    from pymodbus's client and from Debian's mbpoll, and nothing is triggered."""
+    import shutil
+    import subprocess
+
+    from pymodbus.constants import ExcCodes
+
+    from appliance.outputs.connector import TriggerRequester
+    from appliance.outputs.modbus import ModbusConnector
+
+    config = load_config(env={}, data_dir=str(tmp_path / "data"))
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    camera = cameras.create_camera(
+        db, CameraWrite(name="gate", enabled=True, settings=CameraSettings(source="/x.avi")), ADMIN
+    ).id
+    port = free_port()
+    requester = TriggerRequester(config.db_path)
+    server = ModbusConnector(1, ModbusSettings(host="127.0.0.1", port=port), config.db_path, requester)
+    server.start()
+    try:
+        wait_for(lambda: server.state.connected, timeout=20, what="the Modbus server")
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
+        assert client.connect()
+        try:
+            answers = {
+                "coil 201": client.write_coil(BLOCK * camera + 1, True),
+                "box coil 0": client.write_coil(0, True),
+                "coils 100..101": client.write_coils(BLOCK * camera, [True, True]),
+                "coil 201 off": client.write_coil(BLOCK * camera + 1, False),
+            }
+            unknown = client.write_coil(BLOCK * (camera + 1), True)
+        finally:
+            client.close()
+        mbpoll = shutil.which("mbpoll")
+        polled = None
+        if mbpoll:  # -t 0: coils, -0: PDU addresses, -1: once; the value 1 written to coil 201
+            polled = subprocess.run(
+                [mbpoll, "-m", "tcp", "-p", str(port), "-0", "-1", "-t", "0", "-r", str(BLOCK * camera + 1),
+                 "127.0.0.1", "1"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+    finally:
+        server.close()
+        requester.close()
+    for what, answer in answers.items():
+        assert answer.isError() and answer.exception_code == ExcCodes.ILLEGAL_ADDRESS, (what, answer)
+    assert unknown.isError() and unknown.exception_code == ExcCodes.DEVICE_FAILURE  # no such camera
+    assert db.execute("SELECT COUNT(*) FROM inspection_triggers").fetchone()[0] == 0
+    db.conn.close()
+    if polled is None:
+        pytest.skip("mbpoll not installed (apt-get install -y mbpoll): checked with pymodbus only")
+    assert polled.returncode != 0 and "illegal data address" in (polled.stdout + polled.stderr).lower(), (
+        polled
+    )

@@ -1,6 +1,7 @@
 """The one place that keeps secrets out of the audit log: `redact` masks the values of secret-named keys and the
-passwords written inside URLs and pipeline strings; `changes` lists the fields that differ between two states
-(both redacted), which is what an entry keeps of a camera, zone, rule, output or account change."""
+passwords written inside URLs and pipeline strings (with appliance.redaction, as everywhere else); `changes`
+lists the fields that differ between two states (both redacted), which is what an entry keeps of a camera,
+zone, rule, output or account change."""
 
 from __future__ import annotations
 
@@ -8,17 +9,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-MASK = "***"
+from appliance.redaction import MASK, redact_credentials
+
 # Keys whose values are secrets wherever they appear (settings, bodies, details).
 SECRET_KEY = re.compile(
     r"pass(word|wd|phrase)?$|passwd|password|secret|token|api[_-]?key|private[_-]?key|credential|"
     r"authorization|cookie|setup[_-]?code|hmac",
     re.IGNORECASE,
 )
-# user:password@ in any URL (rtsp://, mqtt://, http:// ...), and password-like properties of a pipeline string.
-# The scheme's length is bounded: an unbounded one backtracks quadratically over a long string without "://".
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^/\s:@]*:)[^@\s/]*(?=@)")
-_PROPERTY_PASSWORD = re.compile(r"(?P<head>\b(?:user-pw|password|passwd|pass)\s*=\s*)(?:\"[^\"]*\"|\S+)")
 MAX_DEPTH = 8
 # Strings are cut to this before they are searched: the log keeps far less of any string (log.py), and a
 # secret cut here lies beyond what is kept.
@@ -26,9 +24,8 @@ MAX_TEXT = 4096
 
 
 def redact_text(text: str) -> str:
-    text = text[:MAX_TEXT]
-    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
-    return _PROPERTY_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    """Passwords inside URLs and pipeline strings: the box's one redaction (appliance.redaction)."""
+    return redact_credentials(text[:MAX_TEXT])
 
 
 def redact(value: Any, depth: int = 0) -> Any:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from appliance.redaction import redact_credentials, remember_secrets
+
 if TYPE_CHECKING:
     from appliance.stations.genicam import CameraFeatures, GenicamSettings, GenicamStatus
 
@@ -104,11 +106,16 @@ def open_capture(spec: SourceSpec) -> Any:
 
 
 class FrameSource:
-    """A reader thread over one source; `latest()` hands out the newest frame exactly once."""
+    """A reader thread over one source; `latest()` hands out the newest frame exactly once. What it says about
+    the source (`error`, `shown_source`, its log lines) carries no credentials (appliance.redaction)."""
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
-        self.state = "starting"
+        remember_secrets(spec.source)
+        self.shown_source = redact_credentials(spec.source)
+        self._state = "starting"
+        self.state_since = time.time()  # wall time of the latest change of `state`
+        self.last_frame_at: float | None = None  # wall time the newest frame arrived from the source
         self.error: str | None = None
         self.reconnects = 0  # attempts to open the source again after it was lost or failed to open
         self.lost_since: float | None = None  # wall time the source was lost (None while it delivers)
@@ -130,6 +137,16 @@ class FrameSource:
         self._decode_s = 0.0
         self._decode_after = 0.0
         self.skipped_decodes = 0
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if value != self._state:
+            self._state = value
+            self.state_since = time.time()
 
     def start(self) -> FrameSource:
         self._thread.start()
@@ -230,8 +247,9 @@ class FrameSource:
         self.state = "stopped"
 
     def _fail(self, message: str, state: str) -> None:
+        message = redact_credentials(message)  # OpenCV's and our own messages quote the source
         if message != self.error:
-            logger.warning("camera source %s: %s", self.spec.source, message)
+            logger.warning("camera source %s: %s", self.shown_source, message)
         self.error = message
         self.state = state
         if self.lost_since is None:
@@ -287,6 +305,7 @@ class FrameSource:
     ) -> None:
         """Put a decoded frame in the slot (the newest wins; one nobody took counts as dropped)."""
         now = time.monotonic()
+        self.last_frame_at = time.time() - (now - arrived)
         self._decode_s = 0.8 * self._decode_s + 0.2 * (now - started)
         self.height, self.width = image.shape[:2]
         with self._cond:
@@ -295,7 +314,7 @@ class FrameSource:
             self._slot = Frame(image, self.frames_read, arrived, (now - started) * 1000, camera)
             self._cond.notify_all()
         if self.state != "running":
-            logger.info("camera source %s delivering %dx%d", self.spec.source, self.width, self.height)
+            logger.info("camera source %s delivering %dx%d", self.shown_source, self.width, self.height)
         self._delivering()
 
     def _delivering(self) -> None:

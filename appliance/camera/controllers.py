@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, WebSocket, delete, get, post, put, websocket
-from litestar.datastructures import State
+from litestar.datastructures import ResponseHeader, State
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import JSONBody, Parameter, PathParameter
 from litestar.response import Stream
@@ -18,6 +19,7 @@ from litestar.response import Stream
 from appliance.caller import CurrentUser, require_admin, require_writer
 from appliance.camera import genicam_service, service
 from appliance.camera.hub import BOUNDARY, FrameHub, mjpeg_stream
+from appliance.camera.publish import FRAME_STALE_S, frame_age_s, is_stale
 from appliance.config import Config
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import TooManyRequests
@@ -39,6 +41,20 @@ logger = logging.getLogger(__name__)
 
 Id = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
 WS_STATUS_EVERY_S = 1.0
+FRAME_HEADERS = [
+    ResponseHeader(
+        name="X-Frame-Captured-At", documentation_only=True,
+        description="unix seconds (box clock) at which the frame arrived from the camera",
+    ),
+    ResponseHeader(
+        name="X-Frame-Age-Ms", documentation_only=True, description="milliseconds since then, on the box's clock"
+    ),
+    ResponseHeader(
+        name="X-Frame-Stale", documentation_only=True,
+        description=f"true when the frame is older than {FRAME_STALE_S:.0f} s (or three frame intervals of a "
+        "slower camera): no live picture, the source is down or the camera is not keeping up",
+    ),
+]  # fmt: skip
 
 
 def frame_hub(state: State, camera_id: int) -> FrameHub:
@@ -117,14 +133,26 @@ class CamerasController(Controller):
         return service.camera_status(db, config, camera_id, user)
 
     @get(
-        "/{camera_id:int}/frame", operation_id="getCameraFrame", sync_to_thread=True, media_type="image/jpeg"
+        "/{camera_id:int}/frame",
+        operation_id="getCameraFrame",
+        sync_to_thread=True,
+        media_type="image/jpeg",
+        response_headers=FRAME_HEADERS,
     )
     def frame(self, camera_id: Id, db: DB, user: Caller, config: Settings) -> Response[bytes]:
-        """The latest frame as one JPEG (the Live grid refreshes tiles with it: one stream per page is enough)."""
+        """The latest frame as one JPEG (the Live grid refreshes tiles with it: one stream per page is enough).
+        During an outage it is the last frame before it: the headers say when it arrived and that it is stale."""
+        frame = service.latest_frame(db, config, camera_id)
+        now = time.time()
         return Response(
-            service.live_jpeg(db, config, camera_id),
+            frame.jpeg,
             media_type="image/jpeg",
-            headers={"Cache-Control": "no-store"},
+            headers={
+                "Cache-Control": "no-store",
+                "X-Frame-Captured-At": f"{frame.meta.ts:.3f}",
+                "X-Frame-Age-Ms": str(round(frame_age_s(frame.meta, now) * 1000)),
+                "X-Frame-Stale": "true" if is_stale(frame.meta, now) else "false",
+            },
         )
 
     @post("/{camera_id:int}/capture", operation_id="captureCameraFrame", sync_to_thread=True, status_code=201)

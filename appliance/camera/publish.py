@@ -24,7 +24,8 @@ from pathlib import Path
 import msgspec
 
 from appliance.camera.contracts import FrameMeta
-from appliance.stations.schemas import CameraStatus
+from appliance.stations.schemas import CameraState, CameraStatus
+from appliance.system.processes import is_alive, read_heartbeat
 
 CAMERAS_DIR = "cameras"
 FRAME_JPEG = "frame.jpg"
@@ -33,6 +34,9 @@ STATUS = "status.json"
 # The camera process rewrites status.json at least this often; older means it is not running.
 STATUS_INTERVAL_S = 0.5
 STATUS_STALE_S = 5.0
+# A published frame older than this (or than three of the camera's frame intervals, when it runs slower) is
+# no live picture: /frame says so in its headers and the console marks it stale.
+FRAME_STALE_S = 3.0
 
 STAGES = (
     "wait",
@@ -147,6 +151,16 @@ class PublishedFrame:
     meta_json: bytes
 
 
+def frame_age_s(meta: FrameMeta, now: float | None = None) -> float:
+    """Seconds since the frame arrived from the source (the box's own clock)."""
+    return max(0.0, (time.time() if now is None else now) - meta.ts)
+
+
+def is_stale(meta: FrameMeta, now: float | None = None) -> bool:
+    limit = max(FRAME_STALE_S, 3.0 / meta.fps) if meta.fps > 0 else FRAME_STALE_S
+    return frame_age_s(meta, now) > limit
+
+
 def meta_stamp(folder: Path) -> int | None:
     """Changes whenever a new frame is published (cheap stat; no read)."""
     try:
@@ -190,6 +204,30 @@ def read_status(folder: Path) -> CameraStatus | None:
 
 class MalformedStatus(Exception):
     """status.json exists but does not decode (written by another version, or damaged)."""
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    """An enabled camera as the camera process last described it: its fresh status (`state` is the status's),
+    or `offline` (no camera process) / `starting` (not described yet) with the last status file, if any."""
+
+    state: CameraState
+    error: str | None
+    published: CameraStatus | None  # the last status.json (stale unless `fresh`)
+    fresh: bool = False
+
+
+def live_status(runtime_path: Path, camera_id: int, now: float | None = None) -> LiveStatus:
+    now = time.time() if now is None else now
+    try:
+        status = read_status(camera_dir(runtime_path, camera_id))
+    except MalformedStatus:
+        return LiveStatus("offline", "unreadable status from the camera process", None)
+    if status is not None and now - status.updated_at <= STATUS_STALE_S:
+        return LiveStatus(status.state, status.error, status, fresh=True)
+    if not is_alive(read_heartbeat(runtime_path, "camera"), now):
+        return LiveStatus("offline", "the camera process is not running (appliance camera)", status)
+    return LiveStatus("starting", None, status)
 
 
 _FRAME_DECODER = msgspec.json.Decoder(FrameMeta)

@@ -22,6 +22,7 @@ from appliance.camera.station import CameraLoop
 from appliance.camera.writer import EventWriter
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database
+from appliance.redaction import redact_credentials
 from appliance.stations.cameras import enabled_cameras
 from appliance.stations.contracts import TriggerRow
 from appliance.stations.schemas import CameraSettings
@@ -77,7 +78,8 @@ class CameraProcess:
                     continue
                 if loop is not None:
                     loop.close()
-                logger.info("camera %s (%s): %s %s", camera_id, name, settings.source_type, settings.source)
+                shown = redact_credentials(settings.source)
+                logger.info("camera %s (%s): %s %s", camera_id, name, settings.source_type, shown)
                 self.loops[camera_id] = self._new_loop(camera_id, name, settings, revision).start()
 
     def _new_loop(

@@ -12,17 +12,17 @@ import msgspec
 
 from appliance import catalog
 from appliance.caller import CurrentUser
-from appliance.camera.publish import STATUS_STALE_S, MalformedStatus, camera_dir, read_frame, read_status
+from appliance.camera.publish import PublishedFrame, camera_dir, live_status, read_frame
 from appliance.classes import class_names
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, Invalid
 from appliance.inference.pipeline import Detection
-from appliance.stations.cameras import camera_row, decode_settings, redact_source
+from appliance.redaction import redact_credentials
+from appliance.stations.cameras import camera_row, decode_settings
 from appliance.stations.schemas import CameraStatus, CaptureResult
 from appliance.storage import ImageStore
-from appliance.system.processes import is_alive, read_heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -31,25 +31,20 @@ logger = logging.getLogger(__name__)
 
 
 def camera_status(db: Database, config: Config, camera_id: int, user: CurrentUser) -> CameraStatus:
-    """What the camera process last published for the camera; never a live state for a stopped camera."""
+    """What the camera process last published for the camera; never a live state for a stopped camera. No
+    credentials, for admins neither: a status is shown on screens and copied into tickets."""
     row = camera_row(db, camera_id)
     settings = decode_settings(row["settings"])
-    source = settings.source if user.is_admin else redact_source(settings.source)
+    source = redact_credentials(settings.source)
     base = CameraStatus(camera_id=camera_id, state="stopped", source_type=settings.source_type, source=source)
     if not row["enabled"]:
         return base
-    try:
-        status = read_status(camera_dir(config.runtime_path, camera_id))
-    except MalformedStatus:
-        return msgspec.structs.replace(
-            base, state="offline", error="unreadable status from the camera process"
-        )
-    if status is None or time.time() - status.updated_at > STATUS_STALE_S:
-        if not is_alive(read_heartbeat(config.runtime_path, "camera")):
-            error = "the camera process is not running (appliance camera)"
-            return msgspec.structs.replace(base, state="offline", error=error)
-        return msgspec.structs.replace(base, state="starting")
-    return msgspec.structs.replace(status, source=source)
+    live = live_status(config.runtime_path, camera_id)
+    if live.published is None or not live.fresh:
+        return msgspec.structs.replace(base, state=live.state, error=live.error)
+    # Redacted again: the file may come from a camera process of an older version.
+    shown_error = redact_credentials(live.error) if live.error else None
+    return msgspec.structs.replace(live.published, source=source, error=shown_error)
 
 
 # --- frames into datasets ----------------------------------------------------------------------------------
@@ -142,13 +137,14 @@ def capture(
     return save_frame(db, store, config, dataset_id, user, frame.jpeg, list(frame.meta.detections), name)
 
 
-def live_jpeg(db: Database, config: Config, camera_id: int) -> bytes:
-    """The camera's latest published JPEG (grid tiles poll this instead of holding a stream each)."""
+def latest_frame(db: Database, config: Config, camera_id: int) -> PublishedFrame:
+    """The camera's latest published frame (grid tiles poll this instead of holding a stream each); during an
+    outage that is the last one before it: its `meta.ts` says when it arrived."""
     row = camera_row(db, camera_id)
     frame = read_frame(camera_dir(config.runtime_path, camera_id)) if row["enabled"] else None
     if frame is None:
-        raise Conflict(f"camera {camera_id} has no live frame: it is stopped or its source is down")
-    return frame.jpeg
+        raise Conflict(f"camera {camera_id} has no frame: it is stopped or has not delivered one yet")
+    return frame
 
 
 def runtime_folder(config: Config, camera_id: int) -> Path:

@@ -22,6 +22,7 @@ import msgspec
 from appliance.camera.capture import Frame, SourceSpec
 from appliance.camera.contracts import FrameDetection, FrameMeta
 from appliance.camera.gige_source import open_source
+from appliance.camera.latencies import inspection_latencies
 from appliance.camera.models import ModelPool
 from appliance.camera.publish import Publisher, RateMeter, RollingStats
 from appliance.camera.writer import EventWriter
@@ -65,6 +66,7 @@ class CameraLoop:
         self.stats = RollingStats()
         self.rate = RateMeter()
         self.published = 0
+        self.inspections = 0  # frames evaluated by the model and rules (the line's heartbeat)
         self.events = 0
         self.last_seq = 0
         self.last_size = (0, 0)
@@ -179,9 +181,11 @@ class CameraLoop:
         self.model_id, self.model_name = (model_id, model.name) if model is not None else (None, None)
         t_rules = time.perf_counter()
         evaluation = evaluate(s.rules, s.zones, detections) if model_id is not None else None
+        if evaluation is not None:
+            self.inspections += 1
         decided = time.monotonic()
         timings["rules"] = (time.perf_counter() - t_rules) * 1000
-        events = self._events_for(frame, evaluation, decided) if evaluation is not None else []
+        events = self._events_for(frame, evaluation, decided, timings) if evaluation is not None else []
 
         t0 = time.perf_counter()
         ok, encoded = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])
@@ -240,41 +244,34 @@ class CameraLoop:
         if shadow is not None and evaluation is not None:  # after the verdict is out: it never waits for this
             shadow.consider(frame.image, jpeg, frame_ts, s, model_id, detections, evaluation, events)
 
-    def _events_for(self, frame: Frame, evaluation: Evaluation, decided: float) -> list[InspectionEvent]:
+    def _events_for(
+        self, frame: Frame, evaluation: Evaluation, decided: float, timings: dict[str, float]
+    ) -> list[InspectionEvent]:
         s = self._settings
         out: list[InspectionEvent] = []
+        untriggered = inspection_latencies(frame.captured_at, decided, timings)
         # Triggers whose request came before this frame arrived: this frame is newer than each of them.
         while self._triggers and self._triggers[0].requested_mono < frame.captured_at:
             trigger = self._triggers.popleft()
-            latencies = {
-                "trigger_to_frame_ms": (frame.captured_at - trigger.requested_mono) * 1000,
-                "total_ms": (decided - trigger.requested_mono) * 1000,
-            }
-            out.append(self._event("triggered", evaluation, frame, decided, trigger.id, latencies))
+            latencies = inspection_latencies(frame.captured_at, decided, timings, trigger.requested_mono)
+            out.append(self._event("triggered", evaluation, latencies, trigger.id))
         if frame.camera is not None and frame.camera.trigger not in (None, "free_run"):
             # The camera's own trigger (software or its input line): this frame is one inspection.
-            return out or [self._event("triggered", evaluation, frame, decided)]
+            return out or [self._event("triggered", evaluation, untriggered)]
         if s.mode == "continuous":
             changed = self._debouncer.feed(evaluation.verdict)
             if changed is not None:
-                out.append(self._event("continuous", evaluation, frame, decided))
+                out.append(self._event("continuous", evaluation, untriggered))
         elif s.mode == "interval" and frame.captured_at >= self._next_interval:
             self._next_interval += s.interval_s
             if self._next_interval <= frame.captured_at:  # fell behind (source lost): start over from now
                 self._next_interval = frame.captured_at + s.interval_s
-            out.append(self._event("interval", evaluation, frame, decided))
+            out.append(self._event("interval", evaluation, untriggered))
         return out
 
     def _event(
-        self,
-        mode: Mode,
-        evaluation: Evaluation,
-        frame: Frame,
-        decided: float,
-        trigger_id: int | None = None,
-        latencies: dict[str, float] | None = None,
+        self, mode: Mode, evaluation: Evaluation, latencies: dict[str, float], trigger_id: int | None = None
     ) -> InspectionEvent:
-        lat = {"total_ms": (decided - frame.captured_at) * 1000, **(latencies or {})}
         return InspectionEvent(
             camera_id=self.camera_id,
             ts=0.0,  # set by process() once the frame's wall time is known
@@ -286,7 +283,7 @@ class CameraLoop:
             detections=[],  # process() fills in the frame's boxes, its wall time and size
             zones=[ZoneShape(z.name, list(z.points)) for z in self._settings.zones],
             model_id=self.model_id,
-            latencies={k: round(v, 2) for k, v in lat.items()},
+            latencies=latencies,
         )
 
     # --- status --------------------------------------------------------------------------------------
@@ -304,7 +301,7 @@ class CameraLoop:
             camera_id=self.camera_id,
             state=state,
             source_type=s.source_type,
-            source=s.source,
+            source=self.source.shown_source,
             fps=round(self.rate.rate(), 2),
             source_fps=round(self.source.source_fps(), 2),
             frames=self.published,
@@ -325,6 +322,9 @@ class CameraLoop:
             genicam=self.source.genicam_status(),
             pid=os.getpid(),
             updated_at=time.time(),
+            state_since=self.source.state_since,
+            last_frame_at=self.source.last_frame_at,
+            inspections=self.inspections,
         )
 
 

@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from appliance.db import Database, open_database
 from appliance.errors import Unavailable
+from appliance.outputs.camera_live import CameraLive
 from appliance.outputs.camera_state import ServerState, catalog_cameras
 from appliance.outputs.contracts import ConnectorState, OutboxItem
 from appliance.stations.triggers import request_trigger
@@ -44,6 +45,10 @@ class Connector(Protocol):
 
     def persist(self, db: Database) -> None:
         """Writes that must commit with the acknowledgement (servers: their per-camera state)."""
+
+    def cameras_changed(self, cameras: dict[int, CameraLive], changed: set[int]) -> None:
+        """Every camera as the line sees it (each poll of the outputs process, and once at start), with the ones
+        whose state changed since the last call; never blocks (called from the process's main thread)."""
 
     def close(self) -> None: ...
 

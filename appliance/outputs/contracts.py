@@ -13,6 +13,23 @@ import msgspec
 EVENT_SCHEMA = "appliance.event/1"
 STATUS_SCHEMA = "appliance.status/1"
 TEST_SCHEMA = "appliance.test/1"
+CAMERA_STATE_SCHEMA = "appliance.camera-state/1"
+
+# A camera as the line sees it: delivering frames, trying to get them back, stopped on purpose, or unable to run
+# (no camera process, a source that cannot be opened as configured, no source).
+LineState = Literal["running", "reconnecting", "stopped", "error"]
+
+
+class Latencies(msgspec.Struct, kw_only=True):
+    """Milliseconds of one inspection; every key is always there (the schema requires them)."""
+
+    trigger_to_frame_ms: float  # trigger request -> arrival of the inspected frame; 0 when no trigger
+    wait_model_ms: float  # waiting for this camera's turn on the shared model
+    inference_ms: float  # the model's pass: letterbox, engine, decode and NMS
+    total_ms: float  # trigger request (or, without a trigger, frame arrival) -> verdict
+
+
+LATENCY_KEYS = tuple(Latencies.__struct_fields__)
 
 
 class EventMessage(msgspec.Struct, kw_only=True):
@@ -32,7 +49,7 @@ class EventMessage(msgspec.Struct, kw_only=True):
     failing_rules: list[str]
     counts: dict[str, dict[str, int]]  # {"*" (whole frame) or zone name: {class name: count}}
     model_id: int | None
-    latencies: dict[str, float]  # trigger_to_frame_ms, wait_model_ms, inference_ms, total_ms
+    latencies: Latencies
     width: int
     height: int
     snapshot_url: str | None  # path of the JPEG on the box's API (needs a login), null without a snapshot
@@ -47,6 +64,30 @@ class CameraSummary(msgspec.Struct, kw_only=True):
     name: str
     enabled: bool
     mode: str
+    # The camera's state (optional fields added to version 1: the schema stays appliance.status/1):
+    state: LineState | None = None
+    since: float | None = None  # unix seconds the camera entered `state`
+    last_frame_age_s: float | None = None  # seconds since its newest frame arrived; null: none yet
+    frames: int | None = None  # frames the camera loop processed since it started
+    inspections: int | None = None  # frames the model and rules inspected since it started (the heartbeat)
+    detail: str | None = None  # why it is not running, in words ("" when running)
+
+
+class CameraStateMessage(msgspec.Struct, kw_only=True):
+    """`<prefix>/<box_id>/cameras/<camera_id>/state`, retained: published as soon as the state changes (and
+    with the status every 30 s); an empty retained message when the camera is deleted."""
+
+    schema: str = CAMERA_STATE_SCHEMA
+    box_id: str
+    camera_id: int
+    camera_name: str
+    state: LineState
+    since: float
+    last_frame_age_s: float | None
+    frames: int
+    inspections: int
+    detail: str
+    ts: float
 
 
 class ModelSummary(msgspec.Struct, kw_only=True):
@@ -119,7 +160,12 @@ class OutputsStatusFile(msgspec.Struct, kw_only=True):
 def json_schemas() -> dict[str, dict[str, object]]:
     """The published contract as JSON Schema (docs/schemas/<name>.json; a test keeps the files in step)."""
     schemas: dict[str, dict[str, object]] = {}
-    for name, struct in (("event-v1", EventMessage), ("status-v1", StatusMessage), ("test-v1", TestMessage)):
+    for name, struct in (
+        ("event-v1", EventMessage),
+        ("status-v1", StatusMessage),
+        ("test-v1", TestMessage),
+        ("camera-state-v1", CameraStateMessage),
+    ):
         schema = msgspec.json.schema(struct)
         schemas[name] = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",

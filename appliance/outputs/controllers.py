@@ -10,8 +10,14 @@ from litestar.params import JSONBody, Parameter
 from appliance.caller import require_admin
 from appliance.dependencies import DB, Caller, Settings
 from appliance.errors import NotFound
-from appliance.outputs import service, tester
-from appliance.outputs.schemas import OutputRead, OutputTestResult, OutputWrite
+from appliance.outputs import service, tester, trust
+from appliance.outputs.schemas import (
+    ClientCertificateAdd,
+    ClientCertificateRead,
+    OutputRead,
+    OutputTestResult,
+    OutputWrite,
+)
 
 Id = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
 
@@ -53,6 +59,47 @@ class OutputsController(Controller):
         if not found:
             raise NotFound(f"output {output_id} not found")
         return tester.run_test(config, found[0])
+
+    # --- the client certificates an OPC UA output trusts --------------------------------------------------
+
+    @get("/{output_id:int}/certificates", operation_id="listOutputCertificates", sync_to_thread=True)
+    def list_certificates(self, output_id: Id, db: DB, user: Caller) -> list[ClientCertificateRead]:
+        """Trusted client certificates, then the latest ones the server refused (an admin may trust those)."""
+        return trust.list_certificates(db, output_id, user)
+
+    @post(
+        "/{output_id:int}/certificates",
+        operation_id="addOutputCertificate",
+        sync_to_thread=True,
+        status_code=201,
+    )
+    def add_certificate(
+        self, output_id: Id, data: JSONBody[ClientCertificateAdd], db: DB, user: Caller
+    ) -> ClientCertificateRead:
+        """Trust a client application certificate (PEM, or base64 of the DER file)."""
+        return trust.add_certificate(db, output_id, data, user)
+
+    @post(
+        "/{output_id:int}/certificates/{certificate_id:int}/trust",
+        operation_id="trustOutputCertificate",
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def trust_certificate(
+        self, output_id: Id, certificate_id: Id, db: DB, user: Caller
+    ) -> ClientCertificateRead:
+        """Trust a certificate the server refused."""
+        return trust.trust_certificate(db, output_id, certificate_id, user)
+
+    @delete(
+        "/{output_id:int}/certificates/{certificate_id:int}",
+        operation_id="deleteOutputCertificate",
+        sync_to_thread=True,
+        status_code=204,
+    )
+    def delete_certificate(self, output_id: Id, certificate_id: Id, db: DB, user: Caller) -> None:
+        """Refuse this certificate again from the next secure channel on."""
+        trust.remove_certificate(db, output_id, certificate_id, user)
 
 
 __all__ = ["OutputsController"]

@@ -1,7 +1,8 @@
 """Modbus TCP server output (pymodbus) for PLCs that speak nothing else. The register map is in docs/outputs.md:
-camera N owns holding registers 100*N .. 100*N+99 and coil 100*N (write 1: one inspection); registers 0..99
-describe the box. 32-bit and 64-bit values are big-endian words (high word first). Holding registers are
-read-only; the coil reads back 0 (a pulse).
+camera N owns holding registers 100*N .. 100*N+99 (its last event's values, class counts, and at 96..99 its
+state and a heartbeat that moves with every inspected frame) and coil 100*N (write 1: one inspection);
+registers 0..99 describe the box. 32-bit and 64-bit values are big-endian words (high word first). Holding
+registers are read-only; the coil reads back 0 (a pulse); any other coil is an illegal data address.
 """
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from appliance.db import Database, open_database
 from appliance.errors import AppError
+from appliance.outputs.camera_live import STATE_CODES, CameraLive
 from appliance.outputs.camera_state import CameraValues
 from appliance.outputs.connector import TriggerRequester, ValuesServer
 from appliance.outputs.contracts import OutboxItem
-from appliance.outputs.schemas import ModbusSettings
+from appliance.outputs.schemas import MODBUS_CLASS_REGISTERS, ModbusSettings
 
 logger = logging.getLogger(__name__)
 
-MAP_VERSION = 1
+MAP_VERSION = 2  # 2: registers 96..99 of a camera carry its state and heartbeat (1: class counts up to 99)
 BLOCK = 100
 MAX_CAMERA_ID = 654  # 100 * 654 + 99 is the last register below 65536
 REGISTERS = BLOCK * (MAX_CAMERA_ID + 1)
 COUNTS_AT = 20
-MAX_CLASSES = BLOCK - COUNTS_AT
+MAX_CLASSES = MODBUS_CLASS_REGISTERS
+STATE_AT = COUNTS_AT + MAX_CLASSES  # 96: state word, 97: seconds since the newest frame, 98..99: heartbeat
 VERDICT_CODE = {"": 0, "ok": 1, "ng": 2}
 TRIGGER_NONE, TRIGGER_PENDING, TRIGGER_DONE, TRIGGER_REFUSED = 0, 1, 2, 3
 U16, U32 = 0xFFFF, 0xFFFFFFFF
@@ -45,8 +48,16 @@ def words(value: int, count: int) -> list[int]:
     return [(value >> (16 * (count - 1 - i))) & U16 for i in range(count)]
 
 
-def camera_block(values: CameraValues, classes: list[str], coil: tuple[int, int]) -> list[int]:
-    """The 100 registers of one camera (coil: the latest coil request's trigger id and state)."""
+def is_trigger_coil(coil: int) -> bool:
+    """Coil 100*N of camera N (1..654): the only coils a client may write."""
+    return coil % BLOCK == 0 and 1 <= coil // BLOCK <= MAX_CAMERA_ID
+
+
+def camera_block(
+    values: CameraValues, classes: list[str], coil: tuple[int, int], live: CameraLive | None, now: float
+) -> list[int]:
+    """The 100 registers of one camera (coil: the latest coil request's trigger id and state; live: the camera
+    as the line sees it, None when the outputs process has not seen it yet: stopped, no frame)."""
     block = [0] * BLOCK
     block[0] = VERDICT_CODE.get(values.verdict, 0)
     block[1:3] = words(values.events, 2)
@@ -61,6 +72,10 @@ def camera_block(values: CameraValues, classes: list[str], coil: tuple[int, int]
     block[19] = min(values.model_id or 0, U16)
     for i, name in enumerate(classes[:MAX_CLASSES]):
         block[COUNTS_AT + i] = min(values.counts.get(name, 0), U16)
+    age = live.frame_age(now) if live is not None else None
+    block[STATE_AT] = STATE_CODES[live.state] if live is not None else STATE_CODES["stopped"]
+    block[STATE_AT + 1] = U16 if age is None else min(int(age), U16)
+    block[STATE_AT + 2 : STATE_AT + 4] = words(live.inspections if live is not None else 0, 2)
     return block
 
 
@@ -75,6 +90,7 @@ class ModbusConnector(ValuesServer[ModbusSettings]):
         self.registers = [0] * REGISTERS
         self._coil: dict[int, tuple[int, int]] = {}  # camera -> (trigger id, state) of the latest coil write
         self._model_classes: dict[int, list[str]] = {}
+        self._live: dict[int, CameraLive] = {}
         self._db: Database | None = None
         self._server: ModbusTcpServer | None = None
         self._lock = threading.Lock()  # _refresh runs on the sender thread and on the server's loop
@@ -132,6 +148,9 @@ class ModbusConnector(ValuesServer[ModbusSettings]):
                 address : address + count
             ]
         elif function_code in COIL_WRITES and set_values:
+            # Only coil 100*N of a camera block triggers; any other coil is no address of this map.
+            if not all(is_trigger_coil(address + i) for i in range(len(set_values))):
+                return ExcCodes.ILLEGAL_ADDRESS
             for i, value in enumerate(set_values):
                 if value and (address + i) % BLOCK == 0 and not await self._trigger((address + i) // BLOCK):
                     return ExcCodes.DEVICE_FAILURE
@@ -177,8 +196,19 @@ class ModbusConnector(ValuesServer[ModbusSettings]):
         if coil[1] == TRIGGER_PENDING and values.trigger_id >= coil[0]:
             coil = self._coil[camera_id] = (coil[0], TRIGGER_DONE)
         base = BLOCK * camera_id
-        self.registers[base : base + BLOCK] = camera_block(values, self._classes(values.model_id), coil)
+        self.registers[base : base + BLOCK] = camera_block(
+            values, self._classes(values.model_id), coil, self._live.get(camera_id), time.time()
+        )
         self.registers[1] = sum(1 for c in self.values.cameras if 1 <= c <= MAX_CAMERA_ID)
+
+    def cameras_changed(self, cameras: dict[int, CameraLive], changed: set[int]) -> None:
+        """Every poll: each camera's state word, frame age and heartbeat move with the camera."""
+        self._live = cameras
+        for camera_id, camera in cameras.items():
+            if 1 <= camera_id <= MAX_CAMERA_ID:
+                with self.values.lock:
+                    self.values.camera(camera_id, camera.name)
+                self._refresh(camera_id)
 
     def deliver(self, items: list[OutboxItem]) -> int:
         self._check_listening()

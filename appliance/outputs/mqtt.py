@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from appliance.db import Database, open_database
 from appliance.errors import AppError
 from appliance.outputs import box_status
+from appliance.outputs.camera_live import CameraLive
 from appliance.outputs.connector import DeliveryError, TriggerRequester
 from appliance.outputs.contracts import ConnectorState, OutboxItem
 from appliance.outputs.schemas import MqttSettings
@@ -40,10 +41,15 @@ MAX_INFLIGHT = 200
 _encoder = msgspec.json.Encoder()
 
 
-def topics(settings: MqttSettings, box_id: str) -> tuple[str, str, str]:
-    """(status topic, events topic template with {camera_id}, trigger subscription)."""
+def topics(settings: MqttSettings, box_id: str) -> tuple[str, str, str, str]:
+    """(status topic, events and camera state topic templates with {camera_id}, trigger subscription)."""
     base = f"{settings.topic_prefix}/{box_id}"
-    return f"{base}/status", f"{base}/cameras/{{camera_id}}/events", f"{base}/cameras/+/trigger"
+    return (
+        f"{base}/status",
+        f"{base}/cameras/{{camera_id}}/events",
+        f"{base}/cameras/{{camera_id}}/state",
+        f"{base}/cameras/+/trigger",
+    )
 
 
 def new_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
@@ -85,7 +91,8 @@ class MqttConnector:
         self.triggers = triggers
         self.on_ready = on_ready
         self.state = ConnectorState(detail="connecting")
-        self.status_topic, self.events_topic, self.trigger_topic = topics(settings, box_id)
+        self.status_topic, self.events_topic, self.state_topic, self.trigger_topic = topics(settings, box_id)
+        self._cameras: dict[int, CameraLive] = {}  # the latest picture from the outputs process
         self._trigger_re = re.compile(
             re.escape(f"{settings.topic_prefix}/{box_id}/cameras/") + r"(\d{1,18})/trigger"
         )
@@ -150,12 +157,14 @@ class MqttConnector:
             if self.settings.triggers:
                 client.subscribe(self.trigger_topic, qos=1)
             self._publish_status(client, db)
+            self._publish_states(client, set(self._cameras))
             next_status = time.monotonic() + STATUS_EVERY_S
             self.on_ready()
             while not self._stop.is_set() and not self._dropped.is_set():
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + STATUS_EVERY_S
                     self._publish_status(client, db)
+                    self._publish_states(client, set(self._cameras))
                 self._stop.wait(0.2)
             if self._stop.is_set() and not self._dropped.is_set():
                 # A clean stop: say offline ourselves (the broker sends the will only when we die).
@@ -175,11 +184,29 @@ class MqttConnector:
 
     def _publish_status(self, client: mqtt.Client, db: Database) -> None:
         try:
-            status = box_status.online_status(db, self.box_id, self.data_path)
+            status = box_status.online_status(db, self.box_id, self.data_path, list(self._cameras.values()))
         except Exception:
             logger.exception("output %s: reading the box status failed", self.output_id)
             return
         client.publish(self.status_topic, _encoder.encode(status), qos=1, retain=True)
+
+    def _publish_states(self, client: mqtt.Client, camera_ids: set[int], gone: Iterable[int] = ()) -> None:
+        """Each camera's retained state message; an empty retained message clears a deleted camera's."""
+        cameras, now = self._cameras, time.time()
+        for camera_id in sorted(camera_ids):
+            camera = cameras.get(camera_id)
+            if camera is not None:
+                payload = _encoder.encode(camera.message(self.box_id, now))
+                client.publish(self.state_topic.format(camera_id=camera_id), payload, qos=1, retain=True)
+        for camera_id in sorted(gone):
+            client.publish(self.state_topic.format(camera_id=camera_id), b"", qos=1, retain=True)
+
+    def cameras_changed(self, cameras: dict[int, CameraLive], changed: set[int]) -> None:
+        gone = set(self._cameras) - set(cameras)
+        self._cameras = cameras
+        client = self._client
+        if client is not None and self._connected.is_set() and (changed or gone):
+            self._publish_states(client, changed & set(cameras), gone)
 
     def _failed(self, message: str) -> None:
         self.state.last_error = message[:500]

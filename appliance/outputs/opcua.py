@@ -10,6 +10,7 @@ Basic256Sha256 (sign and encrypt) with the box's certificate when configured. Va
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime
 import hmac
 import logging
@@ -18,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import Node, Server, ua
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
 
-from appliance.db import open_database
+from appliance.db import Database, open_database
 from appliance.errors import AppError
+from appliance.outputs import trust
+from appliance.outputs.camera_live import STATE_CODES, CameraLive
 from appliance.outputs.camera_state import CameraValues, catalog_cameras
 from appliance.outputs.connector import DeliveryError, TriggerRequester, ValuesServer
 from appliance.outputs.contracts import OutboxItem
+from appliance.outputs.opcua_security import ClearTextPassword, GuardedServer, refuse_certificate
 from appliance.outputs.schemas import OpcuaSettings
 
 logger = logging.getLogger(__name__)
@@ -45,6 +50,16 @@ VARIABLES: list[tuple[str, ua.VariantType]] = [
     ("LastTriggerId", V.Int64),
     ("ModelId", V.Int64),
 ]
+# The camera as the line sees it, refreshed every poll of the outputs process (camera_live.py).
+LIVE_VARIABLES: list[tuple[str, ua.VariantType]] = [
+    ("State", V.String),  # running | reconnecting | stopped | error
+    ("StateCode", V.UInt16),  # 0 stopped, 1 running, 2 reconnecting, 3 error (as Modbus register 96)
+    ("StateSince", V.DateTime),
+    ("StateDetail", V.String),  # why it is not running; empty when it is
+    ("LastFrameAge", V.Double),  # seconds since its newest frame arrived; -1 before the first one
+    ("Frames", V.UInt64),  # frames its loop processed since it started
+    ("Inspections", V.UInt64),  # frames inspected since it started: the heartbeat a PLC watches move
+]
 
 
 def _values(values: CameraValues) -> dict[str, Any]:
@@ -64,17 +79,43 @@ def _values(values: CameraValues) -> dict[str, Any]:
     }
 
 
+def _live_values(camera: CameraLive | None, now: float) -> dict[str, Any]:
+    if camera is None:  # not seen by the outputs process yet
+        return {"State": "stopped", "StateCode": 0, "StateSince": EPOCH, "StateDetail": "", "LastFrameAge": -1.0,
+                "Frames": 0, "Inspections": 0}  # fmt: skip
+    age = camera.frame_age(now)
+    return {
+        "State": camera.state,
+        "StateCode": STATE_CODES[camera.state],
+        "StateSince": datetime.datetime.fromtimestamp(camera.since, datetime.UTC),
+        "StateDetail": camera.detail,
+        "LastFrameAge": -1.0 if age is None else age,
+        "Frames": camera.frames,
+        "Inspections": camera.inspections,
+    }
+
+
 class _Users:
     """The one configured account (compared in constant time); anonymous only when allowed."""
 
     def __init__(self, settings: OpcuaSettings) -> None:
         self.settings = settings
+        self.unencrypted_sessions = "none" in settings.security
+        self.encrypts_passwords = "basic256sha256" in settings.security
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
     ) -> User | None:
+        # `certificate` is empty exactly on an unencrypted channel (opcua_security).
+        if not certificate and not self.unencrypted_sessions:
+            logger.warning("OPC UA: refused a session over an unencrypted channel (security has no 'none')")
+            raise ServiceError(ua.StatusCodes.BadSecurityPolicyRejected)
         if username is None and password is None:
             return User(role=UserRole.User) if self.settings.allow_anonymous else None
+        if not certificate and isinstance(password, ClearTextPassword) and self.encrypts_passwords:
+            # The endpoint asked for the password encrypted with the box's key.
+            logger.warning("OPC UA: refused a password sent in clear text over an unencrypted channel")
+            raise ServiceError(ua.StatusCodes.BadSecurityPolicyRejected)
         expected = self.settings.password or ""
         if (
             self.settings.username
@@ -100,6 +141,10 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         self._nodes: dict[int, dict[str, Node]] = {}
         self._count_nodes: dict[int, dict[str, Node]] = {}
         self._unwritten: set[int] = set()
+        self._trust_db: Database | None = None  # the server loop's own connection (certificate checks)
+        self._live: dict[int, CameraLive] = {}
+        self._adding = asyncio.Lock()
+        self._live_writing: concurrent.futures.Future[None] | None = None
 
     @property
     def where(self) -> str:
@@ -114,7 +159,7 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         self._thread.start()
 
     async def _build(self) -> Server:
-        server = Server(user_manager=_Users(self.settings))  # type: ignore[arg-type]
+        server = GuardedServer(_Users(self.settings), self._check_certificate)  # type: ignore[arg-type]
         await server.init()
         # The application URI a certificate made for this box carries (docs/outputs.md).
         await server.set_application_uri(f"urn:appliance:{self.box_id}")
@@ -142,6 +187,37 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         self._cameras_node = await root.add_object(self._id("cameras"), ua.QualifiedName("Cameras", self._ns))
         return server
 
+    def _check_certificate(self, der: bytes | None) -> None:
+        """At each OpenSecureChannel with Basic256Sha256: only a certificate of the trust list (or the first
+        one, with trust_on_first_use) opens it; anything else, or a failure to decide, refuses it."""
+        if self._trust_db is None:
+            self._trust_db = open_database(self.db_path)
+        try:
+            decision, parsed = trust.check_client(
+                self._trust_db, self.output_id, der, self.settings.trust_on_first_use
+            )
+        except Exception as exc:
+            logger.exception("output %s: checking a client certificate failed", self.output_id)
+            raise refuse_certificate(
+                ua.StatusCodes.BadSecurityChecksFailed, f"the check failed: {exc}"
+            ) from None
+        what = (
+            f"{parsed.subject} (sha256 {parsed.thumbprint[:16]}...)" if parsed else "no readable certificate"
+        )
+        if decision == "first_use":
+            logger.warning("output %s: client certificate %s trusted on first use", self.output_id, what)
+        if decision in ("trusted", "first_use"):
+            return
+        reason = {
+            "untrusted": "is not in the trust list (trust it on the Outputs page)",
+            "expired": "is outside its validity period",
+            "unreadable": "cannot be read",
+        }[decision]
+        raise refuse_certificate(
+            ua.StatusCodes.BadSecurityChecksFailed,
+            f"output {self.output_id}: client certificate {what} {reason}",
+        )
+
     def _id(self, name: str) -> ua.NodeId:
         return ua.NodeId(ua.String(name), ua.Int16(self._ns))
 
@@ -150,15 +226,20 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         server = await self._build()
         for camera_id in list(self.values.cameras):
             await self._write(camera_id)
-        async with server:
-            self._listening_now()
-            next_sync = time.monotonic() + CAMERAS_EVERY_S
-            while not self._stopping.is_set():
-                await asyncio.sleep(0.2)
-                if time.monotonic() >= next_sync:
-                    next_sync = time.monotonic() + CAMERAS_EVERY_S
-                    await self._sync_cameras()
-        self.state.connected = False
+        await self._write_live(sorted(self._live))
+        try:
+            async with server:
+                self._listening_now()
+                next_sync = time.monotonic() + CAMERAS_EVERY_S
+                while not self._stopping.is_set():
+                    await asyncio.sleep(0.2)
+                    if time.monotonic() >= next_sync:
+                        next_sync = time.monotonic() + CAMERAS_EVERY_S
+                        await self._sync_cameras()
+        finally:
+            self.state.connected = False
+            if self._trust_db is not None:
+                self._trust_db.conn.close()
 
     async def _sync_cameras(self) -> None:
         def read() -> dict[int, str]:
@@ -180,16 +261,24 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         nodes = self._nodes.get(camera_id)
         if nodes is not None:
             return nodes
+        async with self._adding:  # events and camera states may both meet a new camera
+            return self._nodes.get(camera_id) or await self._add_camera_nodes(camera_id)
+
+    async def _add_camera_nodes(self, camera_id: int) -> dict[str, Node]:
         assert self._cameras_node is not None
         prefix = f"camera.{camera_id}"
         obj = await self._cameras_node.add_object(
             self._id(prefix), ua.QualifiedName(f"Camera{camera_id}", self._ns)
         )
         nodes = {}
-        for name, kind in VARIABLES:
-            initial: Any = [] if name == "FailingRules" else _values(CameraValues(camera_id=camera_id))[name]
+        initials = {
+            **_values(CameraValues(camera_id=camera_id)),
+            **_live_values(None, 0.0),
+            "FailingRules": [],
+        }
+        for name, kind in VARIABLES + LIVE_VARIABLES:
             nodes[name] = await obj.add_variable(
-                self._id(f"{prefix}.{name}"), ua.QualifiedName(name, self._ns), initial, kind
+                self._id(f"{prefix}.{name}"), ua.QualifiedName(name, self._ns), initials[name], kind
             )
         nodes["Counts"] = await obj.add_object(
             self._id(f"{prefix}.Counts"), ua.QualifiedName("Counts", self._ns)
@@ -240,6 +329,28 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
                     V.Int32,
                 )
             await node.write_value(ua.Variant(min(counts.get(class_name, 0), 2**31 - 1), V.Int32))
+
+    async def _write_live(self, camera_ids: list[int]) -> None:
+        now = time.time()
+        for camera_id in camera_ids:
+            nodes = await self._camera_nodes(camera_id)
+            fields = _live_values(self._live.get(camera_id), now)
+            for name, kind in LIVE_VARIABLES:
+                await nodes[name].write_value(ua.Variant(fields[name], kind))
+
+    def cameras_changed(self, cameras: dict[int, CameraLive], changed: set[int]) -> None:
+        """Every poll: the state variables of every camera (written on the server's loop; a poll that finds
+        the previous write still running leaves it to the next one)."""
+        self._live = cameras
+        for camera_id, camera in cameras.items():
+            with self.values.lock:
+                self.values.camera(camera_id, camera.name)
+        loop = self._loop
+        if loop is None or not self._listening.is_set():
+            return  # written once the server listens (_serve)
+        if self._live_writing is not None and not self._live_writing.done():
+            return
+        self._live_writing = asyncio.run_coroutine_threadsafe(self._write_live(sorted(cameras)), loop)
 
     def deliver(self, items: list[OutboxItem]) -> int:
         self._check_listening()

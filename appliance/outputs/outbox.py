@@ -20,7 +20,7 @@ import msgspec
 from appliance.config import Config
 from appliance.db import Database, write_transaction
 from appliance.errors import ConfigError
-from appliance.outputs.contracts import EventMessage, OutboxItem
+from appliance.outputs.contracts import LATENCY_KEYS, EventMessage, Latencies, OutboxItem
 from appliance.stations import events
 from appliance.stations.contracts import EventRow
 
@@ -72,7 +72,8 @@ def event_message(row: EventRow, box: str, camera_name: str) -> EventMessage:
         failing_rules=row.failing_rules,
         counts=row.counts,
         model_id=row.model_id,
-        latencies=row.latencies,
+        # Every event since these four were measured has them; a key missing from an older row reads 0.
+        latencies=Latencies(**{key: float(row.latencies.get(key, 0.0)) for key in LATENCY_KEYS}),
         width=row.width,
         height=row.height,
         snapshot_url=f"/api/v1/events/{row.id}/snapshot" if row.snapshot else None,

@@ -17,6 +17,7 @@ import time
 from appliance.config import Config
 from appliance.db import Database, migrate, open_database
 from appliance.outputs import outbox, service, status_file
+from appliance.outputs.camera_live import POLL_S, CameraStates
 from appliance.outputs.connector import Connector, TriggerRequester
 from appliance.outputs.contracts import ConnectorState, OutputsStatusFile
 from appliance.outputs.schemas import MqttSettings, OpcuaSettings, WebhookSettings
@@ -39,6 +40,7 @@ class OutputsProcess:
         self.db = open_database(config.db_path)
         self.triggers = TriggerRequester(config.db_path)
         self.senders: dict[int, Sender] = {}
+        self.cameras = CameraStates(config.runtime_path)
         # Outputs that could not start (a certificate that does not load, a bad address): retried when their
         # settings change or after RETRY_FAILED_S, their error shown in the status meanwhile.
         self.failed: dict[int, tuple[int, float, ConnectorState]] = {}
@@ -83,7 +85,9 @@ class OutputsProcess:
                 continue
             sender = Sender(output_id, output.revision, self.config.db_path)
             try:
-                sender.start(self._connector(output, sender))
+                connector = self._connector(output, sender)
+                connector.cameras_changed(dict(self.cameras.cameras), set(self.cameras.cameras))
+                sender.start(connector)
             except Exception as exc:
                 logger.exception("output %s (%s) could not start", output_id, output.name)
                 state = ConnectorState(detail=f"could not start: {exc}"[:500], last_error=str(exc)[:500])
@@ -93,6 +97,16 @@ class OutputsProcess:
             self.failed.pop(output_id, None)
             logger.info("output %s (%s) started", output_id, output.name)
             self.senders[output_id] = sender
+
+    def poll_cameras(self) -> None:
+        """The cameras as the line sees them, handed to every output (the changed ones named)."""
+        changed = self.cameras.poll(self.db)
+        for sender in list(self.senders.values()):
+            if sender.connector is not None:
+                try:
+                    sender.connector.cameras_changed(dict(self.cameras.cameras), changed)
+                except Exception:
+                    logger.exception("output %s: publishing the camera states failed", sender.output_id)
 
     def _watch_changes(self) -> None:
         db = open_database(self.config.db_path)
@@ -128,11 +142,14 @@ class OutputsProcess:
         self._watcher.start()
         notify("READY=1")
         watchdog = watchdog_interval_s()
-        next_config = next_status = next_ping = 0.0
+        next_config = next_status = next_ping = next_cameras = 0.0
         try:
             while not self.stop.is_set():
                 now = time.monotonic()
                 try:
+                    if now >= next_cameras:  # before the outputs start: they begin with the cameras known
+                        next_cameras = now + POLL_S
+                        self.poll_cameras()
                     if now >= next_config:
                         next_config = now + CONFIG_POLL_S
                         self.sync_outputs()

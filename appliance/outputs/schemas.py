@@ -68,6 +68,13 @@ class OpcuaSettings(_Base, tag="opcua"):
     certificate: Path = ""  # DER or PEM application certificate (needed for basic256sha256)
     private_key: Path = ""
     triggers: bool = True
+    # Basic256Sha256 clients are accepted only with a certificate in the output's trust list (GET
+    # /outputs/{id}/certificates); with this on, the first certificate presented while the list is empty is
+    # added to it, and every other is refused.
+    trust_on_first_use: bool = False
+
+
+MODBUS_CLASS_REGISTERS = 76  # registers 20..95 of a camera's block (96..99: its state and heartbeat)
 
 
 class ModbusSettings(_Base, tag="modbus"):
@@ -75,8 +82,9 @@ class ModbusSettings(_Base, tag="modbus"):
 
     host: Host = "0.0.0.0"
     port: Port = 5020
-    # Count registers 20..99 of each camera's block: these class names in this order (empty: the event
-    # model's classes in the model's order).
+    # Count registers 20..95 of each camera's block: these class names in this order (empty: the event
+    # model's classes in the model's order); at most 76 (80 were accepted before map version 2: kept
+    # readable, refused on write).
     classes: Annotated[list[Annotated[str, msgspec.Meta(max_length=128)]], msgspec.Meta(max_length=80)] = (
         msgspec.field(default_factory=list)
     )
@@ -125,3 +133,33 @@ class OutputTestResult(msgspec.Struct, kw_only=True):
     ok: bool
     detail: str
     elapsed_ms: float
+
+
+# --- the client certificates an OPC UA output trusts ----------------------------------------------------
+
+
+class ClientCertificateAdd(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /outputs/{id}/certificates: a client application certificate to trust, PEM text or base64 DER."""
+
+    certificate: Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
+
+
+class ClientCertificateRead(msgspec.Struct, kw_only=True):
+    id: int
+    output_id: int
+    thumbprint: str  # SHA-256 of the DER bytes, hex (what UaExpert and others show as the SHA-256 thumbprint)
+    # trusted: sessions with it are accepted; refused: a client presented it and was turned away
+    state: Literal["trusted", "refused"]
+    source: Literal[
+        "admin", "first_use", "client"
+    ]  # added by an admin, trusted on first use, seen and refused
+    subject: str
+    application_uri: str | None
+    not_before: float  # unix seconds
+    not_after: float
+    expired: bool
+    added_at: str
+    added_by: str | None
+    last_seen_at: float | None  # the latest secure channel that presented it
+    attempts: int  # secure channels that presented it
+    pem: str

@@ -19,7 +19,9 @@ from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.outputs import outbox, status_file
 from appliance.outputs.schemas import (
+    MODBUS_CLASS_REGISTERS,
     SECRET_FIELDS,
+    ModbusSettings,
     MqttSettings,
     OpcuaSettings,
     OutputRead,
@@ -76,6 +78,11 @@ def validate(settings: OutputSettings, secrets: dict[str, str]) -> None:
         if len(secrets.get("secret", "")) < MIN_HMAC_KEY:
             raise Invalid(f"settings.secret: an HMAC key of at least {MIN_HMAC_KEY} characters is required")
         _check_file(settings.ca_file, "ca_file")
+    elif isinstance(settings, ModbusSettings):
+        if len(settings.classes) > MODBUS_CLASS_REGISTERS:
+            raise Invalid(
+                f"settings.classes: at most {MODBUS_CLASS_REGISTERS} class names (registers 20..95 of each camera)"
+            )
     elif isinstance(settings, OpcuaSettings):
         if not settings.allow_anonymous and not (settings.username and secrets.get("password")):
             raise Invalid("settings.username: set a username and password, or allow anonymous access")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from appliance import __version__
 from appliance.db import Database
+from appliance.outputs.camera_live import CameraLive
 from appliance.outputs.connector import DeliveryError
 from appliance.outputs.contracts import ConnectorState, OutboxItem
 from appliance.outputs.schemas import WebhookSettings
@@ -129,6 +130,9 @@ class WebhookConnector:
 
     def persist(self, db: Database) -> None:
         return None
+
+    def cameras_changed(self, cameras: dict[int, CameraLive], changed: set[int]) -> None:
+        return None  # a webhook carries events only
 
     def close(self) -> None:
         self.client.close()

@@ -18,6 +18,7 @@ from appliance.caller import CurrentUser, require_admin, require_writer
 from appliance.clock import now_iso
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, Invalid, NotFound
+from appliance.redaction import redact_credentials
 from appliance.stations import revisions
 from appliance.stations.class_check import check_rule_classes
 from appliance.stations.genicam import parse_source
@@ -28,18 +29,6 @@ logger = logging.getLogger(__name__)
 
 URL_SCHEMES = {"rtsp", "rtsps", "http", "https"}
 MAX_CAMERAS = 16
-MASK = "***"
-# user:password@ in any URL (also inside a GStreamer pipeline), and password-like pipeline properties.
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^@\s/]*)(?=@)")
-_PROPERTY_PASSWORD = re.compile(
-    r"(?P<head>\b(?:user-pw|password|passwd|pass)\s*=\s*)(?P<secret>\"[^\"]*\"|\S+)"
-)
-
-
-def redact_source(source: str) -> str:
-    """The source with any password replaced by ***; user names and hosts stay readable."""
-    source = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, source)
-    return _PROPERTY_PASSWORD.sub(lambda m: m.group("head") + MASK, source)
 
 
 def validate_source(settings: CameraSettings, enabled: bool) -> None:
@@ -108,7 +97,7 @@ def decode_settings(raw: str) -> CameraSettings:
 def to_read(row: dict[str, Any], user: CurrentUser | None) -> CameraRead:
     settings = decode_settings(row["settings"])
     if user is None or not user.is_admin:
-        settings = msgspec.structs.replace(settings, source=redact_source(settings.source))
+        settings = msgspec.structs.replace(settings, source=redact_credentials(settings.source))
     return CameraRead(
         id=row["id"],
         name=row["name"],

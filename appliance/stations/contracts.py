@@ -40,7 +40,8 @@ class InspectionEvent(msgspec.Struct, kw_only=True):
     detections: list[Detection] = msgspec.field(default_factory=list)  # as stored: rounded (camera.station)
     zones: list[ZoneShape] = msgspec.field(default_factory=list)
     model_id: int | None = None
-    # trigger_to_frame_ms (triggered), wait_model_ms, inference_ms, total_ms (trigger or frame -> verdict)
+    # trigger_to_frame_ms (0 without a trigger), wait_model_ms, inference_ms, total_ms (trigger or frame ->
+    # verdict): camera/latencies.py
     latencies: dict[str, float] = msgspec.field(default_factory=dict)
     width: int = 0
     height: int = 0

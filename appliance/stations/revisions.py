@@ -23,6 +23,7 @@ from appliance.caller import CurrentUser
 from appliance.clock import now_iso
 from appliance.db import Database, write_transaction
 from appliance.errors import NotFound
+from appliance.redaction import redact_credentials
 from appliance.stations.contracts import EventRow
 from appliance.stations.schemas import CameraSettings
 
@@ -49,10 +50,7 @@ class RevisionRead(RevisionSummary, kw_only=True):
 
 
 def _masked(settings: CameraSettings) -> CameraSettings:
-    # cameras.py imports this module; by the time a revision is written or read it is loaded.
-    from appliance.stations.cameras import redact_source
-
-    return msgspec.structs.replace(settings, source=redact_source(settings.source))
+    return msgspec.structs.replace(settings, source=redact_credentials(settings.source))
 
 
 def record_revision(

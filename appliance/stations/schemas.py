@@ -122,6 +122,9 @@ class CameraStatus(msgspec.Struct, kw_only=True):
     genicam: GenicamStatus | None = None  # gige sources: device, features read back, transport, incidents
     pid: int | None = None
     updated_at: float = 0.0
+    state_since: float = 0.0  # unix time the source entered `state`
+    last_frame_at: float | None = None  # unix time the newest frame arrived from the source (null: none yet)
+    inspections: int = 0  # frames the model and rules inspected since the camera loop started
 
 
 class TriggerAccepted(msgspec.Struct, kw_only=True):

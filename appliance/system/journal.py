@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from appliance.redaction import RedactingFilter
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -23,11 +25,18 @@ def under_journald() -> bool:
 
 
 def log_handler() -> logging.Handler:
-    """A JournalHandler (structured fields: priority, logger name, code location) when possible.
+    """A JournalHandler (structured fields: priority, logger name, code location) when possible, credentials
+    redacted from every record (appliance.redaction).
 
     Without systemd-python, or outside systemd, a plain stderr handler: journald captures a service's
     stderr anyway, only without the structured fields.
     """
+    handler = _handler()
+    handler.addFilter(RedactingFilter())
+    return handler
+
+
+def _handler() -> logging.Handler:
     if under_journald():
         try:
             from systemd.journal import JournalHandler  # type: ignore[import-not-found]

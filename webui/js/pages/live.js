@@ -20,6 +20,10 @@ const STAGES = [
 ];
 const ms = (v) => (v === undefined || v === null ? '–' : `${Number(v).toFixed(1)} ms`);
 const LIVE_STATES = ['running', 'reconnecting', 'starting'];
+const FRAME_STALE_S = 3; // as the box's X-Frame-Stale; ages are measured on the box's clock, not the browser's
+
+// Age in seconds of the camera's newest frame by its status (both times from the box), null without one.
+const statusFrameAge = (status) => (status.last_frame_at ? Math.max(0, status.updated_at - status.last_frame_at) : null);
 
 function startOfDay() {
   const d = new Date();
@@ -74,15 +78,37 @@ function tile(camera, selected, ctx) {
   const img = h('img', { alt: '', style: { width: '100%', height: '90px', 'object-fit': 'contain', background: '#000', display: 'block' } });
   const verdict = h('span.badge', { testid: 'tile-verdict' });
   const state = h('span.muted', { testid: 'tile-state' }, '…');
+  const stale = h('span.badge.warn', { testid: 'tile-stale', hidden: true });
   const el = h('button', { type: 'button', testid: `camera-tile-${camera.id}`, onclick: () => ctx.navigate(`#/live?camera=${camera.id}`),
     style: { width: '170px', padding: '.3rem', 'text-align': 'left', border: selected ? '2px solid var(--accent, #3b82f6)' : '1px solid var(--line)', background: 'var(--bg2)', 'border-radius': 'var(--radius)' } },
-  img, h('strong.tile-name', { testid: 'tile-name', title: camera.name }, camera.name), h('div.tile-caption', verdict, state));
+  img, h('strong.tile-name', { testid: 'tile-name', title: camera.name }, camera.name), h('div.tile-caption', verdict, state, stale));
+  el.dataset.stale = 'false';
+  // The frame with the box's word on its age: during an outage the last picture stays, marked stale.
+  const showFrame = async () => {
+    const response = await fetch(`${API_PREFIX}/cameras/${camera.id}/frame`, { credentials: 'same-origin', cache: 'no-store' }).catch(() => null);
+    if (!response || !response.ok) { img.removeAttribute('src'); img.style.visibility = 'hidden'; return; }
+    const isStale = response.headers.get('X-Frame-Stale') === 'true';
+    const age = Math.round(Number(response.headers.get('X-Frame-Age-Ms') || 0) / 1000);
+    const url = URL.createObjectURL(await response.blob());
+    img.onload = () => URL.revokeObjectURL(url);
+    img.src = url;
+    img.style.visibility = 'visible';
+    img.style.opacity = isStale ? '0.35' : '1';
+    el.dataset.stale = String(isStale);
+    stale.hidden = !isStale;
+    setText(stale, isStale ? `stale ${age} s` : '');
+  };
   el.update = (status) => {
     setText(state, status.state);
-    verdictStyle(verdict, LIVE_STATES.includes(status.state) ? status.verdict : null);
-    img.style.visibility = status.state === 'running' ? 'visible' : 'hidden';
-    if (status.state === 'running') img.src = `${API_PREFIX}/cameras/${camera.id}/frame?t=${Date.now()}`;
-    else img.removeAttribute('src');
+    const live = status.state === 'running';
+    verdictStyle(verdict, live ? status.verdict : null);
+    if (live || status.state === 'reconnecting') showFrame();
+    else {
+      img.removeAttribute('src');
+      img.style.visibility = 'hidden';
+      el.dataset.stale = 'false';
+      stale.hidden = true;
+    }
   };
   return el;
 }
@@ -127,6 +153,7 @@ export default {
     const modelNote = h('span.muted', { testid: 'live-model' });
     const sourceNote = h('span.warn', { testid: 'live-source' });
     const errorLine = h('p.form-error', { testid: 'live-error', role: 'status' });
+    const staleLine = h('p.badge.warn', { testid: 'live-stale', hidden: true });
     const actionError = h('p.form-error', { testid: 'live-action-error', role: 'alert' });
     const img = h('img', { testid: 'live-stream', alt: `${camera.name} live`,
       style: { display: 'block', 'max-width': '100%', 'max-height': 'calc(100vh - 230px)', 'min-height': '120px', background: '#000' } });
@@ -237,7 +264,7 @@ export default {
           await ctx.api.del(`/cameras/${camera.id}`);
           ctx.navigate('#/live');
         } }, 'Delete') : null),
-      actionError, errorLine,
+      actionError, errorLine, staleLine,
       h('div', { style: { display: 'flex', gap: '1rem', 'flex-wrap': 'wrap', 'align-items': 'flex-start' } },
         stage,
         h('div', { style: { flex: '1 1 260px' } },
@@ -266,7 +293,11 @@ export default {
       startButton.title = status.state === 'stopped' ? 'start the camera' : 'the camera is on';
       genicam.update(status);
       if (status.genicam) form.genicam.showRanges(status.genicam.ranges);
-      const live = status.state === 'running';
+      const age = statusFrameAge(status);
+      const isStale = age !== null && age > FRAME_STALE_S && LIVE_STATES.includes(status.state);
+      staleLine.hidden = !isStale;
+      setText(staleLine, isStale ? `No live picture: the newest frame is ${Math.round(age)} s old` : '');
+      const live = status.state === 'running' && !isStale;
       if (live) startStream(); else if (streaming || frame) stopStream();
       if (!live) {
         verdictStyle(verdict, null);

@@ -7,6 +7,7 @@ import { ApiError } from '../api.js';
 import { confirmDialog, h, modal } from '../dom.js';
 import { formatNumber } from '../components/format.js';
 import { ago, stateCell } from '../components/output-state.js';
+import { openCertificates } from './outputs-certificates.js';
 
 const KINDS = { mqtt: 'MQTT', webhook: 'Webhook', opcua: 'OPC UA server', modbus: 'Modbus TCP server' };
 // [name, label, type, default]; type: text | number | check | secret | select:a,b | checks:a,b | list
@@ -21,7 +22,8 @@ const FIELDS = {
   opcua: [['host', 'Listen address', 'text', '0.0.0.0'], ['port', 'Port', 'number', 4840], ['username', 'User name', 'text', ''],
     ['password', 'Password', 'secret'], ['allow_anonymous', 'Allow anonymous sessions', 'check', false],
     ['security', 'Security', 'checks:none,basic256sha256', ['none']], ['certificate', 'Box certificate (path)', 'text', ''],
-    ['private_key', 'Private key (path)', 'text', ''], ['triggers', 'Trigger method enabled', 'check', true]],
+    ['private_key', 'Private key (path)', 'text', ''], ['triggers', 'Trigger method enabled', 'check', true],
+    ['trust_on_first_use', 'Trust the first client certificate presented (then refuse others)', 'check', false]],
   modbus: [['host', 'Listen address', 'text', '0.0.0.0'], ['port', 'Port', 'number', 5020],
     ['classes', 'Count registers: class names in order (comma-separated; empty: the model\'s)', 'list', []],
     ['triggers', 'Trigger coils enabled', 'check', true]],
@@ -129,6 +131,9 @@ export default {
       const toggle = h('button', { type: 'button', testid: 'output-toggle', onclick: () => save(o, { name: o.name, enabled: !o.enabled, settings: o.settings }) },
         o.enabled ? 'Disable' : 'Enable');
       const edit = h('button', { type: 'button', testid: 'output-edit', onclick: () => openForm(o) }, 'Edit');
+      const certificates = o.kind === 'opcua'
+        ? h('button', { type: 'button', testid: 'output-certificates', onclick: () => { editing = true; openCertificates(ctx, o).finally(() => { editing = false; }); } }, 'Certificates')
+        : null;
       const remove = h('button.danger', { type: 'button', testid: 'output-delete', onclick: async () => {
         if (!(await confirmDialog('Delete output', `Delete ${o.name}? Its ${o.status.backlog} undelivered messages go with it.`))) return;
         try { await ctx.api.del(`/outputs/${o.id}`); await load(); } catch (err) { fail(err); }
@@ -138,7 +143,7 @@ export default {
         h('td', h('strong', o.name), h('div.muted', KINDS[o.kind])), h('td', { testid: 'output-target' }, target(o)), stateCell(o, tests.get(o.id)),
         h('td', { testid: 'output-backlog' }, formatNumber(st.backlog), st.dropped ? h('div.form-error', { testid: 'output-dropped' }, `${formatNumber(st.dropped)} dropped`) : null),
         h('td', h('div', { testid: 'output-delivered' }, `${formatNumber(st.delivered)} sent`), h('div.muted', `last ${ago(st.last_delivery_at)}`)),
-        h('td.actions', test, edit, toggle, remove));
+        h('td.actions', test, edit, certificates, toggle, remove));
     };
 
     // Secrets omitted from a PUT keep the stored ones (the page never had them).
