@@ -206,6 +206,7 @@ def _load_domain_commands() -> None:
         "appliance.camera.cli",
         "appliance.outputs.cli",
         "appliance.audit.cli",
+        "appliance.fleet.cli",
     ):
         try:
             importlib.import_module(module)
