@@ -137,8 +137,9 @@ class Seaweed:
         "s3.port.grpc", "admin.port", "admin.port.grpc",
     )  # fmt: skip
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, tls: tuple[Path, Path] | None = None) -> None:
         self.folder = folder
+        self.tls = tls  # (certificate, key): the S3 port speaks HTTPS
         self.port = port or free_port()
         self.ports = {name: free_port() for name in self.PORTS}
         self.process: subprocess.Popen[bytes] | None = None
@@ -155,9 +156,10 @@ class Seaweed:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def credentials_file(self, folder: Path, secret: str = STORE_SECRET) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
         path = folder / "store-credentials.ini"
         path.write_text(f"[default]\naws_access_key_id = {STORE_KEY}\naws_secret_access_key = {secret}\n")
         path.chmod(0o600)
@@ -166,6 +168,8 @@ class Seaweed:
     def start(self, timeout: float = 60.0) -> Seaweed:
         need_weed()
         args = [f"-{name}={port}" for name, port in self.ports.items()]
+        if self.tls:
+            args += [f"-s3.cert.file={self.tls[0]}", f"-s3.key.file={self.tls[1]}"]
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
@@ -181,7 +185,8 @@ class Seaweed:
                 raise RuntimeError(f"weed exited: {self.log_path.read_text()[-3000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 # Any S3 answer (403 without credentials) means the gateway is up.
-                if httpx.get(self.endpoint, timeout=1).status_code in (200, 403):
+                verify = str(self.tls[0]) if self.tls else True
+                if httpx.get(self.endpoint, timeout=1, verify=verify).status_code in (200, 403):
                     self.wait_writable(deadline)
                     return self
             time.sleep(0.2)
@@ -192,7 +197,7 @@ class Seaweed:
         from botocore.config import Config as BotoConfig
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=STORE_KEY, aws_secret_access_key=STORE_SECRET,
+            "s3", endpoint_url=self.endpoint, verify=str(self.tls[0]) if self.tls else True, aws_access_key_id=STORE_KEY, aws_secret_access_key=STORE_SECRET,
             region_name="us-east-1", config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
         )  # fmt: skip
 
