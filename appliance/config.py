@@ -109,8 +109,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     fleet_store_verify_tls: bool = True  # check the store's certificate (turn off only for a test store)
     fleet_store_ca_file: str = ""  # PEM bundle that signed the store's certificate (empty: the system's)
     fleet_tags: list[str] = msgspec.field(default_factory=list)  # rollouts may pick boxes by these tags
-    fleet_console_url: str = ""  # this box's console as the Fleet page links it (empty: http://<hostname>:<port>)
-    fleet_poll_s: float = 10.0  # the fleet process reads the store this often (sooner when the broker notifies)
+    fleet_console_url: str = (
+        ""  # this box's console as the Fleet page links it (empty: http://<hostname>:<port>)
+    )
+    fleet_poll_s: float = (
+        10.0  # the fleet process reads the store this often (sooner when the broker notifies)
+    )
     fleet_ng_margin: float = 0.05  # a rollout's default health margin: |NG rate after - before| at most this
     fleet_max_bundle_mb: int = 2048  # a model bundle larger than this is refused before it is read
 

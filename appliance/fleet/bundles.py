@@ -486,7 +486,10 @@ def _read_into(db: Database, config: Config, source: Path, folder: Path) -> Veri
         signature_bytes = _small(tar, members[SIGNATURE])
     # minisign does not sign its first comment line: a bundle's must be one of the two a signer writes.
     comment = signature_bytes.split(b"\n", 1)[0].decode("utf-8", "replace")
-    if comment not in (f"{minisign.UNTRUSTED}signature from appliance box key {verified.key.id}", MINISIGN_COMMENT):
+    if comment not in (
+        f"{minisign.UNTRUSTED}signature from appliance box key {verified.key.id}",
+        MINISIGN_COMMENT,
+    ):
         raise BundleRefused("bundle altered: the signature's comment line is not the one its signer writes")
     order = [MANIFEST, SIGNATURE, *sorted(listed, key=lambda n: members[n].offset)]
     sink = _HashSink()

@@ -6,7 +6,7 @@ import contextlib
 from typing import Annotated
 
 import anyio
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, delete, get, post, put
 from litestar.params import FromQuery, JSONBody, Parameter
 from litestar.response import File
 
@@ -14,23 +14,41 @@ from appliance.caller import require_admin
 from appliance.dependencies import DB, Caller, Settings
 from appliance.drives import resolve_under_roots
 from appliance.errors import Invalid
-from appliance.fleet import bundles, keys, publishing
+from appliance.fleet import bundles, hardcases, keys, publishing, rollouts
+from appliance.fleet.jobs import create_fleet_import, get_fleet_import
 from appliance.fleet.schemas import (
+    DATASET_NAME,
+    ROLLOUT_ID,
+    BoxRollback,
     BundleCreate,
     BundleImportRead,
     BundleRead,
+    FleetDatasetRead,
+    FleetImportCreate,
+    FleetRead,
+    HardCaseQueued,
+    HardCaseUpload,
     KeyRead,
     PathImport,
     PublishRead,
+    RolloutCreate,
+    RolloutRead,
+    SamplingRule,
+    SamplingRuleRead,
     StoreBundleRead,
     StoreImport,
     TrustedKeyCreate,
+    UploadsRead,
 )
+from appliance.fleet.view import fleet_read
 from appliance.models.registry import model_row
 from appliance.transfers import uploads
+from appliance.transfers.schemas import TransferJobRead
 
 Id = Annotated[int, Parameter(gt=0)]
 KeyId = Annotated[str, Parameter(pattern=r"^[0-9A-Fa-f]{16}$")]
+RolloutId = Annotated[str, Parameter(pattern=ROLLOUT_ID)]
+DatasetName = Annotated[str, Parameter(pattern=DATASET_NAME)]
 
 
 class FleetBundlesController(Controller):
@@ -140,3 +158,114 @@ class FleetBundlesController(Controller):
         self, data: JSONBody[StoreImport], db: DB, user: Caller, config: Settings
     ) -> BundleImportRead:
         return publishing.import_from_store(db, config, data, user)
+
+
+class FleetController(Controller):
+    """The Fleet page: every box on the fleet's broker, rollouts in the store, hard cases."""
+
+    path = "/fleet"
+    tags = ["fleet"]
+
+    @get("/", operation_id="getFleet", sync_to_thread=True)
+    def fleet(self, user: Caller, config: Settings) -> FleetRead:
+        return fleet_read(config)
+
+    # --- rollouts ----------------------------------------------------------------------------------------
+
+    @get("/rollouts", operation_id="listRollouts", sync_to_thread=True)
+    def list_rollouts(self, db: DB, user: Caller, config: Settings) -> list[RolloutRead]:
+        return rollouts.list_rollouts(db, config, user)
+
+    @post("/rollouts", operation_id="createRollout", sync_to_thread=True, status_code=201)
+    def create_rollout(
+        self, data: JSONBody[RolloutCreate], db: DB, user: Caller, config: Settings
+    ) -> RolloutRead:
+        return rollouts.create_rollout(db, config, data, user)
+
+    @get("/rollouts/{rollout_id:str}", operation_id="getRollout", sync_to_thread=True)
+    def get_rollout(self, rollout_id: RolloutId, db: DB, user: Caller, config: Settings) -> RolloutRead:
+        return rollouts.read_rollout(db, config, rollout_id, user)
+
+    @post("/rollouts/{rollout_id:str}/stop", operation_id="stopRollout", sync_to_thread=True, status_code=200)
+    def stop_rollout(self, rollout_id: RolloutId, db: DB, user: Caller, config: Settings) -> RolloutRead:
+        """No box starts any more; boxes that switched keep the model (roll back to undo that)."""
+        return rollouts.add_action(db, config, rollout_id, "stop", user)
+
+    @post(
+        "/rollouts/{rollout_id:str}/rollback",
+        operation_id="rollBackRollout",
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def roll_back(self, rollout_id: RolloutId, db: DB, user: Caller, config: Settings) -> RolloutRead:
+        """Every box of the rollout goes back to the model it served before."""
+        return rollouts.add_action(db, config, rollout_id, "rollback", user)
+
+    @post(
+        "/rollouts/{rollout_id:str}/rollback-box",
+        operation_id="rollBackBox",
+        sync_to_thread=True,
+        status_code=200,
+    )
+    def roll_back_box(
+        self, rollout_id: RolloutId, data: JSONBody[BoxRollback], db: DB, user: Caller, config: Settings
+    ) -> RolloutRead:
+        return rollouts.add_action(db, config, rollout_id, "rollback_box", user, box=data.box_id)
+
+    # --- hard cases --------------------------------------------------------------------------------------
+
+    @get("/sampling", operation_id="listSamplingRules", sync_to_thread=True)
+    def list_rules(self, db: DB, user: Caller) -> list[SamplingRuleRead]:
+        return hardcases.list_rules(db)
+
+    @get("/sampling/{camera_id:int}", operation_id="getSamplingRule", sync_to_thread=True)
+    def get_rule(self, camera_id: Id, db: DB, user: Caller) -> SamplingRuleRead:
+        return hardcases.get_rule(db, camera_id)
+
+    @put("/sampling/{camera_id:int}", operation_id="putSamplingRule", sync_to_thread=True)
+    def put_rule(self, camera_id: Id, data: JSONBody[SamplingRule], db: DB, user: Caller) -> SamplingRuleRead:
+        return hardcases.put_rule(db, camera_id, data, user)
+
+    @delete(
+        "/sampling/{camera_id:int}", operation_id="deleteSamplingRule", sync_to_thread=True, status_code=204
+    )
+    def delete_rule(self, camera_id: Id, db: DB, user: Caller) -> None:
+        hardcases.delete_rule(db, camera_id, user)
+
+    @post(
+        "/datasets/{name:str}/uploads", operation_id="uploadHardCases", sync_to_thread=True, status_code=202
+    )
+    def upload_hard_cases(
+        self, name: DatasetName, data: JSONBody[HardCaseUpload], db: DB, user: Caller
+    ) -> HardCaseQueued:
+        """Queue events for the fleet dataset `name`; the fleet process uploads them (and keeps them until it can)."""
+        return hardcases.queue_events(db, name, data, user)
+
+    @get("/uploads", operation_id="getHardCaseUploads", sync_to_thread=True)
+    def uploads(self, db: DB, user: Caller) -> UploadsRead:
+        return hardcases.uploads_read(db)
+
+    @get("/datasets", operation_id="listFleetDatasets", sync_to_thread=True)
+    def datasets(self, user: Caller, config: Settings) -> list[FleetDatasetRead]:
+        return hardcases.list_datasets(config)
+
+    @get("/imports/{job_id:int}", operation_id="getFleetImport", sync_to_thread=True)
+    def get_import(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
+        return get_fleet_import(db, job_id, user)
+
+
+class FleetImportController(Controller):
+    path = "/datasets"
+    tags = ["fleet"]
+
+    @post(
+        "/{dataset_id:int}/fleet-imports",
+        operation_id="createFleetImport",
+        sync_to_thread=True,
+        status_code=202,
+    )
+    def create(
+        self, dataset_id: Id, data: JSONBody[FleetImportCreate], db: DB, user: Caller, config: Settings
+    ) -> TransferJobRead:
+        """A fleet dataset from the store into this dataset (new objects only; boxes as pre-labels)."""
+        return create_fleet_import(db, config, dataset_id, data, user)
