@@ -109,7 +109,6 @@ class BundleRef(msgspec.Struct, kw_only=True):
     object_key: str
     sha256: str
     bytes: int
-    classes: list[str] = msgspec.field(default_factory=list)
 
 
 class RolloutDocument(msgspec.Struct, kw_only=True):

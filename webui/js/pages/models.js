@@ -8,6 +8,7 @@ import { API_PREFIX, errorText } from '../api.js';
 import { confirmDeploy } from '../components/deploy-confirm.js';
 import { formatMetric as fmt, UNUSABLE_MAP50 } from '../components/format.js';
 import { clear, confirmDialog, h } from '../dom.js';
+import { bundleButtons, bundleUpload } from '../components/fleet-actions.js';
 
 const METRICS = [
   ['map50', 'mAP50'],
@@ -97,7 +98,7 @@ export default {
     const engineNote = h('p.muted.small', { testid: 'engine-unavailable', hidden: true });
     root.append(
       h('div.page-head', h('h1', 'Models'),
-        h('div.actions', h('a', { href: '#/try', class: 'button' }, 'Try a model'))),
+        h('div.actions', bundleUpload(ctx, () => load()), h('a', { href: '#/try', class: 'button' }, 'Try a model'))),
       engineNote, compareBox, list);
 
     async function act(model, run, done) {
@@ -199,7 +200,9 @@ export default {
             onclick: () => remove(model) }, 'Delete'),
           // Why Deploy is off, said in words under the buttons (the row is two lines high anyway).
           model.deployed || model.ready || !model.can_manage ? null
-            : h('div.muted.deploy-reason', { testid: 'deploy-reason' }, 'Deploy: export the model first (Export ONNX)')));
+            : h('div.muted.deploy-reason', { testid: 'deploy-reason' }, 'Deploy: export the model first (Export ONNX)'),
+
+          bundleButtons(ctx, model, (text) => { errors.set(model.id, text); renderList(); })));
       const error = errors.get(model.id);
       return error
         ? [cells, h('tr.row-error', { testid: 'model-error', dataset: { id: String(model.id) } },
