@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -338,3 +339,220 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
+
+
+# --- a whole fleet: broker, store, a builder that publishes, three `appliance run` boxes -------------------------
+
+RULES = [{"name": "no squares", "classes": ["square"], "condition": "absent"}]
+
+
+def wait(what: str, predicate: Any, timeout: float = 120.0, every: float = 0.2) -> Any:
+    """Poll until `predicate()` is truthy and return it; HTTP errors and missing keys count as not yet."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+class CameraSampler(threading.Thread):
+    """Reads every box's camera status all along: a running camera without a model is an unserved sample."""
+
+    def __init__(self, boxes: dict[str, RunningBox], cameras: dict[str, int], every: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.boxes, self.cameras, self.every = boxes, cameras, every
+        self.samples = 0
+        self.unserved: list[tuple[str, float, str]] = []
+        self.paused: set[str] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for name in list(self.boxes):
+                if name in self.paused:
+                    continue
+                try:
+                    status = (
+                        self.boxes[name].http().get(f"/cameras/{self.cameras[name]}/status", timeout=5).json()
+                    )
+                except (httpx.HTTPError, ValueError):
+                    continue
+                if status.get("state") != "running":
+                    continue
+                self.samples += 1
+                if status.get("model_id") is None:
+                    self.unserved.append((name, time.time(), status.get("model_note", "")))
+            self.stop.wait(self.every)
+
+
+class Fleet:
+    """Mosquitto, SeaweedFS, a builder box (the fleet's training server) that publishes bundles every box trusts,
+    and `appliance run` boxes, each with a camera on the same video, serving version 1 from the store."""
+
+    def __init__(self, root: Path, box_ids: tuple[str, ...], poll_s: float = 1.0) -> None:
+        self.root = root
+        self.box_ids = box_ids
+        self.poll_s = poll_s
+        self.broker: Any = None
+        self.store: Seaweed | None = None
+        self.builder: Box | None = None
+        self.boxes: dict[str, RunningBox] = {}
+        self.cameras: dict[str, int] = {}
+        self.keys: dict[str, dict[str, Any]] = {}
+
+    def start(self) -> Fleet:
+        from tests.line_peers import Mosquitto
+
+        self.broker = Mosquitto(self.root / "broker").start()
+        self.store = Seaweed(self.root / "store").start()
+        self.store.client().create_bucket(Bucket="fleet")
+        self.builder = Box(
+            self.root / "builder", "gpu-server", **self.store.store_config(self.root / "builder")
+        )
+        for name in self.box_ids:
+            env = {
+                "APPLIANCE_FLEET_BROKER_HOST": "127.0.0.1",
+                "APPLIANCE_FLEET_BROKER_PORT": str(self.broker.port),
+                "APPLIANCE_FLEET_POLL_S": str(self.poll_s),
+                "APPLIANCE_FLEET_TAGS": "paint" if name == self.box_ids[0] else "press",
+                **{
+                    f"APPLIANCE_{k.upper()}": str(v)
+                    for k, v in self.store.store_config(self.root / name).items()
+                },
+            }
+            self.boxes[name] = RunningBox(self.root / name, name, env).start()
+        for box in self.boxes.values():
+            box.wait_ready()
+            box.setup_admin()
+        return self
+
+    def publish(self, name: str, model_id: int) -> Any:
+        from appliance.fleet import publishing
+        from appliance.fleet.schemas import BundleCreate
+
+        assert self.builder is not None
+        return publishing.publish_model(
+            self.builder.db, self.builder.config, model_id, self.builder.admin, BundleCreate(name=name)
+        )
+
+    def trust_each_other(self) -> None:
+        """Every box trusts the builder and the others (the admin compares the key ids each box shows)."""
+        from appliance.fleet.keys import box_key
+
+        assert self.builder is not None
+        builder = box_key(self.builder.config).public
+        self.keys = {name: box.http().get("/fleet/keys").json()[0] for name, box in self.boxes.items()}
+        for name, box in self.boxes.items():
+            trusted = [("gpu-server", builder.line, builder.id)]
+            trusted += [
+                (o, self.keys[o]["public_key"], self.keys[o]["key_id"]) for o in self.boxes if o != name
+            ]
+            for who, line, key_id in trusted:
+                answer = box.http().post(
+                    "/fleet/keys", json={"name": who, "public_key": line, "key_id": key_id}
+                )
+                assert answer.status_code == 201, answer.text
+
+    def cameras_on(self, video: Path, bundle: str, version: int) -> None:
+        """Import `bundle` v`version` from the store and deploy it on every box, then a camera each."""
+        for name, box in self.boxes.items():
+            http = box.http()
+            imported = http.post(
+                "/fleet/store/imports", json={"name": bundle, "version": version, "deploy": True}
+            )
+            assert imported.status_code == 201, imported.text
+            settings = {
+                "source_type": "file",
+                "source": str(video),
+                "mode": "interval",
+                "interval_s": 0.1,
+                "rules": RULES,
+            }
+            created = http.post(
+                "/cameras", json={"name": f"{name} cam", "settings": settings, "enabled": True}
+            )
+            assert created.status_code == 201, created.text
+            self.cameras[name] = created.json()["id"]
+        for name, box in self.boxes.items():
+            wanted = model_named(box, f"{bundle} v{version}")
+            wait(
+                f"{name} serving {bundle} v{version}",
+                lambda b=box, n=name, w=wanted: serving(b, self.cameras[n]) == w,
+            )
+
+    def stop(self) -> None:
+        for box in self.boxes.values():
+            box.stop()
+        if self.builder is not None:
+            self.builder.close()
+        if self.store is not None:
+            self.store.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def serving(box: RunningBox, camera_id: int) -> int | None:
+    return box.http().get(f"/cameras/{camera_id}/status").json().get("model_id")
+
+
+def model_named(box: RunningBox, name: str) -> int:
+    return next(m["id"] for m in box.http().get("/models").json() if m["name"] == name)
+
+
+def create_rollout(box: RunningBox, body: dict[str, Any]) -> dict[str, Any]:
+    answer = box.http().post("/fleet/rollouts", json=body)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def read_rollout(box: RunningBox, rollout_id: str) -> dict[str, Any]:
+    return box.http().get(f"/fleet/rollouts/{rollout_id}").json()
+
+
+def login(box: RunningBox) -> dict[str, str]:
+    """A fresh admin token for a box that restarted (its data folder has the admin)."""
+    answer = httpx.post(f"{box.url}{API}/auth/login", json=ADMIN, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return auth(answer.json()["access_token"])
+
+
+def pooled_import(
+    box: RunningBox, dataset: str, local_name: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Import a fleet dataset into a new local dataset of `box`: the finished job and the dataset's images."""
+    created = box.http().post("/datasets", json={"name": local_name, "classes": ["square", "disc"]}).json()
+    job = box.http().post(f"/datasets/{created['id']}/fleet-imports", json={"dataset": dataset})
+    assert job.status_code == 202, job.text
+    finished = wait(
+        "the fleet import",
+        lambda: (
+            (j := box.http().get(f"/fleet/imports/{job.json()['id']}").json())["status"]
+            in ("completed", "failed")
+            and j
+        ),
+        timeout=120,
+    )
+    images = box.http().get(f"/datasets/{created['id']}/images", params={"limit": 500}).json()["items"]
+    return finished, images
+
+
+def lost_objects(store: Seaweed, prefix: str, images: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """(JPEGs under the prefix in the store, those whose bytes are in no image of the list)."""
+    import hashlib
+
+    client = store.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="fleet", Prefix=prefix).get("Contents", [])]
+    jpegs = [k for k in keys if k.endswith(".jpg")]
+    here = {i["sha256"] for i in images}
+    lost = [
+        k
+        for k in jpegs
+        if hashlib.sha256(client.get_object(Bucket="fleet", Key=k)["Body"].read()).hexdigest() not in here
+    ]
+    return len(jpegs), lost
