@@ -227,7 +227,7 @@ class Presence:
                 note = msgspec.json.decode(message.payload, type=FleetNotify)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return
-            if note.schema == NOTIFY_SCHEMA and note.box_id != self.box:
+            if note.schema == NOTIFY_SCHEMA:  # this box's own web process writes rollouts too
                 self.wake.set()
             return
         match = self._topic.fullmatch(message.topic)
