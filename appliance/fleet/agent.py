@@ -49,6 +49,8 @@ class FleetProcess:
         self.doing = "starting"
         self.last_error: str | None = None
         self._next = {"status": 0.0, "poll": 0.0, "cases": 0.0, "key": 0.0, "beat": 0.0}
+        self._woken = False
+        self._last_fresh = 0.0
 
     # --- steps ------------------------------------------------------------------------------------------
 
@@ -66,7 +68,11 @@ class FleetProcess:
         if self.participant is None:
             self.participant = Participant(self.config, self.db, on_change=self._changed)
         before = current_rollout(self.db)
-        self.participant.poll()
+        now = time.monotonic()
+        fresh = self._woken or now - self._last_fresh >= self.config.fleet_poll_s
+        if fresh:
+            self._last_fresh = now
+        self.participant.poll(fresh=fresh)
         if current_rollout(self.db) != before:
             self._next["status"] = 0.0  # the rollout moved: say so on the broker now
 
@@ -86,7 +92,7 @@ class FleetProcess:
 
     def step(self) -> None:
         now = time.monotonic()
-        woken = self.wake.is_set()
+        woken = self._woken = self.wake.is_set()
         self.wake.clear()
         for name, action, every in (
             ("key", self.publish_key, KEY_EVERY_S),

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 CURSOR_KEY = "fleet.rollout_cursor"  # settings: every rollout up to this id is finished or not for this box
 IN_PROGRESS = ("downloading", "verifying", "building", "deploying", "soaking")
+STORE_EVERY_S = 2.0  # while a rollout is under way here, the store's listings are read at most this often
 
 
 class Row(msgspec.Struct, kw_only=True):
@@ -127,11 +128,19 @@ class Participant:
         found = db.execute("SELECT value FROM settings WHERE key = ?", [CURSOR_KEY]).fetchone()
         self.cursor: str | None = found[0] if found else None
         self.active = False  # a rollout of this box is under way: the process polls sooner
+        self._ids: tuple[float, list[str]] | None = None
+        self._seen: dict[str, Observed] = {}
 
     # --- the loop ----------------------------------------------------------------------------------------
 
-    def poll(self) -> None:
-        ids = [i for i in self.reader.ids(after=self.cursor) if i not in self.finished]
+    def poll(self, fresh: bool = True) -> None:
+        """One round. `fresh`: read the store's listings now; otherwise (the half-second rounds of a rollout under
+        way) reuse those younger than STORE_EVERY_S, so that a box in a rollout lists the store ~1/s, not 6/s."""
+        now = time.monotonic()
+        if fresh or self._ids is None or now - self._ids[0] > STORE_EVERY_S:
+            self._ids = (now, self.reader.ids(after=self.cursor))
+            self._seen.clear()
+        ids = [i for i in self._ids[1] if i not in self.finished]
         mine: list[RolloutDocument] = []
         serving = deployed_model_id(self.db)
         for rollout_id in ids:
@@ -205,7 +214,10 @@ class Participant:
         if row is not None and row.state in TERMINAL_STATES and not watched:
             self._report(doc, row)
             return
-        seen = self.reader.observed(doc.id)
+        cached = self._seen.get(doc.id)
+        if cached is None:
+            cached = self._seen[doc.id] = self.reader.observed(doc.id)
+        seen = cached
         deployed = row is not None and row.deployed and (row.state != "healthy" or watched)
         decision = next_step(doc, self.box, self.tags, seen, deployed)
         if row is not None and row.state == "healthy":

@@ -5,7 +5,7 @@
 // datasets to import). Actions are for admins; every answer's error is shown where the action was.
 
 import { ApiError, errorText } from '../api.js';
-import { clear, confirmDialog, h, setText } from '../dom.js';
+import { append, clear, confirmDialog, h, setText } from '../dom.js';
 
 const REFRESH_MS = 3000;
 const ago = (t) => {
@@ -28,7 +28,7 @@ function boxRow(box) {
   const cameras = s.cameras || line.cameras || [];
   const link = s.console_url ? h('a', { href: s.console_url, target: '_blank', rel: 'noopener noreferrer', testid: 'box-console' }, box.box_id) : box.box_id;
   return h('tr', { testid: 'fleet-box', dataset: { box: box.box_id, online: String(box.online) } },
-    h('td', h('strong', link), box.this_box ? badge('this box', 'labeled') : null),
+    h('td', h('strong', link), box.this_box ? [' ', badge('this box', 'labeled')] : null),
     h('td', badge(box.online ? 'online' : 'offline', box.online ? 'reviewed' : 'bad', 'box-state'),
       h('div.muted.small', box.since ? `${box.online ? 'since' : 'for'} ${ago(box.since)}` : '')),
     h('td', { testid: 'box-model' }, model ? `${model.name}${model.version ? ` (v${model.version})` : ''}` : h('span.muted', 'no model')),
@@ -231,12 +231,12 @@ export default {
         return;
       }
       setText(error, '');
-      clear(head).append(h('p', { testid: 'fleet-summary' },
+      append(clear(head), [h('p', { testid: 'fleet-summary' },
         `This box: ${fleet.box_id} · broker ${fleet.broker || 'not configured'} `,
         fleet.broker ? badge(fleet.broker_connected ? 'connected' : 'not connected', fleet.broker_connected ? 'reviewed' : 'bad', 'broker-state') : null,
         ` · store ${fleet.store || 'not configured'}`),
       fleet.agent_note ? h('p.muted', { testid: 'fleet-note' }, fleet.agent_note) : null,
-      fleet.broker_error ? h('p.muted', fleet.broker_error) : null);
+      fleet.broker_error ? h('p.muted', fleet.broker_error) : null]);
       clear(boxesBody).append(...(fleet.boxes.length ? fleet.boxes.map(boxRow)
         : [h('tr', h('td', { colspan: 8, class: 'muted' }, 'No box seen on the broker yet.'))]));
       const [bundles, rollouts] = await Promise.all([
@@ -246,7 +246,7 @@ export default {
       clear(bundlesBox).append(bundles.error ? h('p.form-error', bundles.error)
         : bundles.length ? h('table.table.compact', h('thead', h('tr', ['Name', 'Version', 'Size', 'Here', ''].map((t) => h('th', t)))),
           h('tbody', bundles.map((b) => h('tr', { testid: 'store-bundle', dataset: { name: b.name, version: String(b.version) } },
-            h('td', b.name), h('td', `v${b.version}${b.latest ? ' (latest)' : ''}`), h('td.num', `${(b.bytes / 1048576).toFixed(1)} MB`),
+            h('td', b.name), h('td', `v${b.version}${b.latest ? ' (latest)' : ''}`), h('td.num', b.bytes >= 1048576 ? `${(b.bytes / 1048576).toFixed(1)} MB` : `${Math.ceil(b.bytes / 1024)} KB`),
             h('td', b.here ? `model ${b.here}` : '–'),
             h('td', admin ? [
               b.here ? null : h('button.small', { type: 'button', testid: 'store-import', onclick: async () => {
