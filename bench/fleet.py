@@ -95,12 +95,18 @@ def one_box_baseline(root: Path, fleet: Fleet, version: int) -> float:
         box.close()
 
 
-def minisign_checks(root: Path, fleet: Fleet, version: int) -> bool:
+def builder_bundle(fleet: Fleet, version: int) -> Path:
+    """The bundle file of a version the builder published."""
     assert fleet.builder is not None
     model_id = fleet.builder.db.execute(
         "SELECT model_id FROM fleet_models WHERE name = ? AND version = ?", [NAME, version]
     ).fetchone()[0]
-    bundle = fleet.builder.config.data_path / "models" / str(model_id) / bundles.BUNDLE_FILE
+    return fleet.builder.config.data_path / "models" / str(model_id) / bundles.BUNDLE_FILE
+
+
+def minisign_checks(root: Path, fleet: Fleet, version: int) -> bool:
+    assert fleet.builder is not None
+    bundle = builder_bundle(fleet, version)
     folder = root / "minisign"
     with tarfile.open(bundle) as tar:
         tar.extractall(folder, filter="data")
@@ -113,11 +119,7 @@ def minisign_checks(root: Path, fleet: Fleet, version: int) -> bool:
 
 
 def tamper_check(root: Path, fleet: Fleet, version: int) -> bool:
-    assert fleet.builder is not None
-    model_id = fleet.builder.db.execute(
-        "SELECT model_id FROM fleet_models WHERE name = ? AND version = ?", [NAME, version]
-    ).fetchone()[0]
-    bundle = fleet.builder.config.data_path / "models" / str(model_id) / bundles.BUNDLE_FILE
+    bundle = builder_bundle(fleet, version)
     altered = flip_byte(bundle, root / "altered.bundle", bundle.stat().st_size // 2)
     box = fleet.boxes[BOX_IDS[0]]
     before = len(box.http().get("/models").json())

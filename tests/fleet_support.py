@@ -233,13 +233,13 @@ class Seaweed:
         }
 
 
-@contextlib.contextmanager
-def seaweed(folder: Path) -> Iterator[Seaweed]:
-    store = Seaweed(folder).start()
-    try:
-        yield store
-    finally:
-        store.stop()
+@pytest.fixture(scope="module", name="store")
+def seaweed_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """One SeaweedFS for a test module (import this fixture into the module); each test takes its own bucket."""
+    need_weed()
+    server = Seaweed(tmp_path_factory.mktemp("seaweed")).start()
+    yield server
+    server.stop()
 
 
 # --- whole boxes (`appliance run`) -------------------------------------------------------------------------

@@ -84,6 +84,10 @@ def test_fleet_page(page: Page, watched: dict[str, list[str]], tmp_path: Path, a
                     )
                     bundle_row.get_by_test_id("store-import").click()
                     expect(bundle_row).to_contain_text("model", timeout=10_000)
+                    # Publishing a model of this box from the page (the imported one: its bundle is already there).
+                    page.reload()
+                    page.get_by_test_id("publish").click()
+                    expect(page.get_by_test_id("publish-result")).to_contain_text("colour v1 is in the store")
                     # A rollout of it to both boxes from the page: one canary (press-1), then the other.
                     bundle_row.get_by_test_id("store-rollout").click()
                     page.get_by_test_id("rollout-canary").fill("1")
@@ -98,9 +102,10 @@ def test_fleet_page(page: Page, watched: dict[str, list[str]], tmp_path: Path, a
 
                     # Models page: this box's model as a signed bundle; the other box's bundle altered: refused.
                     page.goto(f"{server.url}/#/models")
-                    row = page.locator("[data-testid=model-row]").first
+                    expect(page.get_by_test_id("model-row")).to_have_count(1)
+                    page.get_by_test_id("bundle-model").select_option("1")
                     with page.expect_download() as download:
-                        row.get_by_test_id("bundle-download").click()
+                        page.get_by_test_id("bundle-download").click()
                     assert download.value.suggested_filename == f"colour-v{published.version}.bundle"
                     altered = flip_byte(
                         other.config.data_path / "models" / "1" / "model.bundle",

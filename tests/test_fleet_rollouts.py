@@ -17,7 +17,11 @@ from appliance.fleet.contracts import BundleRef, RolloutAction, RolloutDocument,
 from appliance.fleet.participant import Participant, deployed_model_id, load_row
 from appliance.fleet.schemas import BundleCreate, RolloutCreate
 from appliance.fleet.store import FleetStore
-from tests.fleet_support import Box, Seaweed, need_weed
+from tests.fleet_support import (
+    Box,
+    Seaweed,
+    seaweed_store,  # noqa: F401 - the module's SeaweedFS fixture, `store`
+)
 
 # --- the rules, by properties ---------------------------------------------------------------------------------
 
@@ -80,14 +84,6 @@ def test_boxes_outside_the_rollout_ignore_it_and_tags_select_boxes():
 
 
 # --- boxes in this process on a real store ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
-    need_weed()
-    server = Seaweed(tmp_path_factory.mktemp("seaweed")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

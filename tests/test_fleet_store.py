@@ -16,15 +16,12 @@ from appliance.errors import AppError
 from appliance.fleet import bundles, publishing
 from appliance.fleet.schemas import BundleCreate, StoreImport
 from appliance.fleet.store import DOWNLOAD_DELAY_ENV, FleetStore, StoreError
-from tests.fleet_support import Box, Seaweed, need_weed
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
-    need_weed()
-    server = Seaweed(tmp_path_factory.mktemp("seaweed")).start()
-    yield server
-    server.stop()
+from tests.fleet_support import (
+    Box,
+    Seaweed,
+    need_weed,
+    seaweed_store,  # noqa: F401 - the module's SeaweedFS fixture, `store`
+)
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ from appliance.models.artifacts import (
     weights_path,
 )
 from appliance.models.contracts import ArtifactInfo, ModelMetadata
-from appliance.models.registry import ModelRow, model_row, next_model_id
+from appliance.models.registry import ModelRow, json_object, model_row, next_model_id
 from appliance.outputs.outbox import box_id as configured_box_id
 from appliance.stations.cameras import decode_settings
 from appliance.storage import atomic_target, check_free_space, fsync_dir, read_capped
@@ -179,21 +179,12 @@ def _onnx_artifact(config: Config, row: ModelRow) -> tuple[str, Path, int]:
     return onnx[0].file, onnx[0].path, onnx[0].info.imgsz
 
 
-def _json_object(value: Any) -> dict[str, Any]:
-    if isinstance(value, str | bytes):
-        try:
-            value = msgspec.json.decode(value)
-        except msgspec.DecodeError:
-            return {}
-    return value if isinstance(value, dict) else {}
-
-
 def model_evaluation(config: Config, row: ModelRow) -> dict[str, Any] | None:
     """The model's evaluation where the box keeps one (an `evaluation` column or metadata.json key), else None."""
-    evaluation = _json_object(row.get("evaluation"))
+    evaluation = json_object(row.get("evaluation"))
     if not evaluation:
         with contextlib.suppress(OSError, msgspec.DecodeError):
-            evaluation = _json_object(metadata_path(config, row["id"]).read_bytes()).get("evaluation") or {}
+            evaluation = json_object(metadata_path(config, row["id"]).read_bytes()).get("evaluation") or {}
     return evaluation if isinstance(evaluation, dict) and evaluation else None
 
 
@@ -202,12 +193,12 @@ def _training_summary(db: Database, row: ModelRow) -> dict[str, Any]:
     if row.get("dataset_id") is not None:
         found = db.execute("SELECT name FROM datasets WHERE id = ?", [row["dataset_id"]]).fetchone()
         dataset = found[0] if found else None
-    snapshot = _json_object(row.get("snapshot"))
+    snapshot = json_object(row.get("snapshot"))
     summary = {
         "job_id": row.get("job_id"),
         "dataset": dataset,
-        "params": _json_object(row.get("params")),
-        "metrics": _json_object(row.get("metrics")),
+        "params": json_object(row.get("params")),
+        "metrics": json_object(row.get("metrics")),
         "images": snapshot.get("images"),
         "trained_at": row.get("created_at"),
     }
@@ -747,7 +738,7 @@ def import_bundle_file(
 def bundle_metadata_of(config: Config, model_id: int) -> dict[str, Any] | None:
     """models/<id>/bundle.json of an imported model (what its source box said of it)."""
     with contextlib.suppress(OSError, msgspec.DecodeError):
-        return _json_object((model_dir(config, model_id) / BUNDLE_METADATA).read_bytes()) or None
+        return json_object((model_dir(config, model_id) / BUNDLE_METADATA).read_bytes()) or None
     return None
 
 

@@ -1,38 +1,60 @@
-// The fleet's buttons on other pages (admins only): a model's signed bundle (download, publish to the store), a bundle
-// uploaded from this computer, and inspection events sent to a fleet dataset (one event, or the filtered set).
+// The fleet's buttons (admins only): a model's signed bundle (Models page), publishing a model to the store (Fleet page),
+// a bundle uploaded from this computer, and inspection events sent to a fleet dataset (one event, or the filtered set).
 
 import { API_PREFIX, errorText } from '../api.js';
-import { h, setText } from '../dom.js';
+import { clear, h, setText } from '../dom.js';
 
 const isAdmin = (ctx) => ctx.user && ctx.user.role === 'admin';
 
-/** Models page, per model: "Bundle" (sign once, then download) and "Publish" (to the fleet store). */
-export function bundleButtons(ctx, model, report) {
-  if (!isAdmin(ctx) || !model.ready) return null;
+/** Models page head: a model's signed bundle (made once, then downloaded), for a model with an ONNX export. */
+export function bundleDownload(ctx) {
+  if (!isAdmin(ctx)) return null;
+  const select = h('select', { testid: 'bundle-model', 'aria-label': 'model to bundle' });
+  const message = h('span.small', { testid: 'bundle-download-result', role: 'status' });
   const download = async () => {
+    setText(message, '');
     try {
-      const made = await ctx.api.post(`/fleet/models/${model.id}/bundle`);
-      const link = h('a', { href: `${API_PREFIX}/fleet/models/${model.id}/bundle`, download: made.file });
+      const made = await ctx.api.post(`/fleet/models/${select.value}/bundle`);
+      const link = h('a', { href: `${API_PREFIX}/fleet/models/${select.value}/bundle`, download: made.file });
       document.body.append(link);
       link.click();
       link.remove();
-      ctx.toast(`${made.file}: signed by key ${made.key_id}`, 'ok');
+      setText(message, `${made.file}: signed by key ${made.key_id}`);
     } catch (err) {
-      report(errorText(err));
+      setText(message, errorText(err));
     }
   };
+  const button = h('button', { type: 'button', testid: 'bundle-download', title: 'a signed bundle to carry to another box (USB, upload, the fleet store)',
+    onclick: download }, 'Download bundle');
+  const el = h('span.inline-form', select, button, message);
+  return {
+    el,
+    update(models) {
+      const current = select.value;
+      const ready = models.filter((m) => m.ready);
+      clear(select).append(...ready.map((m) => h('option', { value: String(m.id), selected: String(m.id) === current }, `${m.name} (#${m.id})`)));
+      el.hidden = !ready.length;
+    },
+  };
+}
+
+/** Fleet page: publish one of this box's models to the fleet store (its signed bundle, then the pointer). */
+export function publishForm(ctx, models, onDone) {
+  if (!isAdmin(ctx)) return null;
+  const ready = models.filter((m) => m.ready);
+  const select = h('select', { testid: 'publish-model' }, ready.map((m) => h('option', { value: String(m.id) }, `${m.name} (#${m.id})`)));
+  const message = h('span.small', { testid: 'publish-result', role: 'status' });
   const publish = async () => {
     try {
-      const done = await ctx.api.post(`/fleet/models/${model.id}/publish`);
-      ctx.toast(`${done.name} v${done.version} is in the fleet store`, 'ok');
+      const done = await ctx.api.post(`/fleet/models/${select.value}/publish`);
+      setText(message, `${done.name} v${done.version} is in the store`);
+      onDone();
     } catch (err) {
-      report(errorText(err));
+      setText(message, errorText(err));
     }
   };
-  return [
-    h('button.small', { type: 'button', testid: 'bundle-download', title: 'a signed bundle to carry to another box', onclick: download }, 'Bundle'),
-    h('button.small', { type: 'button', testid: 'bundle-publish', title: 'upload the signed bundle to the fleet store', onclick: publish }, 'Publish'),
-  ];
+  return ready.length ? h('div.inline-form', h('label', 'Publish a model of this box', select),
+    h('button.small', { type: 'button', testid: 'publish', onclick: publish }, 'Publish'), message) : null;
 }
 
 /** Models page head: take a bundle file (from another box, a USB stick on this computer). */

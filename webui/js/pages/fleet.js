@@ -5,6 +5,7 @@
 // datasets to import). Actions are for admins; every answer's error is shown where the action was.
 
 import { ApiError, errorText } from '../api.js';
+import { publishForm } from '../components/fleet-actions.js';
 import { append, clear, confirmDialog, h, setText } from '../dom.js';
 
 const REFRESH_MS = 3000;
@@ -204,6 +205,7 @@ export default {
     const boxesBody = h('tbody');
     const bundlesBox = h('div', { testid: 'fleet-bundles' });
     const formBox = h('div');
+    const publishBox = h('div');
     const rolloutsBox = h('div', { testid: 'fleet-rollouts' });
     const keysBox = h('div');
     const casesBox = h('div');
@@ -211,7 +213,7 @@ export default {
     root.append(h('section', { testid: 'fleet-page' }, h('div.page-head', h('h1', 'Fleet')), head, error,
       h('div.card', h('h2', 'Boxes'), h('table.table', { testid: 'fleet-boxes' },
         h('thead', h('tr', ['Box', 'State', 'Model', 'Cameras', 'Today', 'Disk', 'Version', 'Rollout'].map((t) => h('th', t)))), boxesBody)),
-      h('div.card', h('h2', 'Bundles in the store'), bundlesBox, formBox),
+      h('div.card', h('h2', 'Bundles in the store'), bundlesBox, publishBox, formBox),
       h('h2', 'Rollouts'), rolloutsBox, keysBox, casesBox));
     let timer = null;
     let fleet = null;
@@ -258,7 +260,7 @@ export default {
               } }, 'Import'),
               ' ', h('button.primary.small', { type: 'button', testid: 'store-rollout',
                 onclick: () => clear(formBox).append(rolloutForm(ctx, b, fleet.boxes, () => { clear(formBox); refresh(); })) }, 'Roll out')] : null)))))
-          : h('p.muted', fleet.store ? 'No bundle published yet (Models page: Publish).' : 'No store configured.'));
+          : h('p.muted', fleet.store ? 'No bundle published yet: publish a model below.' : 'No store configured.'));
       clear(rolloutsBox).append(...(rollouts.error ? [h('p.form-error', rollouts.error)]
         : rollouts.length ? rollouts.map((r) => rolloutCard(ctx, r, admin, refresh)) : [h('p.muted', 'No rollout yet.')]));
       timer = setTimeout(refresh, REFRESH_MS);
@@ -266,14 +268,16 @@ export default {
 
     async function refreshForms() {
       try {
-        const [keys, rules, uploads, cameras, fleetSets, datasets] = await Promise.all([
+        const [keys, rules, uploads, cameras, fleetSets, datasets, models] = await Promise.all([
           ctx.api.get('/fleet/keys', { signal: ctx.signal }),
           ctx.api.get('/fleet/sampling', { signal: ctx.signal }),
           ctx.api.get('/fleet/uploads', { signal: ctx.signal }),
           ctx.api.get('/cameras', { signal: ctx.signal }),
           fleet && fleet.store ? optional(ctx.api.get('/fleet/datasets', { signal: ctx.signal })) : [],
           ctx.api.get('/datasets', { signal: ctx.signal }),
+          ctx.api.get('/models', { signal: ctx.signal }),
         ]);
+        clear(publishBox).append(...(fleet && fleet.store ? [publishForm(ctx, models, refresh)].filter(Boolean) : []));
         clear(keysBox).append(keysCard(ctx, keys, admin, refreshForms));
         clear(casesBox).append(hardCasesCard(ctx, { rules, uploads, cameras, fleetSets: fleetSets.error ? [] : fleetSets, datasets }, admin, refreshForms));
       } catch (err) {
