@@ -209,24 +209,57 @@ def test_classes_that_do_not_cover_the_cameras_rules_are_refused_for_deploy(boxe
     assert not bundles.import_bundle_file(b.db, b.config, bundle, b.admin).deployed
 
 
-def test_a_model_with_weights_carries_them_and_its_evaluation(tiny_yolo, tiny_onnx, boxes):
+def test_a_model_with_weights_carries_them(tiny_yolo, tiny_onnx, boxes):
     a, b = boxes
     from tests.camera_sources import deploy_model
 
-    model_id = deploy_model(a.config, a.db, tiny_onnx, tiny_yolo, name="tiny")
-    meta_path = a.config.data_path / "models" / str(model_id) / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    meta["evaluation"] = {"map50": 0.5, "split": "frozen"}  # where the model's evaluation is kept
-    meta_path.write_text(json.dumps(meta))
-    bundle = make_bundle(a, model_id, name="tiny")
+    bundle = make_bundle(a, deploy_model(a.config, a.db, tiny_onnx, tiny_yolo, name="tiny"), name="tiny")
     b.trust(a)
     imported = bundles.import_bundle_file(b.db, b.config, bundle, b.admin)
     folder = b.config.data_path / "models" / str(imported.model_id)
     assert (folder / "best.pt").read_bytes() == tiny_yolo.read_bytes()
-    assert json.loads((folder / bundles.BUNDLE_METADATA).read_text())["evaluation"] == {
-        "map50": 0.5,
-        "split": "frozen",
-    }
+    assert json.loads((folder / bundles.BUNDLE_METADATA).read_text())["weights"] == "best.pt"
+
+
+def test_a_bundle_carries_the_models_evaluation(client, admin, config, tmp_path):
+    """A real evaluation on a frozen split (the evaluate job, run here as the worker runs it) goes into the bundle."""
+    import cv2
+
+    from appliance.db import open_database
+    from tests.camera_sources import build_colour_onnx, scene
+    from tests.helpers import create_dataset, upload
+    from tests.test_evaluation import add_model, cell, run_jobs
+
+    dataset = create_dataset(client, admin, "line", ["square", "disc"], is_public=True)
+    ok, png = cv2.imencode(".png", scene([(1, 1)], [(5, 5)]))
+    image = upload(client, admin, dataset["id"], [("a.png", png.tobytes())])["added"][0]
+    boxes = [
+        dict(zip(("x1", "y1", "x2", "y2"), cell(c, r), strict=True), class_id=k)
+        for k, (c, r) in ((0, (1, 1)), (1, (5, 5)))
+    ]
+    body = {"version": image["version"], "boxes": boxes, "status": "labeled"}
+    assert client.put(f"{API}/images/{image['id']}/annotations", json=body, headers=admin).status_code == 200
+    db = open_database(config.db_path)
+    try:
+        model_id, export_id = add_model(
+            config, db, build_colour_onnx(tmp_path / "c" / "model_64.onnx"), "colour"
+        )
+        queued = client.post(
+            f"{API}/models/{model_id}/evaluations",
+            json={"dataset_id": dataset["id"], "export_id": export_id},
+            headers=admin,
+        )
+        assert queued.status_code == 201, queued.text
+        assert run_jobs(config) == ["completed"]
+        made = client.post(f"{API}/fleet/models/{model_id}/bundle", headers=admin)
+        assert made.status_code == 200, made.text
+        with tarfile.open(config.data_path / "models" / str(model_id) / bundles.BUNDLE_FILE) as tar:
+            metadata = json.loads(tar.extractfile("metadata.json").read())  # type: ignore[union-attr]
+        evaluation = metadata["evaluation"]
+        assert evaluation["id"] == queued.json()["id"] and evaluation["status"] == "completed"
+        assert evaluation["summary"]["map50"] > 0.9 and evaluation["split"]["images"] == 1
+    finally:
+        db.conn.close()
 
 
 def test_the_api_makes_downloads_and_takes_bundles_admins_only(client, admin, tmp_path, config):

@@ -57,14 +57,14 @@ from appliance.models.artifacts import (
     METADATA_FILE,
     artifact_name,
     artifacts_on_disk,
-    metadata_path,
     model_dir,
     weights_path,
 )
 from appliance.models.contracts import ArtifactInfo, ModelMetadata
 from appliance.models.registry import ModelRow, json_object, model_row, next_model_id
 from appliance.outputs.outbox import box_id as configured_box_id
-from appliance.stations.cameras import decode_settings
+from appliance.stations.cameras import list_cameras
+from appliance.stations.class_check import describe, rules_broken_by
 from appliance.storage import atomic_target, check_free_space, fsync_dir, read_capped
 from appliance.transfers.uploads import staging_root
 
@@ -84,6 +84,10 @@ MINISIGN_COMMENT = f"{minisign.UNTRUSTED}signature from minisign secret key"  # 
 COPY_CHUNK = 1024 * 1024
 STALE_STAGING_S = 3600.0
 _NAME_RE = re.compile(BUNDLE_NAME)
+
+
+# Who reads the model's evaluation for its bundle: the box itself (the bundle is made by an admin or the shell).
+SHELL = CurrentUser(id=0, username="shell", role="admin", token_id="")
 
 
 class BundleRefused(Invalid):
@@ -179,13 +183,18 @@ def _onnx_artifact(config: Config, row: ModelRow) -> tuple[str, Path, int]:
     return onnx[0].file, onnx[0].path, onnx[0].info.imgsz
 
 
-def model_evaluation(config: Config, row: ModelRow) -> dict[str, Any] | None:
-    """The model's evaluation where the box keeps one (an `evaluation` column or metadata.json key), else None."""
-    evaluation = json_object(row.get("evaluation"))
-    if not evaluation:
-        with contextlib.suppress(OSError, msgspec.DecodeError):
-            evaluation = json_object(metadata_path(config, row["id"]).read_bytes()).get("evaluation") or {}
-    return evaluation if isinstance(evaluation, dict) and evaluation else None
+def model_evaluation(db: Database, row: ModelRow) -> dict[str, Any] | None:
+    """The model's newest completed evaluation on a frozen split (appliance/evaluation), as the API shows it."""
+    found = db.execute(
+        "SELECT id FROM model_evaluations WHERE model_id = ? AND status = 'completed' ORDER BY id DESC LIMIT 1",
+        [row["id"]],
+    ).fetchone()
+    if found is None:
+        return None
+    from appliance.evaluation.service import get_evaluation
+
+    read = get_evaluation(db, int(found[0]), SHELL)
+    return msgspec.to_builtins(read)
 
 
 def _training_summary(db: Database, row: ModelRow) -> dict[str, Any]:
@@ -259,7 +268,7 @@ def export_bundle(
         source_model_id=model_id,
         created_at=created_at,
         training=_training_summary(db, row),
-        evaluation=model_evaluation(config, row),
+        evaluation=model_evaluation(db, row),
     )
     if not metadata.classes:
         raise Conflict(f"model {model_id} has no classes: nothing to bundle")
@@ -532,34 +541,17 @@ def _read_metadata(folder: Path, manifest: Manifest) -> BundleMetadata:
 # --- importing -------------------------------------------------------------------------------------------
 
 
-def rule_class_problems(db: Database, classes: list[str]) -> list[str]:
-    """Why the cameras that run the deployed model could not run a model with these classes: every rule that
-    counts a class the model does not have (such a rule would never see it: OK for ever, or NG for ever)."""
-    have = {c.lower() for c in classes}
-    problems = []
-    for camera_id, name, settings in db.execute(
-        "SELECT id, name, settings FROM cameras ORDER BY id"
-    ).fetchall():
-        parsed = decode_settings(settings)
-        if parsed.model_id is not None:
-            continue  # this camera runs a model of its own, not the deployed one
-        for rule in parsed.rules:
-            missing = [c for c in rule.classes if c.lower() not in have]
-            if missing:
-                problems.append(
-                    f"camera {name!r} (id {camera_id}) rule {rule.name!r} counts {', '.join(repr(c) for c in missing)}"
-                )
-    return problems
+def rule_class_problems(db: Database, classes: list[str]) -> str:
+    """The rules of the cameras that follow the deployed model which a model with these classes could never see
+    (stations/class_check.py, as a deploy checks them), in one sentence; "" when there are none."""
+    return describe(rules_broken_by(list_cameras(db, None), classes))
 
 
 def check_rules(db: Database, classes: list[str], what: str) -> None:
     problems = rule_class_problems(db, classes)
     if problems:
         raise Conflict(
-            f"{what} does not have the classes the cameras' rules count: "
-            + "; ".join(problems[:10])
-            + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
-            + f". Its classes: {', '.join(classes)}"
+            f"{what} does not have the classes the cameras' rules count: {problems}. Its classes: {', '.join(classes)}"
         )
 
 

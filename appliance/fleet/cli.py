@@ -80,9 +80,7 @@ def bundle_command(args: argparse.Namespace, config: Config) -> int:
     elif args.action == "import":
         _print(bundles.import_bundle_file(db, config, Path(args.path), None, deploy=args.deploy))
     elif args.action == "publish":
-        from appliance.caller import CurrentUser
-
-        shell = CurrentUser(id=0, username="shell", role="admin", token_id="")
+        shell = bundles.SHELL
         _print(
             publishing.publish_model(
                 db, config, args.model_id, shell, BundleCreate(name=args.name, version=args.version)

@@ -332,7 +332,7 @@ class Participant:
                     doc,
                     row,
                     "refused",
-                    "the cameras' rules count classes the model does not have: " + "; ".join(problems[:5]),
+                    f"the cameras' rules count classes the model does not have: {problems}",
                 )
                 return
             switch_to(self.db, row.model_id)

@@ -168,7 +168,9 @@ def stopping_message(names: list[str]) -> str:
     return "stopping " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names))
 
 
-def run_supervisor(config_path: str | None, host: str | None, port: int | None, *, fleet: bool = False) -> int:
+def run_supervisor(
+    config_path: str | None, host: str | None, port: int | None, *, fleet: bool = False
+) -> int:
     commands = child_commands(config_path, host, port, fleet=fleet)
     supervisor = Supervisor(commands, env=dict(os.environ))
 
