@@ -727,13 +727,6 @@ def import_bundle_file(
     return install_bundle(db, config, read_bundle(db, config, source), user, deploy=deploy)
 
 
-def bundle_metadata_of(config: Config, model_id: int) -> dict[str, Any] | None:
-    """models/<id>/bundle.json of an imported model (what its source box said of it)."""
-    with contextlib.suppress(OSError, msgspec.DecodeError):
-        return json_object((model_dir(config, model_id) / BUNDLE_METADATA).read_bytes()) or None
-    return None
-
-
 __all__ = [
     "BundleRefused",
     "VerifiedBundle",

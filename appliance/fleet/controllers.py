@@ -15,7 +15,6 @@ from appliance.dependencies import DB, Caller, Settings
 from appliance.drives import resolve_under_roots
 from appliance.errors import Invalid
 from appliance.fleet import bundles, hardcases, keys, publishing, rollouts
-from appliance.fleet.jobs import create_fleet_import, get_fleet_import
 from appliance.fleet.schemas import (
     DATASET_NAME,
     ROLLOUT_ID,
@@ -251,6 +250,8 @@ class FleetController(Controller):
 
     @get("/imports/{job_id:int}", operation_id="getFleetImport", sync_to_thread=True)
     def get_import(self, job_id: Id, db: DB, user: Caller) -> TransferJobRead:
+        from appliance.fleet.jobs import get_fleet_import  # the worker's side: imported when used
+
         return get_fleet_import(db, job_id, user)
 
 
@@ -268,4 +269,6 @@ class FleetImportController(Controller):
         self, dataset_id: Id, data: JSONBody[FleetImportCreate], db: DB, user: Caller, config: Settings
     ) -> TransferJobRead:
         """A fleet dataset from the store into this dataset (new objects only; boxes as pre-labels)."""
+        from appliance.fleet.jobs import create_fleet_import  # the worker's side: imported when used
+
         return create_fleet_import(db, config, dataset_id, data, user)

@@ -48,7 +48,6 @@ from appliance.fleet.store import FleetStore, StoreError
 from appliance.outputs.outbox import box_id as configured_box_id
 from appliance.stations.cameras import camera_row
 from appliance.stations.retention import snapshot_path
-from appliance.transfers.exporters import ExportImage, voc_xml
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +267,8 @@ def object_names(box: str, dataset: str, event_id: int) -> tuple[str, str]:
 
 def event_xml(stem: str, width: int, height: int, detections: str) -> bytes:
     """The event's detections as a Pascal VOC file (the export's own writer), class names as the model had them."""
+    from appliance.transfers.exporters import ExportImage, voc_xml  # the fleet process's side only
+
     try:
         found = msgspec.json.decode(detections)
     except msgspec.DecodeError:
