@@ -254,3 +254,19 @@ def test_the_ng_rate_rule_compares_the_soak_with_the_previous_model(fleet):
     assert judge_soak(db, RolloutHealth(), margin=0.35, **common)
     few = RolloutHealth()
     assert judge_soak(db, few, margin=0.0, **{**common, "min_events": 100}) and "not compared" in few.reason
+
+
+def test_a_bundle_altered_in_the_store_is_refused_by_the_rollout(fleet, store):
+    a, b = fleet["a"], fleet["b"]
+    before = deployed_model_id(b.db)
+    publish(a)
+    created = rollouts.create_rollout(
+        a.db, a.config, RolloutCreate(name="colour", box_ids=["b"], canary_count=1, soak_s=0), a.admin
+    )
+    client, key = store.client(), created.document.bundle.object_key
+    data = bytearray(client.get_object(Bucket=a.config.fleet_store_bucket, Key=key)["Body"].read())
+    data[len(data) // 3] ^= 0x10
+    client.put_object(Bucket=a.config.fleet_store_bucket, Key=key, Body=bytes(data))
+    run_until({"b": Participant(b.config, b.db)}, lambda: state_of(b, created.id) == "refused")
+    assert "altered" in load_row(b.db, created.id).detail and deployed_model_id(b.db) == before
+    assert rollouts.read_rollout(a.db, a.config, created.id, a.admin).state == "stopped"

@@ -23,7 +23,7 @@ import msgspec
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
-from appliance.errors import AppError
+from appliance.errors import AppError, InsufficientStorage, Unavailable
 from appliance.fleet import bundles, health, publishing
 from appliance.fleet.contracts import (
     TERMINAL_STATES,
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 CURSOR_KEY = "fleet.rollout_cursor"  # settings: every rollout up to this id is finished or not for this box
 IN_PROGRESS = ("downloading", "verifying", "building", "deploying", "soaking")
 STORE_EVERY_S = 2.0  # while a rollout is under way here, the store's listings are read at most this often
+# The store away (StoreError is a 503) or the disk full: the step is retried at the next poll, not refused.
+TRANSIENT = (Unavailable, InsufficientStorage)
 
 
 class Row(msgspec.Struct, kw_only=True):
@@ -250,7 +252,9 @@ class Participant:
                 self._deploy(doc, row)
             if row.state == "soaking":
                 self._soak(doc, row)
-        except StoreError as exc:  # the store went away: stay where we are and try again at the next poll
+        except (
+            TRANSIENT
+        ) as exc:  # the store went away, the disk is full: stay where we are, try again at the next poll
             row.detail = exc.detail
             save_row(self.db, row)
             logger.warning("rollout %s: %s", doc.id, exc.detail)
@@ -261,14 +265,20 @@ class Participant:
         self._set(
             doc, row, "downloading", f"{doc.bundle.name} v{doc.bundle.version} ({doc.bundle.bytes} bytes)"
         )
-        path = publishing.download_bundle(self.config, doc.bundle)
+        try:
+            path = publishing.download_bundle(self.config, doc.bundle)
+        except AppError as exc:
+            if isinstance(exc, TRANSIENT):
+                raise
+            self._set(doc, row, "refused", exc.detail)  # altered in the store, too large: never retried
+            return
         try:
             self._set(doc, row, "verifying", "")
             try:
                 verified = bundles.read_bundle(self.db, self.config, path)
                 imported = bundles.install_bundle(self.db, self.config, verified, None, check_cameras=True)
             except AppError as exc:
-                if isinstance(exc, StoreError):
+                if isinstance(exc, TRANSIENT):
                     raise
                 self._set(doc, row, "refused", exc.detail)
                 return
