@@ -5,6 +5,7 @@ the store, TLS verified by default."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import threading
 import time
@@ -226,3 +227,21 @@ def test_tls_is_verified_by_default(tmp_path):
             trusting.close()
     finally:
         server.stop()
+
+
+def test_the_cli_publishes_a_model(fleet, store):
+    from tests.helpers import run_cli
+
+    a, b = fleet
+    model_id = a.colour_model("shell")
+    a.close()
+    env = {f"APPLIANCE_{k.upper()}": str(getattr(a.config, k)) for k in (
+        "fleet_store_endpoint", "fleet_store_bucket", "fleet_store_region", "fleet_store_credentials_file", "box_id"
+    )}  # fmt: skip
+    done = run_cli(
+        "bundle", "publish", str(model_id), "--name", "from-shell", data_dir=a.config.data_path, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    published = json.loads(done.stdout)
+    assert published["name"] == "from-shell" and published["latest"]
+    assert [x.name for x in publishing.store_bundles(b.db, b.config, b.admin)] == ["from-shell"]
