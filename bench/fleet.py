@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -248,6 +249,7 @@ def main() -> int:
         }
     finally:
         fleet.stop()
+        shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(results))
     return 0
 
