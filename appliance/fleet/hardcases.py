@@ -47,6 +47,7 @@ from appliance.fleet.schemas import (
 from appliance.fleet.store import FleetStore, StoreError
 from appliance.outputs.outbox import box_id as configured_box_id
 from appliance.stations.cameras import camera_row
+from appliance.stations.events import list_query
 from appliance.stations.retention import snapshot_path
 
 logger = logging.getLogger(__name__)
@@ -212,19 +213,11 @@ def queue_events(db: Database, dataset: str, body: HardCaseUpload, user: Current
             f"SELECT id, camera_id, snapshot FROM inspection_events WHERE id IN ({marks})", body.event_ids
         ).fetchall()
         not_found = len(set(body.event_ids)) - len(rows)
-    else:
-        where, args = ["1 = 1"], []
-        for clause, value in (
-            ("camera_id = ?", body.camera_id), ("verdict = ?", body.verdict), ("ts >= ?", body.since),
-            ("ts < ?", body.until),
-        ):  # fmt: skip
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        rows = db.execute(
-            f"SELECT id, camera_id, snapshot FROM inspection_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-            [*args, body.limit],
-        ).fetchall()
+    else:  # the Events page's filters, through the same query as its list
+        sql, args = list_query(
+            camera_id=body.camera_id, verdict=body.verdict, rule=body.rule, since=body.since, until=body.until
+        )
+        rows = [(r["id"], r["camera_id"], r["snapshot"]) for r in db.query(sql, [*args, body.limit])]
         not_found = 0
     queued = already = without = 0
     now = time.time()

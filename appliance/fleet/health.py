@@ -70,7 +70,7 @@ def deployed_cameras(db: Database) -> dict[int, str]:
     """The enabled cameras that run the deployed model (not one of their own): id -> name."""
     return {
         cid: name
-        for cid, (name, settings, _stamp) in enabled_cameras(db).items()
+        for cid, (name, settings, *_rest) in enabled_cameras(db).items()
         if settings.model_id is None
     }
 

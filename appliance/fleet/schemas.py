@@ -191,6 +191,7 @@ class HardCaseUpload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ] = msgspec.field(default_factory=list)
     camera_id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None = None
     verdict: Literal["ok", "ng"] | None = None
+    rule: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None  # a failing rule's name
     since: float | None = None
     until: float | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
