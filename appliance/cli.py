@@ -67,9 +67,10 @@ def serve(args: argparse.Namespace, config: Config) -> int:
     _serve_arguments,
 )
 def run_command(args: argparse.Namespace, config: Config) -> int:
+    from appliance.fleet.view import fleet_configured
     from appliance.system.supervisor import run_supervisor
 
-    return run_supervisor(args.config, args.host, args.port)
+    return run_supervisor(args.config, args.host, args.port, fleet=fleet_configured(config))
 
 
 # --- migrate / create-admin / doctor ------------------------------------------------------------
@@ -206,6 +207,7 @@ def _load_domain_commands() -> None:
         "appliance.camera.cli",
         "appliance.outputs.cli",
         "appliance.audit.cli",
+        "appliance.fleet.cli",
     ):
         try:
             importlib.import_module(module)

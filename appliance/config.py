@@ -91,6 +91,32 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # The audit log (in the catalog) is kept under this size: past it, the oldest of its 16 segments is deleted
     # whole and its last hash kept, so `appliance audit verify` still checks the chain from there.
     audit_max_mb: float = 64.0
+    # The fleet (docs/fleet.md): the factory's MQTT broker (presence, status, notifications) and an S3-compatible
+    # object store (signed model bundles, rollouts, pooled hard cases). No broker host and no bucket: no fleet.
+    fleet_broker_host: str = ""
+    fleet_broker_port: int = 1883
+    fleet_broker_tls: bool = False
+    fleet_broker_ca_file: str = ""  # PEM bundle to check the broker's certificate (empty: the system's)
+    fleet_broker_username: str = ""
+    fleet_broker_password_file: str = ""  # a file holding the broker's password (kept out of this file)
+    fleet_topic_prefix: str = "appliance"  # <prefix>/<box_id>/fleet, <prefix>/fleet/notify (docs/fleet.md)
+    fleet_store_endpoint: str = ""  # https://minio.lan:9000 for MinIO, SeaweedFS, Ceph RGW (empty: AWS S3)
+    fleet_store_bucket: str = ""
+    fleet_store_region: str = "us-east-1"
+    fleet_store_prefix: str = ""  # every object key starts with it (a bucket shared with other things)
+    # INI file outside the catalog ([default] aws_access_key_id, aws_secret_access_key), mode 0600 on the box.
+    fleet_store_credentials_file: str = ""
+    fleet_store_verify_tls: bool = True  # check the store's certificate (turn off only for a test store)
+    fleet_store_ca_file: str = ""  # PEM bundle that signed the store's certificate (empty: the system's)
+    fleet_tags: list[str] = msgspec.field(default_factory=list)  # rollouts may pick boxes by these tags
+    fleet_console_url: str = (
+        ""  # this box's console as the Fleet page links it (empty: http://<hostname>:<port>)
+    )
+    fleet_poll_s: float = (
+        10.0  # the fleet process reads the store this often (sooner when the broker notifies)
+    )
+    fleet_ng_margin: float = 0.05  # a rollout's default health margin: |NG rate after - before| at most this
+    fleet_max_bundle_mb: int = 2048  # a model bundle larger than this is refused before it is read
 
     @property
     def data_path(self) -> Path:

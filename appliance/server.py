@@ -37,6 +37,7 @@ from appliance.db.connection import set_page_cache_mb
 from appliance.dependencies import DEPENDENCIES
 from appliance.errors import DISK_FULL, AppError, error_body, is_disk_full
 from appliance.evaluation.controllers import EvaluationsController, ModelEvaluationsController
+from appliance.fleet.controllers import FleetBundlesController, FleetController, FleetImportController
 from appliance.models.controllers import InferenceController, ModelController, SuggestionsController
 from appliance.openapi import install as complete_openapi_document
 from appliance.outputs.controllers import OutputsController
@@ -152,6 +153,9 @@ def api_routers() -> list[Any]:
         CameraShadowController,
         ShadowEventsController,
         AuditController,
+        FleetBundlesController,
+        FleetController,
+        FleetImportController,
     ]
 
 

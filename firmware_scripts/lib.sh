@@ -74,4 +74,4 @@ UDEV_DIR="${UDEV_DIR:-/etc/udev/rules.d}"
 SYSCTL_DIR="${SYSCTL_DIR:-/etc/sysctl.d}"
 APP_USER="${APP_USER:-appliance}"
 # shellcheck disable=SC2034  # used by the scripts that source this file
-SERVICES=(appliance-web.service appliance-worker.service appliance-camera.service appliance-outputs.service)
+SERVICES=(appliance-web.service appliance-worker.service appliance-camera.service appliance-outputs.service appliance-fleet.service)

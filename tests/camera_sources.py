@@ -261,12 +261,13 @@ CELL = 32  # frame pixels per grid cell (8 px in the model's 64 px input)
 FRAME = 256
 
 
-def build_colour_onnx(path: Path) -> Path:
+def build_colour_onnx(path: Path, swap: bool = False) -> Path:
     """model_64.onnx in the YOLOv8 output layout (1, 4 + 2, 64 anchors): one anchor per 8 px cell of the
     input, "square" = share of red pixels in the cell, "disc" = share of blue ones.
 
     Hand-built so that end-to-end tests know the right answer for every frame: a red square or a blue disc
     filling one 32 px cell of a 256 px frame is found there with a score near 1, nothing else scores.
+    `swap`: a wrong model of the same classes (red reported as "disc", blue as "square").
     """
     import numpy as np
     import onnx
@@ -289,7 +290,7 @@ def build_colour_onnx(path: Path) -> Path:
         helper.make_node("Sub", ["r", "b"], ["r_b"]),
         helper.make_node("Sub", ["b", "r"], ["b_r"]),
     ]
-    for name, diff in (("red", "r_b"), ("blue", "b_r")):
+    for name, diff in (("red", "b_r"), ("blue", "r_b")) if swap else (("red", "r_b"), ("blue", "b_r")):
         nodes += [
             helper.make_node("Mul", [diff, "four"], [f"{name}4"]),
             helper.make_node("Sub", [f"{name}4", "one"], [f"{name}s"]),

@@ -128,7 +128,7 @@ def test_install_dry_run_prints_every_action_and_changes_nothing(tmp_path: Path)
         r"^sed -i -e 's\|\^tls_cert = \"\"\|tls_cert = \"/etc/appliance/tls/cert.pem\"\|'",
         r"^systemctl daemon-reload$",
         r"^udevadm control --reload-rules$",
-        r"^systemctl enable appliance.target appliance-web.service appliance-worker.service appliance-camera.service appliance-outputs.service$",
+        r"^systemctl enable appliance.target appliance-web.service appliance-worker.service appliance-camera.service appliance-outputs.service appliance-fleet.service$",
         r"^systemctl enable appliance-usb-write.path$",
         r"^systemctl restart appliance.target$",
     ]

@@ -108,6 +108,7 @@ def test_system_reads_nvidia_smi_and_systemctl(
         "appliance-worker.service": "active",
         "appliance-camera.service": "failed",
         "appliance-outputs.service": "active",
+        "appliance-fleet.service": "active",
     }
     assert "appliance-camera.service is failed" in report["warnings"]
 

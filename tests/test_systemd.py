@@ -16,7 +16,7 @@ from tests.helpers import REPO
 
 SYSTEMD = REPO / "systemd"
 SERVICES = ["appliance-web.service", "appliance-worker.service", "appliance-camera.service",
-            "appliance-outputs.service"]  # fmt: skip
+            "appliance-outputs.service", "appliance-fleet.service"]  # fmt: skip
 UNITS = [*SERVICES, "appliance.target", "appliance-usb-mount@.service", "appliance-usb-write.service",
          "appliance-usb-write.path"]  # fmt: skip
 # Exposure scores on systemd 252's scale (0 safest .. 10), x10 as --threshold takes them. The units meet
@@ -26,6 +26,7 @@ SECURITY_THRESHOLDS = {
     "appliance-worker.service": 7,  # 0.7 SAFE: no network at all; GPU nodes only
     "appliance-camera.service": 16,  # 1.6 OK: network cameras, V4L2 and GPU nodes
     "appliance-outputs.service": 11,  # 1.1 OK: IP sockets (broker, webhooks, OPC UA/Modbus listeners), no devices
+    "appliance-fleet.service": 11,  # 1.1 OK: IP sockets (the fleet broker, the object store), no devices
 }
 
 needs_analyze = pytest.mark.skipif(

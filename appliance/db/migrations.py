@@ -26,6 +26,7 @@ SCHEMA_MODULES = [
     "schema_genicam",  # m025-m029: machine-vision cameras (the camera's feature values kept with each event)
     "schema_evaluation",  # m030-m031: model evaluations, shadow mode
     "schema_traceability",  # m035-m036: camera settings revisions on events, the hash-chained audit log
+    "schema_fleet",  # m040-m042: trusted keys, bundle identities, rollouts on this box, hard cases
     "schema_events",  # m055-m056: event counts per minute and hour, the event list's indexes, rule rows
 ]
 for _module in SCHEMA_MODULES:

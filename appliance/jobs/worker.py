@@ -40,6 +40,7 @@ JOB_MODULES = (
     "appliance.models.jobs",
     "appliance.transfers.jobs",
     "appliance.evaluation.jobs",
+    "appliance.fleet.jobs",
 )
 
 

@@ -105,6 +105,16 @@ def cancel_export(db: Database, model_id: int, export_id: int, user: CurrentUser
     return export_read(db, model_id, export_id)
 
 
+def queue_engine_build(db: Database, model_id: int, imgsz: int, precision: Precision = "fp16") -> int | None:
+    """An engine export the box queues for itself (a fleet rollout, before it switches models); None when the
+    same export is already queued."""
+    params = ExportParams(model_id=model_id, format="engine", precision=precision, imgsz=imgsz)
+    try:
+        return _queue_export(db, params, None)
+    except Conflict:
+        return None
+
+
 def queue_engine_rebuild(config: Config, model: ModelRow, artifact: Artifact) -> int | None:
     """Queue an export that builds `artifact` again on this machine (its GPU or TensorRT version changed).
 

@@ -52,15 +52,16 @@ def topics(settings: MqttSettings, box_id: str) -> tuple[str, str, str, str]:
     )
 
 
-def new_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
-    """A paho client with the output's protocol, credentials and TLS (also used by the test route)."""
+def new_client(settings: MqttSettings, client_id: str, *, reconnect: bool = False) -> mqtt.Client:
+    """A paho client with the output's protocol, credentials and TLS (also used by the test route and the fleet,
+    whose client lets paho reconnect by itself: `reconnect`)."""
     protocol = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=protocol,
         clean_session=None if protocol == mqtt.MQTTv5 else True,
-        reconnect_on_failure=False,
+        reconnect_on_failure=reconnect,
     )
     client.connect_timeout = CONNECT_TIMEOUT_S
     if settings.username:

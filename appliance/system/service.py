@@ -40,6 +40,7 @@ SERVICES = [
     "appliance-worker.service",
     "appliance-camera.service",
     "appliance-outputs.service",
+    "appliance-fleet.service",
 ]
 COMMAND_TIMEOUT_S = 3.0
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")

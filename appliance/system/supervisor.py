@@ -144,7 +144,10 @@ class Supervisor:
         return 0
 
 
-def child_commands(config_path: str | None, host: str | None, port: int | None) -> dict[str, list[str]]:
+def child_commands(
+    config_path: str | None, host: str | None, port: int | None, *, fleet: bool = False
+) -> dict[str, list[str]]:
+    """The children's command lines; `fleet`: the box is in a fleet (docs/fleet.md), so the fleet process runs too."""
     base = [sys.executable, "-m", "appliance"] + (["--config", config_path] if config_path else [])
     serve = [*base, "serve"]
     if host:
@@ -156,6 +159,7 @@ def child_commands(config_path: str | None, host: str | None, port: int | None) 
         "worker": [*base, "worker"],
         "camera": [*base, "camera"],
         "outputs": [*base, "outputs"],
+        **({"fleet": [*base, "fleet"]} if fleet else {}),
     }
 
 
@@ -164,8 +168,10 @@ def stopping_message(names: list[str]) -> str:
     return "stopping " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names))
 
 
-def run_supervisor(config_path: str | None, host: str | None, port: int | None) -> int:
-    commands = child_commands(config_path, host, port)
+def run_supervisor(
+    config_path: str | None, host: str | None, port: int | None, *, fleet: bool = False
+) -> int:
+    commands = child_commands(config_path, host, port, fleet=fleet)
     supervisor = Supervisor(commands, env=dict(os.environ))
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     code = EXIT_OK
     try:
         outcome = train(spec, run_dir, progress)
+        if "," in (outcome.device or "") and not progress.take_ddp_record():
+            logger.warning(
+                "multi-GPU run: the rank-0 worker left no progress record; epochs are not in the result"
+            )
         result.device, result.batch = outcome.device, outcome.batch
         result.oom_retry, result.resumed_from_epoch = outcome.oom_retry, outcome.resumed_from_epoch
         result.status = "cancelled" if progress.cancelled else "completed"

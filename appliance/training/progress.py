@@ -16,11 +16,17 @@ import msgspec
 
 from appliance.db import Database, open_database
 from appliance.jobs import service as jobs
+from appliance.storage import write_atomic
 from appliance.training.checkpoints import CheckpointSaver
 from appliance.training.contracts import CHECKPOINT_DIR, FinalMetrics
 from appliance.training.schemas import EpochMetrics
 
 logger = logging.getLogger(__name__)
+
+# Multi-GPU (DDP): Ultralytics pickles the trainer's callbacks (cloudpickle) into each worker process it starts
+# with torch.distributed.run; the Progress they belong to is rebuilt there (its own catalog connection), only the
+# worker of rank 0 reports, and it leaves its epochs and final metrics in this file for the training child.
+DDP_PROGRESS = "ddp-progress.json"
 
 # Test hooks (no APPLIANCE_ prefix: those are config keys). They only slow down or inject a fault.
 BATCH_DELAY_ENV = "TRAIN_CHILD_BATCH_DELAY_S"
@@ -102,6 +108,32 @@ class CatalogWriter:
         self._thread.join()
 
 
+class DdpProgress(msgspec.Struct, kw_only=True):
+    """<run_dir>/ddp-progress.json, written by the DDP worker of rank 0 after each epoch and at the end."""
+
+    history: list[EpochMetrics]
+    final: FinalMetrics | None = None
+    best_epoch: int | None = None
+    cancelled: bool = False
+    low_disk: str | None = None
+
+
+def _rank() -> int:
+    """This process's rank in a DDP run (torch.distributed.run sets RANK), -1 outside one."""
+    try:
+        return int(os.environ.get("RANK", "-1"))
+    except ValueError:
+        return -1
+
+
+def _rebuilt(db_path: str, job_id: int, run_dir: str, history: list[Any], disk_min_free_mb: int) -> Progress:
+    """A Progress unpickled in a DDP worker: its own catalog connection and writer thread."""
+    return Progress(
+        open_database(Path(db_path)), Path(db_path), job_id, Path(run_dir),
+        msgspec.convert(history, list[EpochMetrics]), disk_min_free_mb, in_ddp_worker=True,
+    )  # fmt: skip
+
+
 class Progress:
     """Ultralytics callbacks -> catalog: throttled batch progress, per-epoch metrics, cancel, checkpoints."""
 
@@ -113,8 +145,14 @@ class Progress:
         run_dir: Path,
         history: list[EpochMetrics],
         disk_min_free_mb: int = 512,
+        *,
+        in_ddp_worker: bool = False,
     ) -> None:
         self.db = db  # reads only (the cancel flag); writes go through self.writer
+        self.db_path = db_path
+        self.in_ddp_worker = in_ddp_worker
+        # In a DDP run only rank 0 reports; the other workers' callbacks do nothing.
+        self.silent = in_ddp_worker and _rank() > 0
         self.job_id = job_id
         self.run_dir = run_dir
         self.history = history  # kept across a resume: earlier epochs stay on the chart
@@ -140,16 +178,50 @@ class Progress:
         self.checkpoints = CheckpointSaver(run_dir / CHECKPOINT_DIR)
         self.writer = CatalogWriter(db_path, job_id)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """What a DDP worker gets: enough to rebuild this object there (never the connection or the threads)."""
+        history = msgspec.to_builtins(self.history)
+        return (_rebuilt, (str(self.db_path), self.job_id, str(self.run_dir), history, self.disk_min_free_mb))
+
+    CALLBACKS = (
+        "on_train_start",
+        "on_train_epoch_start",
+        "on_train_batch_start",
+        "on_train_batch_end",
+        "on_model_save",
+        "on_fit_epoch_end",
+        "on_train_end",
+    )
+
     def attach(self, model: Any) -> None:
-        for event in (
-            "on_train_start",
-            "on_train_epoch_start",
-            "on_train_batch_start",
-            "on_train_batch_end",
-            "on_model_save",
-            "on_fit_epoch_end",
-        ):
+        for event in self.CALLBACKS:
             model.add_callback(event, getattr(self, event))
+
+    def on_train_end(self, trainer: Any) -> None:
+        """A DDP worker's last word: what the training child reads back (it saw no callback itself)."""
+        if self.in_ddp_worker and not self.silent:
+            self.write_ddp_record()
+            self.checkpoints.wait()
+            self.writer.close()
+
+    def write_ddp_record(self) -> None:
+        record = DdpProgress(
+            history=self.history, final=self.final, best_epoch=self.best_epoch, cancelled=self.cancelled,
+            low_disk=self.low_disk,
+        )  # fmt: skip
+        write_atomic(self.run_dir / DDP_PROGRESS, msgspec.json.encode(record))
+
+    def take_ddp_record(self) -> bool:
+        """After a DDP run, in the training child: the rank-0 worker's epochs and final metrics; False if none."""
+        try:
+            record = msgspec.json.decode((self.run_dir / DDP_PROGRESS).read_bytes(), type=DdpProgress)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return False
+        self.history[:] = record.history
+        self.final, self.best_epoch = record.final, record.best_epoch
+        self.cancelled = self.cancelled or record.cancelled
+        self.low_disk = self.low_disk or record.low_disk
+        return True
 
     def write(self, fields: dict[str, Any], event: str | None) -> None:
         self.writer.put(("progress", fields, event))
@@ -167,6 +239,8 @@ class Progress:
         return round(min(1.0, (epoch_index * self.batches + self.batch) / (self.epochs * self.batches)), 4)
 
     def on_train_start(self, trainer: Any) -> None:
+        if self.silent:
+            return
         self.batches = len(trainer.train_loader)
         self.epochs = int(trainer.epochs)
         self.start_epoch = int(trainer.start_epoch)
@@ -178,6 +252,8 @@ class Progress:
         )  # fmt: skip
 
     def on_train_epoch_start(self, trainer: Any) -> None:
+        if self.silent:
+            return
         self.in_epoch = True
         self.batch = 0
         self._epoch_started = time.monotonic()
@@ -203,10 +279,14 @@ class Progress:
             trainer.stop = True
 
     def on_train_batch_start(self, trainer: Any) -> None:
+        if self.silent:
+            return
         if self.fake_oom_batch and trainer.batch_size > self.fake_oom_batch:
             raise RuntimeError(f"CUDA out of memory (simulated with {FAKE_OOM_ENV})")
 
     def on_train_batch_end(self, trainer: Any) -> None:
+        if self.silent:
+            return
         self.batch += 1
         self._done_batches += 1
         if self.batch_delay:
@@ -241,18 +321,24 @@ class Progress:
             )
 
     def on_model_save(self, trainer: Any) -> None:
+        if self.silent:
+            return
         try:
             self.checkpoints.save(Path(trainer.last), int(trainer.epoch), self.epochs)
         except Exception:
             logger.exception("could not copy last.pt aside")
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
+        if self.silent:
+            return
         if not self.in_epoch:  # the extra call after the loop: final validation of best.pt
             measured = epoch_metrics(trainer, len(self.history), None)
             self.final = FinalMetrics(
                 **{**msgspec.structs.asdict(measured), "seconds": None}, best_epoch=self.best_epoch
             )
             self.write({"stage": "finishing", "final": self.final}, "final")
+            if self.in_ddp_worker:
+                self.write_ddp_record()
             return
         self.in_epoch = False
         epoch = int(trainer.epoch) + 1
@@ -267,3 +353,5 @@ class Progress:
             None,
         )  # fmt: skip
         self.writer.put(("event", row, "epoch"))
+        if self.in_ddp_worker:
+            self.write_ddp_record()

@@ -30,6 +30,9 @@ class ImportParams(msgspec.Struct, kw_only=True, omit_defaults=True):
     allow_any_path: bool = False  # the CLI run in the shell may read any path; never shown by the API
     voc_origin: VocOrigin = 0  # VOC pixel coordinates 0-based (Datumaro, CVAT, labelme) or 1-based (devkit)
     recovered: bool = False  # requeued at worker start after an interruption
+    # The boxes are a model's proposals (a fleet dataset's hard cases): stored as pre-labels (source "model")
+    # on images left unlabeled, for a person to review, as a camera capture's are.
+    prelabels: bool = False
 
 
 class SkippedItem(msgspec.Struct):

@@ -79,7 +79,7 @@ def in_raw_space(declared: tuple[int, int] | None, stored: catalog.StoredImage) 
 
 
 def _pixel_boxes(
-    item: SourceItem, stored: catalog.StoredImage, classes: ClassMapper, report: ImportReport
+    item: SourceItem, stored: catalog.StoredImage, classes: ClassMapper, report: ImportReport, source: str
 ) -> list[Box]:
     width, height = stored.width, stored.height
     raw = in_raw_space(item.declared_size, stored)
@@ -102,7 +102,7 @@ def _pixel_boxes(
         if x2 <= x1 or y2 <= y1:
             report.skip(item.name, f"box skipped: box {n} is empty or outside the image", image=False)
             continue
-        boxes.append(Box(class_id=class_id, x1=x1, y1=y1, x2=x2, y2=y2, source="import"))
+        boxes.append(Box(class_id=class_id, x1=x1, y1=y1, x2=x2, y2=y2, source=source))  # type: ignore[arg-type]
     return boxes
 
 
@@ -116,8 +116,10 @@ def import_items(
     report: ImportReport,
     *,
     on_batch: Callable[[ImportReport], None] | None = None,
+    prelabels: bool = False,
 ) -> ImportReport:
     """Check, hash and store every image, then add it with its boxes; one transaction per batch of images.
+    `prelabels`: the boxes are a model's proposals, stored on images that stay unlabeled.
 
     Worker threads read the image and its label file, hash, decode and write (cv2, hashlib and file I/O
     release the GIL) while the main thread syncs and commits the batch before. A batch is all or nothing
@@ -172,7 +174,7 @@ def import_items(
                 pending = submit(batches[index + 1])
             sync_filesystem(config.data_path)  # the files are on disk before their rows are committed
             with write_transaction(db):
-                _commit_batch(db, dataset_id, user_id, batch, prepared, classes, report)
+                _commit_batch(db, dataset_id, user_id, batch, prepared, classes, report, prelabels)
             if on_batch is not None:
                 on_batch(report)
     finally:  # cancelled or failed: drop the queued work (files already written are unreferenced blobs)
@@ -188,8 +190,10 @@ def _commit_batch(
     prepared: list[Prepared],
     classes: ClassMapper,
     report: ImportReport,
+    prelabels: bool = False,
 ) -> None:
     """One batch's rows: image files by hash, images not yet in the dataset, their boxes (in a transaction)."""
+    labeled = "unlabeled" if prelabels else "labeled"
     now = now_iso()
     catalog.dataset_row(db, dataset_id)  # deleted meanwhile? then stop here
     classes.add(db, (b.name for item in batch for b in (item.boxes or [])))
@@ -220,15 +224,18 @@ def _commit_batch(
                 )
             continue
         file_id = file_ids[result.sha256]
-        boxes = _pixel_boxes(item, result, classes, report) if item.boxes is not None else []
+        boxes = (
+            _pixel_boxes(item, result, classes, report, "model" if prelabels else "import")
+            if item.boxes is not None
+            else []
+        )
         if file_id in present:  # already in the dataset, or twice in this batch
             report.duplicates += 1
             image_id, labelled = present[file_id]
             if item.boxes is not None and not labelled:  # its labels go onto the stored unlabeled image
                 db.execute(
-                    "UPDATE images SET status = 'labeled', box_count = ?, version = version + 1, updated_at = ? "
-                    "WHERE id = ?",
-                    [len(boxes), now, image_id],
+                    "UPDATE images SET status = ?, box_count = ?, version = version + 1, updated_at = ? WHERE id = ?",
+                    [labeled, len(boxes), now, image_id],
                 )
                 present[file_id] = (image_id, True)
                 new_boxes.extend((image_id, box) for box in boxes)
@@ -241,7 +248,7 @@ def _commit_batch(
                 )  # fmt: skip
             continue
         image_id, next_id = next_id, next_id + 1
-        status = "unlabeled" if item.boxes is None else "labeled"
+        status = "unlabeled" if item.boxes is None else labeled
         new_rows.append((image_id, dataset_id, file_id, item.name[-255:], status, len(boxes), user_id, now))
         present[file_id] = (image_id, item.boxes is not None)
         new_boxes.extend((image_id, box) for box in boxes)
@@ -254,7 +261,7 @@ def _commit_batch(
     )
     # Every image that gets boxes here had none: new ones, and stored unlabeled copies now labeled.
     catalog.insert_new_boxes(
-        db, dataset_id, new_boxes, {image_id: "labeled" for image_id, _ in new_boxes}, user_id
+        db, dataset_id, new_boxes, {image_id: labeled for image_id, _ in new_boxes}, user_id
     )
     db.execute("UPDATE datasets SET updated_at = ? WHERE id = ?", [now, dataset_id])
 
@@ -372,6 +379,7 @@ def run_import_job(
             params.unknown_classes,
             report,
             on_batch=on_batch,
+            prelabels=params.prelabels,
         )
         if progress:
             progress(report, True)

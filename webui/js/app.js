@@ -17,6 +17,7 @@ import datasetSettingsPage from './pages/dataset-settings.js';
 import importsPage from './pages/imports.js';
 import labelPage from './pages/label.js';
 import eventsPage from './pages/events.js';
+import fleetPage from './pages/fleet.js';
 import livePage from './pages/live.js';
 import loginPage from './pages/login.js';
 import manualPage from './pages/manual.js';
@@ -50,6 +51,7 @@ export const PAGES = [
   livePage,
   eventsPage,
   outputsPage,
+  fleetPage,
   usersPage,
   manualPage,
   auditPage,

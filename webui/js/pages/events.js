@@ -11,6 +11,7 @@ import { describeFeatures } from '../components/genicam-settings.js';
 import { say } from '../components/message.js';
 import { judgedBy } from '../components/settings-revision.js';
 import { h, setText } from '../dom.js';
+import { fleetUpload } from '../components/fleet-actions.js';
 
 const when = (ts) => new Date(ts * 1000).toLocaleString();
 
@@ -60,7 +61,8 @@ function detail(ctx, event, cameraName, datasets) {
         event.camera_features ? h('p.muted', { testid: 'event-camera-features' }, describeFeatures(event.camera_features)) : null,
         event.trigger_id ? h('p.muted', `trigger ${event.trigger_id}`) : null,
         datasets.length ? h('div.inline-form', h('label', 'Dataset', select), send) : h('p.muted', 'No dataset you can add images to.'),
-        message)),
+        message,
+        event.snapshot ? fleetUpload(ctx, () => ({ event_ids: [event.id] })) : null)),
     judgedBy(ctx.api, event));
 }
 
@@ -171,7 +173,13 @@ export default {
     root.append(h('section', { testid: 'events-page' },
       h('div.toolbar', h('h1', 'Events'), h('span', { style: { flex: '1' } }),
         h('label', 'Camera', camera), h('label', 'Verdict', verdict), h('label', 'Failing rule', rule),
-        h('label', 'Since', since), h('label', 'Until', until)),
+        h('label', 'Since', since), h('label', 'Until', until),
+        fleetUpload(ctx, () => {
+          const f = filters();
+          const number = (key) => (f.get(key) ? Number(f.get(key)) : null);
+          return { camera_id: number('camera_id'), verdict: f.get('verdict') || null, rule: f.get('rule') || null,
+            since: number('since'), until: number('until'), limit: 500 };
+        })),
       report.element,
       error,
       h('div', { style: { display: 'flex', gap: '1rem', 'flex-wrap': 'wrap', 'align-items': 'flex-start' } },

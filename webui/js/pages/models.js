@@ -8,6 +8,7 @@ import { API_PREFIX, errorText } from '../api.js';
 import { confirmDeploy } from '../components/deploy-confirm.js';
 import { formatMetric as fmt, UNUSABLE_MAP50 } from '../components/format.js';
 import { clear, confirmDialog, h } from '../dom.js';
+import { bundleDownload, bundleUpload } from '../components/fleet-actions.js';
 
 const METRICS = [
   ['map50', 'mAP50'],
@@ -95,9 +96,10 @@ export default {
     const list = h('div', { testid: 'models-list' }, h('p.muted', 'Loading…'));
     const compareBox = h('div');
     const engineNote = h('p.muted.small', { testid: 'engine-unavailable', hidden: true });
+    const bundles = bundleDownload(ctx);
     root.append(
       h('div.page-head', h('h1', 'Models'),
-        h('div.actions', h('a', { href: '#/try', class: 'button' }, 'Try a model'))),
+        h('div.actions', bundles && bundles.el, bundleUpload(ctx, () => load()), h('a', { href: '#/try', class: 'button' }, 'Try a model'))),
       engineNote, compareBox, list);
 
     async function act(model, run, done) {
@@ -218,6 +220,7 @@ export default {
           h('tbody', models.map(row))));
       }
       renderCompare();
+      if (bundles) bundles.update(models);
     }
 
     async function load() {
