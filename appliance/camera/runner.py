@@ -161,7 +161,7 @@ class CameraProcess:
         doing = f"{running}/{len(loops)} cameras running, {stats.written} events written"
         if stats.events_dropped or stats.snapshots_dropped:
             doing += f" ({stats.events_dropped} dropped, {stats.snapshots_dropped} without snapshot)"
-        beat(self.config.runtime_path, "camera", doing)
+        beat(self.config.runtime_path, "camera", doing, warning=self.writer.storage_note())
         notify(f"STATUS={doing}")
 
     # --- loop ------------------------------------------------------------------------------------------

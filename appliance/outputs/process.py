@@ -135,7 +135,8 @@ class OutputsProcess:
         )
         connected = sum(1 for s in states.values() if s.connected)
         doing = f"{connected}/{len(states)} outputs connected"
-        beat(self.config.runtime_path, "outputs", doing)
+        warning = "; ".join(note for sender in self.senders.values() if (note := sender.note()))
+        beat(self.config.runtime_path, "outputs", doing, warning=warning)
         notify(f"STATUS={doing}")
 
     def run(self) -> int:
