@@ -45,9 +45,8 @@ class OutputsProcess:
         # settings change or after RETRY_FAILED_S, their error shown in the status meanwhile.
         self.failed: dict[int, tuple[int, float, ConnectorState]] = {}
         self.stop = threading.Event()
-        self._status_failed_at: float | None = (
-            None  # monotonic time the status file was last refused (logged)
-        )
+        # monotonic time the status file was last refused and logged (the runtime folder on a full disk)
+        self._status_failed_at: float | None = None
         self._watcher = threading.Thread(target=self._watch_changes, name="outputs-changes", daemon=True)
 
     def _connector(self, output: service.StoredOutput, sender: Sender) -> Connector:
