@@ -81,7 +81,8 @@ def test_snapshot_missing_is_an_optional_field_of_version_1() -> None:
     assert "snapshot_missing" in event["properties"] and "snapshot_missing" not in event["required"]
     base = EventMessage(
         box_id="b", event_id=2, camera_id=1, camera_name="c", ts=0.0, time="1970-01-01T00:00:00.000+00:00",
-        mode="interval", trigger_id=None, verdict="ok", failing_rules=[], counts={}, model_id=1, latencies={},
+        mode="interval", trigger_id=None, verdict="ok", failing_rules=[], counts={}, model_id=1,
+        latencies=Latencies(trigger_to_frame_ms=0.0, wait_model_ms=0.1, inference_ms=2.0, total_ms=3.0),
         width=1, height=1, snapshot_url=None,
     )  # fmt: skip
     kept = json.loads(msgspec.json.encode(msgspec.structs.replace(base, snapshot_missing="disk_reserve")))
