@@ -73,6 +73,29 @@ def test_messages_carry_their_versioned_schema_name() -> None:
             )
 
 
+def test_snapshot_missing_is_an_optional_field_of_version_1() -> None:
+    """Added without a version bump (docs/outputs.md: a new optional field keeps the version): consumers of
+    appliance.event/1 that do not know it still validate every message, old ones still validate."""
+    schema = json.loads((FOLDER / "event-v1.json").read_text())
+    event = schema["$defs"]["EventMessage"]
+    assert "snapshot_missing" in event["properties"] and "snapshot_missing" not in event["required"]
+    base = EventMessage(
+        box_id="b", event_id=2, camera_id=1, camera_name="c", ts=0.0, time="1970-01-01T00:00:00.000+00:00",
+        mode="interval", trigger_id=None, verdict="ok", failing_rules=[], counts={}, model_id=1,
+        latencies=Latencies(trigger_to_frame_ms=0.0, wait_model_ms=0.1, inference_ms=2.0, total_ms=3.0),
+        width=1, height=1, snapshot_url=None,
+    )  # fmt: skip
+    kept = json.loads(msgspec.json.encode(msgspec.structs.replace(base, snapshot_missing="disk_reserve")))
+    assert kept["schema"] == EVENT_SCHEMA and kept["snapshot_missing"] == "disk_reserve"
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    validator = jsonschema_rs.validator_for(schema)
+    older = {k: v for k, v in kept.items() if k != "snapshot_missing"}  # a message from before the field
+    for message in (kept, older, {**kept, "snapshot_missing": None}):
+        validator.validate(message)
+    with pytest.raises(jsonschema_rs.ValidationError):
+        validator.validate({**kept, "snapshot_missing": "lost"})
+
+
 if __name__ == "__main__":
     FOLDER.mkdir(parents=True, exist_ok=True)
     for filename, text in rendered().items():

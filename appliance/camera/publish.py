@@ -13,6 +13,7 @@ No fsync: the runtime folder is tmpfs on the device and a frame is worthless aft
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -27,6 +28,8 @@ from appliance.camera.contracts import FrameMeta
 from appliance.stations.schemas import CameraState, CameraStatus
 from appliance.system.processes import is_alive, read_heartbeat
 
+logger = logging.getLogger(__name__)
+
 CAMERAS_DIR = "cameras"
 FRAME_JPEG = "frame.jpg"
 FRAME_META = "frame.json"
@@ -37,6 +40,7 @@ STATUS_STALE_S = 5.0
 # A published frame older than this (or than three of the camera's frame intervals, when it runs slower) is
 # no live picture: /frame says so in its headers and the console marks it stale.
 FRAME_STALE_S = 3.0
+FAILURE_LOG_EVERY_S = 60.0  # a runtime file that cannot be written: one log line a minute
 
 STAGES = (
     "wait",
@@ -119,19 +123,38 @@ class RateMeter:
 
 
 class Publisher:
-    """Camera side: writes one camera's frames and status into the runtime folder."""
+    """Camera side: writes one camera's frames and status into the runtime folder.
+
+    Best effort: a file that cannot be replaced (the runtime folder on a full disk, as `./var/run` is in
+    development) is logged once a minute and never stops the camera loop, whose verdicts and events go on."""
 
     def __init__(self, runtime_path: Path, camera_id: int) -> None:
         self.folder = camera_dir(runtime_path, camera_id)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._failure_logged_at: float | None = None
 
     def publish_frame(self, jpeg: bytes, meta: FrameMeta) -> None:
         meta = msgspec.structs.replace(meta, crc32=zlib.crc32(jpeg), size=len(jpeg))
-        replace_file(self.folder / FRAME_JPEG, jpeg)
-        replace_file(self.folder / FRAME_META, msgspec.json.encode(meta))
+        if self._replace(FRAME_JPEG, jpeg):
+            self._replace(FRAME_META, msgspec.json.encode(meta))
 
     def publish_status(self, status: CameraStatus) -> None:
-        replace_file(self.folder / STATUS, msgspec.json.encode(status))
+        self._replace(STATUS, msgspec.json.encode(status))
+
+    def _replace(self, name: str, data: bytes) -> bool:
+        try:
+            replace_file(self.folder / name, data)
+        except OSError as exc:
+            now = time.monotonic()
+            if self._failure_logged_at is None or now - self._failure_logged_at >= FAILURE_LOG_EVERY_S:
+                self._failure_logged_at = now
+                logger.warning(
+                    "could not replace %s (%s): the console does not see this camera's latest",
+                    self.folder / name,
+                    exc,
+                )
+            return False
+        return True
 
     def clear_frame(self) -> None:
         for name in (FRAME_META, FRAME_JPEG):

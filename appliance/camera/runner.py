@@ -161,7 +161,10 @@ class CameraProcess:
         doing = f"{running}/{len(loops)} cameras running, {stats.written} events written"
         if stats.events_dropped or stats.snapshots_dropped:
             doing += f" ({stats.events_dropped} dropped, {stats.snapshots_dropped} without snapshot)"
-        beat(self.config.runtime_path, "camera", doing)
+        try:
+            beat(self.config.runtime_path, "camera", doing, warning=self.writer.storage_note())
+        except OSError as exc:  # the runtime folder on a full data disk (development): inspections go on
+            logger.debug("could not write the camera heartbeat: %s", exc)
         notify(f"STATUS={doing}")
 
     # --- loop ------------------------------------------------------------------------------------------

@@ -318,6 +318,8 @@ class CameraLoop:
             verdict=self.last_verdict,
             failing_rules=self.last_failing,
             events=self.events,
+            events_held=self.writer.held,
+            storage_note=self.writer.storage_note(),
             timings={k: StageTiming(**v) for k, v in self.stats.summary().items()},
             genicam=self.source.genicam_status(),
             pid=os.getpid(),

@@ -27,6 +27,7 @@ SCHEMA_MODULES = [
     "schema_evaluation",  # m030-m031: model evaluations, shadow mode
     "schema_traceability",  # m035-m036: camera settings revisions on events, the hash-chained audit log
     "schema_fleet",  # m040-m042: trusted keys, bundle identities, rollouts on this box, hard cases
+    "schema_disk_full",  # m050-m054: the line on a full disk (why an event has no snapshot)
     "schema_events",  # m055-m056: event counts per minute and hour, the event list's indexes, rule rows
 ]
 for _module in SCHEMA_MODULES:

@@ -10,6 +10,8 @@ from typing import Literal
 
 import msgspec
 
+from appliance.stations.contracts import SnapshotMissing
+
 EVENT_SCHEMA = "appliance.event/1"
 STATUS_SCHEMA = "appliance.status/1"
 TEST_SCHEMA = "appliance.test/1"
@@ -57,6 +59,10 @@ class EventMessage(msgspec.Struct, kw_only=True):
     # /api/v1/cameras/{camera_id}/revisions/{settings_revision}) and the version of the model that ran.
     settings_revision: int | None = None
     model_version: str | None = None
+    # Added in version 1 (optional): why a camera that keeps snapshots has none for this event: "disk_reserve"
+    # (free space below the box's reserve), "write_failed" (the file could not be written), "queue_full" (the
+    # box could not store snapshots as fast as they came); null when it has one or the camera keeps none.
+    snapshot_missing: SnapshotMissing | None = None
 
 
 class CameraSummary(msgspec.Struct, kw_only=True):

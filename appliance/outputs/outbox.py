@@ -79,6 +79,7 @@ def event_message(row: EventRow, box: str, camera_name: str) -> EventMessage:
         snapshot_url=f"/api/v1/events/{row.id}/snapshot" if row.snapshot else None,
         settings_revision=row.settings_revision,
         model_version=row.model_version,
+        snapshot_missing=row.snapshot_missing,
     )
 
 
@@ -153,11 +154,17 @@ def ack(
     db: Database, output_id: int, delivered: list[OutboxItem], also: Callable[[Database], Any] | None = None
 ) -> None:
     """Remove delivered messages and count them; `also` writes in the same transaction (server state)."""
-    if not delivered:
-        return
+    if delivered:
+        ack_through(db, output_id, delivered[-1], len(delivered), also)
+
+
+def ack_through(
+    db: Database, output_id: int, last: OutboxItem, count: int, also: Callable[[Database], Any] | None = None
+) -> None:
+    """Remove the output's messages up to `last`, `count` of them delivered (ack of a whole delivered run)."""
     with write_transaction(db):
         removed = db.execute(
-            "DELETE FROM output_outbox WHERE output_id = ? AND id <= ?", [output_id, delivered[-1].id]
+            "DELETE FROM output_outbox WHERE output_id = ? AND id <= ?", [output_id, last.id]
         ).rowcount
         db.execute(
             "INSERT INTO output_stats (output_id) VALUES (?) ON CONFLICT (output_id) DO NOTHING", [output_id]
@@ -165,7 +172,7 @@ def ack(
         db.execute(
             "UPDATE output_stats SET backlog = MAX(0, backlog - ?), delivered = delivered + ?, "
             "last_delivery_at = ?, last_event_id = ? WHERE output_id = ?",
-            [removed, len(delivered), time.time(), delivered[-1].event_id, output_id],
+            [removed, count, time.time(), last.event_id, output_id],
         )
         if also is not None:
             also(db)
@@ -184,4 +191,4 @@ def stats(db: Database) -> dict[int, OutboxStats]:
     return {row.pop("output_id"): msgspec.convert(row, OutboxStats) for row in rows}
 
 
-__all__ = ["ack", "box_id", "event_message", "install", "pending", "queue_rows", "stats"]
+__all__ = ["ack", "ack_through", "box_id", "event_message", "install", "pending", "queue_rows", "stats"]

@@ -45,6 +45,8 @@ class OutputsProcess:
         # settings change or after RETRY_FAILED_S, their error shown in the status meanwhile.
         self.failed: dict[int, tuple[int, float, ConnectorState]] = {}
         self.stop = threading.Event()
+        # monotonic time the status file was last refused and logged (the runtime folder on a full disk)
+        self._status_failed_at: float | None = None
         self._watcher = threading.Thread(target=self._watch_changes, name="outputs-changes", daemon=True)
 
     def _connector(self, output: service.StoredOutput, sender: Sender) -> Connector:
@@ -129,13 +131,21 @@ class OutputsProcess:
     def write_status(self) -> None:
         states = {str(i): s.connector.state for i, s in self.senders.items() if s.connector is not None}
         states.update({str(i): state for i, (_, _, state) in self.failed.items()})
-        status_file.write(
-            self.config.runtime_path,
-            OutputsStatusFile(pid=os.getpid(), updated_at=time.time(), outputs=states),
-        )
         connected = sum(1 for s in states.values() if s.connected)
         doing = f"{connected}/{len(states)} outputs connected"
-        beat(self.config.runtime_path, "outputs", doing)
+        warning = "; ".join(note for sender in self.senders.values() if (note := sender.note()))
+        try:
+            status_file.write(
+                self.config.runtime_path,
+                OutputsStatusFile(pid=os.getpid(), updated_at=time.time(), outputs=states),
+            )
+            beat(self.config.runtime_path, "outputs", doing, warning=warning)
+        except OSError as exc:  # the runtime folder on a full data disk (development): delivery goes on
+            if self._status_failed_at is None or time.monotonic() - self._status_failed_at >= 60:
+                self._status_failed_at = time.monotonic()
+                logger.warning("could not write the outputs status (%s); retrying every second", exc)
+        else:
+            self._status_failed_at = None
         notify(f"STATUS={doing}")
 
     def run(self) -> int:

@@ -16,6 +16,9 @@ from appliance.stations.genicam import CameraFeatures
 
 Mode = Literal["continuous", "triggered", "interval"]
 Verdict = Literal["ok", "ng"]
+# Why an event of a camera that keeps snapshots has none: free space below the reserve (disk_min_free_mb), the
+# file could not be written, or the writer's in-memory queue of snapshots was full (camera/writer.py).
+SnapshotMissing = Literal["disk_reserve", "write_failed", "queue_full"]
 WHOLE_FRAME = "*"  # the key of the whole frame in counts (zones are keyed by name)
 
 
@@ -54,6 +57,7 @@ class InspectionEvent(msgspec.Struct, kw_only=True):
     # version (format, precision, input size, engine, build time of the export that ran).
     settings_revision: int | None = None
     model_version: str | None = None
+    snapshot_missing: SnapshotMissing | None = None  # null when it has its snapshot or the camera keeps none
 
 
 class EventRow(InspectionEvent, kw_only=True):

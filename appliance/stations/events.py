@@ -27,6 +27,7 @@ COLUMNS = (
     "camera_id", "ts", "mode", "trigger_id", "verdict", "failing_rules", "counts", "detections", "zones",
     "model_id", "latencies", "width", "height", "snapshot", "snapshot_bytes", "camera_features",
     "settings_revision", "model_version",
+    "snapshot_missing",
 )  # fmt: skip
 JSON_COLUMNS = {"failing_rules", "counts", "detections", "zones", "latencies", "camera_features"}
 _INSERT = f"INSERT INTO inspection_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"

@@ -118,6 +118,8 @@ class CameraStatus(msgspec.Struct, kw_only=True):
     verdict: str | None = None  # of the latest frame (continuous: the debounced verdict)
     failing_rules: list[str] = msgspec.field(default_factory=list)
     events: int = 0  # handed to the event writer since the process started
+    events_held: int = 0  # events of the camera process not in the catalog yet (held while it cannot write)
+    storage_note: str = ""  # in words, while events cannot be written or are kept without snapshots
     timings: dict[str, StageTiming] = msgspec.field(default_factory=dict)
     genicam: GenicamStatus | None = None  # gige sources: device, features read back, transport, incidents
     pid: int | None = None

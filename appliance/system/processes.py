@@ -35,6 +35,9 @@ class Heartbeat(msgspec.Struct, kw_only=True):
     # worker: job kind -> lane, and the job running in each lane
     lanes: dict[str, str] = msgspec.field(default_factory=dict)
     running: dict[str, int] = msgspec.field(default_factory=dict)
+    # what keeps the process from doing its whole job right now, in words (the console's banner): e.g. the
+    # camera's events held in memory while the data disk is full
+    warning: str = ""
 
 
 class ProcessState(msgspec.Struct, kw_only=True):
@@ -70,8 +73,10 @@ def heartbeat_now(name: str, doing: str) -> Heartbeat:
     return Heartbeat(name=name, pid=os.getpid(), started_at=_STARTED_AT, updated_at=time.time(), doing=doing)
 
 
-def beat(runtime_path: Path, name: str, doing: str) -> None:
-    write_heartbeat(runtime_path, heartbeat_now(name, doing))
+def beat(runtime_path: Path, name: str, doing: str, warning: str = "") -> None:
+    heartbeat = heartbeat_now(name, doing)
+    heartbeat.warning = warning
+    write_heartbeat(runtime_path, heartbeat)
 
 
 def read_heartbeat(runtime_path: Path, name: str) -> Heartbeat | None:
@@ -149,6 +154,8 @@ def process_states(runtime_path: Path, *, in_web: bool = True) -> dict[str, Proc
         note = "" if alive else HOW_TO_START[name]
         if alive and beat is not None and beat.can_train is False:
             note = f"training is not possible here: {beat.train_note}"
+        elif alive and beat is not None and beat.warning:
+            note = f"{name}: {beat.warning}"
         states[name] = ProcessState(
             name=name,
             alive=alive,

@@ -14,6 +14,12 @@ import { h, setText } from '../dom.js';
 import { fleetUpload } from '../components/fleet-actions.js';
 
 const when = (ts) => new Date(ts * 1000).toLocaleString();
+// Why a camera that keeps snapshots has none for an event (the event's snapshot_missing).
+const MISSING_SNAPSHOT = {
+  disk_reserve: 'No snapshot: the data disk had less free space than its reserve (the verdict was kept).',
+  write_failed: 'No snapshot: its file could not be written (the verdict was kept).',
+  queue_full: 'No snapshot: the box could not store snapshots as fast as they came (the verdict was kept).',
+};
 
 function verdictBadge(verdict) {
   return h('span.badge', { testid: 'event-verdict', style: { background: verdict === 'ok' ? '#1f9d55' : '#d64545', color: '#fff' } },
@@ -26,7 +32,7 @@ function detail(ctx, event, cameraName, datasets) {
   const message = h('p.form-error', { testid: 'event-send-result', role: 'status' });
   const picture = event.snapshot
     ? h('div', { style: { position: 'relative', display: 'inline-block', 'max-width': '100%' } }, img, overlay)
-    : h('p.muted', 'No snapshot was kept for this event.');
+    : h('p.muted', { testid: 'event-no-snapshot' }, MISSING_SNAPSHOT[event.snapshot_missing] || 'No snapshot was kept for this event.');
   if (event.snapshot) {
     img.addEventListener('load', () => drawOverlay(overlay, { width: event.width || img.naturalWidth, height: event.height || img.naturalHeight, detections: event.detections }, event.zones));
     img.src = `${API_PREFIX}/events/${event.id}/snapshot`;

@@ -162,6 +162,8 @@ export default {
     const view = h('div', { style: { position: 'relative', display: 'inline-block', 'max-width': '100%' } }, img, overlay);
     const verdict = h('div', { testid: 'live-verdict', style: { 'font-size': '3rem', 'font-weight': '700', 'text-align': 'center', padding: '.4rem', 'border-radius': 'var(--radius)' } });
     const failing = h('p', { testid: 'live-failing', style: { 'min-height': '1.2em', margin: '.3rem 0' } });
+    // Where the camera's events go when the data disk is full or below its reserve (verdicts go on regardless).
+    const storageNote = h('p.warn', { testid: 'live-storage', role: 'status', hidden: true });
     const since = h('input', { type: 'datetime-local', testid: 'live-since', value: localInput(startOfDay()) });
     const counts = { ok: h('span.big', { testid: 'live-count-ok' }, '0'), ng: h('span.big', { testid: 'live-count-ng' }, '0') };
     const tiles2 = { fps: h('span.big', { testid: 'live-fps' }, '–'), sourceFps: h('span.big', { testid: 'live-source-fps' }, '–'),
@@ -268,7 +270,7 @@ export default {
       h('div', { style: { display: 'flex', gap: '1rem', 'flex-wrap': 'wrap', 'align-items': 'flex-start' } },
         stage,
         h('div', { style: { flex: '1 1 260px' } },
-          verdict, failing,
+          verdict, failing, storageNote,
           h('div.card', h('h3', 'Shift counters'), h('label', 'since', since),
             h('div.stat-tiles', h('div.tile', counts.ok, 'OK'), h('div.tile', counts.ng, 'NG'))),
           h('div.stat-tiles', h('div.tile', tiles2.fps, 'FPS'), h('div.tile', tiles2.sourceFps, 'source FPS'),
@@ -288,6 +290,8 @@ export default {
       setText(modelNote, modelText(status));
       setText(sourceNote, sourceText(status));
       setText(errorLine, status.error || '');
+      storageNote.hidden = !status.storage_note;
+      setText(storageNote, status.storage_note ? `${status.storage_note[0].toUpperCase()}${status.storage_note.slice(1)}.` : '');
       startButton.disabled = !canWrite || status.state !== 'stopped';
       stopButton.disabled = !canWrite || status.state === 'stopped';
       startButton.title = status.state === 'stopped' ? 'start the camera' : 'the camera is on';
