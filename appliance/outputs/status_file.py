@@ -27,8 +27,12 @@ def write(runtime_path: Path, status: OutputsStatusFile) -> None:
     path = status_path(runtime_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{status.pid}.tmp")
-    tmp.write_bytes(msgspec.json.encode(status))
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(msgspec.json.encode(status))
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: no half-written temp file stays behind
+        raise
 
 
 @dataclass

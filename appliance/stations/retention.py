@@ -25,6 +25,7 @@ from pathlib import Path
 
 from appliance.config import Config
 from appliance.db import Database, open_database, write_transaction
+from appliance.errors import is_disk_full
 from appliance.stations import counts
 from appliance.storage import path_inside
 
@@ -287,12 +288,18 @@ class Pruner:
     def _run(self) -> None:
         db = self.connect()
         pause = self.pause_with(db)
+        disk_full_logged_at = 0.0
         try:
             while not self._stop.is_set():
                 try:
                     self.run_once(db, pause)
-                except Exception:  # a busy or full catalog: the next pass tries again
-                    logger.exception("the event retention failed; trying again in %s s", self.every_s)
+                    disk_full_logged_at = 0.0
+                except Exception as exc:  # a busy or full catalog: the next pass tries again
+                    if not is_disk_full(exc):
+                        logger.exception("the event retention failed; trying again in %s s", self.every_s)
+                    elif time.monotonic() - disk_full_logged_at >= 60:  # once, then once a minute
+                        disk_full_logged_at = time.monotonic()
+                        logger.warning("the event retention waits: the data disk is full (%s)", exc)
                 self._wake.wait(self.every_s)
                 self._wake.clear()
         finally:
