@@ -1,4 +1,6 @@
-"""Inference backends registered by key ("onnxruntime", "tensorrt"); each imports its runtime only when opened."""
+"""Inference backends registered by key ("onnxruntime", "openvino", "tensorrt"); each imports its runtime only
+when opened. A backend runs a batch of up to `batch_capacity` images per `infer` (1 for files without a batch
+axis)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class Backend(Protocol):
     input_shape: tuple[Any, ...]  # (N, C, H, W); dynamic dimensions are None or a name
     input_dtype: Any
     output_shapes: list[tuple[Any, ...]]
+    batch_capacity: int
 
     def infer(self, tensor: np.ndarray) -> np.ndarray: ...
 
@@ -85,6 +88,8 @@ class OnnxRuntimeBackend:
         threads: int | None = None,
         providers: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        max_batch: int = 1,
+        **_: Any,
     ) -> None:
         import onnxruntime as ort
 
@@ -107,6 +112,7 @@ class OnnxRuntimeBackend:
         self.input_name = first.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in first.shape)
         self.input_dtype = np.float16 if "float16" in first.type else np.float32
+        self.batch_capacity = max(1, max_batch) if self.input_shape[0] is None else 1
         outputs = self.session.get_outputs()
         self.output_names = [o.name for o in outputs]
         self.output_shapes = [tuple(o.shape) for o in outputs]
@@ -122,6 +128,28 @@ class OnnxRuntimeBackend:
 register_backend(
     BackendSpec(
         key="onnxruntime", open=OnnxRuntimeBackend, available=_onnxruntime_available, suffixes=(".onnx",)
+    )
+)
+
+
+# --- OpenVINO ---------------------------------------------------------------------------------
+
+
+def _open_openvino(path: Path, **options: Any) -> Backend:
+    from appliance.inference.openvino_backend import OpenVINOBackend
+
+    return OpenVINOBackend(path, **options)
+
+
+def _openvino_available() -> bool:
+    from appliance.inference.openvino_backend import openvino_available
+
+    return openvino_available()
+
+
+register_backend(
+    BackendSpec(
+        key="openvino", open=_open_openvino, available=_openvino_available, suffixes=(".onnx", ".xml")
     )
 )
 
