@@ -132,6 +132,8 @@ def test_tensorrt_engine_matches_onnxruntime(tiny_yolo: Path, tmp_path: Path) ->
 
 # --- the TensorRT backend's code path on CPU: fake CUDA/TensorRT modules around ONNX Runtime -----------
 
+PROFILE_MAX_BATCH = 4  # the stand-in engine's optimisation profile: batch 1..4 where the ONNX has a batch axis
+
 
 class _DeviceBuffer:
     """pycuda's DeviceAllocation stand-in: host bytes behind an int address."""
@@ -165,20 +167,38 @@ def _fake_gpu_modules(legacy: bool) -> dict[str, object]:
         return mod
 
     def read(address: int, dtype: object, shape: tuple[int, ...]) -> np.ndarray:
-        return np.frombuffer(_DeviceBuffer.registry[address].data, dtype).reshape(shape)  # type: ignore[call-overload]
+        # The first rows of a buffer sized for the profile's largest batch, like a device pointer.
+        count = int(np.prod(shape))
+        return np.frombuffer(_DeviceBuffer.registry[address].data, dtype, count).reshape(shape)  # type: ignore[call-overload]
 
     def write(address: int, array: np.ndarray) -> None:
-        _DeviceBuffer.registry[address].data[:] = np.ascontiguousarray(array).tobytes()
+        data = np.ascontiguousarray(array).tobytes()
+        _DeviceBuffer.registry[address].data[: len(data)] = data
 
     class Engine:
         def __init__(self, data: bytes) -> None:
             self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-            self.io = [(i.name, True, tuple(i.shape)) for i in self.session.get_inputs()]
-            self.io += [(o.name, False, tuple(o.shape)) for o in self.session.get_outputs()]
+
+            def dims(shape: list[object]) -> tuple[int, ...]:  # TensorRT reports a dynamic axis as -1
+                return tuple(d if isinstance(d, int) else -1 for d in shape)
+
+            self.io = [(i.name, True, dims(i.shape)) for i in self.session.get_inputs()]
+            self.io += [(o.name, False, dims(o.shape)) for o in self.session.get_outputs()]
             if not legacy:
                 self.num_io_tensors = len(self.io)
             else:
                 self.num_bindings = len(self.io)
+
+        def _profile(self) -> tuple[tuple[int, ...], ...]:
+            _, _, shape = self.io[0]
+            one = (1, *shape[1:])
+            return (one, one, (PROFILE_MAX_BATCH if shape[0] < 0 else 1, *shape[1:]))
+
+        def get_tensor_profile_shape(self, name: str, profile: int) -> tuple[tuple[int, ...], ...]:
+            return self._profile()
+
+        def get_profile_shape(self, profile: int, index: int) -> tuple[tuple[int, ...], ...]:
+            return self._profile()
 
         def _find(self, name: str) -> tuple[str, bool, tuple[int, ...]]:
             return next(t for t in self.io if t[0] == name)
@@ -212,16 +232,19 @@ def _fake_gpu_modules(legacy: bool) -> dict[str, object]:
         def create_execution_context(self) -> object:
             engine = self
             addresses: dict[str, int] = {}
+            current: dict[str, tuple[int, ...]] = {}  # the input shape set for the next call
 
             def run(by_name: dict[str, int]) -> bool:
-                (name, _, shape), (out_name, _, _) = engine.io[0], engine.io[1]
+                (name, _, declared), (out_name, _, _) = engine.io[0], engine.io[1]
+                shape = current.get("input", declared)
+                assert all(d > 0 for d in shape), "a dynamic input needs its shape set before a call"
                 result = engine.session.run([out_name], {name: read(by_name[name], np.float32, shape)})[0]
                 write(by_name[out_name], result.astype(np.float32))
                 return True
 
             return SimpleNamespace(
-                set_input_shape=lambda name, shape: True,
-                set_binding_shape=lambda index, shape: True,
+                set_input_shape=lambda name, shape: current.__setitem__("input", tuple(shape)) or True,
+                set_binding_shape=lambda index, shape: current.__setitem__("input", tuple(shape)) or True,
                 set_tensor_address=lambda name, address: addresses.__setitem__(name, address),
                 execute_async_v3=lambda stream: run(addresses),
                 execute_async_v2=lambda bindings, stream: run(
@@ -273,6 +296,14 @@ def test_tensorrt_backend_code_path_with_fake_gpu_modules(
     a = gpu.detect(image, conf=0.05).detections
     b = cpu.detect(image, conf=0.05).detections
     assert len(a) == len(b) > 0 and a == b
+    # The ONNX file has a batch axis: the engine's profile takes 1..4 frames, each call sets its batch's shape.
+    from appliance.inference.pipeline import DetectRequest
+
+    assert gpu.batch_capacity == PROFILE_MAX_BATCH
+    images = [shapes_image(seed) for seed in range(3)]
+    batched = gpu.detect_batch([DetectRequest(image, conf=0.05) for image in images])
+    assert [r.detections for r in batched] == [cpu.detect(image, conf=0.05).detections for image in images]
+    assert gpu.detect(image, conf=0.05).detections == b  # back to batch 1
     buffers = list(gpu.backend.buffers.values())
     gpu.close()
     assert all(buf.freed for buf in buffers)
@@ -309,18 +340,20 @@ def test_engine_built_on_another_gpu_falls_back_to_onnx_and_is_rebuilt_here(
     row = model_row(db, model_id)
 
     detector = load_detector_for_model(config, row)
-    assert detector.key == "onnxruntime"
+    # The box's next engine runs the ONNX file: OpenVINO where it is installed (here), else ONNX Runtime.
+    assert detector.key == "openvino" and detector.plan.artifact.info.format == "onnx"
+    assert "cannot be loaded" in detector.plan.choice.note
     queued = list(db.query("SELECT * FROM model_exports WHERE format = 'engine'"))
     assert len(queued) == 1 and queued[0]["precision"] == "fp16" and queued[0]["imgsz"] == 320
     job = next(db.query("SELECT * FROM jobs WHERE id = ?", [queued[0]["job_id"]]))
     assert job["kind"] == "export" and job["status"] == "pending" and json.loads(job["params"])["rebuild"]
 
-    assert load_detector_for_model(config, row).key == "onnxruntime"
+    assert load_detector_for_model(config, row).key == "openvino"
     assert db.execute("SELECT COUNT(*) FROM model_exports WHERE format = 'engine'").fetchone()[0] == 1
 
     # The rebuild failed here (its ONNX re-export makes the camera reload): it is not queued again in a loop.
     with write_transaction(db):
         db.execute("UPDATE model_exports SET status = 'failed' WHERE id = ?", [queued[0]["id"]])
         db.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", [queued[0]["job_id"]])
-    assert load_detector_for_model(config, row).key == "onnxruntime"
+    assert load_detector_for_model(config, row).key == "openvino"
     assert db.execute("SELECT COUNT(*) FROM model_exports WHERE format = 'engine'").fetchone()[0] == 1
