@@ -257,3 +257,21 @@ class OpenVINOBackend:
     def close(self) -> None:
         self._single = None
         self._batched = None
+
+
+def describe_openvino() -> dict[str, Any]:
+    """OpenVINO's version and the devices it sees, as plain values (`appliance doctor`, GET /system)."""
+    if not openvino_available():
+        return {"installed": False, "version": None, "devices": []}
+    return {
+        "installed": True,
+        "version": openvino_version(),
+        "devices": [
+            {"device": d.device, "name": d.name, "capabilities": list(d.capabilities)}
+            for d in openvino_devices()
+        ],
+    }
+
+
+if __name__ == "__main__":  # python -m appliance.inference.openvino_backend: the devices as one JSON line
+    print(json.dumps(describe_openvino()))
