@@ -132,7 +132,9 @@ def test_tensorrt_engine_matches_onnxruntime(tiny_yolo: Path, tmp_path: Path) ->
 
 # --- the TensorRT backend's code path on CPU: fake CUDA/TensorRT modules around ONNX Runtime -----------
 
-PROFILE_MAX_BATCH = 4  # the stand-in engine's optimisation profile: batch 1..4 where the ONNX has a batch axis
+PROFILE_MAX_BATCH = (
+    4  # the stand-in engine's optimisation profile: batch 1..4 where the ONNX has a batch axis
+)
 
 
 class _DeviceBuffer:
