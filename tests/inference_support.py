@@ -164,3 +164,46 @@ def box_iou(a: list[float], b: list[float]) -> float:
     if union <= 0:  # both boxes degenerate (clipped to an edge): equal when their corners agree
         return 1.0 if max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.05 else 0.0
     return inter / union
+
+
+def write_snapshot(run_dir: Path, onnx: Path, train: int = 24, val: int = 12) -> None:
+    """A training snapshot in the box's layout: images/{train,val}, labels/val. The labels are the FP32 model's
+    own boxes (the oracle model has not learned the shapes): FP32 then scores near 1 on its own validation
+    split, and whatever a reduced precision changes shows as a drop."""
+    from appliance.inference.pipeline import load_detector
+
+    fp32 = load_detector(onnx, backend="openvino", class_names=["square", "disc"], imgsz=320)
+    for split, seeds in (("train", range(100, 100 + train)), ("val", range(val))):
+        (run_dir / "images" / split).mkdir(parents=True)
+        (run_dir / "labels" / split).mkdir(parents=True)
+        for seed in seeds:
+            image = shapes_image(seed)
+            cv2.imwrite(
+                str(run_dir / "images" / split / f"{seed}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95]
+            )
+            if split == "val":
+                stored = cv2.imread(str(run_dir / "images" / split / f"{seed}.jpg"))
+                found = fp32.detect(stored, conf=0.05, iou=0.7).detections
+                height, width = stored.shape[:2]
+                lines = [
+                    f"{d.class_id} {(d.x1 + d.x2) / 2 / width:.6f} {(d.y1 + d.y2) / 2 / height:.6f} "
+                    f"{(d.x2 - d.x1) / width:.6f} {(d.y2 - d.y1) / height:.6f}"
+                    for d in found
+                ]
+                (run_dir / "labels" / split / f"{seed}.txt").write_text("\n".join(lines) + "\n")
+
+
+def add_training_run(db: Database, config: Config, model_id: int, tiny_yolo: Path) -> Path:
+    """The model's training job row and its snapshot folder (a real training is not what this test is about)."""
+    with write_transaction(db):
+        job_id = int(
+            db.execute(
+                "INSERT INTO jobs (kind, status, model_id, created_at) VALUES ('train', 'completed', ?, ?)",
+                [model_id, now_iso()],
+            ).lastrowid
+            or 0
+        )
+        db.execute("UPDATE models SET job_id = ? WHERE id = ?", [job_id, model_id])
+    run_dir = config.data_path / "runs" / str(job_id)
+    write_snapshot(run_dir, oracle_onnx(str(tiny_yolo), 320), train=8, val=8)
+    return run_dir

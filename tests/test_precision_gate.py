@@ -13,14 +13,19 @@ import cv2
 import pytest
 from litestar.testing import TestClient
 
-from appliance.clock import now_iso
 from appliance.config import Config
-from appliance.db import Database, write_transaction
+from appliance.db import Database
 from appliance.inference.openvino_backend import openvino_available
-from appliance.inference.pipeline import letterbox, load_detector
+from appliance.inference.pipeline import letterbox
 from appliance.models.precision_gate import decide, read_labels, snapshot_split
 from tests.helpers import API
-from tests.inference_support import copy_exported_model, exported_data_dir, oracle_onnx, shapes_image
+from tests.inference_support import (
+    add_training_run,
+    copy_exported_model,
+    exported_data_dir,
+    oracle_onnx,
+    write_snapshot,
+)
 
 pytestmark = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
 
@@ -51,31 +56,6 @@ def test_the_decision_says_why_with_the_numbers() -> None:
         **common, baseline_map=0.0, candidate_map=0.0, baseline_ms=20, candidate_ms=10, labels=0
     )
     assert not ok and "no labeled box" in reason
-
-
-def write_snapshot(run_dir: Path, onnx: Path, train: int = 24, val: int = 12) -> None:
-    """A training snapshot in the box's layout: images/{train,val}, labels/val. The labels are the FP32 model's
-    own boxes (the oracle model has not learned the shapes): FP32 then scores near 1 on its own validation
-    split, and whatever a reduced precision changes shows as a drop."""
-    fp32 = load_detector(onnx, backend="openvino", class_names=["square", "disc"], imgsz=320)
-    for split, seeds in (("train", range(100, 100 + train)), ("val", range(val))):
-        (run_dir / "images" / split).mkdir(parents=True)
-        (run_dir / "labels" / split).mkdir(parents=True)
-        for seed in seeds:
-            image = shapes_image(seed)
-            cv2.imwrite(
-                str(run_dir / "images" / split / f"{seed}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95]
-            )
-            if split == "val":
-                stored = cv2.imread(str(run_dir / "images" / split / f"{seed}.jpg"))
-                found = fp32.detect(stored, conf=0.05, iou=0.7).detections
-                height, width = stored.shape[:2]
-                lines = [
-                    f"{d.class_id} {(d.x1 + d.x2) / 2 / width:.6f} {(d.y1 + d.y2) / 2 / height:.6f} "
-                    f"{(d.x2 - d.x1) / width:.6f} {(d.y2 - d.y1) / height:.6f}"
-                    for d in found
-                ]
-                (run_dir / "labels" / split / f"{seed}.txt").write_text("\n".join(lines) + "\n")
 
 
 def test_the_split_and_its_labels_are_read_as_the_snapshot_wrote_them(tmp_path: Path) -> None:
@@ -129,22 +109,6 @@ def test_the_gate_refuses_an_int8_model_that_loses_accuracy_and_says_by_how_much
     assert proper.gate.candidate_map50_95 > gate.candidate_map50_95 + 0.1
     # Kept exactly when accepted (this CPU's INT8 speed decides it: measured, never assumed).
     assert (tmp_path / "model_320_int8.xml").exists() == proper.gate.accepted == (proper.file is not None)
-
-
-def add_training_run(db: Database, config: Config, model_id: int, tiny_yolo: Path) -> Path:
-    """The model's training job row and its snapshot folder (a real training is not what this test is about)."""
-    with write_transaction(db):
-        job_id = int(
-            db.execute(
-                "INSERT INTO jobs (kind, status, model_id, created_at) VALUES ('train', 'completed', ?, ?)",
-                [model_id, now_iso()],
-            ).lastrowid
-            or 0
-        )
-        db.execute("UPDATE models SET job_id = ? WHERE id = ?", [job_id, model_id])
-    run_dir = config.data_path / "runs" / str(job_id)
-    write_snapshot(run_dir, oracle_onnx(str(tiny_yolo), 320), train=8, val=8)
-    return run_dir
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -24,7 +25,14 @@ from appliance.inference.tensorrt_backend import (
     io_specs_from_engine,
     plan_bindings,
 )
-from tests.inference_support import box_iou, copy_exported_model, exported_data_dir, oracle_onnx, shapes_image
+from tests.inference_support import (
+    box_iou,
+    copy_exported_model,
+    exported_data_dir,
+    jpeg,
+    oracle_onnx,
+    shapes_image,
+)
 
 # --- TensorRT: planning without a GPU ------------------------------------------------------------
 
@@ -254,12 +262,115 @@ def _fake_gpu_modules(legacy: bool) -> dict[str, object]:
                 ),
             )
 
+    # The builder side, as much of it as tensorrt_build.py calls: the network parsed from the ONNX bytes, the
+    # config's flags, profiles and calibrator; "building" runs INT8 calibration the way TensorRT does (batches
+    # pulled until get_batch returns None, the table written to the cache, the cache read first when present)
+    # and serializes the ONNX bytes, which the stand-in runtime runs.
+    builds: list[SimpleNamespace] = []
+
+    class Network:
+        def __init__(self) -> None:
+            self.inputs: list[SimpleNamespace] = []
+
+        def get_input(self, index: int) -> SimpleNamespace:
+            return self.inputs[index]
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network: Network, logger: object) -> None:
+            self.network = network
+
+        def parse(self, data: bytes) -> bool:
+            session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+            self.network.data = data  # type: ignore[attr-defined]
+            self.network.inputs = [
+                SimpleNamespace(name=i.name, shape=tuple(d if isinstance(d, int) else -1 for d in i.shape))
+                for i in session.get_inputs()
+            ]
+            return True
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+
+        def set_shape(
+            self, name: str, low: tuple[int, ...], opt: tuple[int, ...], high: tuple[int, ...]
+        ) -> None:
+            self.shapes[name] = (low, opt, high)
+
+    class BuilderConfig:
+        def __init__(self) -> None:
+            self.flags: set[str] = set()
+            self.profiles: list[Profile] = []
+            self.calibration_profile: Profile | None = None
+            self.int8_calibrator: object = None
+
+        def set_memory_pool_limit(self, pool: str, size: int) -> None:
+            self.workspace = size
+
+        def set_flag(self, flag: str) -> None:
+            self.flags.add(flag)
+
+        def add_optimization_profile(self, profile: Profile) -> int:
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def set_calibration_profile(self, profile: Profile) -> bool:
+            self.calibration_profile = profile
+            return True
+
+    class Builder:
+        def __init__(self, logger: object) -> None:
+            pass
+
+        def create_network(self, flags: int) -> Network:
+            return Network()
+
+        def create_builder_config(self) -> BuilderConfig:
+            return BuilderConfig()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes:
+            fed: list[tuple[int, ...]] = []
+            calibrator: Any = config.int8_calibrator
+            if (
+                "INT8" in config.flags
+                and calibrator is not None
+                and calibrator.read_calibration_cache() is None
+            ):
+                name = network.get_input(0).name
+                while (pointers := calibrator.get_batch([name])) is not None:
+                    fed.append(
+                        read(
+                            pointers[0],
+                            np.float32,
+                            (calibrator.get_batch_size(), 3, *network.get_input(0).shape[2:]),
+                        ).shape
+                    )
+                calibrator.write_calibration_cache(f"calibrated on {len(fed)} batches".encode())
+            builds.append(SimpleNamespace(config=config, network=network, calibration_batches=fed))
+            return network.data  # type: ignore[attr-defined, no-any-return]
+
+    class IInt8EntropyCalibrator2:
+        def __init__(self) -> None:
+            pass
+
     trt = module(
         "tensorrt",
         __version__="10.0.0-fake",
         Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None}),
         Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=Engine),
         TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"),
+        Builder=Builder,
+        OnnxParser=OnnxParser,
+        IInt8EntropyCalibrator2=IInt8EntropyCalibrator2,
+        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8"),
+        NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0),
+        builds=builds,
     )
     driver = module(
         "pycuda.driver",
@@ -268,6 +379,7 @@ def _fake_gpu_modules(legacy: bool) -> dict[str, object]:
         pagelocked_empty=lambda shape, dtype: np.empty(shape, dtype),
         mem_alloc=_DeviceBuffer,
         memcpy_htod_async=lambda dst, src, stream: write(int(dst), src),
+        memcpy_htod=lambda dst, src: write(int(dst), src),
         memcpy_dtoh_async=lambda dst, src, stream: np.copyto(dst, read(int(src), dst.dtype, dst.shape)),
     )
     pycuda = module("pycuda", driver=driver)
@@ -359,3 +471,96 @@ def test_engine_built_on_another_gpu_falls_back_to_onnx_and_is_rebuilt_here(
         db.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", [queued[0]["job_id"]])
     assert load_detector_for_model(config, row).key == "openvino"
     assert db.execute("SELECT COUNT(*) FROM model_exports WHERE format = 'engine'").fetchone()[0] == 1
+
+
+@pytest.mark.slow
+def test_an_int8_engine_is_calibrated_on_the_training_split_with_a_batch_profile(
+    tiny_yolo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tensorrt_build.py against the builder API: FP16 + INT8 flags, the IInt8EntropyCalibrator2 fed our
+    letterboxed images batch by batch, its table cached (a rebuild reads it instead), an optimisation profile
+    of batch 1..4 that calibration also uses; the engine then runs batches."""
+    from appliance.inference.pipeline import DetectRequest
+    from appliance.inference.tensorrt_build import build_engine
+
+    modules = _fake_gpu_modules(legacy=False)
+    for name, mod in modules.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    builds = modules["tensorrt"].builds  # type: ignore[attr-defined]
+    onnx_path = oracle_onnx(str(tiny_yolo), 320)
+    images = []
+    for seed in range(5):
+        images.append(tmp_path / f"{seed}.jpg")
+        images[-1].write_bytes(jpeg(shapes_image(seed)))
+    cache = tmp_path / "calibration_320.cache"
+    seen: list[float] = []
+    info = build_engine(
+        onnx_path, tmp_path / "model_320_int8.engine", precision="int8", imgsz=320, dynamic=False, max_batch=4,
+        calibration_images=images, calibration_cache=cache, progress=lambda p, s: seen.append(p),
+    )  # fmt: skip
+    built = builds[-1]
+    assert built.config.flags == {"FP16", "INT8"}
+    assert (
+        built.calibration_batches == [(1, 3, 320, 320)] * 5
+        and cache.read_bytes() == b"calibrated on 5 batches"
+    )
+    (profile,) = built.config.profiles
+    assert profile.shapes["images"] == ((1, 3, 320, 320), (1, 3, 320, 320), (4, 3, 320, 320))
+    assert built.config.calibration_profile is profile
+    assert info.device == "Fake GPU" and info.inputs[0].shape == [-1, 3, 320, 320] and seen[-1] == 100
+    build_engine(
+        onnx_path, tmp_path / "again.engine", precision="int8", imgsz=320, dynamic=False, max_batch=4,
+        calibration_images=images, calibration_cache=cache, progress=lambda p, s: None,
+    )  # fmt: skip
+    assert builds[-1].calibration_batches == []  # the cached table, no second calibration
+    engine = load_detector(
+        tmp_path / "model_320_int8.engine", class_names=["square", "disc"],
+        options={"metadata": {"device": "Fake GPU", "tensorrt_version": "10.0.0-fake", "imgsz": 320}},
+    )  # fmt: skip
+    assert engine.batch_capacity == 4
+    assert len(engine.detect_batch([DetectRequest(shapes_image(s), conf=0.05) for s in range(4)])) == 4
+
+
+@pytest.mark.slow
+def test_a_tensorrt_int8_export_goes_through_the_accuracy_gate(
+    tiny_yolo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export job's INT8 path on the stand-ins: the FP16 engine built first as the baseline, INT8 built
+    aside, both measured on the validation split; the stand-in INT8 engine is the FP32 network, so it keeps
+    the accuracy but cannot be 2x faster: refused with its numbers, its file gone, FP16 kept and run."""
+    from appliance.config import load_config
+    from appliance.db import migrate, open_database
+    from appliance.jobs.service import claim_next_job
+    from appliance.jobs.worker import run_one
+    from appliance.models import jobs  # noqa: F401 - registers the export job kind
+    from appliance.models.exports import create_export
+    from appliance.models.loading import load_detector_for_model
+    from appliance.models.registry import model_row
+    from appliance.models.schemas import ExportCreate
+    from tests.inference_support import add_training_run, system_user
+
+    for name, mod in _fake_gpu_modules(legacy=False).items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    config = load_config(env={}, data_dir=str(tmp_path / "data"), precision_min_speedup=2.0)
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
+    add_training_run(db, config, model_id, tiny_yolo)
+    export = create_export(
+        db, config, model_id, ExportCreate(format="engine", int8=True, calib_images=4), system_user(db)
+    )
+    job = claim_next_job(db, ["export"])
+    assert job is not None and run_one(job, db, config) == "completed"
+    row = next(db.query("SELECT * FROM model_exports WHERE id = ?", [export.id]))
+    gate = json.loads(row["metadata"])["gate"]
+    assert row["status"] == "refused" and row["path"] is None
+    assert (
+        gate["engine"] == "tensorrt" and gate["baseline_precision"] == "fp16" and gate["device"] == "Fake GPU"
+    )
+    assert gate["map_drop_points"] == 0 and gate["calibration_images"] == 4 and not gate["accepted"]
+    assert "INT8 refused: it is not faster" in gate["reason"] and "at least 2x needed" in gate["reason"]
+    folder = config.data_path / "models" / str(model_id)
+    assert not (folder / "model_320_int8.engine").exists() and (folder / "model_320_fp16.engine").exists()
+    runs = load_detector_for_model(config, model_row(db, model_id))
+    assert runs.key == "tensorrt" and runs.plan.precision == "fp16"
+    db.conn.close()

@@ -199,7 +199,9 @@ def build_engine(
         built_fp16 = build_to(baseline, "fp16", [])
         fp16_entry = _engine_entry(onnx_entry, onnx_path, "fp16", built_fp16, 0)
         write_model_metadata(config, params.model_id, _model_fields(row), baseline.name, fp16_entry)
-    temp = final.with_name(f".{final.name}.tmp-{context.job_id}")
+    temp = final.with_name(
+        f".{final.stem}.tmp-{context.job_id}{final.suffix}"
+    )  # the suffix says which backend
     try:
         built = build_to(temp, "int8", images)
         entry = _engine_entry(onnx_entry, onnx_path, "int8", built, len(images))
