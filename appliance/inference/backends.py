@@ -76,6 +76,21 @@ def default_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def session_options(threads: int | None = None) -> Any:
+    """The ONNX Runtime session options of our backend (bench/inference.py builds its floor with them too)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # No busy-waiting between ops: the camera, the web server and the worker share the cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime session: TensorRT / CUDA execution providers where present, else CPU."""
 
@@ -93,14 +108,7 @@ class OnnxRuntimeBackend:
     ) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # No busy-waiting between ops: the camera, the web server and the worker share the cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(threads)
         present = ort.get_available_providers()
         wanted = providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]
         chosen = [p for p in wanted if p in present] or ["CPUExecutionProvider"]

@@ -159,6 +159,32 @@ def cached_ir(onnx: Path, size: tuple[int, int], weights: str, version: str | No
     return xml
 
 
+def compile_config(device: str, precision: str, blob_cache: Path | None = None) -> dict[str, Any]:
+    """compile_model's properties for our backend (bench/inference.py times the bare call with them too)."""
+    config: dict[str, Any] = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": INFERENCE_HINTS[precision],
+    }
+    if device != "CPU" and blob_cache is not None:  # GPU and NPU compile slowly: keep their compiled blobs
+        config["CACHE_DIR"] = str(blob_cache)
+    if device == "CPU":
+        # Threads are not pinned to cores: the camera, web and worker processes share them (pinned threads of a
+        # busy box waited for their own core: 200 ms instead of 170 ms per call under a load of 13 here).
+        config["ENABLE_CPU_PINNING"] = False
+        if platform.machine() in ("aarch64", "arm64"):
+            config["EXECUTION_MODE_HINT"] = "ACCURACY"
+    return config
+
+
+def native_precision(device: str = "CPU") -> str:
+    """The precision OpenVINO's plugin runs at when nobody pins one (bf16 on AVX512-BF16/AMX CPUs, f16 on ARM
+    and GPUs), in our names."""
+    import openvino as ov
+
+    hint = _core().get_property(device, "INFERENCE_PRECISION_HINT")
+    return "bf16" if hint == ov.Type.bf16 else "fp16" if hint == ov.Type.f16 else "fp32"
+
+
 def has_amx_int8() -> bool:
     try:
         return "amx_int8" in Path("/proc/cpuinfo").read_text()
@@ -207,14 +233,7 @@ class OpenVINOBackend:
             raise Invalid(f"{path.name}: OpenVINO input {shape} is not N, C, H, W with a fixed size")
         channels, height, width = (shape[i].get_length() for i in (1, 2, 3))
         quantised = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
-        config: dict[str, Any] = {
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": INFERENCE_HINTS[precision],
-        }
-        if self.device != "CPU":  # GPU and NPU compile slowly: keep their compiled blobs beside the model
-            config["CACHE_DIR"] = str(ir_cache_root(path) / "compiled")
-        if platform.machine() in ("aarch64", "arm64") and self.device == "CPU":
-            config["EXECUTION_MODE_HINT"] = "ACCURACY"
+        config = compile_config(self.device, precision, ir_cache_root(path) / "compiled")
         single = model.clone()
         single.reshape({0: ov.PartialShape([1, channels, height, width])})
         try:

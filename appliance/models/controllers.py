@@ -145,8 +145,8 @@ class InferenceController(Controller):
         content = read_upload(data.image.file, limit)
         if content is None:
             raise TooLarge(f"the image is larger than the {config.max_image_mb} MB limit")
-        if data.precision not in (None, "", "fp32", "fp16", "int8"):
-            raise Invalid("precision must be fp32, fp16 or int8")
+        if data.precision not in (None, "", "fp32", "fp16", "bf16", "int8"):
+            raise Invalid("precision must be fp32, fp16, bf16 or int8")
         return predict.run_inference(
             db,
             config,

@@ -11,7 +11,7 @@ from appliance.stations.contracts import Mode, TriggerRow
 from appliance.stations.genicam import GenicamSettings, GenicamStatus
 
 SourceType = Literal["v4l2", "url", "gstreamer", "file", "gige"]
-Precision = Literal["auto", "fp32", "fp16", "int8"]  # auto: the best export this machine can run
+Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]  # auto: the best export this machine can run
 Condition = Literal["==", ">=", "<=", "between", "present", "absent"]
 CameraState = Literal["stopped", "starting", "running", "reconnecting", "error", "offline"]
 
