@@ -17,15 +17,9 @@ from appliance.config import Config
 from appliance.db import Database
 from appliance.inference.openvino_backend import openvino_available
 from appliance.inference.pipeline import letterbox
-from appliance.models.precision_gate import decide, read_labels, snapshot_split
+from appliance.models.precision_gate import decide
 from tests.helpers import API
-from tests.inference_support import (
-    add_training_run,
-    copy_exported_model,
-    exported_data_dir,
-    oracle_onnx,
-    write_snapshot,
-)
+from tests.inference_support import add_training_run, copy_exported_model, exported_data_dir, oracle_onnx
 
 pytestmark = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
 
@@ -58,45 +52,36 @@ def test_the_decision_says_why_with_the_numbers() -> None:
     assert not ok and "no labeled box" in reason
 
 
-def test_the_split_and_its_labels_are_read_as_the_snapshot_wrote_them(tmp_path: Path) -> None:
-    (tmp_path / "images" / "val").mkdir(parents=True)
-    (tmp_path / "labels" / "val").mkdir(parents=True)
-    for name in ("b.jpg", "a.png", "notes.txt"):
-        (tmp_path / "images" / "val" / name).write_bytes(b"x")
-    (tmp_path / "labels" / "val" / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n\n")
-    split = snapshot_split(tmp_path, "val")
-    assert [i.image.name for i in split] == ["a.png", "b.jpg"] and split[1].labels is None  # b: background
-    boxes, classes = read_labels(split[0].labels, 200, 100)
-    assert classes.tolist() == [1] and boxes.tolist() == [[80.0, 30.0, 120.0, 70.0]]
-    assert snapshot_split(tmp_path, "train") == []
-
-
 @pytest.mark.slow
 def test_the_gate_refuses_an_int8_model_that_loses_accuracy_and_says_by_how_much(
-    tiny_yolo: Path, tmp_path: Path
+    tiny_yolo: Path, tmp_path: Path, config: Config, fresh_db: Database
 ) -> None:
     """Calibrated on purpose with the wrong preprocessing (pixels 0..255 where the model sees 0..1), the INT8
-    model's activation ranges are wrong by 255x: the gate measures the drop and refuses it, numbers included.
-    Calibrated properly (our letterbox), the same quantisation keeps far more of the accuracy."""
-    from appliance.models.precision_child import run
+    model's activation ranges are wrong by 255x: the gate measures the drop on the frozen validation split and
+    refuses it, numbers included. Calibrated properly (our letterbox), the same quantisation keeps far more."""
+    from appliance.evaluation.splits import training_split_items
+    from appliance.models.precision_child import SplitFile, run
 
     onnx = tmp_path / "model_320.onnx"
     shutil.copyfile(oracle_onnx(str(tiny_yolo), 320), onnx)
-    run_dir = tmp_path / "runs" / "1"
-    write_snapshot(run_dir, onnx)
+    job_id = add_training_run(fresh_db, config, onnx, images=30)
+    classes, items = training_split_items(fresh_db, config, job_id)
 
     def unscaled(path: Path) -> Any:
         return letterbox(cv2.imread(str(path)), 320)[0] * 255.0
 
     common = {
-        "onnx": onnx, "precision": "int8", "imgsz": 320, "device": "CPU", "run_dir": run_dir,
+        "onnx": onnx, "precision": "int8", "imgsz": 320, "device": "CPU",
+        "run_dir": config.data_path / "runs" / str(job_id), "split": SplitFile(classes=classes, items=items),
         "calib_images": 300, "max_drop_points": 1.0, "min_speedup": 1.05,
     }  # fmt: skip
     broken = run(out=tmp_path / "model_320_int8.xml", transform=unscaled, **common)
     gate = broken.gate
-    assert gate.baseline_map50_95 > 0.8  # FP32 against its own boxes: near the 0.995 ceiling
+    assert gate.baseline_map50_95 > 0.2  # FP32 against its own boxes (both classes score alike: not 1)
     assert gate.map_drop_points > 1.0 and not gate.accepted and broken.file is None
-    assert gate.calibration_images == 24 and gate.val_images == 12 and gate.val_labels > 12
+    train = list((config.data_path / "runs" / str(job_id) / "images" / "train").iterdir())
+    assert gate.calibration_images == len(train) and gate.val_images == len(items) >= 8  # never the val images
+    assert gate.val_labels == sum(len(item.boxes) for item in items) > len(items)
     assert "INT8 refused: it loses too much accuracy" in gate.reason
     assert (
         f"mAP50-95 {gate.candidate_map50_95:.3f} against {gate.baseline_map50_95:.3f} for FP32" in gate.reason
@@ -122,7 +107,7 @@ def test_a_bf16_export_is_measured_and_runs_only_if_accepted(
     from appliance.models.registry import model_row
 
     model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, fresh_db)
-    add_training_run(fresh_db, config, model_id, tiny_yolo)
+    add_training_run(fresh_db, config, oracle_onnx(str(tiny_yolo), 320), model_id=model_id)
     url = f"{API}/models/{model_id}/exports"
     assert (
         client.post(url, json={"format": "openvino", "precision": "fp32"}, headers=admin).status_code == 422
@@ -138,7 +123,7 @@ def test_a_bf16_export_is_measured_and_runs_only_if_accepted(
     assert (
         gate["engine"] == "openvino" and gate["precision"] == "bf16" and gate["baseline_precision"] == "fp32"
     )
-    assert gate["val_images"] == 8 and gate["baseline_map50_95"] > 0.8 and gate["reason"]
+    assert gate["val_images"] >= 6 and gate["baseline_map50_95"] > 0.2 and gate["reason"]
     runs = load_detector_for_model(config, model_row(fresh_db, model_id))
     model = client.get(f"{API}/models/{model_id}", headers=admin).json()
     if gate["accepted"]:
@@ -168,7 +153,7 @@ def test_a_model_without_its_training_snapshot_is_not_quantised_blind(
     job = claim_next_job(fresh_db, ["export"])
     assert job is not None and run_one(job, fresh_db, config) == "failed"
     export = client.get(f"{API}/models/{model_id}/exports", headers=admin).json()[-1]
-    assert export["status"] == "failed" and "training snapshot" in export["error"]
+    assert export["status"] == "failed" and "no training run on this box" in export["error"]
     too_many = client.post(
         f"{API}/models/{model_id}/exports",
         json={"format": "openvino", "int8": True, "calib_images": 301},

@@ -545,7 +545,7 @@ def test_a_tensorrt_int8_export_goes_through_the_accuracy_gate(
     db = open_database(config.db_path)
     migrate(db, config.db_path)
     model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
-    add_training_run(db, config, model_id, tiny_yolo)
+    add_training_run(db, config, oracle_onnx(str(tiny_yolo), 320), model_id=model_id)
     export = create_export(
         db, config, model_id, ExportCreate(format="engine", int8=True, calib_images=4), system_user(db)
     )

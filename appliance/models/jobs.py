@@ -22,6 +22,7 @@ from appliance.classes import parse_classes
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import write_transaction
+from appliance.errors import Conflict
 from appliance.inference.backends import tensorrt_available
 from appliance.inference.contracts import OnnxExportInfo, OnnxExportLine
 from appliance.jobs.worker import JobCancelled, JobContext, JobKind, WorkerStopping, register_job_kind
@@ -36,9 +37,15 @@ from appliance.models.artifacts import (
 )
 from appliance.models.contracts import ArtifactInfo, ExportParams, ExportResult, ModelMetadata, PrecisionGate
 from appliance.models.exports import KIND, TENSORRT_MISSING
-from appliance.models.precision_child import PrecisionLine, PrecisionResult, sample_calibration_images
-from appliance.models.precision_gate import run_gate, snapshot_split
+from appliance.models.precision_child import (
+    PrecisionLine,
+    PrecisionResult,
+    SplitFile,
+    sample_calibration_images,
+)
+from appliance.models.precision_gate import run_gate
 from appliance.models.registry import ModelRow
+from appliance.storage import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +201,7 @@ def build_engine(
     if precision != "int8":
         built = build_to(final, precision, [])
         return final, _engine_entry(onnx_entry, onnx_path, precision, built, 0)
+    split = frozen_split(context, row)  # before building: without it there is nothing to measure INT8 on
     baseline = artifact_path(config, params.model_id, "engine", "fp16", params.imgsz, params.dynamic)
     if not baseline.is_file():  # the gate compares INT8 with what the engine runs otherwise
         built_fp16 = build_to(baseline, "fp16", [])
@@ -205,7 +213,7 @@ def build_engine(
     try:
         built = build_to(temp, "int8", images)
         entry = _engine_entry(onnx_entry, onnx_path, "int8", built, len(images))
-        gate = gate_engines(context, row, baseline, temp, entry, len(images))
+        gate = gate_engines(context, row, split, (baseline, temp), entry, len(images))
         if gate.accepted:
             os.replace(temp, final)
         return final, msgspec.structs.replace(entry, gate=gate)
@@ -214,9 +222,15 @@ def build_engine(
 
 
 def gate_engines(
-    context: JobContext, row: ModelRow, baseline: Path, candidate: Path, entry: ArtifactInfo, calibrated: int
+    context: JobContext,
+    row: ModelRow,
+    split: SplitFile,
+    engines: tuple[Path, Path],
+    entry: ArtifactInfo,
+    calibrated: int,
 ) -> PrecisionGate:
-    """The accuracy gate of a TensorRT INT8 engine against the FP16 one, on the model's validation split."""
+    """The accuracy gate of a TensorRT INT8 engine (engines[1]) against the FP16 one (engines[0]), on the
+    model's validation split."""
     from appliance.inference.pipeline import load_detector
 
     names = [c.name for c in parse_classes(row["classes"])]
@@ -225,13 +239,14 @@ def gate_engines(
         load_detector(
             path, backend="tensorrt", class_names=names, imgsz=entry.imgsz, options={"metadata": meta}
         )
-        for path in (baseline, candidate)
+        for path in engines
     ]
     try:
         return run_gate(
             baseline=opened[0],
             candidate=opened[1],
-            images=snapshot_split(run_dir(context.config, row["job_id"]), "val"),
+            items=split.items,
+            split_classes=split.classes,
             engine="tensorrt",
             device=entry.device or "",
             precision="int8",
@@ -248,6 +263,23 @@ def gate_engines(
             detector.close()
 
 
+def frozen_split(context: JobContext, row: ModelRow) -> SplitFile:
+    """The model's frozen validation split (its training run's val images and boxes): what the gate measures on.
+    Without a training run or its snapshot there is nothing to measure on, and nothing reduced is made."""
+    from appliance.evaluation.splits import training_split_items
+
+    if row["job_id"] is None:
+        raise RuntimeError(
+            "the model has no training run on this box: a reduced precision cannot be evaluated on its "
+            "validation split, so it is not made"
+        )
+    try:
+        classes, items = training_split_items(context.db, context.config, int(row["job_id"]))
+    except Conflict as exc:
+        raise RuntimeError(f"{exc}: a reduced precision cannot be evaluated, so it is not made") from None
+    return SplitFile(classes=classes, items=items)
+
+
 def run_dir(config: Config, training_job_id: int | None) -> Path:
     """The model's training snapshot (its frozen train and validation split)."""
     return config.data_path / "runs" / str(int(training_job_id or 0))
@@ -259,12 +291,10 @@ def build_openvino(
     """An OpenVINO reduced precision: built and gated against FP32 in a child (NNCF and torch live only there)."""
     config = context.config
     final = artifact_path(config, params.model_id, "openvino", params.precision, params.imgsz, params.dynamic)
-    if row["job_id"] is None or not run_dir(config, row["job_id"]).is_dir():
-        raise RuntimeError(
-            "the model's training snapshot (runs/<job>) is gone: a reduced precision cannot be calibrated and "
-            "evaluated on its validation split, so it is not made"
-        )
+    split = frozen_split(context, row)
     context.progress(force=True, stage=f"building and evaluating {params.precision.upper()}", percent=25)
+    split_file = final.with_name(f".split-{context.job_id}.json")
+    write_atomic(split_file, msgspec.json.encode(split))
     argv = ["appliance.models.precision_child", "--onnx", str(onnx_path), "--out", str(final)]
     argv += [
         "--precision",
@@ -274,7 +304,7 @@ def build_openvino(
         "--device",
         config.openvino_device,
     ]
-    argv += ["--run-dir", str(run_dir(config, row["job_id"]))]
+    argv += ["--run-dir", str(run_dir(config, row["job_id"])), "--split", str(split_file)]
     argv += ["--calib-images", str(min(params.calib_images, config.calibration_images_max))]
     argv += [
         "--max-drop",
@@ -283,7 +313,10 @@ def build_openvino(
         str(config.precision_min_speedup),
     ]
     argv += ["--home", str(config.data_path / "openvino")]
-    result: PrecisionResult = run_child(context, argv, PrecisionLine)
+    try:
+        result: PrecisionResult = run_child(context, argv, PrecisionLine)
+    finally:
+        split_file.unlink(missing_ok=True)
     entry = msgspec.structs.replace(
         onnx_entry,
         format="openvino",

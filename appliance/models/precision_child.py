@@ -2,7 +2,8 @@
 gate against FP32 on this box, keep it only when accepted.
 
 Run as `python -m appliance.models.precision_child --onnx O --out model_320_int8.xml --precision int8
---imgsz 320 --run-dir runs/<job> ...`; prints one line `{"result": {...}}` with the gate's record. INT8 is
+--imgsz 320 --run-dir runs/<job> --split split.json ...` (the frozen validation split the job resolved:
+class names and items); prints one line `{"result": {...}}` with the gate's record. INT8 is
 NNCF's post-training quantisation (`nncf.quantize`, preset MIXED) calibrated on up to `--calib-images` images
 of the training split, letterboxed by our pipeline; the detection head and the activations' sigmoids stay in
 floating point, as ultralytics' own OpenVINO INT8 export does. BF16 and FP16 are the FP32 graph run (FP16:
@@ -25,11 +26,13 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from appliance.evaluation.contracts import SplitItem
 from appliance.models.contracts import PrecisionGate
 
 logger = logging.getLogger(__name__)
 
 Transform = Callable[[Path], np.ndarray]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class PrecisionResult(msgspec.Struct, kw_only=True):
@@ -43,14 +46,23 @@ class PrecisionLine(msgspec.Struct):
     result: PrecisionResult | None = None
 
 
+class SplitFile(msgspec.Struct, kw_only=True):
+    """What the job hands the child to evaluate on: the frozen validation split (evaluation.splits)."""
+
+    classes: list[str]
+    items: list[SplitItem]
+
+
 def sample_calibration_images(run_dir: Path, count: int) -> list[Path]:
     """Up to `count` images of the training split, sampled evenly (never the validation split: the gate
     evaluates there). Snapshots older than the split layout: every image of the run."""
-    from appliance.models.precision_gate import IMAGE_SUFFIXES, snapshot_split
-
-    found = [item.image for item in snapshot_split(run_dir, "train")]
-    if not found and run_dir.is_dir():
-        found = sorted(p for p in run_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    train = run_dir / "images" / "train"
+    folder = train if train.is_dir() else run_dir
+    found = (
+        sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if folder.is_dir()
+        else []
+    )
     if len(found) <= count:
         return found
     step = len(found) / count
@@ -59,11 +71,12 @@ def sample_calibration_images(run_dir: Path, count: int) -> list[Path]:
 
 def letterbox_transform(imgsz: int) -> Transform:
     """What the camera feeds the model: the image read EXIF-aware, letterboxed, RGB, 0..1, NCHW."""
+    import cv2
+
     from appliance.inference.pipeline import letterbox
-    from appliance.models.precision_gate import read_image
 
     def transform(path: Path) -> np.ndarray:
-        image = read_image(path)
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # EXIF orientation applied, as the pipeline decodes
         if image is None:
             raise ValueError(f"calibration image {path} cannot be read")
         return letterbox(image, imgsz)[0]
@@ -137,30 +150,39 @@ def run(
     imgsz: int,
     device: str,
     run_dir: Path,
+    split: SplitFile,
     calib_images: int,
     max_drop_points: float,
     min_speedup: float,
     transform: Transform | None = None,
 ) -> PrecisionResult:
-    """Build, gate, and keep (rename into `out`) or drop the candidate."""
-    from appliance.inference.pipeline import load_detector
-    from appliance.models.precision_gate import run_gate, snapshot_split
+    """Build, gate on `split`, and keep (rename into `out`) or drop the candidate."""
+    from appliance.inference.pipeline import load_detector, read_metadata
+    from appliance.models.precision_gate import run_gate
 
     temp = out.with_name(f".{out.stem}.tmp-{uuid.uuid4().hex[:8]}.xml")
     images = sample_calibration_images(run_dir, calib_images) if precision == "int8" else []
     try:
         used = build_candidate(onnx, temp, precision, imgsz, images, transform or letterbox_transform(imgsz))
+        # The model's class names (metadata.json beside its ONNX file; its dataset's, the split's, without one).
+        names = [c["name"] if isinstance(c, dict) else str(c) for c in read_metadata(onnx).get("classes", [])]
+        names = names or list(split.classes)
         options = {"device": device, "max_batch": 1}
         baseline = load_detector(
-            onnx, backend="openvino", imgsz=imgsz, options={**options, "precision": "fp32"}
+            onnx, backend="openvino", class_names=names, imgsz=imgsz, options={**options, "precision": "fp32"}
         )
         candidate = load_detector(
-            temp, backend="openvino", imgsz=imgsz, options={**options, "precision": precision}
+            temp,
+            backend="openvino",
+            class_names=names,
+            imgsz=imgsz,
+            options={**options, "precision": precision},
         )
         gate = run_gate(
             baseline=baseline,
             candidate=candidate,
-            images=snapshot_split(run_dir, "val"),
+            items=split.items,
+            split_classes=split.classes,
             engine="openvino",
             device=candidate.device,
             precision=precision,
@@ -187,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", required=True, choices=["int8", "bf16", "fp16"])
     parser.add_argument("--imgsz", type=int, required=True)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument(
+        "--run-dir", type=Path, required=True, help="the training snapshot (calibration images)"
+    )
+    parser.add_argument("--split", type=Path, required=True, help="the frozen validation split (JSON)")
     parser.add_argument("--calib-images", type=int, default=300)
     parser.add_argument("--max-drop", type=float, default=1.0)
     parser.add_argument("--min-speedup", type=float, default=1.05)
@@ -206,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         imgsz=args.imgsz,
         device=args.device,
         run_dir=args.run_dir,
+        split=msgspec.json.decode(args.split.read_bytes(), type=SplitFile),
         calib_images=args.calib_images,
         max_drop_points=args.max_drop,
         min_speedup=args.min_speedup,

@@ -1,16 +1,17 @@
 """The accuracy gate of reduced precisions: a candidate (INT8, BF16, FP16) is measured on this box against its
 baseline on the model's frozen validation split, and offered only when it keeps the accuracy and is faster.
 
-- Accuracy: mAP50-95 of both on the validation images of the model's training snapshot
-  (`runs/<job>/images/val`, labels in `runs/<job>/labels/val`), through our own pipeline (EXIF-aware decode,
-  letterbox, decode + NMS at ultralytics' validation settings) and `detection_metrics.mean_average_precision`.
+- Accuracy: mAP50-95 of both on the val split of the model's training run, frozen by the evaluation domain
+  (`appliance.evaluation.splits.training_split_items`: the snapshot's images by content, its boxes by value),
+  measured by `appliance.evaluation.run.evaluate_detector`, the box's one implementation of Ultralytics' val
+  (every class above 0.001, NMS at IoU 0.7, the same matching and 101-point AP).
 - Speed: the median of single-frame calls of both, interleaved on one validation image, on this box.
 - Decision (`decide`): mAP50-95 drops by at most `precision_max_map_drop` points AND the candidate is at least
   `precision_min_speedup` times faster; the reason states the numbers either way.
 
-An empty split or one without a single labeled box cannot show accuracy: the candidate is refused. This
-module is engine-agnostic: the OpenVINO child (precision_child.py) and the TensorRT export job call `run_gate`
-with their two Detectors.
+A split without a single labeled box cannot show accuracy: the candidate is refused. This module is
+engine-agnostic: the OpenVINO child (precision_child.py) and the TensorRT export job call `run_gate` with
+their two Detectors.
 """
 
 from __future__ import annotations
@@ -18,93 +19,30 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
 from appliance.clock import now_iso
+from appliance.evaluation.contracts import SplitItem
+from appliance.evaluation.run import evaluate_detector
 from appliance.models.contracts import PrecisionGate
-from appliance.models.detection_metrics import (
-    VAL_CONF,
-    VAL_IOU,
-    VAL_MAX_DET,
-    ImageResult,
-    MapResult,
-    mean_average_precision,
-)
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SPEED_ROUNDS = 30
 SPEED_WARMUP = 3
 
 
-@dataclass(frozen=True)
-class LabeledImage:
-    image: Path
-    labels: Path | None  # YOLO label file (class cx cy w h, normalised); None: no boxes (a background image)
-
-
-def snapshot_split(run_dir: Path, split: str) -> list[LabeledImage]:
-    """The images of one split of a training snapshot with their label files, in name order."""
-    folder = run_dir / "images" / split
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            label = run_dir / "labels" / split / f"{path.stem}.txt"
-            found.append(LabeledImage(path, label if label.is_file() else None))
-    return found
-
-
-def read_labels(path: Path | None, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """(boxes xyxy in pixels, class ids) of a YOLO label file for an image of width x height."""
-    rows = []
-    if path is not None:
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 5:
-                rows.append([float(v) for v in parts[:5]])
-    if not rows:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    data = np.asarray(rows, np.float64)
-    cx, cy, w, h = data[:, 1] * width, data[:, 2] * height, data[:, 3] * width, data[:, 4] * height
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
-    return boxes, data[:, 0].astype(np.int64)
-
-
-def read_image(path: Path) -> np.ndarray | None:
-    """BGR pixels with the EXIF orientation applied (IMREAD_COLOR does), as the labels were drawn."""
-    return cv2.imread(str(path), cv2.IMREAD_COLOR)
-
-
-def evaluate(detector: Any, images: list[LabeledImage]) -> MapResult:
-    """mAP of a Detector over labeled images, with ultralytics' validation thresholds."""
-    results = []
-    for item in images:
-        image = read_image(item.image)
-        if image is None:
-            logger.warning("validation image %s cannot be read; left out", item.image)
-            continue
-        height, width = image.shape[:2]
-        label_boxes, label_classes = read_labels(item.labels, width, height)
-        found = detector.detect(image, conf=VAL_CONF, iou=VAL_IOU, max_det=VAL_MAX_DET).detections
-        results.append(
-            ImageResult(
-                boxes=np.asarray([[d.x1, d.y1, d.x2, d.y2] for d in found], np.float32).reshape(-1, 4),
-                scores=np.asarray([d.confidence for d in found], np.float64),
-                classes=np.asarray([d.class_id for d in found], np.int64),
-                label_boxes=label_boxes,
-                label_classes=label_classes,
-            )
-        )
-    return mean_average_precision(results)
+def first_image(items: Sequence[SplitItem]) -> np.ndarray | None:
+    """The first readable image of the split (EXIF orientation applied, as the pipeline decodes)."""
+    for item in items:
+        image = cv2.imread(item.path, cv2.IMREAD_COLOR)
+        if image is not None:
+            return image
+    return None
 
 
 def measure_speeds(
@@ -169,7 +107,8 @@ def run_gate(
     *,
     baseline: Any,
     candidate: Any,
-    images: list[LabeledImage],
+    items: Sequence[SplitItem],
+    split_classes: Sequence[str],
     engine: str,
     device: str,
     precision: str,
@@ -181,13 +120,13 @@ def run_gate(
 ) -> PrecisionGate:
     """Evaluate both Detectors on the split, time them, decide."""
     say = progress or (lambda percent, stage: None)
-    say(0, f"evaluating {baseline_precision.upper()} on {len(images)} validation images")
-    base = evaluate(baseline, images)
+    say(0, f"evaluating {baseline_precision.upper()} on {len(items)} validation images")
+    base, _ = evaluate_detector(baseline, items, split_classes)
     say(40, f"evaluating {precision.upper()}")
-    cand = evaluate(candidate, images)
+    cand, _ = evaluate_detector(candidate, items, split_classes)
     say(80, "timing both")
     speeds: dict[str, float] = {"baseline": 0.0, "candidate": 0.0}
-    sample = next((img for img in (read_image(i.image) for i in images) if img is not None), None)
+    sample = first_image(items)
     if sample is not None:
         speeds = measure_speeds({"baseline": baseline, "candidate": candidate}, sample)
     accepted, reason = decide(
@@ -208,7 +147,7 @@ def run_gate(
         device=device,
         precision=precision,
         baseline_precision=baseline_precision,
-        val_images=base.images,
+        val_images=base.images_evaluated,
         val_labels=base.labels,
         baseline_map50_95=round(base.map50_95, 5),
         candidate_map50_95=round(cand.map50_95, 5),
