@@ -13,8 +13,9 @@ import cv2
 import pytest
 from litestar.testing import TestClient
 
+from appliance.clock import now_iso
 from appliance.config import Config
-from appliance.db import Database
+from appliance.db import Database, write_transaction
 from appliance.inference.openvino_backend import openvino_available
 from appliance.inference.pipeline import letterbox
 from appliance.models.precision_gate import decide
@@ -80,7 +81,9 @@ def test_the_gate_refuses_an_int8_model_that_loses_accuracy_and_says_by_how_much
     assert gate.baseline_map50_95 > 0.2  # FP32 against its own boxes (both classes score alike: not 1)
     assert gate.map_drop_points > 1.0 and not gate.accepted and broken.file is None
     train = list((config.data_path / "runs" / str(job_id) / "images" / "train").iterdir())
-    assert gate.calibration_images == len(train) and gate.val_images == len(items) >= 8  # never the val images
+    assert (
+        gate.calibration_images == len(train) and gate.val_images == len(items) >= 8
+    )  # never the val images
     assert gate.val_labels == sum(len(item.boxes) for item in items) > len(items)
     assert "INT8 refused: it loses too much accuracy" in gate.reason
     assert (
@@ -160,3 +163,44 @@ def test_a_model_without_its_training_snapshot_is_not_quantised_blind(
         headers=admin,
     )
     assert too_many.status_code == 422 and "between 1 and 300" in too_many.json()["detail"]
+
+
+def test_m021_keeps_every_export_and_lets_openvino_ones_in(tmp_path: Path) -> None:
+    """model_exports is rebuilt for its new CHECK (SQLite cannot alter one): same rows, ids and index."""
+    import sqlite3
+
+    from appliance.db import migrate, open_database
+    from appliance.db.registry import migrations
+
+    path = tmp_path / "catalog.db"
+    db = open_database(path)
+    migrations.apply(db, stop_before="m020_model_engine_pin")
+    now = now_iso()
+    with write_transaction(db):
+        db.execute("INSERT INTO models (id, name, created_at) VALUES (1, 'm', ?)", [now])
+        db.execute(
+            """INSERT INTO model_exports (id, model_id, format, precision, imgsz, status, path, metadata, created_at)
+               VALUES (7, 1, 'engine', 'int8', 320, 'completed', 'model_320_int8.engine', '{"x": 1}', ?)""",
+            [now],
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute(
+                "INSERT INTO model_exports (model_id, format, imgsz, created_at) VALUES (1, 'openvino', 320, ?)",
+                [now],
+            )
+    assert "m021_openvino_exports" in migrate(db, path)
+    row = next(db.query("SELECT * FROM model_exports WHERE id = 7"))
+    assert (row["format"], row["precision"], row["path"], row["metadata"]) == (
+        "engine", "int8", "model_320_int8.engine", '{"x": 1}'
+    )  # fmt: skip
+    db.execute(
+        "INSERT INTO model_exports (model_id, format, imgsz, created_at) VALUES (1, 'openvino', 320, ?)",
+        [now],
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute(
+            "INSERT INTO model_exports (model_id, format, imgsz, created_at) VALUES (1, 'pt', 320, ?)", [now]
+        )
+    assert "model_exports_model" in {i.name for i in db["model_exports"].indexes}
+    assert db.execute("SELECT engine FROM models WHERE id = 1").fetchone() == (None,)  # m020: no pin
+    db.conn.close()
