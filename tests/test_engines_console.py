@@ -123,3 +123,22 @@ def test_try_it_names_the_engine_and_device(page: Page, site: dict[str, Any], tm
     wait_js(page, "document.querySelector('[data-testid=try-canvas]').dataset.boxes !== undefined")
     expect(page.get_by_test_id("try-engine")).to_contain_text("openvino on ")
     expect(page.get_by_test_id("try-engine")).to_contain_text(", fp32, image 200×150")
+
+
+def test_a_camera_pins_its_engine_in_its_settings(page: Page, site: dict[str, Any], tmp_path: Path) -> None:
+    http, headers, server = site["http"], site["headers"], site["server"]
+    settings = {"source_type": "file", "source": str(tmp_path / "line.avi")}
+    camera = http.post("/cameras", json={"name": "press 9", "settings": settings}, headers=headers).json()
+    page.set_viewport_size({"width": 1366, "height": 800})
+    login(page, server, f"live?camera={camera['id']}")
+    form = page.get_by_test_id("camera-settings")
+    form.get_by_test_id("camera-engine").select_option("onnxruntime")
+    form.get_by_test_id("camera-save").click()
+    expect(page.get_by_test_id("toast").last).to_have_text("Camera settings saved")
+    assert http.get(f"/cameras/{camera['id']}", headers=headers).json()["settings"]["engine"] == "onnxruntime"
+    form.get_by_test_id("camera-engine").select_option("tensorrt")  # not on this box: refused, said why
+    form.get_by_test_id("camera-save").click()
+    expect(page.get_by_test_id("camera-settings-error")).to_contain_text(
+        "settings.engine: this box has no tensorrt"
+    )
+    assert http.get(f"/cameras/{camera['id']}", headers=headers).json()["settings"]["engine"] == "onnxruntime"
