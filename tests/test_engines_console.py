@@ -9,16 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
 from appliance.clock import now_iso
-from appliance.config import load_config
-from appliance.db import open_database, write_transaction
-from tests.console_support import login
-from tests.helpers import API, ServerProcess, auth, wait_js
-from tests.inference_support import copy_exported_model, exported_data_dir, jpeg, shapes_image
+from appliance.db import write_transaction
+from tests.console_support import login, server_with_exported_model
+from tests.helpers import wait_js
+from tests.inference_support import jpeg, shapes_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -41,32 +39,24 @@ ACCEPTED = {
 @pytest.fixture(scope="module")
 def site(tiny_yolo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A server whose model 1 is exported to ONNX, with two measured reduced precisions on record."""
-    data = tmp_path_factory.mktemp("engines-console") / "data"
-    server = ServerProcess(data)
-    server.start()
-    http = httpx.Client(base_url=server.url + API, timeout=30)
-    token = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
-    config = load_config(env={}, data_dir=str(data))
-    db = open_database(config.db_path)
-    model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
-    with write_transaction(db):
-        for gate, status in ((REFUSED, "refused"), (ACCEPTED, "completed")):
-            entry = {
-                "format": "openvino",
-                "precision": gate["precision"],
-                "imgsz": 320,
-                "dynamic": False,
-                "gate": gate,
-            }
-            db.execute(
-                """INSERT INTO model_exports (model_id, format, precision, imgsz, status, metadata, created_at, finished_at)
-                   VALUES (?, 'openvino', ?, 320, ?, ?, ?, ?)""",
-                [model_id, gate["precision"], status, json.dumps(entry), now_iso(), now_iso()],
-            )
-    db.conn.close()
-    yield {"server": server, "http": http, "headers": token, "model_id": model_id}
-    http.close()
-    server.stop()
+    with server_with_exported_model(tiny_yolo, tmp_path_factory.mktemp("engines-console") / "data") as site:
+        with write_transaction(site["db"]):
+            for gate, status in ((REFUSED, "refused"), (ACCEPTED, "completed")):
+                entry = {"format": "openvino", "precision": gate["precision"], "imgsz": 320, "dynamic": False}
+                site["db"].execute(
+                    """INSERT INTO model_exports (model_id, format, precision, imgsz, status, metadata, created_at,
+                                                  finished_at)
+                       VALUES (?, 'openvino', ?, 320, ?, ?, ?, ?)""",
+                    [
+                        site["model_id"],
+                        gate["precision"],
+                        status,
+                        json.dumps({**entry, "gate": gate}),
+                        now_iso(),
+                        now_iso(),
+                    ],
+                )
+        yield site
 
 
 def test_models_page_shows_what_runs_pins_an_engine_and_the_measured_precisions(
