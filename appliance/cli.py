@@ -164,7 +164,7 @@ def setup_code_command(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-@command("doctor", "print what the box has: versions, data dir, disk, GPU, TensorRT")
+@command("doctor", "print what the box has: versions, data dir, disk, GPU, TensorRT, OpenVINO's devices")
 def doctor(args: argparse.Namespace, config: Config) -> int:
     from appliance.system.service import system_report
 

@@ -10,7 +10,7 @@ import secrets
 import tempfile
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -117,6 +117,21 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     )
     fleet_ng_margin: float = 0.05  # a rollout's default health margin: |NG rate after - before| at most this
     fleet_max_bundle_mb: int = 2048  # a model bundle larger than this is refused before it is read
+    # Inference engine of this box: "auto" is TensorRT on an NVIDIA GPU, else OpenVINO, else ONNX Runtime; or
+    # one of tensorrt | openvino | onnxruntime. A model or a camera may pin another (docs/models.md).
+    inference_engine: Literal["auto", "tensorrt", "openvino", "onnxruntime"] = "auto"
+    # OpenVINO's device: "auto" is the Intel GPU when OpenVINO sees one, else the CPU; or CPU | GPU | NPU.
+    openvino_device: Literal["auto", "CPU", "GPU", "NPU"] = "auto"
+    # Cameras sharing a model hand their frames to one runner: at most this many frames per model call (also
+    # the batch axis of ONNX exports' TensorRT profile), and only where a batch measured at load is at least
+    # this many times faster per frame than single frames (on a CPU it rarely is: frames then go one by one).
+    batch_max: int = 8
+    batch_min_gain: float = 1.2
+    # Reduced precisions (INT8, BF16, FP16) are offered only when the box measured them on the model's frozen
+    # validation split: mAP50-95 at most this many points below FP32, and at least this much faster here.
+    precision_max_map_drop: float = 1.0
+    precision_min_speedup: float = 1.05
+    calibration_images_max: int = 300  # INT8 calibration images from the model's training snapshot
 
     @property
     def data_path(self) -> Path:

@@ -55,7 +55,9 @@ def make_onnx(workdir: Path, imgsz: int) -> Path:
     """
     workdir.mkdir(parents=True, exist_ok=True)
     weights = workdir / "yolov8n.pt"
-    out = workdir / artifact_name("onnx", "fp32", imgsz, False)
+    # In a folder of its own: files cached before exports had a batch axis cannot run batches.
+    out = workdir / "batch-axis" / artifact_name("onnx", "fp32", imgsz, False)
+    out.parent.mkdir(exist_ok=True)
     if out.exists():
         return out
     if not weights.exists():

@@ -15,6 +15,10 @@ camera 1 through the catalog, as the HTTP route does. Figures per N:
   alternating: `shadow_delivered_ratio` (delivered FPS shadowed / alone, target >= 0.95) and
   `shadow_trigger_p99_ratio` (trigger -> verdict p99 shadowed / alone, target <= 1.05), with how many
   inspections the candidate judged and skipped.
+- `batched_vs_single_aggregate_fps_4`: 4 cameras fed faster than the model can go (120 fps files), the sum of
+  their delivered FPS with batching forced on (batch_min_gain 0) over the same with one frame per call
+  (batch_max 1). On a CPU a batch is barely cheaper per frame than single ones, so it stays near 1 (and the
+  box leaves batching off by itself); on a GPU it is the point.
 
 The model is yolov8n (random weights: its speed is the architecture's) exported by the export job's code
 (bench/camera.py's cache folder is reused). The last line is one JSON object.
@@ -91,9 +95,12 @@ def run_cameras(
     tag: str = "",
     mode: Mode = "interval",
     candidate: Path | None = None,
+    source_fps: float = 0.0,
+    **config_overrides: Any,
 ) -> dict[str, Any]:
-    """N cameras on `video`; with `candidate`, a slower model shadows camera 1 (it is up before measuring)."""
-    config = load_config(env={}, data_dir=str(work / f"data-{n}{tag}"))
+    """N cameras on `video` (at `source_fps`, 0: the file's); with `candidate`, a slower model shadows camera 1
+    (it is up before measuring)."""
+    config = load_config(env={}, data_dir=str(work / f"data-{n}{tag}"), **config_overrides)
     candidate_id = register_model(config, candidate, CANDIDATE_IMGSZ) if candidate is not None else None
     register_model(config, onnx, IMGSZ)  # registered last: the deployed one
     db = open_database(config.db_path)
@@ -102,7 +109,9 @@ def run_cameras(
         add_camera(
             db,
             f"cam{i}",
-            CameraSettings(source_type="file", source=str(video), mode=mode, interval_s=0.2, rules=[rule]),
+            CameraSettings(
+                source_type="file", source=str(video), fps=source_fps, mode=mode, interval_s=0.2, rules=[rule]
+            ),
         )  # fmt: skip
         for i in range(n)
     ]
@@ -129,7 +138,7 @@ def run_cameras(
     loops = [process.loops[i] for i in ids]
     before = [loop.published for loop in loops]
     started = time.monotonic()
-    trigger_ids = []
+    trigger_ids: list[int] = []
     for _ in range(n_triggers):  # over the first 80 % of the window, at times unrelated to the frames
         time.sleep(0.8 * seconds / n_triggers * (0.6 + 0.8 * (len(trigger_ids) % 5) / 4))
         trigger_ids.append(triggers.request_trigger(db, ids[0], "bench"))
@@ -137,20 +146,28 @@ def run_cameras(
     elapsed = time.monotonic() - started
     delivered = [(loop.published - b) / elapsed for loop, b in zip(loops, before, strict=True)]
     shadow = read_shadow_status(config.runtime_path, ids[0]) if candidate_id is not None else None
+    batching = next((m.runner.policy.note for m in process.models.loaded.values()), "")
     process.stop.set()
     thread.join(30)
     handed = sum(loop.events for loop in loops)  # after the loops stopped: every event handed off
     written = db.execute("SELECT COUNT(*) FROM inspection_events").fetchone()[0]
-    latencies = [
-        json.loads(row[0])["total_ms"]
-        for row in db.execute(
-            f"SELECT latencies FROM inspection_events WHERE trigger_id IN ({','.join('?' * len(trigger_ids))})",
-            trigger_ids,
-        )
-    ]
+    latencies = (
+        [
+            json.loads(row[0])["total_ms"]
+            for row in db.execute(
+                f"SELECT latencies FROM inspection_events WHERE trigger_id IN ({','.join('?' * len(trigger_ids))})",
+                trigger_ids,
+            )
+        ]
+        if trigger_ids
+        else []
+    )
     model_ms = [loop.stats.values["inference"] for loop in loops]
+    batches = [loop.batches.summary() for loop in loops]
     db.conn.close()
     return {
+        "batch_sizes": batches,
+        "batching": batching,
         "delivered": delivered,
         "trigger_ms": latencies,
         "triggers_sent": len(trigger_ids),
@@ -276,6 +293,19 @@ def main() -> int:
             print(f"{n} camera(s): {json.dumps(row)}", file=sys.stderr)
             for key, value in row.items():
                 results[f"{key}_{n}cam"] = value
+        # Batching across cameras: 4 cameras faster than the model, batches forced on, then one frame per call.
+        forced = run_cameras(
+            work, onnx, video, 4, seconds, 0, tag="-batched", source_fps=120.0, batch_min_gain=0.0
+        )
+        single = run_cameras(work, onnx, video, 4, seconds, 0, tag="-single", source_fps=120.0, batch_max=1)
+        results.update(
+            batched_vs_single_aggregate_fps_4=round(sum(forced["delivered"]) / sum(single["delivered"]), 3),
+            batched_aggregate_fps_4=round(sum(forced["delivered"]), 2),
+            single_aggregate_fps_4=round(sum(single["delivered"]), 2),
+            batched_batch_sizes_4=forced["batch_sizes"],
+            batching_policy_4cam=m["batching"],  # what the box chose by itself in the 4-camera run above
+        )
+        print(f"batched vs single: {forced['batching']}; {forced['batch_sizes']}", file=sys.stderr)
         candidate = make_onnx(args.cache, CANDIDATE_IMGSZ)
         shadowed = shadow_figures(
             work, onnx, candidate, video, seconds, n_triggers, rounds=2 if args.quick else 4

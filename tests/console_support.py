@@ -184,3 +184,33 @@ def add_rows(console: ServerProcess, dataset_id: int, names: list[str]) -> None:
                 [dataset_id, file_id, name, now],
             )
     db.close()
+
+
+@contextlib.contextmanager
+def server_with_exported_model(tiny_weights: Path, data: Path) -> Iterator[dict[str, Any]]:
+    """A real server whose model 1 is the oracle model exported to ONNX by a real export job; yields the
+    server, an API client with the admin's headers, the catalog (open while the block runs) and its config."""
+    from appliance.config import load_config
+    from appliance.db import open_database
+    from tests.inference_support import copy_exported_model, exported_data_dir
+
+    server = ServerProcess(data)
+    server.start()
+    http = httpx.Client(base_url=server.url + API, timeout=30)
+    token = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
+    config = load_config(env={}, data_dir=str(data))
+    db = open_database(config.db_path)
+    try:
+        model_id = copy_exported_model(exported_data_dir(str(tiny_weights)), config, db)
+        yield {
+            "server": server,
+            "http": http,
+            "headers": token,
+            "model_id": model_id,
+            "db": db,
+            "config": config,
+        }
+    finally:
+        db.conn.close()
+        http.close()
+        server.stop()

@@ -164,3 +164,48 @@ def box_iou(a: list[float], b: list[float]) -> float:
     if union <= 0:  # both boxes degenerate (clipped to an edge): equal when their corners agree
         return 1.0 if max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.05 else 0.0
     return inter / union
+
+
+def add_training_run(
+    db: Database,
+    config: Config,
+    onnx: Path,
+    *,
+    images: int = 20,
+    val_ratio: float = 0.4,
+    model_id: int | None = None,
+) -> int:
+    """A training run as the box makes one, without the training: a dataset of shapes images labelled with the
+    FP32 model's own boxes (the oracle model has not learned the shapes, so FP32 scores well on its own
+    validation split and whatever a reduced precision changes shows as a drop), a completed "train" job, and
+    its snapshot written by the real snapshot code (runs/<job>/images/{train,val}, labels). Linked to
+    `model_id` when given. Returns the job id."""
+    from appliance.catalog.boxes import put_annotations
+    from appliance.catalog.datasets import create_dataset
+    from appliance.catalog.schemas import AnnotationsPut, Box, DatasetCreate
+    from appliance.catalog.uploads import IncomingFile, add_images
+    from appliance.inference.pipeline import load_detector
+    from appliance.jobs.service import create_job
+    from appliance.storage import ImageStore
+    from appliance.training.snapshot import build_snapshot
+
+    user = system_user(db)
+    dataset = create_dataset(db, DatasetCreate(name=f"shapes-{now_iso()}", classes=CLASSES), user)
+    files = [IncomingFile(name=f"{seed}.jpg", data=jpeg(shapes_image(seed))) for seed in range(images)]
+    added = add_images(db, ImageStore(config), config, dataset.id, user, files).added
+    fp32 = load_detector(onnx, backend="openvino", class_names=list(CLASSES), imgsz=320)
+    for image in added:
+        stored = cv2.imread(str(ImageStore(config).image_path(image.sha256, "jpg")))
+        found = fp32.detect(stored, conf=0.05, iou=0.7).detections
+        boxes = [Box(class_id=d.class_id, x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2) for d in found]
+        put_annotations(
+            db, image.id, AnnotationsPut(version=image.version, boxes=boxes, status="labeled"), user
+        )
+    job_id = create_job(db, "train", {}, user_id=user.id, dataset_id=dataset.id)
+    run_dir = config.data_path / "runs" / str(job_id)
+    build_snapshot(db, config.data_path, run_dir, job_id, dataset.id, val_ratio=val_ratio, seed=0)
+    with write_transaction(db):
+        db.execute("UPDATE jobs SET status = 'completed' WHERE id = ?", [job_id])
+        if model_id is not None:
+            db.execute("UPDATE models SET job_id = ? WHERE id = ?", [job_id, model_id])
+    return job_id

@@ -156,6 +156,8 @@ def test_train_page_tells_what_the_training_will_use_and_take(
     estimate = page.get_by_test_id("plan-estimate")
     expect(estimate).to_contain_text("at most on the CPU")
     expect(estimate).to_contain_text("How: no training has finished on this box yet")
+    expect(page.get_by_test_id("plan-engine")).to_contain_text("PyTorch (ultralytics) on ")  # the CPU by name
+    expect(page.get_by_test_id("plan-inference")).to_contain_text("then runs on openvino here")
     page.get_by_test_id("plan-use").click()
     expect(page.get_by_test_id("train-epochs")).to_have_value("300")
     expect(page.get_by_test_id("train-imgsz")).to_have_value("320")

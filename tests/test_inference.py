@@ -118,7 +118,9 @@ def test_pipeline_matches_ultralytics_predictions(tiny_yolo: Path, imgsz: int) -
     for seed in range(3):
         image = shapes_image(seed)
         mine = sorted(ours.detect(image, conf=0.05, iou=0.45).detections, key=lambda d: -d.confidence)
-        result = theirs.predict(image, imgsz=imgsz, conf=0.05, iou=0.45, verbose=False)[0]
+        # rect=False: our export has a batch axis, which ultralytics' predictor takes for dynamic height and
+        # width too unless told to letterbox to the square the file has.
+        result = theirs.predict(image, imgsz=imgsz, conf=0.05, iou=0.45, rect=False, verbose=False)[0]
         ref = sorted(
             zip(
                 result.boxes.xyxy.tolist(), result.boxes.conf.tolist(), result.boxes.cls.tolist(), strict=True

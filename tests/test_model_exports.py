@@ -143,8 +143,9 @@ def test_export_job_writes_onnx_and_metadata(tiny_yolo: Path) -> None:
     assert [c["name"] for c in meta["classes"]] == ["square", "disc"]
     entry = meta["artifacts"]["model_320.onnx"]
     assert entry["precision"] == "fp32" and entry["imgsz"] == 320 and entry["opset"] == 17
-    assert entry["inputs"] == [{"name": "images", "shape": [1, 3, 320, 320], "dtype": "float"}]
-    assert entry["outputs"][0]["shape"] == [1, 6, 2100]
+    # A batch axis (cameras sharing the model run one batch), height and width fixed.
+    assert entry["inputs"] == [{"name": "images", "shape": ["batch", 3, 320, 320], "dtype": "float"}]
+    assert entry["outputs"][0]["shape"] == ["batch", 6, 2100]
     assert entry["source_job_id"] == 1 and entry["versions"]["ultralytics"]
     db = open_database(root / "appliance.db")
     export = next(db.query("SELECT * FROM model_exports WHERE model_id = 1"))
@@ -176,7 +177,9 @@ def test_deploy_infer_and_suggest_through_the_api(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_id"] == other and (body["width"], body["height"]) == (200, 150)
-    assert 0 < len(body["detections"]) <= 5 and body["backend"] == "onnxruntime"
+    # OpenVINO runs it on a box without an NVIDIA GPU (this one), on the CPU, at FP32.
+    assert 0 < len(body["detections"]) <= 5 and body["backend"] == "openvino"
+    assert body["device"] and body["precision"] == "fp32"
     first = body["detections"][0]
     assert set(first) == {"class_id", "class_name", "confidence", "box"} and first["class_name"] in (
         "square",
@@ -252,7 +255,7 @@ def test_inference_over_http_and_the_web_process_never_imports_torch(tiny_yolo: 
                 assert response.json()["detections"]
         assert server.process is not None
         maps = Path(f"/proc/{server.process.pid}/maps").read_text()
-        assert "onnxruntime" in maps  # the request really ran in this process
+        assert "openvino" in maps  # the request really ran in this process
         assert "libtorch" not in maps and "torch/lib" not in maps
     finally:
         server.stop()
@@ -319,8 +322,22 @@ def test_artifact_selection_prefers_engines_only_where_tensorrt_runs(config: Con
     assert select_artifact(config, row, None, with_tensorrt=False).file == "model_320.onnx"
     assert select_artifact(config, row, "fp16", with_tensorrt=False).file == "model_320.onnx"
     assert select_artifact(config, row, None, with_tensorrt=True).file == "model_320_fp16.engine"
-    assert select_artifact(config, row, "int8", with_tensorrt=True).file == "model_320_int8.engine"
     assert select_artifact(config, row, "fp32", with_tensorrt=True).info.format == "engine"
+    # An INT8 engine never measured by the accuracy gate (built before it existed) is never run.
+    assert select_artifact(config, row, "int8", with_tensorrt=True).file == "model_320_fp16.engine"
+    gate = {
+        "engine": "tensorrt", "device": "Orin", "precision": "int8", "baseline_precision": "fp16",
+        "val_images": 20, "val_labels": 40, "baseline_map50_95": 0.5, "candidate_map50_95": 0.496,
+        "map_drop_points": 0.4, "baseline_ms": 4.0, "candidate_ms": 3.0, "speedup": 1.33,
+        "max_drop_points": 1.0, "min_speedup": 1.05, "accepted": True, "reason": "INT8 accepted",
+    }  # fmt: skip
+    int8 = {"format": "engine", "precision": "int8", "imgsz": 320, "dynamic": False}
+    update_model_metadata(config, 5, {}, "model_320_int8.engine", {**int8, "gate": gate})
+    assert select_artifact(config, row, "int8", with_tensorrt=True).file == "model_320_int8.engine"
+    update_model_metadata(
+        config, 5, {}, "model_320_int8.engine", {**int8, "gate": {**gate, "accepted": False}}
+    )
+    assert select_artifact(config, row, "int8", with_tensorrt=True).file == "model_320_fp16.engine"
 
 
 def test_metadata_json_keeps_its_keys_and_a_malformed_one_is_named(config: Config) -> None:

@@ -8,15 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from appliance.config import load_config
-from appliance.db import open_database, write_transaction
-from tests.console_support import login, open_labeler
-from tests.helpers import API, ServerProcess, auth, wait_js
-from tests.inference_support import copy_exported_model, exported_data_dir, jpeg, shapes_image
+from appliance.db import write_transaction
+from tests.console_support import login, open_labeler, server_with_exported_model
+from tests.helpers import ServerProcess, wait_js
+from tests.inference_support import jpeg, shapes_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -25,28 +23,20 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def site(tiny_yolo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A server whose model 1 is exported to ONNX and model 2 is not; both carry metrics."""
     data = tmp_path_factory.mktemp("models-console") / "data"
-    server = ServerProcess(data)
-    server.start()
-    http = httpx.Client(base_url=server.url + API, timeout=30)
-    token = auth(http.post("/auth/setup", json=server.setup_body()).json()["access_token"])
-    config = load_config(env={}, data_dir=str(data))
-    db = open_database(config.db_path)
-    model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
-    row = next(db.query("SELECT * FROM models WHERE id = ?", [model_id]))
-    with write_transaction(db):
-        db.execute(
-            "UPDATE models SET metrics = ? WHERE id = ?",
-            [json.dumps({"map50": 0.5, "map50_95": 0.3, "precision": 0.6, "recall": 0.4}), model_id],
-        )
-        db["models"].insert(
-            {**row, "id": 2, "name": "second", "metrics": json.dumps({"map50": 0.7, "map50_95": 0.35})}
-        )
-    db.conn.close()
-    (data / "models" / "2").mkdir(parents=True)
-    shutil.copyfile(data / "models" / "1" / "best.pt", data / "models" / "2" / "best.pt")
-    yield {"server": server, "http": http, "headers": token, "model_id": model_id}
-    http.close()
-    server.stop()
+    with server_with_exported_model(tiny_yolo, data) as site:
+        db, model_id = site["db"], site["model_id"]
+        row = next(db.query("SELECT * FROM models WHERE id = ?", [model_id]))
+        with write_transaction(db):
+            db.execute(
+                "UPDATE models SET metrics = ? WHERE id = ?",
+                [json.dumps({"map50": 0.5, "map50_95": 0.3, "precision": 0.6, "recall": 0.4}), model_id],
+            )
+            db["models"].insert(
+                {**row, "id": 2, "name": "second", "metrics": json.dumps({"map50": 0.7, "map50_95": 0.35})}
+            )
+        (data / "models" / "2").mkdir(parents=True)
+        shutil.copyfile(data / "models" / "1" / "best.pt", data / "models" / "2" / "best.pt")
+        yield site
 
 
 def login_at_1366x800(page: Page, server: ServerProcess, route: str | None = None) -> None:

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -24,7 +25,14 @@ from appliance.inference.tensorrt_backend import (
     io_specs_from_engine,
     plan_bindings,
 )
-from tests.inference_support import box_iou, copy_exported_model, exported_data_dir, oracle_onnx, shapes_image
+from tests.inference_support import (
+    box_iou,
+    copy_exported_model,
+    exported_data_dir,
+    jpeg,
+    oracle_onnx,
+    shapes_image,
+)
 
 # --- TensorRT: planning without a GPU ------------------------------------------------------------
 
@@ -132,6 +140,10 @@ def test_tensorrt_engine_matches_onnxruntime(tiny_yolo: Path, tmp_path: Path) ->
 
 # --- the TensorRT backend's code path on CPU: fake CUDA/TensorRT modules around ONNX Runtime -----------
 
+PROFILE_MAX_BATCH = (
+    4  # the stand-in engine's optimisation profile: batch 1..4 where the ONNX has a batch axis
+)
+
 
 class _DeviceBuffer:
     """pycuda's DeviceAllocation stand-in: host bytes behind an int address."""
@@ -165,20 +177,38 @@ def _fake_gpu_modules(legacy: bool) -> dict[str, object]:
         return mod
 
     def read(address: int, dtype: object, shape: tuple[int, ...]) -> np.ndarray:
-        return np.frombuffer(_DeviceBuffer.registry[address].data, dtype).reshape(shape)  # type: ignore[call-overload]
+        # The first rows of a buffer sized for the profile's largest batch, like a device pointer.
+        count = int(np.prod(shape))
+        return np.frombuffer(_DeviceBuffer.registry[address].data, dtype, count).reshape(shape)  # type: ignore[call-overload]
 
     def write(address: int, array: np.ndarray) -> None:
-        _DeviceBuffer.registry[address].data[:] = np.ascontiguousarray(array).tobytes()
+        data = np.ascontiguousarray(array).tobytes()
+        _DeviceBuffer.registry[address].data[: len(data)] = data
 
     class Engine:
         def __init__(self, data: bytes) -> None:
             self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-            self.io = [(i.name, True, tuple(i.shape)) for i in self.session.get_inputs()]
-            self.io += [(o.name, False, tuple(o.shape)) for o in self.session.get_outputs()]
+
+            def dims(shape: list[object]) -> tuple[int, ...]:  # TensorRT reports a dynamic axis as -1
+                return tuple(d if isinstance(d, int) else -1 for d in shape)
+
+            self.io = [(i.name, True, dims(i.shape)) for i in self.session.get_inputs()]
+            self.io += [(o.name, False, dims(o.shape)) for o in self.session.get_outputs()]
             if not legacy:
                 self.num_io_tensors = len(self.io)
             else:
                 self.num_bindings = len(self.io)
+
+        def _profile(self) -> tuple[tuple[int, ...], ...]:
+            _, _, shape = self.io[0]
+            one = (1, *shape[1:])
+            return (one, one, (PROFILE_MAX_BATCH if shape[0] < 0 else 1, *shape[1:]))
+
+        def get_tensor_profile_shape(self, name: str, profile: int) -> tuple[tuple[int, ...], ...]:
+            return self._profile()
+
+        def get_profile_shape(self, profile: int, index: int) -> tuple[tuple[int, ...], ...]:
+            return self._profile()
 
         def _find(self, name: str) -> tuple[str, bool, tuple[int, ...]]:
             return next(t for t in self.io if t[0] == name)
@@ -212,16 +242,19 @@ def _fake_gpu_modules(legacy: bool) -> dict[str, object]:
         def create_execution_context(self) -> object:
             engine = self
             addresses: dict[str, int] = {}
+            current: dict[str, tuple[int, ...]] = {}  # the input shape set for the next call
 
             def run(by_name: dict[str, int]) -> bool:
-                (name, _, shape), (out_name, _, _) = engine.io[0], engine.io[1]
+                (name, _, declared), (out_name, _, _) = engine.io[0], engine.io[1]
+                shape = current.get("input", declared)
+                assert all(d > 0 for d in shape), "a dynamic input needs its shape set before a call"
                 result = engine.session.run([out_name], {name: read(by_name[name], np.float32, shape)})[0]
                 write(by_name[out_name], result.astype(np.float32))
                 return True
 
             return SimpleNamespace(
-                set_input_shape=lambda name, shape: True,
-                set_binding_shape=lambda index, shape: True,
+                set_input_shape=lambda name, shape: current.__setitem__("input", tuple(shape)) or True,
+                set_binding_shape=lambda index, shape: current.__setitem__("input", tuple(shape)) or True,
                 set_tensor_address=lambda name, address: addresses.__setitem__(name, address),
                 execute_async_v3=lambda stream: run(addresses),
                 execute_async_v2=lambda bindings, stream: run(
@@ -229,12 +262,115 @@ def _fake_gpu_modules(legacy: bool) -> dict[str, object]:
                 ),
             )
 
+    # The builder side, as much of it as tensorrt_build.py calls: the network parsed from the ONNX bytes, the
+    # config's flags, profiles and calibrator; "building" runs INT8 calibration the way TensorRT does (batches
+    # pulled until get_batch returns None, the table written to the cache, the cache read first when present)
+    # and serializes the ONNX bytes, which the stand-in runtime runs.
+    builds: list[SimpleNamespace] = []
+
+    class Network:
+        def __init__(self) -> None:
+            self.inputs: list[SimpleNamespace] = []
+
+        def get_input(self, index: int) -> SimpleNamespace:
+            return self.inputs[index]
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network: Network, logger: object) -> None:
+            self.network = network
+
+        def parse(self, data: bytes) -> bool:
+            session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+            self.network.data = data  # type: ignore[attr-defined]
+            self.network.inputs = [
+                SimpleNamespace(name=i.name, shape=tuple(d if isinstance(d, int) else -1 for d in i.shape))
+                for i in session.get_inputs()
+            ]
+            return True
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+
+        def set_shape(
+            self, name: str, low: tuple[int, ...], opt: tuple[int, ...], high: tuple[int, ...]
+        ) -> None:
+            self.shapes[name] = (low, opt, high)
+
+    class BuilderConfig:
+        def __init__(self) -> None:
+            self.flags: set[str] = set()
+            self.profiles: list[Profile] = []
+            self.calibration_profile: Profile | None = None
+            self.int8_calibrator: object = None
+
+        def set_memory_pool_limit(self, pool: str, size: int) -> None:
+            self.workspace = size
+
+        def set_flag(self, flag: str) -> None:
+            self.flags.add(flag)
+
+        def add_optimization_profile(self, profile: Profile) -> int:
+            self.profiles.append(profile)
+            return len(self.profiles) - 1
+
+        def set_calibration_profile(self, profile: Profile) -> bool:
+            self.calibration_profile = profile
+            return True
+
+    class Builder:
+        def __init__(self, logger: object) -> None:
+            pass
+
+        def create_network(self, flags: int) -> Network:
+            return Network()
+
+        def create_builder_config(self) -> BuilderConfig:
+            return BuilderConfig()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes:
+            fed: list[tuple[int, ...]] = []
+            calibrator: Any = config.int8_calibrator
+            if (
+                "INT8" in config.flags
+                and calibrator is not None
+                and calibrator.read_calibration_cache() is None
+            ):
+                name = network.get_input(0).name
+                while (pointers := calibrator.get_batch([name])) is not None:
+                    fed.append(
+                        read(
+                            pointers[0],
+                            np.float32,
+                            (calibrator.get_batch_size(), 3, *network.get_input(0).shape[2:]),
+                        ).shape
+                    )
+                calibrator.write_calibration_cache(f"calibrated on {len(fed)} batches".encode())
+            builds.append(SimpleNamespace(config=config, network=network, calibration_batches=fed))
+            return network.data  # type: ignore[attr-defined, no-any-return]
+
+    class IInt8EntropyCalibrator2:
+        def __init__(self) -> None:
+            pass
+
     trt = module(
         "tensorrt",
         __version__="10.0.0-fake",
         Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None}),
         Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=Engine),
         TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"),
+        Builder=Builder,
+        OnnxParser=OnnxParser,
+        IInt8EntropyCalibrator2=IInt8EntropyCalibrator2,
+        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8"),
+        NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0),
+        builds=builds,
     )
     driver = module(
         "pycuda.driver",
@@ -243,6 +379,7 @@ def _fake_gpu_modules(legacy: bool) -> dict[str, object]:
         pagelocked_empty=lambda shape, dtype: np.empty(shape, dtype),
         mem_alloc=_DeviceBuffer,
         memcpy_htod_async=lambda dst, src, stream: write(int(dst), src),
+        memcpy_htod=lambda dst, src: write(int(dst), src),
         memcpy_dtoh_async=lambda dst, src, stream: np.copyto(dst, read(int(src), dst.dtype, dst.shape)),
     )
     pycuda = module("pycuda", driver=driver)
@@ -273,6 +410,14 @@ def test_tensorrt_backend_code_path_with_fake_gpu_modules(
     a = gpu.detect(image, conf=0.05).detections
     b = cpu.detect(image, conf=0.05).detections
     assert len(a) == len(b) > 0 and a == b
+    # The ONNX file has a batch axis: the engine's profile takes 1..4 frames, each call sets its batch's shape.
+    from appliance.inference.pipeline import DetectRequest
+
+    assert gpu.batch_capacity == PROFILE_MAX_BATCH
+    images = [shapes_image(seed) for seed in range(3)]
+    batched = gpu.detect_batch([DetectRequest(image, conf=0.05) for image in images])
+    assert [r.detections for r in batched] == [cpu.detect(image, conf=0.05).detections for image in images]
+    assert gpu.detect(image, conf=0.05).detections == b  # back to batch 1
     buffers = list(gpu.backend.buffers.values())
     gpu.close()
     assert all(buf.freed for buf in buffers)
@@ -309,18 +454,113 @@ def test_engine_built_on_another_gpu_falls_back_to_onnx_and_is_rebuilt_here(
     row = model_row(db, model_id)
 
     detector = load_detector_for_model(config, row)
-    assert detector.key == "onnxruntime"
+    # The box's next engine runs the ONNX file: OpenVINO where it is installed (here), else ONNX Runtime.
+    assert detector.key == "openvino" and detector.plan.artifact.info.format == "onnx"
+    assert "cannot be loaded" in detector.plan.choice.note
     queued = list(db.query("SELECT * FROM model_exports WHERE format = 'engine'"))
     assert len(queued) == 1 and queued[0]["precision"] == "fp16" and queued[0]["imgsz"] == 320
     job = next(db.query("SELECT * FROM jobs WHERE id = ?", [queued[0]["job_id"]]))
     assert job["kind"] == "export" and job["status"] == "pending" and json.loads(job["params"])["rebuild"]
 
-    assert load_detector_for_model(config, row).key == "onnxruntime"
+    assert load_detector_for_model(config, row).key == "openvino"
     assert db.execute("SELECT COUNT(*) FROM model_exports WHERE format = 'engine'").fetchone()[0] == 1
 
     # The rebuild failed here (its ONNX re-export makes the camera reload): it is not queued again in a loop.
     with write_transaction(db):
         db.execute("UPDATE model_exports SET status = 'failed' WHERE id = ?", [queued[0]["id"]])
         db.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", [queued[0]["job_id"]])
-    assert load_detector_for_model(config, row).key == "onnxruntime"
+    assert load_detector_for_model(config, row).key == "openvino"
     assert db.execute("SELECT COUNT(*) FROM model_exports WHERE format = 'engine'").fetchone()[0] == 1
+
+
+@pytest.mark.slow
+def test_an_int8_engine_is_calibrated_on_the_training_split_with_a_batch_profile(
+    tiny_yolo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tensorrt_build.py against the builder API: FP16 + INT8 flags, the IInt8EntropyCalibrator2 fed our
+    letterboxed images batch by batch, its table cached (a rebuild reads it instead), an optimisation profile
+    of batch 1..4 that calibration also uses; the engine then runs batches."""
+    from appliance.inference.pipeline import DetectRequest
+    from appliance.inference.tensorrt_build import build_engine
+
+    modules = _fake_gpu_modules(legacy=False)
+    for name, mod in modules.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    builds = modules["tensorrt"].builds  # type: ignore[attr-defined]
+    onnx_path = oracle_onnx(str(tiny_yolo), 320)
+    images = []
+    for seed in range(5):
+        images.append(tmp_path / f"{seed}.jpg")
+        images[-1].write_bytes(jpeg(shapes_image(seed)))
+    cache = tmp_path / "calibration_320.cache"
+    seen: list[float] = []
+    info = build_engine(
+        onnx_path, tmp_path / "model_320_int8.engine", precision="int8", imgsz=320, dynamic=False, max_batch=4,
+        calibration_images=images, calibration_cache=cache, progress=lambda p, s: seen.append(p),
+    )  # fmt: skip
+    built = builds[-1]
+    assert built.config.flags == {"FP16", "INT8"}
+    assert (
+        built.calibration_batches == [(1, 3, 320, 320)] * 5
+        and cache.read_bytes() == b"calibrated on 5 batches"
+    )
+    (profile,) = built.config.profiles
+    assert profile.shapes["images"] == ((1, 3, 320, 320), (1, 3, 320, 320), (4, 3, 320, 320))
+    assert built.config.calibration_profile is profile
+    assert info.device == "Fake GPU" and info.inputs[0].shape == [-1, 3, 320, 320] and seen[-1] == 100
+    build_engine(
+        onnx_path, tmp_path / "again.engine", precision="int8", imgsz=320, dynamic=False, max_batch=4,
+        calibration_images=images, calibration_cache=cache, progress=lambda p, s: None,
+    )  # fmt: skip
+    assert builds[-1].calibration_batches == []  # the cached table, no second calibration
+    engine = load_detector(
+        tmp_path / "model_320_int8.engine", class_names=["square", "disc"],
+        options={"metadata": {"device": "Fake GPU", "tensorrt_version": "10.0.0-fake", "imgsz": 320}},
+    )  # fmt: skip
+    assert engine.batch_capacity == 4
+    assert len(engine.detect_batch([DetectRequest(shapes_image(s), conf=0.05) for s in range(4)])) == 4
+
+
+@pytest.mark.slow
+def test_a_tensorrt_int8_export_goes_through_the_accuracy_gate(
+    tiny_yolo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export job's INT8 path on the stand-ins: the FP16 engine built first as the baseline, INT8 built
+    aside, both measured on the validation split; the stand-in INT8 engine is the FP32 network, so it keeps
+    the accuracy but cannot be 2x faster: refused with its numbers, its file gone, FP16 kept and run."""
+    from appliance.config import load_config
+    from appliance.db import migrate, open_database
+    from appliance.jobs.service import claim_next_job
+    from appliance.jobs.worker import run_one
+    from appliance.models import jobs  # noqa: F401 - registers the export job kind
+    from appliance.models.exports import create_export
+    from appliance.models.loading import load_detector_for_model
+    from appliance.models.registry import model_row
+    from appliance.models.schemas import ExportCreate
+    from tests.inference_support import add_training_run, system_user
+
+    for name, mod in _fake_gpu_modules(legacy=False).items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    config = load_config(env={}, data_dir=str(tmp_path / "data"), precision_min_speedup=2.0)
+    db = open_database(config.db_path)
+    migrate(db, config.db_path)
+    model_id = copy_exported_model(exported_data_dir(str(tiny_yolo)), config, db)
+    add_training_run(db, config, oracle_onnx(str(tiny_yolo), 320), model_id=model_id)
+    export = create_export(
+        db, config, model_id, ExportCreate(format="engine", int8=True, calib_images=4), system_user(db)
+    )
+    job = claim_next_job(db, ["export"])
+    assert job is not None and run_one(job, db, config) == "completed"
+    row = next(db.query("SELECT * FROM model_exports WHERE id = ?", [export.id]))
+    gate = json.loads(row["metadata"])["gate"]
+    assert row["status"] == "refused" and row["path"] is None
+    assert (
+        gate["engine"] == "tensorrt" and gate["baseline_precision"] == "fp16" and gate["device"] == "Fake GPU"
+    )
+    assert gate["map_drop_points"] == 0 and gate["calibration_images"] == 4 and not gate["accepted"]
+    assert "INT8 refused: it is not faster" in gate["reason"] and "at least 2x needed" in gate["reason"]
+    folder = config.data_path / "models" / str(model_id)
+    assert not (folder / "model_320_int8.engine").exists() and (folder / "model_320_fp16.engine").exists()
+    runs = load_detector_for_model(config, model_row(db, model_id))
+    assert runs.key == "tensorrt" and runs.plan.precision == "fp16"
+    db.conn.close()

@@ -61,6 +61,9 @@ def test_plan_counts_per_class_warns_recommends_and_estimates(
     estimate = got["estimate"]
     assert "no training has finished on this box yet" in estimate["basis"]
     assert estimate["seconds"] == round(DEFAULT_RATE["cpu"] * 3 * 300 * (320 / 640) ** 2, 1)
+    # Which engine and device: PyTorch on this CPU (by name), and what the trained model then runs on here.
+    assert estimate["engine"] == "PyTorch (ultralytics)" and estimate["device_name"].endswith("cores")
+    assert estimate["inference"] == "openvino"
 
     # Fine-tuning: fewer epochs, no "from scratch" warning; very few epochs are called out.
     tuned = client.get(

@@ -98,7 +98,8 @@ class CameraProcess:
     def refresh_models(self) -> None:
         with self._lock:
             cameras = {
-                cid: (loop.settings.model_id, loop.settings.precision) for cid, loop in self.loops.items()
+                cid: (loop.settings.model_id, loop.settings.precision, loop.settings.engine)
+                for cid, loop in self.loops.items()
             }
         self.models.refresh(cameras)
         self.shadows = follow_shadows(self.config, self.db, self.shadows, self.loops)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, cast
 import cv2
 import msgspec
 
+from appliance.camera.batching import BatchStats
 from appliance.camera.capture import Frame, SourceSpec
 from appliance.camera.contracts import FrameDetection, FrameMeta
 from appliance.camera.gige_source import open_source
@@ -73,6 +74,7 @@ class CameraLoop:
         self.last_verdict: str | None = None
         self.last_failing: list[str] = []
         self.model_note = "no model deployed"
+        self.batches = BatchStats()  # sizes of the model calls this camera's frames went in
         self.model_id: int | None = None
         self.model_name: str | None = None
         self.shadow: CameraShadow | None = None  # a candidate model beside this camera's (camera/shadow.py)
@@ -166,9 +168,16 @@ class CameraLoop:
             # A frame that answers a trigger goes before the other cameras' routine frames.
             urgent = bool(self._triggers) and self._triggers[0].requested_mono < frame.captured_at
             try:
-                with model.turn(urgent):
-                    timings["wait_model"] = (time.perf_counter() - t0) * 1000
-                    result = model.detector.detect(frame.image, conf=s.confidence, iou=s.iou)
+                fps = self.source.source_fps()  # its next frame makes this one stale: no batch waits past it
+                newer_at = frame.captured_at + 1.0 / fps if fps > 0 else None
+                result, batch = model.runner.run(
+                    frame.image, s.confidence, s.iou, urgent=urgent, newer_frame_at=newer_at
+                )
+                self.batches.add(batch)
+                stages = sum(
+                    result.timings.get(k, 0.0) for k in ("preprocess_ms", "inference_ms", "postprocess_ms")
+                )
+                timings["wait_model"] = max(0.0, (time.perf_counter() - t0) * 1000 - stages)
             except Exception:
                 logger.exception("camera %s: inference failed; going on without detections", self.camera_id)
                 self.model_note = "inference failed; see the camera log"
@@ -312,6 +321,7 @@ class CameraLoop:
             model_id=model_id,
             model_name=model_name,
             model_note=model_note,
+            batch_sizes=self.batches.summary(),
             error=self.source.error,
             width=width,
             height=height,

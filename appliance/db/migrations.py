@@ -23,6 +23,7 @@ SCHEMA_MODULES = [
     "schema_catalog",  # m001-m005: users, datasets, images, annotations, jobs, models
     "schema_line",  # m006-m009: stations and events, model visibility, line outputs, bulk box stats
     "schema_line_security",  # m010: the client certificates each OPC UA output trusts
+    "schema_engines",  # m020-m021: model engine pins, OpenVINO exports
     "schema_genicam",  # m025-m029: machine-vision cameras (the camera's feature values kept with each event)
     "schema_evaluation",  # m030-m031: model evaluations, shadow mode
     "schema_traceability",  # m035-m036: camera settings revisions on events, the hash-chained audit log

@@ -1,4 +1,6 @@
-"""Inference backends registered by key ("onnxruntime", "tensorrt"); each imports its runtime only when opened."""
+"""Inference backends registered by key ("onnxruntime", "openvino", "tensorrt"); each imports its runtime only
+when opened. A backend runs a batch of up to `batch_capacity` images per `infer` (1 for files without a batch
+axis)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class Backend(Protocol):
     input_shape: tuple[Any, ...]  # (N, C, H, W); dynamic dimensions are None or a name
     input_dtype: Any
     output_shapes: list[tuple[Any, ...]]
+    batch_capacity: int
 
     def infer(self, tensor: np.ndarray) -> np.ndarray: ...
 
@@ -73,6 +76,21 @@ def default_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def session_options(threads: int | None = None) -> Any:
+    """The ONNX Runtime session options of our backend (bench/inference.py builds its floor with them too)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # No busy-waiting between ops: the camera, the web server and the worker share the cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime session: TensorRT / CUDA execution providers where present, else CPU."""
 
@@ -85,17 +103,12 @@ class OnnxRuntimeBackend:
         threads: int | None = None,
         providers: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        max_batch: int = 1,
+        **_: Any,
     ) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # No busy-waiting between ops: the camera, the web server and the worker share the cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(threads)
         present = ort.get_available_providers()
         wanted = providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]
         chosen = [p for p in wanted if p in present] or ["CPUExecutionProvider"]
@@ -107,6 +120,7 @@ class OnnxRuntimeBackend:
         self.input_name = first.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in first.shape)
         self.input_dtype = np.float16 if "float16" in first.type else np.float32
+        self.batch_capacity = max(1, max_batch) if self.input_shape[0] is None else 1
         outputs = self.session.get_outputs()
         self.output_names = [o.name for o in outputs]
         self.output_shapes = [tuple(o.shape) for o in outputs]
@@ -122,6 +136,28 @@ class OnnxRuntimeBackend:
 register_backend(
     BackendSpec(
         key="onnxruntime", open=OnnxRuntimeBackend, available=_onnxruntime_available, suffixes=(".onnx",)
+    )
+)
+
+
+# --- OpenVINO ---------------------------------------------------------------------------------
+
+
+def _open_openvino(path: Path, **options: Any) -> Backend:
+    from appliance.inference.openvino_backend import OpenVINOBackend
+
+    return OpenVINOBackend(path, **options)
+
+
+def _openvino_available() -> bool:
+    from appliance.inference.openvino_backend import openvino_available
+
+    return openvino_available()
+
+
+register_backend(
+    BackendSpec(
+        key="openvino", open=_open_openvino, available=_openvino_available, suffixes=(".onnx", ".xml")
     )
 )
 

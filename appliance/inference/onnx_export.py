@@ -3,6 +3,13 @@
 Run as `python -m appliance.inference.onnx_export --weights W --out O --imgsz N [--dynamic]`; prints one JSON
 line with the graph's input/output names and shapes and the versions used. torch and ultralytics live only
 in this process, never in the worker or the web process.
+
+The batch axis is always dynamic, height and width fixed at imgsz unless --dynamic: cameras that share a model
+run their frames as one batch (ONNX Runtime, OpenVINO, a TensorRT profile 1..N). Ultralytics exports a batch
+axis only together with dynamic height and width, so the file is exported that way, its input and output
+given their fixed sizes, and simplified again by onnxslim, which folds the shape arithmetic back into the
+same graph as a static export (the same nodes; outputs bit-identical, tests/test_openvino.py). Ultralytics'
+own predictor takes such a file with `rect=False` (it letterboxes to rectangles for any dynamic batch).
 """
 
 from __future__ import annotations
@@ -53,6 +60,25 @@ def graph_io(path: Path) -> OnnxExportInfo:
     )
 
 
+def fix_spatial_size(path: Path, imgsz: int) -> None:
+    """Give a fully dynamic export its fixed height and width (batch left dynamic) and simplify it again."""
+    import onnx
+    import onnxslim
+
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for axis in (2, 3):
+        dims[axis].ClearField("dim_param")
+        dims[axis].dim_value = imgsz
+    anchors = sum((imgsz // stride) ** 2 for stride in (8, 16, 32))
+    for output in model.graph.output:
+        out_dims = output.type.tensor_type.shape.dim
+        if len(out_dims) == 3 and out_dims[2].dim_param:  # (batch, 4 + classes, anchors)
+            out_dims[2].ClearField("dim_param")
+            out_dims[2].dim_value = anchors
+    onnx.save(onnxslim.slim(model), str(path))
+
+
 def export_onnx(
     weights: Path, out: Path, imgsz: int, dynamic: bool, config_dir: Path | None
 ) -> OnnxExportInfo:
@@ -77,13 +103,15 @@ def export_onnx(
                 imgsz=imgsz,
                 opset=OPSET,
                 simplify=True,
-                dynamic=dynamic,
+                dynamic=True,  # the batch axis; height and width are fixed below unless `dynamic`
                 half=False,
                 device="cpu",
                 batch=1,
                 verbose=False,
             )  # fmt: skip
         )
+        if not dynamic:
+            fix_spatial_size(produced, imgsz)
         onnx.checker.check_model(str(produced))
         with open(produced, "rb") as handle:
             os.fsync(handle.fileno())

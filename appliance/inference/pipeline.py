@@ -171,8 +171,29 @@ def decode_and_nms(
     return boxes, scores, classes
 
 
+@dataclass(frozen=True)
+class DetectRequest:
+    """One image of a batch with its own thresholds (cameras sharing a model keep their own settings)."""
+
+    image: np.ndarray
+    conf: float = 0.25
+    iou: float = 0.45
+    max_det: int = 300
+
+
+def _bgr(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
 class Detector:
-    """One loaded model: a backend plus the pre/post-processing around it. Thread-safe (one call at a time)."""
+    """One loaded model: a backend plus the pre/post-processing around it. Thread-safe (one call at a time).
+
+    `detect` runs one image; `detect_batch` runs several in one backend call when the backend takes batches
+    (`batch_capacity` > 1), each image letterboxed, decoded and thresholded on its own exactly as `detect`."""
 
     def __init__(
         self,
@@ -188,32 +209,40 @@ class Detector:
         static = len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:])
         self.input_size: tuple[int, int] = (int(shape[2]), int(shape[3])) if static else (imgsz, imgsz)
         self.metadata = metadata or {}
-        self._letterbox = Letterboxer(self.input_size, getattr(backend, "input_dtype", np.float32))
+        self._dtype = getattr(backend, "input_dtype", np.float32)
+        self._letterbox = Letterboxer(self.input_size, self._dtype)
+        self._slots: list[Letterboxer] = []  # one canvas per batch position
         self._lock = threading.Lock()
 
     @property
     def key(self) -> str:
         return str(getattr(self.backend, "key", "unknown"))
 
-    def detect(
-        self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300
-    ) -> Detections:
-        if image_bgr.ndim == 2:
-            image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
-        elif image_bgr.shape[2] == 4:
-            image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_BGRA2BGR)
-        height, width = image_bgr.shape[:2]
-        with self._lock:
-            t0 = time.perf_counter()
-            tensor, gains, pad = self._letterbox(image_bgr)
-            t1 = time.perf_counter()
-            output = self.backend.infer(tensor)
-            t2 = time.perf_counter()
-        boxes, scores, classes = decode_and_nms(
-            output, gains, pad, conf, iou, max_det, (height, width), num_classes=len(self.class_names) or None
+    @property
+    def device(self) -> str:
+        """Where the backend runs: the OpenVINO device, the GPU's name, or CPU."""
+        return str(
+            getattr(self.backend, "device_name", None) or getattr(self.backend, "device", None) or "CPU"
         )
+
+    @property
+    def batch_capacity(self) -> int:
+        return int(getattr(self.backend, "batch_capacity", 1) or 1)
+
+    def _detections(
+        self,
+        output: np.ndarray,
+        gains: tuple[float, float],
+        pad: tuple[int, int],
+        request: DetectRequest,
+        size: tuple[int, int],
+    ) -> list[Detection]:
+        boxes, scores, classes = decode_and_nms(
+            output, gains, pad, request.conf, request.iou, request.max_det, size,
+            num_classes=len(self.class_names) or None,
+        )  # fmt: skip
         names = self.class_names
-        detections = [
+        return [
             Detection(
                 class_id=int(c),
                 class_name=names[c] if 0 <= c < len(names) else str(int(c)),
@@ -225,6 +254,21 @@ class Detector:
             )
             for b, s, c in zip(boxes.tolist(), scores.tolist(), classes.tolist(), strict=True)
         ]
+
+    def detect(
+        self, image_bgr: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300
+    ) -> Detections:
+        image_bgr = _bgr(image_bgr)
+        height, width = image_bgr.shape[:2]
+        with self._lock:
+            t0 = time.perf_counter()
+            tensor, gains, pad = self._letterbox(image_bgr)
+            t1 = time.perf_counter()
+            output = self.backend.infer(tensor)
+            t2 = time.perf_counter()
+        detections = self._detections(
+            output, gains, pad, DetectRequest(image_bgr, conf, iou, max_det), (height, width)
+        )
         t3 = time.perf_counter()
         timings = {
             "preprocess_ms": (t1 - t0) * 1000,
@@ -232,6 +276,40 @@ class Detector:
             "postprocess_ms": (t3 - t2) * 1000,
         }
         return Detections(detections=detections, width=width, height=height, timings=timings)
+
+    def detect_batch(self, requests: list[DetectRequest]) -> list[Detections]:
+        """Several images in one backend call; each result's inference_ms is the whole call's, `batch` its size."""
+        if len(requests) > self.batch_capacity:
+            raise ValueError(f"batch of {len(requests)} over this model's capacity {self.batch_capacity}")
+        images = [_bgr(r.image) for r in requests]
+        with self._lock:
+            while len(self._slots) < len(images):
+                self._slots.append(Letterboxer(self.input_size, self._dtype))
+            prepared = []
+            tensors = []
+            for slot, image in zip(self._slots, images, strict=False):
+                t0 = time.perf_counter()
+                tensor, gains, pad = slot(image)
+                tensors.append(tensor)
+                prepared.append((gains, pad, (time.perf_counter() - t0) * 1000))
+            t1 = time.perf_counter()
+            output = self.backend.infer(np.concatenate(tensors) if len(tensors) > 1 else tensors[0])
+            inference_ms = (time.perf_counter() - t1) * 1000
+        results = []
+        for index, (request, image, (gains, pad, pre_ms)) in enumerate(
+            zip(requests, images, prepared, strict=True)
+        ):
+            t2 = time.perf_counter()
+            height, width = image.shape[:2]
+            detections = self._detections(output[index : index + 1], gains, pad, request, (height, width))
+            timings = {
+                "preprocess_ms": pre_ms,
+                "inference_ms": inference_ms,
+                "postprocess_ms": (time.perf_counter() - t2) * 1000,
+                "batch": float(len(requests)),
+            }
+            results.append(Detections(detections=detections, width=width, height=height, timings=timings))
+        return results
 
     def close(self) -> None:
         close = getattr(self.backend, "close", None)
@@ -257,7 +335,8 @@ def load_detector(
     imgsz: int | None = None,
     options: dict[str, Any] | None = None,
 ) -> Detector:
-    """Open an exported model (.onnx or .engine) with a backend chosen by the file type unless named.
+    """Open an exported model (.onnx, an OpenVINO .xml or a TensorRT .engine) with a backend chosen by the file
+    type unless named (ONNX files: ONNX Runtime; engine choice per box is appliance.models.loading's).
 
     Class names and imgsz come from metadata.json beside the file unless given.
     """
@@ -268,6 +347,7 @@ def load_detector(
     if class_names is None:
         class_names = [c["name"] if isinstance(c, dict) else str(c) for c in metadata.get("classes", [])]
     size = int(imgsz or metadata.get("imgsz") or 640)
-    key = backend or ("tensorrt" if path.suffix == ".engine" else "onnxruntime")
-    opened = open_backend(key, path, **{"metadata": metadata, **(options or {})})
+    by_suffix = {".engine": "tensorrt", ".xml": "openvino"}
+    key = backend or by_suffix.get(path.suffix, "onnxruntime")
+    opened = open_backend(key, path, **{"metadata": metadata, "imgsz": size, **(options or {})})
     return Detector(opened, class_names, size, metadata=metadata)

@@ -1,7 +1,9 @@
 """TensorRT backend: a serialized engine, pycuda buffers in pinned host memory, one stream, warm-up at load.
 
-Works with TensorRT 8.6 (bindings) and 10 (named I/O tensors). The shape and buffer planning is in pure
-functions (`io_specs_from_engine`, `plan_bindings`) that the tests exercise without a GPU.
+Works with TensorRT 8.6 (bindings) and 10 (named I/O tensors). An engine built from an ONNX file with a batch
+axis has an optimisation profile of batch 1..N (tensorrt_build.py): its buffers are sized for N and each call
+sets the input shape of the batch it runs. The shape and buffer planning is in pure functions
+(`io_specs_from_engine`, `profile_max_batch`, `plan_bindings`) that the tests exercise without a GPU.
 """
 
 from __future__ import annotations
@@ -103,10 +105,29 @@ def output_shape_for(
     return tuple(shape)
 
 
-def plan_bindings(specs: list[IOSpec], imgsz: tuple[int, int] | None = None) -> list[BufferPlan]:
+def profile_max_batch(engine: Any, specs: list[IOSpec]) -> int:
+    """The largest batch the engine's first optimisation profile takes (1 for a static batch)."""
+    source = next((s for s in specs if s.is_input), None)
+    if source is None or source.shape[0] >= 0:
+        return max(1, source.shape[0]) if source is not None else 1
+    try:
+        if hasattr(engine, "get_tensor_profile_shape"):  # TensorRT 10: (min, opt, max) of a named input
+            shapes = engine.get_tensor_profile_shape(source.name, 0)
+        else:  # TensorRT 8.x: by binding index
+            shapes = engine.get_profile_shape(0, specs.index(source))
+        return max(1, int(shapes[2][0]))
+    except Exception:  # an engine without a profile for it: run one image at a time
+        logger.warning("engine input %s has a dynamic batch but no readable profile; batch 1", source.name)
+        return 1
+
+
+def plan_bindings(
+    specs: list[IOSpec], imgsz: tuple[int, int] | None = None, max_batch: int = 1
+) -> list[BufferPlan]:
     """One buffer per I/O tensor with its concrete shape and byte size, in engine order.
 
-    Static engines keep their shapes; for a dynamic input the batch is 1 and H, W come from `imgsz`.
+    Static engines keep their shapes; for a dynamic input the batch is `max_batch` (buffers hold the largest
+    batch; a call uses the first rows) and H, W come from `imgsz`.
     """
     inputs = [s for s in specs if s.is_input]
     if len(inputs) != 1:
@@ -120,7 +141,7 @@ def plan_bindings(specs: list[IOSpec], imgsz: tuple[int, int] | None = None) -> 
     if any(d < 0 for d in shape):
         if imgsz is None:
             raise Invalid("the engine has a dynamic input; an image size is needed")
-        shape[0] = 1 if shape[0] < 0 else shape[0]
+        shape[0] = max(1, max_batch) if shape[0] < 0 else shape[0]
         shape[1] = 3 if shape[1] < 0 else shape[1]
         shape[2] = imgsz[0] if shape[2] < 0 else shape[2]
         shape[3] = imgsz[1] if shape[3] < 0 else shape[3]
@@ -186,7 +207,9 @@ class TensorRTBackend:
         self.context = self.engine.create_execution_context()
         self.stream = cuda.Stream()
         imgsz = int(metadata.get("imgsz") or 640)
-        self.plans = plan_bindings(io_specs_from_engine(self.engine, trt), (imgsz, imgsz))
+        specs = io_specs_from_engine(self.engine, trt)
+        self.batch_capacity = profile_max_batch(self.engine, specs)
+        self.plans = plan_bindings(specs, (imgsz, imgsz), self.batch_capacity)
         self.modern = hasattr(self.engine, "num_io_tensors")
         self.host: dict[str, np.ndarray] = {}
         self.buffers: dict[str, Any] = {}
@@ -194,24 +217,43 @@ class TensorRTBackend:
             self.host[plan.name] = cuda.pagelocked_empty(plan.shape, plan.dtype)
             self.buffers[plan.name] = cuda.mem_alloc(plan.nbytes)
         source = next(p for p in self.plans if p.is_input)
+        self.source = source
         self.input_name = source.name
-        self.input_shape = source.shape
+        self.input_shape = (1, *source.shape[1:])
         self.input_dtype = source.dtype
         self.outputs = [p for p in self.plans if not p.is_input]
         self.output_shapes = [p.shape for p in self.outputs]
+        self.dynamic_batch = any(s.is_input and s.shape[0] < 0 for s in specs)
+        self._batch = 0  # the batch the context's input shape is set for
         if self.modern:
-            self.context.set_input_shape(source.name, source.shape)
             for plan in self.plans:
                 self.context.set_tensor_address(plan.name, int(self.buffers[plan.name]))
         else:
-            self.context.set_binding_shape(source.index, source.shape)
             self.bindings = [int(self.buffers[p.name]) for p in self.plans]
+        self._set_batch(1 if self.dynamic_batch else source.shape[0])
         for _round in range(warmup):
-            self.infer(np.zeros(source.shape, source.dtype))
+            self.infer(np.zeros(self.input_shape, source.dtype))
+            if self.batch_capacity > 1:
+                self.infer(np.zeros((self.batch_capacity, *source.shape[1:]), source.dtype))
+
+    def _set_batch(self, batch: int) -> None:
+        if batch == self._batch:
+            return
+        shape = (batch, *self.source.shape[1:])
+        if self.modern:
+            self.context.set_input_shape(self.source.name, shape)
+        else:
+            self.context.set_binding_shape(self.source.index, shape)
+        self._batch = batch
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Outputs of a batch of up to `batch_capacity` images (the first rows of the buffers)."""
         cuda = self._cuda
-        host_in = self.host[self.input_name]
+        batch = int(tensor.shape[0]) if self.dynamic_batch else self.source.shape[0]
+        if batch > self.batch_capacity:
+            raise Invalid(f"this engine takes batches of at most {self.batch_capacity}, got {batch}")
+        self._set_batch(batch)
+        host_in = self.host[self.input_name][:batch]
         np.copyto(host_in, tensor.reshape(host_in.shape), casting="same_kind")
         cuda.memcpy_htod_async(self.buffers[self.input_name], host_in, self.stream)
         if self.modern:
@@ -219,9 +261,10 @@ class TensorRTBackend:
         else:
             self.context.execute_async_v2(self.bindings, self.stream.handle)
         first = self.outputs[0]
-        cuda.memcpy_dtoh_async(self.host[first.name], self.buffers[first.name], self.stream)
+        host_out = self.host[first.name][:batch]
+        cuda.memcpy_dtoh_async(host_out, self.buffers[first.name], self.stream)
         self.stream.synchronize()
-        return self.host[first.name].astype(np.float32, copy=True)
+        return host_out.astype(np.float32, copy=True)
 
     def close(self) -> None:
         for buffer in self.buffers.values():

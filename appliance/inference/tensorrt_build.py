@@ -1,7 +1,10 @@
 """Building a TensorRT engine from our ONNX file with the TensorRT Python API: FP16, INT8 with calibration.
 
-INT8 calibrates on images of the model's own training snapshot, letterboxed exactly as at inference, with a
-calibration cache beside the model so a rebuild skips calibration. Imported only by the export job.
+INT8 calibrates (`IInt8EntropyCalibrator2`) on images of the model's own training snapshot, letterboxed
+exactly as at inference, with a calibration cache beside the model so a rebuild skips calibration; the export
+job then puts the INT8 engine through the accuracy gate. An ONNX file with a batch axis gets an optimisation
+profile of batch 1..max_batch (optimum 1: one camera's frame runs as on a static engine), so cameras sharing
+the model can run as one batch. Imported only by the export job.
 """
 
 from __future__ import annotations
@@ -68,6 +71,22 @@ def make_calibrator(
     return EntropyCalibrator()
 
 
+def profile_shapes(
+    shape: tuple[int, ...], imgsz: int, max_batch: int
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(min, opt, max) input shapes for a network input of `shape` (-1 for a dynamic axis): batch 1..max_batch
+    where the batch axis is dynamic, 32..max(imgsz, 1280) where height and width are; opt is one image at imgsz."""
+    batch_dynamic = shape[0] < 0
+    channels = shape[1] if shape[1] > 0 else 3
+    first = 1 if batch_dynamic else shape[0]
+    last = max(1, max_batch) if batch_dynamic else shape[0]
+    if shape[2] < 0 or shape[3] < 0:
+        low, opt, high = (32, 32), (imgsz, imgsz), (max(imgsz, 1280), max(imgsz, 1280))
+    else:
+        low = opt = high = (shape[2], shape[3])
+    return (first, channels, *low), (first, channels, *opt), (last, channels, *high)
+
+
 def build_engine(
     onnx_path: Path,
     out: Path,
@@ -75,6 +94,7 @@ def build_engine(
     precision: str,
     imgsz: int,
     dynamic: bool,
+    max_batch: int = 1,
     calibration_images: list[Path],
     calibration_cache: Path,
     progress: Callable[[float, str], None],
@@ -101,11 +121,12 @@ def build_engine(
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     else:  # TensorRT < 8.4
         config.max_workspace_size = WORKSPACE_BYTES
-    if dynamic:
+    profile = None
+    source = network.get_input(0)
+    minimum, optimum, maximum = profile_shapes(tuple(source.shape), imgsz, max_batch)
+    if minimum != maximum:
         profile = builder.create_optimization_profile()
-        name = network.get_input(0).name
-        shape = (1, 3, imgsz, imgsz)
-        profile.set_shape(name, (1, 3, 32, 32), shape, (1, 3, max(imgsz, 1280), max(imgsz, 1280)))
+        profile.set_shape(source.name, minimum, optimum, maximum)
         config.add_optimization_profile(profile)
     # platform_has_fast_* are deprecated in TensorRT 10 (every supported GPU has both); assume yes there.
     if precision in ("fp16", "int8") and getattr(builder, "platform_has_fast_fp16", True):
@@ -118,6 +139,8 @@ def build_engine(
         if not batches and not calibration_cache.exists():
             raise RuntimeError("no readable calibration images")
         config.int8_calibrator = make_calibrator(trt, cuda, batches, calibration_cache, progress)
+        if profile is not None:  # a dynamic network calibrates at the profile's optimum (batch 1)
+            config.set_calibration_profile(profile)
     if hasattr(trt, "IProgressMonitor"):
 
         class Monitor(trt.IProgressMonitor):  # type: ignore[misc, name-defined]

@@ -18,7 +18,7 @@ from appliance.storage import write_atomic
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 METADATA_FILE = "metadata.json"
 _metadata_lock = threading.Lock()
 
@@ -48,13 +48,26 @@ def metadata_path(config: Config, model_id: int) -> Path:
 
 
 def artifact_name(fmt: str, precision: str, imgsz: int, dynamic: bool) -> str:
-    """model_640.onnx, model_640_dynamic.onnx, model_640_fp16.engine ... (built only from validated fields)."""
-    if fmt not in ("onnx", "engine") or precision not in PRECISIONS:
+    """model_640.onnx, model_640_dynamic.onnx, model_640_fp16.engine, model_640_int8.xml (an OpenVINO IR, its
+    weights in model_640_int8.bin beside it) ... built only from validated fields."""
+    if fmt not in ("onnx", "engine", "openvino") or precision not in PRECISIONS:
         raise ValueError(f"unknown export {fmt}/{precision}")
     suffix = "_dynamic" if dynamic else ""
     if fmt == "onnx":
         return f"model_{int(imgsz)}{suffix}.onnx"
+    if fmt == "openvino":
+        return f"model_{int(imgsz)}_{precision}{suffix}.xml"
     return f"model_{int(imgsz)}_{precision}{suffix}.engine"
+
+
+def artifact_files(path: Path) -> list[Path]:
+    """The files of one artifact: an OpenVINO IR is its .xml and .bin."""
+    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+
+
+def remove_artifact(path: Path) -> None:
+    for file in artifact_files(path):
+        file.unlink(missing_ok=True)
 
 
 def artifact_path(config: Config, model_id: int, fmt: str, precision: str, imgsz: int, dynamic: bool) -> Path:
@@ -136,7 +149,7 @@ def artifacts_on_disk(config: Config, model_id: int) -> list[Artifact]:
         if artifact_name(info.format, info.precision, info.imgsz, info.dynamic) != name:
             continue  # never open a name that is not one we produce
         path = model_dir(config, model_id) / name
-        if path.is_file():
+        if all(f.is_file() for f in artifact_files(path)):
             found.append(Artifact(file=name, path=path, info=info))
     return found
 

@@ -3,6 +3,8 @@
 - `ExportParams` / `ExportResult`: an "export" job's params (queued by the web, or by a process that found an
   engine built elsewhere) and its result (written by the worker).
 - `ModelMetadata` / `ArtifactInfo`: `models/<id>/metadata.json`, one entry per exported file.
+- `PrecisionGate`: the box's measurement of a reduced precision (INT8, BF16, FP16) against FP32, kept on the
+  export's record (and on its file's entry when it was accepted).
 - `NewModel`: what a finished training hands the registry to become a models row.
 
 The JSON keys are the ones the console, the tests and older files already use.
@@ -18,7 +20,32 @@ from appliance.classes import ClassEntry
 from appliance.inference.contracts import TensorInfo
 from appliance.models.schemas import ExportFormat
 
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+REDUCED_PRECISIONS = ("fp16", "bf16", "int8")
+
+
+class PrecisionGate(msgspec.Struct, kw_only=True):
+    """A reduced precision measured on this box against its baseline on the model's frozen validation split:
+    accepted only when mAP50-95 drops by at most `max_drop_points` and it runs `min_speedup` times faster."""
+
+    engine: str  # openvino | tensorrt
+    device: str
+    precision: str  # the candidate: int8 | bf16 | fp16
+    baseline_precision: str  # fp32 (OpenVINO), or what TensorRT runs otherwise (fp16)
+    val_images: int
+    val_labels: int
+    baseline_map50_95: float
+    candidate_map50_95: float
+    map_drop_points: float  # (baseline - candidate) x 100
+    baseline_ms: float  # median model call on this box
+    candidate_ms: float
+    speedup: float  # baseline_ms / candidate_ms
+    max_drop_points: float
+    min_speedup: float
+    accepted: bool
+    reason: str
+    calibration_images: int = 0
+    evaluated_at: str = ""
 
 
 class ArtifactInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -40,6 +67,8 @@ class ArtifactInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     device: str | None = None
     tensorrt_version: str | None = None
     calibration_images: int | None = None
+    # Reduced precisions: the accuracy gate's measurement (an artifact without an accepted one never runs).
+    gate: PrecisionGate | None = None
     # In the export's record only (model_exports.metadata and the job result), not in metadata.json.
     build_seconds: float | None = None
     bytes: int | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, delete, get, post, put
 from litestar.datastructures import State, UploadFile
 from litestar.params import JSONBody, MultipartBody, Parameter
 from litestar.response import File
@@ -19,6 +19,7 @@ from appliance.models import deploy_check, exports, lifecycle, predict, registry
 from appliance.models.schemas import (
     DeployCheck,
     DeployRequest,
+    EnginePinUpdate,
     ExportCreate,
     ExportRead,
     InferenceRead,
@@ -117,6 +118,13 @@ class ModelController(Controller):
     def undeploy(self, model_id: Id, db: DB, user: Caller, config: Settings) -> ModelRead:
         return lifecycle.undeploy_model(db, config, model_id, user)
 
+    @put("/{model_id:int}/engine", operation_id="pinModelEngine", sync_to_thread=True)
+    def pin_engine(
+        self, model_id: Id, data: JSONBody[EnginePinUpdate], db: DB, user: Caller, config: Settings
+    ) -> ModelRead:
+        """Admins: the engine (and OpenVINO device) this model runs on; a camera's own pin still wins."""
+        return lifecycle.pin_engine(db, config, model_id, data, user)
+
     @delete("/{model_id:int}", operation_id="deleteModel", status_code=204, sync_to_thread=True)
     def delete_model(self, model_id: Id, db: DB, user: Caller, config: Settings) -> None:
         """The row and its files; refused (409) for the deployed model and one a job still needs."""
@@ -137,8 +145,8 @@ class InferenceController(Controller):
         content = read_upload(data.image.file, limit)
         if content is None:
             raise TooLarge(f"the image is larger than the {config.max_image_mb} MB limit")
-        if data.precision not in (None, "", "fp32", "fp16", "int8"):
-            raise Invalid("precision must be fp32, fp16 or int8")
+        if data.precision not in (None, "", "fp32", "fp16", "bf16", "int8"):
+            raise Invalid("precision must be fp32, fp16, bf16 or int8")
         return predict.run_inference(
             db,
             config,

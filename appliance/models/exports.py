@@ -11,6 +11,7 @@ from appliance.config import Config
 from appliance.db import Database, open_database, write_transaction
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.inference.backends import tensorrt_available
+from appliance.inference.openvino_backend import openvino_available
 from appliance.jobs.service import create_job, request_cancel
 from appliance.models.artifacts import Artifact, weights_path
 from appliance.models.contracts import ExportParams, Precision
@@ -24,11 +25,23 @@ TENSORRT_MISSING = "TensorRT is not available on this machine"
 
 
 def export_precision(body: ExportCreate) -> Precision:
-    if body.format == "onnx":
-        if body.half or body.int8:
-            raise Invalid("half and int8 apply to TensorRT engines; an ONNX export is fp32")
-        return "fp32"
-    return "int8" if body.int8 else "fp16" if body.half else "fp32"
+    """The precision an export request asks for (`precision`, or the older half / int8 flags), checked
+    against what its format can make."""
+    flagged: Precision | None = "int8" if body.int8 else "fp16" if body.half else None
+    if body.precision is not None and flagged is not None and body.precision != flagged:
+        raise Invalid(f"precision {body.precision} contradicts {'int8' if body.int8 else 'half'}: give one")
+    precision: Precision = body.precision or flagged or "fp32"
+    if body.format == "onnx" and precision != "fp32":
+        raise Invalid(
+            "half, int8 and other precisions apply to TensorRT engines and OpenVINO; an ONNX export is fp32"
+        )
+    if body.format == "engine" and precision == "bf16":
+        raise Invalid("TensorRT engines are fp32, fp16 or int8")
+    if body.format == "openvino" and precision == "fp32":
+        raise Invalid(
+            "OpenVINO runs the FP32 ONNX file as it is: export ONNX; openvino exports are int8, bf16 or fp16"
+        )
+    return precision
 
 
 def _queue_export(db: Database, params: ExportParams, user_id: int | None) -> int:
@@ -66,10 +79,14 @@ def create_export(
     imgsz = body.imgsz or int(row["imgsz"] or 640)
     if not 32 <= imgsz <= 2048 or imgsz % 32:
         raise Invalid(f"imgsz must be a multiple of 32 between 32 and 2048, got {imgsz}")
-    if body.int8 and not 1 <= body.calib_images <= 5000:
-        raise Invalid(f"calib_images must be between 1 and 5000, got {body.calib_images}")
+    if precision == "int8" and not 1 <= body.calib_images <= config.calibration_images_max:
+        raise Invalid(
+            f"calib_images must be between 1 and {config.calibration_images_max}, got {body.calib_images}"
+        )
     if body.format == "engine" and not tensorrt_available():
         raise Invalid(f"{TENSORRT_MISSING}: a TensorRT engine can only be built on the device (Jetson)")
+    if body.format == "openvino" and not openvino_available():
+        raise Invalid("OpenVINO is not installed on this box")
     if not weights_path(config, model_id).is_file():
         raise Conflict(f"model {model_id} has no weights file on disk; it cannot be exported")
     params = ExportParams(

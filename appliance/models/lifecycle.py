@@ -10,15 +10,16 @@ from pathlib import Path
 
 import msgspec
 
-from appliance.caller import CurrentUser
+from appliance.caller import CurrentUser, require_admin
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, NotFound
+from appliance.inference.engines import check_engine_pin
 from appliance.models.artifacts import artifact_path, artifacts_on_disk, model_dir
 from appliance.models.deploy_check import refuse_broken_rules
 from appliance.models.registry import LAST_DELETED_ID, ModelRow, get_model, manageable_model, readable_model
-from appliance.models.schemas import ModelRead
+from appliance.models.schemas import EnginePinUpdate, ModelRead
 from appliance.storage import fsync_dir
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,22 @@ def undeploy_model(db: Database, config: Config, model_id: int, user: CurrentUse
         raise Conflict(f"model {model_id} is not deployed")
     with write_transaction(db):
         db.execute("UPDATE models SET deployed = 0 WHERE id = ?", [model_id])
+    return get_model(db, config, model_id, user)
+
+
+def pin_engine(
+    db: Database, config: Config, model_id: int, body: EnginePinUpdate, user: CurrentUser
+) -> ModelRead:
+    """Admins: the engine this model runs on ("auto": the box's choice); the cameras reload it."""
+    require_admin(user)
+    readable_model(db, model_id, user)
+    check_engine_pin(body.engine, "engine")
+    with write_transaction(db):
+        db.execute(
+            "UPDATE models SET engine = ? WHERE id = ?",
+            [None if body.engine == "auto" else body.engine, model_id],
+        )
+    logger.info("model %s pinned to engine %s by %s", model_id, body.engine, user.username)
     return get_model(db, config, model_id, user)
 
 

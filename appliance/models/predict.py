@@ -71,6 +71,7 @@ def run_inference(
         model_id=row["id"],
         backend=detector.key,
         precision=chosen_precision,
+        device=detector.device,
         width=result.width,
         height=result.height,
         detections=_detections_read(result),

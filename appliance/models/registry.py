@@ -157,7 +157,20 @@ def _model_read(db: Database, config: Config, row: ModelRow, user: CurrentUser) 
         owner_id=row.get("owner_id"),
         is_public=bool(row.get("is_public")),
         can_manage=may_manage(row, user),
+        engine=row.get("engine") or "auto",
+        runs_on=_runs_on(config, row),
     )
+
+
+def _runs_on(config: Config, row: ModelRow) -> str:
+    """What /inference runs the model on here, without loading it ("" when it has no runnable export)."""
+    from appliance.models.loading import plan_run
+
+    try:
+        plan = plan_run(config, row)
+    except Conflict:
+        return ""
+    return f"{plan.choice.describe()} {plan.precision}"
 
 
 def list_models(db: Database, config: Config, user: CurrentUser) -> list[ModelRead]:

@@ -6,18 +6,27 @@ from typing import Any, Literal
 
 import msgspec
 
+from appliance.inference.engines import EnginePin
 from appliance.stations.class_check import BrokenRule
 
-ExportFormat = Literal["onnx", "engine"]
+ExportFormat = Literal["onnx", "engine", "openvino"]
+ExportPrecision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
 class ExportCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """onnx: the FP32 file every engine starts from. engine: a TensorRT engine (half: FP16, int8: INT8).
+    openvino: a reduced precision for OpenVINO (`precision` int8, bf16 or fp16; FP32 runs the ONNX file).
+    INT8, BF16 and FP16 other than TensorRT's are measured by the accuracy gate before they may run."""
+
     format: ExportFormat = "onnx"
     half: bool = False
     int8: bool = False
+    precision: ExportPrecision | None = None  # instead of half/int8
     imgsz: int | None = None  # default: the model's training size
-    dynamic: bool = False
-    calib_images: int = 200  # INT8 calibration images sampled from the model's training snapshot
+    dynamic: bool = False  # height and width dynamic too (the batch axis always is)
+    calib_images: int = (
+        200  # INT8 calibration images sampled from the model's training snapshot (train split)
+    )
 
 
 class ExportRead(msgspec.Struct, kw_only=True):
@@ -28,7 +37,7 @@ class ExportRead(msgspec.Struct, kw_only=True):
     precision: str
     imgsz: int
     dynamic: bool
-    status: str  # pending | running | completed | failed | cancelled
+    status: str  # pending | running | completed | refused (by the accuracy gate) | failed | cancelled
     file: str | None
     metadata: dict[str, Any]
     error: str | None
@@ -61,6 +70,14 @@ class ModelRead(msgspec.Struct, kw_only=True):
     owner_id: int | None = None  # the dataset's owner when it was trained (visibility survives the dataset)
     is_public: bool = False  # the dataset was public when it was trained: every user sees the model
     can_manage: bool = False  # the caller may deploy, undeploy and delete it (admin or owner)
+    engine: str = "auto"  # the engine pinned for this model (auto: the box's choice)
+    runs_on: str = ""  # what /inference runs it on here: engine, device and precision
+
+
+class EnginePinUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """PUT /models/{id}/engine: pin the engine this model runs on (a camera's own pin still wins)."""
+
+    engine: EnginePin = "auto"
 
 
 class Box(msgspec.Struct):
@@ -81,6 +98,7 @@ class InferenceRead(msgspec.Struct, kw_only=True):
     model_id: int
     backend: str
     precision: str
+    device: str = ""  # where it ran: CPU, the Intel GPU or NVIDIA GPU's name
     width: int
     height: int
     detections: list[DetectionRead]

@@ -18,6 +18,7 @@ from appliance.caller import CurrentUser, require_admin, require_writer
 from appliance.clock import now_iso
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, Invalid, NotFound
+from appliance.inference.engines import check_engine_pin
 from appliance.redaction import redact_credentials
 from appliance.stations import revisions
 from appliance.stations.class_check import check_rule_classes
@@ -79,6 +80,7 @@ def validate(settings: CameraSettings, enabled: bool) -> None:
     validate_source(settings, enabled)
     validate_genicam(settings)
     validate_zones_and_rules(settings)
+    check_engine_pin(settings.engine, "settings.engine")
 
 
 def decode_settings(raw: str) -> CameraSettings:

@@ -6,11 +6,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from appliance.inference.engines import EnginePin
 from appliance.stations.contracts import Mode, TriggerRow
 from appliance.stations.genicam import GenicamSettings, GenicamStatus
 
 SourceType = Literal["v4l2", "url", "gstreamer", "file", "gige"]
-Precision = Literal["auto", "fp32", "fp16", "int8"]  # auto: the best export this machine can run
+Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]  # auto: the best export this machine can run
 Condition = Literal["==", ">=", "<=", "between", "present", "absent"]
 CameraState = Literal["stopped", "starting", "running", "reconnecting", "error", "offline"]
 
@@ -57,6 +58,7 @@ class CameraSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     read_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=120_000)] = 5000
     model_id: Annotated[int, msgspec.Meta(ge=1)] | None = None  # null: the deployed model
     precision: Precision = "auto"
+    engine: EnginePin = "auto"  # auto: the model's pin, else the box's choice (docs/models.md)
     confidence: Confidence = 0.25  # detections below are not reported (rules may ask for more)
     iou: Confidence = 0.45
     jpeg_quality: Annotated[int, msgspec.Meta(ge=30, le=100)] = 80
@@ -111,7 +113,8 @@ class CameraStatus(msgspec.Struct, kw_only=True):
     retries: int = 0  # attempts since source_lost_at
     model_id: int | None = None
     model_name: str | None = None
-    model_note: str = ""
+    model_note: str = ""  # the model, what runs it (engine, device, precision) and how its frames are batched
+    batch_sizes: dict[str, int] = msgspec.field(default_factory=dict)  # this camera's frames per call size
     error: str | None = None
     width: int = 0
     height: int = 0

@@ -1,4 +1,5 @@
-"""What the box has: versions, data disk, GPU, TensorRT, services, cameras; GET /system and `appliance doctor`.
+"""What the box has: versions, data disk, GPU, TensorRT, OpenVINO's devices, inference engines, services,
+cameras; GET /system and `appliance doctor`.
 
 Nothing here imports torch, CUDA or TensorRT (the web process must stay small): the GPU is found through
 its device nodes, `nvidia-smi` on a discrete GPU and /proc, /sys and /etc/nv_tegra_release on a Jetson,
@@ -18,6 +19,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,8 @@ logger = logging.getLogger(__name__)
 
 PACKAGES = [
     "appliance", "litestar", "uvicorn", "sqlite-utils", "msgspec", "numpy", "opencv-python-headless",
-    "onnxruntime", "onnxruntime-gpu", "torch", "ultralytics-opencv-headless", "ultralytics", "tensorrt",
-    "pycuda", "systemd-python",
+    "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "torch", "ultralytics-opencv-headless", "ultralytics",
+    "tensorrt", "pycuda", "systemd-python",
 ]  # fmt: skip
 SERVICES = [
     "appliance-web.service",
@@ -167,6 +169,18 @@ def jetson_info() -> dict[str, Any] | None:
     }
 
 
+def cpu_name() -> str:
+    """The CPU's model name and core count ("AMD EPYC, 2 cores"), from /proc/cpuinfo where it says."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model") and value.strip():
+                name = value.strip()
+                break
+    return f"{name}, {os.cpu_count() or 1} cores"
+
+
 def cuda_device_count() -> int:
     """NVIDIA GPUs this box has, from device nodes only (cheap, no torch, no nvidia-smi): a Jetson counts one."""
     discrete = len(glob.glob("/dev/nvidia[0-9]*"))
@@ -208,6 +222,51 @@ def onnxruntime_providers() -> list[str]:
     except ImportError:
         return []
     return list(onnxruntime.get_available_providers())
+
+
+# OpenVINO's devices are listed by a child process: loading its plugins would grow the web process by about
+# 90 MB for one answer. The answer is kept for the life of the process (devices do not come and go), a failed
+# one for a minute.
+OPENVINO_LIST_TIMEOUT_S = 30.0
+OPENVINO_RETRY_S = 60.0
+_openvino: tuple[float, dict[str, Any]] | None = None
+_openvino_lock = threading.Lock()
+
+
+def openvino_report() -> dict[str, Any]:
+    """{installed, version, devices: [{device, name, capabilities}]} (error: why it could not be listed)."""
+    global _openvino
+    with _openvino_lock:
+        if _openvino is not None and ("error" not in _openvino[1] or time.monotonic() < _openvino[0]):
+            return _openvino[1]
+        if importlib.util.find_spec("openvino") is None:
+            report: dict[str, Any] = {"installed": False, "version": None, "devices": []}
+        else:
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-m", "appliance.inference.openvino_backend"],
+                    capture_output=True, text=True, timeout=OPENVINO_LIST_TIMEOUT_S, check=False,
+                )  # fmt: skip
+                report = json.loads(done.stdout.strip().splitlines()[-1])
+            except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+                logger.warning("listing OpenVINO's devices failed: %s", exc)
+                report = {"installed": True, "version": None, "devices": [], "error": str(exc)[:300]}
+        _openvino = (time.monotonic() + OPENVINO_RETRY_S, report)
+        return report
+
+
+def inference_info(config: Config) -> dict[str, Any]:
+    """The engines this box has, the one it picks for a model without pins, and OpenVINO's devices."""
+    from appliance.inference.engines import choose_engine, engines_here
+
+    here = engines_here()
+    choice = choose_engine(here, box=config.inference_engine, openvino_device=config.openvino_device)
+    return {
+        "engines": sorted(here),
+        "default_engine": choice.describe(),
+        "default_note": choice.note,
+        "openvino": openvino_report() if "openvino" in here else {"installed": False, "devices": []},
+    }
 
 
 # The web process may not open GPU nodes (DevicePolicy=closed), so nvidia-smi fails there on the device;
@@ -290,7 +349,14 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
     if not gpu["gpu_present"]:
         warnings.append("no NVIDIA GPU found: training and inference run on the CPU")
     elif not gpu["tensorrt_installed"]:
-        warnings.append("TensorRT is not installed: engine export is unavailable, ONNX Runtime is used")
+        warnings.append(
+            "TensorRT is not installed: engine export is unavailable, OpenVINO or ONNX Runtime is used"
+        )
+    inference = report.get("inference") or {}
+    if inference.get("default_note"):
+        warnings.append(inference["default_note"])
+    if (inference.get("openvino") or {}).get("error"):
+        warnings.append(f"OpenVINO's devices could not be listed: {inference['openvino']['error']}")
     processes = report.get("processes") or {}
     for name in PROCESS_NAMES[1:]:
         state = processes.get(name)
@@ -325,6 +391,7 @@ def system_report(config: Config, *, in_web: bool = True) -> dict[str, Any]:
         "services": services_status(),
         "cameras": camera_devices(),
         "tls": bool(config.tls_cert),
+        "inference": inference_info(config),
     }
     processes = msgspec.to_builtins(processes_read(config.runtime_path, in_web=in_web))
     report["processes"] = processes["processes"]

@@ -23,7 +23,8 @@ from appliance.catalog import readable_dataset
 from appliance.classes import class_names
 from appliance.config import Config
 from appliance.db import Database
-from appliance.system.service import cuda_device_count
+from appliance.inference.engines import choose_engine, engines_here
+from appliance.system.service import cpu_name, cuda_device_count, read_gpu_snapshot
 from appliance.training.schemas import ClassCount, EpochMetrics, TimeEstimate, TrainingPlanRead
 
 LABELED = ("labeled", "reviewed")
@@ -169,6 +170,20 @@ def estimate(
     )
 
 
+def device_names(config: Config, device_kind: str) -> tuple[str, str]:
+    """(what trains on, what the model then runs on here), by name: no torch, no CUDA context."""
+    if device_kind == "gpu":
+        snapshot = read_gpu_snapshot(config) or {}
+        names = [str(g.get("name")) for g in snapshot.get("gpus") or [] if g.get("name")]
+        trains_on = ", ".join(names) or "the NVIDIA GPU"
+    else:
+        trains_on = cpu_name()
+    choice = choose_engine(
+        engines_here(), box=config.inference_engine, openvino_device=config.openvino_device
+    )
+    return trains_on, choice.describe()
+
+
 def training_plan(
     db: Database,
     config: Config,
@@ -209,6 +224,9 @@ def training_plan(
     small = small_objects_warning(imgsz or rec_imgsz, box_share)
     if small:
         warnings.append(small)
+    time_estimate = estimate(db, device_kind, labeled, epochs or rec_epochs, imgsz or rec_imgsz, base_model)
+    trains_on, runs_on = device_names(config, device_kind)
+    time_estimate = msgspec.structs.replace(time_estimate, device_name=trains_on, inference=runs_on)
     return TrainingPlanRead(
         dataset_id=dataset_id,
         base_model=base_model,
@@ -226,7 +244,7 @@ def training_plan(
         warnings=warnings,
         gpus=gpus,
         device=device_kind,
-        estimate=estimate(db, device_kind, labeled, epochs or rec_epochs, imgsz or rec_imgsz, base_model),
+        estimate=time_estimate,
     )
 
 

@@ -134,6 +134,9 @@ class TimeEstimate(msgspec.Struct, kw_only=True):
     seconds: float  # the whole run at most (patience may stop it earlier)
     per_epoch_s: float
     basis: str  # how the figure was made (measured here, or the fixed figure it starts from)
+    engine: str = "PyTorch (ultralytics)"  # what trains
+    device_name: str = ""  # the CPU or GPU it trains on, by name
+    inference: str = ""  # the engine and device the trained model then runs on here
 
 
 class TrainingPlanRead(msgspec.Struct, kw_only=True):

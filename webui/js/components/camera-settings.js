@@ -18,6 +18,9 @@ const SOURCE_HINTS = {
 };
 const SOURCE_LABELS = { file: 'Video file (looped)', url: 'RTSP / HTTP URL', v4l2: 'USB camera (V4L2)', gstreamer: 'GStreamer pipeline (CSI)',
   gige: 'GigE Vision / USB3 Vision' };
+// auto: the model's pin, else the box's choice (TensorRT on an NVIDIA GPU, else OpenVINO, else ONNX Runtime).
+export const ENGINE_PINS = [['auto', 'auto'], ['openvino', 'OpenVINO'], ['openvino:CPU', 'OpenVINO CPU'],
+  ['openvino:GPU', 'OpenVINO Intel GPU'], ['openvino:NPU', 'OpenVINO NPU'], ['onnxruntime', 'ONNX Runtime'], ['tensorrt', 'TensorRT']];
 const CONDITIONS = [['present', 'present'], ['absent', 'absent'], ['==', 'count ='], ['>=', 'count ≥'], ['<=', 'count ≤'], ['between', 'between']];
 
 /** PUT the camera with changed settings; resolves to the saved camera, or shows the server's reason in `error`
@@ -88,7 +91,10 @@ export function settingsForm(ctx, camera, models, onSaved) {
     h('div.inline-form',
       field('Model', model),
       field('Precision', h('select', { name: 'precision', testid: 'camera-precision' },
-        ['auto', 'fp32', 'fp16', 'int8'].map((p) => h('option', { value: p, selected: p === s.precision }, p)))),
+        ['auto', 'fp32', 'fp16', 'bf16', 'int8'].map((p) => h('option', { value: p, selected: p === s.precision }, p))),
+      'reduced ones run only once the box accepted them (Models page)'),
+      field('Engine', h('select', { name: 'engine', testid: 'camera-engine' },
+        ENGINE_PINS.map(([v, label]) => h('option', { value: v, selected: v === (s.engine || 'auto') }, label)))),
       field('Confidence', number('confidence', s.confidence, { min: 0, max: 1, step: 'any' }), 'boxes below are not shown'),
       field('IoU', number('iou', s.iou, { min: 0, max: 1, step: 'any' }))),
     h('div.inline-form',
@@ -109,7 +115,7 @@ export function settingsForm(ctx, camera, models, onSaved) {
     const settings = {
       source_type: v.source_type, source: v.source.trim(), genicam: gige ? genicam.read() : null,
       width: gige ? 0 : Number(v.width), height: gige ? 0 : Number(v.height), fps: gige ? 0 : Number(v.fps), max_fps: Number(v.max_fps),
-      model_id: v.model_id ? Number(v.model_id) : null, precision: v.precision,
+      model_id: v.model_id ? Number(v.model_id) : null, precision: v.precision, engine: v.engine,
       confidence: Number(v.confidence), iou: Number(v.iou), mode: v.mode,
       interval_s: Number(v.interval_s), debounce_frames: Number(v.debounce_frames),
       snapshots: form.querySelector('[name=snapshots]').checked,

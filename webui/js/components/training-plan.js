@@ -48,8 +48,13 @@ export function createPlanCard(api, { onUse }) {
         }) }, 'Use these')),
       h('p.small', { testid: 'plan-estimate' },
         h('strong', `${roughDuration(plan.estimate.seconds)} at most`),
-        ` on the ${plan.device === 'gpu' ? 'GPU' : 'CPU'} (${formatDuration(plan.estimate.per_epoch_s)} per epoch; `,
-        'patience may stop it sooner). ', h('span.muted', `How: ${plan.estimate.basis}.`)));
+        ` on the ${plan.device === 'gpu' ? 'GPU' : 'CPU'}`,
+        h('span', { testid: 'plan-engine' }, ` (${plan.estimate.engine} on ${plan.estimate.device_name || plan.device})`),
+        ` (${formatDuration(plan.estimate.per_epoch_s)} per epoch; `,
+        'patience may stop it sooner). ', h('span.muted', `How: ${plan.estimate.basis}.`),
+        plan.estimate.inference
+          ? h('span.muted', { testid: 'plan-inference' }, ` The trained model then runs on ${plan.estimate.inference} here.`)
+          : null));
   }
 
   function update(query) {

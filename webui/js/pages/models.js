@@ -2,6 +2,8 @@
 // ONNX or a TensorRT engine (disabled, with the reason, where the box has no TensorRT), download an ONNX file,
 // deploy / undeploy one model, delete one (never the deployed one), and compare two models' metrics side by side;
 // each model's newest evaluation on frozen images links to its Evaluation page (and two to Compare).
+// What runs each model here (engine, device, precision), the engine an admin pins for it, and reduced precisions
+// (INT8, BF16, FP16) measured by the box: both accuracies and speeds side by side with the decision and why.
 // Rows keep one height whatever their exports do; an action's error is shown under its row.
 
 import { API_PREFIX, errorText } from '../api.js';
@@ -19,9 +21,11 @@ const METRICS = [
 const BUSY = ['pending', 'running'];
 const SHOWN_EXPORTS = 2; // newest exports shown per row; the rest are counted
 
+const FORMAT_LABEL = { engine: 'engine', openvino: 'openvino', onnx: 'onnx' };
+
 function exportBadge(e) {
-  const kind = e.status === 'completed' ? 'reviewed' : BUSY.includes(e.status) ? 'labeled' : 'muted';
-  const label = `${e.format === 'engine' ? `engine ${e.precision}` : 'onnx'} ${e.imgsz}${e.dynamic ? ' dyn' : ''}`;
+  const kind = e.status === 'completed' ? 'reviewed' : BUSY.includes(e.status) ? 'labeled' : e.status === 'refused' ? 'bad' : 'muted';
+  const label = `${FORMAT_LABEL[e.format] || e.format}${e.format === 'onnx' ? '' : ` ${e.precision}`} ${e.imgsz}${e.dynamic ? ' dyn' : ''}`;
   const pct = BUSY.includes(e.status) && e.progress && e.progress.percent !== undefined ? ` ${e.progress.percent}%` : '';
   return h(`span.badge.${kind}`, {
     testid: 'export-badge', dataset: { status: e.status, format: e.format },
@@ -58,6 +62,64 @@ function evaluationLink(model, latest) {
     title: e ? `evaluation #${e.id} on ${e.images} frozen images` : 'evaluate the model on frozen images' }, text);
 }
 
+/** The reduced precisions this box can measure, from GET /system: [format, precision, label]. */
+function reducedChoices(system) {
+  const inference = (system && system.inference) || {};
+  const devices = ((inference.openvino || {}).devices) || [];
+  const choices = [];
+  if ((inference.engines || []).includes('openvino')) {
+    choices.push(['openvino', 'int8', 'OpenVINO INT8']);
+    if (devices.some((d) => (d.capabilities || []).includes('BF16'))) choices.push(['openvino', 'bf16', 'OpenVINO BF16']);
+    if (devices.some((d) => d.device !== 'CPU')) choices.push(['openvino', 'fp16', 'OpenVINO FP16']);
+  }
+  if ((inference.engines || []).includes('tensorrt')) choices.push(['engine', 'int8', 'TensorRT INT8']);
+  return choices;
+}
+
+/** The engine pins an admin may choose here: those of engines this box has, OpenVINO per device it sees. */
+function enginePins(system) {
+  const inference = (system && system.inference) || {};
+  const engines = inference.engines || [];
+  const pins = [['auto', `auto (${inference.default_engine || 'the box decides'})`]];
+  if (engines.includes('tensorrt')) pins.push(['tensorrt', 'TensorRT']);
+  if (engines.includes('openvino')) {
+    pins.push(['openvino', 'OpenVINO']);
+    const kinds = new Set((((inference.openvino || {}).devices) || []).map((d) => d.device.split('.')[0]));
+    for (const kind of ['CPU', 'GPU', 'NPU']) if (kinds.has(kind)) pins.push([`openvino:${kind}`, `OpenVINO ${kind}`]);
+  }
+  if (engines.includes('onnxruntime')) pins.push(['onnxruntime', 'ONNX Runtime']);
+  return pins;
+}
+
+/** The newest measurement of each reduced precision: both accuracies and speeds, the decision and its reason. */
+function gateTable(model) {
+  const seen = new Set();
+  const gates = [...model.exports].sort((a, b) => b.id - a.id)
+    .filter((e) => e.metadata && e.metadata.gate)
+    .filter((e) => {
+      const key = `${e.format}/${e.precision}/${e.imgsz}`;
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+  if (!gates.length) return null;
+  const num = (v, digits) => (typeof v === 'number' ? v.toFixed(digits) : '–');
+  return h('div', { testid: 'precision-gates' }, gates.map((e) => {
+    const g = e.metadata.gate;
+    return h('div.gate', { testid: 'precision-gate', dataset: { precision: g.precision, accepted: String(g.accepted) } },
+      h('table.table.compact',
+        h('thead', h('tr', h('th', `${g.engine} ${g.device} · ${g.val_images} validation images`),
+          h('th.num', g.baseline_precision.toUpperCase()), h('th.num', g.precision.toUpperCase()))),
+        h('tbody',
+          h('tr', h('td', 'mAP50-95'), h('td.num', { testid: 'gate-baseline-map' }, num(g.baseline_map50_95, 3)),
+            h('td.num', { testid: 'gate-candidate-map' }, num(g.candidate_map50_95, 3))),
+          h('tr', h('td', 'ms per frame here'), h('td.num', { testid: 'gate-baseline-ms' }, num(g.baseline_ms, 1)),
+            h('td.num', { testid: 'gate-candidate-ms' }, num(g.candidate_ms, 1))))),
+      h('p.small', h(`span.badge.${g.accepted ? 'reviewed' : 'bad'}`, { testid: 'gate-decision' }, g.accepted ? 'offered' : 'refused'),
+        ' ', h('span', { testid: 'gate-reason' }, g.reason)));
+  }));
+}
+
 function compareCard(a, b) {
   const keys = [...new Set([...METRICS.map(([k]) => k), ...Object.keys(a.metrics || {}), ...Object.keys(b.metrics || {})])]
     .filter((k) => typeof (a.metrics || {})[k] === 'number' || typeof (b.metrics || {})[k] === 'number');
@@ -92,6 +154,8 @@ export default {
     let models = [];
     let latest = new Map(); // model id -> its newest evaluation
     let engine = { ok: true, reason: '' };
+    let reduced = [];
+    let pins = [['auto', 'auto']];
     let timer = null;
     const list = h('div', { testid: 'models-list' }, h('p.muted', 'Loading…'));
     const compareBox = h('div');
@@ -130,6 +194,30 @@ export default {
     };
     const undeploy = (model) => act(model, () => api.post(`/models/${model.id}/undeploy`),
       `${model.name} is no longer deployed: the cameras run no model`);
+    const pin = (model, value) => act(model, () => api.put(`/models/${model.id}/engine`, { engine: value }),
+      `${model.name} runs on ${value === 'auto' ? 'the box\'s choice' : value}`);
+
+    function engineCell(model) {
+      const isAdmin = ctx.user && ctx.user.role === 'admin';
+      const select = h('select.small', { testid: 'engine-pin', 'aria-label': `engine of ${model.name}`, disabled: !isAdmin,
+        title: isAdmin ? 'the engine this model runs on here (a camera may pin its own)' : 'only an admin may pin an engine',
+        onchange: () => pin(model, select.value) },
+      pins.map(([v, label]) => h('option', { value: v, selected: v === model.engine }, label)));
+      if (!pins.some(([v]) => v === model.engine)) select.append(h('option', { value: model.engine, selected: true }, model.engine));
+      return h('span.small', h('span.muted', { testid: 'runs-on' }, model.runs_on ? `runs on ${model.runs_on}` : 'not exported'), ' ', select);
+    }
+
+    function reducedControl(model, busy) {
+      if (!reduced.length) return null;
+      const choice = h('select.small', { testid: 'reduced-precision', 'aria-label': `reduced precision of ${model.name}` },
+        reduced.map(([format, precision, label]) => h('option', { value: `${format}/${precision}` }, label)));
+      return h('span.small', ' · reduced precision ', choice, ' ', h('button.small', { type: 'button', testid: 'evaluate-precision', disabled: !model.has_weights || busy,
+        title: 'build it, then measure accuracy on the validation split and speed here: offered only if it keeps mAP50-95 and is faster',
+        onclick: () => {
+          const [format, precision] = choice.value.split('/');
+          startExport(model, { format, precision });
+        } }, 'Evaluate'));
+    }
 
     async function remove(model) {
       const ok = await confirmDialog(`Delete model ${model.name}?`,
@@ -203,10 +291,12 @@ export default {
           model.deployed || model.ready || !model.can_manage ? null
             : h('div.muted.deploy-reason', { testid: 'deploy-reason' }, 'Deploy: export the model first (Export ONNX)')));
       const error = errors.get(model.id);
-      return error
-        ? [cells, h('tr.row-error', { testid: 'model-error', dataset: { id: String(model.id) } },
-          h('td', { colspan: 11, role: 'alert' }, error))]
-        : [cells];
+      // What runs it here and the reduced precisions measured for it, on a line of their own under the row.
+      const detail = h('tr.row-detail', { testid: 'model-engine', dataset: { id: String(model.id) } }, h('td'),
+        h('td', { colspan: 10 }, h('div.inline', engineCell(model), reducedControl(model, busy)), gateTable(model)));
+      return [cells, detail,
+        error ? h('tr.row-error', { testid: 'model-error', dataset: { id: String(model.id) } },
+          h('td', { colspan: 11, role: 'alert' }, error)) : null].filter(Boolean);
     }
 
     function renderList() {
@@ -242,6 +332,8 @@ export default {
     (async () => {
       const system = await api.get('/system', { signal: ctx.signal }).catch(() => null);
       engine = engineSupport(system);
+      reduced = reducedChoices(system);
+      pins = enginePins(system);
       engineNote.hidden = engine.ok;
       engineNote.textContent = engine.ok ? '' : `Export TensorRT is off: ${engine.reason}.`;
       await load();

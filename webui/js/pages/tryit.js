@@ -97,7 +97,8 @@ export default {
         h('div', `inference ${fmt(t.inference_ms)}`),
         h('div', `postprocess ${fmt(t.postprocess_ms)}`),
         h('div', `total on the appliance ${fmt(t.total_ms)}`),
-        h('div', `${result.backend} ${result.precision}, image ${result.width}×${result.height}`));
+        h('div', { testid: 'try-engine' },
+          `${result.backend} on ${result.device || 'CPU'}, ${result.precision}, image ${result.width}×${result.height}`));
     }
 
     async function run() {
