@@ -230,20 +230,25 @@ def describe_types(types: list[Any], components: dict[str, Any]) -> list[Any]:
 # --- parameters and bodies ---------------------------------------------------------------------------------
 
 
-def _parameter_types(handler: Any) -> dict[tuple[str, str], Any]:
-    """(location, name in the request) -> the type Litestar validates the parameter with."""
-    validated = {field.name: field.type for field in msgspec.structs.fields(handler.signature_model)}
-    found = {}
-    for name, field in handler.parsed_fn_signature.parameters.items():
-        kwarg = field.kwarg_definition
-        if name not in validated or (kwarg is not None and not isinstance(kwarg, ParameterKwarg)):
-            continue
-        for location in ("query", "header", "cookie"):
-            alias = getattr(kwarg, location, None) if kwarg is not None else None
-            if alias:
-                found[(location, alias.lower() if location == "header" else alias)] = validated[name]
-        found.setdefault(("path", name), validated[name])
-        found.setdefault(("query", name), validated[name])
+def parameter_types(handler: Any) -> dict[tuple[str, str], Any]:
+    """(location, name in the request) -> the type Litestar validates the parameter with: the handler's own
+    and those of the dependencies it takes (a Provide function's parameters are the request's too)."""
+    found: dict[tuple[str, str], Any] = {}
+    sources = [handler, *handler.resolve_dependencies().values()]
+    for source in sources:
+        validated = {field.name: field.type for field in msgspec.structs.fields(source.signature_model)}
+        for name, field in source.parsed_fn_signature.parameters.items():
+            kwarg = field.kwarg_definition
+            if name not in validated or (kwarg is not None and not isinstance(kwarg, ParameterKwarg)):
+                continue
+            for location in ("query", "header", "cookie"):
+                alias = getattr(kwarg, location, None) if kwarg is not None else None
+                if alias:
+                    found.setdefault(
+                        (location, alias.lower() if location == "header" else alias), validated[name]
+                    )
+            found.setdefault(("path", name), validated[name])
+            found.setdefault(("query", name), validated[name])
     return found
 
 
@@ -267,7 +272,7 @@ def _is_form_model(kind: Any) -> bool:
 def _describe_inputs(operations: list[tuple[Any, Any]], components: dict[str, Any]) -> None:
     targets: list[tuple[Any, str, Any]] = []  # (spec object, attribute or media type, type)
     for operation, handler in operations:
-        types = _parameter_types(handler)
+        types = parameter_types(handler)
         for parameter in operation.parameters or []:
             location = str(getattr(parameter.param_in, "value", parameter.param_in))
             kind = types.get((location, parameter.name.lower() if location == "header" else parameter.name))

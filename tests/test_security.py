@@ -536,6 +536,7 @@ def _walk_ids(client: TestClient[Any], headers: dict[str, str]) -> list[str]:
     """Every integer in a path or a query: 2^63 is a 400 that names it; what was checked."""
     from litestar.enums import ParamType
 
+    from appliance.openapi import parameter_types
     from appliance.request_bodies import body_media_type
 
     checked = []
@@ -545,7 +546,7 @@ def _walk_ids(client: TestClient[Any], headers: dict[str, str]) -> list[str]:
         for method, (handler, kwargs_model) in sorted(route.route_handler_map.items()):
             if method in ("OPTIONS", "HEAD"):
                 continue
-            validated = {field.name: field.type for field in msgspec.structs.fields(handler.signature_model)}
+            validated = parameter_types(handler)  # its own and its dependencies' parameters
             parameters = [*kwargs_model.expected_path_params, *kwargs_model.expected_query_params]
             # Other required query parameters get a plain value; a form body has to parse before parameters are
             # looked at (a JSON one may be left out).
@@ -554,7 +555,8 @@ def _walk_ids(client: TestClient[Any], headers: dict[str, str]) -> list[str]:
             }
             files = {"f": ("f.jpg", b"x")} if body_media_type(handler) == "multipart/form-data" else None
             for parameter in parameters:
-                info = msgspec.inspect.type_info(validated.get(parameter.field_name, Any))
+                location = str(getattr(parameter.param_type, "value", parameter.param_type))
+                info = msgspec.inspect.type_info(validated.get((location, parameter.field_alias), Any))
                 if not any(expected == "int" and not path for path, _, expected in _wrong_values(info)):
                     continue
                 name = parameter.field_alias
