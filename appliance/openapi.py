@@ -10,7 +10,8 @@
   described by msgspec, from the very type Litestar validates it with (the handler's signature model), and
   JSON bodies are converted strictly against that type (appliance/request_bodies.py): the document and the
   validation come from one source. Components Litestar made for those types are replaced under their names.
-- A route that reads its body itself (`opt={RAW_BODY: media type}`) gets that body documented.
+- A route that streams its body itself (`request_max_body_size=None`, no `data`: an archive, a bundle) gets
+  that body documented as bytes (`application/octet-stream`, at least one).
 - Response headers say what is sent (Last-Modified is an HTTP date, not an ISO date-time).
 """
 
@@ -43,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 ERROR_SCHEMA = "ErrorBody"
 COMPONENTS = "#/components/schemas/"
-RAW_BODY = "raw_body"  # handler opt: the media type of a body the handler reads itself (request.stream())
 STATE_CHANGING = {"post", "put", "patch", "delete"}
 THROTTLED = {"login", "setupFirstAdmin", "register", "changePassword"}
 REASONS = {
@@ -86,7 +86,7 @@ def _handlers_by_operation(app: Litestar) -> dict[str, Any]:
 
 def _statuses(method: str, path: str, handler: Any, operation: Any) -> set[str]:
     public = bool(handler.opt.get(PUBLIC) or handler.opt.get(PUBLIC_IF_REGISTRATION))
-    has_body = body_media_type(handler) is not None or RAW_BODY in handler.opt
+    has_body = body_media_type(handler) is not None or _streams_its_body(handler)
     codes = {"400", "503"}
     if not public:
         # a path id, or an id in the body or query, that is not (visible) there; a state that does not allow it
@@ -298,12 +298,16 @@ def _describe_inputs(operations: list[tuple[Any, Any]], components: dict[str, An
         setattr(owner, attribute, schema)
 
 
+def _streams_its_body(handler: Any) -> bool:
+    """The handler reads its body itself (request.stream()): no size limit of Litestar's and no `data`."""
+    return handler.request_max_body_size is None and body_media_type(handler) is None
+
+
 def _raw_body(operation: Any, handler: Any) -> None:
-    media_type = handler.opt.get(RAW_BODY)
-    if media_type and operation.request_body is None:
-        schema = spec_schema({**BINARY, "contentMediaType": media_type, "minLength": 1})  # empty: a 400
+    if _streams_its_body(handler) and operation.request_body is None:
+        schema = spec_schema({**BINARY, "minLength": 1})  # an empty body is a 400
         operation.request_body = RequestBody(
-            content={media_type: OpenAPIMediaType(schema=schema)},
+            content={"application/octet-stream": OpenAPIMediaType(schema=schema)},
             required=True,
             description=handler.description,
         )

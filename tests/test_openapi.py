@@ -134,6 +134,23 @@ def test_nested_objects_that_refuse_unknown_fields_are_closed(client) -> None:
         assert all(schema.get("additionalProperties") is False for schema in titled[name]), name
 
 
+def test_bodies_a_route_streams_itself_are_documented(client) -> None:
+    """A route that reads its own body (an archive, a bundle: no size limit of Litestar's, no `data`) says so."""
+    document = client.app.openapi_schema.to_schema()
+    streaming = [
+        str(handler.operation_id)
+        for route in client.app.routes
+        for handler in getattr(route, "route_handlers", [])
+        if handler.request_max_body_size is None and "data" not in handler.parsed_fn_signature.parameters
+    ]
+    assert {"uploadImportArchive", "uploadBundle"} <= set(streaming)
+    for method, _path, operation in operations(document):
+        if operation["operationId"] in streaming:
+            body = operation["requestBody"]["content"]["application/octet-stream"]["schema"]
+            assert body["format"] == "binary" and body["minLength"] == 1, operation["operationId"]
+            assert {"413", "415"} <= set(operation["responses"]), method
+
+
 def test_bodies_that_refuse_unknown_fields_are_closed(client) -> None:
     document = client.app.openapi_schema.to_schema()
     schemas = document["components"]["schemas"]

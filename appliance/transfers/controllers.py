@@ -12,7 +12,6 @@ from litestar.response import Stream
 from appliance import catalog
 from appliance.caller import require_writer
 from appliance.dependencies import DB, Caller, Id, OptionalId, Settings
-from appliance.openapi import RAW_BODY
 from appliance.transfers import service, uploads
 from appliance.transfers.exporters import archive_name, export_archive
 from appliance.transfers.schemas import (
@@ -75,7 +74,6 @@ class ImportController(Controller):
         status_code=202,
         request_max_body_size=None,  # capped at max_import_mb by uploads.receive_archive, never held in memory
         description="Raw request body: a zip, tar or tar.gz archive (Content-Type application/octet-stream).",
-        opt={RAW_BODY: "application/octet-stream"},
     )
     async def upload_archive(
         self,
