@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
+
+import msgspec
 
 from appliance.config import Config
 from appliance.errors import Forbidden, Invalid, NotFound
 
 MAX_PATH_CHARS = 4096
+# A path a client names on the box, as the API takes it: absolute (or from ~), no NUL byte.
+DrivePath = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=MAX_PATH_CHARS, pattern=r"^[/~][^\x00]*$", examples=["/media/usb0"]
+    ),
+]
 
 
 def configured_roots(config: Config) -> list[Path]:
@@ -35,7 +45,12 @@ def resolve_under_roots(config: Config, raw: str, *, example: str, allow_any: bo
     """The real path of `raw` under one of the import roots (NotFound when it does not exist)."""
     if not raw or "\x00" in raw or len(raw) > MAX_PATH_CHARS:
         raise Invalid("path is empty, too long or contains a NUL byte")
-    path = Path(raw).expanduser()
+    try:
+        path = Path(raw).expanduser()
+    except RuntimeError:  # ~name, and no user of that name on this box
+        raise Invalid(
+            f"{raw[:300]}: no such user's home folder; give an absolute path, e.g. {example}"
+        ) from None
     if not path.is_absolute():
         raise Invalid(f"{raw[:300]}: give an absolute path, e.g. {example}")
     roots = configured_roots(config)

@@ -41,6 +41,7 @@ from appliance.fleet.controllers import FleetBundlesController, FleetController,
 from appliance.models.controllers import InferenceController, ModelController, SuggestionsController
 from appliance.openapi import install as complete_openapi_document
 from appliance.outputs.controllers import OutputsController
+from appliance.request_bodies import refuse_loose_json
 from appliance.shadow.controllers import CameraShadowController, ShadowEventsController
 from appliance.stations.controllers import EventsController, RevisionsController
 from appliance.storage import ImageStore
@@ -188,6 +189,7 @@ def create_app(config: Config) -> Litestar:
         dependencies=DEPENDENCIES,
         # Audit sits outside authentication: it sees the caller the auth middleware found, and its 401s.
         middleware=[content_type_middleware, AuditMiddleware, AuthMiddleware],
+        before_request=refuse_loose_json,  # JSON bodies converted strictly (request_bodies.py)
         exception_handlers={Exception: handle_error},
         on_startup=[open_catalog],
         on_shutdown=[close_catalog],

@@ -177,9 +177,11 @@ def test_duplicates_are_reported_not_stored_twice(client, admin, config):
 def test_malformed_json_and_unknown_fields(client, admin):
     dataset = create_dataset(client, admin)
     url = f"{API}/datasets/{dataset['id']}"
-    for raw in (b"{", b"[1, 2", b"\xff\xfe", b"null", b'{"name": "a"} trailing'):
+    deep = b'{"classes": ' + b"[" * 2000 + b"]" * 2000 + b"}"  # 4 KB: past Python's recursion limit
+    deeper = b"[" * 100_000 + b"]" * 100_000  # past msgspec's own
+    for raw in (b"{", b"[1, 2", b"\xff\xfe", b"null", b'{"name": "a"} trailing', deep, deeper):
         response = client.patch(url, content=raw, headers={**admin, "content-type": "application/json"})
-        assert response.status_code == 400, raw
+        assert response.status_code == 400, raw[:40]
     assert client.patch(url, json={"name": "b", "owner_id": 99}, headers=admin).status_code == 400
     assert client.patch(url, json={"is_public": "yes"}, headers=admin).status_code == 400
     assert client.patch(url, json={"name": "   "}, headers=admin).status_code == 422  # blank after strip

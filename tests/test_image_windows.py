@@ -167,19 +167,20 @@ def test_around_an_image_outside_the_list_is_not_found(client, admin, catalog):
 def test_bad_cursors_get_a_clear_error(client, admin, catalog):
     url = f"{API}/datasets/{catalog['id']}/images"
     some = catalog["expected"][(None, None)][5]
-    for params, needle in (
-        ({"after": -1}, "after"),
-        ({"before": 0}, "before"),
-        ({"before": -5}, "before"),
-        ({"around": 0}, "around"),
-        ({"around": "abc"}, "around"),
-        ({"after": some, "before": some + 10}, "after and before"),
-        ({"after": 0, "around": some}, "after and around"),
-        ({"before": some, "around": some}, "before and around"),
-        ({"around": some, "limit": 0}, "limit"),
-        ({"before": some, "limit": 501}, "limit"),
+    for params, needle, status in (
+        ({"after": -1}, "after", 400),  # the document's ranges: 400
+        ({"before": 0}, "before", 400),
+        ({"before": -5}, "before", 400),
+        ({"around": 0}, "around", 400),
+        ({"around": "abc"}, "around", 400),
+        ({"around": 2**63}, "around", 400),
+        ({"around": some, "limit": 0}, "limit", 400),
+        ({"before": some, "limit": 501}, "limit", 400),
+        ({"after": some, "before": some + 10}, "after and before", 422),  # each allowed alone: 422
+        ({"after": 0, "around": some}, "after and around", 422),
+        ({"before": some, "around": some}, "before and around", 422),
     ):
-        detail = _assert_error(client.get(url, params=params, headers=admin), 400)
+        detail = _assert_error(client.get(url, params=params, headers=admin), status)
         assert needle in detail, (params, detail)
 
 

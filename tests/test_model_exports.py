@@ -53,7 +53,7 @@ def test_export_validation_and_engine_refused_here(
     half_onnx = client.post(url, json={"format": "onnx", "half": True}, headers=admin)
     assert half_onnx.status_code == 422 and "TensorRT engines" in half_onnx.json()["detail"]
     odd = client.post(url, json={"format": "onnx", "imgsz": 100}, headers=admin)
-    assert odd.status_code == 422 and "multiple of 32" in odd.json()["detail"]
+    assert odd.status_code == 400 and "imgsz: Expected `int` that's a multiple of 32" in odd.json()["detail"]
     unknown = client.post(url, json={"format": "pt"}, headers=admin)
     assert unknown.status_code == 400
     extra = client.post(url, json={"format": "onnx", "path": "/etc/passwd"}, headers=admin)
@@ -124,7 +124,13 @@ def test_inference_rejects_bad_input(client: TestClient[Any], admin: dict[str, s
     )
     assert unknown.status_code == 404 and "model 42" in unknown.json()["detail"]
     missing = client.post(url, files={"picture": ("a.jpg", b"x", "image/jpeg")}, headers=admin)
-    assert missing.status_code == 400 and "field named 'image'" in missing.json()["detail"], missing.text
+    assert missing.status_code == 400 and "missing required field `image`" in missing.json()["detail"], (
+        missing.text
+    )
+    for field, value in (("precision", "fp64"), ("confidence", "1.5"), ("max_det", "0"), ("model_id", "0")):
+        form = {"image": ("a.jpg", jpeg(shapes_image(0)), "image/jpeg")}
+        refused = client.post(url, files=form, data={field: value}, headers=admin)
+        assert refused.status_code == 400 and field in refused.json()["detail"], (field, refused.text)
     client.cookies.clear()
     anonymous = client.post(url, files={"image": ("a.jpg", b"x", "image/jpeg")})
     assert anonymous.status_code == 401

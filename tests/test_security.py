@@ -6,11 +6,13 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
+import msgspec
 import pytest
-from litestar import Litestar
+from litestar import Controller, Litestar, post
+from litestar.params import JSONBody
 from litestar.routes import HTTPRoute, WebSocketRoute
 from litestar.testing import TestClient
 
@@ -19,6 +21,7 @@ from appliance.auth.middleware import PUBLIC, PUBLIC_IF_REGISTRATION
 from appliance.auth.service import LoginThrottle
 from appliance.config import load_config
 from appliance.db import open_database
+from appliance.dependencies import Id
 from appliance.errors import TooManyRequests, Unauthorized
 from appliance.server import create_app
 from tests.helpers import (
@@ -31,6 +34,7 @@ from tests.helpers import (
     create_dataset,
     create_user,
     image_bytes,
+    setup_admin,
     upload,
 )
 
@@ -460,3 +464,189 @@ def test_inventory_covers_routes_added_later(monkeypatch, tmp_path):
         found = {(m, p) for m, p, _ in app_routes(client.app)}
         assert ("GET", f"{API}/later/1/report") in found and ("WS", f"{API}/later/ws") in found
         _assert_every_route_needs_auth(client, registration_enabled=False)
+
+
+# --- every JSON body and every id is read strictly ------------------------------------------------------
+
+TOO_BIG = 2**63  # one past SQLite's INTEGER: no id, count or version may reach it
+
+
+def _wrong_values(info: Any, where: str = "") -> Iterator[tuple[str, Any, str]]:
+    """(field path as the error names it, the smallest JSON holding one wrong value there, what is expected)
+    for every boolean (given the integer 1) and every integer (given 2^63) the type holds, nested ones too."""
+    import msgspec.inspect as mi
+
+    if isinstance(info, mi.Metadata):
+        yield from _wrong_values(info.type, where)
+    elif isinstance(info, mi.BoolType):
+        yield where, 1, "bool"
+    elif isinstance(info, mi.IntType):
+        yield where, TOO_BIG, "int"
+    elif isinstance(info, mi.UnionType):
+        for member in info.types:
+            yield from _wrong_values(member, where)
+    elif isinstance(info, mi.StructType | mi.DataclassType | mi.TypedDictType):
+        tag = {info.tag_field: info.tag} if isinstance(info, mi.StructType) and info.tag_field else {}
+        for field in info.fields:
+            name = getattr(field, "encode_name", field.name)
+            for path, value, expected in _wrong_values(field.type, f"{where}.{name}" if where else name):
+                yield path, {**tag, name: value}, expected
+    elif isinstance(info, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+        for path, value, expected in _wrong_values(info.item_type, f"{where}[0]"):
+            yield path, [value], expected
+    elif isinstance(info, mi.TupleType) and info.item_types:
+        for path, value, expected in _wrong_values(info.item_types[0], f"{where}[0]"):
+            yield path, [value] * len(info.item_types), expected
+    elif isinstance(info, mi.DictType):
+        for path, value, expected in _wrong_values(info.value_type, f"{where}.k"):
+            yield path, {"k": value}, expected
+
+
+def _request_path(path: str, value: str | None = None, name: str | None = None) -> str:
+    """A concrete path: every parameter 1, except `name`, which gets `value`."""
+    return PARAM.sub(lambda m: value if m.group(1) == name and value is not None else _fill(m.group(0)), path)
+
+
+def _walk_json_bodies(client: TestClient[Any], headers: dict[str, str]) -> list[str]:
+    """Every boolean and integer of every JSON body: given 1 and 2^63, a 400 that names it; what was checked."""
+    from appliance.request_bodies import json_body_type
+
+    checked = []
+    for route in client.app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            body_type = json_body_type(handler)
+            if body_type is None:
+                continue
+            for method in sorted(handler.http_methods - {"OPTIONS", "HEAD"}):
+                for field, document, expected in _wrong_values(msgspec.inspect.type_info(body_type)):
+                    response = client.request(
+                        method, _request_path(route.path), json=document, headers=headers
+                    )
+                    detail = response.json().get("detail", "")
+                    where = f"{method} {route.path} {document}"
+                    assert response.status_code == 400, f"{where}: {response.status_code} {detail}"
+                    assert f"{field}: Expected `" in detail and expected in detail, f"{where}: {detail}"
+                    checked.append(f"{method} {route.path} {field}")
+    return checked
+
+
+def _walk_ids(client: TestClient[Any], headers: dict[str, str]) -> list[str]:
+    """Every integer in a path or a query: 2^63 is a 400 that names it; what was checked."""
+    from litestar.enums import ParamType
+
+    from appliance.openapi import parameter_types
+    from appliance.request_bodies import body_media_type
+
+    checked = []
+    for route in client.app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for method, (handler, kwargs_model) in sorted(route.route_handler_map.items()):
+            if method in ("OPTIONS", "HEAD"):
+                continue
+            validated = parameter_types(handler)  # its own and its dependencies' parameters
+            parameters = [*kwargs_model.expected_path_params, *kwargs_model.expected_query_params]
+            # Other required query parameters get a plain value; a form body has to parse before parameters are
+            # looked at (a JSON one may be left out).
+            required = {
+                p.field_alias: "1" for p in parameters if p.is_required and p.param_type == ParamType.QUERY
+            }
+            files = {"f": ("f.jpg", b"x")} if body_media_type(handler) == "multipart/form-data" else None
+            for parameter in parameters:
+                location = str(getattr(parameter.param_type, "value", parameter.param_type))
+                info = msgspec.inspect.type_info(validated.get((location, parameter.field_alias), Any))
+                if not any(expected == "int" and not path for path, _, expected in _wrong_values(info)):
+                    continue
+                name = parameter.field_alias
+                if parameter.param_type == ParamType.PATH:
+                    url, params = _request_path(route.path, str(TOO_BIG), name), required
+                else:
+                    url, params = _request_path(route.path), {**required, name: str(TOO_BIG)}
+                response = client.request(method, url, params=params, files=files, headers=headers)
+                detail = response.json().get("detail", "")
+                where = f"{method} {route.path} {name}={TOO_BIG}"
+                assert response.status_code == 400, f"{where}: {response.status_code} {detail}"
+                assert f"{name}: Expected `int` <=" in detail, f"{where}: {detail}"
+                checked.append(f"{method} {route.path} {name}")
+    return checked
+
+
+def test_json_bodies_refuse_integers_for_booleans_and_ids_past_64_bits(client, admin):
+    """Litestar converts bodies laxly (0/1 and "true" for a boolean, "12" for a number); every route with a
+    JSON body, today's and later ones, refuses what its document does not allow, naming the field."""
+    bodies = _walk_json_bodies(client, admin)
+    assert len(bodies) >= 90 and "POST /api/v1/datasets is_public" in bodies  # 95 today
+    assert "PUT /api/v1/outputs/{output_id:int} settings.triggers" in bodies  # in a tagged union
+    assert "PUT /api/v1/images/{image_id:int}/annotations boxes[0].class_id" in bodies  # in a list
+    ids = _walk_ids(client, admin)
+    assert len(ids) >= 90 and "GET /api/v1/imports dataset_id" in ids  # 97 today
+    # And what the document allows still goes through: 2.0 is the integer 2 in JSON.
+    created = client.post(f"{API}/datasets", json={"name": "strict", "classes": ["a"]}, headers=admin)
+    assert created.status_code == 201
+    images = client.get(f"{API}/datasets/{created.json()['id']}/images", params={"limit": 2}, headers=admin)
+    assert images.status_code == 200
+    exported = client.post(
+        f"{API}/models/1/exports", json={"imgsz": 64.0, "calib_images": 2.0}, headers=admin
+    )
+    assert exported.status_code == 404, exported.text  # past the body check: model 1 does not exist
+
+
+class _LaterBody(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool
+    count: Annotated[int, msgspec.Meta(ge=0, le=1000)]
+
+
+class _UnboundedBody(msgspec.Struct, forbid_unknown_fields=True):
+    count: int
+
+
+class _LaterController(Controller):
+    """A controller another engineer adds."""
+
+    path = "/later"
+
+    @post("/{thing_id:int}", operation_id="laterPost", sync_to_thread=False)
+    def create(self, thing_id: Id, data: JSONBody[_LaterBody]) -> dict[str, int]:
+        return {"thing": thing_id, "count": data.count}
+
+
+class _UnboundedController(Controller):
+    path = "/unbounded"
+
+    @post("/", operation_id="unboundedPost", sync_to_thread=False)
+    def create(self, data: JSONBody[_UnboundedBody]) -> dict[str, int]:
+        return {"count": data.count}
+
+
+def test_routes_added_later_read_json_strictly(monkeypatch, tmp_path):
+    """A route another engineer adds gets the strict reading without doing anything for it, and the walks above
+    cover it: an integer left without a bound is found."""
+    with client_with_controller(monkeypatch, tmp_path / "data", _LaterController) as client:
+        headers = setup_admin(client)
+        url = f"{API}/later/5"
+        assert client.post(url, json={"enabled": True, "count": 3}, headers=headers).json() == {
+            "thing": 5,
+            "count": 3,
+        }
+        for loose in (
+            {"enabled": 1, "count": 3},
+            {"enabled": "true", "count": 3},
+            {"enabled": True, "count": "3"},
+        ):
+            response = client.post(url, json=loose, headers=headers)
+            assert response.status_code == 400 and "Expected `" in response.json()["detail"], (
+                loose,
+                response.text,
+            )
+        bodies = _walk_json_bodies(client, headers)
+        assert {
+            "POST /api/v1/later/{thing_id:int} enabled",
+            "POST /api/v1/later/{thing_id:int} count",
+        } <= set(bodies)
+        assert "POST /api/v1/later/{thing_id:int} thing_id" in _walk_ids(client, headers)
+    with client_with_controller(monkeypatch, tmp_path / "data2", _UnboundedController) as client:
+        headers = setup_admin(client)
+        with pytest.raises(AssertionError, match=r"/unbounded .*'count': 9223372036854775808"):
+            _walk_json_bodies(client, headers)

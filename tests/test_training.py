@@ -59,7 +59,7 @@ def test_validation_errors_create_nothing(env: Env) -> None:
         ({"device": "0"}, 422, "no NVIDIA GPU")
         if not cuda_device_count()
         else ({"device": "15"}, 422, "numbered"),
-        ({"imgsz": 100}, 422, "multiple of 32"),
+        ({"imgsz": 100}, 400, "multiple of 32"),
         ({"imgsz": 16}, 400, "imgsz"),
         ({"epochs": 0}, 400, "epochs"),
         ({"epochs": 5000}, 400, "epochs"),

@@ -19,8 +19,8 @@ from appliance.caller import require_admin
 from appliance.config import Config
 from appliance.db import open_database
 from appliance.dependencies import DB, Caller, Settings
+from appliance.ids import MAX_ID
 
-MAX_ID = 2**63 - 1
 Text = Annotated[str | None, QueryParameter(min_length=1, max_length=200)]
 Time = Annotated[float | None, QueryParameter(ge=0, le=1e11, description="unix time (seconds)")]
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import Cookie, State
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from appliance import audit
@@ -25,10 +23,10 @@ from appliance.auth.schemas import (
     UserUpdate,
 )
 from appliance.caller import CurrentUser, require_admin
-from appliance.dependencies import DB, Caller, Settings
+from appliance.dependencies import DB, Caller, Id, Settings
 from appliance.errors import NotFound, Unauthorized
 
-UserId = Annotated[int, Parameter(gt=0)]
+UserId = Id
 
 
 def _token_response(db: DB, user_id: int, state: State, status_code: int = 200) -> Response[TokenRead]:

@@ -22,11 +22,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-from litestar.enums import RequestEncodingType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.config import Config
 from appliance.errors import error_body
+from appliance.request_bodies import body_media_type
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -215,17 +215,7 @@ def head_as_get(scope: Any, receive: Any, send: Any) -> tuple[Any, Any, Any]:
 
 def _expected_body(scope: Scope) -> str | None:
     """The media type the matched route parses its `data` from (json, multipart), or None."""
-    handler = scope.get("route_handler")
-    signature = getattr(handler, "parsed_fn_signature", None)
-    field = signature.parameters.get("data") if signature is not None else None
-    if field is None:
-        return None
-    media_type = getattr(field.kwarg_definition, "media_type", None)
-    if media_type == RequestEncodingType.MULTI_PART:
-        return "multipart/form-data"
-    if media_type == RequestEncodingType.URL_ENCODED:
-        return "application/x-www-form-urlencoded"
-    return "application/json"
+    return body_media_type(scope.get("route_handler"))
 
 
 def _has_body(scope: Scope) -> bool:

@@ -7,13 +7,13 @@ import contextlib
 import json
 import logging
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Response, WebSocket, delete, get, post, put, websocket
 from litestar.datastructures import ResponseHeader, State
 from litestar.exceptions import WebSocketDisconnect
-from litestar.params import JSONBody, Parameter, PathParameter
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from appliance.caller import CurrentUser, require_admin, require_writer
@@ -21,7 +21,7 @@ from appliance.camera import genicam_service, service
 from appliance.camera.hub import BOUNDARY, FrameHub, mjpeg_stream
 from appliance.camera.publish import FRAME_STALE_S, frame_age_s, is_stale
 from appliance.config import Config
-from appliance.dependencies import DB, Caller, Settings
+from appliance.dependencies import DB, Caller, Id, Settings
 from appliance.errors import TooManyRequests
 from appliance.stations import cameras, triggers
 from appliance.stations.genicam import GenicamDiscovery
@@ -39,7 +39,6 @@ from appliance.streams import stream_slots
 
 logger = logging.getLogger(__name__)
 
-Id = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
 WS_STATUS_EVERY_S = 1.0
 FRAME_HEADERS = [
     ResponseHeader(
@@ -184,9 +183,7 @@ class CamerasController(Controller):
         )
 
     @websocket("/{camera_id:int}/ws", name="cameraSocket")
-    async def socket(
-        self, camera_id: Annotated[int, PathParameter(gt=0)], socket: WebSocket[Any, Any, Any]
-    ) -> None:
+    async def socket(self, camera_id: Id, socket: WebSocket[Any, Any, Any]) -> None:
         """Per frame: {type: "frame", seq, detections, verdict, timings, ...}; once a second: the status."""
         state = socket.app.state
         user: CurrentUser = socket.user

@@ -6,11 +6,12 @@ from typing import Annotated
 
 from litestar import Controller, delete, get, patch, post, put
 from litestar.datastructures import State, UploadFile
-from litestar.params import FromQuery, JSONBody, MultipartBody, Parameter, QueryParameter
+from litestar.params import FromQuery, JSONBody, MultipartBody, QueryParameter
 from litestar.response import File
 
 from appliance.catalog import boxes, datasets, files, images, paging, stats, uploads
 from appliance.catalog.schemas import (
+    MAX_CLASSES,
     AnnotationsPut,
     AnnotationsRead,
     DatasetCreate,
@@ -22,13 +23,13 @@ from appliance.catalog.schemas import (
     ImageStatus,
     UploadResult,
 )
-from appliance.dependencies import DB, Caller, Settings
+from appliance.dependencies import DB, Caller, Id, Settings
 from appliance.errors import NotFound, TooLarge
+from appliance.ids import MAX_ID
 from appliance.imaging.check import EXTENSION_TYPES, FORMATS
 from appliance.imaging.thumbnail import THUMBNAIL_MEDIA_TYPE
 from appliance.storage import read_upload
 
-Id = Annotated[int, Parameter(gt=0)]
 # Content-addressed files never change: the browser may keep them (privately, behind auth).
 IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
 
@@ -70,15 +71,18 @@ class DatasetController(Controller):
         db: DB,
         user: Caller,
         status: FromQuery[ImageStatus | None] = None,
-        class_id: Annotated[int | None, QueryParameter(ge=0)] = None,
+        class_id: Annotated[int | None, QueryParameter(ge=0, le=MAX_CLASSES - 1)] = None,
         after: Annotated[
-            int | None, QueryParameter(ge=0, description="keyset cursor: images after this id (next_cursor)")
+            int | None,
+            QueryParameter(ge=0, le=MAX_ID, description="keyset cursor: images after this id (next_cursor)"),
         ] = None,
         before: Annotated[
-            int | None, QueryParameter(ge=1, description="keyset cursor: images before this id (prev_cursor)")
+            int | None,
+            QueryParameter(ge=1, le=MAX_ID, description="keyset cursor: images before this id (prev_cursor)"),
         ] = None,
         around: Annotated[
-            int | None, QueryParameter(ge=1, description="the page holding this image, about half before it")
+            int | None,
+            QueryParameter(ge=1, le=MAX_ID, description="the page holding this image, about half before it"),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> ImagePage:

@@ -12,7 +12,7 @@ from appliance.catalog.access import IMAGE_COLUMNS, image_read, readable_dataset
 from appliance.catalog.schemas import ImagePage, ImageRead
 from appliance.catalog.stats import image_total
 from appliance.db import Database
-from appliance.errors import BadRequest, NotFound
+from appliance.errors import BadRequest, Invalid, NotFound
 
 
 def list_images(
@@ -40,8 +40,8 @@ def list_images(
         for name, value in (("after", after), ("before", before), ("around", around))
         if value is not None
     ]
-    if len(cursors) > 1:
-        raise BadRequest(f"give at most one of after, before and around (got {' and '.join(cursors)})")
+    if len(cursors) > 1:  # each allowed alone by the document, which cannot say "not together": a 422
+        raise Invalid(f"give at most one of after, before and around (got {' and '.join(cursors)})")
     for name, value, least in (("after", after, 0), ("before", before, 1), ("around", around, 1)):
         if value is not None and value < least:
             raise BadRequest(f"{name} must be an image id >= {least}, not {value}")

@@ -6,12 +6,17 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from appliance.ids import MAX_ID
+
 ImageStatus = Literal["unlabeled", "labeled", "reviewed"]
 Color = Annotated[str, msgspec.Meta(pattern=r"^#[0-9a-fA-F]{6}$")]
 ClassName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 DatasetName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Description = Annotated[str, msgspec.Meta(max_length=5000)]
 Coordinate = Annotated[float, msgspec.Meta(ge=0)]
+MAX_CLASSES = 1000  # classes of one dataset
+ClassIndex = Annotated[int, msgspec.Meta(ge=0, le=MAX_CLASSES - 1)]  # a class's number in its dataset
+Version = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
 
 
 class ClassDef(msgspec.Struct, forbid_unknown_fields=True):
@@ -28,7 +33,7 @@ class ClassRead(msgspec.Struct):
 class DatasetCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: DatasetName
     description: Description = ""
-    classes: Annotated[list[ClassDef | ClassName], msgspec.Meta(max_length=1000)] = msgspec.field(
+    classes: Annotated[list[ClassDef | ClassName], msgspec.Meta(max_length=MAX_CLASSES)] = msgspec.field(
         default_factory=list
     )
     is_public: bool = False
@@ -37,7 +42,7 @@ class DatasetCreate(msgspec.Struct, forbid_unknown_fields=True):
 class DatasetUpdate(msgspec.Struct, forbid_unknown_fields=True):
     name: DatasetName | None = None
     description: Description | None = None
-    classes: Annotated[list[ClassDef | ClassName], msgspec.Meta(max_length=1000)] | None = None
+    classes: Annotated[list[ClassDef | ClassName], msgspec.Meta(max_length=MAX_CLASSES)] | None = None
     is_public: bool | None = None
 
 
@@ -100,7 +105,7 @@ class UploadResult(msgspec.Struct):
 
 
 class Box(msgspec.Struct, forbid_unknown_fields=True):
-    class_id: Annotated[int, msgspec.Meta(ge=0)]
+    class_id: ClassIndex
     x1: Coordinate
     y1: Coordinate
     x2: Coordinate
@@ -122,7 +127,7 @@ class BoxRead(msgspec.Struct):
 
 
 class AnnotationsPut(msgspec.Struct, forbid_unknown_fields=True):
-    version: Annotated[int, msgspec.Meta(ge=0)]
+    version: Version
     boxes: Annotated[list[Box], msgspec.Meta(max_length=5000)]
     status: ImageStatus | None = None
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.params import JSONBody, Parameter, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
-from appliance.dependencies import DB, Caller, Settings
+from appliance.dependencies import DB, Caller, Id, Settings
 from appliance.evaluation import service
 from appliance.evaluation.schemas import (
     CompareRead,
@@ -17,9 +17,6 @@ from appliance.evaluation.schemas import (
     EvaluationRead,
     ImageFilter,
 )
-
-Id = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
-QueryId = Annotated[int, QueryParameter(gt=0, le=2**63 - 1)]
 
 
 class ModelEvaluationsController(Controller):
@@ -52,8 +49,8 @@ class EvaluationsController(Controller):
         self,
         db: DB,
         user: Caller,
-        a: QueryId,
-        b: QueryId,
+        a: Id,
+        b: Id,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> CompareRead:
         """Two models' evaluations on the same images: figures side by side and the images where they differ."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 
 from appliance.evaluation.contracts import ErrorBoxes, EvaluationSummary
+from appliance.ids import RowId
 
-PositiveId = Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
 EvaluationStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 ImageFilter = Literal["all", "errors", "false_positives", "misses", "wrong_class", "missing"]
 
@@ -18,10 +18,10 @@ class EvaluationCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     are frozen into a split), the val split of a training run, or a split already frozen (to compare models on
     the very same images). `export_id` evaluates an export (ONNX, engine) instead of the training weights."""
 
-    dataset_id: PositiveId | None = None
-    training_job_id: PositiveId | None = None
-    split_id: PositiveId | None = None
-    export_id: PositiveId | None = None
+    dataset_id: RowId | None = None
+    training_job_id: RowId | None = None
+    split_id: RowId | None = None
+    export_id: RowId | None = None
 
 
 class SplitRead(msgspec.Struct, kw_only=True):

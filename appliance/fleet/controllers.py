@@ -11,7 +11,7 @@ from litestar.params import FromQuery, JSONBody, Parameter
 from litestar.response import File
 
 from appliance.caller import require_admin
-from appliance.dependencies import DB, Caller, Settings
+from appliance.dependencies import DB, Caller, Id, Settings
 from appliance.drives import resolve_under_roots
 from appliance.errors import Invalid
 from appliance.fleet import bundles, hardcases, keys, publishing, rollouts
@@ -44,7 +44,6 @@ from appliance.models.registry import model_row
 from appliance.transfers import uploads
 from appliance.transfers.schemas import TransferJobRead
 
-Id = Annotated[int, Parameter(gt=0)]
 KeyId = Annotated[str, Parameter(pattern=r"^[0-9A-Fa-f]{16}$")]
 RolloutId = Annotated[str, Parameter(pattern=ROLLOUT_ID)]
 DatasetName = Annotated[str, Parameter(pattern=DATASET_NAME)]

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
+import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.datastructures import State, UploadFile
-from litestar.params import JSONBody, MultipartBody, Parameter
+from litestar.params import JSONBody, MultipartBody
 from litestar.response import File
 
 from appliance.catalog import dataset_row, image_row
 from appliance.classes import class_names
-from appliance.dependencies import DB, Caller, Settings
-from appliance.errors import BadRequest, Invalid, NotFound, TooLarge
+from appliance.dependencies import DB, Caller, Id, Settings
+from appliance.errors import NotFound, TooLarge
+from appliance.ids import RowId
 from appliance.imaging.check import FORMATS
 from appliance.models import deploy_check, exports, lifecycle, predict, registry
 from appliance.models.schemas import (
@@ -28,23 +30,23 @@ from appliance.models.schemas import (
 )
 from appliance.storage import read_upload
 
-Id = Annotated[int, Parameter(gt=0)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
 @dataclass
 class InferenceForm:
-    image: UploadFile | None = None  # required: checked in the handler for a clear message
-    model_id: int | None = None
-    confidence: float = 0.25
-    iou: float = 0.45
-    max_det: int = 300
-    precision: str | None = None
+    image: UploadFile
+    model_id: RowId | None = None  # None: the deployed model
+    confidence: Fraction = 0.25
+    iou: Fraction = 0.45
+    max_det: Annotated[int, msgspec.Meta(ge=1, le=3000)] = 300
+    precision: Literal["", "fp32", "fp16", "bf16", "int8"] = ""  # "": the model's own
 
 
 @dataclass
 class SuggestionsBody:
-    confidence: float = 0.25
-    iou: float = 0.45
+    confidence: Fraction = 0.25
+    iou: Fraction = 0.45
 
 
 class ModelController(Controller):
@@ -140,13 +142,9 @@ class InferenceController(Controller):
         self, data: MultipartBody[InferenceForm], db: DB, user: Caller, config: Settings
     ) -> InferenceRead:
         limit = config.max_image_mb * 1024 * 1024
-        if not isinstance(data.image, UploadFile):
-            raise BadRequest("send the image as a multipart file field named 'image'")
         content = read_upload(data.image.file, limit)
         if content is None:
             raise TooLarge(f"the image is larger than the {config.max_image_mb} MB limit")
-        if data.precision not in (None, "", "fp32", "fp16", "bf16", "int8"):
-            raise Invalid("precision must be fp32, fp16, bf16 or int8")
         return predict.run_inference(
             db,
             config,

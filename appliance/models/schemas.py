@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -22,11 +22,11 @@ class ExportCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     half: bool = False
     int8: bool = False
     precision: ExportPrecision | None = None  # instead of half/int8
-    imgsz: int | None = None  # default: the model's training size
+    # default: the model's training size
+    imgsz: Annotated[int, msgspec.Meta(ge=32, le=2048, multiple_of=32)] | None = None
     dynamic: bool = False  # height and width dynamic too (the batch axis always is)
-    calib_images: int = (
-        200  # INT8 calibration images sampled from the model's training snapshot (train split)
-    )
+    # INT8 calibration images sampled from the model's training snapshot (train split)
+    calib_images: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 200
 
 
 class ExportRead(msgspec.Struct, kw_only=True):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, delete, get, post, put
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody
 
 from appliance.caller import require_admin
-from appliance.dependencies import DB, Caller, Settings
+from appliance.dependencies import DB, Caller, Id, Settings
 from appliance.errors import NotFound
 from appliance.outputs import service, tester, trust
 from appliance.outputs.schemas import (
@@ -18,8 +16,6 @@ from appliance.outputs.schemas import (
     OutputTestResult,
     OutputWrite,
 )
-
-Id = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
 
 
 class OutputsController(Controller):

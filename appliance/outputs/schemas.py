@@ -10,13 +10,15 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from appliance.ids import RowId
+
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Host = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Path = Annotated[str, msgspec.Meta(max_length=4096)]
 Secret = Annotated[str, msgspec.Meta(max_length=256)]
 Username = Annotated[str, msgspec.Meta(max_length=128)]
-CameraIds = Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]], msgspec.Meta(max_length=64)]
+CameraIds = Annotated[list[RowId], msgspec.Meta(max_length=64)]
 Kind = Literal["mqtt", "webhook", "opcua", "modbus"]
 SECRET_FIELDS = ("password", "secret")
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from litestar import Controller, Response, delete, get, post, put
 from litestar.datastructures import State
-from litestar.params import JSONBody, Parameter, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
-from appliance.dependencies import DB, Caller, Settings
+from appliance.dependencies import DB, Caller, Id, OptionalId, Settings
 from appliance.shadow import service
 from appliance.shadow.schemas import (
     ShadowCapture,
@@ -18,8 +18,6 @@ from appliance.shadow.schemas import (
     ShadowStart,
 )
 from appliance.stations.schemas import CaptureResult
-
-Id = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
 
 
 class CameraShadowController(Controller):
@@ -63,7 +61,7 @@ class CameraShadowController(Controller):
         camera_id: Id,
         db: DB,
         user: Caller,
-        before_id: Annotated[int | None, QueryParameter(gt=0, le=2**63 - 1)] = None,
+        before_id: OptionalId = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     ) -> ShadowEventPage:
         """Inspections where the candidate's verdict differed, newest first."""

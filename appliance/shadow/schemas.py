@@ -6,16 +6,15 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from appliance.ids import RowId
 from appliance.shadow.contracts import Disagreement, ShadowStatus
-
-PositiveId = Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
 
 
 class ShadowStart(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Run `model_id` beside the camera's model; promote becomes possible after `window` shadowed inspections
     (default: config shadow_window), and agreement is shown over the last `window`."""
 
-    model_id: PositiveId
+    model_id: RowId
     window: Annotated[int, msgspec.Meta(ge=10, le=100_000)] | None = None
 
 
@@ -69,5 +68,5 @@ class ShadowEventPage(msgspec.Struct, kw_only=True):
 class ShadowCapture(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The disagreement's frame into a dataset, with one model's boxes as pre-labels to review."""
 
-    dataset_id: PositiveId
+    dataset_id: RowId
     boxes: Literal["deployed", "candidate"] = "candidate"

@@ -11,13 +11,14 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.params import JSONBody, Parameter, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.response import ServerSentEvent
 
 from appliance.camera.service import save_frame
 from appliance.db import Database
-from appliance.dependencies import DB, Caller, Settings
+from appliance.dependencies import DB, Caller, Id, OptionalId, Settings
 from appliance.errors import NotFound
+from appliance.ids import MAX_ID
 from appliance.stations import events, report, revisions
 from appliance.stations.contracts import EventRow
 from appliance.stations.retention import snapshot_path
@@ -33,14 +34,12 @@ from appliance.stations.schemas import (
 from appliance.storage import read_capped
 from appliance.streams import Polled, last_event_id, polled_events, sse_response, stream_slots
 
-Id = Annotated[int, Parameter(gt=0, le=2**63 - 1)]
-MAX_ID = 2**63 - 1
 MAX_SNAPSHOT_BYTES = 32 * 1024 * 1024
 SSE_POLL_S = 0.25
 SSE_BATCH = 200
 Time = Annotated[float, QueryParameter(ge=0, le=1e11, description="unix time (seconds)")]
 OptionalTime = Annotated[float | None, QueryParameter(ge=0, le=1e11, description="unix time (seconds)")]
-CameraFilter = Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)]
+CameraFilter = OptionalId
 Bucket = Annotated[ReportBucket, QueryParameter(description="width of a report point")]
 
 
@@ -78,7 +77,7 @@ class EventsController(Controller):
         ] = None,
         since: OptionalTime = None,
         until: OptionalTime = None,
-        before_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
+        before_id: OptionalId = None,
         before_ts: OptionalTime = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> EventPage:
@@ -163,7 +162,7 @@ class EventsController(Controller):
             int | None,
             QueryParameter(ge=0, le=MAX_ID, description="events after this id (default: new ones)"),
         ] = None,
-        camera_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
+        camera_id: OptionalId = None,
     ) -> ServerSentEvent:
         """Server-sent events, one per stored inspection event (`id:` = event id; reconnects resume)."""
         header = request.headers.get("last-event-id")
@@ -240,7 +239,7 @@ class RevisionsController(Controller):
         camera_id: Id,
         db: DB,
         user: Caller,
-        before_id: Annotated[int | None, QueryParameter(gt=0, le=MAX_ID)] = None,
+        before_id: OptionalId = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     ) -> list[RevisionSummary]:
         """Newest first: the camera's current settings and the earlier ones events still name."""

@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from appliance.db import Database
-from appliance.errors import BadRequest
+from appliance.errors import Invalid
 from appliance.stations import counts
 from appliance.stations.schemas import (
     CameraCounters,
@@ -76,12 +76,12 @@ def _top(rules: dict[str, int], limit: int = TOP_RULES) -> list[RuleCount]:
 def report_edges(since: float, until: float, bucket: ReportBucket) -> list[float]:
     """Bucket edges from `since` (the last bucket may be shorter), at most MAX_POINTS buckets. Days are
     calendar days of the box's time zone (23 or 25 hours across a DST change), minutes and hours fixed."""
-    if until <= since:
-        raise BadRequest("until must be after since")
+    if until <= since:  # each allowed alone by the document, not together: a 422
+        raise Invalid("until must be after since")
     step = BUCKET_S[bucket]
     points = math.ceil((until - since) / step)
     if points > MAX_POINTS:
-        raise BadRequest(
+        raise Invalid(
             f"{points} {bucket}s from since to until: at most {MAX_POINTS} per report (choose a larger bucket)"
         )
     if bucket == "day":

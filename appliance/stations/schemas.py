@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from appliance.ids import RowId
 from appliance.inference.engines import EnginePin
 from appliance.stations.contracts import Mode, TriggerRow
 from appliance.stations.genicam import GenicamSettings, GenicamStatus
@@ -56,7 +57,7 @@ class CameraSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     fps: Annotated[float, msgspec.Meta(ge=0, le=500)] = 0  # v4l2: requested rate; file: pacing (0 = file's)
     open_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=120_000)] = 5000
     read_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=120_000)] = 5000
-    model_id: Annotated[int, msgspec.Meta(ge=1)] | None = None  # null: the deployed model
+    model_id: RowId | None = None  # null: the deployed model
     precision: Precision = "auto"
     engine: EnginePin = "auto"  # auto: the model's pin, else the box's choice (docs/models.md)
     confidence: Confidence = 0.25  # detections below are not reported (rules may ask for more)
@@ -141,7 +142,7 @@ TriggerRead = TriggerRow
 
 
 class CaptureRequest(msgspec.Struct, forbid_unknown_fields=True):
-    dataset_id: Annotated[int, msgspec.Meta(gt=0, le=2**63 - 1)]
+    dataset_id: RowId
 
 
 class CaptureResult(msgspec.Struct, kw_only=True):

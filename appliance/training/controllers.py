@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import JSONBody, Parameter, PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import File, ServerSentEvent
 
 from appliance.caller import require_admin
-from appliance.dependencies import DB, Caller, Settings
+from appliance.dependencies import DB, Caller, Id, Settings
 from appliance.jobs.sse import job_events_response
 from appliance.streams import MAX_EVENT_ID, last_event_id, stream_slots
 from appliance.training import base_weights, plan, service
@@ -24,8 +24,6 @@ from appliance.training.schemas import (
     WeightsCandidate,
     WeightsImport,
 )
-
-Id = Annotated[int, Parameter(gt=0)]
 
 
 class TrainingJobController(Controller):
@@ -54,7 +52,7 @@ class TrainingJobController(Controller):
         db: DB,
         user: Caller,
         config: Settings,
-        dataset_id: Annotated[int, QueryParameter(gt=0, le=2**63 - 1)],
+        dataset_id: Id,
         base_model: Annotated[str, QueryParameter(min_length=1, max_length=200)] = "yolov8n.yaml",
         epochs: Annotated[int | None, QueryParameter(ge=1, le=1000)] = None,
         imgsz: Annotated[int | None, QueryParameter(ge=32, le=2048)] = None,

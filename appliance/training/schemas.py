@@ -6,6 +6,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from appliance.drives import DrivePath
+from appliance.ids import RowId
+
 JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 DEVICE_PATTERN = r"^(auto|cpu|[0-9]{1,2}(,[0-9]{1,2}){0,7})$"
 Device = Annotated[str, msgspec.Meta(pattern=DEVICE_PATTERN)]
@@ -14,10 +17,10 @@ Device = Annotated[str, msgspec.Meta(pattern=DEVICE_PATTERN)]
 class TrainingJobCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A training request; defaults suit a Jetson Orin Nano (8 GB shared memory)."""
 
-    dataset_id: Annotated[int, msgspec.Meta(gt=0)]
+    dataset_id: RowId
     base_model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "yolov8n.yaml"
     epochs: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
-    imgsz: Annotated[int, msgspec.Meta(ge=32, le=2048)] = 640
+    imgsz: Annotated[int, msgspec.Meta(ge=32, le=2048, multiple_of=32)] = 640
     batch: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
     patience: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 20
     device: Device = "auto"
@@ -120,7 +123,7 @@ class WeightsCandidate(msgspec.Struct, kw_only=True):
 
 
 class WeightsImport(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    path: DrivePath
 
 
 class ClassCount(msgspec.Struct, kw_only=True):

@@ -6,12 +6,12 @@ from typing import Annotated
 
 import anyio
 from litestar import Controller, Request, get, post
-from litestar.params import FromQuery, JSONBody, Parameter, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from appliance import catalog
 from appliance.caller import require_writer
-from appliance.dependencies import DB, Caller, Settings
+from appliance.dependencies import DB, Caller, Id, OptionalId, Settings
 from appliance.transfers import service, uploads
 from appliance.transfers.exporters import archive_name, export_archive
 from appliance.transfers.schemas import (
@@ -26,9 +26,8 @@ from appliance.transfers.schemas import (
 )
 from appliance.transfers.sources import list_sources
 
-Id = Annotated[int, Parameter(gt=0)]
 # Narrows a job list to one dataset.
-DatasetFilter = Annotated[int | None, QueryParameter(gt=0)]
+DatasetFilter = OptionalId
 
 
 class ImportController(Controller):

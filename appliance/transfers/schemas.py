@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from appliance.drives import DrivePath
+
 ImportFormat = Literal["auto", "yolo", "coco", "voc", "plain"]
 ExportFormat = Literal["yolo", "coco", "voc"]
 UnknownClasses = Literal["add", "skip"]
@@ -16,7 +18,7 @@ TransferKind = Literal["import", "usb_export"]  # the job kinds of this domain
 class ImportCreate(msgspec.Struct, forbid_unknown_fields=True):
     """Import a folder (or an archive file) on a mounted drive under the configured import roots."""
 
-    path: str
+    path: DrivePath
     format: ImportFormat = "auto"
     unknown_classes: UnknownClasses = "add"
     voc_origin: VocOrigin = 0
@@ -25,7 +27,7 @@ class ImportCreate(msgspec.Struct, forbid_unknown_fields=True):
 class UsbExportCreate(msgspec.Struct, forbid_unknown_fields=True):
     """Write the dataset's archive into a folder under the configured import roots (a USB stick)."""
 
-    path: str
+    path: DrivePath
     format: ExportFormat = "yolo"
     include_unlabeled: bool = False
 
