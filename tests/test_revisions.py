@@ -15,6 +15,7 @@ import pytest
 
 from appliance.db import open_database, write_transaction
 from appliance.db.registry import migrations
+from appliance.inference.engines import choose_engine, engines_here
 from appliance.outputs.contracts import EventMessage, json_schemas
 from appliance.outputs.outbox import event_message
 from appliance.stations import cameras, events, retention, revisions
@@ -54,13 +55,15 @@ def test_each_event_names_the_revision_whose_rules_gave_its_verdict(station, tmp
                 timeout=40,
             )
     found = camera_events(db, camera_id)
+    box_engine = choose_engine(engines_here()).engine
     assert len(set(seen)) == 3 and {e.settings_revision for e in found} == set(seen)
     named = {r: revisions.get_revision(db, camera_id, r) for r in seen}
     for event in found:
         judged_by = named[event.settings_revision].settings
         expected = evaluate(judged_by.rules, judged_by.zones, event.detections)
         assert (event.verdict, event.failing_rules) == (expected.verdict, expected.failing_rules), event.id
-        assert event.model_id is not None and event.model_version == "onnx fp32 64px onnxruntime"
+        # The engine is this box's automatic choice (OpenVINO on a CPU box that has it, ONNX Runtime otherwise).
+        assert event.model_id is not None and event.model_version == f"onnx fp32 64px {box_engine}"
     assert [e.settings_revision for e in found] == sorted(e.settings_revision for e in found)
     assert {f for e in found for f in e.failing_rules} >= {"one square", "any disc"}
     # What judged them stays readable while the events do; the current one is marked.
