@@ -1,7 +1,8 @@
 """Inference latency at 320 and 640: our pipeline on ONNX Runtime and on OpenVINO against ultralytics' own
 predictors and against the bare engine calls, same model, same images, one run.
 
-Rows per size (all interleaved, in a rotating order, so that load from other processes hits them alike):
+Rows per size (in blocks of calls, the runners' order rotating from round to round, so that load from other
+processes hits them alike):
 - `ours_ort`: our pipeline end to end (letterbox -> ONNX Runtime -> decode + NMS);
 - `ultralytics_onnx`: `YOLO("model.onnx").predict` on the same file (rect=False: it letterboxes to the square
   the file has);
@@ -192,15 +193,21 @@ def measure(
             fn(frames[0])
     stages.clear()
     counts.clear()
-    # Interleaved in a rotating order, with a short pause between calls for spinning threads to park.
+    # In blocks, as a camera loop calls one model again and again: each runner takes a block of calls in turn,
+    # the order rotating from round to round so that load from other processes hits every runner alike, with
+    # a pause before each block for the threads the previous runner left spinning (torch's OpenMP threads in
+    # ultralytics' predictor spin for up to 200 ms) to park. Calls interleaved one by one measured mostly
+    # which runner came after ultralytics.
     results: dict[str, list[float]] = {key: [] for key in runners}
     names = list(runners)
-    for i in range(iterations):
-        frame = frames[i % len(frames)]
+    rounds = 5
+    per_block = max(1, iterations // rounds)
+    for round_no in range(rounds):
         for k in range(len(names)):
-            key = names[(i + k) % len(names)]
-            time.sleep(0.02)
-            results[key].append(runners[key](frame))
+            key = names[(round_no + k) % len(names)]
+            time.sleep(0.3)
+            for i in range(per_block):
+                results[key].append(runners[key](frames[(round_no * per_block + i) % len(frames)]))
     median = {key: statistics.median(values) for key, values in results.items()}
 
     def ratio(a: str, b: str) -> float | None:
