@@ -38,6 +38,7 @@ from appliance.dependencies import DEPENDENCIES
 from appliance.errors import DISK_FULL, AppError, error_body, is_disk_full
 from appliance.evaluation.controllers import EvaluationsController, ModelEvaluationsController
 from appliance.fleet.controllers import FleetBundlesController, FleetController, FleetImportController
+from appliance.ids import MAX_ID
 from appliance.models.controllers import InferenceController, ModelController, SuggestionsController
 from appliance.openapi import install as complete_openapi_document
 from appliance.outputs.controllers import OutputsController
@@ -85,7 +86,9 @@ def _validation_detail(exc: ValidationException) -> str:
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
             key = item.get("key")
-            message = item.get("message", "")
+            message = str(item.get("message", ""))
+            if message == f"Expected `int` <= {MAX_ID}":  # an id past SQLite's 64-bit integers
+                message = "out of range (at most 2^63-1)"
             parts.append(f"{key}: {message}" if key else str(message))
     return "invalid request: " + ("; ".join(parts) if parts else str(exc.detail))
 

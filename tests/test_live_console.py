@@ -104,6 +104,7 @@ def test_live_and_events_pages(page: Page, tmp_path: Path, artifacts_dir: Path) 
             row.locator("[name=max_count]").fill("4")
             row.locator("[name=count]").fill("0")
             page.get_by_test_id("rules-save").click()
+            expect(page.get_by_test_id("toast").last).to_have_text("Rules saved")  # the PUT has answered
             expect(page.get_by_test_id("rules-error")).to_have_text("")
             expect(page.get_by_test_id("rule-field-error")).to_have_count(0)
             rules = http.get(f"/cameras/{cam['id']}", headers=headers).json()["settings"]["rules"]
