@@ -6,6 +6,8 @@ both results and sent to a dataset, promote and its undo through the API."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,3 +250,21 @@ def test_frames_without_a_row_are_swept_and_the_kept_ones_bounded(config: Config
     os.utime(orphan, (0, 0))
     assert sweep_orphans(fresh_db, config.data_path, 3) == 1 and not orphan.exists()
     assert all(snapshot_path(config.data_path, row[1]).is_file() for row in kept)
+
+
+def test_the_candidate_runs_in_the_idle_scheduling_class_with_its_threads() -> None:
+    # A deployed model's thread that wakes must preempt the candidate at once: SCHED_IDLE, inherited by the
+    # inference threads the candidate starts afterwards (nice 19 alone let a candidate finish its slice).
+    probe = (
+        "import os, threading\n"
+        "from appliance.camera.shadow_child import lowest_priority\n"
+        "said = lowest_priority()\n"
+        "seen = {}\n"
+        "def later():\n"
+        "    seen['thread'] = os.sched_getscheduler(threading.get_native_id())\n"
+        "t = threading.Thread(target=later); t.start(); t.join()\n"
+        "print(said, os.sched_getscheduler(0) == os.SCHED_IDLE, seen['thread'] == os.SCHED_IDLE,"
+        " os.getpriority(os.PRIO_PROCESS, 0))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["idle", "True", "True", "19"]
