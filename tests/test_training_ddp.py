@@ -17,6 +17,7 @@ from appliance.db import open_database
 from appliance.jobs import service as jobs
 from appliance.training.progress import DDP_PROGRESS, Progress
 from tests.helpers import API, REPO, create_dataset, image_bytes, seeded_catalog, upload
+from tests.workers import wait_for
 
 
 def test_the_device_list_is_checked_against_this_machine(client, admin):
@@ -111,3 +112,57 @@ def test_a_ddp_worker_rebuilt_from_ultralytics_state_file_trains_and_reports(tmp
     progress.writer.close()
     fresh.conn.close()
     db.conn.close()
+
+
+def _spawn_family(tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """A stand-in training child started as the job starts it, with two processes of its own: one with a DDP
+    launcher's command line and one that is none of training's."""
+    from appliance.training.jobs import _start_child
+
+    pids = tmp_path / "pids"
+    started = (
+        "import subprocess, sys, time\n"
+        "sleeper = [sys.executable, '-c', 'import time; time.sleep(120)']\n"
+        "ddp = subprocess.Popen([*sleeper, '-m', 'torch.distributed.run'])\n"
+        "other = subprocess.Popen(sleeper)\n"
+        f"open({str(pids)!r}, 'w').write(f'{{ddp.pid}} {{other.pid}}')\n"
+        "time.sleep(120)\n"
+    )
+    child = _start_child([sys.executable, "-c", started, "appliance.training.child"])
+    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2, timeout=20)
+    return child, [int(p) for p in pids.read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_killed_training_child_leaves_no_ddp_process_behind(tmp_path: Path) -> None:
+    # The OOM killer takes the training child: Ultralytics' DDP launcher and workers would train on, writing
+    # into a run the worker has already failed. Stopping the child stops its process group's training too.
+    from appliance.training.jobs import PID_FILE, _kill_leftover_child, _stop_child
+
+    child, (ddp, other) = _spawn_family(tmp_path)
+    assert os.getpgid(ddp) == child.pid != os.getpgid(0)  # a group of its own
+    child.kill()
+    child.wait()
+    assert _alive(ddp)  # PDEATHSIG does not reach a grandchild
+    _stop_child(child)
+    wait_for(lambda: not _alive(ddp), timeout=10)
+    assert _alive(other)  # not one of training's: left alone
+    os.kill(other, 9)
+
+    # The worker itself died: at its restart, the pid file of the run leads to the group.
+    again = tmp_path / "again"
+    again.mkdir()
+    child, (ddp, other) = _spawn_family(again)
+    (again / PID_FILE).write_text(str(child.pid))
+    _kill_leftover_child(again)
+    wait_for(lambda: not _alive(ddp), timeout=10)
+    assert child.wait(10) == -9
+    os.kill(other, 9)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -94,28 +95,58 @@ def _child_env(config_dir: Path) -> dict[str, str]:
 
 
 def _kill_leftover_child(folder: Path) -> None:
-    """A child whose worker died without taking it along (PDEATHSIG unavailable) must not write on."""
+    """A child whose worker died without taking it along (PDEATHSIG unavailable) must not write on, nor the
+    DDP processes it started (they are in its process group, and PDEATHSIG does not reach them)."""
     pid_file = folder / PID_FILE
     try:
         pid = int(pid_file.read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return
-    if b"appliance.training.child" in cmdline:
-        logger.warning("killing leftover training process %s", pid)
-        with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(OSError):
+        if b"appliance.training.child" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            logger.warning("killing leftover training process %s", pid)
             os.kill(pid, signal.SIGKILL)
+    _kill_group_leftovers(pid)
+
+
+# What may be left of a training child's process group: Ultralytics' DDP launcher and its workers.
+TRAINING_GROUP_MARKS = (b"appliance.training.child", b"torch.distributed.run", b"/DDP/_temp_")
+
+
+def _kill_group_leftovers(group: int) -> None:
+    """SIGKILL every process still in the training child's group (its pid is the group's id, and Linux does
+    not reuse it while one member lives): the DDP launcher and workers outlive a SIGKILLed child otherwise.
+    Only processes whose command line is one of training's are touched."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != group:
+                continue
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if any(mark in cmdline for mark in TRAINING_GROUP_MARKS):
+            logger.warning("killing process %s left by the training child (group %s)", entry.name, group)
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _start_child(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """The training child in a process group of its own, so that what it starts (DDP) can be found and
+    stopped with it."""
+    return subprocess.Popen(args, start_new_session=True, **popen)
 
 
 def _stop_child(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(TERMINATE_GRACE_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(TERMINATE_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    _kill_group_leftovers(process.pid)
 
 
 def _finalize(
@@ -273,7 +304,7 @@ def run_training(context: JobContext) -> TrainResult:
     with log_path.open("ab") as log:
         log.write(f"\n=== job {context.job_id} attempt {job.get('attempts')} resume={resume} ===\n".encode())
         log.flush()
-        process = subprocess.Popen(
+        process = _start_child(
             [sys.executable, "-m", "appliance.training.child", str(folder)],
             stdout=log,
             stderr=subprocess.STDOUT,
