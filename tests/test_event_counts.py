@@ -215,6 +215,15 @@ def test_counts_equal_a_recount_of_the_rows_and_outlive_them(
                 # Every row of the range is there: exact, and the same as counting them.
                 assert result.exact
                 assert found(result)[0] == recount(db, since, end, camera)
+            if until is not None:
+                # A report's buckets: consecutive counted ranges that never overlap, each what was written there.
+                edges = [since, since + length / 3, since + 2 * length / 3, until]
+                intervals = counts.count_intervals(db, edges, camera, rules=True)
+                for before, after in zip(intervals, intervals[1:], strict=False):
+                    assert after.counted_since >= before.counted_until, (edges, cov, intervals)
+                for interval in intervals:
+                    expected = model_counts(written, interval.counted_since, interval.counted_until, camera)
+                    assert found(interval) == expected, (edges, cov, interval)
     finally:
         db.conn.close()
         shutil.rmtree(folder, ignore_errors=True)

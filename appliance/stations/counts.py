@@ -245,12 +245,17 @@ def _walk(since: float, until: float, cov: Coverage) -> list[Piece] | None:
     return pieces
 
 
-def plan_range(since: float, until: float | None, cov: Coverage) -> Plan:
-    """The pieces that count [since, until) exactly, or the narrowest wider range that can be counted."""
+def plan_range(since: float, until: float | None, cov: Coverage, not_before: float = -math.inf) -> Plan:
+    """The pieces that count [since, until) exactly, or the narrowest wider range that can be counted; never
+    reaching back before `not_before` (what the interval before it already counted)."""
     end = END_OF_TIME if until is None else until
     if end <= since:
         return Plan([], since, since)
-    starts = list(dict.fromkeys([since, float(bucket_of(since, MINUTE)), float(bucket_of(since, HOUR))]))
+    starts = [
+        start
+        for start in dict.fromkeys([since, float(bucket_of(since, MINUTE)), float(bucket_of(since, HOUR))])
+        if start >= not_before
+    ]
     ends = list(dict.fromkeys([end, float(_ceil(end, MINUTE)), float(_ceil(end, HOUR))]))
     for start in starts:
         for stop in ends:
@@ -258,7 +263,7 @@ def plan_range(since: float, until: float | None, cov: Coverage) -> Plan:
             if pieces is not None:
                 return Plan(pieces, start, stop)
     # The start is older than every kept source: count from the oldest kept hour, if the range reaches it.
-    oldest = max(cov.hours_from, bucket_of(since, HOUR))
+    oldest = max(cov.hours_from, bucket_of(since, HOUR), not_before)
     if oldest < end:
         for stop in ends:
             pieces = _walk(oldest, stop, cov)
@@ -317,10 +322,17 @@ def count_intervals(
     cov = coverage(db)
     out: list[IntervalCounts] = []
     by_source: dict[Source, list[tuple[int, Piece]]] = defaultdict(list)
+    counted_until = -math.inf
     for index, (since, until) in enumerate(zip(edges, edges[1:], strict=False)):
         assert since is not None
-        plan = plan_range(since, until, cov)
         end = END_OF_TIME if until is None else until
+        # Where an interval had to be widened (its rows gone), the next one starts where it stopped: no event
+        # is counted in two intervals (an interval swallowed whole counts nothing and says so: not exact).
+        start = max(since, counted_until)
+        plan = (
+            plan_range(start, until, cov, not_before=counted_until) if start < end else Plan([], start, start)
+        )
+        counted_until = max(counted_until, plan.until)
         out.append(IntervalCounts(since=since, until=end, counted_since=plan.since, counted_until=plan.until))
         for piece in plan.pieces:
             by_source[piece.source].append((index, piece))
