@@ -24,8 +24,17 @@ MAX_SECRETS = 256
 # is bounded: an unbounded one backtracks quadratically over a long string without "://".
 _URL = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<authority>[^/\s?#]*)")
 _PROPERTY = re.compile(
-    r"(?P<head>\b(?:user-pw|password|passwd|pass|pwd)\s*=\s*)(?P<secret>\"[^\"]*\"|'[^']*'|[^\s!]+)",
+    r"(?P<head>\b(?:[a-z0-9_]+-pw|password|passphrase|passwd|pass|pwd)\s*=\s*)(?P<secret>\"[^\"]*\"|'[^']*'|[^\s!]+)",
     re.IGNORECASE,
+)  # user-pw, proxy-pw and any other GStreamer *-pw property
+# A secret in a URL's query (webhook tokens, signed links) and an HTTP authorization header's credentials.
+_QUERY = re.compile(
+    r"(?P<head>[?&](?:access_token|token|api_key|apikey|key|secret|sig|signature|auth|password|passphrase|pwd)=)"
+    r"(?P<secret>[^&\s#'\"]+)",
+    re.IGNORECASE,
+)
+_AUTHORIZATION = re.compile(
+    r"(?P<head>\bAuthorization:\s*(?:Basic|Bearer|Digest)\s+)(?P<secret>[^\s\"',;]+)", re.I
 )
 
 _secrets: set[str] = set()
@@ -69,7 +78,8 @@ def redact_credentials(text: str) -> str:
     if not text:
         return text
     text = _URL.sub(_mask_authority, text)
-    text = _PROPERTY.sub(lambda m: m.group("head") + MASK, text)
+    for pattern in (_PROPERTY, _QUERY, _AUTHORIZATION):
+        text = pattern.sub(lambda m: m.group("head") + MASK, text)
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:

@@ -44,6 +44,11 @@ PASSWORD = "Zebra-9f3c-distinctive"
         ("rtspsrc location=rtsp://cam/x user-id=op user-pw=hunter22 ! appsink", f"rtspsrc location=rtsp://cam/x user-id=op user-pw={MASK} ! appsink"),
         ('souphttpsrc location=http://cam/ password="a b c" ! appsink', f"souphttpsrc location=http://cam/ password={MASK} ! appsink"),
         ("rtsp://op@cam/x, opc.tcp://0.0.0.0:4840/appliance/, bypass=1", "rtsp://op@cam/x, opc.tcp://0.0.0.0:4840/appliance/, bypass=1"),
+        ("souphttpsrc proxy-id=p proxy-pw=hunter22 ! appsink", f"souphttpsrc proxy-id=p proxy-pw={MASK} ! appsink"),
+        ("https://hooks.example/in?box=1&token=SECRETTOK#x", f"https://hooks.example/in?box=1&token={MASK}#x"),
+        ('souphttpsrc extra-headers="Authorization: Basic b3A6aHVudGVy" ! appsink', f'souphttpsrc extra-headers="Authorization: Basic {MASK}" ! appsink'),
+        ("https://h/x?keyframe=1&monkey=2", "https://h/x?keyframe=1&monkey=2"),
+        ("srt://cam:9000?mode=caller&passphrase=Sup3rSecret!x", f"srt://cam:9000?mode=caller&passphrase={MASK}"),
     ],
 )  # fmt: skip
 def test_redaction_masks_passwords_and_keeps_the_rest(text: str, expected: str) -> None:
