@@ -461,7 +461,7 @@ def _read_into(db: Database, config: Config, source: Path, folder: Path) -> Veri
             raise BundleRefused(f"bundle refused: {exc}") from None
         try:
             manifest = msgspec.json.decode(manifest_bytes, type=Manifest)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise BundleRefused(f"the signed manifest does not decode: {exc}") from None
         if manifest.schema != BUNDLE_SCHEMA:
             raise BundleRefused(
@@ -514,7 +514,7 @@ def _read_metadata(folder: Path, manifest: Manifest) -> BundleMetadata:
         )
     except FileNotFoundError:
         raise BundleRefused("not a model bundle: no metadata.json") from None
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise BundleRefused(f"metadata.json does not decode: {exc}") from None
     if metadata.schema != METADATA_SCHEMA:
         raise BundleRefused(

@@ -80,6 +80,7 @@ class FleetBundlesController(Controller):
         self, model_id: Id, db: DB, user: Caller, config: Settings, data: JSONBody[BundleCreate | None] = None
     ) -> BundleRead:
         """Sign the model's bundle with this box's key (once; later calls return the same bundle)."""
+        require_admin(user)  # before the store is asked anything
         body = data or BundleCreate()
         version = 0
         if not bundles.bundle_identity(db, model_id) and config.fleet_store_bucket:
@@ -107,15 +108,16 @@ class FleetBundlesController(Controller):
         "/bundles",
         operation_id="uploadBundle",
         status_code=201,
-        request_max_body_size=None,  # streamed to staging/uploads under max_import_mb, then fleet_max_bundle_mb
+        request_max_body_size=None,  # streamed to staging/uploads under fleet_max_bundle_mb
         description="Raw request body: a signed model bundle (Content-Type application/octet-stream).",
     )
     async def upload_bundle(
         self, request: Request, db: DB, user: Caller, config: Settings, deploy: FromQuery[bool] = False
     ) -> BundleImportRead:
         require_admin(user)
-        announced = uploads.announced_size(config, request.headers.get("content-length"))
-        upload = await uploads.receive_archive(config, request.stream(), announced)
+        cap = config.fleet_max_bundle_mb  # refused while it streams, not after max_import_mb reached the disk
+        announced = uploads.announced_size(config, request.headers.get("content-length"), cap)
+        upload = await uploads.receive_archive(config, request.stream(), announced, cap)
         try:
             return await anyio.to_thread.run_sync(
                 lambda: bundles.import_bundle_file(db, config, upload, user, deploy=deploy)

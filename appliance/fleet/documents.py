@@ -33,7 +33,7 @@ def read_document(
     """The document and the id of the key that signed it; UntrustedDocument says why not."""
     try:
         wrapper = msgspec.json.decode(data, type=SignedDocument)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise UntrustedDocument(f"not a signed document: {exc}") from None
     if wrapper.schema != SIGNED_SCHEMA:
         raise UntrustedDocument(f"signed document format {wrapper.schema!r} is not one this box reads")
@@ -43,7 +43,7 @@ def read_document(
         raise UntrustedDocument(str(exc)) from None
     try:
         document = msgspec.json.decode(wrapper.document, type=kind)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise UntrustedDocument(f"the signed document does not decode: {exc}") from None
     found = getattr(document, "schema", schema)
     if found != schema:

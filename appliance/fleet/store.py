@@ -75,8 +75,15 @@ def read_credentials(path: str) -> tuple[str, str]:
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_string(handle.read(64 * 1024))
-    except (OSError, configparser.Error, UnicodeDecodeError) as exc:
-        raise NotConfigured(f"fleet_store_credentials_file {path}: {exc}") from None
+    except OSError as exc:
+        raise NotConfigured(f"fleet_store_credentials_file {path}: {exc.strerror or exc}") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        # configparser quotes the offending line, which may be the secret key's: say where, never what.
+        line = getattr(exc, "lineno", None)
+        where = f" (line {line})" if line else ""
+        raise NotConfigured(
+            f"fleet_store_credentials_file {path}: not an INI file{where}: {type(exc).__name__}"
+        ) from None
     sections = parser.sections()
     section = "default" if "default" in sections else (sections[0] if len(sections) == 1 else None)
     if section is None:

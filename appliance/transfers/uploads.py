@@ -55,18 +55,29 @@ def remove_upload(config: Config, params: ImportParams) -> None:
             archive.unlink(missing_ok=True)
 
 
-def announced_size(config: Config, content_length: str | None) -> int:
+def _limit(config: Config, limit_mb: int | None) -> tuple[int, str]:
+    """The byte cap of an upload and how to name it: max_import_mb, or a smaller cap of its kind."""
+    if limit_mb is not None and limit_mb < config.max_import_mb:
+        return limit_mb * 1024 * 1024, f"{limit_mb} MB"
+    return config.max_import_mb * 1024 * 1024, f"{config.max_import_mb} MB import"
+
+
+def announced_size(config: Config, content_length: str | None, limit_mb: int | None = None) -> int:
     """The upload's size from its Content-Length (0 when not given); too large is refused before reading."""
     announced = int(content_length) if content_length and content_length.isdigit() else 0
-    if announced > config.max_import_mb * 1024 * 1024:
-        raise TooLarge(f"archive is {announced} bytes; the limit is {config.max_import_mb} MB")
+    limit, named = _limit(config, limit_mb)
+    if announced > limit:
+        raise TooLarge(f"archive is {announced} bytes; the limit is {named.removesuffix(' import')}")
     return announced
 
 
-async def receive_archive(config: Config, body: AsyncIterator[bytes], announced: int) -> Path:
-    """Stream a request body into staging/uploads/ (never held in memory), capped at max_import_mb, synced,
-    sniffed; the finished upload's path. A refused or broken upload leaves no file behind."""
-    limit = config.max_import_mb * 1024 * 1024
+async def receive_archive(
+    config: Config, body: AsyncIterator[bytes], announced: int, limit_mb: int | None = None
+) -> Path:
+    """Stream a request body into staging/uploads/ (never held in memory), capped at max_import_mb (or the
+    smaller `limit_mb`), synced, sniffed; the finished upload's path. A refused or broken upload leaves no file
+    behind."""
+    limit, named = _limit(config, limit_mb)
     # The archive and what it expands to both need room.
     await anyio.to_thread.run_sync(check_free_space, config.data_path, config.disk_min_free_mb, announced * 2)
     target = new_upload_path(config)
@@ -78,7 +89,7 @@ async def receive_archive(config: Config, body: AsyncIterator[bytes], announced:
         async for chunk in body:
             written += len(chunk)
             if written > limit:
-                raise TooLarge(f"archive is larger than the {config.max_import_mb} MB import limit")
+                raise TooLarge(f"archive is larger than the {named} limit")
             buffer += chunk
             if len(buffer) >= WRITE_CHUNK:
                 await anyio.to_thread.run_sync(handle.write, bytes(buffer))
