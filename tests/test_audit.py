@@ -625,3 +625,16 @@ def test_record_from_the_shell_names_the_command(tmp_path):
     assert record(db, config, "test") == 2
     assert msgspec.to_builtins(verify(db))["ok"] is True
     db.conn.close()
+
+
+def test_a_failing_audit_write_still_answers_the_change_it_follows(client, admin, monkeypatch):
+    # The change is committed before its entry is written: if the writing itself fails, the client must still
+    # get its answer (and the failure is logged), not a connection that hangs or closes with nothing.
+    from appliance.audit.middleware import AuditWriter
+
+    def broken(self: AuditWriter, db: Any, entry: NewEntry) -> None:
+        raise RuntimeError("catalog unreachable")
+
+    monkeypatch.setattr(AuditWriter, "write", broken)
+    created = client.post(f"{API}/datasets", json={"name": "after", "classes": ["a"]}, headers=admin)
+    assert created.status_code == 201 and created.json()["name"] == "after", created.text

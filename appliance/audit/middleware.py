@@ -144,7 +144,12 @@ class AuditMiddleware:
             nonlocal written
             if not written:
                 written = True
-                await self._record(scope, draft, status or 500, held)
+                try:
+                    await self._record(scope, draft, status or 500, held)
+                except Exception:  # the change is done: its answer is sent, the missing entry is logged
+                    logger.exception(
+                        "audit entry of %s %s not written", scope.get("method"), scope.get("path")
+                    )
             for message in held:
                 await send(message)
             held.clear()
