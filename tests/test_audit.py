@@ -448,7 +448,14 @@ def test_redact_masks_secret_keys_and_url_passwords_and_changes_lists_only_diffe
         "name": "a",
         "settings": {"url": f"mqtt://u:{MASK}@broker", "password": MASK, "keep": 1},
     }
-    assert changes(before, after) == {"settings.password": [MASK, None], "settings.keep": [1, 2]}
+    # The URL's password changed: said, never shown.
+    assert changes(before, after) == {
+        "settings.url": [f"mqtt://u:{MASK}@broker", f"mqtt://u:{MASK}@broker (changed)"],
+        "settings.password": [MASK, None],
+        "settings.keep": [1, 2],
+    }
+    assert "pw1" not in str(changes(before, after)) and "pw3" not in str(changes(before, after))
+    assert changes(before, before) == {}
     pipeline = "rtspsrc location=rtsp://cam/1 user-id=op user-pw=s3cret ! appsink"
     assert "s3cret" not in redact({"source": pipeline})["source"]
     assert redact({"api_key": "k", "token": "t", "setup_code": "ABC", "flag_password_changed": True}) == {

@@ -44,7 +44,9 @@ def redact(value: Any, depth: int = 0) -> Any:
         return [redact(item, depth + 1) for item in value]
     if isinstance(value, str):
         return redact_text(value)
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact_text(str(value))  # anything else is stored as its text: masked as text
 
 
 def _flatten(value: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
@@ -59,13 +61,17 @@ def _flatten(value: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
 
 def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
     """{field: [before, after]} of the fields that differ, both sides redacted; a field that appears or goes
-    has null on the other side."""
+    has null on the other side. A field whose only difference is a secret (a camera's password) is listed
+    too, its new side marked "(changed)": the log says that it changed, never to what."""
     old, new = _flatten(redact(before)), _flatten(redact(after))
-    return {
-        key: [old.get(key), new.get(key)]
-        for key in [*old, *(k for k in new if k not in old)]
-        if old.get(key) != new.get(key)
-    }
+    raw_old, raw_new = _flatten(before), _flatten(after)
+    out: dict[str, list[Any]] = {}
+    for key in [*old, *(k for k in new if k not in old)]:
+        if old.get(key) != new.get(key):
+            out[key] = [old.get(key), new.get(key)]
+        elif raw_old.get(key) != raw_new.get(key):
+            out[key] = [old.get(key), f"{new.get(key)} (changed)"]
+    return out
 
 
 __all__ = ["MASK", "changes", "redact", "redact_text"]
