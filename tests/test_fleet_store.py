@@ -245,3 +245,28 @@ def test_the_cli_publishes_a_model(fleet, store):
     published = json.loads(done.stdout)
     assert published["name"] == "from-shell" and published["latest"]
     assert [x.name for x in publishing.store_bundles(b.db, b.config, b.admin)] == ["from-shell"]
+
+
+def test_a_fleet_dataset_key_outside_its_layout_is_counted_never_written(fleet, tmp_path):
+    # Anyone with the store's credentials can write keys: a deeper key, an odd name or another folder must neither
+    # leave the import folder nor stop the import, and each is counted with its reason (objects = new + failed).
+    from appliance.fleet import hardcases
+
+    a, _ = fleet
+    fleet_store = FleetStore(a.config)
+    keys = [
+        "datasets/d/line-a/JPEGImages/ok.jpg",
+        "datasets/d/line-a/JPEGImages/deeper/y.jpg",
+        "datasets/d/line-a/JPEGImages/a name with spaces!.jpg",
+        "datasets/d/line-a/Other/z.jpg",
+    ]
+    for key in keys:
+        fleet_store.put_bytes(key, b"\xff\xd8\xff\xe0jpeg", "image/jpeg")
+    folder = tmp_path / "staging" / "import"
+    folder.mkdir(parents=True)
+    counts, fetched = hardcases.download_dataset(a.db, a.config, fleet_store, "d", [], 1, folder)
+    assert [key for key, _ in fetched] == ["datasets/d/line-a/JPEGImages/ok.jpg"]
+    assert counts.new == 1 and counts.failed >= 2 and counts.objects == counts.new + counts.failed, counts
+    assert all("not datasets/<name>/<box>" in error for error in counts.errors)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert [p for p in written if p.startswith("staging/")] == ["staging/import/line-a/JPEGImages/ok.jpg"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ from appliance.caller import CurrentUser, require_admin
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
-from appliance.errors import NotFound
+from appliance.errors import AppError, NotFound
 from appliance.fleet.schemas import (
     FleetDatasetRead,
     HardCaseQueued,
@@ -340,8 +341,13 @@ def list_datasets(config: Config) -> list[FleetDatasetRead]:
     return [FleetDatasetRead(name=n, boxes=b) for n, b in sorted(found.items())]
 
 
+SAFE_PART = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # a box id or a file name of a fleet dataset's key
+
+
 class Downloaded(msgspec.Struct, kw_only=True):
-    objects: int = 0  # images and annotation files of the fleet dataset in the store
+    objects: int = (
+        0  # objects of the fleet dataset in the store (of the boxes asked for): new + already + failed
+    )
     new: int = 0  # not imported into this dataset before: downloaded now
     already_imported: int = 0
     failed: int = 0
@@ -368,25 +374,36 @@ def download_dataset(
         ).fetchall()
     }
     fetched: list[tuple[str, str]] = []
+
+    def refuse(reason: str) -> None:
+        counts.failed += 1
+        if len(counts.errors) < 20:
+            counts.errors.append(reason[:300])
+
     for item in store.objects(f"datasets/{name}/", limit=200_000):
         parts = item.key.split("/")
+        if len(parts) == 5 and box_ids and parts[2] not in box_ids:
+            continue  # another box's, not asked for
+        counts.objects += 1
         if (
             len(parts) != 5
             or parts[3] not in ("JPEGImages", "Annotations")
-            or (box_ids and parts[2] not in box_ids)
+            or not all(SAFE_PART.fullmatch(part) and part not in (".", "..") for part in (parts[2], parts[4]))
         ):
+            # A folder marker, a deeper key or a name that could leave the folder: counted, never written.
+            refuse(f"{item.key[:200]}: not datasets/<name>/<box>/JPEGImages|Annotations/<file>")
             continue
-        counts.objects += 1
         if seen.get(item.key) == item.etag:
             counts.already_imported += 1
             continue
         target = folder / parts[2] / parts[3] / parts[4]
         try:
             store.download(item.key, target, MAX_SNAPSHOT)
-        except StoreError as exc:
-            counts.failed += 1
-            if len(counts.errors) < 20:
-                counts.errors.append(exc.detail[:300])
+        except (StoreError, AppError) as exc:  # AppError: larger than MAX_SNAPSHOT, a full disk
+            refuse(f"{item.key[:200]}: {exc.detail}")
+            continue
+        except OSError as exc:
+            refuse(f"{item.key[:200]}: {exc.strerror or type(exc).__name__}")
             continue
         counts.new += 1
         fetched.append((item.key, item.etag))
