@@ -3,7 +3,10 @@ decoder's stack, a credentials file that is not INI (its error must not quote th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+import re
+import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -11,8 +14,9 @@ import pytest
 from litestar.testing import TestClient
 
 from appliance.config import Config
+from appliance.db import Database
 from appliance.errors import AppError
-from appliance.fleet import documents
+from appliance.fleet import bundles, documents
 from appliance.fleet.store import read_credentials
 from appliance.server import create_app
 from tests.helpers import API, LOCAL_URL, setup_admin
@@ -50,3 +54,34 @@ def test_a_bundle_upload_is_refused_at_the_bundle_limit_while_it_streams(config:
         assert announced.status_code == 413 and "the limit is 1 MB" in announced.json()["detail"]
     uploads = config.data_path / "staging" / "uploads"
     assert not uploads.exists() or not any(uploads.iterdir())
+
+
+def _tar(path: Path, build: Callable[[tarfile.TarFile], None], fmt: int = tarfile.USTAR_FORMAT) -> Path:
+    with tarfile.open(path, "w", format=fmt) as tar:
+        build(tar)
+    return path
+
+
+def _entry(tar: tarfile.TarFile, name: str, data: bytes = b"") -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def test_a_bundle_with_a_pax_header_or_thousands_of_entries_is_refused_before_tarfile_reads_it(
+    config: Config, fresh_db: Database, tmp_path: Path
+) -> None:
+    # A pax header's content is read whole by tarfile, and every header is parsed by getmembers(): both would
+    # cost memory in proportion to a file the size of the bundle limit, before the signature is looked at.
+    pax = _tar(tmp_path / "pax.bundle", lambda tar: _entry(tar, "m" * 300), tarfile.PAX_FORMAT)
+    many = _tar(tmp_path / "many.bundle", lambda tar: [_entry(tar, f"e{i}") for i in range(5000)])
+    link = tmp_path / "link.bundle"
+    with tarfile.open(link, "w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    for path, said in ((pax, "type b'x'"), (many, "more than"), (link, "type b'2'")):
+        with pytest.raises(bundles.BundleRefused, match=re.escape(said)):
+            bundles.read_bundle(fresh_db, config, path)
+    staging = bundles.staging_root(config)
+    assert not staging.exists() or not any(staging.iterdir())  # nothing half-unpacked

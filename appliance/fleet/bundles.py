@@ -434,7 +434,31 @@ def read_bundle(db: Database, config: Config, source: Path) -> VerifiedBundle:
         raise
 
 
+def _plain_file_headers(source: Path) -> None:
+    """Before tarfile reads a member: at most MAX_ENTRIES headers, each a plain file's (bundles are written as
+    USTAR with plain files only). A pax, GNU long-name or link entry is refused here, because tarfile would read
+    its whole content into memory, and a million empty entries would all be parsed, before any limit applied."""
+    with source.open("rb") as handle:
+        for count in range(MAX_ENTRIES + 1):
+            header = handle.read(512)
+            if len(header) < 512 or header == bytes(512):
+                return  # the end (tarfile says so if it is damaged)
+            if count == MAX_ENTRIES:
+                raise BundleRefused(f"not a model bundle: more than {MAX_ENTRIES} entries")
+            kind = header[156:157]
+            if kind not in (b"0", b"\0"):
+                raise BundleRefused(
+                    f"not a model bundle: an entry of type {kind!r} (bundles hold plain files)"
+                )
+            try:
+                size = int(header[124:136].split(b"\0")[0].strip() or b"0", 8)
+            except ValueError:
+                raise BundleRefused("the bundle is damaged: an entry's size is not a number") from None
+            handle.seek((size + 511) // 512 * 512, os.SEEK_CUR)
+
+
 def _read_into(db: Database, config: Config, source: Path, folder: Path) -> VerifiedBundle:
+    _plain_file_headers(source)
     try:
         tar = tarfile.open(source, mode="r:")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError, EOFError) as exc:
