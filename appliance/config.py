@@ -49,6 +49,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     http_header_timeout_s: float = 10.0  # a request's headers must arrive within this (slow clients)
     http_body_timeout_s: float = 30.0  # a request body may pause at most this long
     http_max_concurrency: int = 1000  # connections/requests at once; beyond, new requests get 503
+    # Threads the web runs blocking handlers on (catalog reads, uploads): each thread that ever ran keeps
+    # its allocator caches, so a bounded pool keeps the web's memory flat over months (issue 28's soak).
+    web_threads: int = 16
     streams_per_user: int = 8  # live streams (SSE, MJPEG, WebSocket) one account may hold open at once
     tls_cert: str = ""  # PEM certificate: `appliance serve` speaks HTTPS (and sets secure cookies) when set
     tls_key: str = ""  # PEM private key for tls_cert
@@ -221,6 +224,8 @@ def load_config(
         raise ConfigError(f"port must be between 1 and 65535, got {config.port}")
     if not config.audit_max_mb > 0:
         raise ConfigError(f"audit_max_mb must be above 0, got {config.audit_max_mb}")
+    if not 2 <= config.web_threads <= 256:
+        raise ConfigError(f"web_threads must be between 2 and 256, got {config.web_threads}")
     _check_event_counts(config)
     if config.jwt_secret and len(config.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
         raise ConfigError(

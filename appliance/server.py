@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
@@ -177,6 +178,10 @@ def create_app(config: Config) -> Litestar:
         app.state.loop_db = loop_db
         app.state.pool = ConnectionPool(config.db_path)
 
+    async def bound_thread_pool(app: Litestar) -> None:
+        # anyio's default is 40 worker threads; the limiter lives in the event loop, so it is set from it.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = config.web_threads
+
     def close_catalog(app: Litestar) -> None:
         if "pool" in app.state:
             app.state.pool.close()
@@ -194,7 +199,7 @@ def create_app(config: Config) -> Litestar:
         middleware=[content_type_middleware, AuditMiddleware, AuthMiddleware],
         before_request=refuse_loose_json,  # JSON bodies converted strictly (request_bodies.py)
         exception_handlers={Exception: handle_error},
-        on_startup=[open_catalog],
+        on_startup=[open_catalog, bound_thread_pool],
         on_shutdown=[close_catalog],
         state=State(
             {

@@ -12,9 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import pytest
+from litestar.testing import TestClient
 
+from appliance.config import ConfigError, load_config
+from appliance.server import create_app
 from appliance.system.processes import Heartbeat, write_heartbeat
 from tests.helpers import (
     ADMIN,
@@ -322,6 +326,7 @@ def test_appliance_run_supervises_web_worker_and_camera(tmp_path):
     port = free_port()
     env = {**os.environ, "APPLIANCE_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
     env.pop("APPLIANCE_CONFIG", None)
+    env.pop("MALLOC_ARENA_MAX", None)
     log = (tmp_path / "run.log").open("wb")
     run = subprocess.Popen(
         [sys.executable, "-m", "appliance", "run", "--host", "127.0.0.1", "--port", str(port)],
@@ -343,6 +348,8 @@ def test_appliance_run_supervises_web_worker_and_camera(tmp_path):
         headers = auth(admin.json()["access_token"])
         system = lambda: httpx.get(f"http://127.0.0.1:{port}{API}/system", headers=headers).json()  # noqa: E731
         _wait(lambda: system()["processes"]["worker"]["alive"] and system()["processes"]["camera"]["alive"])
+        for pid in children.values():  # glibc's heap arenas bounded in every child (the units set the same)
+            assert b"MALLOC_ARENA_MAX=2" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         os.kill(children["worker"], signal.SIGKILL)
         restarted = _wait(
             lambda: (w := _children(run.pid).get("worker")) not in (None, children["worker"]) and w
@@ -444,3 +451,18 @@ def test_a_401_carries_the_security_headers(client):
     assert refused.status_code == 401
     assert refused.headers["x-frame-options"] == "DENY"
     assert "default-src 'self'" in refused.headers["content-security-policy"]
+
+
+def test_the_web_runs_blocking_handlers_on_a_bounded_thread_pool(tmp_path):
+    """anyio's default of 40 threads, each keeping its allocator caches, let the web's memory grow in steps
+    over a long run (issue 28's soak): the pool is `web_threads`."""
+    config = load_config(env={"APPLIANCE_WEB_THREADS": "5"}, data_dir=str(tmp_path / "data"))
+    with TestClient(app=create_app(config), base_url=LOCAL_URL) as client:
+        assert client.get(f"{API}/health").status_code == 200
+        assert client.blocking_portal.call(_thread_pool_size) == 5
+    with pytest.raises(ConfigError, match="web_threads must be between 2 and 256"):
+        load_config(env={"APPLIANCE_WEB_THREADS": "1"})
+
+
+async def _thread_pool_size() -> int:
+    return int(anyio.to_thread.current_default_thread_limiter().total_tokens)

@@ -143,6 +143,7 @@ def test_services_are_notify_watchdog_restart_and_sandboxed(unit: str) -> None:
     }.items():
         assert service[key] == expected, (unit, key)
     assert values(path, "ReadWritePaths") == ["/var/lib/appliance /run/appliance"]
+    assert "MALLOC_ARENA_MAX=2" in values(path, "Environment")  # heap arenas bounded (issue 28's soak)
     assert service["ExecStart"].split()[-1] == unit.removeprefix("appliance-").removesuffix(
         ".service"
     ).replace("web", "serve")

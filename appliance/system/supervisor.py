@@ -172,7 +172,9 @@ def run_supervisor(
     config_path: str | None, host: str | None, port: int | None, *, fleet: bool = False
 ) -> int:
     commands = child_commands(config_path, host, port, fleet=fleet)
-    supervisor = Supervisor(commands, env=dict(os.environ))
+    # As the systemd units do: glibc's per-thread heap arenas (up to 8 per core) made the web's memory grow in
+    # steps as its thread pool turned over (issue 28's soak); two arenas keep it flat.
+    supervisor = Supervisor(commands, env={"MALLOC_ARENA_MAX": "2", **os.environ})
 
     def on_signal(signum: int, frame: Any) -> None:
         supervisor.say("run", f"signal {signal.Signals(signum).name}: {stopping_message(list(commands))}")
