@@ -37,6 +37,8 @@ _AUTHORIZATION = re.compile(
     r"(?P<head>\bAuthorization:\s*(?:Basic|Bearer|Digest)\s+)(?P<secret>[^\s\"',;]+)", re.I
 )
 
+_WORD_END = re.compile(r"[\s\"']")
+
 _secrets: set[str] = set()
 _lock = threading.Lock()
 
@@ -61,6 +63,25 @@ def source_secrets(text: str) -> set[str]:
     for match in _PROPERTY.finditer(text):
         found.add(match.group("secret").strip("\"'"))
     return {s for secret in found if secret for s in (secret, unquote(secret))}
+
+
+def has_unreadable_password(text: str) -> bool:
+    """A URL in `text` whose password holds a raw / ? # or space: the authority ends there
+    (`rtsp://admin:pa/ss@cam` is host "admin", port "pa"), so neither the camera's client nor the redaction
+    reads a password, and the rest of it would be shown. Such a source is refused when it is saved."""
+    for match in _URL.finditer(text):
+        authority = match.group("authority")
+        if "@" in authority:
+            continue
+        host_port = authority.split("]", 1)[-1] if authority.startswith("[") else authority  # [IPv6]:port
+        if ":" not in host_port:
+            continue
+        if not host_port.rsplit(":", 1)[1].isdigit():  # "admin:pa" is no port
+            return True
+        # "admin:123/x@cam" reads as host admin, port 123, path "/x@cam": an '@' later in the same word.
+        if "@" in _WORD_END.split(text[match.end() :], maxsplit=1)[0]:
+            return True
+    return False
 
 
 def remember_secrets(text: str) -> None:
@@ -113,4 +134,11 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-__all__ = ["MASK", "RedactingFilter", "redact_credentials", "remember_secrets", "source_secrets"]
+__all__ = [
+    "MASK",
+    "RedactingFilter",
+    "has_unreadable_password",
+    "redact_credentials",
+    "remember_secrets",
+    "source_secrets",
+]

@@ -189,3 +189,53 @@ def test_a_camera_password_appears_in_no_answer_message_or_log_line(tmp_path: Pa
     assert "camera 1 (press): url http://operator:***@127.0.0.1" in log, log[-2000:]
     for where, text in [*(("answer", s) for s in seen), ("camera.log", log)]:
         assert PASSWORD not in text and quote(PASSWORD) not in text, (where, text[:3000])
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "rtsp://admin:pa/ss1234@10.0.0.5:554/live",  # the password's '/' ends the address
+        "rtsp://admin:pa?ss1234@10.0.0.5/live",
+        "rtsp://admin:pa#ss1234@10.0.0.5/live",
+        "rtsp://admin:12/34ss@10.0.0.5/live",  # reads as port 12 and a path with '@'
+        "rtsp://admin:pa ss1234@10.0.0.5/live",
+    ],
+)
+def test_a_url_password_that_ends_the_address_is_refused_without_quoting_it(source: str) -> None:
+    password = source.split("admin:", 1)[1].split("@", 1)[0]
+    for settings_ in (
+        CameraSettings(source_type="url", source=source),
+        CameraSettings(source_type="gstreamer", source=f"rtspsrc location={source} ! decodebin ! appsink"),
+    ):
+        if " " in password and settings_.source_type == "gstreamer":
+            continue  # a space ends the pipeline's word: the pipeline itself is malformed
+        with pytest.raises(cameras.Invalid) as refused:
+            cameras.validate_source(settings_, enabled=True)
+        assert "percent-encode" in str(refused.value) and password not in str(refused.value)
+    encoded = source.replace(password, quote(password, safe=""))
+    cameras.validate_source(CameraSettings(source_type="url", source=encoded), enabled=True)
+    assert quote(password, safe="") not in redact_credentials(f"could not open {encoded}")
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["rtsp://10.0.0.5:554/live", "rtsp://[fe80::1]:554/live", "rtsp://admin:p@ss1234@10.0.0.5/live",
+     "http://10.0.0.5/snapshot.jpg?user=a", "rtsp://admin@10.0.0.5/live"],
+)  # fmt: skip
+def test_ordinary_camera_urls_are_accepted(source: str) -> None:
+    cameras.validate_source(CameraSettings(source_type="url", source=source), enabled=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    password=st.text(
+        st.characters(codec="ascii", categories=("L", "N", "P", "S", "Zs")), min_size=4, max_size=24
+    )
+)
+def test_a_raw_password_is_either_refused_or_masked(password: str) -> None:
+    source = f"rtsp://admin:{password}@192.168.1.5:554/live"
+    try:
+        cameras.validate_source(CameraSettings(source_type="url", source=source), enabled=True)
+    except cameras.Invalid:
+        return
+    assert f":{password}@" not in redact_credentials(f"could not open {source}")

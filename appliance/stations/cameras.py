@@ -19,7 +19,7 @@ from appliance.clock import now_iso
 from appliance.db import Database, write_transaction
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.inference.engines import check_engine_pin
-from appliance.redaction import redact_credentials
+from appliance.redaction import has_unreadable_password, redact_credentials
 from appliance.stations import revisions
 from appliance.stations.class_check import check_rule_classes
 from appliance.stations.genicam import parse_source
@@ -38,11 +38,25 @@ def validate_source(settings: CameraSettings, enabled: bool) -> None:
         raise Invalid("settings.source: set a source before starting the camera")
     if not source:
         return
+    if settings.source_type in ("url", "gstreamer") and (
+        has_unreadable_password(source)
+        or (settings.source_type == "url" and any(c.isspace() for c in source))
+    ):
+        raise Invalid(
+            "settings.source: a URL's password holds a character that ends the address: percent-encode it "
+            "(/ as %2F, ? as %3F, # as %23, @ in a path as %40, a space as %20)"
+        )
     if settings.source_type == "v4l2":
         if not re.fullmatch(r"(/dev/video)?\d+|/dev/v4l/by-(id|path)/[\w.:-]+", source):
             raise Invalid("settings.source: a V4L2 source is /dev/videoN (or a /dev/v4l/by-id path)")
     elif settings.source_type == "url":
-        parts = urlsplit(source)
+        try:
+            parts = urlsplit(source)
+        except ValueError:  # an unbalanced '[' or ']' (a password's, say): never quoted back
+            raise Invalid(
+                "settings.source: not a readable URL (a '[' or ']' outside an IPv6 host must be percent-encoded: "
+                "%5B, %5D)"
+            ) from None
         if parts.scheme.lower() not in URL_SCHEMES or not parts.netloc:
             raise Invalid(
                 "settings.source: a URL source must be rtsp://, rtsps://, http:// or https:// with a host"
