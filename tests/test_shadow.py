@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from appliance.camera.spare_time import SpareTime
 from appliance.config import Config
 from appliance.db import Database, open_database
 from appliance.inference.pipeline import Detection
@@ -96,7 +97,7 @@ def test_agreement_is_counted_per_inspection_and_disagreements_are_kept(
     assert (
         started.json()["camera_model_id"] == line["deployed"] and not started.json()["shadow"]["can_promote"]
     )
-    with camera_process(config):
+    with camera_process(config) as process:
         wait_for(
             lambda: (shadow(client, admin, camera_id)["shadow"]["status"] or {}).get("state") == "running", 60
         )
@@ -112,6 +113,7 @@ def test_agreement_is_counted_per_inspection_and_disagreements_are_kept(
         wait_for(lambda: all(triggers.get_trigger(db, camera_id, t).status == "done" for t in sent), 20)
         time.sleep(0.6)  # one more status round
         figures = shadow(client, admin, camera_id)["shadow"]
+        assert process.spare_time.pauses > 0  # the candidate was paused while frames were judged
         promote_and_undo(client, admin, camera_id, line)
     inspections = {e.trigger_id: e for e in events.list_events(db, camera_id=camera_id, limit=100)}
     assert sorted(inspections) == sorted(sent)
@@ -268,3 +270,67 @@ def test_the_candidate_runs_in_the_idle_scheduling_class_with_its_threads() -> N
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["idle", "True", "True", "19"]
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc (T: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_candidates_are_paused_while_any_camera_judges_a_frame() -> None:
+    spare = SpareTime()
+    busy_child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    late_child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        spare.add(busy_child.pid)
+        wait_for(lambda: _state(busy_child.pid) == "R", 5)
+        first, second = spare.busy(), spare.busy()  # two cameras judging frames at once
+        first.__enter__()
+        wait_for(lambda: _state(busy_child.pid) == "T", 5)
+        second.__enter__()
+        spare.add(late_child.pid)  # a candidate started while the cameras work is stopped at once
+        wait_for(lambda: _state(late_child.pid) == "T", 5)
+        first.__exit__(None, None, None)
+        time.sleep(0.2)
+        assert _state(busy_child.pid) == "T"  # one camera still judging
+        second.__exit__(None, None, None)
+        wait_for(lambda: _state(busy_child.pid) == "R" and _state(late_child.pid) == "S", 5)
+        with spare.busy():  # removed while paused: continued so that it can read its end of input
+            wait_for(lambda: _state(late_child.pid) == "T", 5)
+            spare.remove(late_child.pid)
+            wait_for(lambda: _state(late_child.pid) == "S", 5)
+            wait_for(lambda: _state(busy_child.pid) == "T", 5)  # the stop lands when it is next scheduled
+        assert spare.pauses == 2
+        busy_child.kill()
+        busy_child.wait()  # reaped while still listed: its pid is signalled through a pidfd, never reused
+        with spare.busy():
+            pass
+        spare.remove(busy_child.pid)
+    finally:
+        for child in (busy_child, late_child):
+            child.kill()
+            child.wait()
+
+
+def test_candidates_are_paused_from_a_trigger_to_its_verdict(
+    config: Config, client: TestClient[Any], admin: dict[str, str], line: dict[str, Any], tmp_path: Path
+) -> None:
+    """The trigger's frame, its decode and its judging all run with the candidates stopped."""
+    db: Database = line["db"]
+    camera_id = add_camera(client, admin, write_scenes(tmp_path / "line.avi", SEGMENTS[:1], fps=15))
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with camera_process(config) as process:
+            process.spare_time.add(child.pid)  # stands for a candidate's process
+            wait_for(lambda: camera_id in process.loops and process.loops[camera_id].model_id is not None, 30)
+            loop = process.loops[camera_id]
+            for _ in range(3):
+                trigger_id = triggers.request_trigger(db, camera_id, "http")
+                wait_for(lambda: loop._trigger_hold or _state(child.pid) == "T", 5)
+                wait_for(lambda t=trigger_id: triggers.get_trigger(db, camera_id, t).status == "done", 20)
+                wait_for(lambda: not loop._trigger_hold, 5)
+            process.spare_time.remove(child.pid)
+            wait_for(lambda: _state(child.pid) == "R", 5)
+    finally:
+        child.kill()
+        child.wait()

@@ -18,6 +18,7 @@ import time
 from appliance.camera.models import ModelPool
 from appliance.camera.publish import CAMERAS_DIR, STATUS_INTERVAL_S, Publisher
 from appliance.camera.shadow import CameraShadow, follow_shadows
+from appliance.camera.spare_time import SpareTime
 from appliance.camera.station import CameraLoop
 from appliance.camera.writer import EventWriter
 from appliance.config import Config
@@ -47,6 +48,9 @@ class CameraProcess:
         self.writer = EventWriter(config)
         self.loops: dict[int, CameraLoop] = {}
         self.shadows: dict[int, CameraShadow] = {}  # camera id -> its candidate model (camera/shadow.py)
+        self.spare_time = (
+            SpareTime()
+        )  # candidates pause while any camera judges a frame (camera/spare_time.py)
         self.stop = threading.Event()
         self._lock = threading.Lock()  # guards self.loops against the trigger watcher
         self._next_cameras = 0.0
@@ -93,6 +97,7 @@ class CameraProcess:
             self.writer,
             Publisher(self.config.runtime_path, camera_id),
             revision=revision,
+            spare_time=self.spare_time,
         )
 
     def refresh_models(self) -> None:
@@ -102,7 +107,7 @@ class CameraProcess:
                 for cid, loop in self.loops.items()
             }
         self.models.refresh(cameras)
-        self.shadows = follow_shadows(self.config, self.db, self.shadows, self.loops)
+        self.shadows = follow_shadows(self.config, self.db, self.shadows, self.loops, self.spare_time)
 
     # --- triggers --------------------------------------------------------------------------------------
 

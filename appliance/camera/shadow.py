@@ -4,7 +4,8 @@ camera's own model, and never before it.
 The camera's loop publishes its verdict first and only then offers the frame (`consider`: a reference into a
 one-frame slot, never a wait). A thread of this module takes the slot when the candidate is free and sends
 the frame to the candidate's own process (appliance.camera.shadow_child, at the lowest CPU priority), so the
-candidate runs on time the camera leaves idle. A frame offered while the candidate is still busy replaces
+candidate runs on time the camera leaves idle; while any camera judges a frame its process is paused
+(appliance.camera.spare_time). A frame offered while the candidate is still busy replaces
 the one waiting, which is counted as skipped. Which frames are offered: in continuous mode every inspected
 frame; in triggered and interval modes the frames that made an inspection event.
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from appliance.camera.models import model_row
 from appliance.camera.publish import camera_dir, replace_file
+from appliance.camera.spare_time import SpareTime
 from appliance.camera.station import boxes_of
 from appliance.classes import class_names
 from appliance.config import Config
@@ -77,8 +79,17 @@ class ChildGone(Exception):
 class CameraShadow:
     """One camera's candidate: its process, the slot the loop offers frames into, its figures."""
 
-    def __init__(self, config: Config, camera_id: int, row: ShadowRow, model: dict[str, Any], folder: Path):
+    def __init__(
+        self,
+        config: Config,
+        camera_id: int,
+        row: ShadowRow,
+        model: dict[str, Any],
+        folder: Path,
+        spare_time: SpareTime | None = None,
+    ):
         self.config = config
+        self.spare_time = spare_time or SpareTime()
         self.camera_id = camera_id
         self.row = row
         self.model = model
@@ -202,6 +213,7 @@ class CameraShadow:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )  # fmt: skip
+        self.spare_time.add(self._process.pid)
         ready = self._reply()
         if ready.get("error") or not ready.get("ready"):
             raise ChildGone(f"the candidate model could not be loaded: {ready.get('error') or ready}")
@@ -215,7 +227,10 @@ class CameraShadow:
 
     def _end_child(self) -> None:
         process = self._process
-        if process is None or process.poll() is not None:
+        if process is None:
+            return
+        self.spare_time.remove(process.pid)  # before it is reaped: its pid is never signalled after
+        if process.poll() is not None:
             return
         try:
             assert process.stdin is not None
@@ -230,6 +245,7 @@ class CameraShadow:
         assert self._process is not None and self._process.stdout is not None
         line = self._process.stdout.readline()
         if not line:
+            self.spare_time.remove(self._process.pid)  # before poll() reaps it
             raise ChildGone(f"the candidate's process ended (exit status {self._process.poll()})")
         decoded = msgspec.json.decode(line)
         return decoded if isinstance(decoded, dict) else {}
@@ -340,7 +356,11 @@ class CameraShadow:
 
 
 def follow_shadows(
-    config: Config, db: Database, shadows: dict[int, CameraShadow], loops: Mapping[int, CameraLoop]
+    config: Config,
+    db: Database,
+    shadows: dict[int, CameraShadow],
+    loops: Mapping[int, CameraLoop],
+    spare_time: SpareTime | None = None,
 ) -> dict[int, CameraShadow]:
     """Start, replace and stop candidates so that the running cameras match camera_shadows (main thread).
 
@@ -365,7 +385,7 @@ def follow_shadows(
         if model is None:
             continue
         kept[camera_id] = CameraShadow(
-            config, camera_id, row, model, camera_dir(config.runtime_path, camera_id)
+            config, camera_id, row, model, camera_dir(config.runtime_path, camera_id), spare_time
         ).start()
     for camera_id, loop in loops.items():
         loop.shadow = kept.get(camera_id)

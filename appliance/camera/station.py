@@ -26,6 +26,7 @@ from appliance.camera.gige_source import open_source
 from appliance.camera.latencies import inspection_latencies
 from appliance.camera.models import ModelPool
 from appliance.camera.publish import Publisher, RateMeter, RollingStats
+from appliance.camera.spare_time import SpareTime
 from appliance.camera.writer import EventWriter
 from appliance.stations.contracts import InspectionEvent, Mode, TriggerRow, ZoneShape
 from appliance.stations.rules import Debouncer, Evaluation, evaluate
@@ -57,8 +58,12 @@ class CameraLoop:
         publisher: Publisher,
         *,
         revision: int | None = None,
+        spare_time: SpareTime | None = None,
     ) -> None:
         self.camera_id = camera_id
+        self.spare_time = (
+            spare_time or SpareTime()
+        )  # the process's one: candidates pause while a frame is judged
         self.name = name
         self.models = models
         self.writer = writer
@@ -79,6 +84,8 @@ class CameraLoop:
         self.model_name: str | None = None
         self.shadow: CameraShadow | None = None  # a candidate model beside this camera's (camera/shadow.py)
         self._triggers: collections.deque[TriggerRow] = collections.deque()
+        self._trigger_hold = False  # the candidates are paused while a trigger waits (camera/spare_time.py)
+        self._trigger_hold_lock = threading.Lock()
         self._judging = (settings, revision)  # one object: a frame never pairs settings with another revision
         self._spec = source_spec(settings)
         self._debouncer = Debouncer(settings.debounce_frames)
@@ -117,6 +124,7 @@ class CameraLoop:
 
     def add_trigger(self, trigger: TriggerRow) -> None:
         self._triggers.append(trigger)
+        self._hold_while_triggered()
         self.source.trigger_requested()  # a camera in software-trigger mode exposes a frame for it
 
     def close(self, timeout: float = 2.0) -> None:
@@ -126,10 +134,20 @@ class CameraLoop:
         for trigger in list(self._triggers):
             self.writer.expire(trigger.id, "the camera stopped before a frame could be inspected")
         self._triggers.clear()
+        self._hold_while_triggered()
         try:
             self.publisher.remove()
         except OSError:
             logger.warning("could not clear camera %s's runtime files", self.camera_id, exc_info=True)
+
+    def _hold_while_triggered(self) -> None:
+        """Shadow candidates pause from a trigger's arrival to its verdict (the watcher thread adds triggers,
+        the loop answers them: each calls this after changing the queue, so the hold follows the queue)."""
+        with self._trigger_hold_lock:
+            waiting = bool(self._triggers)
+            if waiting != self._trigger_hold:
+                (self.spare_time.hold if waiting else self.spare_time.release)()
+                self._trigger_hold = waiting
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -141,9 +159,12 @@ class CameraLoop:
                 frame = self.source.latest(self.last_seq, timeout=0.2)
                 self._expire_old_triggers()
                 if frame is None:
+                    self._hold_while_triggered()
                     continue
                 self.last_seq = frame.seq
-                self.process(frame, wait_ms=(time.perf_counter() - waited) * 1000)
+                with self.spare_time.busy():
+                    self.process(frame, wait_ms=(time.perf_counter() - waited) * 1000)
+                self._hold_while_triggered()
                 if self._settings.max_fps:
                     self.stop.wait(max(0.0, 1.0 / self._settings.max_fps - (time.monotonic() - started)))
             except Exception:

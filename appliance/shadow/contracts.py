@@ -87,5 +87,7 @@ class ShadowStatus(msgspec.Struct, kw_only=True):
     window_class_changed: int = 0
     disagreements_kept: int = 0  # stored as shadow events
     disagreements_dropped: int = 0  # not stored: the catalog or the disk refused them (counted, never silent)
-    candidate_ms: float | None = None  # median inference time of the candidate (its own process)
+    candidate_ms: float | None = (
+        None  # median time per frame in the candidate's process (its pauses included)
+    )
     updated_at: float = 0.0
