@@ -34,9 +34,10 @@ def command(
 
 
 def setup_logging(level: str) -> None:
-    from appliance.system.journal import log_handler
+    from appliance.system.journal import log_handler, route_uncaught_errors
 
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[log_handler()])
+    route_uncaught_errors()
 
 
 # --- serve --------------------------------------------------------------------------------------

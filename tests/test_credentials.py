@@ -9,6 +9,8 @@ import contextlib
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from appliance.server import create_app
 from appliance.stations import cameras
 from appliance.stations.schemas import CameraSettings, CameraWrite
 from tests.camera_sources import MjpegServer
-from tests.helpers import API, LOCAL_URL, create_user, setup_admin
+from tests.helpers import API, LOCAL_URL, REPO, create_user, setup_admin
 from tests.line_peers import BoxProcess
 from tests.workers import wait_for
 
@@ -104,6 +106,24 @@ def test_the_processes_log_handler_redacts() -> None:
     from appliance.system.journal import log_handler
 
     assert any(isinstance(f, RedactingFilter) for f in log_handler().filters)
+
+
+def test_a_thread_or_process_dying_on_an_error_logs_it_redacted() -> None:
+    """Python's own hooks print a dying thread's traceback straight to stderr (the journal), unredacted."""
+    probe = (
+        "import threading\n"
+        "from appliance.cli import setup_logging\n"
+        "setup_logging('INFO')\n"
+        "def reader():\n"
+        "    raise OSError('cannot open rtsp://admin:Thread-Pw-1234@10.0.0.5/live')\n"
+        "t = threading.Thread(target=reader, name='camera-7-reader'); t.start(); t.join()\n"
+        "raise RuntimeError('gave up on rtsp://admin:Main-Pw-5678@10.0.0.5/live')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 1
+    assert "Thread-Pw-1234" not in done.stderr and "Main-Pw-5678" not in done.stderr
+    assert "camera-7-reader died" in done.stderr and "the process died" in done.stderr
+    assert f"rtsp://admin:{MASK}@10.0.0.5/live" in done.stderr and "Traceback" in done.stderr
 
 
 class WebWatch:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+from types import TracebackType
 
 from appliance.redaction import RedactingFilter
 
@@ -34,6 +36,28 @@ def log_handler() -> logging.Handler:
     handler = _handler()
     handler.addFilter(RedactingFilter())
     return handler
+
+
+def route_uncaught_errors() -> None:
+    """A thread or the main program dying on an exception goes through logging (and so through the redaction):
+    Python's own hooks print the traceback straight to stderr, which is the journal, with whatever the
+    exception carried (a camera URL with its password, say)."""
+    crash = logging.getLogger("appliance.crash")
+
+    def thread_died(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        name = args.thread.name if args.thread is not None else "a thread"
+        crash.error("%s died", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    def program_died(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, value, tb)
+            return
+        crash.critical("the process died", exc_info=(kind, value, tb))
+
+    threading.excepthook = thread_died
+    sys.excepthook = program_died
 
 
 def _handler() -> logging.Handler:
