@@ -275,6 +275,23 @@ def test_free_run_at_the_simulators_rate_without_lost_frames_and_packet_resend(t
         assert abs(total(after) - total(before) - sent) <= 0.15 * sent, (before, after, sent)
 
 
+@needs_simulator
+def test_a_payload_size_past_the_limit_is_refused_before_any_buffer_is_allocated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The payload size is the camera's word (a broken or hostile device can claim gigabytes)."""
+    assert genicam.stream_buffers(512 * 512) == genicam.STREAM_BUFFERS
+    assert genicam.stream_buffers(200 << 20) == 2 and genicam.stream_buffers(64 << 20) == 8
+    monkeypatch.setattr(genicam, "MAX_PAYLOAD_BYTES", 512 * 512 - 1)  # the simulator sends 512x512 Mono8
+    with simulators(tmp_path) as (sim,):
+        source = GigeFrameSource(SourceSpec("gige", sim.source)).start()
+        try:
+            wait_for(lambda: "bytes per frame" in (source.error or ""), 15, "the refusal")
+            assert "262144 bytes per frame" in (source.error or "") and source.latest(0, 0.5) is None
+        finally:
+            source.close()
+
+
 @pytest.fixture(scope="module")
 def colour_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_colour_onnx(tmp_path_factory.mktemp("colour") / "model_64.onnx")

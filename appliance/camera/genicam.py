@@ -40,6 +40,10 @@ from appliance.stations.genicam import (
 logger = logging.getLogger(__name__)
 
 STREAM_BUFFERS = 10
+# The payload size is the camera's word: a frame larger than this is refused (a 100 MP 16-bit sensor is 200 MB),
+# and a stream's buffers together stay under STREAM_MEMORY_BYTES (fewer buffers for large frames, 2 at least).
+MAX_PAYLOAD_BYTES = 256 << 20
+STREAM_MEMORY_BYTES = 512 << 20
 # A missing packet is asked for again after PACKET_TIMEOUT_US; a frame whose packets stopped coming is handed
 # out incomplete FRAME_RETENTION_US after the last one. Longer waits do not save more frames: a resend comes
 # within milliseconds on a LAN or not at all, and a frame held longer keeps a buffer from the next ones (on
@@ -47,6 +51,11 @@ STREAM_BUFFERS = 10
 PACKET_TIMEOUT_US = 40_000
 FRAME_RETENTION_US = 100_000
 SOCKET_BUFFER_FRAMES = 16
+
+
+def stream_buffers(payload: int) -> int:
+    """How many frame buffers the stream gets for this payload size."""
+    return max(2, min(STREAM_BUFFERS, STREAM_MEMORY_BYTES // max(payload, 1)))
 
 
 def socket_buffer_bytes(payload: int) -> int:
@@ -540,7 +549,12 @@ class GenicamCamera:
                 arv.GvStreamOption.PACKET_SOCKET_DISABLED,
             )
         self.stream = self._call("creating the stream", c.create_stream, None, None)
-        payload = self._call("reading the payload size", c.get_payload)
+        payload = int(self._call("reading the payload size", c.get_payload))
+        if not 0 < payload <= MAX_PAYLOAD_BYTES:
+            raise GenicamError(
+                f"the camera announces {payload} bytes per frame; the box takes frames of 1 byte to "
+                f"{MAX_PAYLOAD_BYTES >> 20} MB (check its Width, Height and PixelFormat)"
+            )
         if self.is_gige:
             # Room for a few frames in the kernel while the receiving thread waits for a busy CPU (the kernel
             # caps it at net.core.rmem_max: the install raises that, docs/camera.md).
@@ -550,7 +564,7 @@ class GenicamCamera:
             self.stream.set_property("frame-retention", FRAME_RETENTION_US)
             resend = arv.GvStreamPacketResend.ALWAYS if packet_resend else arv.GvStreamPacketResend.NEVER
             self.stream.set_property("packet-resend", resend)
-        for _ in range(STREAM_BUFFERS):
+        for _ in range(stream_buffers(payload)):
             self.stream.push_buffer(arv.Buffer.new_allocate(payload))
         self._ids = FrameIds()
         self._packet_base = {}
