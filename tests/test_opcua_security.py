@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,35 @@ def test_trust_on_first_use_records_the_first_certificate_and_refuses_the_others
     listed = {c.application_uri: c for c in trust.list_certificates(box.db, box.output_id, ADMIN)}
     assert (listed["urn:line:hmi"].state, listed["urn:line:hmi"].source) == ("trusted", "first_use")
     assert listed["urn:line:scada"].state == "refused"
+
+
+def test_channels_opened_in_a_loop_are_all_refused_and_recorded_at_a_bounded_rate(
+    box_factory, certificates
+) -> None:
+    """Each OpenSecureChannel is checked before the client proved its key: a loop of them must not cost a
+    catalog write each (a synchronous fsync on the server's event loop)."""
+    box = box_factory(security=["basic256sha256"])
+    started = time.monotonic()
+    tries = [secure_session(box, certificates, "rogue") for _ in range(8)]
+    elapsed = time.monotonic() - started
+    assert all(t["refused_at"] == "connect" for t in tries), tries
+    (rogue,) = trust.list_certificates(box.db, box.output_id, ADMIN)
+    assert 1 <= rogue.attempts <= elapsed + 1, (rogue.attempts, elapsed)  # once a second at most
+    assert box.server._trust_writes.not_recorded >= 8 - rogue.attempts
+    trust.trust_certificate(box.db, box.output_id, rogue.id, ADMIN)  # a decision is never stale
+    assert secure_session(box, certificates, "rogue")["refused_at"] is None
+    assert box.triggers() == 0
+
+
+def test_the_record_budget_bounds_writes_for_new_certificates_too() -> None:
+    budget = trust.RecordBudget(per_second=5, same_every_s=0.0)
+    allowed = sum(budget.allow(f"certificate {i}".encode()) for i in range(100))
+    assert allowed <= 6 and budget.not_recorded == 100 - allowed
+    budget = trust.RecordBudget(per_second=100, same_every_s=60, remember=4)
+    assert budget.allow(b"a") and not budget.allow(b"a")
+    for other in (b"b", b"c", b"d", b"e"):
+        assert budget.allow(other)
+    assert budget.allow(b"a") and len(budget._last) == 4  # forgotten past `remember`: bounded memory
 
 
 def test_the_trust_list_through_the_api(client, admin, certificates) -> None:

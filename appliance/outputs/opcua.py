@@ -142,6 +142,7 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         self._count_nodes: dict[int, dict[str, Node]] = {}
         self._unwritten: set[int] = set()
         self._trust_db: Database | None = None  # the server loop's own connection (certificate checks)
+        self._trust_writes = trust.RecordBudget()  # attempts recorded at a bounded rate (before key proof)
         self._live: dict[int, CameraLive] = {}
         self._adding = asyncio.Lock()
         self._live_writing: concurrent.futures.Future[None] | None = None
@@ -194,7 +195,11 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
             self._trust_db = open_database(self.db_path)
         try:
             decision, parsed = trust.check_client(
-                self._trust_db, self.output_id, der, self.settings.trust_on_first_use
+                self._trust_db,
+                self.output_id,
+                der,
+                self.settings.trust_on_first_use,
+                record=bool(der) and self._trust_writes.allow(der or b""),
             )
         except Exception as exc:
             logger.exception("output %s: checking a client certificate failed", self.output_id)

@@ -207,36 +207,80 @@ def _insert(
 Decision = Literal["trusted", "first_use", "untrusted", "expired", "unreadable"]
 
 
+class RecordBudget:
+    """How often the certificate checks of one OPC UA server may write to the catalog.
+
+    Every OpenSecureChannel is checked on the server's event loop, before the client proved it holds the key:
+    a client opening channels in a loop (or with a new certificate each time) would otherwise cost a
+    synchronous write per attempt. The decision is always read from the catalog (a trust list change applies
+    at once); recording the attempt happens at most once per `same_every_s` for one certificate and
+    `per_second` times a second in all (the attempts not recorded are counted in memory)."""
+
+    def __init__(self, per_second: float = 10.0, same_every_s: float = 1.0, remember: int = 256) -> None:
+        self.per_second = per_second
+        self.same_every_s = same_every_s
+        self.remember = remember
+        self.not_recorded = 0
+        self._tokens = per_second
+        self._refilled = time.monotonic()
+        self._last: dict[bytes, float] = {}
+
+    def allow(self, der: bytes) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.per_second, self._tokens + (now - self._refilled) * self.per_second)
+        self._refilled = now
+        key = hashlib.sha256(der).digest()
+        last = self._last.get(key)
+        if (last is not None and now - last < self.same_every_s) or self._tokens < 1:
+            self.not_recorded += 1
+            return False
+        self._tokens -= 1
+        self._last.pop(key, None)
+        self._last[key] = now
+        while len(self._last) > self.remember:
+            del self._last[next(iter(self._last))]
+        return True
+
+
+def _decide(
+    db: Database, output_id: int, parsed: ParsedCertificate, first_use: bool
+) -> tuple[Decision, tuple[int, str] | None]:
+    row = db.execute(
+        "SELECT id, state FROM opcua_client_certificates WHERE output_id = ? AND thumbprint = ?",
+        [output_id, parsed.thumbprint],
+    ).fetchone()
+    now = time.time()
+    if not parsed.not_before <= now <= parsed.not_after:
+        return "expired", row
+    if row is not None and row[1] == "trusted":
+        return "trusted", row
+    if first_use and _trusted_count(db, output_id) == 0:
+        return "first_use", row
+    return "untrusted", row
+
+
 def check_client(
-    db: Database, output_id: int, der: bytes | None, first_use: bool
+    db: Database, output_id: int, der: bytes | None, first_use: bool, record: bool = True
 ) -> tuple[Decision, ParsedCertificate | None]:
-    """What the OPC UA server does with the certificate a client opens a secure channel with; the attempt is
-    counted, a refused certificate recorded (the latest MAX_REFUSED kept)."""
+    """What the OPC UA server does with the certificate a client opens a secure channel with; with `record`,
+    the attempt is counted and a refused certificate recorded (the latest MAX_REFUSED kept). Without it nothing
+    is written, and trust on first use (a write) is not given this time (the client's next attempt may)."""
     if not der:
         return "unreadable", None
     try:
         parsed = parse_certificate(der)
     except Invalid:
         return "unreadable", None
+    if not record:
+        return _decide(db, output_id, parsed, first_use=False)[0], parsed
     now = time.time()
     with write_transaction(db):
-        row = db.execute(
-            "SELECT id, state FROM opcua_client_certificates WHERE output_id = ? AND thumbprint = ?",
-            [output_id, parsed.thumbprint],
-        ).fetchone()
+        decision, row = _decide(db, output_id, parsed, first_use)
         if row is not None:
             db.execute(
                 "UPDATE opcua_client_certificates SET last_seen_at = ?, attempts = attempts + 1 WHERE id = ?",
                 [now, row[0]],
             )
-        if not parsed.not_before <= now <= parsed.not_after:
-            decision: Decision = "expired"
-        elif row is not None and row[1] == "trusted":
-            decision = "trusted"
-        elif first_use and _trusted_count(db, output_id) == 0:
-            decision = "first_use"
-        else:
-            decision = "untrusted"
         if decision == "first_use":
             if row is None:
                 row = (_insert(db, output_id, parsed, "trusted", "first_use", None), "trusted")
