@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance.camera.batching import BatchPolicy, BatchRunner, batch_policy
+from appliance.camera import batching
+from appliance.camera.batching import BatchPolicy, BatchRunner, TriggerWaits, batch_policy
 from appliance.inference.pipeline import Detections, DetectRequest, load_detector
 from tests.inference_support import oracle_onnx, shapes_image
 
@@ -132,6 +133,50 @@ def test_a_trigger_frame_goes_first_then_first_come_first_served(detector: Any) 
     for thread in threads:
         thread.join(30)
     assert recording.calls == [[99, 1], [2, 3]]
+
+
+def test_routine_frames_wait_while_another_cameras_trigger_is_unanswered(
+    detector: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Camera 1 has a trigger waiting for its frame: the other cameras' routine frames do not start a call
+    that the triggered frame would queue behind (at most TRIGGER_HOLD_S); camera 1's own frames are not held."""
+    monkeypatch.setattr(batching, "TRIGGER_HOLD_S", 5.0)  # longer than this machine may take to get there
+    recording = Recording(detector)
+    waits = TriggerWaits()
+    runner = BatchRunner(recording, BatchPolicy(1, None, "off"), waits)
+    waits.set(1, True)
+    routine = start([lambda m=m: runner.run(marked(m), 0.05, camera_id=2) for m in (20, 21)])  # type: ignore[misc]
+    own = runner.run(marked(10), 0.05, camera_id=1)  # the triggered camera's frame from before the trigger
+    assert own[1] == 1 and recording.calls == [[10]]
+    time.sleep(0.05)
+    assert recording.calls == [[10]]  # still held
+    runner.run(marked(99), 0.05, urgent=True, camera_id=1)  # the trigger's frame: at once
+    waits.set(1, False)  # answered: the held frames go, in their order
+    joined(*routine)
+    assert recording.calls == [[10], [99], [20], [21]]
+    # A routine call that ends before the trigger's frame is due (from its source's pace) goes at once.
+    waits.set(1, True, frame_due=time.monotonic() + 30.0)
+    started = time.monotonic()
+    runner.run(marked(22), 0.05, camera_id=2)
+    assert time.monotonic() - started < 4.0 and recording.calls[-1] == [22]
+    waits.set(1, True, frame_due=time.monotonic())  # due now: it would be in the way
+    late = start([lambda: runner.run(marked(23), 0.05, camera_id=2)])
+    time.sleep(0.3)
+    assert recording.calls[-1] == [22]
+    waits.set(1, False)
+    joined(*late)
+    assert recording.calls[-1] == [23]
+    # A trigger never answered holds routine frames for TRIGGER_HOLD_S, no longer.
+    monkeypatch.setattr(batching, "TRIGGER_HOLD_S", 1.0)
+    waits.set(3, True)
+    started = time.monotonic()
+    runner.run(marked(30), 0.05, camera_id=2)
+    held = time.monotonic() - started
+    assert 0.95 <= held < 3.0, held
+    waits.set(3, False)
+    started = time.monotonic()
+    runner.run(marked(31), 0.05, camera_id=2)
+    assert time.monotonic() - started < 0.9  # nothing waits: no hold
 
 
 def test_every_camera_gets_its_share(detector: Any) -> None:

@@ -453,3 +453,25 @@ def test_live_model_stream_websocket_capture_and_switch(
         finally:
             camera.stop()
         assert api.get(f"/cameras/{cam}/status").json()["state"] in ("stopped", "offline")
+
+
+def test_a_sources_next_frame_is_due_at_its_pace(tmp_path: Path) -> None:
+    """What a trigger's wait is planned on (camera/batching.py: routine calls that would still run then wait)."""
+    from appliance.camera.capture import FrameSource, SourceSpec
+
+    source = FrameSource(
+        SourceSpec("file", str(write_video(tmp_path / "paced.avi", count=30, fps=15)))
+    ).start()
+    try:
+        wait_for(lambda: source.source_fps() > 10, 10, "the source's pace")
+        for _ in range(5):
+            now = time.monotonic()
+            due = source.next_frame_due(now)
+            assert due is not None and now < due <= now + 1 / source.source_fps() + 1e-6, (now, due)
+            later = source.next_frame_due(now + 1.0)
+            assert later is not None and now + 1.0 < later <= now + 1.0 + 1 / source.source_fps() + 1e-6
+            time.sleep(0.03)
+    finally:
+        source.close()
+    # Stopped (or a camera waiting for its trigger): no pace two seconds after its last frame, so no due time.
+    wait_for(lambda: source.next_frame_due(time.monotonic()) is None, 5, "no pace")

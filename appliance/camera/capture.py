@@ -9,6 +9,7 @@ reopened with exponential backoff, and `state`/`error` say so meanwhile.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -208,6 +209,17 @@ class FrameSource:
     def genicam_status(self) -> GenicamStatus | None:
         """The GenICam part of the status (GigE / USB3 Vision sources only)."""
         return None
+
+    def next_frame_due(self, after: float) -> float | None:
+        """When the first frame grabbed after `after` (monotonic) is due, at the source's pace; None when it
+        has none (a camera waiting for its trigger, a stalled source)."""
+        fps = self.source_fps()
+        times = self._read_times
+        if fps <= 0 or not times:
+            return None
+        period = 1.0 / fps
+        behind = max(0, math.floor((after - times[-1]) / period) + 1)
+        return times[-1] + behind * period
 
     def source_fps(self) -> float:
         times = self._read_times

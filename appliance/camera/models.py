@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.camera.batching import BatchPolicy, BatchRunner, batch_policy
+from appliance.camera.batching import BatchPolicy, BatchRunner, TriggerWaits, batch_policy
 from appliance.config import Config
 from appliance.db import Database, open_database
 from appliance.models.loading import (
@@ -94,6 +94,9 @@ class ModelPool:
         self._loading: tuple[tuple[Any, ...], threading.Thread] | None = None
         self._done: list[_Loaded] = []
         self._lock = threading.Lock()
+        self.trigger_waits = (
+            TriggerWaits()
+        )  # routine frames of every model wait for a trigger's (batching.py)
 
     def get(self, camera_id: int) -> tuple[SharedModel | None, str]:
         """The camera's model when loaded, and a note for its status."""
@@ -115,7 +118,9 @@ class ModelPool:
             done, self._done = self._done, []
         for key, detector, loaded_row, error, policy in done:
             if error is None:
-                self.loaded[key] = SharedModel(key, loaded_row, detector, BatchRunner(detector, policy))
+                self.loaded[key] = SharedModel(
+                    key, loaded_row, detector, BatchRunner(detector, policy, self.trigger_waits)
+                )
                 logger.info("camera process loaded model %s (%s)", loaded_row["id"], key[1])
             else:
                 self._failed[key] = (time.monotonic(), error)

@@ -74,6 +74,7 @@ class CameraLoop:
         self.published = 0
         self.inspections = 0  # frames evaluated by the model and rules (the line's heartbeat)
         self.events = 0
+        self.frames_before_trigger = 0  # frames skipped while a trigger waited for a newer one
         self.last_seq = 0
         self.last_size = (0, 0)
         self.last_verdict: str | None = None
@@ -147,6 +148,11 @@ class CameraLoop:
             waiting = bool(self._triggers)
             if waiting != self._trigger_hold:
                 (self.spare_time.hold if waiting else self.spare_time.release)()
+                try:  # the loop may answer it meanwhile (then the hold ends at its next call)
+                    due = self.source.next_frame_due(self._triggers[0].requested_mono) if waiting else None
+                except IndexError:
+                    due = None
+                self.models.trigger_waits.set(self.camera_id, waiting, due)
                 self._trigger_hold = waiting
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -162,6 +168,12 @@ class CameraLoop:
                     self._hold_while_triggered()
                     continue
                 self.last_seq = frame.seq
+                if self._triggers and frame.captured_at <= self._triggers[0].requested_mono:
+                    # Grabbed before the trigger came: its answer is the next frame, and no model call of this
+                    # camera may stand in that frame's way (the other cameras' wait too: batching.py).
+                    self.frames_before_trigger += 1
+                    self._hold_while_triggered()
+                    continue
                 with self.spare_time.busy():
                     self.process(frame, wait_ms=(time.perf_counter() - waited) * 1000)
                 self._hold_while_triggered()
@@ -192,8 +204,9 @@ class CameraLoop:
                 fps = self.source.source_fps()  # its next frame makes this one stale: no batch waits past it
                 newer_at = frame.captured_at + 1.0 / fps if fps > 0 else None
                 result, batch = model.runner.run(
-                    frame.image, s.confidence, s.iou, urgent=urgent, newer_frame_at=newer_at
-                )
+                    frame.image, s.confidence, s.iou, urgent=urgent, newer_frame_at=newer_at,
+                    camera_id=self.camera_id,
+                )  # fmt: skip
                 self.batches.add(batch)
                 stages = sum(
                     result.timings.get(k, 0.0) for k in ("preprocess_ms", "inference_ms", "postprocess_ms")
@@ -252,7 +265,7 @@ class CameraLoop:
             timings={k: round(v, 2) for k, v in timings.items()},
             model_id=model_id,
             fps=round(self.rate.rate(), 2),
-            dropped=self.source.dropped,
+            dropped=self.source.dropped + self.frames_before_trigger,
         )
         self.publisher.publish_frame(jpeg, meta)
         self.stats.add(timings)
@@ -335,7 +348,7 @@ class CameraLoop:
             fps=round(self.rate.rate(), 2),
             source_fps=round(self.source.source_fps(), 2),
             frames=self.published,
-            dropped=self.source.dropped,
+            dropped=self.source.dropped + self.frames_before_trigger,
             reconnects=self.source.reconnects,
             source_lost_at=self.source.lost_since,
             retries=self.source.retries,
