@@ -219,6 +219,17 @@ def test_a_split_stays_frozen_while_the_dataset_changes(
     (gone,) = images(client, admin, rerun["id"], "missing")
     assert gone["missing"] == "its file is gone" and gone["image_id"] is None
     assert finished(client, admin, later["id"])["summary"]["images_with_misses"] == 0
+    # A file grown past max_image_mb since (a damaged disk, a swapped file): read no further than the limit.
+    sha = client.get(f"{API}/images/{site['images']['a']['id']}", headers=admin).json()["sha256"]
+    (stored,) = (config.data_path / "images" / sha[:2]).glob(f"{sha}.*")
+    with stored.open("ab") as grown:
+        grown.write(bytes(3 << 20))
+    config.max_image_mb = 1
+    big = evaluate(client, admin, site["model"], split_id=first["split"]["id"], export_id=site["export"])
+    run_jobs(config)
+    assert finished(client, admin, big["id"])["summary"]["images_missing"] == 2
+    reasons = {i["missing"] for i in images(client, admin, big["id"], "missing")}
+    assert reasons == {"its file is gone", "unreadable: image is 1048577 bytes; the limit is 1048576"}
 
 
 def test_comparing_two_models_on_the_same_images(
@@ -307,3 +318,39 @@ def test_requests_are_checked_and_evaluations_follow_what_the_caller_may_see(
     cancelled = client.post(f"{API}/evaluations/{done['id']}/cancel", headers=admin)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert run_jobs(config) == []
+
+
+def _snapshot(config: Config, job_id: int, label: str) -> Path:
+    """A training run's val snapshot on disk, as the worker leaves it: data.yaml, one image, its label file.
+    The image is not in the catalog any more (deleted since the run)."""
+    run = config.data_path / "runs" / str(job_id)
+    (run / "images" / "val").mkdir(parents=True)
+    (run / "labels" / "val").mkdir(parents=True)
+    (run / "data.yaml").write_text("names:\n  0: square\n  1: disc\n")
+    ok, jpeg = cv2.imencode(".jpg", scene([(1, 1)], [])[0])
+    assert ok
+    (run / "images" / "val" / "5.jpg").write_bytes(jpeg.tobytes())
+    (run / "labels" / "val" / "5.txt").write_text(label)
+    return run
+
+
+def test_a_damaged_snapshot_label_is_refused_not_silently_shortened(config: Config, fresh_db: Database) -> None:
+    from appliance.errors import Conflict
+    from appliance.evaluation import splits
+
+    _snapshot(config, 7, "0 0.5 0.5 0.25 0.25\n\n1 0.25 0.25 0.1 0.1\n")
+    split_id = splits.training_split(fresh_db, config, 7)
+    (item,) = splits.split_items(fresh_db, config, split_id)
+    height, width = scene([(1, 1)], [])[0].shape[:2]  # from the file's own header: the catalog lost the row
+    assert len(item.boxes) == 2 and item.boxes[0][0] == 0
+    assert item.boxes[0][1:] == pytest.approx((0.375 * width, 0.375 * height, 0.625 * width, 0.625 * height))
+    for job_id, label, line in (
+        (8, "0 0.5 0.5 0.25 0.25\n1 0.5 oops 0.1 0.1\n", 2),  # a number that is not one
+        (9, "7 0.5 0.5 0.25 0.25\n", 1),  # a class the run does not have
+        (10, "0 0.5 0.5 0.25\n", 1),  # a field missing
+        (11, "0 0.5 nan 0.25 0.25\n", 1),
+    ):
+        _snapshot(config, job_id, label)
+        with pytest.raises(Conflict, match=rf"labels/val/5.txt, line {line}, is not 'class cx cy w h'"):
+            splits.training_split(fresh_db, config, job_id)
+    assert fresh_db.execute("SELECT COUNT(*) FROM evaluation_splits").fetchone()[0] == 1  # none half-written

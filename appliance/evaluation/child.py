@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         backend, size = _backend(spec)
         summary, outcomes = evaluate_items(
             spec.items, backend, size, spec.model_classes, spec.split_classes, spec.class_map,  # type: ignore[arg-type]
-            conf=spec.conf, iou=spec.iou, max_image_pixels=spec.max_image_pixels, progress=progress,
+            conf=spec.conf, iou=spec.iou, max_image_pixels=spec.max_image_pixels,
+            max_image_bytes=spec.max_image_bytes, progress=progress,
         )  # fmt: skip
         result = ChildResult(status="completed", summary=summary, outcomes=outcomes)
         code = 0

@@ -48,6 +48,7 @@ class ChildSpec(msgspec.Struct, kw_only=True):
     parent_pid: int
     ultralytics_config_dir: str
     max_image_pixels: int = 80_000_000
+    max_image_bytes: int = 64 << 20
     conf: float = 0.001  # as Ultralytics' val: the whole precision-recall curve
     iou: float = 0.7
 

@@ -79,6 +79,7 @@ def _spec(context: JobContext, evaluation: dict[str, Any]) -> ChildSpec:
         parent_pid=os.getpid(),
         ultralytics_config_dir=str(config.data_path / "ultralytics"),
         max_image_pixels=config.max_image_pixels,
+        max_image_bytes=config.max_image_mb * 1024 * 1024,
     )
 
 

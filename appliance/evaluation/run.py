@@ -73,6 +73,7 @@ def evaluate_items(
     conf: float = 0.001,
     iou: float = 0.7,
     max_image_pixels: int = 80_000_000,
+    max_image_bytes: int = 64 << 20,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[EvaluationSummary, list[ImageOutcome]]:
     """Run the backend on every item and measure it against the item's frozen boxes."""
@@ -86,8 +87,9 @@ def evaluate_items(
     unknown_labels = unknown_predictions = missing = 0
     for done, item in enumerate(items, start=1):
         try:
-            data = Path(item.path).read_bytes()
-            checked = check_image_bytes(data, max_bytes=max(len(data), 1), max_pixels=max_image_pixels)
+            with Path(item.path).open("rb") as handle:  # at most one byte past the limit is read
+                data = handle.read(max_image_bytes + 1)
+            checked = check_image_bytes(data, max_bytes=max_image_bytes, max_pixels=max_image_pixels)
             image = decode_image(data, checked)
         except (
             Exception

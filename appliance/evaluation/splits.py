@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,9 @@ from appliance.classes import class_names
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.db import Database, write_transaction
-from appliance.errors import Conflict, Invalid, NotFound
+from appliance.errors import AppError, Conflict, Invalid, NotFound
 from appliance.evaluation.contracts import Box, SplitItem
-from appliance.imaging.check import FORMATS
+from appliance.imaging.check import FORMATS, check_image_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -180,13 +181,34 @@ def _prune_unused_except(db: Database, keep: int) -> None:
     )
 
 
-def _yolo_boxes(text: str, width: int, height: int) -> list[Box]:
+MB = 1024 * 1024
+MAX_LABEL_BYTES = 4 << 20  # one image's label file in a training snapshot (100,000 boxes is ~4 MB)
+
+
+def _yolo_boxes(label: Path, width: int, height: int, n_classes: int, job_id: int) -> list[Box]:
+    """The boxes of one label file of a run's snapshot. The box wrote it; a line it cannot read means the
+    snapshot was damaged, and an evaluation without that box would be wrong without saying so: refused."""
+    where = f"training run {job_id}'s snapshot label labels/val/{label.name}"
+    with label.open("rb") as handle:
+        data = handle.read(MAX_LABEL_BYTES + 1)
+    if len(data) > MAX_LABEL_BYTES:
+        raise Conflict(f"{where} is over {MAX_LABEL_BYTES >> 20} MB: the snapshot is damaged")
     boxes: list[Box] = []
-    for line in text.splitlines():
+    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
         parts = line.split()
-        if len(parts) != 5:
+        if not parts:
             continue
-        class_id, cx, cy, w, h = int(parts[0]), *(float(p) for p in parts[1:])
+        try:
+            if len(parts) != 5:
+                raise ValueError
+            class_id, cx, cy, w, h = int(parts[0]), *(float(p) for p in parts[1:])
+            if not 0 <= class_id < n_classes or not all(map(math.isfinite, (cx, cy, w, h))):
+                raise ValueError
+        except ValueError:
+            raise Conflict(
+                f"{where}, line {number}, is not 'class cx cy w h' with a class of the run's {n_classes}: "
+                "the snapshot is damaged, so its evaluation would leave boxes out"
+            ) from None
         boxes.append(
             (
                 class_id,
@@ -197,6 +219,21 @@ def _yolo_boxes(text: str, width: int, height: int) -> list[Box]:
             )
         )
     return boxes
+
+
+def _size_from_file(config: Config, path: Path, ext: str) -> tuple[int, int, str]:
+    """An image of the snapshot the catalog no longer lists (deleted since): its oriented size from its own
+    header, so that its labels still count; (0, 0, format) when the file is gone too (then the evaluation
+    counts it as missing, with the reason)."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(config.max_image_mb * MB + 1)
+        checked = check_image_bytes(
+            data, max_bytes=config.max_image_mb * MB, max_pixels=config.max_image_pixels
+        )
+    except (OSError, ValueError, AppError):  # gone, unreadable or refused: counted missing by the evaluation
+        return 0, 0, _FORMAT_OF_EXT.get(ext, ext)
+    return checked.width, checked.height, checked.format
 
 
 def training_split(db: Database, config: Config, job_id: int) -> int:
@@ -233,10 +270,10 @@ def training_split(db: Database, config: Config, job_id: int) -> int:
         sha, ext = target.stem, target.suffix.lstrip(".").lower()
         size = db.execute("SELECT width, height, format FROM image_files WHERE sha256 = ?", [sha]).fetchone()
         width, height, fmt = (
-            (int(size[0]), int(size[1]), str(size[2])) if size else (0, 0, _FORMAT_OF_EXT.get(ext, ext))
+            (int(size[0]), int(size[1]), str(size[2])) if size else _size_from_file(config, target, ext)
         )
         label = run / "labels" / "val" / f"{link.stem}.txt"
-        boxes = _yolo_boxes(label.read_text(), width, height) if label.is_file() and width else []
+        boxes = _yolo_boxes(label, width, height, len(classes), job_id) if label.is_file() and width else []
         image_id = int(link.stem) if link.stem.isdigit() else None
         rows.append((image_id, int(versions.get(image_id, 0)), sha, fmt, width, height, boxes))
     if not rows:
