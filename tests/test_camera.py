@@ -475,3 +475,43 @@ def test_a_sources_next_frame_is_due_at_its_pace(tmp_path: Path) -> None:
         source.close()
     # Stopped (or a camera waiting for its trigger): no pace two seconds after its last frame, so no due time.
     wait_for(lambda: source.next_frame_due(time.monotonic()) is None, 5, "no pace")
+
+
+def test_a_frame_sent_to_a_dataset_accounts_for_every_detection(
+    client: TestClient[Any], config: Config
+) -> None:
+    """Detections in = pre-labels stored + left out, each reason counted (a class the dataset lacks, a box
+    with no area inside the frame, a frame already in the dataset whose labels are kept)."""
+    from appliance.camera.service import save_frame
+    from appliance.inference.pipeline import Detection
+    from appliance.storage import ImageStore
+    from tests.helpers import setup_admin
+
+    admin = setup_admin(client)
+    dataset = create_dataset(client, admin, classes=["square", "disc"])
+    ok, encoded = cv2.imencode(".jpg", np.full((120, 160, 3), 90, np.uint8))
+    assert ok
+    detections = [
+        Detection(class_id=0, class_name="Square", confidence=0.9, x1=10, y1=10, x2=50, y2=50),
+        Detection(class_id=1, class_name="disc", confidence=0.8, x1=-5, y1=100, x2=200, y2=130),  # clipped
+        Detection(class_id=2, class_name="bolt", confidence=0.7, x1=1, y1=1, x2=9, y2=9),
+        Detection(class_id=1, class_name="disc", confidence=0.6, x1=170, y1=10, x2=190, y2=40),  # outside
+        Detection(class_id=1, class_name="disc", confidence=0.5, x1=30, y1=30, x2=30, y2=60),  # no width
+    ]
+    db = open_database(config.db_path)
+    try:
+        user = CurrentUser(id=1, username="admin", role="admin", token_id="t")
+        first = save_frame(
+            db, ImageStore(config), config, dataset["id"], user, encoded.tobytes(), detections, "a.jpg"
+        )
+        assert first.boxes == 2 and first.skipped_classes == ["bolt"]
+        assert first.left_out == {"class not in the dataset": 1, "no area inside the frame": 2}
+        assert first.boxes + sum(first.left_out.values()) == len(detections)
+        again = save_frame(
+            db, ImageStore(config), config, dataset["id"], user, encoded.tobytes(), detections, "b.jpg"
+        )
+        assert again.duplicate and again.boxes == 0 and again.image_id == first.image_id
+        assert again.left_out["the frame was already in the dataset (its labels kept)"] == 2
+        assert again.boxes + sum(again.left_out.values()) == len(detections)
+    finally:
+        db.conn.close()

@@ -334,7 +334,9 @@ def _snapshot(config: Config, job_id: int, label: str) -> Path:
     return run
 
 
-def test_a_damaged_snapshot_label_is_refused_not_silently_shortened(config: Config, fresh_db: Database) -> None:
+def test_a_damaged_snapshot_label_is_refused_not_silently_shortened(
+    config: Config, fresh_db: Database
+) -> None:
     from appliance.errors import Conflict
     from appliance.evaluation import splits
 

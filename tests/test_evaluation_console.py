@@ -155,7 +155,7 @@ def test_live_shadow_card_promotes_and_undoes(
             card.get_by_test_id("shadow-send-open").first.click()
             card.get_by_test_id("shadow-send-dataset").select_option(str(dataset["id"]))
             card.get_by_test_id("shadow-send").click()
-            wait_js(page, "document.body.innerText.includes('pre-label(s) to review')")
+            wait_js(page, "document.body.innerText.includes('to review')")
             assert api.call("GET", f"/datasets/{dataset['id']}/images")["items"]
             card.get_by_test_id("shadow-promote").click()
             expect(card.get_by_test_id("shadow-camera-model")).to_contain_text(f"swapped (#{candidate})")

@@ -3,6 +3,7 @@ model's boxes as pre-labels (the live frame, or an event's snapshot)."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from dataclasses import dataclass
@@ -61,24 +62,33 @@ class PreLabel:
     source: str = "model"
 
 
+NOT_IN_DATASET = "class not in the dataset"
+NO_AREA = "no area inside the frame"
+ALREADY_THERE = "the frame was already in the dataset (its labels kept)"
+
+
 def prelabels(
     detections: list[Detection], dataset_classes: list[str], width: int, height: int
-) -> tuple[list[PreLabel], list[str]]:
-    """Model detections as dataset boxes, mapped by class name (case-insensitive); unknown names skipped."""
+) -> tuple[list[PreLabel], list[str], dict[str, int]]:
+    """Model detections as dataset boxes, mapped by class name (case-insensitive); (boxes, the class names
+    missing from the dataset, how many detections were left out for each reason)."""
     by_name = {name.lower(): i for i, name in enumerate(dataset_classes)}
     boxes: list[PreLabel] = []
     skipped: set[str] = set()
+    left_out: collections.Counter[str] = collections.Counter()
     for det in detections:
         class_id = by_name.get(det.class_name.lower())
         if class_id is None:
             skipped.add(det.class_name)
+            left_out[NOT_IN_DATASET] += 1
             continue
         x1, y1 = max(0.0, det.x1), max(0.0, det.y1)
         x2, y2 = min(float(width), det.x2), min(float(height), det.y2)
         if x2 <= x1 or y2 <= y1:
+            left_out[NO_AREA] += 1
             continue
         boxes.append(PreLabel(class_id, x1, y1, x2, y2, det.confidence))
-    return boxes, sorted(skipped)
+    return boxes, sorted(skipped), dict(left_out)
 
 
 def save_frame(
@@ -103,10 +113,12 @@ def save_frame(
     else:
         image_id, duplicate = result.added[0].id, False
     image = catalog.image_row(db, image_id, user)
-    boxes, skipped = prelabels(
+    boxes, skipped, left_out = prelabels(
         detections, class_names(dataset["classes"]), int(image["width"]), int(image["height"])
     )
     stored = 0
+    if duplicate and boxes:
+        left_out[ALREADY_THERE] = len(boxes)
     if not duplicate and boxes:
         with write_transaction(db):
             catalog.replace_boxes(db, image_id, dataset_id, boxes, None)
@@ -120,8 +132,9 @@ def save_frame(
         "frame %s saved to dataset %s as image %s (%s pre-labels)", name, dataset_id, image_id, stored
     )
     return CaptureResult(
-        image_id=image_id, dataset_id=dataset_id, boxes=stored, skipped_classes=skipped, duplicate=duplicate
-    )
+        image_id=image_id, dataset_id=dataset_id, boxes=stored, skipped_classes=skipped, duplicate=duplicate,
+        left_out=left_out,
+    )  # fmt: skip
 
 
 def capture(

@@ -151,6 +151,8 @@ class CaptureResult(msgspec.Struct, kw_only=True):
     boxes: int  # pre-labels stored (model classes that exist in the dataset by name)
     skipped_classes: list[str]
     duplicate: bool
+    # Detections not stored as pre-labels, by reason: boxes + the counts = the detections of the frame.
+    left_out: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class CameraCounters(msgspec.Struct, kw_only=True):

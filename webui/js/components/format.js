@@ -21,3 +21,16 @@ export function formatDuration(seconds) {
   const rest = String(s % 60).padStart(2, '0');
   return hours ? `${hours}:${String(minutes).padStart(2, '0')}:${rest}` : `${minutes}:${rest}`;
 }
+
+// "Saved as image 12 with 3 pre-labels to review; 2 left out (1 class not in the dataset, 1 no area ...)":
+// what a send-to-dataset answered, every detection accounted for.
+export function savedFrameText(r) {
+  if (r.duplicate) return `Already in the dataset as image ${r.image_id}${leftOutText(r.left_out)}`;
+  return `Saved as image ${r.image_id} with ${r.boxes} pre-label${r.boxes === 1 ? '' : 's'} to review${leftOutText(r.left_out)}`;
+}
+
+function leftOutText(leftOut) {
+  const reasons = Object.entries(leftOut || {});
+  const total = reasons.reduce((sum, [, n]) => sum + n, 0);
+  return total ? `; ${total} box${total === 1 ? '' : 'es'} left out (${reasons.map(([why, n]) => `${n} ${why}`).join(', ')})` : '';
+}

@@ -7,7 +7,7 @@
 
 import { API_PREFIX, errorText } from '../api.js';
 import { h, setText } from '../dom.js';
-import { formatNumber } from './format.js';
+import { formatNumber, savedFrameText } from './format.js';
 
 const POLL_MS = 2000;
 const SHOWN_EVENTS = 8;
@@ -74,7 +74,7 @@ export function shadowCard(ctx, camera, models) {
       h('option', { value: 'candidate' }, 'candidate\'s boxes'), h('option', { value: 'deployed' }, 'camera model\'s boxes'));
     const send = h('button.small', { type: 'button', testid: 'shadow-send', onclick: () => act(async () => {
       const saved = await api.post(`/shadow-events/${event.id}/dataset`, { dataset_id: Number(select.value), boxes: boxes.value });
-      ctx.toast(`Saved as image ${saved.image_id} with ${saved.boxes} pre-label(s) to review`, 'ok');
+      ctx.toast(savedFrameText(saved), 'ok');
     }) }, 'Send');
     line.replaceChildren(select, boxes, send);
     formOpen = true;

@@ -8,6 +8,7 @@ import { API_PREFIX, ApiError, events as sse } from '../api.js';
 import { drawOverlay } from '../components/camera-overlay.js';
 import { eventReport } from '../components/event-report.js';
 import { describeFeatures } from '../components/genicam-settings.js';
+import { savedFrameText } from '../components/format.js';
 import { say } from '../components/message.js';
 import { judgedBy } from '../components/settings-revision.js';
 import { h, setText } from '../dom.js';
@@ -44,8 +45,7 @@ function detail(ctx, event, cameraName, datasets) {
     setText(message, '');
     try {
       const r = await ctx.api.post(`/events/${event.id}/dataset`, { dataset_id: Number(select.value) });
-      say(message, r.duplicate ? `Already in the dataset as image ${r.image_id}`
-        : `Saved as image ${r.image_id} with ${r.boxes} pre-label${r.boxes === 1 ? '' : 's'} to review`, 'ok');
+      say(message, savedFrameText(r), 'ok');
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
       say(message, err.detail);
