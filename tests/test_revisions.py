@@ -107,9 +107,21 @@ def test_revisions_through_the_api(client, admin) -> None:
         == 404
     )
     assert client.get(f"{API}/cameras/{camera_id}/revisions/999", headers=admin).status_code == 404
+    # A new password alone is a change of what judges (the camera reconnects with it): a new revision, whose
+    # stored settings still read the same, masked; the same password again is no change.
+    body["settings"]["source"] = "rtsp://op:cam-secret-5@10.1.1.5/live"
+    assert client.put(f"{API}/cameras/{camera_id}", json=body, headers=admin).status_code == 200
+    body["name"] = "gate 3"
+    assert client.put(f"{API}/cameras/{camera_id}", json=body, headers=admin).status_code == 200
+    after = client.get(f"{API}/cameras/{camera_id}/revisions", headers=admin).json()
+    assert len(after) == 3 and after[1]["id"] == listed[0]["id"]
+    newest = client.get(f"{API}/cameras/{camera_id}/revisions/{after[0]['id']}", headers=admin).json()
+    assert newest["settings"]["source"] == "rtsp://op:***@10.1.1.5/live" and "source_digest" not in newest
     db = open_database(client.app.state.config.db_path)
-    stored = [row[0] for row in db.execute("SELECT settings FROM camera_revisions")]
-    assert stored and not any("cam-secret-4" in text for text in stored)
+    stored = [row for row in db.execute("SELECT settings, source_digest FROM camera_revisions")]
+    assert stored and not any("cam-secret" in text + (digest or "") for text, digest in stored)
+    salts = [digest.split("$")[0] for _, digest in stored]
+    assert len(set(salts)) == len(salts)  # a random salt per revision: equal passwords never look equal
     db.conn.close()
 
 

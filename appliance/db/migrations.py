@@ -30,6 +30,7 @@ SCHEMA_MODULES = [
     "schema_fleet",  # m040-m042: trusted keys, bundle identities, rollouts on this box, hard cases
     "schema_disk_full",  # m050-m054: the line on a full disk (why an event has no snapshot)
     "schema_events",  # m055-m056: event counts per minute and hour, the event list's indexes, rule rows
+    "schema_source_digest",  # m057: a salted digest of each camera revision's source (a password change)
 ]
 for _module in SCHEMA_MODULES:
     importlib.import_module(f"appliance.db.{_module}")

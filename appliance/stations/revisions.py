@@ -13,7 +13,10 @@ process still finishing frames with the previous settings.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -53,6 +56,19 @@ def _masked(settings: CameraSettings) -> CameraSettings:
     return msgspec.structs.replace(settings, source=redact_credentials(settings.source))
 
 
+def _source_digest(source: str, salt: str | None = None) -> str:
+    """`salt$sha256(salt + source)`: tells a changed password apart without keeping it (random salt per row)."""
+    salt = salt if salt is not None else secrets.token_hex(16)
+    return f"{salt}${hashlib.sha256((salt + source).encode()).hexdigest()}"
+
+
+def _same_source(digest: str | None, source: str) -> bool:
+    """Whether the source as typed is the one the revision was made with (unknown for earlier builds: no)."""
+    if not digest or "$" not in digest:
+        return False
+    return hmac.compare_digest(_source_digest(source, digest.split("$", 1)[0]), digest)
+
+
 def record_revision(
     db: Database, camera_id: int, name: str, settings: CameraSettings, user: CurrentUser | None
 ) -> int:
@@ -60,19 +76,24 @@ def record_revision(
     the camera's current revision; the camera's row then names it."""
     text = _encoder.encode(_masked(settings)).decode()
     current = db.execute(
-        "SELECT r.id, r.settings FROM cameras c JOIN camera_revisions r ON r.id = c.revision_id WHERE c.id = ?",
+        """SELECT r.id, r.settings, r.source_digest FROM cameras c JOIN camera_revisions r ON r.id = c.revision_id
+           WHERE c.id = ?""",
         [camera_id],
     ).fetchone()
-    if current is not None and current[1] == text:
+    if current is not None and current[1] == text and _same_source(current[2], settings.source):
         return int(current[0])
     now = time.time()
     if current is not None:
         db.execute("UPDATE camera_revisions SET superseded_at = ? WHERE id = ?", [now, current[0]])
     revision_id = db.execute(
-        """INSERT INTO camera_revisions (camera_id, camera_name, settings, created_at, created_by, created_by_name)
-           VALUES (?, ?, ?, ?, ?, ?)""",
-        [camera_id, name, text, now_iso(), user.id if user else None, user.username if user else ""],
-    ).lastrowid
+        """INSERT INTO camera_revisions
+             (camera_id, camera_name, settings, created_at, created_by, created_by_name, source_digest)
+           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        [
+            camera_id, name, text, now_iso(), user.id if user else None, user.username if user else "",
+            _source_digest(settings.source),
+        ],
+    ).lastrowid  # fmt: skip
     assert revision_id is not None
     db.execute("UPDATE cameras SET revision_id = ? WHERE id = ?", [revision_id, camera_id])
     return int(revision_id)
