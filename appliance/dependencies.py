@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from litestar import Request
 from litestar.datastructures import State
@@ -49,3 +49,11 @@ Settings = NamedDependency[Config]
 # would be documented but not kept (tests/test_security.py sends 2^63 to every id of every route).
 Id = Annotated[int, Parameter(gt=0, le=MAX_ID)]
 OptionalId = Annotated[int | None, Parameter(gt=0, le=MAX_ID)]
+
+# A yes/no query parameter: exactly `true` or `false`, as the OpenAPI document says (a plain `bool` query also
+# took 1, 0, TRUE, yes...). The handler reads it with `is_true`.
+QueryFlag = Literal["true", "false"]
+
+
+def is_true(flag: QueryFlag) -> bool:
+    return flag == "true"

@@ -595,6 +595,31 @@ def test_json_bodies_refuse_integers_for_booleans_and_ids_past_64_bits(client, a
     assert exported.status_code == 404, exported.text  # past the body check: model 1 does not exist
 
 
+def test_query_flags_take_only_true_or_false(client, admin):
+    """A plain `bool` query parameter took 1, 0, TRUE or yes while the document said boolean: the box declares
+    its yes/no query parameters as exactly "true" or "false" (dependencies.QueryFlag), and a route added later
+    with a plain boolean fails here."""
+    schema = client.get(f"{API}/schema/openapi.json", headers=admin).json()
+    flags, booleans = [], []
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                kind = parameter.get("schema", {})
+                if parameter.get("in") == "query" and kind.get("type") == "boolean":
+                    booleans.append(f"{method} {path} {parameter['name']}")
+                if parameter.get("in") == "query" and sorted(kind.get("enum", [])) == ["false", "true"]:
+                    flags.append(f"{method} {path} {parameter['name']}")
+    assert booleans == [] and len(flags) >= 2, (booleans, flags)
+    dataset = client.post(f"{API}/datasets", json={"name": "flags", "classes": ["a"]}, headers=admin).json()
+    export = f"{API}/datasets/{dataset['id']}/export?format=yolo&include_unlabeled="
+    for loose in ("1", "0", "TRUE", "yes", ""):
+        refused = client.get(export + loose, headers=admin)
+        assert refused.status_code == 400 and "include_unlabeled" in refused.text, (loose, refused.text)
+    assert client.get(export + "true", headers=admin).status_code == 200
+    refused = client.post(f"{API}/fleet/bundles?deploy=1", content=b"x", headers=admin)
+    assert refused.status_code == 400 and "deploy" in refused.text
+
+
 class _LaterBody(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool
     count: Annotated[int, msgspec.Meta(ge=0, le=1000)]

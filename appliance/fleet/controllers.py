@@ -11,7 +11,7 @@ from litestar.params import FromQuery, JSONBody, Parameter
 from litestar.response import File
 
 from appliance.caller import require_admin
-from appliance.dependencies import DB, Caller, Id, Settings
+from appliance.dependencies import DB, Caller, Id, QueryFlag, Settings, is_true
 from appliance.drives import resolve_under_roots
 from appliance.errors import Invalid
 from appliance.fleet import bundles, hardcases, keys, publishing, rollouts
@@ -112,7 +112,7 @@ class FleetBundlesController(Controller):
         description="Raw request body: a signed model bundle (Content-Type application/octet-stream).",
     )
     async def upload_bundle(
-        self, request: Request, db: DB, user: Caller, config: Settings, deploy: FromQuery[bool] = False
+        self, request: Request, db: DB, user: Caller, config: Settings, deploy: FromQuery[QueryFlag] = "false"
     ) -> BundleImportRead:
         require_admin(user)
         cap = config.fleet_max_bundle_mb  # refused while it streams, not after max_import_mb reached the disk
@@ -120,7 +120,7 @@ class FleetBundlesController(Controller):
         upload = await uploads.receive_archive(config, request.stream(), announced, cap)
         try:
             return await anyio.to_thread.run_sync(
-                lambda: bundles.import_bundle_file(db, config, upload, user, deploy=deploy)
+                lambda: bundles.import_bundle_file(db, config, upload, user, deploy=is_true(deploy))
             )
         finally:
             upload.unlink(missing_ok=True)

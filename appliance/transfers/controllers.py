@@ -11,7 +11,7 @@ from litestar.response import Stream
 
 from appliance import catalog
 from appliance.caller import require_writer
-from appliance.dependencies import DB, Caller, Id, OptionalId, Settings
+from appliance.dependencies import DB, Caller, Id, OptionalId, QueryFlag, Settings, is_true
 from appliance.transfers import service, uploads
 from appliance.transfers.exporters import archive_name, export_archive
 from appliance.transfers.schemas import (
@@ -120,12 +120,12 @@ class ImportController(Controller):
         user: Caller,
         config: Settings,
         format: FromQuery[ExportFormat] = "yolo",  # noqa: A002
-        include_unlabeled: FromQuery[bool] = False,
+        include_unlabeled: FromQuery[QueryFlag] = "false",
     ) -> Stream:
         row = catalog.readable_dataset(db, dataset_id, user)
         name = archive_name(row["name"], format)
         return Stream(
-            export_archive(config, dataset_id, format, include_unlabeled),
+            export_archive(config, dataset_id, format, is_true(include_unlabeled)),
             media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
         )
