@@ -261,3 +261,35 @@ def test_bad_shift_starts_and_count_retention_stop_the_start(
     env = {"APPLIANCE_SHIFT_STARTS": "05:30,13:30,21:30", "APPLIANCE_EVENT_COUNTS_MINUTE_DAYS": "7"}
     config = load_config(env=env, data_dir=str(tmp_path))
     assert config.shift_starts == ["05:30", "13:30", "21:30"] and config.event_counts_minute_days == 7
+
+
+def test_a_box_that_went_through_many_cameras_answers_a_report_of_bounded_size(
+    client: TestClient[Any], admin: dict[str, str], fresh_db: Database
+) -> None:
+    """Deleted cameras keep their counts; past the report's rows they share one, every count still in it."""
+    kept = camera(client, admin, "press")
+    write(fresh_db, kept, T0 + 5, ["screws"])
+    for n in range(40):  # cameras added, inspected once or twice, deleted
+        gone = camera(client, admin, f"temporary {n}")
+        for i in range(n % 3 + 1):
+            write(fresh_db, gone, T0 + 60 + n + i, ["label"] if i == 0 else None)
+        assert client.delete(f"{API}/cameras/{gone}", headers=admin).status_code == 204
+    asked = {"since": T0, "until": T0 + 2 * HOUR, "bucket": "hour"}
+    answer = client.get(f"{API}/events/report", params=asked, headers=admin).json()
+    rows = answer["cameras"]
+    assert len(rows) == report.MAX_REPORT_CAMERAS and rows[0]["name"] == "press"
+    folded = rows[-1]
+    assert folded["camera_id"] == 0 and folded["name"] == f"{40 - 30} more deleted cameras"
+    assert all(row["name"] is None for row in rows[1:-1])  # deleted ones in their own rows first
+    events_written = 1 + sum(n % 3 + 1 for n in range(40))
+    assert answer["ok"] + answer["ng"] == events_written == sum(r["ok"] + r["ng"] for r in rows)
+    assert answer["ng"] == 41 and {r["rule"]: r["ng"] for r in answer["top_rules"]} == {
+        "label": 40,
+        "screws": 1,
+    }
+    assert sum(p["ok"] + p["ng"] for p in folded["points"]) == folded["ok"] + folded["ng"] > 0
+    csv_rows = list(
+        csv.DictReader(io.StringIO(client.get(f"{API}/events/report/csv", params=asked, headers=admin).text))
+    )
+    assert len(csv_rows) == 2 * report.MAX_REPORT_CAMERAS
+    assert sum(int(r["NG label"]) for r in csv_rows) == 40

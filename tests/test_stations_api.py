@@ -334,3 +334,37 @@ def test_event_stream_sends_new_events_and_resumes(tmp_path: Path) -> None:
                     assert json.loads(line[5:])["id"] == later[0]
                     break
         db.conn.close()
+
+
+def test_a_deleted_cameras_id_is_never_given_to_a_new_camera(
+    client: TestClient[Any], admin: dict[str, str], fresh_db: Database
+) -> None:
+    """SQLite numbers a new row past the largest id: deleting the newest camera handed its id, and with it its
+    events, counts and revisions, to the next camera created."""
+    old = make_camera(client, admin)
+    events.record_events(
+        fresh_db, [InspectionEvent(camera_id=old["id"], ts=time.time(), mode="interval", verdict="ng")]
+    )
+    assert client.delete(f"{API}/cameras/{old['id']}", headers=admin).status_code == 204
+    new = make_camera(client, admin)
+    assert new["id"] == old["id"] + 1
+    mine = client.get(f"{API}/events", params={"camera_id": new["id"]}, headers=admin).json()
+    assert mine["items"] == []  # the deleted camera's event stays its own
+    fresh_db.execute("DELETE FROM cameras")  # any path that deletes a camera, not only the API's
+    assert make_camera(client, admin)["id"] == new["id"] + 1
+
+
+def test_boxes_of_earlier_builds_number_new_cameras_past_their_history(fresh_db: Database) -> None:
+    import sqlite_utils
+
+    from appliance.db.schema_camera_ids import LAST_DELETED_CAMERA, m058_camera_ids_never_reused
+    from appliance.stations.cameras import next_camera_id
+
+    fresh_db.execute("DROP TRIGGER cameras_keep_last_deleted_id")  # as before m058
+    fresh_db.execute("DELETE FROM settings WHERE key = ?", [LAST_DELETED_CAMERA])
+    events.record_events(
+        fresh_db, [InspectionEvent(camera_id=9, ts=time.time(), mode="interval", verdict="ok")]
+    )
+    assert next_camera_id(fresh_db) == 1  # what the old numbering would give: camera 9's history for camera 1
+    m058_camera_ids_never_reused(sqlite_utils.Database(fresh_db.conn))
+    assert next_camera_id(fresh_db) == 10

@@ -31,6 +31,7 @@ SCHEMA_MODULES = [
     "schema_disk_full",  # m050-m054: the line on a full disk (why an event has no snapshot)
     "schema_events",  # m055-m056: event counts per minute and hour, the event list's indexes, rule rows
     "schema_source_digest",  # m057: a salted digest of each camera revision's source (a password change)
+    "schema_camera_ids",  # m058: a deleted camera's id is never given to a new one
 ]
 for _module in SCHEMA_MODULES:
     importlib.import_module(f"appliance.db.{_module}")

@@ -17,6 +17,7 @@ from appliance import audit
 from appliance.caller import CurrentUser, require_admin, require_writer
 from appliance.clock import now_iso
 from appliance.db import Database, write_transaction
+from appliance.db.schema_camera_ids import LAST_DELETED_CAMERA
 from appliance.errors import Conflict, Invalid, NotFound
 from appliance.inference.engines import check_engine_pin
 from appliance.redaction import has_unreadable_password, redact_credentials
@@ -146,6 +147,16 @@ def _name_taken(db: Database, name: str, other_than: int | None) -> bool:
     return row is not None
 
 
+def next_camera_id(db: Database) -> int:
+    """Past every camera there is and every one deleted (their events, counts and revisions keep the id)."""
+    row = db.execute(
+        """SELECT MAX(n) FROM (SELECT MAX(id) AS n FROM cameras
+                               UNION ALL SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?)""",
+        [LAST_DELETED_CAMERA],
+    ).fetchone()
+    return int(row[0] or 0) + 1
+
+
 def create_camera(
     db: Database, body: CameraWrite, user: CurrentUser, check_device: DeviceCheck | None = None
 ) -> CameraRead:
@@ -165,11 +176,11 @@ def create_camera(
             raise Conflict(f"this box serves at most {MAX_CAMERAS} cameras")
         if _name_taken(db, name, None):
             raise Conflict(f"name: a camera called {name!r} already exists")
-        camera_id = db.execute(
-            "INSERT INTO cameras (name, enabled, settings, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-            [name, int(enabled), msgspec.json.encode(body.settings).decode(), now, now],
-        ).lastrowid
-        assert camera_id is not None
+        camera_id = next_camera_id(db)
+        db.execute(
+            "INSERT INTO cameras (id, name, enabled, settings, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [camera_id, name, int(enabled), msgspec.json.encode(body.settings).decode(), now, now],
+        )
         revision = revisions.record_revision(db, camera_id, name, body.settings, user)
     audit.note_change(
         None, audited(name, enabled, body.settings), target=f"camera_id={camera_id}", revision=revision

@@ -105,36 +105,64 @@ def build_report(db: Database, query: ReportQuery) -> EventReport:
     return _build(db, query)[0]
 
 
-def _build(db: Database, query: ReportQuery) -> tuple[EventReport, list[counts.IntervalCounts]]:
+FOLDED = 0  # the row of the deleted cameras past MAX_REPORT_CAMERAS (camera ids start at 1)
+MAX_REPORT_CAMERAS = 32  # rows per report: the box's cameras (16 at most), then deleted ones, the rest folded
+
+
+def _rows(ids: list[int], names: dict[int, str]) -> tuple[list[int], dict[int, int]]:
+    """The report's camera rows and each camera's row: past MAX_REPORT_CAMERAS, the deleted cameras share one
+    row (FOLDED), so a box that went through thousands of cameras answers a report as large as any other,
+    with every count still in it."""
+    if len(ids) <= MAX_REPORT_CAMERAS:
+        return ids, {camera: camera for camera in ids}
+    kept = ids[: MAX_REPORT_CAMERAS - 1]
+    return [*kept, FOLDED], {camera: (camera if camera in set(kept) else FOLDED) for camera in ids}
+
+
+def _build(db: Database, query: ReportQuery) -> tuple[EventReport, list[dict[tuple[int, str], int]]]:
+    """The report and, per bucket, NG by (row, rule)."""
     since, until, camera_id, bucket = query.since, query.until, query.camera_id, query.bucket
     edges = report_edges(since, until, bucket)
     intervals = counts.count_intervals(db, edges, camera_id, rules=True)
     names = camera_names(db)
     present = {camera for interval in intervals for camera in interval.cameras}
-    cameras = []
+    rows, row_of = _rows(_camera_ids(names, present, camera_id), names)
+    folded = sum(1 for row in row_of.values() if row == FOLDED)
+    points = {row: [ReportPoint(start=i.since, ok=0, ng=0) for i in intervals] for row in rows}
+    row_rules: list[dict[tuple[int, str], int]] = []
+    for index, interval in enumerate(intervals):
+        for camera, tally in interval.cameras.items():
+            if camera in row_of:
+                point = points[row_of[camera]][index]
+                point.ok += tally.ok
+                point.ng += tally.ng
+        by_row: dict[tuple[int, str], int] = defaultdict(int)
+        for (rule_camera, rule), ng in interval.rules.items():
+            if rule_camera in row_of:
+                by_row[(row_of[rule_camera], rule)] += ng
+        row_rules.append(by_row)
     all_points = [ReportPoint(start=interval.since, ok=0, ng=0) for interval in intervals]
     all_rules: dict[str, int] = defaultdict(int)
-    for camera in _camera_ids(names, present, camera_id):
-        points = []
+    cameras = []
+    for row in rows:
         rules: dict[str, int] = defaultdict(int)
-        for index, interval in enumerate(intervals):
-            tally = interval.cameras.get(camera, counts.Tally())
-            points.append(ReportPoint(start=interval.since, ok=tally.ok, ng=tally.ng))
-            all_points[index].ok += tally.ok
-            all_points[index].ng += tally.ng
-            for (rule_camera, rule), ng in interval.rules.items():
-                if rule_camera == camera:
+        for index, point in enumerate(points[row]):
+            all_points[index].ok += point.ok
+            all_points[index].ng += point.ng
+        for by_row in row_rules:
+            for (rule_row, rule), ng in by_row.items():
+                if rule_row == row:
                     rules[rule] += ng
                     all_rules[rule] += ng
-        ok, ng = sum(p.ok for p in points), sum(p.ng for p in points)
+        ok, ng = sum(p.ok for p in points[row]), sum(p.ng for p in points[row])
         cameras.append(
             CameraReport(
-                camera_id=camera,
-                name=names.get(camera),
+                camera_id=row,
+                name=f"{folded} more deleted cameras" if row == FOLDED else names.get(row),
                 ok=ok,
                 ng=ng,
                 ng_rate=_rate(ok, ng),
-                points=points,
+                points=points[row],
                 top_rules=_top(rules),
             )
         )
@@ -154,7 +182,7 @@ def _build(db: Database, query: ReportQuery) -> tuple[EventReport, list[counts.I
         top_rules=_top(all_rules),
         cameras=cameras,
     )
-    return report, intervals
+    return report, row_rules
 
 
 def _cell(value: object) -> object:
@@ -171,11 +199,11 @@ def _local(ts: float) -> str:
 def report_csv(db: Database, query: ReportQuery) -> str:
     """One row per bucket and camera: start, end (local time with its offset), camera, OK, NG, NG rate in
     percent, then NG per failing rule (the most frequent rules of the range, one column each)."""
-    report, intervals = _build(db, query)
+    report, row_rules = _build(db, query)
     edges = [p.start for p in report.points] + [report.until]
     rule_totals: dict[str, int] = defaultdict(int)
-    for interval in intervals:
-        for (_camera, rule), ng in interval.rules.items():
+    for by_row in row_rules:
+        for (_row, rule), ng in by_row.items():
             rule_totals[rule] += ng
     rules = [r.rule for r in _top(rule_totals, CSV_RULE_COLUMNS)]
     out = io.StringIO()
@@ -195,7 +223,7 @@ def report_csv(db: Database, query: ReportQuery) -> str:
     for camera in report.cameras:
         for index, point in enumerate(camera.points):
             rate = _rate(point.ok, point.ng)
-            per_rule = intervals[index].rules
+            per_rule = row_rules[index]
             writer.writerow(
                 [
                     _local(point.start),

@@ -189,7 +189,7 @@ class RuleCount(msgspec.Struct, kw_only=True):
 
 
 class CameraReport(msgspec.Struct, kw_only=True):
-    camera_id: int
+    camera_id: int  # 0: the deleted cameras past the report's 32 rows, folded into one (named "N more ...")
     name: str | None  # null once the camera is deleted (its counts stay)
     ok: int
     ng: int
