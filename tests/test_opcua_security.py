@@ -276,6 +276,24 @@ def test_channels_opened_in_a_loop_are_all_refused_and_recorded_at_a_bounded_rat
     assert box.triggers() == 0
 
 
+def test_a_refused_channel_tells_the_client_no_internal_detail(caplog: pytest.LogCaptureFixture) -> None:
+    """asyncua answers a refused OpenSecureChannel with an Error message carrying str(exception): what a raw
+    client reads is the status code's own description; the reason (an internal error, the output, the trust
+    list) goes to the box's log only."""
+    from appliance.outputs.opcua_security import refuse_certificate
+
+    refused = refuse_certificate(
+        ua.StatusCodes.BadSecurityChecksFailed, "output 3: the certificate check failed: database is locked"
+    )
+    sent = ua.ErrorMessage(ua.StatusCode(refused.code), str(refused))  # as asyncua's UaProcessor builds it
+    assert (
+        "database" not in sent.Reason
+        and "output" not in sent.Reason
+        and "BadSecurityChecksFailed" in sent.Reason
+    )
+    assert "database is locked" in caplog.text
+
+
 def test_the_record_budget_bounds_writes_for_new_certificates_too() -> None:
     budget = trust.RecordBudget(per_second=5, same_every_s=0.0)
     allowed = sum(budget.allow(f"certificate {i}".encode()) for i in range(100))
