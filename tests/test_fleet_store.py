@@ -270,3 +270,23 @@ def test_a_fleet_dataset_key_outside_its_layout_is_counted_never_written(fleet, 
     assert all("not datasets/<name>/<box>" in error for error in counts.errors)
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert [p for p in written if p.startswith("staging/")] == ["staging/import/line-a/JPEGImages/ok.jpg"]
+
+
+def test_fleet_datasets_are_listed_with_bounded_counts_that_say_when_they_stopped(fleet, monkeypatch):
+    from appliance.fleet import hardcases
+
+    a, _ = fleet
+    fleet_store = FleetStore(a.config)
+    for name, box, count in (("alpha", "line-a", 3), ("alpha", "line-b", 2), ("beta", "line-a", 4)):
+        for i in range(count):
+            fleet_store.put_bytes(f"datasets/{name}/{box}/JPEGImages/{i}.jpg", b"\xff\xd8jpeg", "image/jpeg")
+            fleet_store.put_bytes(f"datasets/{name}/{box}/Annotations/{i}.xml", b"<annotation/>", "text/xml")
+    listed = {d.name: d for d in hardcases.list_datasets(a.config)}
+    assert {n: (d.boxes, d.complete) for n, d in listed.items()} == {
+        "alpha": ({"line-a": 3, "line-b": 2}, True),
+        "beta": ({"line-a": 4}, True),
+    }
+    monkeypatch.setattr(hardcases, "LIST_OBJECTS_MAX", 12)  # alpha has 10 objects, beta 8: beta is cut short
+    listed = {d.name: d for d in hardcases.list_datasets(a.config)}
+    assert listed["alpha"].complete and not listed["beta"].complete
+    assert sum(listed["beta"].boxes.values()) <= 4

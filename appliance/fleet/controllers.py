@@ -10,7 +10,7 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.params import FromQuery, JSONBody, Parameter
 from litestar.response import File
 
-from appliance.caller import require_admin
+from appliance.caller import require_admin, require_writer
 from appliance.dependencies import DB, Caller, Id, QueryFlag, Settings, is_true
 from appliance.drives import resolve_under_roots
 from appliance.errors import Invalid
@@ -247,6 +247,7 @@ class FleetController(Controller):
 
     @get("/datasets", operation_id="listFleetDatasets", sync_to_thread=True)
     def datasets(self, user: Caller, config: Settings) -> list[FleetDatasetRead]:
+        require_writer(user)  # it lists the store (up to 50 calls): for those who may import what it finds
         return hardcases.list_datasets(config)
 
     @get("/imports/{job_id:int}", operation_id="getFleetImport", sync_to_thread=True)

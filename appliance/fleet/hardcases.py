@@ -330,15 +330,30 @@ def _finish(db: Database, upload_id: int, status: str, key: str | None, error: s
 # --- fleet datasets in the store ---------------------------------------------------------------------------
 
 
+LIST_DATASETS_MAX = 1000  # fleet datasets listed
+LIST_OBJECTS_MAX = 50_000  # objects counted in one listing, over all datasets (50 list calls of the store)
+
+
 def list_datasets(config: Config) -> list[FleetDatasetRead]:
+    """The store's fleet datasets and the images each box put there. Counting is bounded (LIST_OBJECTS_MAX
+    objects per listing): a dataset whose objects were not all counted says so (`complete` false), never a
+    smaller number that looks whole."""
     store = FleetStore(config)
-    found: dict[str, dict[str, int]] = {}
-    for item in store.objects("datasets/", limit=200_000):
-        parts = item.key.split("/")
-        if len(parts) == 5 and parts[3] == "JPEGImages":
-            boxes = found.setdefault(parts[1], {})
-            boxes[parts[2]] = boxes.get(parts[2], 0) + 1
-    return [FleetDatasetRead(name=n, boxes=b) for n, b in sorted(found.items())]
+    budget = LIST_OBJECTS_MAX
+    out = []
+    for name in store.folders("datasets/", limit=LIST_DATASETS_MAX):
+        boxes: dict[str, int] = {}
+        counted = 0
+        for item in store.objects(f"datasets/{name}/", limit=budget + 1) if budget > 0 else ():
+            counted += 1
+            if counted > budget:
+                break
+            parts = item.key.split("/")
+            if len(parts) == 5 and parts[3] == "JPEGImages":
+                boxes[parts[2]] = boxes.get(parts[2], 0) + 1
+        out.append(FleetDatasetRead(name=name, boxes=boxes, complete=counted <= budget))
+        budget -= min(counted, budget)
+    return out
 
 
 SAFE_PART = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # a box id or a file name of a fleet dataset's key

@@ -215,6 +215,7 @@ class UploadsRead(msgspec.Struct, kw_only=True):
 class FleetDatasetRead(msgspec.Struct, kw_only=True):
     name: str
     boxes: dict[str, int]  # box id -> images in the store
+    complete: bool = True  # false: the listing's bound was reached, the counts are lower than the store's
 
 
 class FleetImportCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

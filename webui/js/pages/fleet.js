@@ -188,7 +188,8 @@ function hardCasesCard(ctx, data, admin, refresh) {
     h('h3', 'Fleet datasets in the store'),
     fleetSets.length
       ? h('table.table.compact', h('tbody', fleetSets.map((set) => h('tr', { testid: 'fleet-dataset', dataset: { name: set.name } },
-        h('td', set.name), h('td.small', Object.entries(set.boxes).map(([b, n]) => `${b}: ${n}`).join(', ')),
+        h('td', set.name), h('td.small', Object.entries(set.boxes).map(([b, n]) => `${b}: ${n}`).join(', ')
+          + (set.complete === false ? ' (at least: the store holds more than one listing counts)' : '')),
         h('td', admin && datasets.length ? h('button.small', { type: 'button', testid: 'fleet-import', onclick: () => importSet(set.name) }, 'Import into') : null)))))
       : h('p.muted', 'None yet.'),
     admin && datasets.length ? h('label', 'Import into dataset', target) : null,
