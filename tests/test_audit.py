@@ -471,6 +471,12 @@ def test_anonymous_requests_are_recorded_within_a_budget_per_address(client, adm
     assert [budget.take("10.0.0.9", now=0) for _ in range(5)] == [0, 0, 0, None, None]
     assert budget.take("10.0.0.8", now=0) == 0  # another address has its own
     assert budget.take("10.0.0.9", now=1.01) == 2  # a second later: one more, saying 2 went unrecorded
+    # A client with many addresses (an IPv6 range) meets the budget of all addresses together.
+    spread = AnonymousBudget(burst=3, per_minute=60, total_burst=10, total_per_minute=60)
+    taken = [spread.take(f"2001:db8::{i:x}", now=0) for i in range(100)]
+    assert taken.count(0) == 10 and taken.count(None) == 90
+    assert spread.take("2001:db8::5", now=1.01) == 0 and spread.take("2001:db8::50", now=1.02) is None
+    assert spread.take("2001:db8::50", now=2.05) == 2  # its refusals were counted: said with its next entry
     client.app.state.audit_writer.anonymous = AnonymousBudget(burst=4, per_minute=0.001)
     before = len(entries(config.db_path))
     for _ in range(12):

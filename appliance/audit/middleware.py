@@ -44,15 +44,33 @@ BACKLOG = 1000  # entries kept in memory while the catalog refuses writes (disk 
 
 
 class AnonymousBudget:
-    """Entries of requests nobody signed in for, per client address: `burst` at once, refilled at `per_minute`.
-    Those over it are counted; the address's next entry says how many went unrecorded."""
+    """Entries of requests nobody signed in for, per client address: `burst` at once, refilled at `per_minute`,
+    and for all addresses together `total_burst` refilled at `total_per_minute` (a client with many addresses,
+    an IPv6 range, cannot flood the log either). Those over it are counted; the address's next entry says how
+    many went unrecorded."""
 
-    def __init__(self, burst: int = 30, per_minute: float = 30.0, addresses: int = 4096) -> None:
+    def __init__(
+        self,
+        burst: int = 30,
+        per_minute: float = 30.0,
+        addresses: int = 4096,
+        total_burst: int = 300,
+        total_per_minute: float = 300.0,
+    ) -> None:
         self.burst = burst
         self.rate = per_minute / 60.0
         self.addresses = addresses
+        self.total_burst = total_burst
+        self.total_rate = total_per_minute / 60.0
+        self._total = [float(total_burst), time.monotonic()]
         self._buckets: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
         self._lock = threading.Lock()
+
+    def _take_total(self, now: float) -> bool:
+        tokens, stamp = self._total
+        tokens = min(float(self.total_burst), tokens + max(0.0, now - stamp) * self.total_rate)
+        self._total = [tokens - 1.0 if tokens >= 1.0 else tokens, now]
+        return tokens >= 1.0
 
     def take(self, address: str, now: float | None = None) -> int | None:
         """None: over budget (counted); otherwise how many went unrecorded before this one."""
@@ -60,7 +78,7 @@ class AnonymousBudget:
         with self._lock:
             tokens, stamp, skipped = self._buckets.pop(address, [float(self.burst), now, 0.0])
             tokens = min(float(self.burst), tokens + (now - stamp) * self.rate)
-            if tokens < 1.0:
+            if tokens < 1.0 or not self._take_total(now):
                 self._buckets[address] = [tokens, now, skipped + 1]
                 allowed = None
             else:
