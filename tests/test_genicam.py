@@ -276,6 +276,41 @@ def test_free_run_at_the_simulators_rate_without_lost_frames_and_packet_resend(t
 
 
 @needs_simulator
+def test_frames_nobody_will_look_at_are_not_copied_out_of_the_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop slower than the camera takes the newest frame: the ones in between are counted, their pixels
+    left in the stream's buffer (a 20 MP camera's skipped frames were hundreds of MB/s of copies)."""
+    popped: list[bool] = []
+    real_pop = genicam.GenicamCamera.pop
+
+    def watched(self: Any, timeout_s: float, wanted: Any = None) -> Any:
+        grabbed = real_pop(self, timeout_s, wanted)
+        if grabbed is not None and grabbed.ok:
+            popped.append(grabbed.copied)
+        return grabbed
+
+    monkeypatch.setattr(genicam.GenicamCamera, "pop", watched)
+    with simulators(tmp_path) as (sim,):
+        source = GigeFrameSource(SourceSpec("gige", sim.source)).start()
+        try:
+            taken = [wait_for(lambda: source.latest(0, 0.2), 10, "a first frame")]
+            for _ in range(6):  # a loop at ~4 frames a second
+                time.sleep(0.25)
+                frame = source.latest(taken[-1].seq, 1.0)
+                if frame is not None:
+                    taken.append(frame)
+        finally:
+            source.close()
+    assert len(taken) >= 5 and popped.count(False) > len(popped) / 3, (
+        len(taken),
+        popped.count(False),
+        len(popped),
+    )
+    assert popped.count(True) <= 3 * len(taken) + 5  # the frames taken and the couple before each
+
+
+@needs_simulator
 def test_a_payload_size_past_the_limit_is_refused_before_any_buffer_is_allocated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

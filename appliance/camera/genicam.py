@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,6 +288,7 @@ class Grabbed:
     conversion: int | None = None
     frame_id: int = 0
     timestamp_ns: int = 0  # the camera's clock
+    copied: bool = True  # False: a whole frame nobody will look at, its pixels left in the buffer
 
 
 class GenicamCamera:
@@ -570,8 +572,10 @@ class GenicamCamera:
         self._packet_base = {}
         self._call("starting the acquisition", c.start_acquisition)
 
-    def pop(self, timeout_s: float) -> Grabbed | None:
-        """The next buffer within the timeout (its bytes copied, the buffer handed back), else None."""
+    def pop(self, timeout_s: float, wanted: Callable[[], bool] | None = None) -> Grabbed | None:
+        """The next buffer within the timeout (its bytes copied, the buffer handed back), else None. `wanted`
+        is asked once a frame is whole: when it says no, the pixels are not copied (a 20 MP camera's skipped
+        frames were 600 MB/s of copies)."""
         arv = self._arv
         buffer = self.stream.timeout_pop_buffer(int(timeout_s * 1_000_000))
         if buffer is None:
@@ -590,10 +594,12 @@ class GenicamCamera:
                 return Grabbed(
                     ok=False, status=f"pixel format 0x{pixel_format:08x} is not converted by the box"
                 )
+            copied = wanted is None or wanted()
             return Grabbed(
                 ok=True,
                 status="success",
-                data=buffer.get_image_data(),
+                data=buffer.get_image_data() if copied else b"",
+                copied=copied,
                 width=int(buffer.get_image_width()),
                 height=int(buffer.get_image_height()),
                 conversion=self._codes[pixel_format],

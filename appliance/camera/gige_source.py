@@ -277,7 +277,7 @@ class GigeFrameSource(FrameSource):
         timeout_s = self.spec.read_timeout_ms / 1000
         last_frame = last_probe = time.monotonic()
         while not self._stop.is_set():
-            grabbed = camera.pop(POP_TIMEOUT_S)
+            grabbed = camera.pop(POP_TIMEOUT_S, self._wants_a_frame)
             now = time.monotonic()
             if grabbed is None:
                 if not self._queued and now - last_frame > timeout_s:
@@ -303,6 +303,10 @@ class GigeFrameSource(FrameSource):
             self._take(grabbed, now, camera)
         return got_any
 
+    def _wants_a_frame(self) -> bool:
+        """Whether the frame just completed will be looked at (triggered frames always are)."""
+        return self._queued or self._should_decode(time.monotonic())
+
     def _lost(self, message: str) -> None:
         self._fail(message, "reconnecting")
         self._incident(message)
@@ -315,7 +319,7 @@ class GigeFrameSource(FrameSource):
         self._read_times.append(popped)
         if len(self._read_times) > 60:
             del self._read_times[:-60]
-        if not self._queued and not self._should_decode(popped):
+        if not grabbed.copied or (not self._queued and not self._should_decode(popped)):
             self.skipped_decodes += 1
             self.dropped += 1  # free run: newer frames will come before the loop wants one
             return
