@@ -105,6 +105,13 @@ def test_bayer_frames_are_demosaiced_like_opencv_and_keep_their_colours() -> Non
         genicam.to_bgr(b"\0" * 10, cv2.COLOR_GRAY2BGR, 96, 64)
 
 
+def test_a_cameras_enumerations_are_kept_bounded() -> None:
+    """Entries come from the camera's own XML: a broken or hostile one could list thousands or long ones."""
+    listed = genicam._names([f"Format{i}" for i in range(10_000)] + ["x" * 10_000])
+    assert len(listed) == genicam.MAX_CHOICES and listed[:2] == ["Format0", "Format1"]
+    assert genicam._names(["y" * 10_000]) == ["y" * genicam.MAX_CHOICE_CHARS] and genicam._names(None) == []
+
+
 def test_settings_are_checked_against_the_cameras_own_ranges() -> None:
     check_settings(GenicamSettings(exposure_us=20_000, gain=3, pixel_format="BayerRG8"), FAKE_RANGES)
     refused = {

@@ -230,6 +230,16 @@ def to_bgr(data: bytes, conversion: int | None, width: int, height: int) -> np.n
 # --- one camera -----------------------------------------------------------------------------------------
 
 
+MAX_CHOICES = 64  # entries of one enumeration the box keeps (a camera's XML is its word)
+MAX_CHOICE_CHARS = 64
+
+
+def _names(values: Any) -> list[str]:
+    """An enumeration's entries as the camera lists them, bounded in number and length (they are stored with
+    the camera's ranges and shown in the console)."""
+    return [str(value)[:MAX_CHOICE_CHARS] for value in list(values or [])[:MAX_CHOICES]]
+
+
 class FrameIds:
     """The camera's frame ids seen on one stream, to count the frames that never arrived.
 
@@ -378,18 +388,16 @@ class GenicamCamera:
         width = self._range(lambda: True, c.get_width_bounds, c.get_width_increment)
         height = self._range(lambda: True, c.get_height_bounds, c.get_height_increment)
         try:
-            sources = list(c.dup_available_trigger_sources() or [])
+            sources = _names(c.dup_available_trigger_sources())
         except self._glib.Error:
             sources = []
         try:
-            formats = list(c.dup_available_pixel_formats_as_strings() or [])
+            formats = _names(c.dup_available_pixel_formats_as_strings())
         except self._glib.Error:
             formats = []
         try:
             activations = (
-                list(
-                    self.device.dup_available_enumeration_feature_values_as_strings("TriggerActivation") or []
-                )
+                _names(self.device.dup_available_enumeration_feature_values_as_strings("TriggerActivation"))
                 if self._has("TriggerActivation")
                 else []
             )
