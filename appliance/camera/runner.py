@@ -22,13 +22,14 @@ from appliance.camera.spare_time import SpareTime
 from appliance.camera.station import CameraLoop
 from appliance.camera.writer import EventWriter
 from appliance.config import Config
-from appliance.db import Database, migrate, open_database
+from appliance.db import Database, open_database
 from appliance.redaction import redact_credentials
 from appliance.stations.cameras import enabled_cameras
 from appliance.stations.contracts import TriggerRow
 from appliance.stations.schemas import CameraSettings
 from appliance.stations.triggers import TRIGGER_TIMEOUT_S, get_trigger, insert_trigger, pending_triggers
-from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
+from appliance.system.entry import run_service
+from appliance.system.notify import notify, watchdog_interval_s
 from appliance.system.processes import beat, heartbeat_path
 
 logger = logging.getLogger(__name__)
@@ -231,12 +232,7 @@ class CameraProcess:
 
 
 def run_camera(config: Config) -> int:
-    db = open_database(config.db_path)
-    migrate(db, config.db_path)
-    config.runtime_path.mkdir(parents=True, exist_ok=True)
-    process = CameraProcess(config, db=db)
-    stop_on_signals(process.stop, "the camera")
-    return process.run()
+    return run_service(config, "the camera", lambda db: CameraProcess(config, db=db))
 
 
 __all__ = ["CameraProcess", "run_camera"]

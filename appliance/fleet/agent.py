@@ -16,7 +16,7 @@ import threading
 import time
 
 from appliance.config import Config
-from appliance.db import Database, migrate, open_database
+from appliance.db import Database, open_database
 from appliance.fleet import hardcases
 from appliance.fleet.keys import box_key
 from appliance.fleet.participant import Participant, current_rollout
@@ -24,8 +24,9 @@ from appliance.fleet.presence import STATUS_EVERY_S, Presence, box_status, notif
 from appliance.fleet.store import FleetStore, StoreError, store_configured
 from appliance.fleet.view import fleet_configured
 from appliance.outputs.outbox import box_id as configured_box_id
+from appliance.system.entry import run_service
 from appliance.system.notify import notify as sd_notify
-from appliance.system.notify import stop_on_signals, watchdog_interval_s
+from appliance.system.notify import watchdog_interval_s
 from appliance.system.processes import beat, heartbeat_path
 
 logger = logging.getLogger(__name__)
@@ -177,9 +178,4 @@ class FleetProcess:
 
 
 def run_fleet(config: Config) -> int:
-    db = open_database(config.db_path)
-    migrate(db, config.db_path)
-    config.runtime_path.mkdir(parents=True, exist_ok=True)
-    process = FleetProcess(config, db=db)
-    stop_on_signals(process.stop, "the fleet process")
-    return process.run()
+    return run_service(config, "the fleet process", lambda db: FleetProcess(config, db=db))

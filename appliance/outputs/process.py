@@ -15,14 +15,15 @@ import threading
 import time
 
 from appliance.config import Config
-from appliance.db import Database, migrate, open_database
+from appliance.db import Database, open_database
 from appliance.outputs import outbox, service, status_file
 from appliance.outputs.camera_live import POLL_S, CameraStates
 from appliance.outputs.connector import Connector, TriggerRequester
 from appliance.outputs.contracts import ConnectorState, OutputsStatusFile
 from appliance.outputs.schemas import MqttSettings, OpcuaSettings, WebhookSettings
 from appliance.outputs.sender import Sender
-from appliance.system.notify import notify, stop_on_signals, watchdog_interval_s
+from appliance.system.entry import run_service
+from appliance.system.notify import notify, watchdog_interval_s
 from appliance.system.processes import beat, heartbeat_path
 
 logger = logging.getLogger(__name__)
@@ -199,13 +200,7 @@ def run_outputs(config: Config) -> int:
     # The libraries' own INFO lines (every request, every session) would drown the journal.
     for name in ("asyncua", "pymodbus", "paho"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    db = open_database(config.db_path)
-    migrate(db, config.db_path)
-    db.conn.close()
-    config.runtime_path.mkdir(parents=True, exist_ok=True)
-    process = OutputsProcess(config)
-    stop_on_signals(process.stop, "the outputs")
-    return process.run()
+    return run_service(config, "the outputs", lambda _db: OutputsProcess(config), keep_catalog=False)
 
 
 __all__ = ["OutputsProcess", "run_outputs"]
