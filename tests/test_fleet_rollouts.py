@@ -270,3 +270,25 @@ def test_a_bundle_altered_in_the_store_is_refused_by_the_rollout(fleet, store):
     run_until({"b": Participant(b.config, b.db)}, lambda: state_of(b, created.id) == "refused")
     assert "altered" in load_row(b.db, created.id).detail and deployed_model_id(b.db) == before
     assert rollouts.read_rollout(a.db, a.config, created.id, a.admin).state == "stopped"
+
+
+def test_junk_in_the_actions_folder_never_hides_a_rollback(fleet):
+    """Anyone holding the store's credentials can write keys; a rollback written after 300 of them (unsigned,
+    and named to sort first) is still seen, and every action is kept once per (action, box)."""
+    a = fleet["a"]
+    publish(a)
+    created = rollouts.create_rollout(
+        a.db, a.config, RolloutCreate(name="colour", box_ids=["a", "b"], canary=["b"], soak_s=0), a.admin
+    )
+    store = FleetStore(a.config)
+    created_at = rollouts.RolloutReader(a.db, a.config).document(created.id).created_at
+    for i in range(300):
+        store.put_bytes(f"rollouts/{created.id}/actions/{created_at + i / 1000:017.6f}-x-{i}.json", b"{}")
+        store.put_bytes(
+            f"rollouts/{created.id}/actions/0000000000.{i:06d}-old.json", b"{}"
+        )  # before the rollout
+    for _ in range(2):
+        rollouts.add_action(a.db, a.config, created.id, "rollback", a.admin)
+    seen = rollouts.RolloutReader(a.db, a.config).observed(created.id)
+    assert [x.action for x in seen.actions] == ["rollback"] and seen.rolled_back("b")
+    assert rollouts.read_rollout(a.db, a.config, created.id, a.admin).state == "rolled_back"

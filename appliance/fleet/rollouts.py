@@ -45,7 +45,8 @@ from appliance.outputs.outbox import box_id as configured_box_id
 
 logger = logging.getLogger(__name__)
 
-MAX_ACTIONS = 200
+MAX_ACTION_KEYS = 5000  # action keys read per rollout (each signed action is fetched once, then cached)
+CLOCK_SKEW_S = 3600.0  # an action's key time may be this much before the rollout's (another box's clock)
 MAX_REPORTS = 10_000
 FAILED = ("failed", "refused")
 
@@ -196,11 +197,30 @@ class RolloutReader:
         return parsed
 
     def observed(self, rollout_id: str) -> Observed:
+        """The rollout's reports and actions. Any one stop or rollback decides, so every action key is read (up
+        to MAX_ACTION_KEYS, from the rollout's creation on: keys named earlier were not written for it), and a
+        valid action is kept once per (action, box): keys that are not signed actions, written by anyone holding
+        the store's credentials, can delay a rollback by a listing but never hide it behind a cap."""
         seen = Observed()
-        for item in self.store.objects(f"rollouts/{rollout_id}/actions/", limit=MAX_ACTIONS):
+        doc = self.document(rollout_id)
+        prefix = f"rollouts/{rollout_id}/actions/"
+        start = f"{prefix}{max(0.0, doc.created_at - CLOCK_SKEW_S):017.6f}" if doc is not None else None
+        kept: set[tuple[str, str | None]] = set()
+        listed = 0
+        for item in self.store.objects(prefix, start_after=start, limit=MAX_ACTION_KEYS):
+            listed += 1
             action = self._signed(item, RolloutAction, ACTION_SCHEMA, 64 * 1024)
-            if action is not None and action.rollout_id == rollout_id:
+            if (
+                action is not None
+                and action.rollout_id == rollout_id
+                and (action.action, action.box_id) not in kept
+            ):
+                kept.add((action.action, action.box_id))
                 seen.actions.append(action)
+        if listed >= MAX_ACTION_KEYS:
+            logger.warning(
+                "rollout %s: over %s action keys in the store; the rest are not read", rollout_id, listed
+            )
         for item in self.store.objects(f"rollouts/{rollout_id}/boxes/", limit=MAX_REPORTS):
             report = self._signed(item, RolloutReport, REPORT_SCHEMA, 256 * 1024)
             if (
