@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, QueryParameter
 from litestar.response import ServerSentEvent
 
@@ -122,7 +122,7 @@ class EventsController(Controller):
         sync_to_thread=True,
         dependencies={"asked": Provide(_report_query, sync_to_thread=False)},
     )
-    def get_report(self, db: DB, user: Caller, asked: report.ReportQuery) -> EventReport:
+    def get_report(self, db: DB, user: Caller, asked: NamedDependency[report.ReportQuery]) -> EventReport:
         """The shift report: OK/NG per bucket, NG rate, top failing rules, for all cameras (or one) and per
         camera, over [since, until) (default until: now); at most 1000 buckets."""
         return report.build_report(db, asked)
@@ -134,7 +134,9 @@ class EventsController(Controller):
         media_type="text/csv",
         dependencies={"asked": Provide(_report_query, sync_to_thread=False)},
     )
-    def get_report_csv(self, db: DB, user: Caller, asked: report.ReportQuery) -> Response[str]:
+    def get_report_csv(
+        self, db: DB, user: Caller, asked: NamedDependency[report.ReportQuery]
+    ) -> Response[str]:
         """The shift report as CSV: one row per bucket and camera, NG per failing rule in columns."""
         stamp = time.strftime("%Y%m%d-%H%M", time.localtime(asked.since))
         return Response(
