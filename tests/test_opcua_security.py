@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -303,6 +304,26 @@ def test_the_record_budget_bounds_writes_for_new_certificates_too() -> None:
     for other in (b"b", b"c", b"d", b"e"):
         assert budget.allow(other)
     assert budget.allow(b"a") and len(budget._last) == 4  # forgotten past `remember`: bounded memory
+
+
+def test_first_use_goes_to_a_client_that_proved_it_holds_the_key(box_factory, certificates, tmp_path) -> None:
+    """The line's real client certificate is public (it is sent in clear at every OpenSecureChannel): an
+    attacker who copies it, without its key, must not take the first use, nor block the real client."""
+    box = box_factory(security=["basic256sha256"], trust_on_first_use=True)
+    impostor = tmp_path / "impostor"
+    impostor.mkdir()
+    shutil.copy(certificates / "hmi.der", impostor / "hmi.der")  # the real client's certificate...
+    shutil.copy(certificates / "rogue.pem", impostor / "hmi.pem")  # ...with a key that is not its own
+    forged = secure_session(box, impostor, "hmi")
+    assert forged["refused_at"] == "connect", forged
+    assert [c.state for c in trust.list_certificates(box.db, box.output_id, ADMIN)] == []  # nothing trusted
+    assert secure_session(box, certificates, "hmi")["refused_at"] is None  # the real one takes the first use
+    listed = trust.list_certificates(box.db, box.output_id, ADMIN)
+    assert [(c.application_uri, c.state, c.source) for c in listed] == [
+        ("urn:line:hmi", "trusted", "first_use")
+    ]
+    assert secure_session(box, certificates, "scada")["refused_at"] == "connect"
+    assert box.triggers() == 0
 
 
 def test_the_trust_list_through_the_api(client, admin, certificates) -> None:

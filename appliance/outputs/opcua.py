@@ -15,6 +15,7 @@ import datetime
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,7 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         self._cameras_node = await root.add_object(self._id("cameras"), ua.QualifiedName("Cameras", self._ns))
         return server
 
-    def _check_certificate(self, der: bytes | None) -> None:
+    def _check_certificate(self, der: bytes | None) -> Callable[[], None] | None:
         """At each OpenSecureChannel with Basic256Sha256: only a certificate of the trust list (or the first
         one, with trust_on_first_use) opens it; anything else, or a failure to decide, refuses it."""
         if self._trust_db is None:
@@ -209,10 +210,10 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         what = (
             f"{parsed.subject} (sha256 {parsed.thumbprint[:16]}...)" if parsed else "no readable certificate"
         )
-        if decision == "first_use":
-            logger.warning("output %s: client certificate %s trusted on first use", self.output_id, what)
-        if decision in ("trusted", "first_use"):
-            return
+        if decision == "trusted":
+            return None
+        if decision == "first_use" and parsed is not None:
+            return lambda: self._first_use(parsed, what)
         reason = {
             "untrusted": "is not in the trust list (trust it on the Outputs page)",
             "expired": "is outside its validity period",
@@ -222,6 +223,16 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
             ua.StatusCodes.BadSecurityChecksFailed,
             f"output {self.output_id}: client certificate {what} {reason}",
         )
+
+    def _first_use(self, parsed: trust.ParsedCertificate, what: str) -> None:
+        """The client proved it holds the key: trust its certificate, unless another one was trusted first."""
+        assert self._trust_db is not None
+        if not trust.trust_first_use(self._trust_db, self.output_id, parsed):
+            raise refuse_certificate(
+                ua.StatusCodes.BadSecurityChecksFailed,
+                f"output {self.output_id}: client certificate {what}: another certificate was trusted first",
+            )
+        logger.warning("output %s: client certificate %s trusted on first use", self.output_id, what)
 
     def _id(self, name: str) -> ua.NodeId:
         return ua.NodeId(ua.String(name), ua.Int16(self._ns))

@@ -31,8 +31,9 @@ from asyncua.server.user_managers import UserManager
 
 logger = logging.getLogger(__name__)
 
-# Decides on the DER certificate a client opens a secure channel with; raises ChannelRefused to refuse it.
-CertificateCheck = Callable[[bytes | None], None]
+# Decides on the DER certificate a client opens a secure channel with; raises ChannelRefused to refuse it, and
+# may return what to do once the client proved it holds the certificate's key (its signature verified).
+CertificateCheck = Callable[[bytes | None], Callable[[], None] | None]
 
 
 class ChannelRefused(ua.uaerrors.BadRequestTooLarge):
@@ -82,8 +83,28 @@ class _CheckedFactory:
     def create(self, peer_certificate: bytes | None) -> Any:
         if self.inner.cls is SecurityPolicyNone:
             return self.inner.create(None)
-        self.check(peer_certificate)
-        return self.inner.create(peer_certificate)
+        on_proof = self.check(peer_certificate)
+        policy = self.inner.create(peer_certificate)
+        if on_proof is not None:
+            _after_key_proof(policy, on_proof)
+        return policy
+
+
+def _after_key_proof(policy: Any, then: Callable[[], None]) -> None:
+    """Call `then` after the channel's first signature from the client verified with its certificate's key
+    (asyncua verifies the OpenSecureChannel request right after the policy is made; a bad one raises)."""
+    crypto = policy.asymmetric_cryptography
+    verify = crypto.verify
+    proved = False
+
+    def verified(data: bytes, signature: bytes) -> None:
+        nonlocal proved
+        verify(data, signature)
+        if not proved:
+            proved = True
+            then()
+
+    crypto.verify = verified
 
 
 class _RefuseTheRest:

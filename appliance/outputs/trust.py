@@ -259,12 +259,38 @@ def _decide(
     return "untrusted", row
 
 
+def trust_first_use(db: Database, output_id: int, parsed: ParsedCertificate) -> bool:
+    """Once the client proved it holds the certificate's key (its OpenSecureChannel signature verified): trust
+    it on first use, unless another certificate was trusted meanwhile (then False: refuse this one)."""
+    now = time.time()
+    with write_transaction(db):
+        decision, row = _decide(db, output_id, parsed, first_use=True)
+        if decision == "trusted":
+            return True
+        if decision != "first_use":
+            return False
+        if row is None:
+            row = (_insert(db, output_id, parsed, "trusted", "first_use", None), "trusted")
+        else:
+            db.execute(
+                "UPDATE opcua_client_certificates SET state = 'trusted', source = 'first_use', added_at = ? "
+                "WHERE id = ?",
+                [now_iso(), row[0]],
+            )
+        db.execute(
+            "UPDATE opcua_client_certificates SET last_seen_at = ?, attempts = 1 WHERE id = ?", [now, row[0]]
+        )
+    return True
+
+
 def check_client(
     db: Database, output_id: int, der: bytes | None, first_use: bool, record: bool = True
 ) -> tuple[Decision, ParsedCertificate | None]:
     """What the OPC UA server does with the certificate a client opens a secure channel with; with `record`,
-    the attempt is counted and a refused certificate recorded (the latest MAX_REFUSED kept). Without it nothing
-    is written, and trust on first use (a write) is not given this time (the client's next attempt may)."""
+    the attempt is counted and a refused certificate recorded (the latest MAX_REFUSED kept). "first_use" writes
+    nothing yet: the certificate is trusted by `trust_first_use` once the client proved it holds its key
+    (before that, anyone could claim the first use with a certificate copied from the line's real client).
+    Without `record` nothing is written, and first use waits for the client's next attempt."""
     if not der:
         return "unreadable", None
     try:
@@ -281,20 +307,7 @@ def check_client(
                 "UPDATE opcua_client_certificates SET last_seen_at = ?, attempts = attempts + 1 WHERE id = ?",
                 [now, row[0]],
             )
-        if decision == "first_use":
-            if row is None:
-                row = (_insert(db, output_id, parsed, "trusted", "first_use", None), "trusted")
-            else:
-                db.execute(
-                    "UPDATE opcua_client_certificates SET state = 'trusted', source = 'first_use', added_at = ? "
-                    "WHERE id = ?",
-                    [now_iso(), row[0]],
-                )
-            db.execute(
-                "UPDATE opcua_client_certificates SET last_seen_at = ?, attempts = 1 WHERE id = ?",
-                [now, row[0]],
-            )
-        elif row is None and decision != "trusted":
+        if row is None and decision not in ("trusted", "first_use"):
             refused = _insert(db, output_id, parsed, "refused", "client", None)
             db.execute(
                 "UPDATE opcua_client_certificates SET last_seen_at = ?, attempts = 1 WHERE id = ?",
