@@ -91,7 +91,8 @@ def fill_form(scope: Page | Locator, fields: dict[str, str]) -> None:
 
 def open_labeler(page: Page, server: ServerProcess, dataset_id: int, image_id: int) -> None:
     page.goto(f"{server.url}/#/datasets/{dataset_id}/label/{image_id}")
-    wait_js(page, f"window.__labeler && window.__labeler.drawnImageId === {image_id}")
+    # A cold labeler (its modules, the image, a deployed model's first suggestions) on a loaded 2-core box.
+    wait_js(page, f"window.__labeler && window.__labeler.drawnImageId === {image_id}", timeout=40.0)
 
 
 def label_at_actual_size(page: Page, server: ServerProcess, dataset_id: int, image_id: int) -> None:
