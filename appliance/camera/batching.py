@@ -120,9 +120,8 @@ class TriggerWaits:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cameras: dict[
-            int, float | None
-        ] = {}  # camera id -> when its trigger's frame is due (monotonic)
+        # camera id -> when its trigger's frame is due (monotonic; None: unknown)
+        self._cameras: dict[int, float | None] = {}
         self._runners: weakref.WeakSet[BatchRunner] = weakref.WeakSet()
 
     def set(self, camera_id: int, waiting: bool, frame_due: float | None = None) -> None:
@@ -215,6 +214,10 @@ class BatchRunner:
                     return self._outcome(mine)
                 self._busy = True  # this thread leads the next call; the others wait for it
                 batch = self._lead()
+                if not batch:  # a trigger began while it gathered, and every waiting frame is now held
+                    self._busy = False
+                    self._cond.notify_all()
+                    continue
             self._call(batch)  # with more urgent frames than a batch holds, ours may wait for the next
 
     def _held(self, mine: _Waiting) -> bool:
