@@ -37,7 +37,7 @@ _AUTHORIZATION = re.compile(
     r"(?P<head>\bAuthorization:\s*(?:Basic|Bearer|Digest)\s+)(?P<secret>[^\s\"',;]+)", re.I
 )
 
-_WORD_END = re.compile(r"[\s\"']")
+_WORD_END = re.compile(r"\s")
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -78,7 +78,8 @@ def has_unreadable_password(text: str) -> bool:
             continue
         if not host_port.rsplit(":", 1)[1].isdigit():  # "admin:pa" is no port
             return True
-        # "admin:123/x@cam" reads as host admin, port 123, path "/x@cam": an '@' later in the same word.
+        # "admin:123/x@cam" reads as host admin, port 123, path "/x@cam": an '@' later in the same word (up to
+        # whitespace only: a quote may be part of the password, `admin:00?"@cam`).
         if "@" in _WORD_END.split(text[match.end() :], maxsplit=1)[0]:
             return True
     return False
