@@ -316,7 +316,10 @@ def test_first_use_goes_to_a_client_that_proved_it_holds_the_key(box_factory, ce
     shutil.copy(certificates / "rogue.pem", impostor / "hmi.pem")  # ...with a key that is not its own
     forged = secure_session(box, impostor, "hmi")
     assert forged["refused_at"] == "connect", forged
-    assert [c.state for c in trust.list_certificates(box.db, box.output_id, ADMIN)] == []  # nothing trusted
+    forgery = trust.list_certificates(box.db, box.output_id, ADMIN)
+    assert [(c.application_uri, c.state) for c in forgery] == [
+        ("urn:line:hmi", "refused")
+    ]  # listed, not trusted
     assert secure_session(box, certificates, "hmi")["refused_at"] is None  # the real one takes the first use
     listed = trust.list_certificates(box.db, box.output_id, ADMIN)
     assert [(c.application_uri, c.state, c.source) for c in listed] == [

@@ -189,7 +189,7 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         self._cameras_node = await root.add_object(self._id("cameras"), ua.QualifiedName("Cameras", self._ns))
         return server
 
-    def _check_certificate(self, der: bytes | None) -> Callable[[], None] | None:
+    def _check_certificate(self, der: bytes | None) -> Callable[[bool], None] | None:
         """At each OpenSecureChannel with Basic256Sha256: only a certificate of the trust list (or the first
         one, with trust_on_first_use) opens it; anything else, or a failure to decide, refuses it."""
         if self._trust_db is None:
@@ -213,7 +213,7 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         if decision == "trusted":
             return None
         if decision == "first_use" and parsed is not None:
-            return lambda: self._first_use(parsed, what)
+            return lambda proved: self._first_use(parsed, what, proved)
         reason = {
             "untrusted": "is not in the trust list (trust it on the Outputs page)",
             "expired": "is outside its validity period",
@@ -224,9 +224,14 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
             f"output {self.output_id}: client certificate {what} {reason}",
         )
 
-    def _first_use(self, parsed: trust.ParsedCertificate, what: str) -> None:
-        """The client proved it holds the key: trust its certificate, unless another one was trusted first."""
+    def _first_use(self, parsed: trust.ParsedCertificate, what: str, proved: bool) -> None:
+        """The client proved it holds the key: trust its certificate, unless another one was trusted first.
+        It did not: the attempt is listed as refused (the channel is refused by the failed signature)."""
         assert self._trust_db is not None
+        if not proved:
+            logger.warning("output %s: client certificate %s failed its key proof", self.output_id, what)
+            trust.refuse_failed_proof(self._trust_db, self.output_id, parsed)
+            return
         if not trust.trust_first_use(self._trust_db, self.output_id, parsed):
             raise refuse_certificate(
                 ua.StatusCodes.BadSecurityChecksFailed,

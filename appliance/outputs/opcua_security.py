@@ -32,8 +32,9 @@ from asyncua.server.user_managers import UserManager
 logger = logging.getLogger(__name__)
 
 # Decides on the DER certificate a client opens a secure channel with; raises ChannelRefused to refuse it, and
-# may return what to do once the client proved it holds the certificate's key (its signature verified).
-CertificateCheck = Callable[[bytes | None], Callable[[], None] | None]
+# may return what to do once the client proved it holds the certificate's key (its signature verified: called
+# with True) or failed to (called with False).
+CertificateCheck = Callable[[bytes | None], Callable[[bool], None] | None]
 
 
 class ChannelRefused(ua.uaerrors.BadRequestTooLarge):
@@ -90,19 +91,26 @@ class _CheckedFactory:
         return policy
 
 
-def _after_key_proof(policy: Any, then: Callable[[], None]) -> None:
-    """Call `then` after the channel's first signature from the client verified with its certificate's key
-    (asyncua verifies the OpenSecureChannel request right after the policy is made; a bad one raises)."""
+def _after_key_proof(policy: Any, then: Callable[[bool], None]) -> None:
+    """Call `then(True)` after the channel's first signature from the client verified with its certificate's
+    key, `then(False)` when it did not (asyncua verifies the OpenSecureChannel request right after the policy
+    is made; a bad signature raises, and still does)."""
     crypto = policy.asymmetric_cryptography
     verify = crypto.verify
-    proved = False
+    decided = False
 
     def verified(data: bytes, signature: bytes) -> None:
-        nonlocal proved
-        verify(data, signature)
-        if not proved:
-            proved = True
-            then()
+        nonlocal decided
+        try:
+            verify(data, signature)
+        except Exception:
+            if not decided:
+                decided = True
+                then(False)
+            raise
+        if not decided:
+            decided = True
+            then(True)
 
     crypto.verify = verified
 

@@ -308,15 +308,31 @@ def check_client(
                 [now, row[0]],
             )
         if row is None and decision not in ("trusted", "first_use"):
-            refused = _insert(db, output_id, parsed, "refused", "client", None)
-            db.execute(
-                "UPDATE opcua_client_certificates SET last_seen_at = ?, attempts = 1 WHERE id = ?",
-                [now, refused],
-            )
-            db.execute(
-                "DELETE FROM opcua_client_certificates WHERE output_id = ? AND state = 'refused' AND id NOT IN ("
-                "SELECT id FROM opcua_client_certificates WHERE output_id = ? AND state = 'refused' "
-                "ORDER BY last_seen_at DESC LIMIT ?)",
-                [output_id, output_id, MAX_REFUSED],
-            )
+            _record_refused(db, output_id, parsed, now)
     return decision, parsed
+
+
+def _record_refused(db: Database, output_id: int, parsed: ParsedCertificate, now: float) -> None:
+    """Inside the caller's transaction: a refused certificate listed (the latest MAX_REFUSED kept)."""
+    refused = _insert(db, output_id, parsed, "refused", "client", None)
+    db.execute(
+        "UPDATE opcua_client_certificates SET last_seen_at = ?, attempts = 1 WHERE id = ?", [now, refused]
+    )
+    db.execute(
+        "DELETE FROM opcua_client_certificates WHERE output_id = ? AND state = 'refused' AND id NOT IN ("
+        "SELECT id FROM opcua_client_certificates WHERE output_id = ? AND state = 'refused' "
+        "ORDER BY last_seen_at DESC LIMIT ?)",
+        [output_id, output_id, MAX_REFUSED],
+    )
+
+
+def refuse_failed_proof(db: Database, output_id: int, parsed: ParsedCertificate) -> None:
+    """A certificate that claimed first use but whose key proof failed (a copy without its key): listed as
+    refused so that an admin sees the attempt, unless the list already knows it."""
+    with write_transaction(db):
+        known = db.execute(
+            "SELECT 1 FROM opcua_client_certificates WHERE output_id = ? AND thumbprint = ?",
+            [output_id, parsed.thumbprint],
+        ).fetchone()
+        if known is None:
+            _record_refused(db, output_id, parsed, time.time())
