@@ -11,11 +11,16 @@ processes hits them alike):
 - `bare_ort_ultralytics`: the same call on a session with ultralytics' options (ONNX Runtime's defaults:
   threads spin between ops), to see what makes its session faster or slower;
 - `ours_ov_fp32` / `bare_ov_fp32`: our pipeline on OpenVINO at FP32 (what the box runs until the accuracy gate
-  accepted a reduced precision) and the bare compiled-model call with the same properties;
+  accepted a reduced precision) and the bare compiled-model call with the same properties, on a ready float
+  tensor read in place (`share_inputs`: no copy into the request). Ours hands the compiled model the letterbox
+  canvas as bytes and the conversion runs in its graph (openvino_backend.with_byte_input);
 - `ours_ov` / `bare_ov`: the same at OpenVINO's native precision for this CPU (bfloat16 on AVX512-BF16/AMX
   CPUs like the development VM, what ultralytics' OpenVINO predictor runs unasked; FP32 elsewhere);
 - `ultralytics_openvino`: ultralytics' own OpenVINO export (`YOLO(pt).export(format="openvino")`, offline,
   its telemetry declined by openvino_env) and predict.
+
+Each runner has OpenCV's thread count of its own process: ultralytics' predictors run with OpenCV serial (as
+importing ultralytics sets it), ours with OpenCV's default (the camera process never imports ultralytics).
 
 Where TensorRT and a GPU are present the TensorRT backend is measured too. Prints one JSON object on the
 last line, with `ov_vs_ultralytics_onnx_<size>`, `ov_vs_bare_<size>`, `ov_vs_ultralytics_openvino_640` (and
@@ -40,6 +45,10 @@ sys.path.insert(0, str(REPO))
 import cv2  # noqa: E402
 import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
+
+# OpenCV's own thread count, as the camera and web processes have it. Importing ultralytics sets it to serial
+# for the whole process (cv2.setNumThreads(0) in ultralytics.utils); each runner gets what its own process has.
+CV2_THREADS = cv2.getNumThreads()
 
 
 def stats(samples: list[float]) -> dict[str, float]:
@@ -182,14 +191,19 @@ def measure(
         "bare_ort_ours": timed(lambda: bare_ours.run(None, {name: tensor})),
         "bare_ort_ultralytics": timed(lambda: bare_ultra.run(None, {name: tensor})),
         "ours_ov_fp32": pipeline("ours_ov_fp32", ours_ov_fp32),
-        "bare_ov_fp32": timed(lambda: bare_ov_fp32.infer({0: tensor})),
+        "bare_ov_fp32": timed(lambda: bare_ov_fp32.infer({0: tensor}, share_inputs=True)),
         "ours_ov": pipeline("ours_ov", ours_ov),
-        "bare_ov": timed(lambda: bare_ov.infer({0: tensor})),
+        "bare_ov": timed(lambda: bare_ov.infer({0: tensor}, share_inputs=True)),
     }
     if ultra_ov is not None:
         runners["ultralytics_openvino"] = predict(ultra_ov)
+
+    def threads_for(key: str) -> None:
+        cv2.setNumThreads(0 if key.startswith("ultralytics") else CV2_THREADS)
+
     for _ in range(warmup):
-        for fn in runners.values():
+        for key, fn in runners.items():
+            threads_for(key)
             fn(frames[0])
     stages.clear()
     counts.clear()
@@ -205,6 +219,7 @@ def measure(
     for round_no in range(rounds):
         for k in range(len(names)):
             key = names[(round_no + k) % len(names)]
+            threads_for(key)
             time.sleep(0.3)
             for i in range(per_block):
                 results[key].append(runners[key](frames[(round_no * per_block + i) % len(frames)]))

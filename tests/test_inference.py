@@ -47,6 +47,47 @@ def test_letterboxer_reuses_its_canvas_across_sizes() -> None:
     assert first[0, 0, 20, 10] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("shape", [(150, 200), (720, 1280), (720, 480), (64, 64), (37, 301)])
+def test_the_byte_canvas_holds_exactly_what_the_float_tensor_is_made_of(shape: tuple[int, int]) -> None:
+    """A backend that converts in its own graph (OpenVINO) gets the canvas as BGR bytes, the resized image
+    written straight into it (strided for portrait frames): converting those bytes gives the float tensor."""
+    rng = np.random.default_rng(shape[0])
+    image = rng.integers(0, 255, (*shape, 3), dtype=np.uint8)
+    floats, gains, pad = Letterboxer(64)(image)
+    canvas, gains_b, pad_b = Letterboxer(64, np.uint8)(image)
+    assert canvas.shape == (1, 64, 64, 3) and canvas.dtype == np.uint8
+    assert (gains_b, pad_b) == (gains, pad)
+    converted = canvas[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    np.testing.assert_allclose(converted, floats, atol=1e-6)
+    assert (canvas[0, : pad[1]] == 114).all() and (canvas[0, :, : pad[0]] == 114).all()
+
+
+def test_nms_on_all_pairs_keeps_what_one_box_at_a_time_keeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to SMALL_NMS candidates NMS walks a matrix of every pair; the two ways must keep the same boxes in
+    the same order, ties, duplicates, zero-area boxes and max_keep included."""
+    from appliance.inference import pipeline
+
+    rng = np.random.default_rng(11)
+    for trial in range(400):
+        n = int(rng.integers(0, 90))
+        xy = rng.uniform(0, 100, (n, 2))
+        wh = rng.uniform(0, 40, (n, 2))
+        if n and trial % 4 == 0:
+            wh[rng.integers(0, n)] = 0  # a zero-area box: its IoU with its twin is 0/0
+        boxes = np.concatenate([xy, xy + wh], 1).astype(np.float64 if trial % 5 == 0 else np.float32)
+        if n > 3 and trial % 3 == 0:
+            boxes[1] = boxes[2] = boxes[0]
+        scores = (rng.choice([0.3, 0.5, 0.9], n) if trial % 2 else rng.uniform(0, 1, n)).astype(
+            np.float32
+        )  # ties in half of the trials: the earlier index wins in both
+        iou, max_keep = float(rng.choice([0.3, 0.45, 0.7])), int(rng.integers(1, 40))
+        pairs = nms(boxes, scores, iou, max_keep)
+        monkeypatch.setattr(pipeline, "SMALL_NMS", -1)
+        one_at_a_time = nms(boxes, scores, iou, max_keep)
+        monkeypatch.undo()
+        assert pairs.dtype == np.int64 and pairs.tolist() == one_at_a_time.tolist(), trial
+
+
 def _raw_output(boxes_xywh: list[tuple[float, float, float, float]], scores: list[list[float]]) -> np.ndarray:
     nc = len(scores[0])
     out = np.zeros((1, 4 + nc, len(boxes_xywh)), np.float32)

@@ -75,6 +75,39 @@ def test_openvino_boxes_equal_onnxruntime_on_a_trained_model(tiny_yolo: Path, im
 
 
 @pytest.mark.slow
+def test_openvino_converts_the_canvas_in_its_graph_to_what_a_float_tensor_gives(tiny_yolo: Path) -> None:
+    """The compiled model takes the letterbox canvas as bytes (PrePostProcessor): its raw output equals the
+    same network's on the float tensor (FP32), for the batch-1 and the batched model."""
+    import numpy as np
+    import openvino as ov
+
+    from appliance.inference.openvino_backend import compile_config
+    from appliance.inference.pipeline import Letterboxer
+
+    path = oracle_onnx(str(tiny_yolo), 320)
+    detector = load_detector(
+        path, backend="openvino", class_names=["square", "disc"], options={"max_batch": 2}
+    )
+    backend = detector.backend
+    assert backend.input_dtype == np.uint8 and backend.batch_capacity == 2
+    core = ov.Core()
+    plain = core.read_model(str(path))
+    plain.reshape({0: ov.PartialShape([2, 3, 320, 320])})
+    floats_model = core.compile_model(plain, "CPU", compile_config("CPU", "fp32")).create_infer_request()
+    images = [shapes_image(seed, 200 + 40 * seed, 150) for seed in range(2)]
+    canvases = [Letterboxer(320, np.uint8)(image)[0].copy() for image in images]
+    floats = np.concatenate([Letterboxer(320)(image)[0] for image in images])
+    reference = floats_model.infer({0: floats})[0]
+    single = np.concatenate([backend.infer(canvas) for canvas in canvases])
+    batched = backend.infer(np.concatenate(canvases))
+    for ours in (single, batched):
+        scores = ours[:, 4:]
+        assert np.abs(scores - reference[:, 4:]).max() < 1e-4
+        assert np.abs(ours[:, :4] - reference[:, :4]).max() < 0.05  # pixels of the 320 input
+    assert reference[:, 4:].max() > 0.03  # the oracle scores boxes: the comparison has something to compare
+
+
+@pytest.mark.slow
 def test_a_batch_gives_each_frame_the_boxes_it_gets_alone(tiny_yolo: Path) -> None:
     path = oracle_onnx(str(tiny_yolo), 320)
     for backend in ("openvino", "onnxruntime"):

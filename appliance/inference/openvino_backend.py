@@ -176,6 +176,23 @@ def compile_config(device: str, precision: str, blob_cache: Path | None = None) 
     return config
 
 
+def with_byte_input(model: Any) -> Any:
+    """The model with its input taken as the letterbox canvas, (N, H, W, 3) BGR uint8: OpenVINO's
+    PrePostProcessor puts the conversion (to the model's float type, BGR -> RGB, / 255, NHWC -> NCHW) into the
+    compiled graph, where the plugin fuses it with the first layers, instead of a pass over the image in Python
+    before each call. The numbers reaching the network are those of pipeline.letterbox's float tensor."""
+    import openvino as ov
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+
+    steps = PrePostProcessor(model)
+    steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(
+        ColorFormat.BGR
+    )
+    steps.input().model().set_layout(ov.Layout("NCHW"))
+    steps.input().preprocess().convert_element_type().convert_color(ColorFormat.RGB).scale(255.0)
+    return steps.build()
+
+
 def native_precision(device: str = "CPU") -> str:
     """The precision OpenVINO's plugin runs at when nobody pins one (bf16 on AVX512-BF16/AMX CPUs, f16 on ARM
     and GPUs), in our names."""
@@ -234,10 +251,16 @@ class OpenVINOBackend:
         channels, height, width = (shape[i].get_length() for i in (1, 2, 3))
         quantised = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
         config = compile_config(self.device, precision, ir_cache_root(path) / "compiled")
-        single = model.clone()
-        single.reshape({0: ov.PartialShape([1, channels, height, width])})
+        takes_bytes = channels == 3
+
+        def compiled(batch: Any) -> Any:
+            copy = model.clone()
+            copy.reshape({0: ov.PartialShape([batch, channels, height, width])})
+            ready = with_byte_input(copy) if takes_bytes else copy
+            return core.compile_model(ready, self.device, config).create_infer_request()
+
         try:
-            self._single = core.compile_model(single, self.device, config).create_infer_request()
+            self._single = compiled(1)
         except Exception as exc:
             raise Invalid(f"OpenVINO cannot compile {path.name} for {self.device}: {exc}") from None
         # Batches need a batch axis in the file; NPUs compile static shapes only; INT8 with a dynamic batch
@@ -250,13 +273,12 @@ class OpenVINOBackend:
         )
         self._batched = None
         if can_batch:
-            batched = model.clone()
-            batched.reshape({0: ov.PartialShape([ov.Dimension(1, max_batch), channels, height, width])})
-            self._batched = core.compile_model(batched, self.device, config).create_infer_request()
+            self._batched = compiled(ov.Dimension(1, max_batch))
         self.batch_capacity = max_batch if self._batched is not None else 1
         self.input_name = model.input(0).any_name
         self.input_shape = (1, channels, height, width)
-        self.input_dtype = np.float32
+        # Bytes in: the letterboxed canvas (N, H, W, 3) BGR uint8 as it is; the compiled model converts it.
+        self.input_dtype = np.uint8 if takes_bytes else np.float32
         self.output_shapes = [
             tuple(d.get_length() if d.is_static else None for d in o.get_partial_shape())
             for o in model.outputs
@@ -271,7 +293,8 @@ class OpenVINOBackend:
             request = self._batched
         else:
             raise Invalid(f"this model takes batches of at most {self.batch_capacity}, got {batch}")
-        return np.asarray(request.infer({0: tensor})[0])
+        # The input is read in place (no copy); the output is copied: the request's next call overwrites its own.
+        return np.asarray(request.infer({0: tensor}, share_inputs=True)[0])
 
     def close(self) -> None:
         self._single = None

@@ -61,12 +61,16 @@ def letterbox_geometry(
 
 
 class Letterboxer:
-    """letterbox() with a reused canvas: the padding is painted only when the geometry changes (camera frames)."""
+    """letterbox() with a reused canvas: the padding is painted only when the geometry changes (camera frames).
+
+    `dtype` is the backend's input type. float32/float16: an NCHW RGB tensor scaled to 0..1 (ONNX Runtime,
+    TensorRT). uint8: the canvas itself, (1, H, W, 3) BGR bytes, for a backend that converts in its own graph
+    (OpenVINO); it is valid until the next call, so the caller runs the model before letterboxing again."""
 
     def __init__(self, size: int | tuple[int, int], dtype: Any = np.float32) -> None:
         self.out_h, self.out_w = (size, size) if isinstance(size, int) else size
         self.dtype = np.dtype(dtype)
-        self._canvas = np.full((self.out_h, self.out_w, 3), PAD_VALUE, np.uint8)
+        self._canvas = np.full((1, self.out_h, self.out_w, 3), PAD_VALUE, np.uint8)
         self._last: tuple[int, int] | None = None
         self._geometry: Any = None
 
@@ -74,16 +78,24 @@ class Letterboxer:
         height, width = image_bgr.shape[:2]
         if self._last != (height, width):
             self._geometry = letterbox_geometry(height, width, (self.out_h, self.out_w))
-            self._canvas[:] = PAD_VALUE
+            (new_w, new_h), _, (top, _, left, _) = self._geometry
+            canvas = self._canvas[0]  # the padding around the image's window (the window is written below)
+            canvas[:top] = canvas[top + new_h :] = PAD_VALUE
+            canvas[:, :left] = canvas[:, left + new_w :] = PAD_VALUE
             self._last = (height, width)
         (new_w, new_h), gains, (top, _bottom, left, _right) = self._geometry
+        window = self._canvas[0, top : top + new_h, left : left + new_w]
         if (new_w, new_h) != (width, height):
-            resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+            # Straight into the canvas (no intermediate image); OpenCV writes into a strided view in place.
+            resized = cv2.resize(image_bgr, (new_w, new_h), dst=window, interpolation=cv2.INTER_LINEAR)
+            if resized.ctypes.data != window.ctypes.data:  # it allocated instead: copy what it made
+                window[:] = resized
         else:
-            resized = image_bgr
-        self._canvas[top : top + new_h, left : left + new_w] = resized
+            window[:] = image_bgr
+        if self.dtype == np.uint8:
+            return self._canvas, gains, (left, top)
         # One pass in C: BGR->RGB, HWC->NCHW, /255 to float32.
-        tensor = cv2.dnn.blobFromImage(self._canvas, 1.0 / 255.0, swapRB=True)
+        tensor = cv2.dnn.blobFromImage(self._canvas[0], 1.0 / 255.0, swapRB=True)
         if self.dtype != np.float32:
             tensor = tensor.astype(self.dtype)
         return tensor, gains, (left, top)
@@ -99,9 +111,18 @@ def letterbox(
     return Letterboxer(size)(image_bgr)
 
 
+SMALL_NMS = 512  # up to this many candidates, NMS takes every pair's IoU at once
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int) -> np.ndarray:
-    """Greedy NMS, highest score first; a box is dropped when its IoU with a kept one exceeds the threshold."""
+    """Greedy NMS, highest score first; a box is dropped when its IoU with a kept one exceeds the threshold.
+
+    Up to SMALL_NMS boxes the IoU of every pair is computed in one pass and the greedy walk runs on bit masks
+    (a camera frame has a few dozen candidates: one numpy pass instead of one per kept box); past it, one
+    kept box at a time. Both compute each IoU with the same operations, so they keep the same boxes."""
     order = np.argsort(-scores, kind="stable")
+    if order.size <= SMALL_NMS:
+        return _nms_all_pairs(boxes[order], iou_threshold, max_keep, order)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1) * (y2 - y1)
     keep: list[int] = []
@@ -118,6 +139,29 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
             iou = inter / (areas[i] + areas[rest] - inter)
         order = rest[~(iou > iou_threshold)]
     return np.asarray(keep, dtype=np.int64)
+
+
+def _nms_all_pairs(ranked: np.ndarray, iou_threshold: float, max_keep: int, order: np.ndarray) -> np.ndarray:
+    """nms() of boxes already in score order: row i of the pair matrix becomes a bit mask of the boxes that
+    box i suppresses; a box is kept unless a kept one's mask has its bit."""
+    x1, y1, x2, y2 = (ranked[:, k] for k in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    w = np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :])
+    h = np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :])
+    inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / (areas[:, None] + areas[None, :] - inter)
+    rows = np.packbits(iou > iou_threshold, axis=1, bitorder="little")
+    keep: list[int] = []
+    suppressed = 0
+    for i, row in enumerate(rows):
+        if len(keep) >= max_keep:
+            break
+        if suppressed >> i & 1:
+            continue
+        keep.append(i)
+        suppressed |= int.from_bytes(row.tobytes(), "little")
+    return order[keep].astype(np.int64)
 
 
 def decode_and_nms(
@@ -141,6 +185,7 @@ def decode_and_nms(
     gain_x, gain_y = (ratio, ratio) if isinstance(ratio, int | float) else ratio
     pad_x, pad_y = pad
     end_to_end = out.shape[-1] == 6 and (num_classes is None or out.shape[0] != 4 + num_classes)
+    boxes: np.ndarray
     if end_to_end:
         rows = out[out[:, 4] > conf][:max_det]
         boxes = rows[:, :4].astype(np.float32, copy=True)
@@ -150,24 +195,23 @@ def decode_and_nms(
         class_scores = out[4:]
         best = class_scores.max(axis=0)
         candidates = np.flatnonzero(best > conf)
+        if not candidates.size:  # most frames of a line: nothing to decode
+            return np.empty((0, 4), np.float32), np.empty(0, np.float32), np.empty(0, np.int64)
         if candidates.size > MAX_NMS:
             candidates = candidates[np.argsort(-best[candidates], kind="stable")[:MAX_NMS]]
-        scores = best[candidates].astype(np.float32)
-        classes = class_scores[:, candidates].argmax(axis=0).astype(np.int64)
-        xywh = out[:4, candidates].astype(np.float32)
-        boxes = np.empty((candidates.size, 4), np.float32)
-        half_w, half_h = xywh[2] / 2, xywh[3] / 2
-        boxes[:, 0] = xywh[0] - half_w
-        boxes[:, 1] = xywh[1] - half_h
-        boxes[:, 2] = xywh[0] + half_w
-        boxes[:, 3] = xywh[1] + half_h
-        if boxes.shape[0]:
-            offset = classes[:, None].astype(np.float32) * MAX_WH
-            keep = nms(boxes + offset, scores, iou, max_det)
-            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        # Few numpy calls: right after the network each one is slow (its caches are cold), whatever its size.
+        picked = out[:, candidates].astype(np.float32, copy=False)  # (4 + nc, n): cx, cy, w, h, scores
+        scores = best[candidates].astype(np.float32, copy=False)
+        classes = picked[4:].argmax(axis=0).astype(np.int64, copy=False)
+        half = picked[2:4] / 2
+        boxes = np.concatenate((picked[:2] - half, picked[:2] + half)).T  # (n, 4): x1, y1, x2, y2
+        offset = classes[:, None].astype(np.float32) * MAX_WH
+        keep = nms(boxes + offset, scores, iou, max_det)
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
     height, width = orig_shape[:2]
-    boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad_x) / gain_x).clip(0, width)
-    boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - pad_y) / gain_y).clip(0, height)
+    shift = np.array((pad_x, pad_y, pad_x, pad_y), np.float32)
+    gains = np.array((gain_x, gain_y, gain_x, gain_y), np.float32)
+    boxes = np.clip((boxes - shift) / gains, 0, np.array((width, height, width, height), np.float32))
     return boxes, scores, classes
 
 
