@@ -2,7 +2,7 @@
 predictors and against the bare engine calls, same model, same images, one run.
 
 Rows per size (in blocks of calls, the runners' order rotating from round to round, so that load from other
-processes hits them alike):
+processes hits them alike; each ratio is the median over the rounds of the two runners' block medians):
 - `ours_ort`: our pipeline end to end (letterbox -> ONNX Runtime -> decode + NMS);
 - `ultralytics_onnx`: `YOLO("model.onnx").predict` on the same file (rect=False: it letterboxes to the square
   the file has);
@@ -212,21 +212,26 @@ def measure(
     # a pause before each block for the threads the previous runner left spinning (torch's OpenMP threads in
     # ultralytics' predictor spin for up to 200 ms) to park. Calls interleaved one by one measured mostly
     # which runner came after ultralytics.
+    # A ratio is the median over rounds of the two runners' block medians in the same round (a paired
+    # comparison: the VM's load drifts from minute to minute, and pooled medians of a 7 ms call swung by 0.1).
     results: dict[str, list[float]] = {key: [] for key in runners}
+    by_round: dict[str, list[float]] = {key: [] for key in runners}
     names = list(runners)
-    rounds = 5
+    rounds = 8
     per_block = max(1, iterations // rounds)
     for round_no in range(rounds):
         for k in range(len(names)):
             key = names[(round_no + k) % len(names)]
             threads_for(key)
             time.sleep(0.3)
-            for i in range(per_block):
-                results[key].append(runners[key](frames[(round_no * per_block + i) % len(frames)]))
-    median = {key: statistics.median(values) for key, values in results.items()}
+            block = [runners[key](frames[(round_no * per_block + i) % len(frames)]) for i in range(per_block)]
+            results[key] += block
+            by_round[key].append(statistics.median(block))
 
     def ratio(a: str, b: str) -> float | None:
-        return round(median[a] / median[b], 3) if a in median and b in median else None
+        if a not in by_round or b not in by_round:
+            return None
+        return round(statistics.median(x / y for x, y in zip(by_round[a], by_round[b], strict=True)), 3)
 
     report: dict[str, Any] = {key: stats(values) for key, values in results.items()}
     report["stages"] = {
@@ -288,7 +293,7 @@ def main() -> None:
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--sizes", default="320,640")
     args = parser.parse_args()
-    iterations, warmup = (40, 3) if args.quick else (150, 5)
+    iterations, warmup = (48, 3) if args.quick else (160, 5)
     from appliance.inference.backends import default_threads, tensorrt_available
     from appliance.inference.openvino_backend import openvino_version
 
