@@ -329,6 +329,27 @@ def test_first_use_goes_to_a_client_that_proved_it_holds_the_key(box_factory, ce
     assert box.triggers() == 0
 
 
+def test_copies_of_the_real_certificate_cannot_turn_its_first_use_into_a_refusal(
+    box_factory, certificates
+) -> None:
+    """An attacker who sends the real client's certificate (public) with a bad signature over and over, or floods
+    the record budget with made-up certificates, makes the box skip writes; it must not make the box refuse the
+    real client's first use in between (found by review: an unrecorded check decided without first use)."""
+    box = box_factory(security=["basic256sha256"], trust_on_first_use=True)
+    real = (certificates / "hmi.der").read_bytes()
+    forged_proof = box.server._check_certificate(real)
+    assert callable(forged_proof)
+    forged_proof(False)  # the impostor's signature failed: listed as refused
+    assert not box.server._trust_writes.allow(real)  # within the second: this attempt is not recorded...
+    proof = box.server._check_certificate(real)  # ...and still decided as a first use, not refused
+    assert callable(proof)
+    proof(True)
+    listed = trust.list_certificates(box.db, box.output_id, ADMIN)
+    assert [(c.application_uri, c.state, c.source) for c in listed] == [
+        ("urn:line:hmi", "trusted", "first_use")
+    ]
+
+
 def test_the_trust_list_through_the_api(client, admin, certificates) -> None:
     from tests.helpers import API, create_user
 

@@ -195,12 +195,9 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         if self._trust_db is None:
             self._trust_db = open_database(self.db_path)
         try:
+            recorded = bool(der) and self._trust_writes.allow(der or b"")
             decision, parsed = trust.check_client(
-                self._trust_db,
-                self.output_id,
-                der,
-                self.settings.trust_on_first_use,
-                record=bool(der) and self._trust_writes.allow(der or b""),
+                self._trust_db, self.output_id, der, self.settings.trust_on_first_use, record=recorded
             )
         except Exception as exc:
             logger.exception("output %s: checking a client certificate failed", self.output_id)
@@ -213,7 +210,7 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
         if decision == "trusted":
             return None
         if decision == "first_use" and parsed is not None:
-            return lambda proved: self._first_use(parsed, what, proved)
+            return lambda proved: self._first_use(parsed, what, proved, recorded)
         reason = {
             "untrusted": "is not in the trust list (trust it on the Outputs page)",
             "expired": "is outside its validity period",
@@ -224,13 +221,15 @@ class OpcuaConnector(ValuesServer[OpcuaSettings]):
             f"output {self.output_id}: client certificate {what} {reason}",
         )
 
-    def _first_use(self, parsed: trust.ParsedCertificate, what: str, proved: bool) -> None:
+    def _first_use(self, parsed: trust.ParsedCertificate, what: str, proved: bool, recorded: bool) -> None:
         """The client proved it holds the key: trust its certificate, unless another one was trusted first.
-        It did not: the attempt is listed as refused (the channel is refused by the failed signature)."""
+        It did not: the attempt is listed as refused when the record budget allowed this attempt a write (the
+        channel is refused by the failed signature either way)."""
         assert self._trust_db is not None
         if not proved:
             logger.warning("output %s: client certificate %s failed its key proof", self.output_id, what)
-            trust.refuse_failed_proof(self._trust_db, self.output_id, parsed)
+            if recorded:
+                trust.refuse_failed_proof(self._trust_db, self.output_id, parsed)
             return
         if not trust.trust_first_use(self._trust_db, self.output_id, parsed):
             raise refuse_certificate(

@@ -290,7 +290,8 @@ def check_client(
     the attempt is counted and a refused certificate recorded (the latest MAX_REFUSED kept). "first_use" writes
     nothing yet: the certificate is trusted by `trust_first_use` once the client proved it holds its key
     (before that, anyone could claim the first use with a certificate copied from the line's real client).
-    Without `record` nothing is written, and first use waits for the client's next attempt."""
+    Without `record` nothing is written; the decision is the same (first use included: an attacker who sends
+    copies of the real certificate, or floods the budget with made-up ones, must not turn it into a refusal)."""
     if not der:
         return "unreadable", None
     try:
@@ -298,7 +299,7 @@ def check_client(
     except Invalid:
         return "unreadable", None
     if not record:
-        return _decide(db, output_id, parsed, first_use=False)[0], parsed
+        return _decide(db, output_id, parsed, first_use)[0], parsed
     now = time.time()
     with write_transaction(db):
         decision, row = _decide(db, output_id, parsed, first_use)
