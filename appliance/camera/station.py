@@ -47,6 +47,12 @@ def source_spec(settings: CameraSettings) -> SourceSpec:
     )  # fmt: skip
 
 
+def is_a_part(frame: Frame) -> bool:
+    """A frame of a camera in its own trigger mode (software or its input line): each one is a part, inspected
+    even when a box trigger came after it (skipping it would lose that part's verdict)."""
+    return frame.camera is not None and frame.camera.trigger not in (None, "free_run")
+
+
 class CameraLoop:
     def __init__(
         self,
@@ -168,7 +174,11 @@ class CameraLoop:
                     self._hold_while_triggered()
                     continue
                 self.last_seq = frame.seq
-                if self._triggers and frame.captured_at <= self._triggers[0].requested_mono:
+                if (
+                    self._triggers
+                    and not is_a_part(frame)
+                    and frame.captured_at <= self._triggers[0].requested_mono
+                ):
                     # Grabbed before the trigger came: its answer is the next frame, and no model call of this
                     # camera may stand in that frame's way (the other cameras' wait too: batching.py).
                     self.frames_before_trigger += 1
@@ -298,7 +308,7 @@ class CameraLoop:
             trigger = self._triggers.popleft()
             latencies = inspection_latencies(frame.captured_at, decided, timings, trigger.requested_mono)
             out.append(self._event("triggered", evaluation, latencies, trigger.id))
-        if frame.camera is not None and frame.camera.trigger not in (None, "free_run"):
+        if is_a_part(frame):
             # The camera's own trigger (software or its input line): this frame is one inspection.
             return out or [self._event("triggered", evaluation, untriggered)]
         if s.mode == "continuous":
