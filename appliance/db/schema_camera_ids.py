@@ -28,13 +28,15 @@ BEGIN
     updated_at = excluded.updated_at;
 END;
 INSERT INTO settings (key, value, updated_at)
-SELECT '{LAST_DELETED_CAMERA}', CAST(MAX(n) AS TEXT), strftime('%Y-%m-%dT%H:%M:%SZ', 'now') FROM (
-  SELECT MAX(camera_id) AS n FROM inspection_events
-  UNION ALL SELECT MAX(camera_id) FROM camera_revisions
-  UNION ALL SELECT MAX(camera_id) FROM shadow_events
-  UNION ALL SELECT MAX(camera_id) FROM event_counts_minute
-  UNION ALL SELECT MAX(camera_id) FROM event_counts_hour
-) HAVING MAX(n) IS NOT NULL
+SELECT '{LAST_DELETED_CAMERA}', CAST(largest AS TEXT), strftime('%Y-%m-%dT%H:%M:%SZ', 'now') FROM (
+  SELECT MAX(n) AS largest FROM (
+    SELECT MAX(camera_id) AS n FROM inspection_events
+    UNION ALL SELECT MAX(camera_id) FROM camera_revisions
+    UNION ALL SELECT MAX(camera_id) FROM shadow_events
+    UNION ALL SELECT MAX(camera_id) FROM event_counts_minute
+    UNION ALL SELECT MAX(camera_id) FROM event_counts_hour
+  )
+) WHERE largest IS NOT NULL  -- (HAVING without GROUP BY needs SQLite 3.39; JetPack's may be older)
 ON CONFLICT (key) DO NOTHING;
 """,
     )
