@@ -290,3 +290,6 @@ def test_fleet_datasets_are_listed_with_bounded_counts_that_say_when_they_stoppe
     listed = {d.name: d for d in hardcases.list_datasets(a.config)}
     assert listed["alpha"].complete and not listed["beta"].complete
     assert sum(listed["beta"].boxes.values()) <= 4
+    monkeypatch.setattr(hardcases, "LIST_OBJECTS_MAX", 10)  # alpha uses it all: beta is not counted at all
+    listed = {d.name: d for d in hardcases.list_datasets(a.config)}
+    assert listed["alpha"].complete and (listed["beta"].boxes, listed["beta"].complete) == ({}, False)

@@ -331,7 +331,9 @@ def _finish(db: Database, upload_id: int, status: str, key: str | None, error: s
 
 
 LIST_DATASETS_MAX = 1000  # fleet datasets listed
-LIST_OBJECTS_MAX = 50_000  # objects counted in one listing, over all datasets (50 list calls of the store)
+LIST_OBJECTS_MAX = (
+    50_000  # objects counted in one listing, over all datasets (a list call per 1,000, and per dataset)
+)
 
 
 def list_datasets(config: Config) -> list[FleetDatasetRead]:
@@ -351,7 +353,8 @@ def list_datasets(config: Config) -> list[FleetDatasetRead]:
             parts = item.key.split("/")
             if len(parts) == 5 and parts[3] == "JPEGImages":
                 boxes[parts[2]] = boxes.get(parts[2], 0) + 1
-        out.append(FleetDatasetRead(name=name, boxes=boxes, complete=counted <= budget))
+        # A dataset met after the budget ran out was not counted at all: not complete either.
+        out.append(FleetDatasetRead(name=name, boxes=boxes, complete=budget > 0 and counted <= budget))
         budget -= min(counted, budget)
     return out
 
